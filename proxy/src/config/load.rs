@@ -1,0 +1,214 @@
+//! Reading a config file: TOML syntax and types (serde), then unknown keys, then validation, with
+//! every error reported at once.
+
+use std::path::Path;
+
+use toml::de::{DeTable, DeValue};
+
+use super::error::{ConfigError, ConfigErrors, Diagnostics};
+use super::raw::RawConfig;
+use super::{Config, validate};
+
+/// Reads and validates the config file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let source = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            key: String::new(),
+            message: format!("cannot read config file: {e}"),
+        }])
+    })?;
+    load_str(path, &source)
+}
+
+/// Validates config text as if read from `path` (which names it in errors and anchors plugin paths).
+pub fn load_str(path: &Path, source: &str) -> Result<Config, ConfigErrors> {
+    let mut diagnostics = Diagnostics::new(path, source);
+
+    let mut unknown_keys: Vec<Vec<Segment>> = Vec::new();
+    let raw = match parse(source, &mut unknown_keys) {
+        Ok(raw) => raw,
+        Err(error) => {
+            let span = error.inner().span().unwrap_or(0..0);
+            let key = display_path(&error_segments(error.path()));
+            diagnostics.error(span, key, error.inner().message().to_owned());
+            return Err(diagnostics.into_errors());
+        }
+    };
+
+    if !unknown_keys.is_empty() {
+        // The document parsed once already, so this cannot fail; if it somehow did we still report
+        // the keys, just without a line number.
+        let tree = DeTable::parse(source).ok();
+        for segments in unknown_keys {
+            let span = tree
+                .as_ref()
+                .and_then(|t| key_span(t.get_ref(), &segments))
+                .unwrap_or(0..0);
+            let (parent, name) = split_last(&segments);
+            diagnostics.error(
+                span,
+                display_path(&segments),
+                format!("unknown key `{name}`{}", expected_keys(&parent)),
+            );
+        }
+    }
+
+    validate::validate(path, raw, diagnostics)
+}
+
+fn parse(
+    source: &str,
+    unknown_keys: &mut Vec<Vec<Segment>>,
+) -> Result<RawConfig, serde_path_to_error::Error<toml::de::Error>> {
+    let de = toml::Deserializer::parse(source).map_err(|e| {
+        let track = serde_path_to_error::Track::new();
+        serde_path_to_error::Error::new(track.path(), e)
+    })?;
+    let mut record_unknown = |path: serde_ignored::Path<'_>| unknown_keys.push(segments(&path));
+    let de = serde_ignored::Deserializer::new(de, &mut record_unknown);
+    serde_path_to_error::deserialize(de)
+}
+
+/// One step of a key path: a table key or an array index.
+#[derive(Debug, Clone)]
+enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+fn segments(path: &serde_ignored::Path<'_>) -> Vec<Segment> {
+    let mut out = Vec::new();
+    let mut at = path;
+    loop {
+        match at {
+            serde_ignored::Path::Root => break,
+            serde_ignored::Path::Seq { parent, index } => {
+                out.push(Segment::Index(*index));
+                at = parent;
+            }
+            serde_ignored::Path::Map { parent, key } => {
+                // toml::Spanned deserializes through a private wrapper table; skip its keys.
+                if !key.starts_with("$__") {
+                    out.push(Segment::Key(key.clone()));
+                }
+                at = parent;
+            }
+            serde_ignored::Path::Some { parent }
+            | serde_ignored::Path::NewtypeStruct { parent }
+            | serde_ignored::Path::NewtypeVariant { parent } => at = parent,
+        }
+    }
+    out.reverse();
+    out
+}
+
+/// The key path of a serde error, without toml's private span-wrapper keys.
+fn error_segments(path: &serde_path_to_error::Path) -> Vec<Segment> {
+    path.iter()
+        .filter_map(|s| match s {
+            serde_path_to_error::Segment::Seq { index } => Some(Segment::Index(*index)),
+            serde_path_to_error::Segment::Map { key } if !key.starts_with("$__") => {
+                Some(Segment::Key(key.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn display_path(segments: &[Segment]) -> String {
+    let mut out = String::new();
+    for s in segments {
+        match s {
+            Segment::Key(k) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(k);
+            }
+            Segment::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
+}
+
+fn split_last(segments: &[Segment]) -> (Vec<Segment>, String) {
+    match segments.split_last() {
+        Some((Segment::Key(k), parent)) => (parent.to_vec(), k.clone()),
+        Some((Segment::Index(i), parent)) => (parent.to_vec(), i.to_string()),
+        None => (Vec::new(), String::new()),
+    }
+}
+
+/// The keys allowed where an unknown one was found, so the message says what was expected.
+fn expected_keys(parent: &[Segment]) -> String {
+    let table: Vec<&str> = parent
+        .iter()
+        .filter_map(|s| match s {
+            Segment::Key(k) => Some(k.as_str()),
+            Segment::Index(_) => None,
+        })
+        .collect();
+    let keys: &[&str] = match table.as_slice() {
+        [] => &["admin", "runtime", "listener", "cluster", "plugin"],
+        ["admin"] => &["listen"],
+        ["runtime"] => &["worker_threads", "drain_timeout"],
+        ["listener"] => &[
+            "name",
+            "listen",
+            "default_cluster",
+            "plugins",
+            "request_header_timeout",
+            "max_request_head",
+        ],
+        ["cluster"] => &[
+            "name",
+            "endpoints",
+            "lb",
+            "protocol",
+            "connect_timeout",
+            "timeout",
+            "dns_refresh",
+            "hash_header",
+            "idle_timeout",
+            "max_idle_per_endpoint",
+        ],
+        ["plugin"] => &["name", "path", "sha256", "on_error", "config"],
+        _ => &[],
+    };
+    if keys.is_empty() {
+        String::new()
+    } else {
+        format!(", expected one of: {}", keys.join(", "))
+    }
+}
+
+/// Finds the span of the key at `segments` in the parsed document.
+fn key_span(table: &DeTable<'_>, segments: &[Segment]) -> Option<std::ops::Range<usize>> {
+    let (first, rest) = segments.split_first()?;
+    let Segment::Key(name) = first else {
+        return None;
+    };
+    let (key, value) = table.iter().find(|(k, _)| k.get_ref().as_ref() == name)?;
+    if rest.is_empty() {
+        return Some(key.span());
+    }
+    value_span(value.get_ref(), rest).or(Some(key.span()))
+}
+
+fn value_span(value: &DeValue<'_>, segments: &[Segment]) -> Option<std::ops::Range<usize>> {
+    match (value, segments.first()?) {
+        (DeValue::Table(t), Segment::Key(_)) => key_span(t, segments),
+        (DeValue::Array(a), Segment::Index(i)) => {
+            let item = a.get(*i)?;
+            if segments.len() == 1 {
+                Some(item.span())
+            } else {
+                value_span(item.get_ref(), &segments[1..]).or(Some(item.span()))
+            }
+        }
+        _ => None,
+    }
+}

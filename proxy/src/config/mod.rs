@@ -1,0 +1,165 @@
+//! Configuration: the TOML file (`raw`), how it is read (`load`), and the validated [`Config`] that
+//! the rest of the proxy uses. Nothing past validation re-checks config.
+
+mod duration;
+mod error;
+mod load;
+mod raw;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use error::{ConfigError, ConfigErrors};
+pub use load::{load, load_str};
+
+/// Parses a duration written as in config ("250ms", "2s"); used by the echo server's knobs too.
+pub use duration::parse as parse_duration;
+
+/// Where the admin API listens when `[admin]` is absent: loopback only.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
+
+/// A config that passed validation: every name resolves, every value is in range.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    /// The file this came from; relative plugin paths were resolved against its directory.
+    pub source: PathBuf,
+    pub admin: AdminConfig,
+    pub runtime: RuntimeConfig,
+    pub listeners: Vec<ListenerConfig>,
+    pub clusters: Vec<ClusterConfig>,
+    pub plugins: Vec<PluginConfig>,
+}
+
+/// `[admin]`: the admin API listener.
+#[derive(Debug, Clone, Serialize)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+}
+
+/// `[runtime]`: process-wide settings.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuntimeConfig {
+    /// Tokio worker threads; `None` means one per CPU.
+    pub worker_threads: Option<usize>,
+    /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
+    #[serde(with = "duration_text")]
+    pub drain_timeout: Duration,
+}
+
+/// `[[listener]]`: one address accepting downstream connections.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub listen: SocketAddr,
+    /// Index into [`Config::clusters`]; used when no plugin picks a destination.
+    #[serde(skip)]
+    pub default_cluster: Option<usize>,
+    #[serde(rename = "default_cluster")]
+    pub default_cluster_name: Option<String>,
+    /// Indices into [`Config::plugins`], in chain order.
+    #[serde(skip)]
+    pub plugins: Vec<usize>,
+    #[serde(rename = "plugins")]
+    pub plugin_names: Vec<String>,
+    /// Slowloris guard: the whole request head must arrive within this.
+    #[serde(with = "duration_text")]
+    pub request_header_timeout: Duration,
+    /// Largest request head (request line + headers) in bytes; larger gets 431.
+    pub max_request_head: usize,
+}
+
+/// Load-balancing policy of a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LbPolicy {
+    RoundRobin,
+    LeastRequest,
+    Ewma,
+    Random,
+    RingHash,
+}
+
+/// HTTP version spoken to a cluster's endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    Http1,
+    Http2,
+}
+
+/// `[[cluster]]`: a named set of endpoints and how to reach them.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterConfig {
+    pub name: String,
+    pub endpoints: Vec<EndpointConfig>,
+    pub lb: LbPolicy,
+    pub protocol: UpstreamProtocol,
+    #[serde(with = "duration_text")]
+    pub connect_timeout: Duration,
+    /// Time allowed for the upstream's response head; past it the client gets 504.
+    #[serde(with = "duration_text")]
+    pub timeout: Duration,
+    /// How often DNS names among the endpoints are resolved again.
+    #[serde(with = "duration_text")]
+    pub dns_refresh: Duration,
+    /// Header hashed by `ring_hash`; without it the client's IP address is hashed.
+    pub hash_header: Option<String>,
+    /// Pooled upstream connections unused for this long are closed.
+    #[serde(with = "duration_text")]
+    pub idle_timeout: Duration,
+    pub max_idle_per_endpoint: usize,
+}
+
+/// One configured endpoint: an IP address or a DNS name, a port and a weight.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EndpointConfig {
+    pub host: String,
+    pub port: u16,
+    pub weight: u32,
+}
+
+/// What the proxy does when a plugin traps, times out or runs out of memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    FailClosed,
+    FailOpen,
+}
+
+/// `[[plugin]]`: a Wasm plugin and its config.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginConfig {
+    pub name: String,
+    /// Absolute, or relative to the working directory; already resolved against the config file.
+    pub path: PathBuf,
+    pub sha256: Option<String>,
+    pub on_error: OnError,
+    /// The `[plugin.config]` table, handed to the plugin as JSON.
+    pub config: serde_json::Value,
+}
+
+impl Config {
+    /// Looks a cluster up by name (used by plugins' `set-destination`).
+    pub fn cluster_index(&self, name: &str) -> Option<usize> {
+        self.clusters.iter().position(|c| c.name == name)
+    }
+}
+
+/// Durations are shown the way they are written in config.
+mod duration_text {
+    use serde::Serializer;
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        let ms = d.as_millis();
+        if ms % 1000 == 0 {
+            s.collect_str(&format_args!("{}s", ms / 1000))
+        } else {
+            s.collect_str(&format_args!("{ms}ms"))
+        }
+    }
+}

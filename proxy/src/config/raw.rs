@@ -1,0 +1,119 @@
+//! The TOML file exactly as written: plain serde structs with spans kept for error messages.
+//!
+//! Nothing here is checked beyond its TOML type; `validate.rs` turns these into a [`super::Config`]
+//! that cannot be invalid. Unknown keys are collected by the loader (see `load.rs`) rather than
+//! rejected here, so one run reports every mistake in a file instead of only the first.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawConfig {
+    pub admin: Option<Spanned<RawAdmin>>,
+    pub runtime: Option<Spanned<RawRuntime>>,
+    #[serde(default)]
+    pub listener: Vec<Spanned<RawListener>>,
+    #[serde(default)]
+    pub cluster: Vec<Spanned<RawCluster>>,
+    #[serde(default)]
+    pub plugin: Vec<Spanned<RawPlugin>>,
+}
+
+/// `[admin]`
+#[derive(Debug, Deserialize)]
+pub struct RawAdmin {
+    pub listen: Option<Spanned<String>>,
+}
+
+/// `[runtime]`
+#[derive(Debug, Deserialize)]
+pub struct RawRuntime {
+    pub worker_threads: Option<Spanned<i64>>,
+    pub drain_timeout: Option<Spanned<String>>,
+}
+
+/// `[[listener]]`
+#[derive(Debug, Deserialize)]
+pub struct RawListener {
+    pub name: Spanned<String>,
+    pub listen: Spanned<String>,
+    pub default_cluster: Option<Spanned<String>>,
+    #[serde(default)]
+    pub plugins: Vec<Spanned<String>>,
+    pub request_header_timeout: Option<Spanned<String>>,
+    pub max_request_head: Option<Spanned<i64>>,
+}
+
+/// `[[cluster]]`
+#[derive(Debug, Deserialize)]
+pub struct RawCluster {
+    pub name: Spanned<String>,
+    pub endpoints: Spanned<Vec<Spanned<RawEndpoint>>>,
+    pub lb: Option<Spanned<String>>,
+    pub connect_timeout: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub protocol: Option<Spanned<String>>,
+    pub dns_refresh: Option<Spanned<String>>,
+    pub hash_header: Option<Spanned<String>>,
+    pub idle_timeout: Option<Spanned<String>>,
+    pub max_idle_per_endpoint: Option<Spanned<i64>>,
+}
+
+/// One entry of `endpoints`: `"host:port"` or `{ address = "host:port", weight = N }`.
+#[derive(Debug)]
+pub struct RawEndpoint {
+    pub address: String,
+    pub weight: Option<i64>,
+}
+
+/// `[[plugin]]`
+#[derive(Debug, Deserialize)]
+pub struct RawPlugin {
+    pub name: Spanned<String>,
+    pub path: Spanned<String>,
+    pub sha256: Option<Spanned<String>>,
+    pub on_error: Option<Spanned<String>>,
+    pub config: Option<serde_json::Value>,
+}
+
+impl<'de> Deserialize<'de> for RawEndpoint {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct EndpointVisitor;
+
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Weighted {
+            address: String,
+            weight: Option<i64>,
+        }
+
+        impl<'de> serde::de::Visitor<'de> for EndpointVisitor {
+            type Value = RawEndpoint;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(r#""host:port" or { address = "host:port", weight = N }"#)
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawEndpoint, E> {
+                Ok(RawEndpoint {
+                    address: v.to_owned(),
+                    weight: None,
+                })
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<RawEndpoint, A::Error> {
+                let w = Weighted::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(RawEndpoint {
+                    address: w.address,
+                    weight: w.weight,
+                })
+            }
+        }
+
+        de.deserialize_any(EndpointVisitor)
+    }
+}

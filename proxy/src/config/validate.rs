@@ -1,0 +1,497 @@
+//! Raw TOML structs -> a [`Config`] whose names resolve and whose values are in range.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::error::{ConfigErrors, Diagnostics};
+use super::raw::{RawCluster, RawConfig, RawListener, RawPlugin};
+use super::{
+    AdminConfig, ClusterConfig, Config, DEFAULT_ADMIN_LISTEN, EndpointConfig, LbPolicy,
+    ListenerConfig, OnError, PluginConfig, RuntimeConfig, UpstreamProtocol, duration,
+};
+
+const LB_POLICIES: &[(&str, LbPolicy)] = &[
+    ("round_robin", LbPolicy::RoundRobin),
+    ("least_request", LbPolicy::LeastRequest),
+    ("ewma", LbPolicy::Ewma),
+    ("random", LbPolicy::Random),
+    ("ring_hash", LbPolicy::RingHash),
+];
+const PROTOCOLS: &[(&str, UpstreamProtocol)] = &[
+    ("http1", UpstreamProtocol::Http1),
+    ("http2", UpstreamProtocol::Http2),
+];
+const ON_ERROR: &[(&str, OnError)] = &[
+    ("fail_closed", OnError::FailClosed),
+    ("fail_open", OnError::FailOpen),
+];
+
+/// Largest weight an endpoint may have; keeps weighted schedules and hash rings small.
+const MAX_WEIGHT: i64 = 1000;
+
+pub fn validate(
+    path: &Path,
+    raw: RawConfig,
+    mut d: Diagnostics<'_>,
+) -> Result<Config, ConfigErrors> {
+    let admin = admin(&raw, &mut d);
+    let runtime = runtime(&raw, &mut d);
+
+    let cluster_names = unique_names(
+        "cluster",
+        raw.cluster.iter().map(|c| &c.get_ref().name),
+        &mut d,
+    );
+    let plugin_names = unique_names(
+        "plugin",
+        raw.plugin.iter().map(|p| &p.get_ref().name),
+        &mut d,
+    );
+    unique_names(
+        "listener",
+        raw.listener.iter().map(|l| &l.get_ref().name),
+        &mut d,
+    );
+
+    let clusters = raw
+        .cluster
+        .iter()
+        .enumerate()
+        .map(|(i, c)| cluster(i, c.get_ref(), &mut d))
+        .collect();
+    let base = path.parent().unwrap_or(Path::new(""));
+    let plugins = raw
+        .plugin
+        .iter()
+        .enumerate()
+        .map(|(i, p)| plugin(i, p.get_ref(), base, &mut d))
+        .collect();
+    let listeners: Vec<ListenerConfig> = raw
+        .listener
+        .iter()
+        .enumerate()
+        .map(|(i, l)| listener(i, l.get_ref(), &cluster_names, &plugin_names, &mut d))
+        .collect();
+
+    unique_listen_addresses(&raw, admin.listen, &mut d);
+
+    d.into_result(Config {
+        source: path.to_path_buf(),
+        admin,
+        runtime,
+        listeners,
+        clusters,
+        plugins,
+    })
+}
+
+fn admin(raw: &RawConfig, d: &mut Diagnostics<'_>) -> AdminConfig {
+    let default: SocketAddr = DEFAULT_ADMIN_LISTEN
+        .parse()
+        .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9901)));
+    let listen = raw
+        .admin
+        .as_ref()
+        .and_then(|a| a.get_ref().listen.as_ref())
+        .map_or(default, |l| socket_addr(l, "admin.listen", d));
+    AdminConfig { listen }
+}
+
+fn runtime(raw: &RawConfig, d: &mut Diagnostics<'_>) -> RuntimeConfig {
+    let runtime = raw.runtime.as_ref().map(|r| r.get_ref());
+    let worker_threads = runtime
+        .and_then(|r| r.worker_threads.as_ref())
+        .and_then(|n| int_in_range(n, 1, 1024, "runtime.worker_threads", d));
+    let drain_timeout = runtime
+        .and_then(|r| r.drain_timeout.as_ref())
+        .map_or(Duration::from_secs(10), |t| {
+            duration(t, "runtime.drain_timeout", d)
+        });
+    RuntimeConfig {
+        worker_threads,
+        drain_timeout,
+    }
+}
+
+fn listener(
+    i: usize,
+    raw: &RawListener,
+    clusters: &HashMap<&str, usize>,
+    plugins: &HashMap<&str, usize>,
+    d: &mut Diagnostics<'_>,
+) -> ListenerConfig {
+    let key = |k: &str| format!("listener[{i}].{k}");
+    let listen = socket_addr(&raw.listen, &key("listen"), d);
+    let default_cluster = raw
+        .default_cluster
+        .as_ref()
+        .and_then(|c| resolve(c, clusters, "cluster", &key("default_cluster"), d));
+    let plugin_indices = raw
+        .plugins
+        .iter()
+        .enumerate()
+        .filter_map(|(j, p)| resolve(p, plugins, "plugin", &key(&format!("plugins[{j}]")), d))
+        .collect();
+    ListenerConfig {
+        name: raw.name.get_ref().clone(),
+        listen,
+        default_cluster,
+        default_cluster_name: raw.default_cluster.as_ref().map(|c| c.get_ref().clone()),
+        plugins: plugin_indices,
+        plugin_names: raw.plugins.iter().map(|p| p.get_ref().clone()).collect(),
+        request_header_timeout: optional_duration(
+            &raw.request_header_timeout,
+            Duration::from_secs(10),
+            &key("request_header_timeout"),
+            d,
+        ),
+        max_request_head: raw
+            .max_request_head
+            .as_ref()
+            .and_then(|n| int_in_range(n, 8 * 1024, 1024 * 1024, &key("max_request_head"), d))
+            .unwrap_or(64 * 1024),
+    }
+}
+
+fn cluster(i: usize, raw: &RawCluster, d: &mut Diagnostics<'_>) -> ClusterConfig {
+    let key = |k: &str| format!("cluster[{i}].{k}");
+    if raw.endpoints.get_ref().is_empty() {
+        d.error(
+            raw.endpoints.span(),
+            key("endpoints"),
+            "a cluster needs at least one endpoint, \"host:port\"",
+        );
+    }
+    let endpoints = raw
+        .endpoints
+        .get_ref()
+        .iter()
+        .enumerate()
+        .filter_map(|(j, e)| endpoint(e, &key(&format!("endpoints[{j}]")), d))
+        .collect();
+    let lb = raw
+        .lb
+        .as_ref()
+        .and_then(|lb| one_of(lb, LB_POLICIES, &key("lb"), d))
+        .unwrap_or(LbPolicy::RoundRobin);
+    let hash_header = raw.hash_header.as_ref().and_then(|h| {
+        if http::HeaderName::from_bytes(h.get_ref().as_bytes()).is_err() {
+            d.error(
+                h.span(),
+                key("hash_header"),
+                format!("{:?} is not a valid header name", h.get_ref()),
+            );
+            return None;
+        }
+        Some(h.get_ref().to_ascii_lowercase())
+    });
+    ClusterConfig {
+        name: raw.name.get_ref().clone(),
+        endpoints,
+        lb,
+        protocol: raw
+            .protocol
+            .as_ref()
+            .and_then(|p| one_of(p, PROTOCOLS, &key("protocol"), d))
+            .unwrap_or(UpstreamProtocol::Http1),
+        connect_timeout: optional_duration(
+            &raw.connect_timeout,
+            Duration::from_secs(1),
+            &key("connect_timeout"),
+            d,
+        ),
+        timeout: optional_duration(&raw.timeout, Duration::from_secs(15), &key("timeout"), d),
+        dns_refresh: optional_duration(
+            &raw.dns_refresh,
+            Duration::from_secs(5),
+            &key("dns_refresh"),
+            d,
+        ),
+        hash_header,
+        idle_timeout: optional_duration(
+            &raw.idle_timeout,
+            Duration::from_secs(60),
+            &key("idle_timeout"),
+            d,
+        ),
+        max_idle_per_endpoint: raw
+            .max_idle_per_endpoint
+            .as_ref()
+            .and_then(|n| int_in_range(n, 0, 100_000, &key("max_idle_per_endpoint"), d))
+            .unwrap_or(256),
+    }
+}
+
+fn endpoint(
+    raw: &Spanned<super::raw::RawEndpoint>,
+    key: &str,
+    d: &mut Diagnostics<'_>,
+) -> Option<EndpointConfig> {
+    let e = raw.get_ref();
+    let expected =
+        "expected \"host:port\", e.g. \"127.0.0.1:9001\" or \"myservice.default.svc:80\"";
+    let Some((host, port)) = split_host_port(&e.address) else {
+        d.error(
+            raw.span(),
+            key,
+            format!("{:?} is not host:port; {expected}", e.address),
+        );
+        return None;
+    };
+    let Ok(port) = port.parse::<u16>() else {
+        d.error(
+            raw.span(),
+            key,
+            format!("{:?} has a bad port; {expected}", e.address),
+        );
+        return None;
+    };
+    if host.parse::<IpAddr>().is_err() && !is_dns_name(host) {
+        d.error(
+            raw.span(),
+            key,
+            format!("{host:?} is neither an IP address nor a DNS name; {expected}"),
+        );
+        return None;
+    }
+    let weight = match e.weight {
+        None => 1,
+        Some(w) if (1..=MAX_WEIGHT).contains(&w) => w as u32,
+        Some(w) => {
+            d.error(
+                raw.span(),
+                format!("{key}.weight"),
+                format!("{w} is out of range, expected a weight from 1 to {MAX_WEIGHT}"),
+            );
+            return None;
+        }
+    };
+    Some(EndpointConfig {
+        host: host.to_owned(),
+        port,
+        weight,
+    })
+}
+
+/// Splits "host:port" and "[v6]:port".
+fn split_host_port(address: &str) -> Option<(&str, &str)> {
+    if let Some(rest) = address.strip_prefix('[') {
+        let (host, port) = rest.split_once("]:")?;
+        return Some((host, port));
+    }
+    let (host, port) = address.rsplit_once(':')?;
+    (!host.is_empty() && !host.contains(':')).then_some((host, port))
+}
+
+fn is_dns_name(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && !label.starts_with('-')
+        })
+}
+
+fn plugin(i: usize, raw: &RawPlugin, base: &Path, d: &mut Diagnostics<'_>) -> PluginConfig {
+    let key = |k: &str| format!("plugin[{i}].{k}");
+    let sha256 = raw.sha256.as_ref().and_then(|s| {
+        let hex = s.get_ref().to_ascii_lowercase();
+        if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Some(hex)
+        } else {
+            d.error(
+                s.span(),
+                key("sha256"),
+                "expected 64 hexadecimal digits (a sha256 digest)",
+            );
+            None
+        }
+    });
+    if raw.path.get_ref().is_empty() {
+        d.error(
+            raw.path.span(),
+            key("path"),
+            "expected the path of a .wasm file",
+        );
+    }
+    PluginConfig {
+        name: raw.name.get_ref().clone(),
+        path: base.join(raw.path.get_ref()),
+        sha256,
+        on_error: raw
+            .on_error
+            .as_ref()
+            .and_then(|o| one_of(o, ON_ERROR, &key("on_error"), d))
+            .unwrap_or(OnError::FailClosed),
+        config: raw
+            .config
+            .clone()
+            .unwrap_or(serde_json::Value::Object(Default::default())),
+    }
+}
+
+/// Checks names are non-empty and unique; returns name -> index.
+fn unique_names<'a>(
+    kind: &str,
+    names: impl Iterator<Item = &'a Spanned<String>>,
+    d: &mut Diagnostics<'_>,
+) -> HashMap<&'a str, usize> {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, name) in names.enumerate() {
+        let key = format!("{kind}[{i}].name");
+        if name.get_ref().trim().is_empty() {
+            d.error(name.span(), key, "expected a non-empty name");
+        } else if let Some(first) = seen.get(name.get_ref().as_str()) {
+            d.error(
+                name.span(),
+                key,
+                format!(
+                    "duplicate {kind} name {:?} (already used by {kind}[{first}]); names must be unique",
+                    name.get_ref()
+                ),
+            );
+        } else {
+            seen.insert(name.get_ref(), i);
+        }
+    }
+    seen
+}
+
+fn unique_listen_addresses(raw: &RawConfig, admin: SocketAddr, d: &mut Diagnostics<'_>) {
+    let mut seen: HashMap<SocketAddr, String> = HashMap::new();
+    if admin.port() != 0 {
+        seen.insert(admin, "admin.listen".into());
+    }
+    for (i, l) in raw.listener.iter().enumerate() {
+        let l = l.get_ref();
+        let Ok(addr) = l.listen.get_ref().parse::<SocketAddr>() else {
+            continue; // already reported as a bad address
+        };
+        if addr.port() == 0 {
+            continue; // each :0 gets its own port from the OS
+        }
+        let key = format!("listener[{i}].listen");
+        if let Some(first) = seen.get(&addr) {
+            d.error(
+                l.listen.span(),
+                key,
+                format!("{addr} is already used by {first}; every listener needs its own address"),
+            );
+        } else {
+            seen.insert(addr, key);
+        }
+    }
+}
+
+fn resolve(
+    name: &Spanned<String>,
+    known: &HashMap<&str, usize>,
+    kind: &str,
+    key: &str,
+    d: &mut Diagnostics<'_>,
+) -> Option<usize> {
+    if let Some(&i) = known.get(name.get_ref().as_str()) {
+        return Some(i);
+    }
+    let mut names: Vec<&str> = known.keys().copied().collect();
+    names.sort_unstable();
+    let expected = if names.is_empty() {
+        format!("no [[{kind}]] is defined")
+    } else {
+        format!("expected one of: {}", names.join(", "))
+    };
+    d.error(
+        name.span(),
+        key,
+        format!("{kind} {:?} is not defined; {expected}", name.get_ref()),
+    );
+    None
+}
+
+fn socket_addr(raw: &Spanned<String>, key: &str, d: &mut Diagnostics<'_>) -> SocketAddr {
+    raw.get_ref().parse().unwrap_or_else(|_| {
+        d.error(
+            raw.span(),
+            key,
+            format!(
+                "{:?} is not an address to listen on; expected IP:port, e.g. \"127.0.0.1:8080\" or \"[::]:8080\"",
+                raw.get_ref()
+            ),
+        );
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    })
+}
+
+fn duration(raw: &Spanned<String>, key: &str, d: &mut Diagnostics<'_>) -> Duration {
+    duration::parse(raw.get_ref()).unwrap_or_else(|| {
+        d.error(
+            raw.span(),
+            key,
+            format!(
+                "{:?} is not a duration; expected {}",
+                raw.get_ref(),
+                duration::EXPECTED
+            ),
+        );
+        Duration::ZERO
+    })
+}
+
+fn optional_duration(
+    raw: &Option<Spanned<String>>,
+    default: Duration,
+    key: &str,
+    d: &mut Diagnostics<'_>,
+) -> Duration {
+    raw.as_ref().map_or(default, |r| duration(r, key, d))
+}
+
+fn int_in_range(
+    raw: &Spanned<i64>,
+    min: i64,
+    max: i64,
+    key: &str,
+    d: &mut Diagnostics<'_>,
+) -> Option<usize> {
+    let n = *raw.get_ref();
+    if (min..=max).contains(&n) {
+        usize::try_from(n).ok()
+    } else {
+        d.error(
+            raw.span(),
+            key,
+            format!("{n} is out of range, expected {min} to {max}"),
+        );
+        None
+    }
+}
+
+fn one_of<T: Copy>(
+    raw: &Spanned<String>,
+    choices: &[(&str, T)],
+    key: &str,
+    d: &mut Diagnostics<'_>,
+) -> Option<T> {
+    if let Some((_, v)) = choices.iter().find(|(name, _)| *name == raw.get_ref()) {
+        return Some(*v);
+    }
+    let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+    d.error(
+        raw.span(),
+        key,
+        format!(
+            "unknown value {:?}, expected one of: {}",
+            raw.get_ref(),
+            names.join(", ")
+        ),
+    );
+    None
+}

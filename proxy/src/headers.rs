@@ -1,0 +1,241 @@
+//! What a correct HTTP proxy does to headers: drop hop-by-hop headers, say who forwarded the
+//! request (`x-forwarded-for`, `x-forwarded-proto`, `via`), keep `Host`, and carry a request id.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Uri, Version};
+
+/// The request id header; generated when the client sent none.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Headers that describe one connection, not the message (RFC 9110 7.6.1), plus the
+/// non-standard ones clients still send.
+fn fixed_hop_by_hop() -> [&'static HeaderName; 7] {
+    [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+    ]
+}
+
+/// Whether the request asks to switch protocols (e.g. WebSocket): `Connection: upgrade` plus an
+/// `Upgrade` header, on HTTP/1.1.
+pub fn is_upgrade_request<B>(req: &Request<B>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && connection_has_token(req.headers(), "upgrade")
+}
+
+fn connection_has_token(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Removes hop-by-hop headers, including any the `Connection` header names. With `upgrade`, the
+/// `Connection: upgrade` and `Upgrade` pair is kept so the protocol switch reaches the other side.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    let upgrade_protocol = if upgrade {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in &named {
+        headers.remove(name);
+    }
+    // `te: trailers` is end-to-end for gRPC; any other TE value is hop-by-hop.
+    let te_trailers = headers
+        .get(header::TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    for name in fixed_hop_by_hop() {
+        headers.remove(name);
+    }
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    if let Some(protocol) = upgrade_protocol {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, protocol);
+    }
+}
+
+/// Appends the client's address to `x-forwarded-for`, sets `x-forwarded-proto` to the scheme the
+/// client used, and appends this proxy to `via`.
+pub fn add_forwarding(headers: &mut HeaderMap, client: IpAddr, scheme: &str, version: Version) {
+    let client = client.to_string();
+    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(previous) if !previous.trim().is_empty() => format!("{previous}, {client}"),
+        _ => client,
+    };
+    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert(&X_FORWARDED_FOR, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(scheme) {
+        headers.insert(&X_FORWARDED_PROTO, v);
+    }
+    append_via(headers, version);
+}
+
+/// Appends `<version> switchyard` to `via` (RFC 9110 7.6.3).
+pub fn append_via(headers: &mut HeaderMap, version: Version) {
+    let hop = match version {
+        Version::HTTP_09 => "0.9 switchyard",
+        Version::HTTP_10 => "1.0 switchyard",
+        Version::HTTP_2 => "2 switchyard",
+        Version::HTTP_3 => "3 switchyard",
+        _ => "1.1 switchyard",
+    };
+    let via = match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
+        Some(previous) => format!("{previous}, {hop}"),
+        None => hop.to_owned(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&via) {
+        headers.insert(header::VIA, v);
+    }
+}
+
+/// Returns the request's id, generating and inserting one when absent or unusable.
+pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
+    if let Some(id) = headers.get(&X_REQUEST_ID)
+        && !id.is_empty()
+        && id.len() <= 128
+    {
+        return id.clone();
+    }
+    let id = new_request_id();
+    headers.insert(&X_REQUEST_ID, id.clone());
+    id
+}
+
+/// A random 128-bit id in UUID v4 text form.
+fn new_request_id() -> HeaderValue {
+    let mut bits = fastrand::u128(..);
+    bits = (bits & !(0xf << 76)) | (0x4 << 76); // version 4
+    bits = (bits & !(0x3 << 62)) | (0x2 << 62); // RFC 4122 variant
+    let hex = format!("{bits:032x}");
+    let text = format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    );
+    HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("invalid"))
+}
+
+/// The authority the client asked for: the URI's (HTTP/2, absolute-form) or the `Host` header.
+pub fn authority<B>(req: &Request<B>) -> Option<&str> {
+    req.uri().authority().map(|a| a.as_str()).or_else(|| {
+        req.headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+    })
+}
+
+/// Rewrites the request target for the upstream protocol, keeping the client's authority: HTTP/1.1
+/// gets origin-form plus `Host`, HTTP/2 gets an absolute URI (`:authority`) and no `Host`.
+pub fn set_upstream_target<B>(req: &mut Request<B>, http2: bool) -> Result<(), http::Error> {
+    let authority = authority(req).map(str::to_owned);
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    if http2 {
+        let mut uri = Uri::builder().scheme("http").path_and_query(path);
+        if let Some(authority) = &authority {
+            uri = uri.authority(authority.as_str());
+        }
+        *req.uri_mut() = uri.build()?;
+        req.headers_mut().remove(header::HOST);
+        *req.version_mut() = Version::HTTP_2;
+    } else {
+        *req.uri_mut() = Uri::builder().path_and_query(path).build()?;
+        if let Some(authority) = authority
+            && !req.headers().contains_key(header::HOST)
+        {
+            req.headers_mut()
+                .insert(header::HOST, HeaderValue::from_str(&authority)?);
+        }
+        *req.version_mut() = Version::HTTP_11;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_go_including_those_named_by_connection() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert(header::TE, HeaderValue::from_static("gzip"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, false);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, vec!["x-keep"]);
+    }
+
+    #[test]
+    fn te_trailers_and_upgrades_survive() {
+        let mut h = HeaderMap::new();
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h[header::TE], "trailers");
+        assert_eq!(h[header::CONNECTION], "upgrade");
+        assert_eq!(h[header::UPGRADE], "websocket");
+    }
+
+    #[test]
+    fn forwarding_appends() {
+        let mut h = HeaderMap::new();
+        h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.9"));
+        add_forwarding(
+            &mut h,
+            "10.0.0.1".parse().unwrap(),
+            "http",
+            Version::HTTP_11,
+        );
+        assert_eq!(h[&X_FORWARDED_FOR], "203.0.113.9, 10.0.0.1");
+        assert_eq!(h[&X_FORWARDED_PROTO], "http");
+        assert_eq!(h[header::VIA], "1.1 switchyard");
+    }
+
+    #[test]
+    fn request_ids_are_kept_or_made() {
+        let mut h = HeaderMap::new();
+        let made = ensure_request_id(&mut h);
+        assert_eq!(made.len(), 36);
+        assert_eq!(&made.as_bytes()[14..15], b"4");
+        assert_eq!(ensure_request_id(&mut h), made);
+    }
+}

@@ -1,0 +1,19 @@
+//! Switchyard: a programmable HTTP proxy for service meshes and edge gateways.
+//!
+//! The request flow (see DESIGN.md) reads top to bottom across these modules: [`listener`] accepts
+//! and speaks HTTP, [`proxy`] runs one request end to end, [`upstream`] owns clusters, endpoints and
+//! connection pools, [`balance`] picks an endpoint, and [`admin`] serves the admin API.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod balance;
+pub mod body;
+pub mod config;
+pub mod echo;
+pub mod headers;
+pub mod listener;
+pub mod local_response;
+pub mod proxy;
+pub mod server;
+pub mod telemetry;
+pub mod upstream;

@@ -1,0 +1,70 @@
+//! Responses the proxy makes itself when it cannot forward: short plain text naming what failed,
+//! and an `x-switchyard-error` header a program can match on.
+
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use http::{Response, StatusCode};
+
+use crate::body::ProxyBody;
+
+/// Names the reason for a locally made error response.
+pub static X_SWITCHYARD_ERROR: HeaderName = HeaderName::from_static("x-switchyard-error");
+
+/// Why the proxy answered by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalError {
+    /// No destination: the listener has no default cluster and no plugin chose one.
+    NoRoute,
+    /// The destination cluster has no endpoint to send to.
+    NoEndpoint,
+    /// Could not connect to, or talk HTTP with, the chosen endpoint.
+    ConnectFailure,
+    /// The upstream closed or reset the connection before answering.
+    UpstreamReset,
+    /// The upstream did not answer within the cluster's timeout.
+    UpstreamTimeout,
+    /// The request could not be turned into a valid upstream request.
+    BadRequest,
+}
+
+impl LocalError {
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::NoEndpoint => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ConnectFailure | Self::UpstreamReset => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::BadRequest => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// The `x-switchyard-error` value.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::NoRoute => "no-route",
+            Self::NoEndpoint => "no-endpoint",
+            Self::ConnectFailure => "connect-failure",
+            Self::UpstreamReset => "upstream-reset",
+            Self::UpstreamTimeout => "upstream-timeout",
+            Self::BadRequest => "bad-request",
+        }
+    }
+
+    /// A response saying `detail`, e.g. `cluster "v1": connection refused`.
+    pub fn response(self, detail: &str) -> Response<ProxyBody> {
+        let status = self.status();
+        let text = format!(
+            "{} {}: {detail}\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("Error")
+        );
+        let mut response = Response::new(ProxyBody::full(text));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        headers.insert(&X_SWITCHYARD_ERROR, HeaderValue::from_static(self.code()));
+        response
+    }
+}

@@ -1,0 +1,181 @@
+//! A cluster: its settings and its current endpoint set, swapped atomically when discovery
+//! changes it, so requests never wait on a lock to pick an endpoint.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tracing::info;
+
+use super::discovery::{self, Resolved};
+use super::endpoint::Endpoint;
+use super::pool::{Pool, PoolSettings};
+use crate::balance::Balancer;
+use crate::config::{ClusterConfig, Config};
+
+/// A named group of endpoints serving the same thing.
+#[derive(Debug)]
+pub struct Cluster {
+    pub config: ClusterConfig,
+    endpoints: ArcSwap<EndpointSet>,
+}
+
+/// A snapshot of a cluster's endpoints with the balancer state built for exactly these.
+#[derive(Debug)]
+struct EndpointSet {
+    endpoints: Vec<Arc<Endpoint>>,
+    balancer: Balancer,
+}
+
+impl Cluster {
+    fn new(config: ClusterConfig, resolved: &Resolved) -> Self {
+        let set = build_set(&config, resolved, &[]);
+        Self {
+            config,
+            endpoints: ArcSwap::from_pointee(set),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Whether `pick` uses a request hash (ring_hash).
+    pub fn wants_hash(&self) -> bool {
+        self.endpoints.load().balancer.wants_hash()
+    }
+
+    /// Chooses the endpoint for one request; `None` when the cluster has no endpoints.
+    pub fn pick(&self, hash: Option<u64>) -> Option<Arc<Endpoint>> {
+        let set = self.endpoints.load();
+        let i = set.balancer.pick(&set.endpoints, hash)?;
+        set.endpoints.get(i).cloned()
+    }
+
+    /// The current endpoint addresses, for the admin API and tests.
+    pub fn endpoint_addrs(&self) -> Vec<SocketAddr> {
+        self.endpoints
+            .load()
+            .endpoints
+            .iter()
+            .map(|e| e.addr)
+            .collect()
+    }
+
+    /// Replaces the endpoint set; endpoints that stay keep their pools and load statistics.
+    fn update(&self, resolved: &Resolved) {
+        let current = self.endpoints.load();
+        let now: Resolved = current
+            .endpoints
+            .iter()
+            .map(|e| (e.addr, e.weight))
+            .collect();
+        if &now == resolved {
+            return;
+        }
+        info!(
+            cluster = %self.config.name,
+            endpoints = ?resolved.iter().map(|(a, _)| a).collect::<Vec<_>>(),
+            "endpoints changed"
+        );
+        self.endpoints.store(Arc::new(build_set(
+            &self.config,
+            resolved,
+            &current.endpoints,
+        )));
+    }
+
+    fn evict_expired_connections(&self) {
+        for e in &self.endpoints.load().endpoints {
+            e.pool().evict_expired();
+        }
+    }
+}
+
+fn build_set(
+    config: &ClusterConfig,
+    resolved: &Resolved,
+    previous: &[Arc<Endpoint>],
+) -> EndpointSet {
+    let previous: HashMap<SocketAddr, &Arc<Endpoint>> =
+        previous.iter().map(|e| (e.addr, e)).collect();
+    let settings = PoolSettings::from(config);
+    let endpoints: Vec<Arc<Endpoint>> = resolved
+        .iter()
+        .map(|&(addr, weight)| match previous.get(&addr) {
+            Some(e) if e.weight == weight => Arc::clone(e),
+            Some(e) => Arc::new(Endpoint::new(addr, weight, Arc::clone(e.pool()))),
+            None => Arc::new(Endpoint::new(addr, weight, Pool::new(addr, settings))),
+        })
+        .collect();
+    let balancer = Balancer::new(config.lb, &endpoints);
+    EndpointSet {
+        endpoints,
+        balancer,
+    }
+}
+
+/// Every cluster of a config, by index (listeners and plugins refer to clusters by index).
+#[derive(Debug, Default)]
+pub struct Clusters {
+    clusters: Vec<Arc<Cluster>>,
+}
+
+impl Clusters {
+    /// Resolves every cluster's endpoints and starts its background upkeep (DNS refresh, idle
+    /// connection eviction). The tasks end when the cluster is dropped.
+    pub async fn start(config: &Config) -> Self {
+        let mut clusters = Vec::with_capacity(config.clusters.len());
+        for c in &config.clusters {
+            let resolved = discovery::resolve(c).await.unwrap_or_default();
+            let cluster = Arc::new(Cluster::new(c.clone(), &resolved));
+            spawn_upkeep(Arc::downgrade(&cluster));
+            clusters.push(cluster);
+        }
+        Self { clusters }
+    }
+
+    pub fn get(&self, index: usize) -> Option<&Arc<Cluster>> {
+        self.clusters.get(index)
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<&Arc<Cluster>> {
+        self.clusters.iter().find(|c| c.name() == name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Cluster>> {
+        self.clusters.iter()
+    }
+}
+
+fn spawn_upkeep(cluster: Weak<Cluster>) {
+    let Some(c) = cluster.upgrade() else { return };
+    let dns = discovery::needs_dns(&c.config).then_some(c.config.dns_refresh);
+    let evict_every = (c.config.idle_timeout / 2).max(Duration::from_secs(1));
+    drop(c);
+    tokio::spawn(async move {
+        let mut evict = tokio::time::interval(evict_every);
+        let mut refresh = tokio::time::interval(dns.unwrap_or(Duration::from_secs(3600)));
+        refresh.tick().await; // the first tick is immediate; start() has just resolved
+        loop {
+            tokio::select! {
+                _ = evict.tick() => {
+                    let Some(c) = cluster.upgrade() else { return };
+                    c.evict_expired_connections();
+                }
+                _ = refresh.tick(), if dns.is_some() => {
+                    let Some(c) = cluster.upgrade() else { return };
+                    let config = c.config.clone();
+                    drop(c);
+                    let resolved = discovery::resolve(&config).await;
+                    let Some(c) = cluster.upgrade() else { return };
+                    if let Some(resolved) = resolved {
+                        c.update(&resolved);
+                    }
+                }
+            }
+        }
+    });
+}

@@ -1,0 +1,81 @@
+//! One upstream address: its weight, its load as the balancers see it, and its connection pool.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+
+use super::pool::{Pool, UpstreamError};
+use crate::balance::{PeakEwma, Target};
+use crate::body::ProxyBody;
+
+/// An address of a cluster that requests are sent to.
+#[derive(Debug)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub weight: u32,
+    in_flight: AtomicU32,
+    latency: PeakEwma,
+    /// Shared with the endpoint's successor when only its weight changes, so connections survive.
+    pool: Arc<Pool>,
+}
+
+impl Endpoint {
+    pub(super) fn new(addr: SocketAddr, weight: u32, pool: Arc<Pool>) -> Self {
+        Self {
+            addr,
+            weight,
+            in_flight: AtomicU32::new(0),
+            latency: PeakEwma::default(),
+            pool,
+        }
+    }
+
+    pub(super) fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
+    /// Counts a request as in flight until the returned guard is dropped.
+    pub fn start_request(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(Arc::clone(self))
+    }
+
+    /// Records how long the endpoint took to answer (or to fail), for `ewma` balancing.
+    pub fn observe_latency(&self, rtt: Duration) {
+        self.latency.observe(rtt);
+    }
+
+    /// Sends one request over a pooled (or new) connection.
+    pub async fn send(&self, req: Request<ProxyBody>) -> Result<Response<Incoming>, UpstreamError> {
+        self.pool.send(req).await
+    }
+}
+
+impl Target for Arc<Endpoint> {
+    fn weight(&self) -> u32 {
+        self.weight
+    }
+    fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+    fn latency_estimate(&self, now: Instant) -> f64 {
+        self.latency.estimate(now)
+    }
+    fn hash_identity(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+/// Holds one unit of an endpoint's in-flight count.
+#[derive(Debug)]
+pub struct InFlight(Arc<Endpoint>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}

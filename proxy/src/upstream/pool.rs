@@ -1,0 +1,246 @@
+//! Keep-alive connections to one endpoint.
+//!
+//! HTTP/1.1: a stack of idle connections; a connection returns to it once its response body is
+//! finished (hyper reports it ready), and the most recently used is reused first. HTTP/2: one
+//! multiplexed connection shared by all requests, re-established when it closes.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tracing::debug;
+
+use crate::body::ProxyBody;
+use crate::config::{ClusterConfig, UpstreamProtocol};
+
+/// Why a request could not be sent to an endpoint or got no response head.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("connect to {addr} failed: {source}")]
+    Connect {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("connect to {addr} timed out after {timeout:?}")]
+    ConnectTimeout { addr: SocketAddr, timeout: Duration },
+    #[error("HTTP handshake with {addr} failed: {source}")]
+    Handshake {
+        addr: SocketAddr,
+        source: hyper::Error,
+    },
+    #[error("{addr} closed or reset the connection before answering: {source}")]
+    Reset {
+        addr: SocketAddr,
+        source: hyper::Error,
+    },
+}
+
+impl UpstreamError {
+    /// Whether no connection could be made at all (as opposed to one failing mid-request).
+    pub fn is_connect(&self) -> bool {
+        matches!(
+            self,
+            Self::Connect { .. } | Self::ConnectTimeout { .. } | Self::Handshake { .. }
+        )
+    }
+}
+
+/// How a pool connects and how long it keeps idle connections.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSettings {
+    pub protocol: UpstreamProtocol,
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_idle: usize,
+}
+
+impl From<&ClusterConfig> for PoolSettings {
+    fn from(c: &ClusterConfig) -> Self {
+        Self {
+            protocol: c.protocol,
+            connect_timeout: c.connect_timeout,
+            idle_timeout: c.idle_timeout,
+            max_idle: c.max_idle_per_endpoint,
+        }
+    }
+}
+
+/// The connections to one endpoint.
+#[derive(Debug)]
+pub struct Pool {
+    addr: SocketAddr,
+    settings: PoolSettings,
+    idle: Mutex<Vec<IdleConnection>>,
+    shared_h2: Mutex<Option<http2::SendRequest<ProxyBody>>>,
+}
+
+#[derive(Debug)]
+struct IdleConnection {
+    sender: http1::SendRequest<ProxyBody>,
+    since: Instant,
+}
+
+impl Pool {
+    pub fn new(addr: SocketAddr, settings: PoolSettings) -> Arc<Self> {
+        Arc::new(Self {
+            addr,
+            settings,
+            idle: Mutex::new(Vec::new()),
+            shared_h2: Mutex::new(None),
+        })
+    }
+
+    pub async fn send(
+        self: &Arc<Self>,
+        req: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        match self.settings.protocol {
+            UpstreamProtocol::Http1 => self.send_http1(req).await,
+            UpstreamProtocol::Http2 => self.send_http2(req).await,
+        }
+    }
+
+    async fn send_http1(
+        self: &Arc<Self>,
+        mut req: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        loop {
+            let (mut sender, reused) = match self.checkout_http1() {
+                Some(sender) => (sender, true),
+                None => (self.connect_http1().await?, false),
+            };
+            match sender.try_send_request(req).await {
+                Ok(response) => {
+                    self.checkin_when_ready(sender);
+                    return Ok(response);
+                }
+                Err(mut e) => match e.take_message() {
+                    // A pooled connection the upstream had closed: the request was never written,
+                    // so it is safe to send it again on another connection.
+                    Some(unsent) if reused => req = unsent,
+                    _ => {
+                        return Err(UpstreamError::Reset {
+                            addr: self.addr,
+                            source: e.into_error(),
+                        });
+                    }
+                },
+            }
+        }
+    }
+
+    fn checkout_http1(&self) -> Option<http1::SendRequest<ProxyBody>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(conn) = idle.pop() {
+            if conn.since.elapsed() < self.settings.idle_timeout && conn.sender.is_ready() {
+                return Some(conn.sender);
+            }
+        }
+        None
+    }
+
+    /// Returns the connection to the idle stack once hyper says it can take another request,
+    /// i.e. after the response body was read to the end.
+    fn checkin_when_ready(self: &Arc<Self>, mut sender: http1::SendRequest<ProxyBody>) {
+        let pool: Weak<Self> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            if sender.ready().await.is_err() {
+                return; // closed, upgraded, or the body was abandoned mid-way
+            }
+            let Some(pool) = pool.upgrade() else { return };
+            let mut idle = pool.idle.lock().unwrap_or_else(|p| p.into_inner());
+            if idle.len() < pool.settings.max_idle {
+                idle.push(IdleConnection {
+                    sender,
+                    since: Instant::now(),
+                });
+            }
+        });
+    }
+
+    /// Closes idle connections older than the idle timeout.
+    pub fn evict_expired(&self) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let timeout = self.settings.idle_timeout;
+        idle.retain(|c| c.since.elapsed() < timeout && !c.sender.is_closed());
+    }
+
+    async fn connect_http1(&self) -> Result<http1::SendRequest<ProxyBody>, UpstreamError> {
+        let io = self.connect_tcp().await?;
+        let (sender, connection) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|source| UpstreamError::Handshake {
+                addr: self.addr,
+                source,
+            })?;
+        let addr = self.addr;
+        tokio::spawn(async move {
+            if let Err(e) = connection.with_upgrades().await {
+                debug!(%addr, error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    async fn send_http2(
+        &self,
+        req: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let mut sender = match self.checkout_http2() {
+            Some(sender) => sender,
+            None => self.connect_http2().await?,
+        };
+        sender
+            .send_request(req)
+            .await
+            .map_err(|source| UpstreamError::Reset {
+                addr: self.addr,
+                source,
+            })
+    }
+
+    fn checkout_http2(&self) -> Option<http2::SendRequest<ProxyBody>> {
+        let shared = self.shared_h2.lock().unwrap_or_else(|p| p.into_inner());
+        shared.as_ref().filter(|s| !s.is_closed()).cloned()
+    }
+
+    async fn connect_http2(&self) -> Result<http2::SendRequest<ProxyBody>, UpstreamError> {
+        let io = self.connect_tcp().await?;
+        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .handshake(io)
+            .await
+            .map_err(|source| UpstreamError::Handshake {
+                addr: self.addr,
+                source,
+            })?;
+        let addr = self.addr;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                debug!(%addr, error = %e, "upstream h2 connection ended with an error");
+            }
+        });
+        *self.shared_h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender.clone());
+        Ok(sender)
+    }
+
+    async fn connect_tcp(&self) -> Result<TokioIo<TcpStream>, UpstreamError> {
+        let addr = self.addr;
+        let timeout = self.settings.connect_timeout;
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| UpstreamError::ConnectTimeout { addr, timeout })?
+            .map_err(|source| UpstreamError::Connect { addr, source })?;
+        // Proxied requests are small writes that must not wait for Nagle.
+        let _ = stream.set_nodelay(true);
+        Ok(TokioIo::new(stream))
+    }
+}
