@@ -1,1 +1,13 @@
+//! Integration tests: the real `switchyard` binary, real sockets on 127.0.0.1:0, real upstreams.
+// Test code panics with a message on anything unexpected; that is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
+mod balancing;
+mod config_files;
+mod errors;
+mod forwarding;
+mod lifecycle;
+mod streaming;
+mod websocket;

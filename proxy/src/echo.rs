@@ -24,18 +24,29 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tracing::{debug, info};
 
+/// How an echo server behaves for every request (query parameters can still override).
+#[derive(Debug, Clone, Default)]
+pub struct EchoOptions {
+    /// Reported in every answer and in the `x-echo-name` header.
+    pub name: String,
+    /// Wait this long before answering, to play a slow service.
+    pub delay: Option<Duration>,
+    /// Answer with this status, to play a failing service.
+    pub status: Option<StatusCode>,
+}
+
 /// Runs an echo server on its own runtime until Ctrl-C.
-pub fn run_blocking(listen: SocketAddr, name: String) -> std::io::Result<()> {
+pub fn run_blocking(listen: SocketAddr, options: EchoOptions) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
         let socket = TcpListener::bind(listen).await?;
         let addr = socket.local_addr()?;
-        info!(%addr, %name, "echo server listening");
-        println!("echo {name:?} listening on {addr}");
+        info!(%addr, name = %options.name, "echo server listening");
+        println!("echo {:?} listening on {addr}", options.name);
         tokio::select! {
-            _ = serve(socket, name) => {},
+            _ = serve(socket, options) => {},
             _ = tokio::signal::ctrl_c() => {},
         }
         Ok(())
@@ -43,20 +54,20 @@ pub fn run_blocking(listen: SocketAddr, name: String) -> std::io::Result<()> {
 }
 
 /// Serves echo answers on `socket` (HTTP/1.1 and h2c) until the task is dropped.
-pub async fn serve(socket: TcpListener, name: String) {
-    let name: Arc<str> = name.into();
+pub async fn serve(socket: TcpListener, options: EchoOptions) {
+    let options = Arc::new(options);
     let http = Arc::new(auto::Builder::new(TokioExecutor::new()));
     loop {
         let Ok((stream, peer)) = socket.accept().await else {
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let name = Arc::clone(&name);
+        let options = Arc::clone(&options);
         let http = Arc::clone(&http);
         tokio::spawn(async move {
             let service = service_fn(move |req| {
-                let name = Arc::clone(&name);
-                async move { Ok::<_, Infallible>(answer(&name, peer, req).await) }
+                let options = Arc::clone(&options);
+                async move { Ok::<_, Infallible>(answer(&options, peer, req).await) }
             });
             if let Err(e) = http.serve_connection(TokioIo::new(stream), service).await {
                 debug!(%peer, error = %e, "echo connection error");
@@ -90,8 +101,15 @@ impl Knobs {
     }
 }
 
-async fn answer(name: &str, peer: SocketAddr, req: Request<Incoming>) -> Response<EchoBody> {
-    let knobs = Knobs::from_query(req.uri().query());
+async fn answer(
+    options: &EchoOptions,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<EchoBody> {
+    let name = options.name.as_str();
+    let mut knobs = Knobs::from_query(req.uri().query());
+    knobs.delay = knobs.delay.or(options.delay);
+    knobs.status = knobs.status.or(options.status);
     let (parts, mut body) = req.into_parts();
     let mut body_bytes: u64 = 0;
     while let Some(frame) = body.frame().await {

@@ -44,6 +44,12 @@ enum Command {
         /// Name reported in every answer.
         #[arg(long, default_value = "echo")]
         name: String,
+        /// Wait this long before every answer ("100ms"), to play a slow service.
+        #[arg(long, value_parser = parse_duration)]
+        delay: Option<std::time::Duration>,
+        /// Answer every request with this status, to play a failing service.
+        #[arg(long)]
+        status: Option<u16>,
     },
 }
 
@@ -62,7 +68,12 @@ fn main() -> ExitCode {
     match command {
         Command::Run { config } => run(config),
         Command::Validate { file } => validate(&file),
-        Command::Echo { listen, name } => echo(listen, name),
+        Command::Echo {
+            listen,
+            name,
+            delay,
+            status,
+        } => echo(listen, name, delay, status),
     }
 }
 
@@ -108,9 +119,32 @@ fn validate(path: &std::path::Path) -> ExitCode {
     }
 }
 
-fn echo(listen: SocketAddr, name: String) -> ExitCode {
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    switchyard::config::parse_duration(text)
+        .ok_or_else(|| format!("{text:?} is not a duration like \"250ms\" or \"2s\""))
+}
+
+fn echo(
+    listen: SocketAddr,
+    name: String,
+    delay: Option<std::time::Duration>,
+    status: Option<u16>,
+) -> ExitCode {
     switchyard::telemetry::init_logging();
-    match switchyard::echo::run_blocking(listen, name) {
+    let status = match status.map(http::StatusCode::from_u16) {
+        None => None,
+        Some(Ok(status)) => Some(status),
+        Some(Err(_)) => {
+            eprintln!("error: --status must be an HTTP status code from 100 to 999");
+            return ExitCode::from(2);
+        }
+    };
+    let options = switchyard::echo::EchoOptions {
+        name,
+        delay,
+        status,
+    };
+    match switchyard::echo::run_blocking(listen, options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: echo server on {listen}: {e}");

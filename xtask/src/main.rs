@@ -1,1 +1,270 @@
-fn main() {}
+//! Project automation, run as `cargo xtask <command>`:
+//! `demo` (proxy + two echo upstreams on config/demo.toml), `test` (the whole suite),
+//! `build-plugins` (every plugin under plugins/ to target/plugins/<name>.wasm).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+const WASM_TARGET: &str = "wasm32-unknown-unknown";
+const DEMO_ADMIN: &str = "127.0.0.1:9901";
+const DEMO_LISTENER: &str = "127.0.0.1:8080";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("demo") => demo(),
+        Some("test") => test(&args[1..]),
+        Some("build-plugins") => build_plugins().map(|_| ()),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <command>\n\n\
+                 commands:\n  \
+                 demo           build, start two echo upstreams and the proxy on config/demo.toml\n  \
+                 test [ARGS]    build the plugins and run the whole test suite (ARGS go to the runner)\n  \
+                 build-plugins  build every plugin under plugins/ into target/plugins/"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+/// Installs the wasm target plugins are built for, if rustup is there and it is missing.
+fn ensure_wasm_target() -> Result<()> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output();
+    match installed {
+        Ok(out)
+            if String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .any(|l| l.trim() == WASM_TARGET) =>
+        {
+            Ok(())
+        }
+        Ok(_) => {
+            eprintln!("xtask: installing the {WASM_TARGET} target");
+            run(Command::new("rustup").args(["target", "add", WASM_TARGET]))
+        }
+        Err(_) => {
+            eprintln!("xtask: rustup not found; assuming {WASM_TARGET} is available");
+            Ok(())
+        }
+    }
+}
+
+/// The plugin crates: every directory under plugins/ with a Cargo.toml.
+fn plugin_dirs() -> Result<Vec<PathBuf>> {
+    let dir = root().join("plugins");
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("Cargo.toml").exists())
+        .collect();
+    dirs.sort();
+    Ok(dirs)
+}
+
+/// Builds every plugin for wasm and copies it to target/plugins/<dir-name>.wasm.
+fn build_plugins() -> Result<Vec<PathBuf>> {
+    let dirs = plugin_dirs()?;
+    if dirs.is_empty() {
+        eprintln!("xtask: no plugins under plugins/ yet; nothing to build");
+        return Ok(Vec::new());
+    }
+    ensure_wasm_target()?;
+    let out_dir = root().join("target/plugins");
+    std::fs::create_dir_all(&out_dir)?;
+    let mut built = Vec::new();
+    for dir in dirs {
+        let name = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .context("plugin directory name is not UTF-8")?
+            .to_owned();
+        run(cargo()
+            .args([
+                "build",
+                "--release",
+                "--target",
+                WASM_TARGET,
+                "--manifest-path",
+            ])
+            .arg(dir.join("Cargo.toml")))?;
+        let artifact = root()
+            .join("target")
+            .join(WASM_TARGET)
+            .join("release")
+            .join(format!("{}.wasm", name.replace('-', "_")));
+        let out = out_dir.join(format!("{name}.wasm"));
+        std::fs::copy(&artifact, &out)
+            .with_context(|| format!("cannot copy {} to {}", artifact.display(), out.display()))?;
+        eprintln!("xtask: built {}", out.display());
+        built.push(out);
+    }
+    Ok(built)
+}
+
+/// Runs the whole suite: cargo-nextest when installed, else cargo test.
+fn test(extra: &[String]) -> Result<()> {
+    build_plugins()?;
+    let nextest = cargo()
+        .args(["nextest", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if nextest {
+        run(cargo()
+            .args(["nextest", "run", "--workspace", "--no-fail-fast"])
+            .args(extra))?;
+        // nextest does not run doctests.
+        run(cargo().args(["test", "--workspace", "--doc"]))
+    } else {
+        run(cargo()
+            .args(["test", "--workspace", "--no-fail-fast"])
+            .args(extra))
+    }
+}
+
+/// Builds everything, starts echo upstreams "v1" and "v2" and the proxy on config/demo.toml,
+/// and stops them all on Ctrl-C.
+fn demo() -> Result<()> {
+    build_plugins()?;
+    run(cargo().args(["build", "--release", "--package", "switchyard"]))?;
+    let bin = root().join("target/release/switchyard");
+    let mut children = Children::default();
+    for (name, addr) in [("v1", "127.0.0.1:9001"), ("v2", "127.0.0.1:9002")] {
+        children.spawn(
+            Command::new(&bin)
+                .args(["echo", "--listen", addr, "--name", name])
+                .stdout(Stdio::null()),
+        )?;
+    }
+    children.spawn(
+        Command::new(&bin)
+            .args(["run", "--config"])
+            .arg(root().join("config/demo.toml")),
+    )?;
+    wait_ready(&mut children)?;
+    println!(
+        "\nSwitchyard is serving config/demo.toml on http://{DEMO_LISTENER} (admin: http://{DEMO_ADMIN}).\n\
+         Upstreams: echo \"v1\" on 127.0.0.1:9001 and \"v2\" on 127.0.0.1:9002, weighted 3:1.\n\n\
+         Try:\n  \
+         curl -i http://{DEMO_LISTENER}/hello\n  \
+         for i in $(seq 8); do curl -s http://{DEMO_LISTENER}/ | grep '\"name\"'; done\n  \
+         curl -s --http2-prior-knowledge http://{DEMO_LISTENER}/h2\n  \
+         curl -s http://{DEMO_ADMIN}/config\n  \
+         curl -s http://{DEMO_ADMIN}/clusters\n\n\
+         Press Ctrl-C to stop.\n"
+    );
+    children.wait_any()
+}
+
+fn wait_ready(children: &mut Children) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        children.check_alive()?;
+        if http_get_status(DEMO_ADMIN, "/ready") == Some(200) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("the proxy did not become ready on http://{DEMO_ADMIN}/ready within 30s")
+}
+
+/// A minimal HTTP/1.1 GET returning the status code.
+fn http_get_status(addr: &str, path: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    answer.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Child processes that are all stopped when the demo ends, however it ends.
+#[derive(Default)]
+struct Children(Vec<Child>);
+
+impl Children {
+    fn spawn(&mut self, cmd: &mut Command) -> Result<()> {
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {cmd:?}"))?;
+        self.0.push(child);
+        Ok(())
+    }
+
+    fn check_alive(&mut self) -> Result<()> {
+        for child in &mut self.0 {
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "a demo process exited early ({status}); is port 8080, 9001, 9002 or 9901 taken?"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until any child exits (Ctrl-C reaches them all through the terminal).
+    fn wait_any(&mut self) -> Result<()> {
+        loop {
+            for child in &mut self.0 {
+                if child.try_wait()?.is_some() {
+                    return Ok(());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

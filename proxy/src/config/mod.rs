@@ -156,7 +156,7 @@ mod duration_text {
 
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         let ms = d.as_millis();
-        if ms % 1000 == 0 {
+        if ms.is_multiple_of(1000) {
             s.collect_str(&format_args!("{}s", ms / 1000))
         } else {
             s.collect_str(&format_args!("{ms}ms"))

@@ -1,0 +1,149 @@
+//! Every shipped config parses, and `switchyard validate` reports mistakes clearly.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::support::proxy::scratch_dir;
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+
+fn toml_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("list config dir") {
+        let path = entry.expect("dir entry").path();
+        if path.is_dir() {
+            toml_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "toml") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn every_file_in_config_parses() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+    let mut files = Vec::new();
+    toml_files(&dir, &mut files);
+    assert!(
+        files.iter().any(|f| f.ends_with("demo.toml")),
+        "config/demo.toml exists"
+    );
+    for file in files {
+        if let Err(errors) = switchyard::config::load(&file) {
+            panic!("{} does not validate:\n{errors}", file.display());
+        }
+    }
+}
+
+#[test]
+fn validate_reports_every_mistake_with_file_line_and_key() {
+    let file = scratch_dir().join("broken.toml");
+    std::fs::write(
+        &file,
+        r#"[[listener]]
+name = "public"
+listen = "127.0.0.1:8080"
+default_cluster = "missing"
+colour = "blue"
+
+[[cluster]]
+name = "app"
+endpoints = ["127.0.0.1:9001"]
+connect_timeout = "soon"
+"#,
+    )
+    .expect("write config");
+
+    let out = Command::new(BIN)
+        .arg("validate")
+        .arg(&file)
+        .output()
+        .expect("run validate");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+
+    assert!(!out.status.success(), "validate accepted a broken file");
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert_eq!(errors.len(), 3, "{stderr}");
+    let name = file.display().to_string();
+    assert!(
+        errors[0].contains(&format!("{name}:4:"))
+            && errors[0].contains("listener[0].default_cluster")
+            && errors[0].contains("\"missing\" is not defined"),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        errors[1].contains(&format!("{name}:5:"))
+            && errors[1].contains("unknown key `colour`")
+            && errors[1].contains("expected one of"),
+        "{}",
+        errors[1]
+    );
+    assert!(
+        errors[2].contains(&format!("{name}:10:"))
+            && errors[2].contains("cluster[0].connect_timeout")
+            && errors[2].contains("is not a duration"),
+        "{}",
+        errors[2]
+    );
+}
+
+#[test]
+fn validate_accepts_the_demo_config() {
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/demo.toml");
+    let out = Command::new(BIN)
+        .arg("validate")
+        .arg(&demo)
+        .output()
+        .expect("run validate");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn config_errors_cover_duplicates_and_bad_addresses() {
+    let text = r#"
+[admin]
+listen = "127.0.0.1:7000"
+
+[[listener]]
+name = "a"
+listen = "127.0.0.1:7000"
+
+[[listener]]
+name = "a"
+listen = "localhost"
+
+[[cluster]]
+name = "c"
+endpoints = ["no-port", { address = "127.0.0.1:1", weight = 0 }]
+lb = "fastest"
+
+[[cluster]]
+name = "c"
+endpoints = []
+"#;
+    let errors = switchyard::config::load_str(Path::new("dup.toml"), text)
+        .expect_err("this config is wrong in many ways")
+        .to_string();
+    for expected in [
+        "dup.toml:7:10: listener[0].listen: 127.0.0.1:7000 is already used by admin.listen",
+        "dup.toml:10:8: listener[1].name: duplicate listener name \"a\"",
+        "dup.toml:11:10: listener[1].listen: \"localhost\" is not an address to listen on",
+        "cluster[0].endpoints[0]: \"no-port\" is not host:port",
+        "cluster[0].endpoints[1].weight: 0 is out of range",
+        "cluster[0].lb: unknown value \"fastest\", expected one of: round_robin, least_request, ewma, random, ring_hash",
+        "cluster[1].name: duplicate cluster name \"c\"",
+        "cluster[1].endpoints: a cluster needs at least one endpoint",
+    ] {
+        assert!(
+            errors.contains(expected),
+            "missing {expected:?} in:\n{errors}"
+        );
+    }
+}

@@ -1,0 +1,191 @@
+//! Proxy semantics over HTTP/1.1 and h2c: what reaches the upstream and what comes back.
+
+use bytes::Bytes;
+use http::{Request, StatusCode, Version};
+use http_body_util::Empty;
+
+use crate::support::{Proxy, Upstream, get, get_with, h2c_send};
+
+fn one_cluster(upstream: &Upstream, extra: &str) -> String {
+    format!(
+        r#"
+[[listener]]
+name = "public"
+listen = "127.0.0.1:0"
+default_cluster = "app"
+
+[[cluster]]
+name = "app"
+endpoints = ["{}"]
+{extra}
+"#,
+        upstream.addr
+    )
+}
+
+#[tokio::test]
+async fn http1_request_reaches_the_upstream_with_forwarding_headers() {
+    let app = Upstream::echo("app").await;
+    let proxy = Proxy::start(&one_cluster(&app, ""));
+
+    let reply = get(proxy.addr(), "/hello?x=1").await;
+
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let seen = reply.json();
+    assert_eq!(seen["name"], "app");
+    assert_eq!(seen["path"], "/hello");
+    assert_eq!(seen["query"], "x=1");
+    assert_eq!(
+        seen["headers"]["host"], "example.test",
+        "Host must be preserved"
+    );
+    assert_eq!(seen["headers"]["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(seen["headers"]["x-forwarded-proto"], "http");
+    assert_eq!(seen["headers"]["via"], "1.1 switchyard");
+    let id = seen["headers"]["x-request-id"]
+        .as_str()
+        .expect("a request id was generated");
+    assert_eq!(id.len(), 36, "UUID-shaped request id, got {id}");
+    assert_eq!(
+        reply.header("x-request-id"),
+        Some(id),
+        "the client sees the same id"
+    );
+    assert_eq!(reply.header("via"), Some("1.1 switchyard"));
+}
+
+#[tokio::test]
+async fn client_request_id_and_forwarded_for_are_kept_and_extended() {
+    let app = Upstream::echo("app").await;
+    let proxy = Proxy::start(&one_cluster(&app, ""));
+
+    let reply = get_with(
+        proxy.addr(),
+        "/",
+        &[
+            ("x-request-id", "abc-123"),
+            ("x-forwarded-for", "203.0.113.7"),
+        ],
+    )
+    .await;
+
+    let seen = reply.json();
+    assert_eq!(seen["headers"]["x-request-id"], "abc-123");
+    assert_eq!(seen["headers"]["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+    assert_eq!(reply.header("x-request-id"), Some("abc-123"));
+}
+
+#[tokio::test]
+async fn h2c_with_prior_knowledge_is_proxied_to_an_http1_upstream() {
+    let app = Upstream::echo("app").await;
+    let proxy = Proxy::start(&one_cluster(&app, ""));
+
+    let req = Request::get("http://example.test/over-h2")
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let reply = h2c_send(proxy.addr(), req).await;
+
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.version, Version::HTTP_2);
+    let seen = reply.json();
+    assert_eq!(seen["version"], "HTTP/1.1");
+    assert_eq!(seen["path"], "/over-h2");
+    assert_eq!(
+        seen["headers"]["host"], "example.test",
+        ":authority becomes Host"
+    );
+    assert_eq!(seen["headers"]["via"], "2 switchyard");
+}
+
+#[tokio::test]
+async fn http2_upstreams_get_http2() {
+    let app = Upstream::echo("app").await;
+    let proxy = Proxy::start(&one_cluster(&app, r#"protocol = "http2""#));
+
+    let reply = get(proxy.addr(), "/to-h2").await;
+
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let seen = reply.json();
+    assert_eq!(seen["version"], "HTTP/2.0");
+    assert_eq!(seen["path"], "/to-h2");
+    assert_eq!(
+        reply.version,
+        Version::HTTP_11,
+        "the client keeps its own protocol"
+    );
+}
+
+#[tokio::test]
+async fn hop_by_hop_request_headers_are_stripped() {
+    let app = Upstream::echo("app").await;
+    let proxy = Proxy::start(&one_cluster(&app, ""));
+
+    let reply = get_with(
+        proxy.addr(),
+        "/",
+        &[
+            ("connection", "keep-alive, x-private-hop"),
+            ("x-private-hop", "secret"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "gzip"),
+            ("x-end-to-end", "kept"),
+        ],
+    )
+    .await;
+
+    let headers = &reply.json()["headers"];
+    for gone in [
+        "connection",
+        "x-private-hop",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+    ] {
+        assert!(
+            headers.get(gone).is_none(),
+            "{gone} reached the upstream: {headers}"
+        );
+    }
+    assert_eq!(headers["x-end-to-end"], "kept");
+}
+
+#[tokio::test]
+async fn hop_by_hop_response_headers_are_stripped() {
+    let app = Upstream::raw(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: x-upstream-hop\r\n\
+          x-upstream-hop: secret\r\nKeep-Alive: timeout=5\r\nx-end-to-end: kept\r\n\r\nok\n",
+    )
+    .await;
+    let proxy = Proxy::start(&one_cluster(&app, ""));
+
+    let reply = get(proxy.addr(), "/").await;
+
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.text(), "ok\n");
+    assert!(
+        reply.header("x-upstream-hop").is_none(),
+        "{:?}",
+        reply.headers
+    );
+    assert!(reply.header("keep-alive").is_none(), "{:?}", reply.headers);
+    assert_eq!(reply.header("x-end-to-end"), Some("kept"));
+}
+
+#[tokio::test]
+async fn upstream_connections_are_kept_alive_and_reused() {
+    let app = Upstream::echo("app").await;
+    let proxy = Proxy::start(&one_cluster(&app, ""));
+
+    let mut peers = std::collections::BTreeSet::new();
+    for _ in 0..5 {
+        let seen = get(proxy.addr(), "/").await.json();
+        peers.insert(seen["peer"].as_str().expect("peer").to_owned());
+    }
+
+    assert_eq!(
+        peers.len(),
+        1,
+        "each request opened a new upstream connection: {peers:?}"
+    );
+}

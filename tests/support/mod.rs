@@ -1,0 +1,38 @@
+//! Builders for integration tests: real upstreams on 127.0.0.1:0, the real `switchyard` binary,
+//! and small HTTP clients. Waits are polls with deadlines, never fixed sleeps.
+#![allow(dead_code)] // each test module uses part of the support code
+
+pub mod client;
+pub mod proxy;
+pub mod upstream;
+
+pub use client::{get, get_with, h2c_send, send};
+pub use proxy::Proxy;
+pub use upstream::Upstream;
+
+use std::time::{Duration, Instant};
+
+/// Polls `condition` every 10 ms until it holds or `deadline` passes; returns whether it held.
+pub async fn eventually(deadline: Duration, mut condition: impl AsyncFnMut() -> bool) -> bool {
+    let end = Instant::now() + deadline;
+    loop {
+        if condition().await {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Counts how many replies came from each upstream (by the echo server's `x-echo-name`).
+pub fn tally<'a>(
+    names: impl IntoIterator<Item = &'a str>,
+) -> std::collections::BTreeMap<String, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for name in names {
+        *counts.entry(name.to_owned()).or_insert(0) += 1;
+    }
+    counts
+}

@@ -1,0 +1,241 @@
+//! The real `switchyard` binary as a child process, on a config written for the test.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+
+/// A running proxy; killed when dropped.
+pub struct Proxy {
+    child: Child,
+    pub admin: SocketAddr,
+    listeners: HashMap<String, SocketAddr>,
+    log: Arc<Mutex<Vec<String>>>,
+    pub config_path: PathBuf,
+}
+
+/// A fresh directory for one test's files.
+pub fn scratch_dir() -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "switchyard-test-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+impl Proxy {
+    /// Starts the proxy on `config` (TOML; `[admin]` on 127.0.0.1:0 is added when absent) and waits
+    /// until every listener and the admin API are bound.
+    pub fn start(config: &str) -> Self {
+        let config = if config.contains("[admin]") {
+            config.to_owned()
+        } else {
+            format!("[admin]\nlisten = \"127.0.0.1:0\"\n\n{config}")
+        };
+        let expected_listeners = config.matches("[[listener]]").count();
+        let config_path = scratch_dir().join("switchyard.toml");
+        std::fs::write(&config_path, &config).expect("write config");
+
+        let mut child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&config_path)
+            .env("RUST_LOG", "info")
+            .env_remove("SWITCHYARD_LOG_FORMAT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start switchyard");
+
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (bound_tx, bound_rx) = mpsc::channel();
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let log_sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[proxy] {line}");
+                if let Some(bound) = parse_bound(&line) {
+                    let _ = bound_tx.send(bound);
+                }
+                log_sink
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(line);
+            }
+        });
+
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut admin = None;
+        let mut listeners = HashMap::new();
+        while admin.is_none() || listeners.len() < expected_listeners {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match bound_rx.recv_timeout(left) {
+                Ok(Bound::Admin(addr)) => admin = Some(addr),
+                Ok(Bound::Listener(name, addr)) => {
+                    listeners.insert(name, addr);
+                }
+                Err(_) => {
+                    let status = child.try_wait().ok().flatten();
+                    let _ = child.kill();
+                    panic!(
+                        "proxy did not bind within 20s (exit: {status:?}); log:\n{}",
+                        log.lock().unwrap_or_else(|p| p.into_inner()).join("\n")
+                    );
+                }
+            }
+        }
+        let proxy = Self {
+            child,
+            admin: admin.expect("loop ends with admin bound"),
+            listeners,
+            log,
+            config_path,
+        };
+        proxy.wait_ready();
+        proxy
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if admin_status(self.admin, "/ready") == Some(200) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("proxy never reported ready; log:\n{}", self.logs());
+    }
+
+    /// The address of the only (or first-declared) listener.
+    pub fn addr(&self) -> SocketAddr {
+        match self.listeners.len() {
+            1 => *self.listeners.values().next().expect("one listener"),
+            n => panic!("proxy has {n} listeners; use listener(name)"),
+        }
+    }
+
+    pub fn listener(&self, name: &str) -> SocketAddr {
+        self.listeners[name]
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident memory of the proxy process in KiB (Linux).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc/PID/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
+
+    /// Sends SIGTERM, as a container runtime does on shutdown.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait_exit(&mut self, deadline: Duration) -> Option<ExitStatus> {
+        let end = Instant::now() + deadline;
+        while Instant::now() < end {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
+    pub fn logs(&self) -> String {
+        self.log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .join("\n")
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(dir) = self.config_path.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+enum Bound {
+    Admin(SocketAddr),
+    Listener(String, SocketAddr),
+}
+
+/// Recognizes the proxy's "admin API listening addr=…" and "listening listener=… addr=…" lines.
+fn parse_bound(line: &str) -> Option<Bound> {
+    let field = |name: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .map(|v| v.trim_matches('"').to_owned())
+    };
+    let addr: SocketAddr = field("addr=")?.parse().ok()?;
+    if line.contains("admin API listening") {
+        Some(Bound::Admin(addr))
+    } else if line.contains(" listening ") {
+        Some(Bound::Listener(field("listener=")?, addr))
+    } else {
+        None
+    }
+}
+
+/// Status of a GET to the admin API, with a plain blocking socket.
+pub fn admin_status(admin: SocketAddr, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(admin).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    answer.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Body of a GET to the admin API.
+pub fn admin_get(admin: SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(admin).expect("connect to admin");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("set timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write admin request");
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .expect("read admin answer");
+    answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default()
+}
