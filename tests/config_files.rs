@@ -147,3 +147,43 @@ endpoints = []
         );
     }
 }
+
+#[test]
+fn run_refuses_plugin_chains_it_cannot_execute_yet() {
+    let dir = scratch_dir();
+    let file = dir.join("with-plugin.toml");
+    std::fs::write(
+        &file,
+        r#"[admin]
+listen = "127.0.0.1:0"
+
+[[listener]]
+name = "public"
+listen = "127.0.0.1:0"
+default_cluster = "app"
+plugins = ["auth"]
+
+[[cluster]]
+name = "app"
+endpoints = ["127.0.0.1:9"]
+
+[[plugin]]
+name = "auth"
+path = "auth.wasm"
+"#,
+    )
+    .expect("write config");
+
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&file)
+        .output()
+        .expect("run switchyard");
+
+    assert!(
+        !out.status.success(),
+        "serving without the auth plugin would be unsafe"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot run plugins yet"), "{stderr}");
+}

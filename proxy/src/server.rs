@@ -33,6 +33,15 @@ pub enum ServerError {
     },
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
+    /// Plugin chains are validated but this build cannot run them yet; serving without the chain
+    /// would silently skip auth and the like, so it refuses instead.
+    #[error(
+        "listener {listener:?} names plugins {plugins:?}, but this build of switchyard cannot run plugins yet; remove them from `plugins` to serve without them"
+    )]
+    PluginsUnsupported {
+        listener: String,
+        plugins: Vec<String>,
+    },
 }
 
 /// Runs the proxy until SIGTERM or SIGINT, on a runtime sized by `[runtime]`.
@@ -47,6 +56,12 @@ pub fn run(config: Config) -> Result<(), ServerError> {
 
 /// Serves `config` until `shutdown` completes, then drains.
 pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+    if let Some(l) = config.listeners.iter().find(|l| !l.plugins.is_empty()) {
+        return Err(ServerError::PluginsUnsupported {
+            listener: l.name.clone(),
+            plugins: l.plugin_names.clone(),
+        });
+    }
     let config = Arc::new(config);
     let clusters = Arc::new(Clusters::start(&config).await);
 

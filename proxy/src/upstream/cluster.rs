@@ -179,3 +179,75 @@ fn spawn_upkeep(cluster: Weak<Cluster>) {
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{EndpointConfig, LbPolicy, UpstreamProtocol};
+
+    fn config() -> ClusterConfig {
+        ClusterConfig {
+            name: "app".into(),
+            endpoints: vec![EndpointConfig {
+                host: "app.internal".into(),
+                port: 80,
+                weight: 1,
+            }],
+            lb: LbPolicy::RoundRobin,
+            protocol: UpstreamProtocol::Http1,
+            connect_timeout: Duration::from_secs(1),
+            timeout: Duration::from_secs(15),
+            dns_refresh: Duration::from_secs(5),
+            hash_header: None,
+            idle_timeout: Duration::from_secs(60),
+            max_idle_per_endpoint: 8,
+        }
+    }
+
+    fn addr(last: u8) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, last], 80))
+    }
+
+    fn endpoint(cluster: &Cluster, at: SocketAddr) -> Option<Arc<Endpoint>> {
+        cluster
+            .endpoints
+            .load()
+            .endpoints
+            .iter()
+            .find(|e| e.addr == at)
+            .cloned()
+    }
+
+    #[test]
+    fn a_discovery_change_keeps_the_endpoints_that_stay() {
+        let cluster = Cluster::new(config(), &[(addr(1), 1), (addr(2), 1)].into());
+        let staying = endpoint(&cluster, addr(2)).unwrap();
+
+        cluster.update(&[(addr(2), 1), (addr(3), 1)].into());
+
+        assert_eq!(cluster.endpoint_addrs(), vec![addr(2), addr(3)]);
+        let after = endpoint(&cluster, addr(2)).unwrap();
+        assert!(
+            Arc::ptr_eq(&staying, &after),
+            "a staying endpoint keeps its pool and load"
+        );
+    }
+
+    #[test]
+    fn a_weight_change_keeps_the_connection_pool() {
+        let cluster = Cluster::new(config(), &[(addr(1), 1)].into());
+        let before = endpoint(&cluster, addr(1)).unwrap();
+
+        cluster.update(&[(addr(1), 5)].into());
+
+        let after = endpoint(&cluster, addr(1)).unwrap();
+        assert_eq!(after.weight, 5);
+        assert!(Arc::ptr_eq(before.pool(), after.pool()));
+    }
+
+    #[test]
+    fn an_empty_cluster_picks_nothing() {
+        let cluster = Cluster::new(config(), &Resolved::new());
+        assert!(cluster.pick(None).is_none());
+    }
+}
