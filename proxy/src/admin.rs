@@ -27,6 +27,8 @@ pub struct AdminState {
     pub clusters: Arc<Clusters>,
     /// True once every listener is bound; false again while draining.
     pub ready: AtomicBool,
+    /// Renders `/metrics`; `None` if another recorder was installed first (tests in one process).
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 /// Serves the admin API on an already bound socket until the process ends.
@@ -75,10 +77,24 @@ fn route(state: &AdminState, req: &Request<Incoming>) -> Response<ProxyBody> {
             }
         }
         "/config" => json(&*state.config),
+        "/metrics" => match &state.metrics {
+            Some(handle) => {
+                let mut response = Response::new(ProxyBody::full(handle.render()));
+                response.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                response
+            }
+            None => text(
+                StatusCode::NOT_FOUND,
+                "metrics are not enabled in this process\n",
+            ),
+        },
         "/clusters" => json(&clusters(state)),
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try /live, /ready, /config or /clusters\n",
+            "not found; try /live, /ready, /config, /clusters or /metrics\n",
         ),
     }
 }

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::plugin::{Chain, RequestState};
 use crate::upstream::InFlight;
 
 /// A request or response body as the proxy forwards it.
@@ -26,6 +27,43 @@ pub enum ProxyBody {
         body: Incoming,
         _in_flight: InFlight,
     },
+    /// A body whose end (or abandonment) runs the chain's `on_log` hooks, off the request path.
+    Logged {
+        body: Box<ProxyBody>,
+        _log: Box<LogOnDrop>,
+    },
+}
+
+/// Runs `on_log` for a request once its response body is done with.
+pub struct LogOnDrop {
+    chain: std::sync::Arc<Chain>,
+    state: Option<RequestState>,
+}
+
+impl LogOnDrop {
+    pub fn new(chain: std::sync::Arc<Chain>, state: RequestState) -> Self {
+        Self {
+            chain,
+            state: Some(state),
+        }
+    }
+}
+
+impl std::fmt::Debug for LogOnDrop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogOnDrop")
+    }
+}
+
+impl Drop for LogOnDrop {
+    fn drop(&mut self) {
+        let (Some(state), Ok(runtime)) = (self.state.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let chain = std::sync::Arc::clone(&self.chain);
+        runtime.spawn(async move { chain.on_log(state).await });
+    }
 }
 
 impl ProxyBody {
@@ -47,6 +85,7 @@ impl Body for ProxyBody {
             Self::Empty => Poll::Ready(None),
             Self::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Self::Streaming(body) | Self::Upstream { body, .. } => Pin::new(body).poll_frame(cx),
+            Self::Logged { body, .. } => Pin::new(body.as_mut()).poll_frame(cx),
         }
     }
 
@@ -55,6 +94,7 @@ impl Body for ProxyBody {
             Self::Empty => true,
             Self::Full(bytes) => bytes.is_none(),
             Self::Streaming(body) | Self::Upstream { body, .. } => body.is_end_stream(),
+            Self::Logged { body, .. } => body.is_end_stream(),
         }
     }
 
@@ -63,6 +103,7 @@ impl Body for ProxyBody {
             Self::Empty => SizeHint::with_exact(0),
             Self::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Self::Streaming(body) | Self::Upstream { body, .. } => body.size_hint(),
+            Self::Logged { body, .. } => body.size_hint(),
         }
     }
 }

@@ -1,34 +1,64 @@
 //! One request end to end, in the order of DESIGN.md's request flow:
-//! request id -> destination -> pick endpoint -> forward (with deadline) -> response -> upgrade.
 //!
-//! Plugins (the chain) slot in before the destination is chosen and around the response; until
-//! then the destination is the listener's `default_cluster`.
+//! ```text
+//! request id -> hop-by-hop/forwarding headers -> chain.on_request -> [chain.on_request_body]
+//!   -> destination (last set by a plugin, else the listener's default_cluster)
+//!   -> attempts: pick endpoint -> send under per-try and total deadlines
+//!                -> chain.on_upstream_response (may ask for a retry)
+//!   -> chain.on_response -> [chain.on_response_body] -> stream to client -> chain.on_log
+//! ```
+//!
+//! The core enforces every deadline; plugins only ask.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use http::header::HeaderValue;
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
+use http_body::Body as _;
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tracing::{debug, warn};
 
 use crate::balance::hash_bytes;
-use crate::body::ProxyBody;
+use crate::body::{LogOnDrop, ProxyBody};
 use crate::config::UpstreamProtocol;
 use crate::headers;
-use crate::local_response::LocalError;
-use crate::upstream::{Cluster, Endpoint};
+use crate::local_response::{LocalError, X_SWITCHYARD_ERROR};
+use crate::plugin::{AttemptOutcome, Chain, LocalResponse, RequestState, Step, UpstreamError};
+use crate::upstream::{Cluster, Endpoint, InFlight, UpstreamError as SendError};
+
+/// Most attempts one request may make, whatever plugins ask.
+const MAX_ATTEMPTS: u32 = 25;
 
 /// Everything a listener needs to forward a request.
-#[derive(Debug)]
 pub struct ListenerProxy {
-    pub listener: String,
+    pub listener: Arc<str>,
     /// The scheme clients used to reach this listener, for `x-forwarded-proto`.
     pub scheme: &'static str,
     pub default_cluster: Option<Arc<Cluster>>,
+    pub chain: Arc<Chain>,
+    /// Largest body buffered for plugins that read bodies; larger gets 413.
+    pub max_buffered_body: usize,
+}
+
+impl std::fmt::Debug for ListenerProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenerProxy")
+            .field("listener", &self.listener)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A response on its way to the client, before the response hooks ran.
+struct Answer {
+    head: http::response::Parts,
+    body: ProxyBody,
 }
 
 impl ListenerProxy {
@@ -39,7 +69,26 @@ impl ListenerProxy {
         mut req: Request<Incoming>,
     ) -> Response<ProxyBody> {
         let request_id = headers::ensure_request_id(req.headers_mut());
-        let mut response = self.forward(peer, req).await;
+        let upgrade = headers::is_upgrade_request(&req);
+        let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let version = req.version();
+        headers::strip_hop_by_hop(req.headers_mut(), upgrade);
+        headers::add_forwarding(req.headers_mut(), peer.ip(), self.scheme, version);
+
+        let (head, body) = req.into_parts();
+        let state = RequestState {
+            head,
+            response: None,
+            listener: Arc::clone(&self.listener),
+            peer,
+            request_id: request_id.clone(),
+            attempt: 0,
+            destination: self.default_cluster.clone(),
+            timeout: None,
+            per_try_timeout: None,
+            context: HashMap::new(),
+        };
+        let mut response = self.run(state, body, downstream_upgrade).await;
         response
             .headers_mut()
             .entry(&headers::X_REQUEST_ID)
@@ -47,125 +96,486 @@ impl ListenerProxy {
         response
     }
 
-    async fn forward(&self, peer: SocketAddr, mut req: Request<Incoming>) -> Response<ProxyBody> {
-        let Some(cluster) = self.default_cluster.as_ref() else {
-            return LocalError::NoRoute.response(&format!(
-                "listener {:?} has no route for this request",
-                self.listener
-            ));
+    async fn run(
+        &self,
+        state: RequestState,
+        body: Incoming,
+        downstream_upgrade: Option<OnUpgrade>,
+    ) -> Response<ProxyBody> {
+        let chain = &self.chain;
+        let (state, step) = if chain.is_empty() {
+            (state, Step::Continue)
+        } else {
+            chain.on_request(state).await
         };
+        let (state, answer) = match step {
+            Step::Continue => self.forward(state, body, downstream_upgrade).await,
+            Step::Respond(local) => (state, local_answer(local)),
+            Step::Failed(plugin) => return plugin_failed(&plugin),
+            Step::Retry(_) => (
+                state,
+                error_answer(LocalError::BadRequest, "unexpected retry"),
+            ),
+        };
+        self.respond(state, answer).await
+    }
 
-        let upgrade = headers::is_upgrade_request(&req);
-        let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-        let version = req.version();
-        headers::strip_hop_by_hop(req.headers_mut(), upgrade);
-        headers::add_forwarding(req.headers_mut(), peer.ip(), self.scheme, version);
-        let http2 = cluster.config.protocol == UpstreamProtocol::Http2;
-        if let Err(e) = headers::set_upstream_target(&mut req, http2) {
-            return LocalError::BadRequest.response(&format!("cannot forward this request: {e}"));
+    /// Runs the request body hook if wanted, then the attempt loop.
+    async fn forward(
+        &self,
+        mut state: RequestState,
+        body: Incoming,
+        downstream_upgrade: Option<OnUpgrade>,
+    ) -> (RequestState, Answer) {
+        let mut body = RequestBody::new(body);
+        if self.chain.wants_request_body() {
+            let bytes = match body.buffer(self.max_buffered_body).await {
+                Ok(bytes) => bytes,
+                Err(answer) => return (state, answer),
+            };
+            let (back, step) = self.chain.on_request_body(state, &bytes).await;
+            state = back;
+            match step {
+                Step::Continue | Step::Retry(_) => {}
+                Step::Respond(local) => return (state, local_answer(local)),
+                Step::Failed(plugin) => return (state, plugin_failed_answer(&plugin)),
+            }
+        } else if self.chain.may_retry() {
+            body.buffer_if_empty();
         }
 
-        let hash = cluster
-            .wants_hash()
-            .then(|| request_hash(&req, cluster, peer));
-        let Some(endpoint) = cluster.pick(hash) else {
-            return LocalError::NoEndpoint.response(&format!(
-                "cluster {:?} has no endpoint to send to",
-                cluster.name()
-            ));
+        let Some(cluster) = state.destination.clone() else {
+            let detail = format!("listener {:?} has no route for this request", self.listener);
+            return (state, error_answer(LocalError::NoRoute, &detail));
         };
+        self.attempts(state, body, &cluster, downstream_upgrade)
+            .await
+    }
 
-        let (parts, body) = req.into_parts();
-        let req = Request::from_parts(parts, ProxyBody::Streaming(body));
-        match self.send(cluster, &endpoint, req).await {
-            Ok(response) => self.respond(response, &endpoint, downstream_upgrade),
-            Err(local) => local,
+    /// Sends the request until an attempt is final: no plugin asks for a retry, the request
+    /// cannot be replayed, or the deadline or attempt cap is reached.
+    async fn attempts(
+        &self,
+        mut state: RequestState,
+        mut body: RequestBody,
+        cluster: &Arc<Cluster>,
+        mut downstream_upgrade: Option<OnUpgrade>,
+    ) -> (RequestState, Answer) {
+        let total = state.timeout.unwrap_or(cluster.config.timeout);
+        let deadline = Instant::now() + total;
+        loop {
+            state.attempt += 1;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let per_try = state
+                .per_try_timeout
+                .map_or(remaining, |t| t.min(remaining));
+            let result = self.attempt(&state, &mut body, cluster, per_try).await;
+
+            if self.chain.is_empty() || !self.chain.may_retry() {
+                let answer = self.finish_attempt(result, cluster, &mut downstream_upgrade, per_try);
+                return (state, answer);
+            }
+            let outcome = match &result {
+                Ok((response, _)) => AttemptOutcome::Response(response.status().as_u16()),
+                Err(AttemptError::Timeout) => AttemptOutcome::Error(UpstreamError::PerTryTimeout),
+                Err(AttemptError::Send(e)) if e.is_connect() => {
+                    AttemptOutcome::Error(UpstreamError::ConnectFailure)
+                }
+                Err(_) => AttemptOutcome::Error(UpstreamError::Reset),
+            };
+            // Plugins read the attempt's response head through the response interface.
+            let (result, head) = split_head(result);
+            state.response = head;
+            let (back, step) = self.chain.on_upstream_response(state, outcome).await;
+            state = back;
+            let head = state.response.take();
+            let result = rejoin_head(result, head);
+            match step {
+                Step::Retry(delay) => {
+                    let can_wait = Instant::now() + delay < deadline;
+                    if body.replayable() && state.attempt < MAX_ATTEMPTS && can_wait {
+                        debug!(attempt = state.attempt, ?delay, cluster = %cluster.name(), "retrying");
+                        drop(result);
+                        tokio::time::sleep(delay).await;
+                        continue;
+                    }
+                    debug!(
+                        attempt = state.attempt,
+                        replayable = body.replayable(),
+                        "retry not possible"
+                    );
+                }
+                Step::Respond(local) => return (state, local_answer(local)),
+                Step::Failed(plugin) => return (state, plugin_failed_answer(&plugin)),
+                Step::Continue => {}
+            }
+            let answer = self.finish_attempt(result, cluster, &mut downstream_upgrade, per_try);
+            return (state, answer);
         }
     }
 
-    /// Sends to the endpoint under the cluster's deadline; the in-flight count rides along with
-    /// the response body.
-    async fn send(
+    /// One attempt: pick an endpoint, send a copy of the head with the body, wait for the head.
+    async fn attempt(
         &self,
-        cluster: &Cluster,
-        endpoint: &Arc<Endpoint>,
-        req: Request<ProxyBody>,
-    ) -> Result<(Response<Incoming>, crate::upstream::InFlight), Response<ProxyBody>> {
+        state: &RequestState,
+        body: &mut RequestBody,
+        cluster: &Arc<Cluster>,
+        per_try: Duration,
+    ) -> Result<(Response<Incoming>, Attempted), AttemptError> {
+        let hash = cluster
+            .wants_hash()
+            .then(|| request_hash(&state.head, cluster, state.peer));
+        let endpoint = cluster.pick(hash).ok_or(AttemptError::NoEndpoint)?;
+        let Some(body) = body.for_attempt() else {
+            return Err(AttemptError::NotReplayable);
+        };
+        let mut req = copy_head(&state.head, body);
+        let http2 = cluster.config.protocol == UpstreamProtocol::Http2;
+        headers::set_upstream_target(&mut req, http2)
+            .map_err(|e| AttemptError::BadRequest(e.to_string()))?;
+
         let in_flight = endpoint.start_request();
         let started = Instant::now();
-        let deadline = cluster.config.timeout;
-        match tokio::time::timeout(deadline, endpoint.send(req)).await {
+        match tokio::time::timeout(per_try, endpoint.send(req)).await {
             Ok(Ok(response)) => {
                 endpoint.observe_latency(started.elapsed());
-                Ok((response, in_flight))
+                Ok((
+                    response,
+                    Attempted {
+                        endpoint,
+                        in_flight,
+                    },
+                ))
             }
             Ok(Err(e)) => {
                 // A failing endpoint should look slow to `ewma`, not fast.
                 endpoint.observe_latency(started.elapsed().max(cluster.config.connect_timeout));
                 warn!(listener = %self.listener, cluster = %cluster.name(), error = %e, "upstream request failed");
-                let kind = if e.is_connect() {
-                    LocalError::ConnectFailure
-                } else {
-                    LocalError::UpstreamReset
-                };
-                Err(kind.response(&format!("cluster {:?}: {e}", cluster.name())))
+                Err(AttemptError::Send(e))
             }
             Err(_) => {
-                endpoint.observe_latency(deadline);
-                warn!(listener = %self.listener, cluster = %cluster.name(), endpoint = %endpoint.addr, ?deadline, "upstream timed out");
-                Err(LocalError::UpstreamTimeout.response(&format!(
-                    "cluster {:?}: {} did not answer within {deadline:?}",
-                    cluster.name(),
-                    endpoint.addr
-                )))
+                endpoint.observe_latency(per_try);
+                warn!(listener = %self.listener, cluster = %cluster.name(), endpoint = %endpoint.addr, ?per_try, "upstream timed out");
+                Err(AttemptError::Timeout)
             }
         }
     }
 
-    fn respond(
+    /// Turns the last attempt into the answer for the client.
+    fn finish_attempt(
         &self,
-        (mut response, in_flight): (Response<Incoming>, crate::upstream::InFlight),
-        endpoint: &Endpoint,
-        downstream_upgrade: Option<OnUpgrade>,
-    ) -> Response<ProxyBody> {
-        let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-        if switching {
-            match downstream_upgrade {
-                Some(downstream) => {
-                    let upstream = hyper::upgrade::on(&mut response);
-                    tokio::spawn(tunnel(downstream, upstream, endpoint.addr));
+        result: Result<(Response<Incoming>, Attempted), AttemptError>,
+        cluster: &Cluster,
+        downstream_upgrade: &mut Option<OnUpgrade>,
+        per_try: Duration,
+    ) -> Answer {
+        let name = cluster.name();
+        match result {
+            Ok((response, attempted)) => upstream_answer(response, attempted, downstream_upgrade),
+            Err(AttemptError::NoEndpoint) => error_answer(
+                LocalError::NoEndpoint,
+                &format!("cluster {name:?} has no endpoint to send to"),
+            ),
+            Err(AttemptError::Send(e)) if e.is_connect() => error_answer(
+                LocalError::ConnectFailure,
+                &format!("cluster {name:?}: {e}"),
+            ),
+            Err(AttemptError::Send(e)) => {
+                error_answer(LocalError::UpstreamReset, &format!("cluster {name:?}: {e}"))
+            }
+            Err(AttemptError::Timeout) => error_answer(
+                LocalError::UpstreamTimeout,
+                &format!("cluster {name:?} did not answer within {per_try:?}"),
+            ),
+            Err(AttemptError::NotReplayable) => error_answer(
+                LocalError::UpstreamReset,
+                &format!(
+                    "cluster {name:?}: the request body was already sent and cannot be retried"
+                ),
+            ),
+            Err(AttemptError::BadRequest(e)) => error_answer(
+                LocalError::BadRequest,
+                &format!("cannot forward this request: {e}"),
+            ),
+        }
+    }
+
+    /// Runs the response hooks and builds what the client gets.
+    async fn respond(&self, mut state: RequestState, answer: Answer) -> Response<ProxyBody> {
+        if self.chain.is_empty() {
+            return Response::from_parts(answer.head, answer.body);
+        }
+        let Answer { head, mut body } = answer;
+        state.response = Some(head);
+        let (back, step) = self.chain.on_response(state).await;
+        state = back;
+        match step {
+            Step::Continue | Step::Retry(_) => {}
+            Step::Respond(local) => {
+                let replaced = local_answer(local);
+                state.response = Some(replaced.head);
+                body = replaced.body;
+            }
+            Step::Failed(plugin) => return plugin_failed(&plugin),
+        }
+        if self.chain.wants_response_body() {
+            let bytes = match Limited::new(body, self.max_buffered_body).collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(_) => {
+                    return LocalError::UpstreamReset.response(
+                        "the response body was too large or failed for a plugin that reads bodies",
+                    );
                 }
-                None => {
-                    return LocalError::UpstreamReset.response(&format!(
-                        "{} switched protocols without being asked to",
-                        endpoint.addr
-                    ));
+            };
+            let (back, step) = self.chain.on_response_body(state, &bytes).await;
+            state = back;
+            body = ProxyBody::full(bytes);
+            match step {
+                Step::Continue | Step::Retry(_) => {}
+                Step::Respond(local) => {
+                    let replaced = local_answer(local);
+                    state.response = Some(replaced.head);
+                    body = replaced.body;
                 }
+                Step::Failed(plugin) => return plugin_failed(&plugin),
             }
         }
-        let version = response.version();
-        let (mut parts, body) = response.into_parts();
-        headers::strip_hop_by_hop(&mut parts.headers, switching);
-        headers::append_via(&mut parts.headers, version);
-        let body = if switching {
-            ProxyBody::Empty
-        } else {
-            ProxyBody::Upstream {
-                body,
-                _in_flight: in_flight,
-            }
+        let Some(head) = state.response.take() else {
+            return LocalError::BadRequest.response("no response");
         };
-        Response::from_parts(parts, body)
+        if self.chain.wants_log() {
+            state.response = Some(copy_response_head(&head));
+            body = ProxyBody::Logged {
+                body: Box::new(body),
+                _log: Box::new(LogOnDrop::new(Arc::clone(&self.chain), state)),
+            };
+        }
+        Response::from_parts(head, body)
     }
 }
 
+/// The endpoint an attempt reached, and its in-flight count.
+struct Attempted {
+    endpoint: Arc<Endpoint>,
+    in_flight: InFlight,
+}
+
+/// Why an attempt has no response.
+enum AttemptError {
+    NoEndpoint,
+    Send(SendError),
+    Timeout,
+    NotReplayable,
+    BadRequest(String),
+}
+
+/// The request body across attempts: streamed once, or kept whole so it can be sent again.
+enum RequestBody {
+    Streaming(Option<Incoming>),
+    Buffered(Bytes),
+}
+
+impl RequestBody {
+    fn new(body: Incoming) -> Self {
+        Self::Streaming(Some(body))
+    }
+
+    /// Reads the whole body for plugins (up to `limit`; more gets 413).
+    async fn buffer(&mut self, limit: usize) -> Result<Bytes, Answer> {
+        let bytes = match self {
+            Self::Buffered(bytes) => return Ok(bytes.clone()),
+            Self::Streaming(body) => match body.take() {
+                None => Bytes::new(),
+                Some(body) => match Limited::new(body, limit).collect().await {
+                    Ok(collected) => collected.to_bytes(),
+                    Err(_) => {
+                        return Err(error_answer_status(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "body-too-large",
+                            &format!(
+                                "the request body is over the {limit} bytes a plugin may read"
+                            ),
+                        ));
+                    }
+                },
+            },
+        };
+        *self = Self::Buffered(bytes.clone());
+        Ok(bytes)
+    }
+
+    /// A request known to have no body can be sent any number of times.
+    fn buffer_if_empty(&mut self) {
+        if let Self::Streaming(Some(body)) = self
+            && body.is_end_stream()
+        {
+            *self = Self::Buffered(Bytes::new());
+        }
+    }
+
+    fn replayable(&self) -> bool {
+        matches!(self, Self::Buffered(_))
+    }
+
+    fn for_attempt(&mut self) -> Option<ProxyBody> {
+        match self {
+            Self::Buffered(bytes) if bytes.is_empty() => Some(ProxyBody::Empty),
+            Self::Buffered(bytes) => Some(ProxyBody::full(bytes.clone())),
+            Self::Streaming(body) => body.take().map(ProxyBody::Streaming),
+        }
+    }
+}
+
+/// A fresh request with a copy of `head` (the original stays readable by later hooks).
+fn copy_head(head: &http::request::Parts, body: ProxyBody) -> Request<ProxyBody> {
+    let mut req = Request::new(body);
+    *req.method_mut() = head.method.clone();
+    *req.uri_mut() = head.uri.clone();
+    *req.version_mut() = head.version;
+    *req.headers_mut() = head.headers.clone();
+    req
+}
+
+fn copy_response_head(head: &http::response::Parts) -> http::response::Parts {
+    let mut response = Response::new(());
+    *response.status_mut() = head.status;
+    *response.version_mut() = head.version;
+    *response.headers_mut() = head.headers.clone();
+    response.into_parts().0
+}
+
+type AttemptResult = Result<(Response<Incoming>, Attempted), AttemptError>;
+type HeadlessResult = Result<(Incoming, Attempted), AttemptError>;
+
+/// Takes the response head out of an attempt so plugins can read and change it.
+fn split_head(result: AttemptResult) -> (HeadlessResult, Option<http::response::Parts>) {
+    match result {
+        Ok((response, attempted)) => {
+            let (head, body) = response.into_parts();
+            (Ok((body, attempted)), Some(head))
+        }
+        Err(e) => (Err(e), None),
+    }
+}
+
+fn rejoin_head(result: HeadlessResult, head: Option<http::response::Parts>) -> AttemptResult {
+    match (result, head) {
+        (Ok((body, attempted)), Some(head)) => Ok((Response::from_parts(head, body), attempted)),
+        (Ok(_), None) => Err(AttemptError::BadRequest(
+            "the response head went missing".into(),
+        )),
+        (Err(e), _) => Err(e),
+    }
+}
+
+/// The upstream's response as the client will get it: hop-by-hop headers stripped, `via`
+/// added, upgrades wired up.
+fn upstream_answer(
+    mut response: Response<Incoming>,
+    attempted: Attempted,
+    downstream_upgrade: &mut Option<OnUpgrade>,
+) -> Answer {
+    let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if switching {
+        match downstream_upgrade.take() {
+            Some(downstream) => {
+                let upstream = hyper::upgrade::on(&mut response);
+                tokio::spawn(tunnel(downstream, upstream, attempted.endpoint.addr));
+            }
+            None => {
+                let detail = format!(
+                    "{} switched protocols without being asked to",
+                    attempted.endpoint.addr
+                );
+                return error_answer(LocalError::UpstreamReset, &detail);
+            }
+        }
+    }
+    let version = response.version();
+    let (mut head, body) = response.into_parts();
+    headers::strip_hop_by_hop(&mut head.headers, switching);
+    headers::append_via(&mut head.headers, version);
+    let body = if switching {
+        ProxyBody::Empty
+    } else {
+        ProxyBody::Upstream {
+            body,
+            _in_flight: attempted.in_flight,
+        }
+    };
+    Answer { head, body }
+}
+
+fn error_answer(kind: LocalError, detail: &str) -> Answer {
+    let (head, body) = kind.response(detail).into_parts();
+    Answer { head, body }
+}
+
+fn error_answer_status(status: StatusCode, code: &'static str, detail: &str) -> Answer {
+    let mut answer = error_answer(LocalError::BadRequest, detail);
+    answer.head.status = status;
+    answer
+        .head
+        .headers
+        .insert(&X_SWITCHYARD_ERROR, HeaderValue::from_static(code));
+    answer.body = ProxyBody::full(format!(
+        "{} {}: {detail}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("Error")
+    ));
+    answer
+}
+
+/// A plugin's own response; headers it got wrong are dropped with a warning, not a failure.
+fn local_answer(local: LocalResponse) -> Answer {
+    let mut response = Response::new(ProxyBody::full(local.body));
+    *response.status_mut() = StatusCode::from_u16(local.status).unwrap_or_else(|_| {
+        warn!(
+            status = local.status,
+            "plugin answered with an invalid status; sending 500"
+        );
+        StatusCode::INTERNAL_SERVER_ERROR
+    });
+    for (name, value) in local.headers {
+        match (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            (Ok(name), Ok(value)) => {
+                response.headers_mut().append(name, value);
+            }
+            _ => warn!(header = %name, "plugin response header is not valid HTTP; dropped"),
+        }
+    }
+    let (head, body) = response.into_parts();
+    Answer { head, body }
+}
+
+fn plugin_failed(plugin: &str) -> Response<ProxyBody> {
+    let Answer { head, body } = plugin_failed_answer(plugin);
+    Response::from_parts(head, body)
+}
+
+/// 503 for a fail-closed plugin that trapped, ran out of time or memory.
+fn plugin_failed_answer(plugin: &str) -> Answer {
+    let mut answer = error_answer_status(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "plugin",
+        &format!("plugin {plugin:?} failed while handling this request"),
+    );
+    if let Ok(value) = HeaderValue::from_str(&format!("plugin {plugin}")) {
+        answer.head.headers.insert(&X_SWITCHYARD_ERROR, value);
+    }
+    answer
+}
+
 /// The key `ring_hash` uses: the configured header's value, else the client's IP address.
-fn request_hash(req: &Request<Incoming>, cluster: &Cluster, peer: SocketAddr) -> u64 {
+fn request_hash(head: &http::request::Parts, cluster: &Cluster, peer: SocketAddr) -> u64 {
     let header: Option<&HeaderValue> = cluster
         .config
         .hash_header
         .as_deref()
-        .and_then(|name| req.headers().get(name));
+        .and_then(|name| head.headers.get(name));
     match header {
         Some(value) => hash_bytes(value.as_bytes()),
         None => hash_bytes(peer.ip().to_string().as_bytes()),

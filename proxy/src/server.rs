@@ -14,8 +14,12 @@ use tracing::{info, warn};
 use crate::admin::{self, AdminState};
 use crate::config::Config;
 use crate::listener::Listener;
+use crate::plugin::Plugins;
 use crate::proxy::ListenerProxy;
 use crate::upstream::Clusters;
+
+/// Largest body buffered for plugins that read whole bodies.
+const MAX_BUFFERED_BODY: usize = 1024 * 1024;
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -33,15 +37,8 @@ pub enum ServerError {
     },
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
-    /// Plugin chains are validated but this build cannot run them yet; serving without the chain
-    /// would silently skip auth and the like, so it refuses instead.
-    #[error(
-        "listener {listener:?} names plugins {plugins:?}, but this build of switchyard cannot run plugins yet; remove them from `plugins` to serve without them"
-    )]
-    PluginsUnsupported {
-        listener: String,
-        plugins: Vec<String>,
-    },
+    #[error(transparent)]
+    Plugin(#[from] crate::plugin::LoadError),
 }
 
 /// Runs the proxy until SIGTERM or SIGINT, on a runtime sized by `[runtime]`.
@@ -56,14 +53,10 @@ pub fn run(config: Config) -> Result<(), ServerError> {
 
 /// Serves `config` until `shutdown` completes, then drains.
 pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
-    if let Some(l) = config.listeners.iter().find(|l| !l.plugins.is_empty()) {
-        return Err(ServerError::PluginsUnsupported {
-            listener: l.name.clone(),
-            plugins: l.plugin_names.clone(),
-        });
-    }
+    let metrics = crate::telemetry::install_metrics();
     let config = Arc::new(config);
     let clusters = Arc::new(Clusters::start(&config).await);
+    let plugins = Plugins::load(&config, Arc::clone(&clusters)).await?;
 
     let admin_socket = TcpListener::bind(config.admin.listen)
         .await
@@ -74,9 +67,11 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     let mut listeners = Vec::with_capacity(config.listeners.len());
     for l in &config.listeners {
         let proxy = ListenerProxy {
-            listener: l.name.clone(),
+            listener: l.name.as_str().into(),
             scheme: "http",
             default_cluster: l.default_cluster.and_then(|i| clusters.get(i)).cloned(),
+            chain: Arc::new(plugins.chain(&l.plugin_names)),
+            max_buffered_body: MAX_BUFFERED_BODY,
         };
         let bound = Listener::bind(l, proxy)
             .await
@@ -92,6 +87,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         config: Arc::clone(&config),
         clusters: Arc::clone(&clusters),
         ready: AtomicBool::new(false),
+        metrics,
     });
     tokio::spawn(admin::serve(admin_socket, Arc::clone(&state)));
 

@@ -86,56 +86,72 @@ fn ensure_wasm_target() -> Result<()> {
     }
 }
 
-/// The plugin crates: every directory under plugins/ with a Cargo.toml.
+/// The plugin crates: every directory with a Cargo.toml under plugins/ (shipped) and
+/// tests/plugins/ (used by the integration tests).
 fn plugin_dirs() -> Result<Vec<PathBuf>> {
-    let dir = root().join("plugins");
-    if !dir.exists() {
-        return Ok(Vec::new());
+    let mut dirs = Vec::new();
+    for parent in ["plugins", "tests/plugins"] {
+        let dir = root().join(parent);
+        if !dir.exists() {
+            continue;
+        }
+        dirs.extend(
+            std::fs::read_dir(&dir)
+                .with_context(|| format!("cannot list {}", dir.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.join("Cargo.toml").exists()),
+        );
     }
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .with_context(|| format!("cannot list {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("Cargo.toml").exists())
-        .collect();
     dirs.sort();
     Ok(dirs)
 }
 
-/// Builds every plugin for wasm and copies it to target/plugins/<dir-name>.wasm.
+/// Builds every plugin for wasm32-unknown-unknown in one cargo run, turns each module into a
+/// component, and writes it to target/plugins/<dir-name>.wasm.
 fn build_plugins() -> Result<Vec<PathBuf>> {
     let dirs = plugin_dirs()?;
     if dirs.is_empty() {
-        eprintln!("xtask: no plugins under plugins/ yet; nothing to build");
+        eprintln!("xtask: no plugins found; nothing to build");
         return Ok(Vec::new());
     }
     ensure_wasm_target()?;
+    let names: Vec<String> = dirs
+        .iter()
+        .map(|d| {
+            d.file_name()
+                .and_then(|n| n.to_str())
+                .map(str::to_owned)
+                .context("plugin directory name is not UTF-8")
+        })
+        .collect::<Result<_>>()?;
+    let mut build = cargo();
+    build.args(["build", "--profile", "plugin", "--target", WASM_TARGET]);
+    for name in &names {
+        build.args(["--package", name]);
+    }
+    run(&mut build)?;
+
     let out_dir = root().join("target/plugins");
     std::fs::create_dir_all(&out_dir)?;
     let mut built = Vec::new();
-    for dir in dirs {
-        let name = dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .context("plugin directory name is not UTF-8")?
-            .to_owned();
-        run(cargo()
-            .args([
-                "build",
-                "--release",
-                "--target",
-                WASM_TARGET,
-                "--manifest-path",
-            ])
-            .arg(dir.join("Cargo.toml")))?;
+    for name in names {
         let artifact = root()
             .join("target")
             .join(WASM_TARGET)
-            .join("release")
+            .join("plugin")
             .join(format!("{}.wasm", name.replace('-', "_")));
+        let module = std::fs::read(&artifact)
+            .with_context(|| format!("cannot read {}", artifact.display()))?;
+        let component = wit_component::ComponentEncoder::default()
+            .validate(true)
+            .module(&module)
+            .and_then(|mut encoder| encoder.encode())
+            .with_context(|| format!("cannot turn {} into a component", artifact.display()))?;
         let out = out_dir.join(format!("{name}.wasm"));
-        std::fs::copy(&artifact, &out)
-            .with_context(|| format!("cannot copy {} to {}", artifact.display(), out.display()))?;
-        eprintln!("xtask: built {}", out.display());
+        std::fs::write(&out, component)
+            .with_context(|| format!("cannot write {}", out.display()))?;
+        let kib = std::fs::metadata(&out)?.len() / 1024;
+        eprintln!("xtask: built {} ({kib} KiB)", out.display());
         built.push(out);
     }
     Ok(built)

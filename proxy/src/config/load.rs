@@ -154,7 +154,7 @@ fn expected_keys(parent: &[Segment]) -> String {
     let keys: &[&str] = match table.as_slice() {
         [] => &["admin", "runtime", "listener", "cluster", "plugin"],
         ["admin"] => &["listen"],
-        ["runtime"] => &["worker_threads", "drain_timeout"],
+        ["runtime"] => &["worker_threads", "drain_timeout", "plugin_cache"],
         ["listener"] => &[
             "name",
             "listen",
@@ -175,7 +175,8 @@ fn expected_keys(parent: &[Segment]) -> String {
             "idle_timeout",
             "max_idle_per_endpoint",
         ],
-        ["plugin"] => &["name", "path", "sha256", "on_error", "config"],
+        ["plugin"] => &["name", "path", "sha256", "on_error", "limits", "config"],
+        ["plugin", "limits"] => &["time", "memory"],
         _ => &[],
     };
     if keys.is_empty() {

@@ -19,6 +19,10 @@ pub use load::{load, load_str};
 /// Parses a duration written as in config ("250ms", "2s"); used by the echo server's knobs too.
 pub use duration::parse as parse_duration;
 
+/// The largest `limits.memory` a plugin may ask for (the instance pool reserves this much
+/// address space per slot).
+pub const MAX_PLUGIN_MEMORY: usize = 256 * 1024 * 1024;
+
 /// Where the admin API listens when `[admin]` is absent: loopback only.
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
 
@@ -48,6 +52,8 @@ pub struct RuntimeConfig {
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
     #[serde(with = "duration_text")]
     pub drain_timeout: Duration,
+    /// Where compiled plugins are cached, keyed by the .wasm's sha256 and the engine version.
+    pub plugin_cache: PathBuf,
 }
 
 /// `[[listener]]`: one address accepting downstream connections.
@@ -138,6 +144,11 @@ pub struct PluginConfig {
     pub path: PathBuf,
     pub sha256: Option<String>,
     pub on_error: OnError,
+    /// CPU time one hook call may use before it is stopped.
+    #[serde(with = "duration_text")]
+    pub time_limit: Duration,
+    /// Linear memory one instance may grow to, in bytes.
+    pub memory_limit: usize,
     /// The `[plugin.config]` table, handed to the plugin as JSON.
     pub config: serde_json::Value,
 }

@@ -31,6 +31,7 @@ pub struct RawAdmin {
 pub struct RawRuntime {
     pub worker_threads: Option<Spanned<i64>>,
     pub drain_timeout: Option<Spanned<String>>,
+    pub plugin_cache: Option<Spanned<String>>,
 }
 
 /// `[[listener]]`
@@ -74,7 +75,15 @@ pub struct RawPlugin {
     pub path: Spanned<String>,
     pub sha256: Option<Spanned<String>>,
     pub on_error: Option<Spanned<String>>,
+    pub limits: Option<RawLimits>,
     pub config: Option<serde_json::Value>,
+}
+
+/// `[plugin.limits]`
+#[derive(Debug, Deserialize)]
+pub struct RawLimits {
+    pub time: Option<Spanned<String>>,
+    pub memory: Option<Spanned<String>>,
 }
 
 impl<'de> Deserialize<'de> for RawEndpoint {

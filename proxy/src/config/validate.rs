@@ -111,10 +111,25 @@ fn runtime(raw: &RawConfig, d: &mut Diagnostics<'_>) -> RuntimeConfig {
         .map_or(Duration::from_secs(10), |t| {
             duration(t, "runtime.drain_timeout", d)
         });
+    let plugin_cache = runtime
+        .and_then(|r| r.plugin_cache.as_ref())
+        .map_or_else(default_plugin_cache, |p| {
+            std::path::PathBuf::from(p.get_ref())
+        });
     RuntimeConfig {
         worker_threads,
         drain_timeout,
+        plugin_cache,
     }
+}
+
+/// `$XDG_CACHE_HOME/switchyard/plugins`, else `~/.cache/switchyard/plugins`, else the temp dir.
+fn default_plugin_cache() -> std::path::PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("switchyard").join("plugins")
 }
 
 fn listener(
@@ -322,10 +337,23 @@ fn plugin(i: usize, raw: &RawPlugin, base: &Path, d: &mut Diagnostics<'_>) -> Pl
             "expected the path of a .wasm file",
         );
     }
+    let limits = raw.limits.as_ref();
+    let time_limit = limits
+        .and_then(|l| l.time.as_ref())
+        .map_or(Duration::from_millis(10), |t| {
+            duration(t, &key("limits.time"), d)
+        });
+    let memory_limit = limits
+        .and_then(|l| l.memory.as_ref())
+        .map_or(32 * 1024 * 1024, |m| {
+            memory_size(m, &key("limits.memory"), d)
+        });
     PluginConfig {
         name: raw.name.get_ref().clone(),
         path: base.join(raw.path.get_ref()),
         sha256,
+        time_limit,
+        memory_limit,
         on_error: raw
             .on_error
             .as_ref()
@@ -443,6 +471,46 @@ fn duration(raw: &Spanned<String>, key: &str, d: &mut Diagnostics<'_>) -> Durati
         );
         Duration::ZERO
     })
+}
+
+/// Sizes as written in config: `"32MiB"`, `"512KiB"`, `"1GiB"` or a number of bytes.
+fn memory_size(raw: &Spanned<String>, key: &str, d: &mut Diagnostics<'_>) -> usize {
+    let text = raw.get_ref().trim();
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let multiplier = match unit.trim() {
+        "" | "B" => Some(1),
+        "KiB" => Some(1024),
+        "MiB" => Some(1024 * 1024),
+        "GiB" => Some(1024 * 1024 * 1024),
+        _ => None,
+    };
+    let bytes = number
+        .parse::<usize>()
+        .ok()
+        .zip(multiplier)
+        .and_then(|(n, m)| n.checked_mul(m));
+    match bytes {
+        Some(b) if (64 * 1024..=super::MAX_PLUGIN_MEMORY).contains(&b) => b,
+        Some(_) => {
+            d.error(
+                raw.span(),
+                key,
+                format!("{text:?} is out of range, expected 64KiB to 256MiB"),
+            );
+            0
+        }
+        None => {
+            d.error(
+                raw.span(),
+                key,
+                format!("{text:?} is not a size; expected e.g. \"32MiB\" or \"512KiB\""),
+            );
+            0
+        }
+    }
 }
 
 fn optional_duration(

@@ -1,0 +1,307 @@
+//! What `export_plugin!` expands to needs: the generated bindings, the wasm host, and the glue
+//! from the generated `Guest` trait to a [`Plugin`]. Not a public API.
+#![allow(unsafe_code, missing_docs)]
+
+use std::cell::OnceCell;
+use std::time::Duration;
+
+use crate::action::{self, Action, Outcome, UpstreamError};
+use crate::head::{HostError, PeerIdentity, Request, Response};
+use crate::host::{HostApi, Side, http, log, metrics, shared};
+use crate::{BodyInterest, Plugin};
+
+pub use wit_bindgen;
+
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "filter",
+        pub_export_macro: true,
+        default_bindings_module: "switchyard_sdk::__private::bindings",
+        runtime_path: "switchyard_sdk::__private::wit_bindgen::rt",
+    });
+}
+
+pub use bindings::Guest;
+pub use bindings::export;
+pub use bindings::switchyard::plugin::types::{
+    AttemptOutcome, BodyInterest as BodyInterestFlags, Decision,
+};
+
+use bindings::switchyard::plugin as wit;
+
+/// The host the component imports.
+pub struct WasmHost;
+
+fn refused(r: Result<(), String>) -> Result<(), HostError> {
+    r.map_err(HostError)
+}
+
+impl HostApi for WasmHost {
+    fn method(&mut self) -> String {
+        wit::request::method()
+    }
+    fn path(&mut self) -> String {
+        wit::request::path()
+    }
+    fn set_path(&mut self, path: &str) -> Result<(), HostError> {
+        refused(wit::request::set_path(path))
+    }
+    fn authority(&mut self) -> Option<String> {
+        wit::request::authority()
+    }
+    fn status(&mut self) -> Option<u16> {
+        wit::response::status()
+    }
+    fn set_status(&mut self, status: u16) -> Result<(), HostError> {
+        refused(wit::response::set_status(status))
+    }
+    fn header(&mut self, side: Side, name: &str) -> Option<String> {
+        match side {
+            Side::Request => wit::request::header(name),
+            Side::Response => wit::response::header(name),
+        }
+    }
+    fn header_all(&mut self, side: Side, name: &str) -> Vec<String> {
+        match side {
+            Side::Request => wit::request::header_all(name),
+            Side::Response => wit::response::header_all(name),
+        }
+    }
+    fn header_names(&mut self, side: Side) -> Vec<String> {
+        match side {
+            Side::Request => wit::request::header_names(),
+            Side::Response => wit::response::header_names(),
+        }
+    }
+    fn set_header(&mut self, side: Side, name: &str, value: &str) -> Result<(), HostError> {
+        refused(match side {
+            Side::Request => wit::request::set_header(name, value),
+            Side::Response => wit::response::set_header(name, value),
+        })
+    }
+    fn add_header(&mut self, side: Side, name: &str, value: &str) -> Result<(), HostError> {
+        refused(match side {
+            Side::Request => wit::request::add_header(name, value),
+            Side::Response => wit::response::add_header(name, value),
+        })
+    }
+    fn remove_header(&mut self, side: Side, name: &str) {
+        match side {
+            Side::Request => wit::request::remove_header(name),
+            Side::Response => wit::response::remove_header(name),
+        }
+    }
+    fn listener(&mut self) -> String {
+        wit::properties::listener()
+    }
+    fn peer_address(&mut self) -> String {
+        wit::properties::peer_address()
+    }
+    fn sni(&mut self) -> Option<String> {
+        wit::properties::sni()
+    }
+    fn peer_identity(&mut self) -> Option<PeerIdentity> {
+        wit::properties::identity().map(|p| PeerIdentity {
+            spiffe_id: p.spiffe_id,
+            dns_names: p.dns_names,
+            subject: p.subject,
+        })
+    }
+    fn request_id(&mut self) -> String {
+        wit::properties::request_id()
+    }
+    fn attempt(&mut self) -> u32 {
+        wit::properties::attempt()
+    }
+    fn destination(&mut self) -> Option<String> {
+        wit::properties::destination()
+    }
+    fn set_destination(&mut self, cluster: &str) -> Result<(), HostError> {
+        refused(wit::routing::set_destination(cluster))
+    }
+    fn set_timeout(&mut self, ms: u32) {
+        wit::routing::set_timeout(ms);
+    }
+    fn set_per_try_timeout(&mut self, ms: u32) {
+        wit::routing::set_per_try_timeout(ms);
+    }
+    fn context_get(&mut self, key: &str) -> Option<Vec<u8>> {
+        wit::context::get(key)
+    }
+    fn context_set(&mut self, key: &str, value: &[u8]) {
+        wit::context::set(key, value);
+    }
+    fn counter_add(&mut self, name: &str, delta: i64) -> i64 {
+        wit::shared::counter_add(name, delta)
+    }
+    fn counter_get(&mut self, name: &str) -> i64 {
+        wit::shared::counter_get(name)
+    }
+    fn kv_get(&mut self, key: &str) -> Option<shared::Entry> {
+        wit::shared::kv_get(key).map(|e| shared::Entry {
+            value: e.value,
+            version: e.version,
+        })
+    }
+    fn kv_set(&mut self, key: &str, value: &[u8], ttl_ms: Option<u32>) -> u64 {
+        wit::shared::kv_set(key, value, ttl_ms)
+    }
+    fn kv_compare_and_set(
+        &mut self,
+        key: &str,
+        expected_version: Option<u64>,
+        value: &[u8],
+        ttl_ms: Option<u32>,
+    ) -> Option<u64> {
+        wit::shared::kv_compare_and_set(key, expected_version, value, ttl_ms)
+    }
+    fn kv_delete(&mut self, key: &str) {
+        wit::shared::kv_delete(key);
+    }
+    fn metric(&mut self, kind: metrics::Kind, name: &str, labels: &[(&str, &str)], value: f64) {
+        let labels: Vec<(String, String)> = labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        match kind {
+            metrics::Kind::Counter => wit::metrics::counter_add(name, &labels, value as u64),
+            metrics::Kind::Gauge => wit::metrics::gauge_set(name, &labels, value),
+            metrics::Kind::Histogram => wit::metrics::histogram_record(name, &labels, value),
+        }
+    }
+    fn log(&mut self, level: log::Level, message: &str) {
+        use wit::types::LogLevel;
+        let level = match level {
+            log::Level::Trace => LogLevel::Trace,
+            log::Level::Debug => LogLevel::Debug,
+            log::Level::Info => LogLevel::Info,
+            log::Level::Warn => LogLevel::Warn,
+            log::Level::Error => LogLevel::Error,
+        };
+        wit::log::log(level, message);
+    }
+    fn monotonic_ns(&mut self) -> u64 {
+        wit::clock::monotonic_ns()
+    }
+    fn wall_ms(&mut self) -> u64 {
+        wit::clock::wall_ms()
+    }
+    fn next_u64(&mut self) -> u64 {
+        wit::random::next_u64()
+    }
+    fn http_call(
+        &mut self,
+        cluster: &str,
+        request: &http::HttpRequest,
+    ) -> Result<http::HttpResponse, http::CallError> {
+        use wit::types::HttpCallError as E;
+        let request = wit::types::HttpRequest {
+            method: request.method.clone(),
+            path: request.path.clone(),
+            headers: request.headers.clone(),
+            body: request.body.clone(),
+            timeout_ms: request.timeout.map(shared::millis),
+        };
+        match wit::http::call(cluster, &request) {
+            Ok(r) => Ok(http::HttpResponse {
+                status: r.status,
+                headers: r.headers,
+                body: r.body,
+            }),
+            Err(e) => Err(match e {
+                E::UnknownCluster => http::CallError::UnknownCluster,
+                E::NoEndpoint => http::CallError::NoEndpoint,
+                E::ConnectFailure => http::CallError::ConnectFailure,
+                E::Reset => http::CallError::Reset,
+                E::Timeout => http::CallError::Timeout,
+                E::Invalid => http::CallError::Invalid,
+            }),
+        }
+    }
+}
+
+fn decision((action, implemented): (Action, bool)) -> Decision {
+    if !implemented {
+        return Decision::Unimplemented;
+    }
+    match action {
+        Action::Continue => Decision::Continue,
+        Action::Respond(r) => Decision::Respond(wit::types::LocalResponse {
+            status: r.status,
+            headers: r.headers,
+            body: r.body,
+        }),
+        Action::Retry { delay } => Decision::Retry(millis(delay)),
+        Action::Delay(delay) => Decision::Delay(millis(delay)),
+    }
+}
+
+fn millis(d: Duration) -> u32 {
+    shared::millis(d)
+}
+
+/// A hook called before `init` succeeded: the host never does this, so treat it as a no-op.
+fn with_plugin<P: Plugin>(cell: &OnceCell<P>, f: impl FnOnce(&P) -> Action) -> Decision {
+    match cell.get() {
+        Some(plugin) => decision(action::run_hook(|| f(plugin))),
+        None => Decision::Continue,
+    }
+}
+
+pub fn init<P: Plugin>(cell: &OnceCell<P>, config: &str) -> Result<BodyInterestFlags, String> {
+    let plugin = crate::load::<P>(config)?;
+    let _ = cell.set(plugin);
+    let mut flags = BodyInterestFlags::empty();
+    let BodyInterest {
+        request_body,
+        response_body,
+    } = P::BODY_INTEREST;
+    if request_body {
+        flags |= BodyInterestFlags::REQUEST_BODY;
+    }
+    if response_body {
+        flags |= BodyInterestFlags::RESPONSE_BODY;
+    }
+    Ok(flags)
+}
+
+pub fn on_request<P: Plugin>(cell: &OnceCell<P>) -> Decision {
+    with_plugin(cell, |p| p.on_request(&mut Request::handle()))
+}
+
+pub fn on_request_body<P: Plugin>(cell: &OnceCell<P>, body: &[u8]) -> Decision {
+    with_plugin(cell, |p| p.on_request_body(&mut Request::handle(), body))
+}
+
+pub fn on_upstream_response<P: Plugin>(cell: &OnceCell<P>, outcome: AttemptOutcome) -> Decision {
+    use wit::types::UpstreamError as E;
+    let outcome = match outcome {
+        AttemptOutcome::Response(status) => Outcome::Response(status),
+        AttemptOutcome::Error(E::ConnectFailure) => Outcome::Error(UpstreamError::ConnectFailure),
+        AttemptOutcome::Error(E::Reset) => Outcome::Error(UpstreamError::Reset),
+        AttemptOutcome::Error(E::PerTryTimeout) => Outcome::Error(UpstreamError::PerTryTimeout),
+    };
+    with_plugin(cell, |p| {
+        p.on_upstream_response(&mut Request::handle(), outcome)
+    })
+}
+
+pub fn on_response<P: Plugin>(cell: &OnceCell<P>) -> Decision {
+    with_plugin(cell, |p| {
+        p.on_response(&mut Request::handle(), &mut Response::handle())
+    })
+}
+
+pub fn on_response_body<P: Plugin>(cell: &OnceCell<P>, body: &[u8]) -> Decision {
+    with_plugin(cell, |p| {
+        p.on_response_body(&mut Request::handle(), &mut Response::handle(), body)
+    })
+}
+
+pub fn on_log<P: Plugin>(cell: &OnceCell<P>) -> Decision {
+    with_plugin(cell, |p| {
+        p.on_log(&Request::handle(), &Response::handle());
+        Action::Continue
+    })
+}

@@ -1,0 +1,108 @@
+//! What hooks answer, and what they are told about an attempt.
+
+use std::cell::Cell;
+use std::time::Duration;
+
+/// What a hook asks the proxy to do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Go on: next plugin, then forward (or send the response).
+    Continue,
+    /// Answer the client with this instead of forwarding (or instead of the upstream's answer).
+    Respond(LocalResponse),
+    /// From `on_upstream_response` only: try the request again after `delay`.
+    Retry { delay: Duration },
+    /// Wait (the proxy waits, asynchronously), then continue.
+    Delay(Duration),
+}
+
+impl Action {
+    /// A plain-text local response.
+    pub fn respond(status: u16, body: impl Into<Vec<u8>>) -> Self {
+        Self::Respond(LocalResponse {
+            status,
+            headers: Vec::new(),
+            body: body.into(),
+        })
+    }
+}
+
+/// A response made by the plugin.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LocalResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl LocalResponse {
+    pub fn new(status: u16) -> Self {
+        Self {
+            status,
+            ..Default::default()
+        }
+    }
+
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+}
+
+/// The result of one attempt to reach the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A response head with this status arrived.
+    Response(u16),
+    /// No response: why.
+    Error(UpstreamError),
+}
+
+/// Why an attempt produced no response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamError {
+    ConnectFailure,
+    Reset,
+    PerTryTimeout,
+}
+
+/// Which bodies a plugin wants to see whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BodyInterest {
+    pub request_body: bool,
+    pub response_body: bool,
+}
+
+impl BodyInterest {
+    pub const NONE: Self = Self {
+        request_body: false,
+        response_body: false,
+    };
+}
+
+thread_local! {
+    static NOT_IMPLEMENTED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Called by the default hooks: marks the hook as not written by the author.
+pub(crate) fn not_implemented() -> Action {
+    NOT_IMPLEMENTED.with(|c| c.set(true));
+    Action::Continue
+}
+
+/// Whether the hook that just ran was a default one; clears the mark.
+pub(crate) fn take_not_implemented() -> bool {
+    NOT_IMPLEMENTED.with(|c| c.replace(false))
+}
+
+/// Runs a hook and reports whether the author implemented it.
+pub fn run_hook<R>(hook: impl FnOnce() -> R) -> (R, bool) {
+    take_not_implemented();
+    let result = hook();
+    (result, !take_not_implemented())
+}

@@ -1,0 +1,164 @@
+//! Handles to the request and response heads, which stay in the host: reading one header costs
+//! one host call, not a copy of the whole request.
+
+use std::time::Duration;
+
+use crate::host::{self, Side};
+
+/// The host refused a change (e.g. an invalid header name), or it is not possible in this hook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostError(pub String);
+
+impl std::fmt::Display for HostError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for HostError {}
+
+/// The verified identity of a TLS client (mTLS).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PeerIdentity {
+    pub spiffe_id: Option<String>,
+    pub dns_names: Vec<String>,
+    pub subject: Option<String>,
+}
+
+/// The request being proxied, its properties, routing and per-request context.
+#[derive(Debug)]
+pub struct Request {
+    _private: (),
+}
+
+/// The response head: the attempt's in `on_upstream_response`, the client's in `on_response`.
+#[derive(Debug)]
+pub struct Response {
+    _private: (),
+}
+
+impl Request {
+    /// Hooks receive this; it is only a handle.
+    #[doc(hidden)]
+    pub fn handle() -> Self {
+        Self { _private: () }
+    }
+
+    pub fn method(&self) -> String {
+        host::with(|h| h.method())
+    }
+    /// Path and query, e.g. `/v1/users?limit=10`.
+    pub fn path(&self) -> String {
+        host::with(|h| h.path())
+    }
+    pub fn set_path(&mut self, path_and_query: &str) -> Result<(), HostError> {
+        host::with(|h| h.set_path(path_and_query))
+    }
+    /// The authority the client asked for (`Host` or `:authority`).
+    pub fn authority(&self) -> Option<String> {
+        host::with(|h| h.authority())
+    }
+    /// The first value of a header.
+    pub fn header(&self, name: &str) -> Option<String> {
+        host::with(|h| h.header(Side::Request, name))
+    }
+    pub fn header_all(&self, name: &str) -> Vec<String> {
+        host::with(|h| h.header_all(Side::Request, name))
+    }
+    pub fn header_names(&self) -> Vec<String> {
+        host::with(|h| h.header_names(Side::Request))
+    }
+    pub fn set_header(&mut self, name: &str, value: &str) -> Result<(), HostError> {
+        host::with(|h| h.set_header(Side::Request, name, value))
+    }
+    pub fn add_header(&mut self, name: &str, value: &str) -> Result<(), HostError> {
+        host::with(|h| h.add_header(Side::Request, name, value))
+    }
+    pub fn remove_header(&mut self, name: &str) {
+        host::with(|h| h.remove_header(Side::Request, name));
+    }
+
+    /// The listener that accepted the request.
+    pub fn listener(&self) -> String {
+        host::with(|h| h.listener())
+    }
+    /// The client's address, `ip:port`.
+    pub fn peer_address(&self) -> String {
+        host::with(|h| h.peer_address())
+    }
+    /// The TLS server name the client asked for.
+    pub fn sni(&self) -> Option<String> {
+        host::with(|h| h.sni())
+    }
+    /// The client's verified certificate identity (mTLS).
+    pub fn peer_identity(&self) -> Option<PeerIdentity> {
+        host::with(|h| h.peer_identity())
+    }
+    pub fn request_id(&self) -> String {
+        host::with(|h| h.request_id())
+    }
+    /// 1 for the first try, 2 for the first retry...
+    pub fn attempt(&self) -> u32 {
+        host::with(|h| h.attempt())
+    }
+    /// The cluster the request will go to, if chosen yet.
+    pub fn destination(&self) -> Option<String> {
+        host::with(|h| h.destination())
+    }
+    /// Sends the request to `cluster`; the last call wins. Fails if no cluster has that name.
+    pub fn set_destination(&mut self, cluster: &str) -> Result<(), HostError> {
+        host::with(|h| h.set_destination(cluster))
+    }
+    /// Deadline for the whole request, including retries.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        host::with(|h| h.set_timeout(crate::host::shared::millis(timeout)));
+    }
+    /// Deadline for each attempt.
+    pub fn set_per_try_timeout(&mut self, timeout: Duration) {
+        host::with(|h| h.set_per_try_timeout(crate::host::shared::millis(timeout)));
+    }
+    /// Bytes kept for this request, visible to every later hook and plugin.
+    pub fn context_get(&self, key: &str) -> Option<Vec<u8>> {
+        host::with(|h| h.context_get(key))
+    }
+    pub fn context_set(&mut self, key: &str, value: &[u8]) {
+        host::with(|h| h.context_set(key, value));
+    }
+    /// The attempt's response head, in `on_upstream_response`.
+    pub fn attempt_response(&self) -> Response {
+        Response::handle()
+    }
+}
+
+impl Response {
+    #[doc(hidden)]
+    pub fn handle() -> Self {
+        Self { _private: () }
+    }
+
+    /// The status, when there is a response head in this hook.
+    pub fn status(&self) -> Option<u16> {
+        host::with(|h| h.status())
+    }
+    pub fn set_status(&mut self, status: u16) -> Result<(), HostError> {
+        host::with(|h| h.set_status(status))
+    }
+    pub fn header(&self, name: &str) -> Option<String> {
+        host::with(|h| h.header(Side::Response, name))
+    }
+    pub fn header_all(&self, name: &str) -> Vec<String> {
+        host::with(|h| h.header_all(Side::Response, name))
+    }
+    pub fn header_names(&self) -> Vec<String> {
+        host::with(|h| h.header_names(Side::Response))
+    }
+    pub fn set_header(&mut self, name: &str, value: &str) -> Result<(), HostError> {
+        host::with(|h| h.set_header(Side::Response, name, value))
+    }
+    pub fn add_header(&mut self, name: &str, value: &str) -> Result<(), HostError> {
+        host::with(|h| h.add_header(Side::Response, name, value))
+    }
+    pub fn remove_header(&mut self, name: &str) {
+        host::with(|h| h.remove_header(Side::Response, name));
+    }
+}

@@ -1,0 +1,277 @@
+//! Every host function, behind one trait: the real host (the proxy, through the component's
+//! imports) on wasm, and [`crate::testing::TestHost`] in native unit tests.
+
+use crate::head::{HostError, PeerIdentity};
+
+/// Which head a header call is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Request,
+    Response,
+}
+
+/// The host's functions, as the SDK calls them.
+pub trait HostApi {
+    fn method(&mut self) -> String;
+    fn path(&mut self) -> String;
+    fn set_path(&mut self, path: &str) -> Result<(), HostError>;
+    fn authority(&mut self) -> Option<String>;
+    fn status(&mut self) -> Option<u16>;
+    fn set_status(&mut self, status: u16) -> Result<(), HostError>;
+    fn header(&mut self, side: Side, name: &str) -> Option<String>;
+    fn header_all(&mut self, side: Side, name: &str) -> Vec<String>;
+    fn header_names(&mut self, side: Side) -> Vec<String>;
+    fn set_header(&mut self, side: Side, name: &str, value: &str) -> Result<(), HostError>;
+    fn add_header(&mut self, side: Side, name: &str, value: &str) -> Result<(), HostError>;
+    fn remove_header(&mut self, side: Side, name: &str);
+
+    fn listener(&mut self) -> String;
+    fn peer_address(&mut self) -> String;
+    fn sni(&mut self) -> Option<String>;
+    fn peer_identity(&mut self) -> Option<PeerIdentity>;
+    fn request_id(&mut self) -> String;
+    fn attempt(&mut self) -> u32;
+    fn destination(&mut self) -> Option<String>;
+
+    fn set_destination(&mut self, cluster: &str) -> Result<(), HostError>;
+    fn set_timeout(&mut self, ms: u32);
+    fn set_per_try_timeout(&mut self, ms: u32);
+
+    fn context_get(&mut self, key: &str) -> Option<Vec<u8>>;
+    fn context_set(&mut self, key: &str, value: &[u8]);
+
+    fn counter_add(&mut self, name: &str, delta: i64) -> i64;
+    fn counter_get(&mut self, name: &str) -> i64;
+    fn kv_get(&mut self, key: &str) -> Option<shared::Entry>;
+    fn kv_set(&mut self, key: &str, value: &[u8], ttl_ms: Option<u32>) -> u64;
+    fn kv_compare_and_set(
+        &mut self,
+        key: &str,
+        expected_version: Option<u64>,
+        value: &[u8],
+        ttl_ms: Option<u32>,
+    ) -> Option<u64>;
+    fn kv_delete(&mut self, key: &str);
+
+    fn metric(&mut self, kind: metrics::Kind, name: &str, labels: &[(&str, &str)], value: f64);
+    fn log(&mut self, level: log::Level, message: &str);
+    fn monotonic_ns(&mut self) -> u64;
+    fn wall_ms(&mut self) -> u64;
+    fn next_u64(&mut self) -> u64;
+    fn http_call(
+        &mut self,
+        cluster: &str,
+        request: &http::HttpRequest,
+    ) -> Result<http::HttpResponse, http::CallError>;
+}
+
+/// Runs `f` against the current host.
+pub(crate) fn with<R>(f: impl FnOnce(&mut dyn HostApi) -> R) -> R {
+    #[cfg(target_arch = "wasm32")]
+    {
+        f(&mut crate::__private::WasmHost)
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        crate::testing::with_current(f)
+    }
+}
+
+/// State shared by every instance of every plugin in the proxy.
+pub mod shared {
+    /// A value with the version compare-and-set checks.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Entry {
+        pub value: Vec<u8>,
+        pub version: u64,
+    }
+
+    /// Adds `delta` to a shared counter and returns the new value.
+    pub fn counter_add(name: &str, delta: i64) -> i64 {
+        super::with(|h| h.counter_add(name, delta))
+    }
+
+    pub fn counter_get(name: &str) -> i64 {
+        super::with(|h| h.counter_get(name))
+    }
+
+    pub fn kv_get(key: &str) -> Option<Entry> {
+        super::with(|h| h.kv_get(key))
+    }
+
+    /// Sets `key`; it expires after `ttl` if given. Returns the new version.
+    pub fn kv_set(key: &str, value: &[u8], ttl: Option<std::time::Duration>) -> u64 {
+        super::with(|h| h.kv_set(key, value, ttl.map(millis)))
+    }
+
+    /// Sets `key` only if it is still at `expected_version` (`None`: only if absent). Returns the
+    /// new version, or `None` when another instance changed it first.
+    pub fn kv_compare_and_set(
+        key: &str,
+        expected_version: Option<u64>,
+        value: &[u8],
+        ttl: Option<std::time::Duration>,
+    ) -> Option<u64> {
+        super::with(|h| h.kv_compare_and_set(key, expected_version, value, ttl.map(millis)))
+    }
+
+    pub fn kv_delete(key: &str) {
+        super::with(|h| h.kv_delete(key));
+    }
+
+    pub(crate) fn millis(d: std::time::Duration) -> u32 {
+        u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+    }
+}
+
+/// The plugin's own metrics, exported by the proxy as `switchyard_plugin_<name>`.
+pub mod metrics {
+    /// The kind of a metric.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Kind {
+        Counter,
+        Gauge,
+        Histogram,
+    }
+
+    pub fn counter(name: &str, labels: &[(&str, &str)], value: u64) {
+        super::with(|h| h.metric(Kind::Counter, name, labels, value as f64));
+    }
+
+    pub fn gauge(name: &str, labels: &[(&str, &str)], value: f64) {
+        super::with(|h| h.metric(Kind::Gauge, name, labels, value));
+    }
+
+    pub fn histogram(name: &str, labels: &[(&str, &str)], value: f64) {
+        super::with(|h| h.metric(Kind::Histogram, name, labels, value));
+    }
+}
+
+/// Logging through the proxy's log, tagged with the plugin's name.
+pub mod log {
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+    pub enum Level {
+        Trace,
+        Debug,
+        Info,
+        Warn,
+        Error,
+    }
+
+    pub fn log(level: Level, message: &str) {
+        super::with(|h| h.log(level, message));
+    }
+    pub fn debug(message: &str) {
+        log(Level::Debug, message);
+    }
+    pub fn info(message: &str) {
+        log(Level::Info, message);
+    }
+    pub fn warn(message: &str) {
+        log(Level::Warn, message);
+    }
+    pub fn error(message: &str) {
+        log(Level::Error, message);
+    }
+}
+
+/// Time as the host sees it.
+pub mod clock {
+    /// Monotonic time from an arbitrary start; for measuring intervals.
+    pub fn monotonic() -> std::time::Duration {
+        std::time::Duration::from_nanos(super::with(|h| h.monotonic_ns()))
+    }
+
+    /// Milliseconds since the Unix epoch.
+    pub fn wall_ms() -> u64 {
+        super::with(|h| h.wall_ms())
+    }
+}
+
+/// Randomness from the host (plugins have no other source).
+pub mod random {
+    pub fn u64() -> u64 {
+        super::with(|h| h.next_u64())
+    }
+
+    /// A float in [0, 1), e.g. to pick a percentage of requests.
+    pub fn unit() -> f64 {
+        (u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Calls to a cluster. The proxy waits asynchronously, so a slow callout costs no proxy thread.
+pub mod http {
+    /// A request to send to a cluster.
+    #[derive(Debug, Clone, PartialEq, Eq, Default)]
+    pub struct HttpRequest {
+        pub method: String,
+        pub path: String,
+        pub headers: Vec<(String, String)>,
+        pub body: Vec<u8>,
+        pub timeout: Option<std::time::Duration>,
+    }
+
+    impl HttpRequest {
+        pub fn get(path: impl Into<String>) -> Self {
+            Self {
+                method: "GET".into(),
+                path: path.into(),
+                ..Default::default()
+            }
+        }
+
+        pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+            self.headers.push((name.into(), value.into()));
+            self
+        }
+    }
+
+    /// The answer to a callout (bodies up to 1 MiB).
+    #[derive(Debug, Clone, PartialEq, Eq, Default)]
+    pub struct HttpResponse {
+        pub status: u16,
+        pub headers: Vec<(String, String)>,
+        pub body: Vec<u8>,
+    }
+
+    impl HttpResponse {
+        pub fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        }
+    }
+
+    /// Why a callout failed.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum CallError {
+        UnknownCluster,
+        NoEndpoint,
+        ConnectFailure,
+        Reset,
+        Timeout,
+        Invalid,
+    }
+
+    impl std::fmt::Display for CallError {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(match self {
+                Self::UnknownCluster => "no such cluster",
+                Self::NoEndpoint => "the cluster has no endpoint",
+                Self::ConnectFailure => "could not connect",
+                Self::Reset => "the connection was reset",
+                Self::Timeout => "timed out",
+                Self::Invalid => "invalid request or response",
+            })
+        }
+    }
+
+    impl std::error::Error for CallError {}
+
+    /// Sends `request` to a cluster and waits for the whole answer.
+    pub fn call(cluster: &str, request: &HttpRequest) -> Result<HttpResponse, CallError> {
+        super::with(|h| h.http_call(cluster, request))
+    }
+}

@@ -1,0 +1,161 @@
+//! Write Switchyard plugins in plain Rust.
+//!
+//! A plugin is a type implementing [`Plugin`]: an associated `Config` deserialized from the
+//! `[plugin.config]` table, and hooks in the order a request flows — [`Plugin::on_request`],
+//! [`Plugin::on_request_body`], [`Plugin::on_upstream_response`], [`Plugin::on_response`],
+//! [`Plugin::on_response_body`], [`Plugin::on_log`]. Every hook is optional; the ones you leave
+//! out cost nothing at run time. [`export_plugin!`] turns the type into a component exporting the
+//! `switchyard:plugin/filter` world.
+//!
+//! ```
+//! use switchyard_sdk::{Action, Plugin, Request, Response};
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Config { greeting: String }
+//!
+//! struct Greeter { greeting: String }
+//!
+//! impl Plugin for Greeter {
+//!     type Config = Config;
+//!     fn new(config: Config) -> Result<Self, String> {
+//!         Ok(Greeter { greeting: config.greeting })
+//!     }
+//!     fn on_response(&self, _req: &mut Request, resp: &mut Response) -> Action {
+//!         let _ = resp.set_header("x-greeting", &self.greeting);
+//!         Action::Continue
+//!     }
+//! }
+//! switchyard_sdk::export_plugin!(Greeter);
+//! ```
+//!
+//! Plugins are tested natively with [`testing::TestHost`], no proxy needed. They are built with
+//! `cargo build --release --target wasm32-unknown-unknown`.
+
+// The generated bindings (and only they) use `unsafe` for the canonical ABI.
+#![cfg_attr(not(target_arch = "wasm32"), forbid(unsafe_code))]
+
+// Lets the generated bindings name this crate by its public path from inside it too.
+extern crate self as switchyard_sdk;
+
+mod action;
+mod head;
+mod host;
+pub mod testing;
+
+pub use action::{Action, BodyInterest, LocalResponse, Outcome, UpstreamError, run_hook};
+pub use head::{HostError, PeerIdentity, Request, Response};
+pub use host::{clock, http, log, metrics, random, shared};
+
+/// A plugin: its config type and the hooks it implements.
+///
+/// One value is made per instance with [`Plugin::new`] and reused for many requests; anything
+/// that belongs to one request goes in the request's context ([`Request::context_set`]), never in
+/// `self`, because consecutive hooks of one request may run on different instances.
+pub trait Plugin: Sized + 'static {
+    /// The `[plugin.config]` table, deserialized from JSON.
+    type Config: serde::de::DeserializeOwned;
+
+    /// Which body hooks to buffer bodies for; bodies are never buffered otherwise.
+    const BODY_INTEREST: BodyInterest = BodyInterest::NONE;
+
+    /// Builds the plugin from its config; an error refuses the plugin at load.
+    fn new(config: Self::Config) -> Result<Self, String>;
+
+    /// The request head arrived. Route it, check it, change it, or answer it.
+    fn on_request(&self, req: &mut Request) -> Action {
+        let _ = req;
+        action::not_implemented()
+    }
+
+    /// The whole request body (only with `BODY_INTEREST.request_body`).
+    fn on_request_body(&self, req: &mut Request, body: &[u8]) -> Action {
+        let _ = (req, body);
+        action::not_implemented()
+    }
+
+    /// One attempt finished: a response head (read it with [`Request::attempt_response`]) or an
+    /// error. Return [`Action::Retry`] to try again.
+    fn on_upstream_response(&self, req: &mut Request, outcome: Outcome) -> Action {
+        let _ = (req, outcome);
+        action::not_implemented()
+    }
+
+    /// The response head is about to go to the client; change it or replace it.
+    fn on_response(&self, req: &mut Request, resp: &mut Response) -> Action {
+        let _ = (req, resp);
+        action::not_implemented()
+    }
+
+    /// The whole response body (only with `BODY_INTEREST.response_body`).
+    fn on_response_body(&self, req: &mut Request, resp: &mut Response, body: &[u8]) -> Action {
+        let _ = (req, resp, body);
+        action::not_implemented()
+    }
+
+    /// The response is complete. Count, log, export; nothing here delays the client.
+    fn on_log(&self, req: &Request, resp: &Response) {
+        let _ = (req, resp);
+        action::not_implemented();
+    }
+}
+
+/// Exports `$plugin` (a type implementing [`Plugin`]) as the component's `filter` world.
+#[macro_export]
+macro_rules! export_plugin {
+    ($plugin:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            ::std::thread_local! {
+                static PLUGIN: ::std::cell::OnceCell<$plugin> = const { ::std::cell::OnceCell::new() };
+            }
+            struct Glue;
+            impl $crate::__private::Guest for Glue {
+                fn init(config: ::std::string::String) -> ::std::result::Result<$crate::__private::BodyInterestFlags, ::std::string::String> {
+                    PLUGIN.with(|cell| $crate::__private::init::<$plugin>(cell, &config))
+                }
+                fn on_request() -> $crate::__private::Decision {
+                    PLUGIN.with(|cell| $crate::__private::on_request(cell))
+                }
+                fn on_request_body(body: ::std::vec::Vec<u8>) -> $crate::__private::Decision {
+                    PLUGIN.with(|cell| $crate::__private::on_request_body(cell, &body))
+                }
+                fn on_upstream_response(outcome: $crate::__private::AttemptOutcome) -> $crate::__private::Decision {
+                    PLUGIN.with(|cell| $crate::__private::on_upstream_response(cell, outcome))
+                }
+                fn on_response() -> $crate::__private::Decision {
+                    PLUGIN.with(|cell| $crate::__private::on_response(cell))
+                }
+                fn on_response_body(body: ::std::vec::Vec<u8>) -> $crate::__private::Decision {
+                    PLUGIN.with(|cell| $crate::__private::on_response_body(cell, &body))
+                }
+                fn on_log() -> $crate::__private::Decision {
+                    PLUGIN.with(|cell| $crate::__private::on_log(cell))
+                }
+            }
+            $crate::__private::export!(Glue with_types_in $crate::__private::bindings);
+        };
+    };
+}
+
+/// Parses a plugin's config the way the proxy does, naming the field on error. Tests use it to
+/// check that bad config is refused with a useful message.
+pub fn parse_config<P: Plugin>(json: &str) -> Result<P::Config, String> {
+    let mut de = serde_json::Deserializer::from_str(json);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            format!("invalid config: {}", e.inner())
+        } else {
+            format!("invalid config at `{path}`: {}", e.inner())
+        }
+    })
+}
+
+/// Builds a plugin from its config JSON, as the proxy does at load.
+pub fn load<P: Plugin>(json: &str) -> Result<P, String> {
+    P::new(parse_config::<P>(json)?)
+}
+
+#[doc(hidden)]
+#[cfg(target_arch = "wasm32")]
+pub mod __private;

@@ -1,0 +1,502 @@
+//! A native, in-memory host for unit-testing plugins with `cargo test`, no proxy needed.
+//!
+//! ```
+//! use switchyard_sdk::testing::TestHost;
+//! use switchyard_sdk::{Action, Plugin, Request};
+//!
+//! struct Deny;
+//! impl Plugin for Deny {
+//!     type Config = ();
+//!     fn new(_: ()) -> Result<Self, String> { Ok(Deny) }
+//!     fn on_request(&self, req: &mut Request) -> Action {
+//!         if req.header("x-token").is_none() { Action::respond(401, "no token") } else { Action::Continue }
+//!     }
+//! }
+//!
+//! let mut host = TestHost::get("/");
+//! assert_eq!(host.on_request(&Deny), Action::respond(401, "no token"));
+//! let mut host = TestHost::get("/").header("x-token", "t");
+//! assert_eq!(host.on_request(&Deny), Action::Continue);
+//! ```
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::Plugin;
+use crate::action::{Action, Outcome, run_hook};
+use crate::head::{HostError, PeerIdentity, Request, Response};
+use crate::host::{HostApi, Side, http, log, metrics, shared};
+
+/// One metric update a plugin made.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricRecord {
+    pub kind: metrics::Kind,
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+}
+
+/// A response head in the test host.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TestResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+}
+
+type CallHandler =
+    Box<dyn FnMut(&str, &http::HttpRequest) -> Result<http::HttpResponse, http::CallError>>;
+
+/// Everything a plugin can see and change, in memory; inspect the fields after a hook ran.
+#[derive(Default)]
+pub struct TestHost {
+    pub method: String,
+    pub path: String,
+    pub authority: Option<String>,
+    /// Lower-case names.
+    pub request_headers: Vec<(String, String)>,
+    /// The response head, once there is one (see [`TestHost::response`]).
+    pub response: Option<TestResponse>,
+    pub listener: String,
+    pub peer_address: String,
+    pub sni: Option<String>,
+    pub peer_identity: Option<PeerIdentity>,
+    pub request_id: String,
+    pub attempt: u32,
+    pub destination: Option<String>,
+    /// Clusters `set_destination` accepts; empty accepts any name.
+    pub clusters: Vec<String>,
+    pub timeout: Option<Duration>,
+    pub per_try_timeout: Option<Duration>,
+    pub context: HashMap<String, Vec<u8>>,
+    pub counters: HashMap<String, i64>,
+    kv: HashMap<String, KvSlot>,
+    kv_version: u64,
+    pub metrics: Vec<MetricRecord>,
+    pub logs: Vec<(log::Level, String)>,
+    /// Monotonic clock; move it with [`TestHost::advance`].
+    pub now: Duration,
+    pub wall_ms: u64,
+    random_state: u64,
+    http: Option<CallHandler>,
+    /// Callouts made, in order.
+    pub calls: Vec<(String, http::HttpRequest)>,
+}
+
+#[derive(Debug, Clone)]
+struct KvSlot {
+    value: Vec<u8>,
+    version: u64,
+    expires_at: Option<Duration>,
+}
+
+impl std::fmt::Debug for TestHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestHost")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("request_headers", &self.request_headers)
+            .field("response", &self.response)
+            .field("destination", &self.destination)
+            .finish_non_exhaustive()
+    }
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<TestHost>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` against the test host installed by [`TestHost::run`].
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+pub(crate) fn with_current<R>(f: impl FnOnce(&mut dyn HostApi) -> R) -> R {
+    CURRENT.with(|current| {
+        let mut current = current.borrow_mut();
+        let host = current.as_mut().unwrap_or_else(|| {
+            panic!("no host: call plugin hooks through TestHost (e.g. host.on_request(&plugin))")
+        });
+        f(host)
+    })
+}
+
+impl TestHost {
+    /// A `GET` request for `path` to `example.test`, on listener "test", attempt 1.
+    pub fn get(path: &str) -> Self {
+        Self::request("GET", path)
+    }
+
+    pub fn request(method: &str, path: &str) -> Self {
+        Self {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            authority: Some("example.test".to_owned()),
+            listener: "test".to_owned(),
+            peer_address: "127.0.0.1:40000".to_owned(),
+            request_id: "test-request-id".to_owned(),
+            attempt: 1,
+            wall_ms: 1_700_000_000_000,
+            random_state: 0x9e37_79b9_7f4a_7c15,
+            ..Self::default()
+        }
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.request_headers
+            .push((name.to_ascii_lowercase(), value.to_owned()));
+        self
+    }
+
+    pub fn authority(mut self, authority: &str) -> Self {
+        self.authority = Some(authority.to_owned());
+        self
+    }
+
+    /// Declares a cluster `set_destination` may name (once any is declared, others are refused).
+    pub fn cluster(mut self, name: &str) -> Self {
+        self.clusters.push(name.to_owned());
+        self
+    }
+
+    /// Gives the request a response head, for the response hooks.
+    pub fn response(mut self, status: u16) -> Self {
+        self.response = Some(TestResponse {
+            status,
+            headers: Vec::new(),
+        });
+        self
+    }
+
+    pub fn response_header(mut self, name: &str, value: &str) -> Self {
+        self.response
+            .get_or_insert_with(|| TestResponse {
+                status: 200,
+                headers: Vec::new(),
+            })
+            .headers
+            .push((name.to_ascii_lowercase(), value.to_owned()));
+        self
+    }
+
+    /// Answers the plugin's `http::call`s.
+    pub fn on_http_call(
+        mut self,
+        handler: impl FnMut(&str, &http::HttpRequest) -> Result<http::HttpResponse, http::CallError>
+        + 'static,
+    ) -> Self {
+        self.http = Some(Box::new(handler));
+        self
+    }
+
+    /// Moves the monotonic and wall clocks forward (shared entries may expire).
+    pub fn advance(&mut self, by: Duration) {
+        self.now += by;
+        self.wall_ms += u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+    }
+
+    /// Installs this host for the duration of `f`.
+    pub fn run<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        CURRENT.with(|c| *c.borrow_mut() = Some(std::mem::take(self)));
+        // Put the host back even if the plugin panics, so the test can report what it saw.
+        struct Restore<'a>(&'a mut TestHost);
+        impl Drop for Restore<'_> {
+            fn drop(&mut self) {
+                if let Some(host) = CURRENT.with(|c| c.borrow_mut().take()) {
+                    *self.0 = host;
+                }
+            }
+        }
+        let _restore = Restore(self);
+        f()
+    }
+
+    pub fn on_request<P: Plugin>(&mut self, plugin: &P) -> Action {
+        self.run(|| run_hook(|| plugin.on_request(&mut Request::handle())).0)
+    }
+
+    pub fn on_request_body<P: Plugin>(&mut self, plugin: &P, body: &[u8]) -> Action {
+        self.run(|| run_hook(|| plugin.on_request_body(&mut Request::handle(), body)).0)
+    }
+
+    pub fn on_upstream_response<P: Plugin>(&mut self, plugin: &P, outcome: Outcome) -> Action {
+        self.run(|| run_hook(|| plugin.on_upstream_response(&mut Request::handle(), outcome)).0)
+    }
+
+    pub fn on_response<P: Plugin>(&mut self, plugin: &P) -> Action {
+        self.run(|| {
+            run_hook(|| plugin.on_response(&mut Request::handle(), &mut Response::handle())).0
+        })
+    }
+
+    pub fn on_response_body<P: Plugin>(&mut self, plugin: &P, body: &[u8]) -> Action {
+        self.run(|| {
+            run_hook(|| {
+                plugin.on_response_body(&mut Request::handle(), &mut Response::handle(), body)
+            })
+            .0
+        })
+    }
+
+    pub fn on_log<P: Plugin>(&mut self, plugin: &P) {
+        self.run(|| plugin.on_log(&Request::handle(), &Response::handle()));
+    }
+
+    /// The first value of a request header, after the plugin ran.
+    pub fn request_header(&self, name: &str) -> Option<&str> {
+        first(&self.request_headers, name)
+    }
+
+    /// The first value of a response header, after the plugin ran.
+    pub fn response_header_value(&self, name: &str) -> Option<&str> {
+        self.response.as_ref().and_then(|r| first(&r.headers, name))
+    }
+
+    /// The sum of a counter metric's updates with exactly these labels.
+    pub fn counter_total(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.metrics
+            .iter()
+            .filter(|m| {
+                m.kind == metrics::Kind::Counter && m.name == name && same_labels(&m.labels, labels)
+            })
+            .map(|m| m.value)
+            .sum()
+    }
+
+    fn headers_mut(&mut self, side: Side) -> Result<&mut Vec<(String, String)>, HostError> {
+        match side {
+            Side::Request => Ok(&mut self.request_headers),
+            Side::Response => self
+                .response
+                .as_mut()
+                .map(|r| &mut r.headers)
+                .ok_or_else(|| HostError("there is no response head in this hook".into())),
+        }
+    }
+
+    fn headers(&self, side: Side) -> &[(String, String)] {
+        match side {
+            Side::Request => &self.request_headers,
+            Side::Response => self.response.as_ref().map_or(&[], |r| &r.headers),
+        }
+    }
+
+    fn live_kv(&self, key: &str) -> Option<&KvSlot> {
+        self.kv
+            .get(key)
+            .filter(|slot| slot.expires_at.is_none_or(|at| at > self.now))
+    }
+
+    fn put_kv(&mut self, key: &str, value: &[u8], ttl_ms: Option<u32>) -> u64 {
+        self.kv_version += 1;
+        let expires_at = ttl_ms.map(|ms| self.now + Duration::from_millis(u64::from(ms)));
+        self.kv.insert(
+            key.to_owned(),
+            KvSlot {
+                value: value.to_vec(),
+                version: self.kv_version,
+                expires_at,
+            },
+        );
+        self.kv_version
+    }
+}
+
+fn first<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+fn same_labels(have: &[(String, String)], want: &[(&str, &str)]) -> bool {
+    have.len() == want.len()
+        && want
+            .iter()
+            .all(|(k, v)| have.iter().any(|(hk, hv)| hk == k && hv == v))
+}
+
+/// The host's rule for header names and values, so tests refuse what the proxy would.
+fn check_header(name: &str, value: &str) -> Result<(), HostError> {
+    let token = |c: u8| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c);
+    if name.is_empty() || !name.bytes().all(token) {
+        return Err(HostError(format!("invalid header name {name:?}")));
+    }
+    if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        return Err(HostError(format!("invalid value for header {name:?}")));
+    }
+    Ok(())
+}
+
+impl HostApi for TestHost {
+    fn method(&mut self) -> String {
+        self.method.clone()
+    }
+    fn path(&mut self) -> String {
+        self.path.clone()
+    }
+    fn set_path(&mut self, path: &str) -> Result<(), HostError> {
+        if !path.starts_with('/') {
+            return Err(HostError(format!("{path:?} must start with '/'")));
+        }
+        self.path = path.to_owned();
+        Ok(())
+    }
+    fn authority(&mut self) -> Option<String> {
+        self.authority.clone()
+    }
+    fn status(&mut self) -> Option<u16> {
+        self.response.as_ref().map(|r| r.status)
+    }
+    fn set_status(&mut self, status: u16) -> Result<(), HostError> {
+        if !(100..=999).contains(&status) {
+            return Err(HostError(format!("{status} is not an HTTP status")));
+        }
+        match &mut self.response {
+            Some(r) => {
+                r.status = status;
+                Ok(())
+            }
+            None => Err(HostError("there is no response head in this hook".into())),
+        }
+    }
+    fn header(&mut self, side: Side, name: &str) -> Option<String> {
+        first(self.headers(side), name).map(str::to_owned)
+    }
+    fn header_all(&mut self, side: Side, name: &str) -> Vec<String> {
+        self.headers(side)
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+    fn header_names(&mut self, side: Side) -> Vec<String> {
+        let mut names: Vec<String> = self.headers(side).iter().map(|(n, _)| n.clone()).collect();
+        names.dedup();
+        names
+    }
+    fn set_header(&mut self, side: Side, name: &str, value: &str) -> Result<(), HostError> {
+        check_header(name, value)?;
+        let headers = self.headers_mut(side)?;
+        headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        headers.push((name.to_ascii_lowercase(), value.to_owned()));
+        Ok(())
+    }
+    fn add_header(&mut self, side: Side, name: &str, value: &str) -> Result<(), HostError> {
+        check_header(name, value)?;
+        self.headers_mut(side)?
+            .push((name.to_ascii_lowercase(), value.to_owned()));
+        Ok(())
+    }
+    fn remove_header(&mut self, side: Side, name: &str) {
+        if let Ok(headers) = self.headers_mut(side) {
+            headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        }
+    }
+    fn listener(&mut self) -> String {
+        self.listener.clone()
+    }
+    fn peer_address(&mut self) -> String {
+        self.peer_address.clone()
+    }
+    fn sni(&mut self) -> Option<String> {
+        self.sni.clone()
+    }
+    fn peer_identity(&mut self) -> Option<PeerIdentity> {
+        self.peer_identity.clone()
+    }
+    fn request_id(&mut self) -> String {
+        self.request_id.clone()
+    }
+    fn attempt(&mut self) -> u32 {
+        self.attempt
+    }
+    fn destination(&mut self) -> Option<String> {
+        self.destination.clone()
+    }
+    fn set_destination(&mut self, cluster: &str) -> Result<(), HostError> {
+        if !self.clusters.is_empty() && !self.clusters.iter().any(|c| c == cluster) {
+            return Err(HostError(format!("no cluster is named {cluster:?}")));
+        }
+        self.destination = Some(cluster.to_owned());
+        Ok(())
+    }
+    fn set_timeout(&mut self, ms: u32) {
+        self.timeout = Some(Duration::from_millis(u64::from(ms)));
+    }
+    fn set_per_try_timeout(&mut self, ms: u32) {
+        self.per_try_timeout = Some(Duration::from_millis(u64::from(ms)));
+    }
+    fn context_get(&mut self, key: &str) -> Option<Vec<u8>> {
+        self.context.get(key).cloned()
+    }
+    fn context_set(&mut self, key: &str, value: &[u8]) {
+        self.context.insert(key.to_owned(), value.to_vec());
+    }
+    fn counter_add(&mut self, name: &str, delta: i64) -> i64 {
+        let c = self.counters.entry(name.to_owned()).or_insert(0);
+        *c = c.saturating_add(delta);
+        *c
+    }
+    fn counter_get(&mut self, name: &str) -> i64 {
+        self.counters.get(name).copied().unwrap_or(0)
+    }
+    fn kv_get(&mut self, key: &str) -> Option<shared::Entry> {
+        self.live_kv(key).map(|slot| shared::Entry {
+            value: slot.value.clone(),
+            version: slot.version,
+        })
+    }
+    fn kv_set(&mut self, key: &str, value: &[u8], ttl_ms: Option<u32>) -> u64 {
+        self.put_kv(key, value, ttl_ms)
+    }
+    fn kv_compare_and_set(
+        &mut self,
+        key: &str,
+        expected_version: Option<u64>,
+        value: &[u8],
+        ttl_ms: Option<u32>,
+    ) -> Option<u64> {
+        let current = self.live_kv(key).map(|slot| slot.version);
+        (current == expected_version).then(|| self.put_kv(key, value, ttl_ms))
+    }
+    fn kv_delete(&mut self, key: &str) {
+        self.kv.remove(key);
+    }
+    fn metric(&mut self, kind: metrics::Kind, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.metrics.push(MetricRecord {
+            kind,
+            name: name.to_owned(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            value,
+        });
+    }
+    fn log(&mut self, level: log::Level, message: &str) {
+        self.logs.push((level, message.to_owned()));
+    }
+    fn monotonic_ns(&mut self) -> u64 {
+        u64::try_from(self.now.as_nanos()).unwrap_or(u64::MAX)
+    }
+    fn wall_ms(&mut self) -> u64 {
+        self.wall_ms
+    }
+    fn next_u64(&mut self) -> u64 {
+        // splitmix64: deterministic, so tests are repeatable.
+        self.random_state = self.random_state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.random_state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn http_call(
+        &mut self,
+        cluster: &str,
+        request: &http::HttpRequest,
+    ) -> Result<http::HttpResponse, http::CallError> {
+        self.calls.push((cluster.to_owned(), request.clone()));
+        match &mut self.http {
+            Some(handler) => handler(cluster, request),
+            None => Err(http::CallError::UnknownCluster),
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! The only `bindgen!`: the host side of the `switchyard:plugin/filter` world.
+//!
+//! Every hook export is async (wasmtime runs it on the tokio task, yielding at host awaits);
+//! of the imports only `http.call` awaits.
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "filter",
+    imports: {
+        "switchyard:plugin/http.call": async,
+        default: tracing,
+    },
+    exports: { default: async },
+});
+
+pub use switchyard::plugin::types::{
+    HttpCallError, HttpRequest, HttpResponse, KvEntry, LocalResponse, LogLevel, PeerIdentity,
+    UpstreamError,
+};

@@ -1,0 +1,142 @@
+//! Running a listener's plugins: request hooks in chain order, response hooks in reverse,
+//! applying each decision and the plugin's failure policy.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::bindings::{AttemptOutcome, Decision, LocalResponse};
+use super::host::RequestState;
+use super::instance::HookCall;
+use super::{Hook, Plugin};
+use crate::config::OnError;
+
+/// What the chain decided after running one hook over its plugins.
+#[derive(Debug)]
+pub enum Step {
+    /// Every plugin continued.
+    Continue,
+    /// A plugin answered the request itself.
+    Respond(LocalResponse),
+    /// A plugin asked for another attempt after this delay (on-upstream-response only).
+    Retry(Duration),
+    /// A fail-closed plugin failed; the request gets a 503 naming it.
+    Failed(Arc<str>),
+}
+
+/// The plugins of one listener, in order.
+#[derive(Default)]
+pub struct Chain {
+    plugins: Vec<Arc<Plugin>>,
+}
+
+impl Chain {
+    pub fn new(plugins: Vec<Arc<Plugin>>) -> Self {
+        Self { plugins }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.plugins.is_empty()
+    }
+
+    pub fn wants_request_body(&self) -> bool {
+        self.plugins.iter().any(|p| p.wants(Hook::RequestBody))
+    }
+
+    pub fn wants_response_body(&self) -> bool {
+        self.plugins.iter().any(|p| p.wants(Hook::ResponseBody))
+    }
+
+    /// Whether any plugin may ask for retries (so the request must stay replayable).
+    pub fn may_retry(&self) -> bool {
+        self.plugins.iter().any(|p| p.wants(Hook::UpstreamResponse))
+    }
+
+    pub fn wants_log(&self) -> bool {
+        self.plugins.iter().any(|p| p.wants(Hook::Log))
+    }
+
+    pub async fn on_request(&self, state: RequestState) -> (RequestState, Step) {
+        run(self.plugins.iter(), state, Hook::Request, || {
+            HookCall::Request
+        })
+        .await
+    }
+
+    pub async fn on_request_body(&self, state: RequestState, body: &[u8]) -> (RequestState, Step) {
+        run(self.plugins.iter(), state, Hook::RequestBody, || {
+            HookCall::RequestBody(body.to_vec())
+        })
+        .await
+    }
+
+    pub async fn on_upstream_response(
+        &self,
+        state: RequestState,
+        outcome: AttemptOutcome,
+    ) -> (RequestState, Step) {
+        run(
+            self.plugins.iter().rev(),
+            state,
+            Hook::UpstreamResponse,
+            || HookCall::UpstreamResponse(outcome),
+        )
+        .await
+    }
+
+    pub async fn on_response(&self, state: RequestState) -> (RequestState, Step) {
+        run(self.plugins.iter().rev(), state, Hook::Response, || {
+            HookCall::Response
+        })
+        .await
+    }
+
+    pub async fn on_response_body(&self, state: RequestState, body: &[u8]) -> (RequestState, Step) {
+        run(self.plugins.iter().rev(), state, Hook::ResponseBody, || {
+            HookCall::ResponseBody(body.to_vec())
+        })
+        .await
+    }
+
+    pub async fn on_log(&self, state: RequestState) {
+        let _ = run(self.plugins.iter().rev(), state, Hook::Log, || {
+            HookCall::Log
+        })
+        .await;
+    }
+}
+
+async fn run<'a>(
+    plugins: impl Iterator<Item = &'a Arc<Plugin>>,
+    mut state: RequestState,
+    hook: Hook,
+    call: impl Fn() -> HookCall,
+) -> (RequestState, Step) {
+    for plugin in plugins {
+        if !plugin.wants(hook) {
+            continue;
+        }
+        let (back, result) = plugin.call(state, hook, call()).await;
+        state = back;
+        match result {
+            Ok(Decision::Continue) => {}
+            Ok(Decision::Unimplemented) => plugin.mark_unimplemented(hook),
+            Ok(Decision::Delay(ms)) => {
+                tokio::time::sleep(Duration::from_millis(u64::from(ms))).await
+            }
+            Ok(Decision::Respond(response)) => return (state, Step::Respond(response)),
+            Ok(Decision::Retry(ms)) if hook == Hook::UpstreamResponse => {
+                return (state, Step::Retry(Duration::from_millis(u64::from(ms))));
+            }
+            Ok(Decision::Retry(_)) => {
+                tracing::warn!(plugin = %plugin.name, ?hook, "retry is only possible from on-upstream-response; ignored");
+            }
+            Err(error) => {
+                tracing::warn!(plugin = %plugin.name, ?hook, %error, request_id = ?state.request_id, "plugin failed");
+                if plugin.on_error == OnError::FailClosed {
+                    return (state, Step::Failed(Arc::clone(&plugin.name)));
+                }
+            }
+        }
+    }
+    (state, Step::Continue)
+}

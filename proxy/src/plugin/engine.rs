@@ -1,0 +1,121 @@
+//! The sandbox in one place: the wasmtime engine, its pooling allocator, the epoch ticker that
+//! enforces per-hook CPU deadlines, and the on-disk cache of compiled plugins.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tracing::{debug, warn};
+use wasmtime::component::Component;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::config::MAX_PLUGIN_MEMORY;
+
+/// How often the epoch advances; a hook's CPU deadline is checked at this granularity.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// Instance slots in the pool, across all plugins.
+const POOLED_INSTANCES: u32 = 256;
+
+/// Builds the engine every plugin runs on, and starts its epoch ticker.
+pub fn new_engine() -> wasmtime::Result<Engine> {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    // Memories are capped per instance by the store's limiter; the pool only needs room for the
+    // largest cap. Bounds checks instead of a 4 GiB reservation per slot keep the address space
+    // the pool reserves modest (256 slots x 256 MiB).
+    config.memory_reservation(MAX_PLUGIN_MEMORY as u64);
+    config.memory_guard_size(64 * 1024);
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(POOLED_INSTANCES)
+        .total_core_instances(POOLED_INSTANCES * 4)
+        .total_memories(POOLED_INSTANCES * 2)
+        .total_tables(POOLED_INSTANCES * 4)
+        .max_memory_size(MAX_PLUGIN_MEMORY);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    let engine = Engine::new(&config)?;
+    start_epoch_ticker(&engine);
+    Ok(engine)
+}
+
+fn start_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    let spawned = std::thread::Builder::new()
+        .name("switchyard-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        });
+    if let Err(e) = spawned {
+        warn!(error = %e, "cannot start the epoch ticker; plugin CPU deadlines will not fire");
+    }
+}
+
+/// Compiled components on disk, keyed by the component's sha256 and the engine's compatibility
+/// hash (wasmtime version and settings): loading from here takes well under a millisecond where
+/// compiling takes tens.
+#[derive(Debug, Clone)]
+pub struct CompileCache {
+    dir: PathBuf,
+}
+
+impl CompileCache {
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Returns the compiled component, from the cache when possible.
+    pub fn component(&self, engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
+        let path = self.dir.join(format!("{}.cwasm", cache_key(engine, bytes)));
+        if path.exists() {
+            match load_precompiled(engine, &path) {
+                Ok(component) => return Ok(component),
+                Err(e) => {
+                    warn!(path = %path.display(), error = %e, "ignoring unusable cached plugin")
+                }
+            }
+        }
+        let component = Component::new(engine, bytes)?;
+        if let Err(e) = self.store(&path, &component) {
+            debug!(path = %path.display(), error = %e, "cannot cache compiled plugin");
+        }
+        Ok(component)
+    }
+
+    fn store(&self, path: &Path, component: &Component) -> std::io::Result<()> {
+        let bytes = component
+            .serialize()
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        std::fs::create_dir_all(&self.dir)?;
+        // Write then rename, so a concurrent reader never sees half a file.
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, bytes)?;
+        std::fs::rename(&tmp, path)
+    }
+}
+
+fn cache_key(engine: &Engine, bytes: &[u8]) -> String {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    format!("{}-{:016x}", hex(&Sha256::digest(bytes)), hasher.finish())
+}
+
+/// Lowercase hex of a digest.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[allow(unsafe_code)]
+fn load_precompiled(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
+    // SAFETY: `deserialize_file` trusts the file to be wasmtime's own output. Only this cache
+    // writes here (atomically, via rename), file names carry the sha256 of the source and the
+    // engine's compatibility hash, and wasmtime rejects files from another version or config.
+    unsafe { Component::deserialize_file(engine, path) }
+}

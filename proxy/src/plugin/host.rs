@@ -1,0 +1,486 @@
+//! What plugins can call: the host side of every import, acting on the request the current hook
+//! runs for.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::header::{HeaderName, HeaderValue};
+use wasmtime::{ResourceLimiter, Store, StoreContextMut, UpdateDeadline};
+
+use super::bindings::switchyard::plugin::{
+    clock, context, http as wit_http, log, metrics as wit_metrics, properties, random, request,
+    response, routing, shared, types,
+};
+use super::bindings::{HttpCallError, HttpRequest, HttpResponse, KvEntry, LogLevel, PeerIdentity};
+use super::callout;
+use super::shared::SharedState;
+use crate::upstream::{Cluster, Clusters};
+
+/// One request as plugins see it. Owned by the proxy; lent to an instance for each hook call.
+#[derive(Debug)]
+pub struct RequestState {
+    pub head: http::request::Parts,
+    /// The attempt's response head in on-upstream-response, the client's in on-response.
+    pub response: Option<http::response::Parts>,
+    pub listener: Arc<str>,
+    pub peer: SocketAddr,
+    pub request_id: HeaderValue,
+    pub attempt: u32,
+    pub destination: Option<Arc<Cluster>>,
+    pub timeout: Option<Duration>,
+    pub per_try_timeout: Option<Duration>,
+    pub context: HashMap<String, Vec<u8>>,
+}
+
+/// What every instance of one plugin shares.
+#[derive(Debug)]
+pub struct PluginEnv {
+    pub name: Arc<str>,
+    pub shared: Arc<SharedState>,
+    pub clusters: Arc<Clusters>,
+    pub time_limit: Duration,
+    pub memory_limit: usize,
+}
+
+/// The data of one instance's store.
+pub struct HostState {
+    env: Arc<PluginEnv>,
+    /// The request of the hook running now; `None` between calls.
+    pub request: Option<RequestState>,
+    /// Set when the hook used up its CPU time.
+    pub timed_out: bool,
+    /// Set when the instance asked for more memory than its limit.
+    pub out_of_memory: bool,
+    /// Largest linear memory this instance grew to, for recycling.
+    pub memory_high_water: usize,
+    /// A CPU limit that replaces the plugin's while set (init gets longer than a hook).
+    pub time_limit_override: Option<Duration>,
+    hook_started: Instant,
+    /// Time spent waiting on async host calls (callouts) in this hook; not CPU time.
+    waited: Duration,
+}
+
+impl HostState {
+    pub fn new(env: Arc<PluginEnv>) -> Self {
+        Self {
+            env,
+            request: None,
+            timed_out: false,
+            out_of_memory: false,
+            memory_high_water: 0,
+            time_limit_override: None,
+            hook_started: Instant::now(),
+            waited: Duration::ZERO,
+        }
+    }
+
+    /// Installs the limiter and the CPU-deadline callback on a new store.
+    pub fn configure(store: &mut Store<Self>) {
+        store.limiter(|state| state);
+        store.epoch_deadline_callback(|mut ctx: StoreContextMut<'_, Self>| {
+            let state = ctx.data_mut();
+            let used = state.hook_started.elapsed().saturating_sub(state.waited);
+            if used >= state.time_limit_override.unwrap_or(state.env.time_limit) {
+                state.timed_out = true;
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Continue(1))
+            }
+        });
+    }
+
+    /// Starts the CPU clock for one hook call.
+    pub fn start_hook(&mut self, request: Option<RequestState>) {
+        self.request = request;
+        self.hook_started = Instant::now();
+        self.waited = Duration::ZERO;
+    }
+
+    fn req(&self) -> Option<&RequestState> {
+        self.request.as_ref()
+    }
+
+    fn req_mut(&mut self) -> Option<&mut RequestState> {
+        self.request.as_mut()
+    }
+
+    fn response_headers(&self) -> Option<&http::HeaderMap> {
+        self.req()?.response.as_ref().map(|r| &r.headers)
+    }
+
+    fn response_headers_mut(&mut self) -> Result<&mut http::HeaderMap, String> {
+        self.req_mut()
+            .and_then(|r| r.response.as_mut())
+            .map(|r| &mut r.headers)
+            .ok_or_else(|| "there is no response head in this hook".to_owned())
+    }
+}
+
+impl ResourceLimiter for HostState {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.env.memory_limit {
+            self.out_of_memory = true;
+            return Ok(false);
+        }
+        self.memory_high_water = self.memory_high_water.max(desired);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+fn header_first(headers: &http::HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+}
+
+fn header_all(headers: &http::HeaderMap, name: &str) -> Vec<String> {
+    headers
+        .get_all(name)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect()
+}
+
+fn header_names(headers: &http::HeaderMap) -> Vec<String> {
+    headers.keys().map(|k| k.as_str().to_owned()).collect()
+}
+
+fn parse_header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), String> {
+    let name = HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| format!("invalid header name {name:?}"))?;
+    let value =
+        HeaderValue::from_str(value).map_err(|_| format!("invalid value for header {name}"))?;
+    Ok((name, value))
+}
+
+const NO_REQUEST: &str = "no request in this hook";
+
+impl request::Host for HostState {
+    fn method(&mut self) -> String {
+        self.req()
+            .map(|r| r.head.method.to_string())
+            .unwrap_or_default()
+    }
+
+    fn path(&mut self) -> String {
+        self.req()
+            .and_then(|r| r.head.uri.path_and_query())
+            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned())
+    }
+
+    fn set_path(&mut self, path_and_query: String) -> Result<(), String> {
+        let req = self.req_mut().ok_or(NO_REQUEST)?;
+        if !path_and_query.starts_with('/') {
+            return Err(format!("{path_and_query:?} must start with '/'"));
+        }
+        let mut parts = req.head.uri.clone().into_parts();
+        parts.path_and_query = Some(
+            path_and_query
+                .parse()
+                .map_err(|e| format!("invalid path {path_and_query:?}: {e}"))?,
+        );
+        req.head.uri = http::Uri::from_parts(parts).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    fn authority(&mut self) -> Option<String> {
+        let req = self.req()?;
+        req.head
+            .uri
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .or_else(|| header_first(&req.head.headers, "host"))
+    }
+
+    fn header(&mut self, name: String) -> Option<String> {
+        header_first(&self.req()?.head.headers, &name)
+    }
+
+    fn header_all(&mut self, name: String) -> Vec<String> {
+        self.req()
+            .map(|r| header_all(&r.head.headers, &name))
+            .unwrap_or_default()
+    }
+
+    fn header_names(&mut self) -> Vec<String> {
+        self.req()
+            .map(|r| header_names(&r.head.headers))
+            .unwrap_or_default()
+    }
+
+    fn set_header(&mut self, name: String, value: String) -> Result<(), String> {
+        let (name, value) = parse_header(&name, &value)?;
+        self.req_mut()
+            .ok_or(NO_REQUEST)?
+            .head
+            .headers
+            .insert(name, value);
+        Ok(())
+    }
+
+    fn add_header(&mut self, name: String, value: String) -> Result<(), String> {
+        let (name, value) = parse_header(&name, &value)?;
+        self.req_mut()
+            .ok_or(NO_REQUEST)?
+            .head
+            .headers
+            .append(name, value);
+        Ok(())
+    }
+
+    fn remove_header(&mut self, name: String) {
+        if let Some(req) = self.req_mut() {
+            req.head.headers.remove(name.as_str());
+        }
+    }
+}
+
+impl response::Host for HostState {
+    fn status(&mut self) -> Option<u16> {
+        self.req()?.response.as_ref().map(|r| r.status.as_u16())
+    }
+
+    fn set_status(&mut self, status: u16) -> Result<(), String> {
+        let status = http::StatusCode::from_u16(status)
+            .map_err(|_| format!("{status} is not an HTTP status"))?;
+        let response = self
+            .req_mut()
+            .and_then(|r| r.response.as_mut())
+            .ok_or("there is no response head in this hook")?;
+        response.status = status;
+        Ok(())
+    }
+
+    fn header(&mut self, name: String) -> Option<String> {
+        header_first(self.response_headers()?, &name)
+    }
+
+    fn header_all(&mut self, name: String) -> Vec<String> {
+        self.response_headers()
+            .map(|h| header_all(h, &name))
+            .unwrap_or_default()
+    }
+
+    fn header_names(&mut self) -> Vec<String> {
+        self.response_headers()
+            .map(header_names)
+            .unwrap_or_default()
+    }
+
+    fn set_header(&mut self, name: String, value: String) -> Result<(), String> {
+        let (name, value) = parse_header(&name, &value)?;
+        self.response_headers_mut()?.insert(name, value);
+        Ok(())
+    }
+
+    fn add_header(&mut self, name: String, value: String) -> Result<(), String> {
+        let (name, value) = parse_header(&name, &value)?;
+        self.response_headers_mut()?.append(name, value);
+        Ok(())
+    }
+
+    fn remove_header(&mut self, name: String) {
+        if let Ok(headers) = self.response_headers_mut() {
+            headers.remove(name.as_str());
+        }
+    }
+}
+
+impl properties::Host for HostState {
+    fn listener(&mut self) -> String {
+        self.req()
+            .map(|r| r.listener.to_string())
+            .unwrap_or_default()
+    }
+
+    fn peer_address(&mut self) -> String {
+        self.req().map(|r| r.peer.to_string()).unwrap_or_default()
+    }
+
+    fn sni(&mut self) -> Option<String> {
+        None // plain listeners have no TLS; TLS listeners will fill this in
+    }
+
+    fn identity(&mut self) -> Option<PeerIdentity> {
+        None // no client certificates without mTLS
+    }
+
+    fn request_id(&mut self) -> String {
+        self.req()
+            .map(|r| String::from_utf8_lossy(r.request_id.as_bytes()).into_owned())
+            .unwrap_or_default()
+    }
+
+    fn attempt(&mut self) -> u32 {
+        self.req().map_or(0, |r| r.attempt)
+    }
+
+    fn destination(&mut self) -> Option<String> {
+        self.req()?
+            .destination
+            .as_ref()
+            .map(|c| c.name().to_owned())
+    }
+}
+
+impl routing::Host for HostState {
+    fn set_destination(&mut self, cluster: String) -> Result<(), String> {
+        let Some(found) = self.env.clusters.by_name(&cluster).cloned() else {
+            tracing::warn!(plugin = %self.env.name, %cluster, "plugin chose a cluster that does not exist");
+            return Err(format!("no cluster is named {cluster:?}"));
+        };
+        self.req_mut().ok_or(NO_REQUEST)?.destination = Some(found);
+        Ok(())
+    }
+
+    fn set_timeout(&mut self, ms: u32) {
+        if let Some(req) = self.req_mut() {
+            req.timeout = Some(Duration::from_millis(u64::from(ms)));
+        }
+    }
+
+    fn set_per_try_timeout(&mut self, ms: u32) {
+        if let Some(req) = self.req_mut() {
+            req.per_try_timeout = Some(Duration::from_millis(u64::from(ms)));
+        }
+    }
+}
+
+/// Per-request context is for small values; refuse what would turn it into a cache.
+const MAX_CONTEXT_BYTES: usize = 64 * 1024;
+
+impl context::Host for HostState {
+    fn get(&mut self, key: String) -> Option<Vec<u8>> {
+        self.req()?.context.get(&key).cloned()
+    }
+
+    fn set(&mut self, key: String, value: Vec<u8>) {
+        if value.len() > MAX_CONTEXT_BYTES {
+            tracing::warn!(plugin = %self.env.name, %key, "context value over 64 KiB dropped");
+            return;
+        }
+        if let Some(req) = self.req_mut() {
+            req.context.insert(key, value);
+        }
+    }
+}
+
+impl shared::Host for HostState {
+    fn counter_add(&mut self, name: String, delta: i64) -> i64 {
+        self.env.shared.counter_add(&name, delta)
+    }
+
+    fn counter_get(&mut self, name: String) -> i64 {
+        self.env.shared.counter_get(&name)
+    }
+
+    fn kv_get(&mut self, key: String) -> Option<KvEntry> {
+        self.env
+            .shared
+            .kv_get(&key)
+            .map(|(value, version)| KvEntry { value, version })
+    }
+
+    fn kv_set(&mut self, key: String, value: Vec<u8>, ttl_ms: Option<u32>) -> u64 {
+        self.env.shared.kv_set(&key, value, ttl(ttl_ms))
+    }
+
+    fn kv_compare_and_set(
+        &mut self,
+        key: String,
+        expected_version: Option<u64>,
+        value: Vec<u8>,
+        ttl_ms: Option<u32>,
+    ) -> Option<u64> {
+        self.env
+            .shared
+            .kv_compare_and_set(&key, expected_version, value, ttl(ttl_ms))
+    }
+
+    fn kv_delete(&mut self, key: String) {
+        self.env.shared.kv_delete(&key);
+    }
+}
+
+fn ttl(ms: Option<u32>) -> Option<Duration> {
+    ms.map(|ms| Duration::from_millis(u64::from(ms)))
+}
+
+impl wit_metrics::Host for HostState {
+    fn counter_add(&mut self, name: String, labels: Vec<(String, String)>, value: u64) {
+        crate::telemetry::plugin_metric(&self.env.name, &name, labels).counter(value);
+    }
+
+    fn gauge_set(&mut self, name: String, labels: Vec<(String, String)>, value: f64) {
+        crate::telemetry::plugin_metric(&self.env.name, &name, labels).gauge(value);
+    }
+
+    fn histogram_record(&mut self, name: String, labels: Vec<(String, String)>, value: f64) {
+        crate::telemetry::plugin_metric(&self.env.name, &name, labels).histogram(value);
+    }
+}
+
+impl log::Host for HostState {
+    fn log(&mut self, level: LogLevel, message: String) {
+        let plugin = &*self.env.name;
+        match level {
+            LogLevel::Trace => tracing::trace!(plugin, "{message}"),
+            LogLevel::Debug => tracing::debug!(plugin, "{message}"),
+            LogLevel::Info => tracing::info!(plugin, "{message}"),
+            LogLevel::Warn => tracing::warn!(plugin, "{message}"),
+            LogLevel::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+}
+
+impl clock::Host for HostState {
+    fn monotonic_ns(&mut self) -> u64 {
+        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        let start = START.get_or_init(Instant::now);
+        u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn wall_ms(&mut self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
+impl random::Host for HostState {
+    fn next_u64(&mut self) -> u64 {
+        fastrand::u64(..)
+    }
+}
+
+impl wit_http::Host for HostState {
+    async fn call(
+        &mut self,
+        cluster: String,
+        request: HttpRequest,
+    ) -> Result<HttpResponse, HttpCallError> {
+        let started = Instant::now();
+        let result = callout::call(&self.env.clusters, &cluster, request).await;
+        // Waiting for the network is not the plugin's CPU time.
+        self.waited += started.elapsed();
+        result
+    }
+}
+
+impl types::Host for HostState {}

@@ -1,0 +1,162 @@
+//! Loading a plugin: read, check the sha256 pin, turn a core module into a component, compile
+//! (or load from cache), link against the host, and run `init` once to check its config. Every
+//! failure names the plugin and the file.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use wasmtime::Engine;
+use wasmtime::component::Linker;
+
+use super::Plugin;
+use super::bindings::FilterPre;
+use super::engine::{CompileCache, hex};
+use super::host::{HostState, PluginEnv};
+use super::instance::InstancePool;
+use crate::config::PluginConfig;
+
+/// Why a plugin was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("plugin {plugin:?}: cannot read {}: {source}", path.display())]
+    Read {
+        plugin: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("plugin {plugin:?}: {} has sha256 {actual}, but the config pins {expected}", path.display())]
+    Sha256Mismatch {
+        plugin: String,
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
+    #[error("plugin {plugin:?}: {} is not a WebAssembly component or module", path.display())]
+    NotWasm { plugin: String, path: PathBuf },
+    #[error(
+        "plugin {plugin:?}: {} is a core module without a usable component type (is it built with switchyard-sdk?): {reason}",
+        path.display()
+    )]
+    Componentize {
+        plugin: String,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("plugin {plugin:?}: {} does not compile: {reason}", path.display())]
+    Compile {
+        plugin: String,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error(
+        "plugin {plugin:?}: {} does not fit the switchyard:plugin@0.1.0 `filter` world: {reason}",
+        path.display()
+    )]
+    Link {
+        plugin: String,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("plugin {plugin:?}: {} failed to start: {reason}", path.display())]
+    Init {
+        plugin: String,
+        path: PathBuf,
+        reason: String,
+    },
+}
+
+/// The WebAssembly binary header: magic, then a version/layer word.
+const MAGIC: &[u8; 4] = b"\0asm";
+const CORE_MODULE: [u8; 4] = [1, 0, 0, 0];
+const COMPONENT: [u8; 4] = [0x0d, 0, 1, 0];
+
+/// Loads one plugin and starts its first instance.
+pub async fn load(
+    engine: &Engine,
+    linker: &Linker<HostState>,
+    cache: &CompileCache,
+    config: &PluginConfig,
+    env: Arc<PluginEnv>,
+) -> Result<Plugin, LoadError> {
+    let plugin = config.name.clone();
+    let path = config.path.clone();
+    let bytes = std::fs::read(&path).map_err(|source| LoadError::Read {
+        plugin: plugin.clone(),
+        path: path.clone(),
+        source,
+    })?;
+    let sha256 = hex(&Sha256::digest(&bytes));
+    if let Some(expected) = &config.sha256
+        && *expected != sha256
+    {
+        return Err(LoadError::Sha256Mismatch {
+            plugin,
+            path,
+            expected: expected.clone(),
+            actual: sha256,
+        });
+    }
+
+    let component_bytes = as_component(&bytes, &plugin, &path)?;
+    let component = cache
+        .component(engine, &component_bytes)
+        .map_err(|e| LoadError::Compile {
+            plugin: plugin.clone(),
+            path: path.clone(),
+            reason: format!("{e:#}"),
+        })?;
+    let link_error = |e: wasmtime::Error| LoadError::Link {
+        plugin: plugin.clone(),
+        path: path.clone(),
+        reason: format!("{e:#}"),
+    };
+    let pre = linker.instantiate_pre(&component).map_err(link_error)?;
+    let pre = FilterPre::new(pre).map_err(link_error)?;
+
+    let config_json = serde_json::to_string(&config.config).unwrap_or_else(|_| "{}".into());
+    let pool = InstancePool::new(pre, env, config_json);
+    let (first, interest) = pool.instantiate().await.map_err(|e| LoadError::Init {
+        plugin: plugin.clone(),
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    pool.checkin_fresh(first);
+    Ok(Plugin::new(config, sha256, pool, interest))
+}
+
+/// The bytes as a component: as they are, or componentized from a core module that carries
+/// wit-bindgen's component type section (what `cargo build --target wasm32-unknown-unknown`
+/// makes from a plugin crate).
+fn as_component(bytes: &[u8], plugin: &str, path: &Path) -> Result<Vec<u8>, LoadError> {
+    let layer = bytes.get(4..8);
+    if bytes.get(0..4) != Some(MAGIC.as_slice()) {
+        return Err(LoadError::NotWasm {
+            plugin: plugin.to_owned(),
+            path: path.to_path_buf(),
+        });
+    }
+    if layer == Some(COMPONENT.as_slice()) {
+        return Ok(bytes.to_vec());
+    }
+    if layer != Some(CORE_MODULE.as_slice()) {
+        return Err(LoadError::NotWasm {
+            plugin: plugin.to_owned(),
+            path: path.to_path_buf(),
+        });
+    }
+    componentize(bytes).map_err(|e| LoadError::Componentize {
+        plugin: plugin.to_owned(),
+        path: path.to_path_buf(),
+        reason: e,
+    })
+}
+
+/// Turns a core module with an embedded component type into a component.
+pub fn componentize(module: &[u8]) -> Result<Vec<u8>, String> {
+    wit_component::ComponentEncoder::default()
+        .validate(true)
+        .module(module)
+        .and_then(|mut encoder| encoder.encode())
+        .map_err(|e| format!("{e:#}"))
+}

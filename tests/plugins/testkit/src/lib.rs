@@ -1,0 +1,170 @@
+//! One plugin the integration tests configure per scenario: tag the request and response to show
+//! chain order, answer by itself, pick a destination, call out to a cluster, retry, or misbehave
+//! (spin forever, allocate without bound, trap).
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use switchyard_sdk::http::{self, HttpRequest};
+use switchyard_sdk::{Action, Outcome, Plugin, Request, Response, shared};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Appended to `x-chain` on the request and `x-chain-response` on the response.
+    #[serde(default)]
+    pub tag: Option<String>,
+    /// Answer every request with this status instead of forwarding.
+    #[serde(default)]
+    pub respond: Option<u16>,
+    /// Send every request to this cluster.
+    #[serde(default)]
+    pub destination: Option<String>,
+    /// Misbehave in on_request.
+    #[serde(default)]
+    pub misbehave: Option<Misbehave>,
+    /// Call `GET /callout` on this cluster in on_request; its status goes in `x-callout-status`.
+    #[serde(default)]
+    pub callout: Option<String>,
+    /// Retry failed attempts (5xx or no response) up to this many times.
+    #[serde(default)]
+    pub retries: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Misbehave {
+    /// Never returns.
+    Spin,
+    /// Allocates until something stops it.
+    Allocate,
+    /// Traps on every call.
+    Trap,
+    /// Traps on every other call (to show recovery).
+    TrapEveryOther,
+}
+
+pub struct Testkit {
+    config: Config,
+}
+
+impl Plugin for Testkit {
+    type Config = Config;
+
+    fn new(config: Config) -> Result<Self, String> {
+        Ok(Self { config })
+    }
+
+    fn on_request(&self, req: &mut Request) -> Action {
+        if let Some(m) = self.config.misbehave {
+            misbehave(m);
+        }
+        if let Some(tag) = &self.config.tag {
+            let _ = req.add_header("x-chain", tag);
+        }
+        if let Some(cluster) = &self.config.destination
+            && let Err(e) = req.set_destination(cluster)
+        {
+            switchyard_sdk::log::warn(&format!("cannot route: {e}"));
+        }
+        if let Some(cluster) = &self.config.callout {
+            let status = match http::call(cluster, &HttpRequest::get("/callout")) {
+                Ok(response) => response.status.to_string(),
+                Err(e) => format!("error: {e}"),
+            };
+            let _ = req.set_header("x-callout-status", &status);
+        }
+        match self.config.respond {
+            Some(status) => Action::respond(status, format!("answered by {}\n", self.name())),
+            None => Action::Continue,
+        }
+    }
+
+    fn on_upstream_response(&self, req: &mut Request, outcome: Outcome) -> Action {
+        let Some(retries) = self.config.retries else {
+            return Action::Continue;
+        };
+        let failed = match outcome {
+            Outcome::Response(status) => status >= 500,
+            Outcome::Error(_) => true,
+        };
+        if failed && req.attempt() <= retries {
+            Action::Retry {
+                delay: Duration::from_millis(1),
+            }
+        } else {
+            Action::Continue
+        }
+    }
+
+    fn on_response(&self, req: &mut Request, resp: &mut Response) -> Action {
+        if let Some(tag) = &self.config.tag {
+            let _ = resp.add_header("x-chain-response", tag);
+        }
+        if self.config.retries.is_some() {
+            let _ = resp.set_header("x-attempts", &req.attempt().to_string());
+        }
+        Action::Continue
+    }
+}
+
+impl Testkit {
+    fn name(&self) -> &str {
+        self.config.tag.as_deref().unwrap_or("testkit")
+    }
+}
+
+fn misbehave(m: Misbehave) {
+    match m {
+        Misbehave::Spin => {
+            let mut x: u64 = 0;
+            loop {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+        }
+        Misbehave::Allocate => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![1u8; 1024 * 1024]);
+                std::hint::black_box(&hoard);
+            }
+        }
+        Misbehave::Trap => panic!("testkit was told to trap"),
+        Misbehave::TrapEveryOther => {
+            if shared::counter_add("testkit.calls", 1) % 2 == 1 {
+                panic!("testkit traps on odd calls");
+            }
+        }
+    }
+}
+
+switchyard_sdk::export_plugin!(Testkit);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard_sdk::testing::TestHost;
+
+    #[test]
+    fn tags_and_routes() {
+        let kit =
+            switchyard_sdk::load::<Testkit>(r#"{ "tag": "a", "destination": "v2" }"#).unwrap();
+        let mut host = TestHost::get("/").cluster("v2");
+        assert_eq!(host.on_request(&kit), Action::Continue);
+        assert_eq!(host.request_header("x-chain"), Some("a"));
+        assert_eq!(host.destination.as_deref(), Some("v2"));
+    }
+
+    #[test]
+    fn retries_failures_up_to_the_limit() {
+        let kit = switchyard_sdk::load::<Testkit>(r#"{ "retries": 1 }"#).unwrap();
+        let mut host = TestHost::get("/");
+        let retry = host.on_upstream_response(&kit, Outcome::Response(503));
+        assert!(matches!(retry, Action::Retry { .. }));
+        host.attempt = 2;
+        assert_eq!(
+            host.on_upstream_response(&kit, Outcome::Response(503)),
+            Action::Continue
+        );
+    }
+}
