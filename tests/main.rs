@@ -9,5 +9,7 @@ mod config_files;
 mod errors;
 mod forwarding;
 mod lifecycle;
+mod plugin_chain;
+mod plugin_sandbox;
 mod streaming;
 mod websocket;

@@ -24,6 +24,8 @@ pub enum LocalError {
     UpstreamTimeout,
     /// The request could not be turned into a valid upstream request.
     BadRequest,
+    /// A plugin routed the request to a cluster that does not exist (a config mistake).
+    UnknownDestination,
 }
 
 impl LocalError {
@@ -34,6 +36,7 @@ impl LocalError {
             Self::ConnectFailure | Self::UpstreamReset => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::BadRequest => StatusCode::BAD_REQUEST,
+            Self::UnknownDestination => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -46,6 +49,7 @@ impl LocalError {
             Self::UpstreamReset => "upstream-reset",
             Self::UpstreamTimeout => "upstream-timeout",
             Self::BadRequest => "bad-request",
+            Self::UnknownDestination => "unknown-destination",
         }
     }
 

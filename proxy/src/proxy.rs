@@ -87,6 +87,8 @@ impl ListenerProxy {
             timeout: None,
             per_try_timeout: None,
             context: HashMap::new(),
+            bad_destination: None,
+            plugins_reached: usize::MAX,
         };
         let mut response = self.run(state, body, downstream_upgrade).await;
         response
@@ -144,6 +146,9 @@ impl ListenerProxy {
             body.buffer_if_empty();
         }
 
+        if let Some(detail) = state.bad_destination.clone() {
+            return (state, error_answer(LocalError::UnknownDestination, &detail));
+        }
         let Some(cluster) = state.destination.clone() else {
             let detail = format!("listener {:?} has no route for this request", self.listener);
             return (state, error_answer(LocalError::NoRoute, &detail));

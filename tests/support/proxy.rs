@@ -20,6 +20,63 @@ pub struct Proxy {
     pub config_path: PathBuf,
 }
 
+/// Where the built plugins are: `cargo xtask build-plugins` (run by `cargo xtask test`) puts them
+/// there.
+pub fn plugin_path(name: &str) -> PathBuf {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/plugins")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo xtask build-plugins` (or `cargo xtask test`)",
+        path.display()
+    );
+    path
+}
+
+/// The compiled-plugin cache the tests share.
+pub fn plugin_cache() -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-plugin-cache")
+}
+
+/// Runs the proxy on `config` expecting it to refuse to start; returns what it printed.
+pub fn refused(config: &str) -> String {
+    let path = scratch_dir().join("refused.toml");
+    let config = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n[runtime]\nplugin_cache = \"{}\"\n\n{config}",
+        plugin_cache().display()
+    );
+    std::fs::write(&path, config).expect("write config");
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start switchyard");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            assert!(
+                !status.success(),
+                "the proxy accepted a config it should refuse"
+            );
+            let mut stderr = String::new();
+            use std::io::Read;
+            if let Some(mut err) = child.stderr.take() {
+                let _ = err.read_to_string(&mut stderr);
+            }
+            return stderr;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the proxy kept running on a config it should refuse");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// A fresh directory for one test's files.
 pub fn scratch_dir() -> PathBuf {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -36,11 +93,18 @@ impl Proxy {
     /// Starts the proxy on `config` (TOML; `[admin]` on 127.0.0.1:0 is added when absent) and waits
     /// until every listener and the admin API are bound.
     pub fn start(config: &str) -> Self {
-        let config = if config.contains("[admin]") {
+        let mut config = if config.contains("[admin]") {
             config.to_owned()
         } else {
             format!("[admin]\nlisten = \"127.0.0.1:0\"\n\n{config}")
         };
+        if !config.contains("[runtime]") {
+            // One compiled-plugin cache for the whole suite, away from the user's own.
+            config = format!(
+                "[runtime]\nplugin_cache = \"{}\"\n\n{config}",
+                plugin_cache().display()
+            );
+        }
         let expected_listeners = config.matches("[[listener]]").count();
         let config_path = scratch_dir().join("switchyard.toml");
         std::fs::write(&config_path, &config).expect("write config");

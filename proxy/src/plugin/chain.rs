@@ -56,17 +56,16 @@ impl Chain {
     }
 
     pub async fn on_request(&self, state: RequestState) -> (RequestState, Step) {
-        run(self.plugins.iter(), state, Hook::Request, || {
-            HookCall::Request
-        })
-        .await
+        let call = || HookCall::Request;
+        let (mut state, step, reached) = run(self.plugins.iter(), state, Hook::Request, call).await;
+        state.plugins_reached = reached;
+        (state, step)
     }
 
     pub async fn on_request_body(&self, state: RequestState, body: &[u8]) -> (RequestState, Step) {
-        run(self.plugins.iter(), state, Hook::RequestBody, || {
-            HookCall::RequestBody(body.to_vec())
-        })
-        .await
+        let call = || HookCall::RequestBody(body.to_vec());
+        let (state, step, _) = run(self.plugins.iter(), state, Hook::RequestBody, call).await;
+        (state, step)
     }
 
     pub async fn on_upstream_response(
@@ -74,44 +73,48 @@ impl Chain {
         state: RequestState,
         outcome: AttemptOutcome,
     ) -> (RequestState, Step) {
-        run(
-            self.plugins.iter().rev(),
-            state,
-            Hook::UpstreamResponse,
-            || HookCall::UpstreamResponse(outcome),
-        )
-        .await
+        let call = || HookCall::UpstreamResponse(outcome);
+        let plugins = self.plugins.iter().rev();
+        let (state, step, _) = run(plugins, state, Hook::UpstreamResponse, call).await;
+        (state, step)
     }
 
     pub async fn on_response(&self, state: RequestState) -> (RequestState, Step) {
-        run(self.plugins.iter().rev(), state, Hook::Response, || {
-            HookCall::Response
-        })
-        .await
+        let path = self.response_path(&state);
+        let (state, step, _) = run(path.iter(), state, Hook::Response, || HookCall::Response).await;
+        (state, step)
     }
 
     pub async fn on_response_body(&self, state: RequestState, body: &[u8]) -> (RequestState, Step) {
-        run(self.plugins.iter().rev(), state, Hook::ResponseBody, || {
-            HookCall::ResponseBody(body.to_vec())
-        })
-        .await
+        let path = self.response_path(&state);
+        let call = || HookCall::ResponseBody(body.to_vec());
+        let (state, step, _) = run(path.iter(), state, Hook::ResponseBody, call).await;
+        (state, step)
     }
 
     pub async fn on_log(&self, state: RequestState) {
-        let _ = run(self.plugins.iter().rev(), state, Hook::Log, || {
-            HookCall::Log
-        })
-        .await;
+        let path = self.response_path(&state);
+        let _ = run(path.iter(), state, Hook::Log, || HookCall::Log).await;
+    }
+
+    /// The plugins that saw the request, last first: the order of the response path.
+    fn response_path(&self, state: &RequestState) -> Vec<Arc<Plugin>> {
+        let reached = state.plugins_reached.min(self.plugins.len());
+        self.plugins[..reached].iter().rev().cloned().collect()
     }
 }
 
+/// Runs `hook` over `plugins`; also returns how many plugins were reached (including one that
+/// answered or failed).
 async fn run<'a>(
     plugins: impl Iterator<Item = &'a Arc<Plugin>>,
     mut state: RequestState,
     hook: Hook,
     call: impl Fn() -> HookCall,
-) -> (RequestState, Step) {
+) -> (RequestState, Step, usize) {
+    let mut reached = 0;
     for plugin in plugins {
+        reached += 1;
         if !plugin.wants(hook) {
             continue;
         }
@@ -123,9 +126,10 @@ async fn run<'a>(
             Ok(Decision::Delay(ms)) => {
                 tokio::time::sleep(Duration::from_millis(u64::from(ms))).await
             }
-            Ok(Decision::Respond(response)) => return (state, Step::Respond(response)),
+            Ok(Decision::Respond(response)) => return (state, Step::Respond(response), reached),
             Ok(Decision::Retry(ms)) if hook == Hook::UpstreamResponse => {
-                return (state, Step::Retry(Duration::from_millis(u64::from(ms))));
+                let delay = Duration::from_millis(u64::from(ms));
+                return (state, Step::Retry(delay), reached);
             }
             Ok(Decision::Retry(_)) => {
                 tracing::warn!(plugin = %plugin.name, ?hook, "retry is only possible from on-upstream-response; ignored");
@@ -133,10 +137,10 @@ async fn run<'a>(
             Err(error) => {
                 tracing::warn!(plugin = %plugin.name, ?hook, %error, request_id = ?state.request_id, "plugin failed");
                 if plugin.on_error == OnError::FailClosed {
-                    return (state, Step::Failed(Arc::clone(&plugin.name)));
+                    return (state, Step::Failed(Arc::clone(&plugin.name)), reached);
                 }
             }
         }
     }
-    (state, Step::Continue)
+    (state, Step::Continue, reached)
 }

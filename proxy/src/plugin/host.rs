@@ -32,6 +32,11 @@ pub struct RequestState {
     pub timeout: Option<Duration>,
     pub per_try_timeout: Option<Duration>,
     pub context: HashMap<String, Vec<u8>>,
+    /// Set when the last `set-destination` named no cluster: the request then gets a 500.
+    pub bad_destination: Option<String>,
+    /// How many plugins of the chain saw on-request (all, unless one answered early); only
+    /// those see the response.
+    pub plugins_reached: usize,
 }
 
 /// What every instance of one plugin shares.
@@ -341,12 +346,23 @@ impl properties::Host for HostState {
 
 impl routing::Host for HostState {
     fn set_destination(&mut self, cluster: String) -> Result<(), String> {
-        let Some(found) = self.env.clusters.by_name(&cluster).cloned() else {
-            tracing::warn!(plugin = %self.env.name, %cluster, "plugin chose a cluster that does not exist");
-            return Err(format!("no cluster is named {cluster:?}"));
-        };
-        self.req_mut().ok_or(NO_REQUEST)?.destination = Some(found);
-        Ok(())
+        let plugin = Arc::clone(&self.env.name);
+        let found = self.env.clusters.by_name(&cluster).cloned();
+        let req = self.req_mut().ok_or(NO_REQUEST)?;
+        match found {
+            Some(found) => {
+                req.destination = Some(found);
+                req.bad_destination = None;
+                Ok(())
+            }
+            None => {
+                tracing::warn!(%plugin, %cluster, "plugin chose a cluster that does not exist");
+                req.bad_destination = Some(format!(
+                    "plugin {plugin:?} chose cluster {cluster:?}, which does not exist"
+                ));
+                Err(format!("no cluster is named {cluster:?}"))
+            }
+        }
     }
 
     fn set_timeout(&mut self, ms: u32) {

@@ -1,0 +1,248 @@
+//! Plugin chains through the real proxy with real .wasm plugins built from plugins/ and
+//! tests/plugins/: order, short-circuit, routing, callouts, retries, the hello plugin.
+
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+
+use crate::support::proxy::{admin_get, plugin_path};
+use crate::support::upstream::closed_port;
+use crate::support::{Proxy, Upstream, get};
+
+/// A `[[plugin]]` entry for the testkit plugin with an inline config table.
+fn testkit(name: &str, config: &str) -> String {
+    format!(
+        "[[plugin]]\nname = \"{name}\"\npath = \"{}\"\nconfig = {{ {config} }}\n",
+        plugin_path("testkit").display()
+    )
+}
+
+fn listener(plugins: &[&str], default_cluster: &str) -> String {
+    let plugins: Vec<String> = plugins.iter().map(|p| format!("\"{p}\"")).collect();
+    format!(
+        "[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\ndefault_cluster = \"{default_cluster}\"\nplugins = [{}]\n",
+        plugins.join(", ")
+    )
+}
+
+fn cluster(name: &str, endpoints: &[String]) -> String {
+    let endpoints: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
+    format!(
+        "[[cluster]]\nname = \"{name}\"\nendpoints = [{}]\n",
+        endpoints.join(", ")
+    )
+}
+
+#[tokio::test]
+async fn three_plugins_run_in_order_and_in_reverse_on_the_way_back() {
+    let app = Upstream::echo("app").await;
+    let proxy = Proxy::start(
+        &[
+            listener(&["a", "b", "c"], "app"),
+            cluster("app", &[app.addr.to_string()]),
+            testkit("a", r#"tag = "a""#),
+            testkit("b", r#"tag = "b""#),
+            testkit("c", r#"tag = "c""#),
+        ]
+        .join("\n"),
+    );
+
+    let reply = get(proxy.addr(), "/").await;
+
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(
+        reply.json()["headers"]["x-chain"],
+        serde_json::json!(["a", "b", "c"])
+    );
+    let back: Vec<&str> = reply
+        .headers
+        .get_all("x-chain-response")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    assert_eq!(back, vec!["c", "b", "a"]);
+}
+
+#[tokio::test]
+async fn respond_short_circuits_the_chain_and_the_upstream() {
+    let (app, mut arrived) = Upstream::announcing(Duration::ZERO).await;
+    let proxy = Proxy::start(
+        &[
+            listener(&["a", "deny", "c"], "app"),
+            cluster("app", &[app.addr.to_string()]),
+            testkit("a", r#"tag = "a""#),
+            testkit("deny", r#"tag = "deny", respond = 403"#),
+            testkit("c", r#"tag = "c""#),
+        ]
+        .join("\n"),
+    );
+
+    let reply = get(proxy.addr(), "/secret").await;
+
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(reply.text(), "answered by deny\n");
+    assert!(
+        arrived.try_recv().is_err(),
+        "the upstream must not see a refused request"
+    );
+    let back: Vec<&str> = reply
+        .headers
+        .get_all("x-chain-response")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    assert!(!back.contains(&"c"), "c never saw the request: {back:?}");
+    assert!(
+        back.contains(&"a"),
+        "response hooks still run for the local reply: {back:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_plugin_overrides_the_destination() {
+    let (v1, v2) = (Upstream::echo("v1").await, Upstream::echo("v2").await);
+    let proxy = Proxy::start(
+        &[
+            listener(&["route"], "v1"),
+            cluster("v1", &[v1.addr.to_string()]),
+            cluster("v2", &[v2.addr.to_string()]),
+            testkit("route", r#"destination = "v2""#),
+        ]
+        .join("\n"),
+    );
+
+    for _ in 0..5 {
+        assert_eq!(get(proxy.addr(), "/").await.echo_name(), "v2");
+    }
+}
+
+#[tokio::test]
+async fn a_destination_that_names_no_cluster_is_a_500_naming_the_plugin() {
+    let v1 = Upstream::echo("v1").await;
+    let proxy = Proxy::start(
+        &[
+            listener(&["route"], "v1"),
+            cluster("v1", &[v1.addr.to_string()]),
+            testkit("route", r#"destination = "nowhere""#),
+        ]
+        .join("\n"),
+    );
+
+    let reply = get(proxy.addr(), "/").await;
+
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        reply.header("x-switchyard-error"),
+        Some("unknown-destination")
+    );
+    assert!(
+        reply
+            .text()
+            .contains("plugin \"route\" chose cluster \"nowhere\""),
+        "{}",
+        reply.text()
+    );
+    assert!(
+        proxy
+            .logs()
+            .contains("plugin chose a cluster that does not exist"),
+        "{}",
+        proxy.logs()
+    );
+}
+
+#[tokio::test]
+async fn callouts_do_not_block_other_requests() {
+    // 100 requests at once, each making a 100 ms callout: serialized they would take 10 s.
+    let app = Upstream::echo("app").await;
+    let auth = Upstream::slow_echo("auth", Duration::from_millis(100)).await;
+    let proxy = Proxy::start(&format!(
+        "[runtime]\nworker_threads = 2\nplugin_cache = \"{}\"\n\n{}",
+        crate::support::proxy::plugin_cache().display(),
+        [
+            listener(&["check"], "app"),
+            cluster("app", &[app.addr.to_string()]),
+            cluster("auth", &[auth.addr.to_string()]),
+            testkit("check", r#"callout = "auth""#),
+        ]
+        .join("\n")
+    ));
+    let addr = proxy.addr();
+
+    let started = Instant::now();
+    let requests: Vec<_> = (0..100)
+        .map(|_| tokio::spawn(async move { get(addr, "/").await }))
+        .collect();
+    for request in requests {
+        let reply = request.await.expect("request task");
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.json()["headers"]["x-callout-status"], "200");
+    }
+    let took = started.elapsed();
+
+    eprintln!("100 concurrent requests with a 100 ms callout each took {took:?}");
+    assert!(
+        took < Duration::from_secs(3),
+        "callouts serialized: {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_plugin_retries_a_failed_attempt_on_another_endpoint() {
+    let app = Upstream::echo("app").await;
+    let dead = closed_port().await;
+    let proxy = Proxy::start(&[
+        listener(&["retry"], "app"),
+        format!(
+            "[[cluster]]\nname = \"app\"\nendpoints = [\"{dead}\", \"{}\"]\nlb = \"round_robin\"\n",
+            app.addr
+        ),
+        testkit("retry", "retries = 2"),
+    ]
+    .join("\n"));
+
+    let mut attempts = Vec::new();
+    for _ in 0..6 {
+        let reply = get(proxy.addr(), "/").await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        attempts.push(reply.header("x-attempts").unwrap_or("?").to_owned());
+    }
+    assert!(
+        attempts.iter().any(|a| a == "2"),
+        "some requests needed a retry: {attempts:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_hello_plugin_adds_its_header_and_counts_in_metrics() {
+    let app = Upstream::echo("app").await;
+    let proxy = Proxy::start(&format!(
+        "{}\n{}\n[[plugin]]\nname = \"hello\"\npath = \"{}\"\n[plugin.config]\ngreeting = \"hi\"\n",
+        listener(&["hello"], "app"),
+        cluster("app", &[app.addr.to_string()]),
+        plugin_path("hello").display()
+    ));
+
+    for n in 1..=3 {
+        let reply = get(proxy.addr(), "/").await;
+        assert_eq!(reply.header("x-hello"), Some("hi"));
+        assert_eq!(reply.header("x-hello-count"), Some(n.to_string().as_str()));
+    }
+
+    let metrics = admin_get(proxy.admin, "/metrics");
+    assert!(
+        metrics.contains(r#"switchyard_plugin_requests{plugin="hello"} 3"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains(r#"switchyard_plugin_hook_calls_total{plugin="hello",hook="on_response"} 3"#),
+        "{metrics}"
+    );
+    // Hooks hello does not implement were called once, then never again.
+    assert!(
+        metrics
+            .contains(r#"switchyard_plugin_hook_calls_total{plugin="hello",hook="on_request"} 1"#),
+        "{metrics}"
+    );
+}

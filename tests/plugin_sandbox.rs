@@ -1,0 +1,226 @@
+//! Misbehaving and broken plugins: deadlines, memory caps, traps, failure policy, load errors.
+
+use std::time::Duration;
+
+use http::StatusCode;
+
+use crate::support::proxy::{plugin_path, refused, scratch_dir};
+use crate::support::{Proxy, Upstream, get};
+
+fn config(upstream: &Upstream, plugin_config: &str, on_error: &str) -> String {
+    format!(
+        r#"
+[[listener]]
+name = "public"
+listen = "127.0.0.1:0"
+default_cluster = "app"
+plugins = ["bad"]
+
+[[listener]]
+name = "clean"
+listen = "127.0.0.1:0"
+default_cluster = "app"
+
+[[cluster]]
+name = "app"
+endpoints = ["{}"]
+
+[[plugin]]
+name = "bad"
+path = "{}"
+on_error = "{on_error}"
+limits = {{ time = "20ms", memory = "8MiB" }}
+config = {{ {plugin_config} }}
+"#,
+        upstream.addr,
+        plugin_path("testkit").display()
+    )
+}
+
+async fn assert_policy(misbehave: &str) {
+    let app = Upstream::echo("app").await;
+
+    let closed = Proxy::start(&config(
+        &app,
+        &format!("misbehave = \"{misbehave}\""),
+        "fail_closed",
+    ));
+    let reply = get(closed.listener("public"), "/").await;
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        reply.text()
+    );
+    assert_eq!(reply.header("x-switchyard-error"), Some("plugin bad"));
+    assert!(
+        reply.text().contains("plugin \"bad\" failed"),
+        "{}",
+        reply.text()
+    );
+    // The proxy keeps serving: other listeners, and the same one again.
+    assert_eq!(
+        get(closed.listener("clean"), "/").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get(closed.listener("public"), "/").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+
+    let open = Proxy::start(&config(
+        &app,
+        &format!("misbehave = \"{misbehave}\""),
+        "fail_open",
+    ));
+    let reply = get(open.listener("public"), "/").await;
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "fail_open skips the plugin: {}",
+        reply.text()
+    );
+    assert_eq!(reply.echo_name(), "app");
+}
+
+#[tokio::test]
+async fn an_endless_loop_is_stopped_by_the_cpu_deadline() {
+    assert_policy("spin").await;
+}
+
+#[tokio::test]
+async fn unbounded_allocation_hits_the_memory_cap() {
+    assert_policy("allocate").await;
+}
+
+#[tokio::test]
+async fn a_trap_fails_one_request_and_the_next_one_works() {
+    let app = Upstream::echo("app").await;
+    let proxy = Proxy::start(&config(
+        &app,
+        r#"misbehave = "trap-every-other""#,
+        "fail_closed",
+    ));
+
+    let statuses: Vec<StatusCode> = {
+        let mut out = Vec::new();
+        for _ in 0..4 {
+            out.push(get(proxy.listener("public"), "/").await.status);
+        }
+        out
+    };
+
+    let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    let failed = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::SERVICE_UNAVAILABLE)
+        .count();
+    assert_eq!((ok, failed), (2, 2), "{statuses:?}");
+    let metrics = crate::support::proxy::admin_get(proxy.admin, "/metrics");
+    assert!(
+        metrics.contains(r#"switchyard_plugin_hook_errors_total{plugin="bad",kind="trap"} 2"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_spinning_plugin_does_not_stall_other_requests() {
+    // While fail_closed requests burn their 20 ms deadline, clean requests keep flowing.
+    let app = Upstream::echo("app").await;
+    let proxy = Proxy::start(&config(&app, r#"misbehave = "spin""#, "fail_closed"));
+    let bad = proxy.listener("public");
+    let spinners: Vec<_> = (0..20)
+        .map(|_| tokio::spawn(async move { get(bad, "/").await.status }))
+        .collect();
+
+    let started = std::time::Instant::now();
+    for _ in 0..20 {
+        assert_eq!(
+            get(proxy.listener("clean"), "/").await.status,
+            StatusCode::OK
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    for s in spinners {
+        assert_eq!(s.await.expect("task"), StatusCode::SERVICE_UNAVAILABLE);
+    }
+}
+
+fn one_plugin(path: &str, extra: &str) -> String {
+    format!(
+        r#"
+[[listener]]
+name = "public"
+listen = "127.0.0.1:0"
+default_cluster = "app"
+plugins = ["p"]
+
+[[cluster]]
+name = "app"
+endpoints = ["127.0.0.1:9"]
+
+[[plugin]]
+name = "p"
+path = "{path}"
+{extra}
+"#
+    )
+}
+
+#[test]
+fn a_file_that_is_not_wasm_is_refused_naming_the_plugin_and_file() {
+    let file = scratch_dir().join("not-a-plugin.wasm");
+    std::fs::write(&file, b"#!/bin/sh\necho hi\n").expect("write");
+
+    let stderr = refused(&one_plugin(&file.display().to_string(), ""));
+
+    assert!(stderr.contains("plugin \"p\""), "{stderr}");
+    assert!(stderr.contains("not-a-plugin.wasm"), "{stderr}");
+    assert!(
+        stderr.contains("is not a WebAssembly component or module"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_core_module_without_the_plugin_world_is_refused() {
+    let file = scratch_dir().join("bare.wasm");
+    // The smallest valid core module: magic and version, nothing else.
+    std::fs::write(&file, b"\0asm\x01\0\0\0").expect("write");
+
+    let stderr = refused(&one_plugin(&file.display().to_string(), ""));
+
+    assert!(
+        stderr.contains("does not fit the switchyard:plugin@0.1.0 `filter` world"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("bare.wasm"), "{stderr}");
+}
+
+#[test]
+fn a_sha256_mismatch_is_refused() {
+    let path = plugin_path("hello");
+    let stderr = refused(&one_plugin(
+        &path.display().to_string(),
+        &format!("sha256 = \"{}\"", "0".repeat(64)),
+    ));
+
+    assert!(stderr.contains("but the config pins 0000"), "{stderr}");
+    assert!(stderr.contains("plugin \"p\""), "{stderr}");
+}
+
+#[test]
+fn bad_plugin_config_is_refused_naming_the_field() {
+    let path = plugin_path("hello");
+    let stderr = refused(&one_plugin(
+        &path.display().to_string(),
+        "[plugin.config]\ngreeting = 42\n",
+    ));
+
+    assert!(stderr.contains("plugin \"p\""), "{stderr}");
+    assert!(stderr.contains("invalid config at `greeting`"), "{stderr}");
+}
