@@ -2,24 +2,12 @@
 
 use std::time::Duration;
 
+use crate::support::config::{cluster_raw, listener};
 use crate::support::{Proxy, Upstream, get, get_with, tally};
 
 fn cluster_config(endpoints: &[String], lb: &str, extra: &str) -> String {
-    let endpoints = endpoints.join(", ");
-    format!(
-        r#"
-[[listener]]
-name = "public"
-listen = "127.0.0.1:0"
-default_cluster = "app"
-
-[[cluster]]
-name = "app"
-endpoints = [{endpoints}]
-lb = "{lb}"
-{extra}
-"#
-    )
+    let extra = format!("lb = \"{lb}\"\n{extra}");
+    listener("public", "app", &[]) + &cluster_raw("app", &endpoints.join(", "), &extra)
 }
 
 fn plain(upstreams: &[&Upstream]) -> Vec<String> {

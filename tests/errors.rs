@@ -6,23 +6,12 @@ use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::support::config::{cluster_raw, listener};
 use crate::support::upstream::closed_port;
 use crate::support::{Proxy, Upstream, get};
 
-fn config(endpoints: &str, extra: &str) -> String {
-    format!(
-        r#"
-[[listener]]
-name = "public"
-listen = "127.0.0.1:0"
-default_cluster = "app"
-
-[[cluster]]
-name = "app"
-endpoints = [{endpoints}]
-{extra}
-"#
-    )
+fn config(endpoints_toml: &str, extra: &str) -> String {
+    listener("public", "app", &[]) + &cluster_raw("app", endpoints_toml, extra)
 }
 
 #[tokio::test]

@@ -4,23 +4,11 @@ use bytes::Bytes;
 use http::{Request, StatusCode, Version};
 use http_body_util::Empty;
 
+use crate::support::config::proxy_to;
 use crate::support::{Proxy, Upstream, get, get_with, h2c_send};
 
 fn one_cluster(upstream: &Upstream, extra: &str) -> String {
-    format!(
-        r#"
-[[listener]]
-name = "public"
-listen = "127.0.0.1:0"
-default_cluster = "app"
-
-[[cluster]]
-name = "app"
-endpoints = ["{}"]
-{extra}
-"#,
-        upstream.addr
-    )
+    proxy_to(upstream.addr, extra)
 }
 
 #[tokio::test]

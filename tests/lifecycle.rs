@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 
+use crate::support::config::proxy_to;
 use crate::support::proxy::admin_status;
 use crate::support::{Proxy, Upstream, eventually, get};
 
@@ -11,20 +12,11 @@ use crate::support::{Proxy, Upstream, eventually, get};
 async fn sigterm_drains_an_in_flight_request_then_exits() {
     let (app, mut arrived) = Upstream::announcing(Duration::from_millis(1500)).await;
     let mut proxy = Proxy::start(&format!(
-        r#"
-[runtime]
-drain_timeout = "10s"
+        "[runtime]
+drain_timeout = \"10s\"
 
-[[listener]]
-name = "public"
-listen = "127.0.0.1:0"
-default_cluster = "app"
-
-[[cluster]]
-name = "app"
-endpoints = ["{}"]
-"#,
-        app.addr
+{}",
+        proxy_to(app.addr, "")
     ));
     assert_eq!(admin_status(proxy.admin, "/live"), Some(200));
     assert_eq!(admin_status(proxy.admin, "/ready"), Some(200));
@@ -70,20 +62,7 @@ endpoints = ["{}"]
 #[tokio::test]
 async fn admin_config_shows_the_effective_config() {
     let app = Upstream::echo("app").await;
-    let proxy = Proxy::start(&format!(
-        r#"
-[[listener]]
-name = "public"
-listen = "127.0.0.1:0"
-default_cluster = "app"
-
-[[cluster]]
-name = "app"
-endpoints = ["{}"]
-lb = "least_request"
-"#,
-        app.addr
-    ));
+    let proxy = Proxy::start(&proxy_to(app.addr, r#"lb = "least_request""#));
 
     let config: serde_json::Value =
         serde_json::from_str(&crate::support::proxy::admin_get(proxy.admin, "/config"))

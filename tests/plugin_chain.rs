@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use http::StatusCode;
 
+use crate::support::config::{cluster, listener};
 use crate::support::proxy::{admin_get, plugin_path};
 use crate::support::upstream::closed_port;
 use crate::support::{Proxy, Upstream, get};
@@ -17,29 +18,13 @@ fn testkit(name: &str, config: &str) -> String {
     )
 }
 
-fn listener(plugins: &[&str], default_cluster: &str) -> String {
-    let plugins: Vec<String> = plugins.iter().map(|p| format!("\"{p}\"")).collect();
-    format!(
-        "[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\ndefault_cluster = \"{default_cluster}\"\nplugins = [{}]\n",
-        plugins.join(", ")
-    )
-}
-
-fn cluster(name: &str, endpoints: &[String]) -> String {
-    let endpoints: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
-    format!(
-        "[[cluster]]\nname = \"{name}\"\nendpoints = [{}]\n",
-        endpoints.join(", ")
-    )
-}
-
 #[tokio::test]
 async fn three_plugins_run_in_order_and_in_reverse_on_the_way_back() {
     let app = Upstream::echo("app").await;
     let proxy = Proxy::start(
         &[
-            listener(&["a", "b", "c"], "app"),
-            cluster("app", &[app.addr.to_string()]),
+            listener("public", "app", &["a", "b", "c"]),
+            cluster("app", &[app.addr.to_string()], ""),
             testkit("a", r#"tag = "a""#),
             testkit("b", r#"tag = "b""#),
             testkit("c", r#"tag = "c""#),
@@ -54,12 +39,7 @@ async fn three_plugins_run_in_order_and_in_reverse_on_the_way_back() {
         reply.json()["headers"]["x-chain"],
         serde_json::json!(["a", "b", "c"])
     );
-    let back: Vec<&str> = reply
-        .headers
-        .get_all("x-chain-response")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
+    let back = reply.header_values("x-chain-response");
     assert_eq!(back, vec!["c", "b", "a"]);
 }
 
@@ -68,8 +48,8 @@ async fn respond_short_circuits_the_chain_and_the_upstream() {
     let (app, mut arrived) = Upstream::announcing(Duration::ZERO).await;
     let proxy = Proxy::start(
         &[
-            listener(&["a", "deny", "c"], "app"),
-            cluster("app", &[app.addr.to_string()]),
+            listener("public", "app", &["a", "deny", "c"]),
+            cluster("app", &[app.addr.to_string()], ""),
             testkit("a", r#"tag = "a""#),
             testkit("deny", r#"tag = "deny", respond = 403"#),
             testkit("c", r#"tag = "c""#),
@@ -85,12 +65,7 @@ async fn respond_short_circuits_the_chain_and_the_upstream() {
         arrived.try_recv().is_err(),
         "the upstream must not see a refused request"
     );
-    let back: Vec<&str> = reply
-        .headers
-        .get_all("x-chain-response")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
+    let back = reply.header_values("x-chain-response");
     assert!(!back.contains(&"c"), "c never saw the request: {back:?}");
     assert!(
         back.contains(&"a"),
@@ -103,9 +78,9 @@ async fn a_plugin_overrides_the_destination() {
     let (v1, v2) = (Upstream::echo("v1").await, Upstream::echo("v2").await);
     let proxy = Proxy::start(
         &[
-            listener(&["route"], "v1"),
-            cluster("v1", &[v1.addr.to_string()]),
-            cluster("v2", &[v2.addr.to_string()]),
+            listener("public", "v1", &["route"]),
+            cluster("v1", &[v1.addr.to_string()], ""),
+            cluster("v2", &[v2.addr.to_string()], ""),
             testkit("route", r#"destination = "v2""#),
         ]
         .join("\n"),
@@ -121,8 +96,8 @@ async fn a_destination_that_names_no_cluster_is_a_500_naming_the_plugin() {
     let v1 = Upstream::echo("v1").await;
     let proxy = Proxy::start(
         &[
-            listener(&["route"], "v1"),
-            cluster("v1", &[v1.addr.to_string()]),
+            listener("public", "v1", &["route"]),
+            cluster("v1", &[v1.addr.to_string()], ""),
             testkit("route", r#"destination = "nowhere""#),
         ]
         .join("\n"),
@@ -160,9 +135,9 @@ async fn callouts_do_not_block_other_requests() {
         "[runtime]\nworker_threads = 2\nplugin_cache = \"{}\"\n\n{}",
         crate::support::proxy::plugin_cache().display(),
         [
-            listener(&["check"], "app"),
-            cluster("app", &[app.addr.to_string()]),
-            cluster("auth", &[auth.addr.to_string()]),
+            listener("public", "app", &["check"]),
+            cluster("app", &[app.addr.to_string()], ""),
+            cluster("auth", &[auth.addr.to_string()], ""),
             testkit("check", r#"callout = "auth""#),
         ]
         .join("\n")
@@ -191,15 +166,14 @@ async fn callouts_do_not_block_other_requests() {
 async fn a_plugin_retries_a_failed_attempt_on_another_endpoint() {
     let app = Upstream::echo("app").await;
     let dead = closed_port().await;
-    let proxy = Proxy::start(&[
-        listener(&["retry"], "app"),
-        format!(
-            "[[cluster]]\nname = \"app\"\nendpoints = [\"{dead}\", \"{}\"]\nlb = \"round_robin\"\n",
-            app.addr
-        ),
-        testkit("retry", "retries = 2"),
-    ]
-    .join("\n"));
+    let proxy = Proxy::start(
+        &[
+            listener("public", "app", &["retry"]),
+            cluster("app", &[dead, app.addr], r#"lb = "round_robin""#),
+            testkit("retry", "retries = 2"),
+        ]
+        .join("\n"),
+    );
 
     let mut attempts = Vec::new();
     for _ in 0..6 {
@@ -218,8 +192,8 @@ async fn the_hello_plugin_adds_its_header_and_counts_in_metrics() {
     let app = Upstream::echo("app").await;
     let proxy = Proxy::start(&format!(
         "{}\n{}\n[[plugin]]\nname = \"hello\"\npath = \"{}\"\n[plugin.config]\ngreeting = \"hi\"\n",
-        listener(&["hello"], "app"),
-        cluster("app", &[app.addr.to_string()]),
+        listener("public", "app", &["hello"]),
+        cluster("app", &[app.addr.to_string()], ""),
         plugin_path("hello").display()
     ));
 
@@ -234,6 +208,18 @@ async fn the_hello_plugin_adds_its_header_and_counts_in_metrics() {
         metrics.contains(r#"switchyard_plugin_requests{plugin="hello"} 3"#),
         "{metrics}"
     );
+    // The compiled component is cached on disk under the .wasm's sha256.
+    let logs = proxy.logs();
+    let sha = logs
+        .split("sha256=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the load log line names the sha256");
+    let cached = std::fs::read_dir(crate::support::proxy::plugin_cache())
+        .expect("the plugin cache exists")
+        .filter_map(|e| e.ok())
+        .any(|e| e.file_name().to_string_lossy().starts_with(sha));
+    assert!(cached, "no cached compile for sha256 {sha}");
     assert!(
         metrics
             .contains(r#"switchyard_plugin_hook_calls_total{plugin="hello",hook="on_response"} 3"#),

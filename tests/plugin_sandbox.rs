@@ -4,37 +4,20 @@ use std::time::Duration;
 
 use http::StatusCode;
 
+use crate::support::config::{cluster, listener};
 use crate::support::proxy::{plugin_path, refused, scratch_dir};
 use crate::support::{Proxy, Upstream, get};
 
 fn config(upstream: &Upstream, plugin_config: &str, on_error: &str) -> String {
-    format!(
-        r#"
-[[listener]]
-name = "public"
-listen = "127.0.0.1:0"
-default_cluster = "app"
-plugins = ["bad"]
-
-[[listener]]
-name = "clean"
-listen = "127.0.0.1:0"
-default_cluster = "app"
-
-[[cluster]]
-name = "app"
-endpoints = ["{}"]
-
-[[plugin]]
-name = "bad"
-path = "{}"
-on_error = "{on_error}"
-limits = {{ time = "20ms", memory = "8MiB" }}
-config = {{ {plugin_config} }}
-"#,
-        upstream.addr,
+    let plugin = format!(
+        "[[plugin]]\nname = \"bad\"\npath = \"{}\"\non_error = \"{on_error}\"\n\
+         limits = {{ time = \"20ms\", memory = \"8MiB\" }}\nconfig = {{ {plugin_config} }}\n",
         plugin_path("testkit").display()
-    )
+    );
+    listener("public", "app", &["bad"])
+        + &listener("clean", "app", &[])
+        + &cluster("app", &[upstream.addr], "")
+        + &plugin
 }
 
 async fn assert_policy(misbehave: &str) {
@@ -151,24 +134,9 @@ async fn a_spinning_plugin_does_not_stall_other_requests() {
 }
 
 fn one_plugin(path: &str, extra: &str) -> String {
-    format!(
-        r#"
-[[listener]]
-name = "public"
-listen = "127.0.0.1:0"
-default_cluster = "app"
-plugins = ["p"]
-
-[[cluster]]
-name = "app"
-endpoints = ["127.0.0.1:9"]
-
-[[plugin]]
-name = "p"
-path = "{path}"
-{extra}
-"#
-    )
+    listener("public", "app", &["p"])
+        + &cluster("app", &["127.0.0.1:9"], "")
+        + &format!("[[plugin]]\nname = \"p\"\npath = \"{path}\"\n{extra}\n")
 }
 
 #[test]

@@ -11,6 +11,7 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use crate::support::config::proxy_to;
 use crate::support::{Proxy, Upstream, send};
 
 const HUNDRED_MIB: u64 = 100 * 1024 * 1024;
@@ -43,19 +44,7 @@ impl Body for Generated {
 #[tokio::test]
 async fn hundred_mib_each_way_without_memory_growth() {
     let app = Upstream::echo("app").await;
-    let proxy = Proxy::start(&format!(
-        r#"
-[[listener]]
-name = "public"
-listen = "127.0.0.1:0"
-default_cluster = "app"
-
-[[cluster]]
-name = "app"
-endpoints = ["{}"]
-"#,
-        app.addr
-    ));
+    let proxy = Proxy::start(&proxy_to(app.addr, ""));
     // Warm up connections and allocator arenas before the baseline.
     for _ in 0..3 {
         send(proxy.addr(), upload(1024 * 1024)).await;

@@ -5,6 +5,7 @@ use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::Proxy;
+use crate::support::config::proxy_to;
 
 #[tokio::test]
 async fn websocket_echo_through_the_proxy() {
@@ -21,18 +22,7 @@ async fn websocket_echo_through_the_proxy() {
             }
         }
     });
-    let proxy = Proxy::start(&format!(
-        r#"
-[[listener]]
-name = "public"
-listen = "127.0.0.1:0"
-default_cluster = "ws"
-
-[[cluster]]
-name = "ws"
-endpoints = ["{upstream}"]
-"#
-    ));
+    let proxy = Proxy::start(&proxy_to(upstream, ""));
 
     let (mut ws, response) =
         tokio_tungstenite::connect_async(format!("ws://{}/chat", proxy.addr()))

@@ -314,14 +314,8 @@ impl ListenerProxy {
         state.response = Some(head);
         let (back, step) = self.chain.on_response(state).await;
         state = back;
-        match step {
-            Step::Continue | Step::Retry(_) => {}
-            Step::Respond(local) => {
-                let replaced = local_answer(local);
-                state.response = Some(replaced.head);
-                body = replaced.body;
-            }
-            Step::Failed(plugin) => return plugin_failed(&plugin),
+        if let Some(plugin) = apply_response_step(step, &mut state, &mut body) {
+            return plugin_failed(&plugin);
         }
         if self.chain.wants_response_body() {
             let bytes = match Limited::new(body, self.max_buffered_body).collect().await {
@@ -335,14 +329,8 @@ impl ListenerProxy {
             let (back, step) = self.chain.on_response_body(state, &bytes).await;
             state = back;
             body = ProxyBody::full(bytes);
-            match step {
-                Step::Continue | Step::Retry(_) => {}
-                Step::Respond(local) => {
-                    let replaced = local_answer(local);
-                    state.response = Some(replaced.head);
-                    body = replaced.body;
-                }
-                Step::Failed(plugin) => return plugin_failed(&plugin),
+            if let Some(plugin) = apply_response_step(step, &mut state, &mut body) {
+                return plugin_failed(&plugin);
             }
         }
         let Some(head) = state.response.take() else {
@@ -356,6 +344,25 @@ impl ListenerProxy {
             };
         }
         Response::from_parts(head, body)
+    }
+}
+
+/// Applies a response hook's decision: a plugin's own answer replaces head and body. Returns
+/// the name of a fail-closed plugin that failed, whose 503 then becomes the response.
+fn apply_response_step(
+    step: Step,
+    state: &mut RequestState,
+    body: &mut ProxyBody,
+) -> Option<Arc<str>> {
+    match step {
+        Step::Continue | Step::Retry(_) => None,
+        Step::Respond(local) => {
+            let replaced = local_answer(local);
+            state.response = Some(replaced.head);
+            *body = replaced.body;
+            None
+        }
+        Step::Failed(plugin) => Some(plugin),
     }
 }
 

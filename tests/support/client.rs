@@ -37,6 +37,15 @@ impl Reply {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
+    /// Every value of a header, in order.
+    pub fn header_values(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect()
+    }
+
     /// Which echo upstream answered.
     pub fn echo_name(&self) -> String {
         self.header("x-echo-name").unwrap_or("<none>").to_owned()

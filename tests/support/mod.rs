@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test module uses part of the support code
 
 pub mod client;
+pub mod config;
 pub mod proxy;
 pub mod upstream;
 

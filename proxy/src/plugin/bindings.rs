@@ -13,7 +13,7 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use switchyard::plugin::types::{
+pub use self::switchyard::plugin::types::{
     HttpCallError, HttpRequest, HttpResponse, KvEntry, LocalResponse, LogLevel, PeerIdentity,
     UpstreamError,
 };
