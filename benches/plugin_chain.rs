@@ -1,5 +1,6 @@
 //! What a plugin chain costs per request: the request and response hooks of 0, 1 and 5 no-op
-//! plugins, and of the hello plugin, on real components in the real runtime.
+//! plugins, of the hello plugin, and of a no-op plugin that imports `http.call` (async path), on
+//! real components in the real runtime.
 //!
 //! Run with `cargo xtask build-plugins && cargo bench -p switchyard --bench plugin_chain`.
 
@@ -32,9 +33,10 @@ fn chains(runtime: &tokio::runtime::Runtime) -> Vec<(&'static str, Arc<Chain>)> 
         "[runtime]\nplugin_cache = \"../target/bench-plugin-cache\"\n[[cluster]]\nname = \"app\"\nendpoints = [\"127.0.0.1:9\"]\n",
     );
     for i in 0..5 {
-        toml.push_str(&plugin(&format!("noop{i}"), "testkit", ""));
+        toml.push_str(&plugin(&format!("noop{i}"), "noop", ""));
     }
     toml.push_str(&plugin("hello", "hello", ""));
+    toml.push_str(&plugin("testkit", "testkit", ""));
     let config = switchyard::config::load_str(
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("bench.toml")
@@ -61,7 +63,7 @@ fn chains(runtime: &tokio::runtime::Runtime) -> Vec<(&'static str, Arc<Chain>)> 
 }
 
 /// A typical request: 8 headers.
-fn request() -> RequestState {
+fn request() -> Box<RequestState> {
     let mut req = http::Request::get("/api/v1/users?limit=10");
     for (name, value) in [
         ("host", "myservice.default.svc.cluster.local"),
@@ -79,7 +81,7 @@ fn request() -> RequestState {
         .body(())
         .map(|r| r.into_parts().0)
         .unwrap_or_else(|e| panic!("{e}"));
-    RequestState {
+    Box::new(RequestState {
         head,
         response: None,
         listener: "bench".into(),
@@ -92,7 +94,7 @@ fn request() -> RequestState {
         context: HashMap::new(),
         bad_destination: None,
         plugins_reached: usize::MAX,
-    }
+    })
 }
 
 fn response_head() -> http::response::Parts {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::host::{self, Side};
+use crate::host::{self, HostApi as _, Side};
 
 /// The host refused a change (e.g. an invalid header name), or it is not possible in this hook.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -65,8 +65,16 @@ pub trait HostApi {
     ) -> Result<http::HttpResponse, http::CallError>;
 }
 
-/// Runs `f` against the current host.
-pub(crate) fn with<R>(f: impl FnOnce(&mut dyn HostApi) -> R) -> R {
+/// The host hooks talk to: the component's imports on wasm, the in-memory test host natively.
+#[cfg(target_arch = "wasm32")]
+pub(crate) type CurrentHost = crate::__private::WasmHost;
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) type CurrentHost = crate::testing::TestHost;
+
+/// Runs `f` against the current host. Dispatch is static, not `dyn`: host functions a plugin never
+/// calls are not linked into it, so its component does not import them (a plugin that never calls
+/// `http::call` gets the host's faster synchronous hook path).
+pub(crate) fn with<R>(f: impl FnOnce(&mut CurrentHost) -> R) -> R {
     #[cfg(target_arch = "wasm32")]
     {
         f(&mut crate::__private::WasmHost)
@@ -79,6 +87,8 @@ pub(crate) fn with<R>(f: impl FnOnce(&mut dyn HostApi) -> R) -> R {
 
 /// State shared by every instance of every plugin in the proxy.
 pub mod shared {
+    #[allow(unused_imports)]
+    use super::HostApi as _;
     /// A value with the version compare-and-set checks.
     #[derive(Debug, Clone, PartialEq, Eq)]
     pub struct Entry {
@@ -126,6 +136,8 @@ pub mod shared {
 
 /// The plugin's own metrics, exported by the proxy as `switchyard_plugin_<name>`.
 pub mod metrics {
+    #[allow(unused_imports)]
+    use super::HostApi as _;
     /// The kind of a metric.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub enum Kind {
@@ -149,6 +161,8 @@ pub mod metrics {
 
 /// Logging through the proxy's log, tagged with the plugin's name.
 pub mod log {
+    #[allow(unused_imports)]
+    use super::HostApi as _;
     #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
     pub enum Level {
         Trace,
@@ -177,6 +191,8 @@ pub mod log {
 
 /// Time as the host sees it.
 pub mod clock {
+    #[allow(unused_imports)]
+    use super::HostApi as _;
     /// Monotonic time from an arbitrary start; for measuring intervals.
     pub fn monotonic() -> std::time::Duration {
         std::time::Duration::from_nanos(super::with(|h| h.monotonic_ns()))
@@ -190,6 +206,8 @@ pub mod clock {
 
 /// Randomness from the host (plugins have no other source).
 pub mod random {
+    #[allow(unused_imports)]
+    use super::HostApi as _;
     pub fn u64() -> u64 {
         super::with(|h| h.next_u64())
     }
@@ -202,6 +220,8 @@ pub mod random {
 
 /// Calls to a cluster. The proxy waits asynchronously, so a slow callout costs no proxy thread.
 pub mod http {
+    #[allow(unused_imports)]
+    use super::HostApi as _;
     /// A request to send to a cluster.
     #[derive(Debug, Clone, PartialEq, Eq, Default)]
     pub struct HttpRequest {

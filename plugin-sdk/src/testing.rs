@@ -108,7 +108,7 @@ thread_local! {
 
 /// Runs `f` against the test host installed by [`TestHost::run`].
 #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
-pub(crate) fn with_current<R>(f: impl FnOnce(&mut dyn HostApi) -> R) -> R {
+pub(crate) fn with_current<R>(f: impl FnOnce(&mut TestHost) -> R) -> R {
     CURRENT.with(|current| {
         let mut current = current.borrow_mut();
         let host = current.as_mut().unwrap_or_else(|| {

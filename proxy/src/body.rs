@@ -37,11 +37,11 @@ pub enum ProxyBody {
 /// Runs `on_log` for a request once its response body is done with.
 pub struct LogOnDrop {
     chain: std::sync::Arc<Chain>,
-    state: Option<RequestState>,
+    state: Option<Box<RequestState>>,
 }
 
 impl LogOnDrop {
-    pub fn new(chain: std::sync::Arc<Chain>, state: RequestState) -> Self {
+    pub fn new(chain: std::sync::Arc<Chain>, state: Box<RequestState>) -> Self {
         Self {
             chain,
             state: Some(state),

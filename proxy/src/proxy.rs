@@ -76,7 +76,7 @@ impl ListenerProxy {
         headers::add_forwarding(req.headers_mut(), peer.ip(), self.scheme, version);
 
         let (head, body) = req.into_parts();
-        let state = RequestState {
+        let state = Box::new(RequestState {
             head,
             response: None,
             listener: Arc::clone(&self.listener),
@@ -89,7 +89,7 @@ impl ListenerProxy {
             context: HashMap::new(),
             bad_destination: None,
             plugins_reached: usize::MAX,
-        };
+        });
         let mut response = self.run(state, body, downstream_upgrade).await;
         response
             .headers_mut()
@@ -100,7 +100,7 @@ impl ListenerProxy {
 
     async fn run(
         &self,
-        state: RequestState,
+        state: Box<RequestState>,
         body: Incoming,
         downstream_upgrade: Option<OnUpgrade>,
     ) -> Response<ProxyBody> {
@@ -125,10 +125,10 @@ impl ListenerProxy {
     /// Runs the request body hook if wanted, then the attempt loop.
     async fn forward(
         &self,
-        mut state: RequestState,
+        mut state: Box<RequestState>,
         body: Incoming,
         downstream_upgrade: Option<OnUpgrade>,
-    ) -> (RequestState, Answer) {
+    ) -> (Box<RequestState>, Answer) {
         let mut body = RequestBody::new(body);
         if self.chain.wants_request_body() {
             let bytes = match body.buffer(self.max_buffered_body).await {
@@ -161,11 +161,11 @@ impl ListenerProxy {
     /// cannot be replayed, or the deadline or attempt cap is reached.
     async fn attempts(
         &self,
-        mut state: RequestState,
+        mut state: Box<RequestState>,
         mut body: RequestBody,
         cluster: &Arc<Cluster>,
         mut downstream_upgrade: Option<OnUpgrade>,
-    ) -> (RequestState, Answer) {
+    ) -> (Box<RequestState>, Answer) {
         let total = state.timeout.unwrap_or(cluster.config.timeout);
         let deadline = Instant::now() + total;
         loop {
@@ -306,7 +306,7 @@ impl ListenerProxy {
     }
 
     /// Runs the response hooks and builds what the client gets.
-    async fn respond(&self, mut state: RequestState, answer: Answer) -> Response<ProxyBody> {
+    async fn respond(&self, mut state: Box<RequestState>, answer: Answer) -> Response<ProxyBody> {
         if self.chain.is_empty() {
             return Response::from_parts(answer.head, answer.body);
         }

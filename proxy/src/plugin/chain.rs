@@ -55,14 +55,18 @@ impl Chain {
         self.plugins.iter().any(|p| p.wants(Hook::Log))
     }
 
-    pub async fn on_request(&self, state: RequestState) -> (RequestState, Step) {
+    pub async fn on_request(&self, state: Box<RequestState>) -> (Box<RequestState>, Step) {
         let call = || HookCall::Request;
         let (mut state, step, reached) = run(self.plugins.iter(), state, Hook::Request, call).await;
         state.plugins_reached = reached;
         (state, step)
     }
 
-    pub async fn on_request_body(&self, state: RequestState, body: &[u8]) -> (RequestState, Step) {
+    pub async fn on_request_body(
+        &self,
+        state: Box<RequestState>,
+        body: &[u8],
+    ) -> (Box<RequestState>, Step) {
         let call = || HookCall::RequestBody(body.to_vec());
         let (state, step, _) = run(self.plugins.iter(), state, Hook::RequestBody, call).await;
         (state, step)
@@ -70,29 +74,33 @@ impl Chain {
 
     pub async fn on_upstream_response(
         &self,
-        state: RequestState,
+        state: Box<RequestState>,
         outcome: AttemptOutcome,
-    ) -> (RequestState, Step) {
+    ) -> (Box<RequestState>, Step) {
         let call = || HookCall::UpstreamResponse(outcome);
         let plugins = self.plugins.iter().rev();
         let (state, step, _) = run(plugins, state, Hook::UpstreamResponse, call).await;
         (state, step)
     }
 
-    pub async fn on_response(&self, state: RequestState) -> (RequestState, Step) {
+    pub async fn on_response(&self, state: Box<RequestState>) -> (Box<RequestState>, Step) {
         let path = self.response_path(&state);
         let (state, step, _) = run(path.iter(), state, Hook::Response, || HookCall::Response).await;
         (state, step)
     }
 
-    pub async fn on_response_body(&self, state: RequestState, body: &[u8]) -> (RequestState, Step) {
+    pub async fn on_response_body(
+        &self,
+        state: Box<RequestState>,
+        body: &[u8],
+    ) -> (Box<RequestState>, Step) {
         let path = self.response_path(&state);
         let call = || HookCall::ResponseBody(body.to_vec());
         let (state, step, _) = run(path.iter(), state, Hook::ResponseBody, call).await;
         (state, step)
     }
 
-    pub async fn on_log(&self, state: RequestState) {
+    pub async fn on_log(&self, state: Box<RequestState>) {
         let path = self.response_path(&state);
         let _ = run(path.iter(), state, Hook::Log, || HookCall::Log).await;
     }
@@ -108,10 +116,10 @@ impl Chain {
 /// answered or failed).
 async fn run<'a>(
     plugins: impl Iterator<Item = &'a Arc<Plugin>>,
-    mut state: RequestState,
+    mut state: Box<RequestState>,
     hook: Hook,
     call: impl Fn() -> HookCall,
-) -> (RequestState, Step, usize) {
+) -> (Box<RequestState>, Step, usize) {
     let mut reached = 0;
     for plugin in plugins {
         reached += 1;

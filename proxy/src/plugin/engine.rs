@@ -18,6 +18,12 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// Instance slots in the pool, across all plugins.
 const POOLED_INSTANCES: u32 = 256;
 
+/// How many live instances each of `plugins` plugins may have, leaving half the slots free so a
+/// new generation of plugins can start while the old one drains.
+pub fn instances_per_plugin(plugins: usize) -> usize {
+    (POOLED_INSTANCES as usize / 2 / plugins.max(1)).max(4)
+}
+
 /// Builds the engine every plugin runs on, and starts its epoch ticker.
 pub fn new_engine() -> wasmtime::Result<Engine> {
     let mut config = Config::new();

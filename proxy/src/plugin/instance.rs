@@ -4,7 +4,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use wasmtime::Store;
+use wasmtime::component::TypedFunc;
 
 use super::bindings::{AttemptOutcome, BodyInterest, Decision, Filter, FilterPre};
 use super::host::{HostState, PluginEnv, RequestState};
@@ -56,7 +58,33 @@ impl HookError {
 pub struct Instance {
     store: Store<HostState>,
     filter: Filter,
+    /// For plugins without async imports: the head hooks called directly, no fiber switch.
+    sync_hooks: Option<SyncHooks>,
     calls: u32,
+    /// This instance's share of the plugin's slots; freed when the instance is dropped.
+    _slot: OwnedSemaphorePermit,
+}
+
+/// Typed handles to the hooks that take no list, for synchronous calls.
+struct SyncHooks {
+    on_request: TypedFunc<(), (Decision,)>,
+    on_upstream_response: TypedFunc<(AttemptOutcome,), (Decision,)>,
+    on_response: TypedFunc<(), (Decision,)>,
+    on_log: TypedFunc<(), (Decision,)>,
+}
+
+impl SyncHooks {
+    fn get(
+        instance: &wasmtime::component::Instance,
+        store: &mut Store<HostState>,
+    ) -> wasmtime::Result<Self> {
+        Ok(Self {
+            on_request: instance.get_typed_func(&mut *store, "on-request")?,
+            on_upstream_response: instance.get_typed_func(&mut *store, "on-upstream-response")?,
+            on_response: instance.get_typed_func(&mut *store, "on-response")?,
+            on_log: instance.get_typed_func(&mut *store, "on-log")?,
+        })
+    }
 }
 
 /// The instances of one plugin.
@@ -65,30 +93,66 @@ pub struct InstancePool {
     env: Arc<PluginEnv>,
     config_json: String,
     idle: Mutex<Vec<Instance>>,
+    /// Live instances are capped so a burst of slow callouts waits for an instance instead of
+    /// exhausting the engine's pooled slots and failing.
+    slots: Arc<Semaphore>,
+    /// Signalled when an instance goes back to `idle`, for callers waiting for one.
+    returned: Notify,
+    /// Whether the component imports no async host function, so hooks can run without a fiber.
+    synchronous: bool,
 }
 
 impl InstancePool {
-    pub fn new(pre: FilterPre<HostState>, env: Arc<PluginEnv>, config_json: String) -> Self {
+    /// `max_live` is this plugin's share of the engine's instance slots.
+    pub fn new(
+        pre: FilterPre<HostState>,
+        env: Arc<PluginEnv>,
+        config_json: String,
+        max_live: usize,
+        synchronous: bool,
+    ) -> Self {
         Self {
             pre,
             env,
             config_json,
             idle: Mutex::new(Vec::new()),
+            slots: Arc::new(Semaphore::new(max_live.max(1))),
+            returned: Notify::new(),
+            synchronous,
         }
     }
 
     /// Creates an instance and runs the plugin's `init` with its config.
     pub async fn instantiate(&self) -> Result<(Instance, BodyInterest), HookError> {
+        let slot = Arc::clone(&self.slots)
+            .acquire_owned()
+            .await
+            .map_err(|_| HookError::Instantiate("the plugin is shutting down".into()))?;
+        self.instantiate_in(slot).await
+    }
+
+    async fn instantiate_in(
+        &self,
+        slot: OwnedSemaphorePermit,
+    ) -> Result<(Instance, BodyInterest), HookError> {
         let mut store = Store::new(self.pre.engine(), HostState::new(Arc::clone(&self.env)));
         HostState::configure(&mut store);
         store.data_mut().time_limit_override = Some(INIT_TIME_LIMIT);
         store.data_mut().start_hook(None);
         store.set_epoch_deadline(1);
-        let filter = self
+        let instantiate_error = |e: wasmtime::Error| HookError::Instantiate(format!("{e:#}"));
+        let instance = self
             .pre
+            .instance_pre()
             .instantiate_async(&mut store)
             .await
-            .map_err(|e| HookError::Instantiate(format!("{e:#}")))?;
+            .map_err(instantiate_error)?;
+        let filter = Filter::new(&mut store, &instance).map_err(instantiate_error)?;
+        let sync_hooks = if self.synchronous {
+            Some(SyncHooks::get(&instance, &mut store).map_err(instantiate_error)?)
+        } else {
+            None
+        };
         let interest = filter
             .call_init(&mut store, &self.config_json)
             .await
@@ -101,17 +165,41 @@ impl InstancePool {
             Instance {
                 store,
                 filter,
+                sync_hooks,
                 calls: 0,
+                _slot: slot,
             },
             interest,
         ))
     }
 
+    fn pop_idle(&self) -> Option<Instance> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()
+    }
+
+    /// An idle instance, else a new one if the plugin has a free slot, else the first of the two
+    /// to come: an instance returned by another call, or a slot freed by a discarded one.
     async fn checkout(&self) -> Result<Instance, HookError> {
-        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        match idle {
-            Some(instance) => Ok(instance),
-            None => Ok(self.instantiate().await?.0),
+        if let Some(instance) = self.pop_idle() {
+            return Ok(instance);
+        }
+        if let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() {
+            return Ok(self.instantiate_in(slot).await?.0);
+        }
+        loop {
+            let returned = self.returned.notified();
+            tokio::pin!(returned);
+            returned.as_mut().enable();
+            if let Some(instance) = self.pop_idle() {
+                return Ok(instance);
+            }
+            tokio::select! {
+                _ = &mut returned => {}
+                slot = Arc::clone(&self.slots).acquire_owned() => {
+                    let slot = slot.map_err(|_| HookError::Instantiate("the plugin is shutting down".into()))?;
+                    return Ok(self.instantiate_in(slot).await?.0);
+                }
+            }
         }
     }
 
@@ -129,6 +217,8 @@ impl InstancePool {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < MAX_IDLE {
             idle.push(instance);
+            drop(idle);
+            self.returned.notify_one();
         }
     }
 
@@ -136,9 +226,9 @@ impl InstancePool {
     /// plugin did; an instance that failed is discarded, never reused.
     pub async fn call(
         &self,
-        state: RequestState,
+        state: Box<RequestState>,
         call: HookCall,
-    ) -> (RequestState, Result<Decision, HookError>) {
+    ) -> (Box<RequestState>, Result<Decision, HookError>) {
         let mut instance = match self.checkout().await {
             Ok(instance) => instance,
             Err(e) => return (state, Err(e)),
@@ -169,6 +259,20 @@ impl InstancePool {
 
 async fn invoke(instance: &mut Instance, call: HookCall) -> wasmtime::Result<Decision> {
     let (filter, store) = (&instance.filter, &mut instance.store);
+    if let Some(hooks) = &instance.sync_hooks {
+        let direct = match &call {
+            HookCall::Request => Some(hooks.on_request.call(&mut *store, ())),
+            HookCall::UpstreamResponse(outcome) => {
+                Some(hooks.on_upstream_response.call(&mut *store, (*outcome,)))
+            }
+            HookCall::Response => Some(hooks.on_response.call(&mut *store, ())),
+            HookCall::Log => Some(hooks.on_log.call(&mut *store, ())),
+            HookCall::RequestBody(_) | HookCall::ResponseBody(_) => None,
+        };
+        if let Some(result) = direct {
+            return result.map(|(decision,)| decision);
+        }
+    }
     match call {
         HookCall::Request => filter.call_on_request(store).await,
         HookCall::RequestBody(body) => filter.call_on_request_body(store, &body).await,

@@ -78,6 +78,7 @@ pub async fn load(
     cache: &CompileCache,
     config: &PluginConfig,
     env: Arc<PluginEnv>,
+    max_live: usize,
 ) -> Result<Plugin, LoadError> {
     let plugin = config.name.clone();
     let path = config.path.clone();
@@ -114,8 +115,14 @@ pub async fn load(
     let pre = linker.instantiate_pre(&component).map_err(link_error)?;
     let pre = FilterPre::new(pre).map_err(link_error)?;
 
+    // A plugin that never calls out imports no async host function; its hooks then run as plain
+    // calls instead of on a fiber.
+    let synchronous = !component
+        .component_type()
+        .imports(engine)
+        .any(|(name, _)| name.starts_with("switchyard:plugin/http"));
     let config_json = serde_json::to_string(&config.config).unwrap_or_else(|_| "{}".into());
-    let pool = InstancePool::new(pre, env, config_json);
+    let pool = InstancePool::new(pre, env, config_json, max_live, synchronous);
     let (first, interest) = pool.instantiate().await.map_err(|e| LoadError::Init {
         plugin: plugin.clone(),
         path: path.clone(),

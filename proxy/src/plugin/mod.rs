@@ -140,10 +140,10 @@ impl Plugin {
 
     async fn call(
         &self,
-        state: RequestState,
+        state: Box<RequestState>,
         hook: Hook,
         call: HookCall,
-    ) -> (RequestState, Result<Decision, HookError>) {
+    ) -> (Box<RequestState>, Result<Decision, HookError>) {
         let started = Instant::now();
         let (state, result) = self.pool.call(state, call).await;
         let i = hook as usize;
@@ -193,7 +193,8 @@ impl Plugins {
                 time_limit: p.time_limit,
                 memory_limit: p.memory_limit,
             });
-            let plugin = loader::load(&engine, &linker, &cache, p, env).await?;
+            let max_live = engine::instances_per_plugin(config.plugins.len());
+            let plugin = loader::load(&engine, &linker, &cache, p, env, max_live).await?;
             tracing::info!(plugin = %p.name, path = %p.path.display(), sha256 = %plugin.sha256, "plugin loaded");
             by_name.insert(p.name.clone(), Arc::new(plugin));
         }
