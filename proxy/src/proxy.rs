@@ -174,7 +174,7 @@ impl ListenerProxy {
             let per_try = state
                 .per_try_timeout
                 .map_or(remaining, |t| t.min(remaining));
-            let result = self.attempt(&state, &mut body, cluster, per_try).await;
+            let result = self.attempt(&mut state, &mut body, cluster, per_try).await;
 
             if self.chain.is_empty() || !self.chain.may_retry() {
                 let answer = self.finish_attempt(result, cluster, &mut downstream_upgrade, per_try);
@@ -222,7 +222,7 @@ impl ListenerProxy {
     /// One attempt: pick an endpoint, send a copy of the head with the body, wait for the head.
     async fn attempt(
         &self,
-        state: &RequestState,
+        state: &mut RequestState,
         body: &mut RequestBody,
         cluster: &Arc<Cluster>,
         per_try: Duration,
@@ -234,7 +234,12 @@ impl ListenerProxy {
         let Some(body) = body.for_attempt() else {
             return Err(AttemptError::NotReplayable);
         };
-        let mut req = copy_head(&state.head, body);
+        // Without plugins nothing reads the head again and nothing retries: move it, don't copy.
+        let mut req = if self.chain.is_empty() {
+            take_head(&mut state.head, body)
+        } else {
+            copy_head(&state.head, body)
+        };
         let http2 = cluster.config.protocol == UpstreamProtocol::Http2;
         headers::set_upstream_target(&mut req, http2)
             .map_err(|e| AttemptError::BadRequest(e.to_string()))?;
@@ -446,6 +451,12 @@ fn copy_head(head: &http::request::Parts, body: ProxyBody) -> Request<ProxyBody>
     *req.version_mut() = head.version;
     *req.headers_mut() = head.headers.clone();
     req
+}
+
+/// The request head itself, leaving an empty one behind.
+fn take_head(head: &mut http::request::Parts, body: ProxyBody) -> Request<ProxyBody> {
+    let empty = Request::new(()).into_parts().0;
+    Request::from_parts(std::mem::replace(head, empty), body)
 }
 
 fn copy_response_head(head: &http::response::Parts) -> http::response::Parts {
