@@ -207,7 +207,8 @@ fn demo() -> Result<()> {
          for i in $(seq 8); do curl -s http://{DEMO_LISTENER}/ | grep '\"name\"'; done\n  \
          curl -s --http2-prior-knowledge http://{DEMO_LISTENER}/h2\n  \
          curl -s http://{DEMO_ADMIN}/config\n  \
-         curl -s http://{DEMO_ADMIN}/clusters\n\n\
+         curl -s http://{DEMO_ADMIN}/clusters\n  \
+         curl -s http://{DEMO_ADMIN}/metrics | grep switchyard_plugin\n\n\
          Press Ctrl-C to stop.\n"
     );
     children.wait_any()
