@@ -66,7 +66,29 @@ pub struct HostState {
     hook_started: Instant,
     /// Time spent waiting on async host calls (callouts) in this hook; not CPU time.
     waited: Duration,
+    /// Handles of the plugin's own metrics, so a hot metric update is one hash lookup rather than
+    /// building a name and labels and looking them up in the registry.
+    metric_handles: HashMap<MetricKey, MetricHandle>,
 }
+
+/// A plugin metric as the plugin names it: kind, name, labels.
+type MetricKey = (MetricKind, String, Vec<(String, String)>);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum MetricKind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+enum MetricHandle {
+    Counter(metrics::Counter),
+    Gauge(metrics::Gauge),
+    Histogram(metrics::Histogram),
+}
+
+/// Distinct metrics cached per instance; past this, updates still work, uncached.
+const MAX_CACHED_METRICS: usize = 256;
 
 impl HostState {
     pub fn new(env: Arc<PluginEnv>) -> Self {
@@ -79,7 +101,29 @@ impl HostState {
             time_limit_override: None,
             hook_started: Instant::now(),
             waited: Duration::ZERO,
+            metric_handles: HashMap::new(),
         }
+    }
+
+    /// The handle for a plugin metric, made (and cached) on first use.
+    fn metric(&mut self, key: MetricKey) -> &MetricHandle {
+        if !self.metric_handles.contains_key(&key)
+            && self.metric_handles.len() >= MAX_CACHED_METRICS
+        {
+            // Keep working past the cap, just without caching new names.
+            self.metric_handles.clear();
+        }
+        let plugin = Arc::clone(&self.env.name);
+        self.metric_handles
+            .entry(key)
+            .or_insert_with_key(|(kind, name, labels)| {
+                let metric = crate::telemetry::plugin_metric(&plugin, name, labels.clone());
+                match kind {
+                    MetricKind::Counter => MetricHandle::Counter(metric.counter()),
+                    MetricKind::Gauge => MetricHandle::Gauge(metric.gauge()),
+                    MetricKind::Histogram => MetricHandle::Histogram(metric.histogram()),
+                }
+            })
     }
 
     /// Installs the limiter and the CPU-deadline callback on a new store.
@@ -441,15 +485,21 @@ fn ttl(ms: Option<u32>) -> Option<Duration> {
 
 impl wit_metrics::Host for HostState {
     fn counter_add(&mut self, name: String, labels: Vec<(String, String)>, value: u64) {
-        crate::telemetry::plugin_metric(&self.env.name, &name, labels).counter(value);
+        if let MetricHandle::Counter(c) = self.metric((MetricKind::Counter, name, labels)) {
+            c.increment(value);
+        }
     }
 
     fn gauge_set(&mut self, name: String, labels: Vec<(String, String)>, value: f64) {
-        crate::telemetry::plugin_metric(&self.env.name, &name, labels).gauge(value);
+        if let MetricHandle::Gauge(g) = self.metric((MetricKind::Gauge, name, labels)) {
+            g.set(value);
+        }
     }
 
     fn histogram_record(&mut self, name: String, labels: Vec<(String, String)>, value: f64) {
-        crate::telemetry::plugin_metric(&self.env.name, &name, labels).histogram(value);
+        if let MetricHandle::Histogram(h) = self.metric((MetricKind::Histogram, name, labels)) {
+            h.record(value);
+        }
     }
 }
 

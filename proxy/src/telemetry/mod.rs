@@ -77,14 +77,14 @@ pub fn plugin_metric(plugin: &str, name: &str, labels: Vec<(String, String)>) ->
 }
 
 impl PluginMetric {
-    pub fn counter(self, value: u64) {
-        metrics::counter!(self.name, self.labels).increment(value);
+    pub fn counter(self) -> metrics::Counter {
+        metrics::counter!(self.name, self.labels)
     }
-    pub fn gauge(self, value: f64) {
-        metrics::gauge!(self.name, self.labels).set(value);
+    pub fn gauge(self) -> metrics::Gauge {
+        metrics::gauge!(self.name, self.labels)
     }
-    pub fn histogram(self, value: f64) {
-        metrics::histogram!(self.name, self.labels).record(value);
+    pub fn histogram(self) -> metrics::Histogram {
+        metrics::histogram!(self.name, self.labels)
     }
 }
 
