@@ -55,20 +55,25 @@ impl LocalError {
 
     /// A response saying `detail`, e.g. `cluster "v1": connection refused`.
     pub fn response(self, detail: &str) -> Response<ProxyBody> {
-        let status = self.status();
-        let text = format!(
-            "{} {}: {detail}\n",
-            status.as_u16(),
-            status.canonical_reason().unwrap_or("Error")
-        );
-        let mut response = Response::new(ProxyBody::full(text));
-        *response.status_mut() = status;
-        let headers = response.headers_mut();
-        headers.insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        headers.insert(&X_SWITCHYARD_ERROR, HeaderValue::from_static(self.code()));
-        response
+        text_response(self.status(), HeaderValue::from_static(self.code()), detail)
     }
+}
+
+/// A locally made error: `"<status> <reason>: <detail>"` as plain text, with `code` in
+/// `x-switchyard-error`.
+pub fn text_response(status: StatusCode, code: HeaderValue, detail: &str) -> Response<ProxyBody> {
+    let text = format!(
+        "{} {}: {detail}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("Error")
+    );
+    let mut response = Response::new(ProxyBody::full(text));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(&X_SWITCHYARD_ERROR, code);
+    response
 }

@@ -29,7 +29,7 @@ use crate::balance::hash_bytes;
 use crate::body::{LogOnDrop, ProxyBody};
 use crate::config::UpstreamProtocol;
 use crate::headers;
-use crate::local_response::{LocalError, X_SWITCHYARD_ERROR};
+use crate::local_response::{LocalError, text_response};
 use crate::plugin::{AttemptOutcome, Chain, LocalResponse, RequestState, Step, UpstreamError};
 use crate::upstream::{Cluster, Endpoint, InFlight, UpstreamError as SendError};
 
@@ -176,7 +176,7 @@ impl ListenerProxy {
                 .map_or(remaining, |t| t.min(remaining));
             let result = self.attempt(&mut state, &mut body, cluster, per_try).await;
 
-            if self.chain.is_empty() || !self.chain.may_retry() {
+            if !self.chain.may_retry() {
                 let answer = self.finish_attempt(result, cluster, &mut downstream_upgrade, per_try);
                 return (state, answer);
             }
@@ -408,7 +408,7 @@ impl RequestBody {
                     Err(_) => {
                         return Err(error_answer_status(
                             StatusCode::PAYLOAD_TOO_LARGE,
-                            "body-too-large",
+                            HeaderValue::from_static("body-too-large"),
                             &format!(
                                 "the request body is over the {limit} bytes a plugin may read"
                             ),
@@ -534,19 +534,9 @@ fn error_answer(kind: LocalError, detail: &str) -> Answer {
     Answer { head, body }
 }
 
-fn error_answer_status(status: StatusCode, code: &'static str, detail: &str) -> Answer {
-    let mut answer = error_answer(LocalError::BadRequest, detail);
-    answer.head.status = status;
-    answer
-        .head
-        .headers
-        .insert(&X_SWITCHYARD_ERROR, HeaderValue::from_static(code));
-    answer.body = ProxyBody::full(format!(
-        "{} {}: {detail}\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("Error")
-    ));
-    answer
+fn error_answer_status(status: StatusCode, code: HeaderValue, detail: &str) -> Answer {
+    let (head, body) = text_response(status, code, detail).into_parts();
+    Answer { head, body }
 }
 
 /// A plugin's own response; headers it got wrong are dropped with a warning, not a failure.
@@ -581,15 +571,13 @@ fn plugin_failed(plugin: &str) -> Response<ProxyBody> {
 
 /// 503 for a fail-closed plugin that trapped, ran out of time or memory.
 fn plugin_failed_answer(plugin: &str) -> Answer {
-    let mut answer = error_answer_status(
+    let code = HeaderValue::from_str(&format!("plugin {plugin}"))
+        .unwrap_or(HeaderValue::from_static("plugin"));
+    error_answer_status(
         StatusCode::SERVICE_UNAVAILABLE,
-        "plugin",
+        code,
         &format!("plugin {plugin:?} failed while handling this request"),
-    );
-    if let Ok(value) = HeaderValue::from_str(&format!("plugin {plugin}")) {
-        answer.head.headers.insert(&X_SWITCHYARD_ERROR, value);
-    }
-    answer
+    )
 }
 
 /// The key `ring_hash` uses: the configured header's value, else the client's IP address.

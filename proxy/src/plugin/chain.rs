@@ -85,7 +85,7 @@ impl Chain {
 
     pub async fn on_response(&self, state: Box<RequestState>) -> (Box<RequestState>, Step) {
         let path = self.response_path(&state);
-        let (state, step, _) = run(path.iter(), state, Hook::Response, || HookCall::Response).await;
+        let (state, step, _) = run(path, state, Hook::Response, || HookCall::Response).await;
         (state, step)
     }
 
@@ -96,19 +96,22 @@ impl Chain {
     ) -> (Box<RequestState>, Step) {
         let path = self.response_path(&state);
         let call = || HookCall::ResponseBody(body.to_vec());
-        let (state, step, _) = run(path.iter(), state, Hook::ResponseBody, call).await;
+        let (state, step, _) = run(path, state, Hook::ResponseBody, call).await;
         (state, step)
     }
 
     pub async fn on_log(&self, state: Box<RequestState>) {
         let path = self.response_path(&state);
-        let _ = run(path.iter(), state, Hook::Log, || HookCall::Log).await;
+        let _ = run(path, state, Hook::Log, || HookCall::Log).await;
     }
 
     /// The plugins that saw the request, last first: the order of the response path.
-    fn response_path(&self, state: &RequestState) -> Vec<Arc<Plugin>> {
+    fn response_path(
+        &self,
+        state: &RequestState,
+    ) -> std::iter::Rev<std::slice::Iter<'_, Arc<Plugin>>> {
         let reached = state.plugins_reached.min(self.plugins.len());
-        self.plugins[..reached].iter().rev().cloned().collect()
+        self.plugins[..reached].iter().rev()
     }
 }
 
