@@ -120,8 +120,11 @@ async fn a_destination_that_names_no_cluster_is_a_500_naming_the_plugin() {
     );
     assert!(
         proxy
-            .logs()
-            .contains("plugin chose a cluster that does not exist"),
+            .wait_for_log(
+                "plugin chose a cluster that does not exist",
+                Duration::from_secs(5)
+            )
+            .await,
         "{}",
         proxy.logs()
     );

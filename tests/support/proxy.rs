@@ -227,6 +227,12 @@ impl Proxy {
         None
     }
 
+    /// Waits until a log line containing `needle` has been read from the proxy's output, which
+    /// may trail the response that caused it.
+    pub async fn wait_for_log(&self, needle: &str, deadline: Duration) -> bool {
+        super::eventually(deadline, async || self.logs().contains(needle)).await
+    }
+
     pub fn logs(&self) -> String {
         self.log
             .lock()
