@@ -5,6 +5,7 @@
 mod support;
 
 mod balancing;
+mod canary;
 mod config_files;
 mod errors;
 mod forwarding;

@@ -85,7 +85,7 @@ pub(crate) fn with<R>(f: impl FnOnce(&mut CurrentHost) -> R) -> R {
     }
 }
 
-/// State shared by every instance of every plugin in the proxy.
+/// State shared by every instance of this plugin (other plugins have their own).
 pub mod shared {
     #[allow(unused_imports)]
     use super::HostApi as _;
@@ -123,6 +123,24 @@ pub mod shared {
         ttl: Option<std::time::Duration>,
     ) -> Option<u64> {
         super::with(|h| h.kv_compare_and_set(key, expected_version, value, ttl.map(millis)))
+    }
+
+    /// Read-modify-write of `key`: `update` gets the current value (if any) and returns the new
+    /// value and a result; it is run again if another instance changed the key in between.
+    /// `None` if the key stayed contended for every try (or the store is full).
+    pub fn kv_update<T>(
+        key: &str,
+        ttl: Option<std::time::Duration>,
+        mut update: impl FnMut(Option<&[u8]>) -> (Vec<u8>, T),
+    ) -> Option<T> {
+        for _ in 0..64 {
+            let current = kv_get(key);
+            let (value, result) = update(current.as_ref().map(|e| e.value.as_slice()));
+            if kv_compare_and_set(key, current.map(|e| e.version), &value, ttl).is_some() {
+                return Some(result);
+            }
+        }
+        None
     }
 
     pub fn kv_delete(key: &str) {

@@ -38,8 +38,11 @@
 extern crate self as switchyard_sdk;
 
 mod action;
+pub mod config;
 mod head;
 mod host;
+#[cfg(feature = "matching")]
+pub mod matching;
 pub mod testing;
 
 pub use action::{Action, BodyInterest, LocalResponse, Outcome, UpstreamError, run_hook};
@@ -140,6 +143,11 @@ macro_rules! export_plugin {
 /// Parses a plugin's config the way the proxy does, naming the field on error. Tests use it to
 /// check that bad config is refused with a useful message.
 pub fn parse_config<P: Plugin>(json: &str) -> Result<P::Config, String> {
+    parse_config_as::<P::Config>(json)
+}
+
+/// Parses any config type the way [`parse_config`] does, naming the field on error.
+pub fn parse_config_as<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, String> {
     let mut de = serde_json::Deserializer::from_str(json);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();

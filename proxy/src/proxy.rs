@@ -45,6 +45,8 @@ pub struct ListenerProxy {
     pub chain: Arc<Chain>,
     /// Largest body buffered for plugins that read bodies; larger gets 413.
     pub max_buffered_body: usize,
+    /// Largest request body kept for replay when a plugin may retry; larger is not retried.
+    pub max_replay_body: usize,
 }
 
 impl std::fmt::Debug for ListenerProxy {
@@ -142,8 +144,10 @@ impl ListenerProxy {
                 Step::Respond(local) => return (state, local_answer(local)),
                 Step::Failed(plugin) => return (state, plugin_failed_answer(&plugin)),
             }
-        } else if self.chain.may_retry() {
-            body.buffer_if_empty();
+        } else if self.chain.may_retry()
+            && let Err(answer) = body.buffer_for_replay(self.max_replay_body).await
+        {
+            return (state, answer);
         }
 
         if let Some(detail) = state.bad_destination.clone() {
@@ -421,12 +425,36 @@ impl RequestBody {
         Ok(bytes)
     }
 
-    /// A request known to have no body can be sent any number of times.
-    fn buffer_if_empty(&mut self) {
-        if let Self::Streaming(Some(body)) = self
-            && body.is_end_stream()
-        {
+    /// Keeps the body so a retry can send it again: an empty body always, and a body that
+    /// declares its length (Content-Length) up to `limit`. Anything else — larger, or of unknown
+    /// length like a stream that may never end — is streamed once and not retried, so a retry
+    /// plugin can never stall a stream waiting for its end.
+    async fn buffer_for_replay(&mut self, limit: usize) -> Result<(), Answer> {
+        let Self::Streaming(slot) = self else {
+            return Ok(());
+        };
+        let Some(hint) = slot.as_ref().map(|body| body.size_hint()) else {
+            return Ok(());
+        };
+        if hint.exact().is_none_or(|len| len > limit as u64) {
+            return Ok(());
+        }
+        let Some(body) = slot.take() else {
+            return Ok(());
+        };
+        if body.is_end_stream() {
             *self = Self::Buffered(Bytes::new());
+            return Ok(());
+        }
+        match Limited::new(body, limit).collect().await {
+            Ok(collected) => {
+                *self = Self::Buffered(collected.to_bytes());
+                Ok(())
+            }
+            Err(e) => Err(error_answer(
+                LocalError::BadRequest,
+                &format!("the request body could not be read: {e}"),
+            )),
         }
     }
 

@@ -21,6 +21,9 @@ use crate::upstream::Clusters;
 /// Largest body buffered for plugins that read whole bodies.
 const MAX_BUFFERED_BODY: usize = 1024 * 1024;
 
+/// Largest request body kept so a retry can send it again (Envoy keeps 64 KiB by default too).
+const MAX_REPLAY_BODY: usize = 64 * 1024;
+
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -72,6 +75,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
             default_cluster: l.default_cluster.and_then(|i| clusters.get(i)).cloned(),
             chain: Arc::new(plugins.chain(&l.plugin_names)),
             max_buffered_body: MAX_BUFFERED_BODY,
+            max_replay_body: MAX_REPLAY_BODY,
         };
         let bound = Listener::bind(l, proxy)
             .await

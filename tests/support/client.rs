@@ -103,6 +103,44 @@ where
     collect(response).await
 }
 
+/// One h2c connection many requests share at once, for tests that send thousands.
+#[derive(Clone)]
+pub struct H2Client {
+    sender: http2::SendRequest<Empty<Bytes>>,
+}
+
+impl H2Client {
+    pub async fn connect(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr)
+            .await
+            .expect("connect to the proxy");
+        let (sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2c handshake");
+        tokio::spawn(conn);
+        Self { sender }
+    }
+
+    /// GET `path` with `headers` (an `authority` sets the request's `:authority`).
+    pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut req = Request::get(format!("http://example.test{path}"));
+        for (name, value) in headers {
+            if *name == "authority" {
+                req = req.uri(format!("http://{value}{path}"));
+            } else {
+                req = req.header(*name, *value);
+            }
+        }
+        let req = req
+            .body(Empty::<Bytes>::new())
+            .expect("test request is well formed");
+        let mut sender = self.sender.clone();
+        sender.ready().await.expect("h2 connection is usable");
+        let response = sender.send_request(req).await.expect("send request");
+        collect(response).await
+    }
+}
+
 async fn collect(response: http::Response<hyper::body::Incoming>) -> Reply {
     let (parts, body) = response.into_parts();
     let body = body.collect().await.expect("read body").to_bytes();

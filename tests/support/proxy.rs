@@ -34,6 +34,27 @@ pub fn plugin_path(name: &str) -> PathBuf {
     path
 }
 
+/// A shipped example config (config/examples/NAME) made runnable in a test: every `(from, to)`
+/// pair is substituted (fixed ports become real upstreams or 127.0.0.1:0) and plugin paths point
+/// at the built plugins. Panics if a `from` is not in the file, so examples and tests stay in step.
+pub fn example_config(name: &str, replacements: &[(&str, String)]) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../config/examples")
+        .join(name);
+    let mut text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    for (from, to) in replacements {
+        assert!(text.contains(from), "{name} does not mention {from:?}");
+        text = text.replace(from, to);
+    }
+    let plugins = plugin_path("hello");
+    let plugins = plugins.parent().expect("plugins dir");
+    text.replace(
+        "\"../../target/plugins/",
+        &format!("\"{}/", plugins.display()),
+    )
+}
+
 /// The compiled-plugin cache the tests share.
 pub fn plugin_cache() -> PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-plugin-cache")

@@ -183,12 +183,13 @@ impl Plugins {
                 reason: format!("cannot link the host functions: {e:#}"),
             })?;
         let cache = CompileCache::new(&config.runtime.plugin_cache);
-        let shared = Arc::new(SharedState::default());
         let mut by_name = HashMap::new();
         for p in &config.plugins {
             let env = Arc::new(PluginEnv {
                 name: p.name.as_str().into(),
-                shared: Arc::clone(&shared),
+                // Each plugin has its own namespace: two ratelimit plugins keyed by the same
+                // header must not drain each other's buckets.
+                shared: Arc::new(SharedState::default()),
                 clusters: Arc::clone(&clusters),
                 time_limit: p.time_limit,
                 memory_limit: p.memory_limit,

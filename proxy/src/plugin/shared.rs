@@ -1,4 +1,4 @@
-//! State shared by every instance of every plugin: atomic counters and a KV store with TTL and
+//! State shared by every instance of one plugin: atomic counters and a KV store with TTL and
 //! compare-and-set (the building blocks of rate limits, circuit state, caches).
 
 use std::collections::HashMap;
