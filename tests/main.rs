@@ -14,5 +14,6 @@ mod lifecycle;
 mod plugin_chain;
 mod plugin_sandbox;
 mod retries;
+mod routing;
 mod streaming;
 mod websocket;

@@ -59,6 +59,10 @@ impl Request {
         host::with(|h| h.authority())
     }
     /// The first value of a header.
+    /// Changes the host the upstream sees (`Host`, or `:authority` over HTTP/2).
+    pub fn set_authority(&mut self, authority: &str) -> Result<(), HostError> {
+        self.set_header("host", authority)
+    }
     pub fn header(&self, name: &str) -> Option<String> {
         host::with(|h| h.header(Side::Request, name))
     }

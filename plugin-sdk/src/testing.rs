@@ -374,6 +374,10 @@ impl HostApi for TestHost {
     }
     fn set_header(&mut self, side: Side, name: &str, value: &str) -> Result<(), HostError> {
         check_header(name, value)?;
+        if matches!(side, Side::Request) && name.eq_ignore_ascii_case("host") {
+            // As in the proxy: the authority follows a Host rewrite.
+            self.authority = Some(value.to_owned());
+        }
         let headers = self.headers_mut(side)?;
         headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
         headers.push((name.to_ascii_lowercase(), value.to_owned()));

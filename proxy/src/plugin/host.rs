@@ -276,11 +276,18 @@ impl request::Host for HostState {
 
     fn set_header(&mut self, name: String, value: String) -> Result<(), String> {
         let (name, value) = parse_header(&name, &value)?;
-        self.req_mut()
-            .ok_or(NO_REQUEST)?
-            .head
-            .headers
-            .insert(name, value);
+        let head = &mut self.req_mut().ok_or(NO_REQUEST)?.head;
+        if name == http::header::HOST && head.uri.authority().is_some() {
+            // HTTP/2 and absolute-form requests carry the authority in the URI, which wins over
+            // Host: a host rewrite must change it there too.
+            let mut parts = head.uri.clone().into_parts();
+            parts.authority = Some(
+                http::uri::Authority::try_from(value.as_bytes())
+                    .map_err(|e| format!("invalid host {value:?}: {e}"))?,
+            );
+            head.uri = http::Uri::from_parts(parts).map_err(|e| e.to_string())?;
+        }
+        head.headers.insert(name, value);
         Ok(())
     }
 
