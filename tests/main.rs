@@ -13,6 +13,7 @@ mod forwarding;
 mod lifecycle;
 mod plugin_chain;
 mod plugin_sandbox;
+mod ratelimit;
 mod retries;
 mod routing;
 mod streaming;

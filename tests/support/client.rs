@@ -60,7 +60,10 @@ pub async fn get(addr: SocketAddr, path: &str) -> Reply {
 /// GET `path` with extra headers over a new HTTP/1.1 connection.
 pub async fn get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Reply {
     let mut req = Request::get(path);
-    if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("host")) {
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+    {
         req = req.header("host", "example.test");
     }
     for (name, value) in headers {
