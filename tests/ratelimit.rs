@@ -31,11 +31,16 @@ async fn a_burst_beyond_the_bucket_gets_429_with_retry_after_and_the_bucket_refi
         burst.spawn(async move { client.get_with("/api/items", &alice).await });
     }
     let replies: Vec<_> = burst.join_all().await;
+    let refill_during_burst = (started.elapsed().as_secs_f64() * 5.0).ceil() as usize;
     let ok = replies
         .iter()
         .filter(|r| r.status == StatusCode::OK)
         .count();
-    assert!((10..=13).contains(&ok), "{ok} of 30 got through");
+    assert!(
+        (10..=10 + refill_during_burst).contains(&ok),
+        "{ok} of 30 got through in {:?}",
+        started.elapsed()
+    );
     let limited = replies
         .iter()
         .find(|r| r.status == StatusCode::TOO_MANY_REQUESTS)
