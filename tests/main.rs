@@ -4,6 +4,7 @@
 
 mod support;
 
+mod auth;
 mod balancing;
 mod canary;
 mod config_files;
