@@ -45,8 +45,7 @@ fn chains(runtime: &tokio::runtime::Runtime) -> Vec<(&'static str, Arc<Chain>)> 
     )
     .unwrap_or_else(|e| panic!("bench config: {e}"));
     let plugins = runtime.block_on(async {
-        let clusters = Arc::new(Clusters::start(&config).await);
-        Plugins::load(&config, clusters)
+        Plugins::load(&config)
             .await
             .unwrap_or_else(|e| panic!("{e}"))
     });
@@ -89,6 +88,7 @@ fn request() -> Box<RequestState> {
         request_id: HeaderValue::from_static("4bf92f35-77b3-4da6-a3ce-929d0e0e4736"),
         attempt: 1,
         destination: None,
+        clusters: Arc::new(Clusters::default()),
         timeout: None,
         per_try_timeout: None,
         context: HashMap::new(),

@@ -3,6 +3,8 @@
 //! The request flow (see DESIGN.md) reads top to bottom across these modules: [`listener`] accepts
 //! and speaks HTTP, [`proxy`] runs one request end to end, [`upstream`] owns clusters, endpoints and
 //! connection pools, [`balance`] picks an endpoint, and [`admin`] serves the admin API.
+//! [`reload`] swaps the whole running state atomically; [`watch`] and SIGHUP ([`server`]) ask
+//! for it.
 // `deny`, not `forbid`: loading a compiled plugin from the cache is the one reviewed `unsafe`
 // (see plugin/engine.rs).
 #![deny(unsafe_code)]
@@ -17,6 +19,8 @@ pub mod listener;
 pub mod local_response;
 pub mod plugin;
 pub mod proxy;
+pub mod reload;
 pub mod server;
 pub mod telemetry;
 pub mod upstream;
+pub mod watch;

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -19,28 +20,49 @@ use crate::proxy::ListenerProxy;
 /// HTTP/2 streams one client may have open at once.
 const MAX_CONCURRENT_STREAMS: u32 = 256;
 
+/// What a listener serves with: the proxy for its requests and the HTTP settings for its
+/// connections. A reload swaps it whole; connections read it once, requests once each.
+pub struct Serving {
+    pub proxy: Arc<ListenerProxy>,
+    http: auto::Builder<TokioExecutor>,
+}
+
+impl Serving {
+    pub fn new(config: &ListenerConfig, proxy: ListenerProxy) -> Self {
+        Self {
+            proxy: Arc::new(proxy),
+            http: http_builder(config),
+        }
+    }
+}
+
+/// The swappable [`Serving`] of one listener.
+pub type ServingSlot = Arc<ArcSwap<Serving>>;
+
 /// A bound listener, ready to accept.
-#[derive(Debug)]
 pub struct Listener {
     pub name: String,
     pub local_addr: SocketAddr,
     socket: TcpListener,
-    http: Arc<auto::Builder<TokioExecutor>>,
-    proxy: Arc<ListenerProxy>,
+    slot: ServingSlot,
 }
 
 impl Listener {
     /// Binds the listener's address; fails if it is taken.
-    pub async fn bind(config: &ListenerConfig, proxy: ListenerProxy) -> std::io::Result<Self> {
+    pub async fn bind(config: &ListenerConfig, serving: Serving) -> std::io::Result<Self> {
         let socket = TcpListener::bind(config.listen).await?;
         let local_addr = socket.local_addr()?;
         Ok(Self {
             name: config.name.clone(),
             local_addr,
             socket,
-            http: Arc::new(http_builder(config)),
-            proxy: Arc::new(proxy),
+            slot: Arc::new(ArcSwap::from_pointee(serving)),
         })
+    }
+
+    /// Where a reload puts this listener's new [`Serving`].
+    pub fn slot(&self) -> ServingSlot {
+        Arc::clone(&self.slot)
     }
 
     /// Accepts until `stop` flips to true; each connection is watched for graceful shutdown.
@@ -65,14 +87,18 @@ impl Listener {
 
     fn spawn_connection(&self, stream: TcpStream, peer: SocketAddr, watcher: Watcher) {
         let _ = stream.set_nodelay(true);
-        let http = Arc::clone(&self.http);
-        let proxy = Arc::clone(&self.proxy);
+        let slot = Arc::clone(&self.slot);
         tokio::spawn(async move {
+            let serving = slot.load_full();
+            // Each request takes the listener's current proxy, so a long-lived keep-alive or h2
+            // connection follows reloads, while a request in flight keeps the one it started on.
             let service = service_fn(move |req| {
-                let proxy = Arc::clone(&proxy);
+                let proxy = Arc::clone(&slot.load().proxy);
                 async move { Ok::<_, Infallible>(proxy.handle(peer, req).await) }
             });
-            let connection = http.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            let connection = serving
+                .http
+                .serve_connection_with_upgrades(TokioIo::new(stream), service);
             if let Err(e) = watcher.watch(connection).await {
                 debug!(%peer, error = %e, "downstream connection ended with an error");
             }

@@ -31,7 +31,7 @@ use crate::config::UpstreamProtocol;
 use crate::headers;
 use crate::local_response::{LocalError, text_response};
 use crate::plugin::{AttemptOutcome, Chain, LocalResponse, RequestState, Step, UpstreamError};
-use crate::upstream::{Cluster, Endpoint, InFlight, UpstreamError as SendError};
+use crate::upstream::{Cluster, Clusters, Endpoint, InFlight, UpstreamError as SendError};
 
 /// Most attempts one request may make, whatever plugins ask.
 const MAX_ATTEMPTS: u32 = 25;
@@ -42,6 +42,8 @@ pub struct ListenerProxy {
     /// The scheme clients used to reach this listener, for `x-forwarded-proto`.
     pub scheme: &'static str,
     pub default_cluster: Option<Arc<Cluster>>,
+    /// Every cluster of the config this listener was built from.
+    pub clusters: Arc<Clusters>,
     pub chain: Arc<Chain>,
     /// Largest body buffered for plugins that read bodies; larger gets 413.
     pub max_buffered_body: usize,
@@ -86,6 +88,7 @@ impl ListenerProxy {
             request_id: request_id.clone(),
             attempt: 0,
             destination: self.default_cluster.clone(),
+            clusters: Arc::clone(&self.clusters),
             timeout: None,
             per_try_timeout: None,
             context: HashMap::new(),

@@ -1,38 +1,26 @@
-//! The process lifecycle: bind everything, serve, and on SIGTERM/SIGINT stop accepting and drain
-//! in-flight requests up to `runtime.drain_timeout`.
+//! The process lifecycle: bind everything, serve, reload on SIGHUP (and file changes and the
+//! admin API, see `reload`), and on SIGTERM/SIGINT stop accepting and drain in-flight requests up
+//! to `runtime.drain_timeout`.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::admin::{self, AdminState};
 use crate::config::Config;
-use crate::listener::Listener;
-use crate::plugin::Plugins;
-use crate::proxy::ListenerProxy;
-use crate::upstream::Clusters;
-
-/// Largest body buffered for plugins that read whole bodies.
-const MAX_BUFFERED_BODY: usize = 1024 * 1024;
-
-/// Largest request body kept so a retry can send it again (Envoy keeps 64 KiB by default too).
-const MAX_REPLAY_BODY: usize = 64 * 1024;
+use crate::reload::{Reloader, StartError};
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("listener {name:?} cannot listen on {addr}: {source}")]
-    Bind {
-        name: String,
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Start(#[from] StartError),
     #[error("admin API cannot listen on {addr}: {source}")]
     AdminBind {
         addr: SocketAddr,
@@ -40,83 +28,88 @@ pub enum ServerError {
     },
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
-    #[error(transparent)]
-    Plugin(#[from] crate::plugin::LoadError),
 }
 
-/// Runs the proxy until SIGTERM or SIGINT, on a runtime sized by `[runtime]`.
-pub fn run(config: Config) -> Result<(), ServerError> {
+/// Runs the proxy until SIGTERM or SIGINT, on a runtime sized by `[runtime]`. `config_path` is
+/// where reloads (file changes, SIGHUP, the admin API) read the config again.
+pub fn run(config: Config, config_path: PathBuf) -> Result<(), ServerError> {
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = config.runtime.worker_threads {
         runtime.worker_threads(n);
     }
     let runtime = runtime.enable_all().build().map_err(ServerError::Runtime)?;
-    runtime.block_on(serve(config, shutdown_signal()))
+    runtime.block_on(serve(config, config_path, shutdown_signal()))
 }
 
 /// Serves `config` until `shutdown` completes, then drains.
-pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+pub async fn serve(
+    config: Config,
+    config_path: PathBuf,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
     let metrics = crate::telemetry::install_metrics();
-    let config = Arc::new(config);
-    let clusters = Arc::new(Clusters::start(&config).await);
-    let plugins = Plugins::load(&config, Arc::clone(&clusters)).await?;
-
-    let admin_socket = TcpListener::bind(config.admin.listen)
-        .await
-        .map_err(|source| ServerError::AdminBind {
-            addr: config.admin.listen,
-            source,
-        })?;
-    let mut listeners = Vec::with_capacity(config.listeners.len());
-    for l in &config.listeners {
-        let proxy = ListenerProxy {
-            listener: l.name.as_str().into(),
-            scheme: "http",
-            default_cluster: l.default_cluster.and_then(|i| clusters.get(i)).cloned(),
-            chain: Arc::new(plugins.chain(&l.plugin_names)),
-            max_buffered_body: MAX_BUFFERED_BODY,
-            max_replay_body: MAX_REPLAY_BODY,
-        };
-        let bound = Listener::bind(l, proxy)
+    let admin_listen = config.admin.listen;
+    let drain_timeout = config.runtime.drain_timeout;
+    let admin_socket =
+        TcpListener::bind(admin_listen)
             .await
-            .map_err(|source| ServerError::Bind {
-                name: l.name.clone(),
-                addr: l.listen,
+            .map_err(|source| ServerError::AdminBind {
+                addr: admin_listen,
                 source,
             })?;
-        listeners.push(bound);
-    }
+    let graceful = Arc::new(GracefulShutdown::new());
+    let reloader = Reloader::start(config, config_path, Arc::clone(&graceful)).await?;
 
     let state = Arc::new(AdminState {
-        config: Arc::clone(&config),
-        clusters: Arc::clone(&clusters),
+        reloader: Arc::clone(&reloader),
         ready: AtomicBool::new(false),
         metrics,
     });
     tokio::spawn(admin::serve(admin_socket, Arc::clone(&state)));
+    tokio::spawn(reload_on_sighup(Arc::clone(&reloader)));
+    crate::watch::spawn(Arc::clone(&reloader));
 
-    let graceful = Arc::new(GracefulShutdown::new());
-    let (stop, stopped) = watch::channel(false);
-    let accept_loops: Vec<_> = listeners
-        .into_iter()
-        .map(|l| tokio::spawn(l.serve(stopped.clone(), Arc::clone(&graceful))))
-        .collect();
     state.ready.store(true, Ordering::Release);
+    let current = reloader.current();
     info!(
-        listeners = config.listeners.len(),
-        clusters = config.clusters.len(),
+        listeners = current.config.listeners.len(),
+        clusters = current.config.clusters.len(),
         "switchyard ready"
     );
+    drop(current);
 
     shutdown.await;
-    info!(drain_timeout = ?config.runtime.drain_timeout, "shutting down: no new connections, draining in-flight requests");
+    info!(
+        ?drain_timeout,
+        "shutting down: no new connections, draining in-flight requests"
+    );
     state.ready.store(false, Ordering::Release);
-    let _ = stop.send(true);
-    for accept_loop in accept_loops {
-        let _ = accept_loop.await;
-    }
-    drain(graceful, config.runtime.drain_timeout).await;
+    reloader.stop_listeners().await;
+    drop(state);
+    drop(reloader);
+    drain(graceful, drain_timeout).await;
     Ok(())
+}
+
+/// SIGHUP reloads the config, as it does for nginx and HAProxy.
+async fn reload_on_sighup(reloader: Arc<Reloader>) {
+    #[cfg(unix)]
+    {
+        let mut hangups =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(error = %e, "cannot listen for SIGHUP; reload with the admin API");
+                    return;
+                }
+            };
+        while hangups.recv().await.is_some() {
+            info!("received SIGHUP: reloading");
+            let _ = reloader.reload("SIGHUP").await;
+        }
+    }
+    #[cfg(not(unix))]
+    drop(reloader);
 }
 
 async fn drain(graceful: Arc<GracefulShutdown>, deadline: std::time::Duration) {

@@ -291,7 +291,9 @@ fn claim_holds(claim: Option<&serde_json::Value>, wanted: &str) -> bool {
             s == wanted || s.split(' ').any(|part| part == wanted)
         }
         Some(serde_json::Value::Array(items)) => items.iter().any(|i| i.as_str() == Some(wanted)),
-        Some(other) => wanted.parse::<serde_json::Value>().is_ok_and(|w| &w == other),
+        Some(other) => wanted
+            .parse::<serde_json::Value>()
+            .is_ok_and(|w| &w == other),
         None => false,
     }
 }

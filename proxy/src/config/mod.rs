@@ -42,6 +42,18 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    /// Bearer token the mutating endpoints (reload, plugin swap) require; the
+    /// `SWITCHYARD_ADMIN_TOKEN` environment variable is used when absent. Never shown.
+    #[serde(serialize_with = "redacted")]
+    pub token: Option<String>,
+}
+
+/// Shows that a secret is set without showing it.
+fn redacted<S: serde::Serializer>(secret: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match secret {
+        Some(_) => s.serialize_str("<redacted>"),
+        None => s.serialize_none(),
+    }
 }
 
 /// `[runtime]`: process-wide settings.

@@ -24,6 +24,7 @@ pub struct RawConfig {
 #[derive(Debug, Deserialize)]
 pub struct RawAdmin {
     pub listen: Option<Spanned<String>>,
+    pub token: Option<Spanned<String>>,
 }
 
 /// `[runtime]`

@@ -98,7 +98,21 @@ fn admin(raw: &RawConfig, d: &mut Diagnostics<'_>) -> AdminConfig {
         .as_ref()
         .and_then(|a| a.get_ref().listen.as_ref())
         .map_or(default, |l| socket_addr(l, "admin.listen", d));
-    AdminConfig { listen }
+    let token = raw
+        .admin
+        .as_ref()
+        .and_then(|a| a.get_ref().token.as_ref())
+        .map(|t| t.get_ref().clone());
+    if let Some(token) = raw.admin.as_ref().and_then(|a| a.get_ref().token.as_ref())
+        && token.get_ref().trim().len() < 16
+    {
+        d.error(
+            token.span(),
+            "admin.token",
+            "the token is too short: use at least 16 characters",
+        );
+    }
+    AdminConfig { listen, token }
 }
 
 fn runtime(raw: &RawConfig, d: &mut Diagnostics<'_>) -> RuntimeConfig {

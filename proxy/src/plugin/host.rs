@@ -29,6 +29,9 @@ pub struct RequestState {
     pub request_id: HeaderValue,
     pub attempt: u32,
     pub destination: Option<Arc<Cluster>>,
+    /// The clusters of the config this request started on: destinations and callouts resolve
+    /// here, so a reload mid-request never mixes two configs.
+    pub clusters: Arc<Clusters>,
     pub timeout: Option<Duration>,
     pub per_try_timeout: Option<Duration>,
     pub context: HashMap<String, Vec<u8>>,
@@ -44,7 +47,6 @@ pub struct RequestState {
 pub struct PluginEnv {
     pub name: Arc<str>,
     pub shared: Arc<SharedState>,
-    pub clusters: Arc<Clusters>,
     pub time_limit: Duration,
     pub memory_limit: usize,
 }
@@ -63,9 +65,14 @@ pub struct HostState {
     pub memory_high_water: usize,
     /// A CPU limit that replaces the plugin's while set (init gets longer than a hook).
     pub time_limit_override: Option<Duration>,
-    hook_started: Instant,
-    /// Time spent waiting on async host calls (callouts) in this hook; not CPU time.
-    waited: Duration,
+    /// CPU time the hook is known to have used before the current stretch of running (a hook
+    /// runs in stretches between async host calls, possibly on different threads).
+    cpu_before: Duration,
+    /// When the current stretch started running.
+    stretch_started: Instant,
+    /// The thread's CPU clock at the stretch's first deadline check; read lazily, so a hook that
+    /// finishes within one epoch tick (nearly all) never pays for the clock.
+    stretch_cpu_base: Option<Duration>,
     /// Handles of the plugin's own metrics, so a hot metric update is one hash lookup rather than
     /// building a name and labels and looking them up in the registry.
     metric_handles: HashMap<MetricKey, MetricHandle>,
@@ -99,8 +106,9 @@ impl HostState {
             out_of_memory: false,
             memory_high_water: 0,
             time_limit_override: None,
-            hook_started: Instant::now(),
-            waited: Duration::ZERO,
+            cpu_before: Duration::ZERO,
+            stretch_started: Instant::now(),
+            stretch_cpu_base: None,
             metric_handles: HashMap::new(),
         }
     }
@@ -131,8 +139,7 @@ impl HostState {
         store.limiter(|state| state);
         store.epoch_deadline_callback(|mut ctx: StoreContextMut<'_, Self>| {
             let state = ctx.data_mut();
-            let used = state.hook_started.elapsed().saturating_sub(state.waited);
-            if used >= state.time_limit_override.unwrap_or(state.env.time_limit) {
+            if state.cpu_used() >= state.time_limit_override.unwrap_or(state.env.time_limit) {
                 state.timed_out = true;
                 Ok(UpdateDeadline::Interrupt)
             } else {
@@ -141,11 +148,45 @@ impl HostState {
         });
     }
 
+    /// CPU time this hook has used, measured with the thread's CPU clock, so a busy or
+    /// overcommitted machine that keeps the thread waiting does not count against the plugin.
+    /// Called on the thread running the hook, once per epoch tick while it runs.
+    fn cpu_used(&mut self) -> Duration {
+        let now = thread_cpu_time();
+        match self.stretch_cpu_base {
+            Some(base) => self.cpu_before + now.saturating_sub(base),
+            None => {
+                // Before the first check the clock was not read: count the wall time of the
+                // stretch so far, but at most one tick (the check comes about a tick after the
+                // stretch starts if the thread was running).
+                self.cpu_before += self
+                    .stretch_started
+                    .elapsed()
+                    .min(super::engine::EPOCH_TICK);
+                self.stretch_cpu_base = Some(now);
+                self.cpu_before
+            }
+        }
+    }
+
+    /// Closes the current stretch before the hook waits on the host (a callout).
+    fn pause_cpu_clock(&mut self) {
+        if let Some(base) = self.stretch_cpu_base.take() {
+            self.cpu_before += thread_cpu_time().saturating_sub(base);
+        }
+    }
+
+    /// Opens a new stretch after waiting, possibly on another thread.
+    fn resume_cpu_clock(&mut self) {
+        self.stretch_started = Instant::now();
+        self.stretch_cpu_base = None;
+    }
+
     /// Starts the CPU clock for one hook call.
     pub fn start_hook(&mut self, request: Option<Box<RequestState>>) {
         self.request = request;
-        self.hook_started = Instant::now();
-        self.waited = Duration::ZERO;
+        self.cpu_before = Duration::ZERO;
+        self.resume_cpu_clock();
     }
 
     fn req(&self) -> Option<&RequestState> {
@@ -399,8 +440,8 @@ impl properties::Host for HostState {
 impl routing::Host for HostState {
     fn set_destination(&mut self, cluster: String) -> Result<(), String> {
         let plugin = Arc::clone(&self.env.name);
-        let found = self.env.clusters.by_name(&cluster).cloned();
         let req = self.req_mut().ok_or(NO_REQUEST)?;
+        let found = req.clusters.by_name(&cluster).cloned();
         match found {
             Some(found) => {
                 req.destination = Some(found);
@@ -549,12 +590,24 @@ impl wit_http::Host for HostState {
         cluster: String,
         request: HttpRequest,
     ) -> Result<HttpResponse, HttpCallError> {
-        let started = Instant::now();
-        let result = callout::call(&self.env.clusters, &cluster, request).await;
+        let Some(clusters) = self.request.as_ref().map(|r| Arc::clone(&r.clusters)) else {
+            return Err(HttpCallError::UnknownCluster);
+        };
         // Waiting for the network is not the plugin's CPU time.
-        self.waited += started.elapsed();
+        self.pause_cpu_clock();
+        let result = callout::call(&clusters, &cluster, request).await;
+        self.resume_cpu_clock();
         result
     }
 }
 
 impl types::Host for HostState {}
+
+/// CPU time the calling thread has used.
+fn thread_cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
+}

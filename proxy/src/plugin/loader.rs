@@ -71,35 +71,58 @@ const MAGIC: &[u8; 4] = b"\0asm";
 const CORE_MODULE: [u8; 4] = [1, 0, 0, 0];
 const COMPONENT: [u8; 4] = [0x0d, 0, 1, 0];
 
-/// Loads one plugin and starts its first instance.
+/// Everything one load needs.
+pub struct Load<'a> {
+    pub engine: &'a Engine,
+    pub linker: &'a Linker<HostState>,
+    pub cache: &'a CompileCache,
+    pub config: &'a PluginConfig,
+    pub bytes: &'a [u8],
+    pub sha256: String,
+    pub fingerprint: String,
+}
+
+/// Reads the plugin's file.
+pub fn read(config: &PluginConfig) -> Result<Vec<u8>, LoadError> {
+    std::fs::read(&config.path).map_err(|source| LoadError::Read {
+        plugin: config.name.clone(),
+        path: config.path.clone(),
+        source,
+    })
+}
+
+/// The binary's sha256, if the config's `sha256` pin (when there is one) allows it.
+pub fn check_pin(config: &PluginConfig, bytes: &[u8]) -> Result<String, LoadError> {
+    let sha256 = hex(&Sha256::digest(bytes));
+    match &config.sha256 {
+        Some(expected) if *expected != sha256 => Err(LoadError::Sha256Mismatch {
+            plugin: config.name.clone(),
+            path: config.path.clone(),
+            expected: expected.clone(),
+            actual: sha256,
+        }),
+        _ => Ok(sha256),
+    }
+}
+
+/// Compiles (or loads from cache) and links one plugin, and starts its first instance.
 pub async fn load(
-    engine: &Engine,
-    linker: &Linker<HostState>,
-    cache: &CompileCache,
-    config: &PluginConfig,
+    load: Load<'_>,
     env: Arc<PluginEnv>,
     max_live: usize,
 ) -> Result<Plugin, LoadError> {
+    let Load {
+        engine,
+        linker,
+        cache,
+        config,
+        bytes,
+        sha256,
+        fingerprint,
+    } = load;
     let plugin = config.name.clone();
     let path = config.path.clone();
-    let bytes = std::fs::read(&path).map_err(|source| LoadError::Read {
-        plugin: plugin.clone(),
-        path: path.clone(),
-        source,
-    })?;
-    let sha256 = hex(&Sha256::digest(&bytes));
-    if let Some(expected) = &config.sha256
-        && *expected != sha256
-    {
-        return Err(LoadError::Sha256Mismatch {
-            plugin,
-            path,
-            expected: expected.clone(),
-            actual: sha256,
-        });
-    }
-
-    let component_bytes = as_component(&bytes, &plugin, &path)?;
+    let component_bytes = as_component(bytes, &plugin, &path)?;
     let component = cache
         .component(engine, &component_bytes)
         .map_err(|e| LoadError::Compile {
@@ -129,7 +152,7 @@ pub async fn load(
         reason: e.to_string(),
     })?;
     pool.checkin_fresh(first);
-    Ok(Plugin::new(config, sha256, pool, interest))
+    Ok(Plugin::new(config, sha256, fingerprint, pool, interest))
 }
 
 /// The bytes as a component: as they are, or componentized from a core module that carries

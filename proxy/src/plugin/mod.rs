@@ -11,6 +11,7 @@ mod host;
 mod instance;
 mod loader;
 mod shared;
+mod stats;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,9 +32,9 @@ use engine::CompileCache;
 use host::{HostState, PluginEnv};
 use instance::{HookCall, InstancePool};
 use shared::SharedState;
+pub use stats::PluginStats;
 
 use crate::config::{Config, OnError, PluginConfig};
-use crate::upstream::Clusters;
 
 /// The hooks, for metrics and for remembering which ones a plugin does not implement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +78,12 @@ pub struct Plugin {
     pub name: Arc<str>,
     pub sha256: String,
     pub on_error: OnError,
+    /// The file the binary came from (or was swapped in for).
+    pub path: std::path::PathBuf,
+    pub loaded_at: std::time::SystemTime,
+    /// Calls, failures and hook time, for the admin API.
+    pub stats: stats::PluginStats,
+    fingerprint: String,
     pool: InstancePool,
     /// Hooks the plugin does not implement (learned from its first answer) or did not ask for.
     skipped: AtomicU8,
@@ -93,6 +100,7 @@ impl Plugin {
     fn new(
         config: &PluginConfig,
         sha256: String,
+        fingerprint: String,
         pool: InstancePool,
         interest: BodyInterest,
     ) -> Self {
@@ -123,6 +131,10 @@ impl Plugin {
             name,
             sha256,
             on_error: config.on_error,
+            path: config.path.clone(),
+            loaded_at: std::time::SystemTime::now(),
+            stats: stats::PluginStats::default(),
+            fingerprint,
             pool,
             skipped: AtomicU8::new(skipped),
             metrics,
@@ -147,8 +159,10 @@ impl Plugin {
         let started = Instant::now();
         let (state, result) = self.pool.call(state, call).await;
         let i = hook as usize;
+        let took = started.elapsed();
         self.metrics.calls[i].increment(1);
-        self.metrics.durations[i].record(started.elapsed().as_secs_f64());
+        self.metrics.durations[i].record(took.as_secs_f64());
+        self.stats.record(took, result.is_err());
         if let Err(e) = &result
             && let Some(counter) = self.metrics.errors.get(e.kind())
         {
@@ -165,11 +179,48 @@ pub struct Plugins {
 }
 
 impl Plugins {
-    /// Loads every `[[plugin]]`; the first failure refuses the whole set.
-    pub async fn load(config: &Config, clusters: Arc<Clusters>) -> Result<Self, LoadError> {
-        if config.plugins.is_empty() {
-            return Ok(Self::default());
-        }
+    /// Loads every `[[plugin]]` of `config` once (benches and one-shot tools); a proxy that
+    /// reloads keeps a [`PluginRuntime`] instead.
+    pub async fn load(config: &Config) -> Result<Self, LoadError> {
+        let runtime = PluginRuntime::new(config)?;
+        runtime
+            .load(config, &Plugins::default(), &HashMap::new())
+            .await
+    }
+
+    /// The chain of plugins named (in order) by a listener.
+    pub fn chain(&self, names: &[String]) -> Chain {
+        Chain::new(
+            names
+                .iter()
+                .filter_map(|n| self.by_name.get(n).cloned())
+                .collect(),
+        )
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Plugin>> {
+        self.by_name.get(name)
+    }
+
+    /// Every plugin, by name.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Plugin>> {
+        let mut all: Vec<&Arc<Plugin>> = self.by_name.values().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all.into_iter()
+    }
+}
+
+/// What outlives one config: the engine, the host functions, the compiled-code cache, and each
+/// plugin's shared state (so a reload does not empty rate-limit buckets or caches).
+pub struct PluginRuntime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache: CompileCache,
+    shared: std::sync::Mutex<HashMap<String, Arc<SharedState>>>,
+}
+
+impl PluginRuntime {
+    pub fn new(config: &Config) -> Result<Self, LoadError> {
         let engine = runtime_engine().map_err(|e| LoadError::Compile {
             plugin: String::new(),
             path: Default::default(),
@@ -182,35 +233,105 @@ impl Plugins {
                 path: Default::default(),
                 reason: format!("cannot link the host functions: {e:#}"),
             })?;
-        let cache = CompileCache::new(&config.runtime.plugin_cache);
+        Ok(Self {
+            engine,
+            linker,
+            cache: CompileCache::new(&config.runtime.plugin_cache),
+            shared: std::sync::Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Loads every `[[plugin]]` of `config`. A plugin whose binary, config, limits and failure
+    /// policy are unchanged from `previous` is kept as it is (warm instances, counters);
+    /// `overrides` replaces a plugin's binary (a runtime swap). The first failure refuses the
+    /// whole set, so nothing is half-applied.
+    pub async fn load(
+        &self,
+        config: &Config,
+        previous: &Plugins,
+        overrides: &HashMap<String, Vec<u8>>,
+    ) -> Result<Plugins, LoadError> {
         let mut by_name = HashMap::new();
         for p in &config.plugins {
-            let env = Arc::new(PluginEnv {
-                name: p.name.as_str().into(),
-                // Each plugin has its own namespace: two ratelimit plugins keyed by the same
-                // header must not drain each other's buckets.
-                shared: Arc::new(SharedState::default()),
-                clusters: Arc::clone(&clusters),
-                time_limit: p.time_limit,
-                memory_limit: p.memory_limit,
-            });
+            let bytes = match overrides.get(&p.name) {
+                Some(bytes) => bytes.clone(),
+                None => loader::read(p)?,
+            };
+            let sha256 = loader::check_pin(p, &bytes)?;
+            let fingerprint = fingerprint(p, &sha256);
+            if let Some(kept) = previous
+                .get(&p.name)
+                .filter(|old| old.fingerprint == fingerprint)
+            {
+                by_name.insert(p.name.clone(), Arc::clone(kept));
+                continue;
+            }
             let max_live = engine::instances_per_plugin(config.plugins.len());
-            let plugin = loader::load(&engine, &linker, &cache, p, env, max_live).await?;
+            let plugin = self
+                .load_one(p, &bytes, sha256, fingerprint, max_live)
+                .await?;
             tracing::info!(plugin = %p.name, path = %p.path.display(), sha256 = %plugin.sha256, "plugin loaded");
             by_name.insert(p.name.clone(), Arc::new(plugin));
         }
-        Ok(Self { by_name })
+        Ok(Plugins { by_name })
     }
 
-    /// The chain of plugins named (in order) by a listener.
-    pub fn chain(&self, names: &[String]) -> Chain {
-        Chain::new(
-            names
-                .iter()
-                .filter_map(|n| self.by_name.get(n).cloned())
-                .collect(),
-        )
+    /// Checks that `bytes` would load as plugin `config` (pin, compile, link, `init` with its
+    /// config) without keeping it: a bad swap is refused before anything changes. Returns the
+    /// binary's sha256.
+    pub async fn check(&self, config: &PluginConfig, bytes: &[u8]) -> Result<String, LoadError> {
+        let sha256 = loader::check_pin(config, bytes)?;
+        let fingerprint = fingerprint(config, &sha256);
+        self.load_one(config, bytes, sha256.clone(), fingerprint, 1)
+            .await?;
+        Ok(sha256)
     }
+
+    async fn load_one(
+        &self,
+        config: &PluginConfig,
+        bytes: &[u8],
+        sha256: String,
+        fingerprint: String,
+        max_live: usize,
+    ) -> Result<Plugin, LoadError> {
+        let shared = Arc::clone(
+            self.shared
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .entry(config.name.clone())
+                .or_default(),
+        );
+        let env = Arc::new(PluginEnv {
+            name: config.name.as_str().into(),
+            // Each plugin has its own namespace: two ratelimit plugins keyed by the same header
+            // must not drain each other's buckets.
+            shared,
+            time_limit: config.time_limit,
+            memory_limit: config.memory_limit,
+        });
+        let load = loader::Load {
+            engine: &self.engine,
+            linker: &self.linker,
+            cache: &self.cache,
+            config,
+            bytes,
+            sha256,
+            fingerprint,
+        };
+        loader::load(load, env, max_live).await
+    }
+}
+
+/// What decides whether a loaded plugin can be kept across a reload.
+fn fingerprint(config: &PluginConfig, sha256: &str) -> String {
+    format!(
+        "{sha256} {:?} {:?} {} {}",
+        config.on_error,
+        config.time_limit,
+        config.memory_limit,
+        serde_json::to_string(&config.config).unwrap_or_default()
+    )
 }
 
 /// One engine per process: compiled code and the epoch ticker are shared by every plugin.

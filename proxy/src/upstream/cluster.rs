@@ -30,8 +30,9 @@ struct EndpointSet {
 }
 
 impl Cluster {
-    fn new(config: ClusterConfig, resolved: &Resolved) -> Self {
-        let set = build_set(&config, resolved, &[]);
+    /// A cluster with these endpoints; those also in `previous` keep their pools.
+    fn new(config: ClusterConfig, resolved: &Resolved, previous: &[Arc<Endpoint>]) -> Self {
+        let set = build_set(&config, resolved, previous);
         Self {
             config,
             endpoints: ArcSwap::from_pointee(set),
@@ -127,10 +128,26 @@ impl Clusters {
     /// Resolves every cluster's endpoints and starts its background upkeep (DNS refresh, idle
     /// connection eviction). The tasks end when the cluster is dropped.
     pub async fn start(config: &Config) -> Self {
+        Self::start_from(config, &Self::default()).await
+    }
+
+    /// Like [`Clusters::start`], for a reload: a cluster whose config is unchanged is kept as
+    /// it is (endpoints, pools, balancer state); a changed one keeps the pooled connections of
+    /// the endpoints it still has, as long as its connection settings are the same.
+    pub async fn start_from(config: &Config, previous: &Clusters) -> Self {
         let mut clusters = Vec::with_capacity(config.clusters.len());
         for c in &config.clusters {
+            let before = previous.by_name(&c.name);
+            if let Some(same) = before.filter(|b| same_config(&b.config, c)) {
+                clusters.push(Arc::clone(same));
+                continue;
+            }
             let resolved = discovery::resolve(c).await.unwrap_or_default();
-            let cluster = Arc::new(Cluster::new(c.clone(), &resolved));
+            let reusable: Vec<Arc<Endpoint>> = before
+                .filter(|b| PoolSettings::from(&b.config) == PoolSettings::from(c))
+                .map(|b| b.endpoints.load().endpoints.clone())
+                .unwrap_or_default();
+            let cluster = Arc::new(Cluster::new(c.clone(), &resolved, &reusable));
             spawn_upkeep(Arc::downgrade(&cluster));
             clusters.push(cluster);
         }
@@ -148,6 +165,10 @@ impl Clusters {
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Cluster>> {
         self.clusters.iter()
     }
+}
+
+fn same_config(a: &ClusterConfig, b: &ClusterConfig) -> bool {
+    serde_json::to_value(a).ok() == serde_json::to_value(b).ok()
 }
 
 fn spawn_upkeep(cluster: Weak<Cluster>) {
@@ -220,7 +241,7 @@ mod tests {
 
     #[test]
     fn a_discovery_change_keeps_the_endpoints_that_stay() {
-        let cluster = Cluster::new(config(), &[(addr(1), 1), (addr(2), 1)].into());
+        let cluster = Cluster::new(config(), &[(addr(1), 1), (addr(2), 1)].into(), &[]);
         let staying = endpoint(&cluster, addr(2)).unwrap();
 
         cluster.update(&[(addr(2), 1), (addr(3), 1)].into());
@@ -235,7 +256,7 @@ mod tests {
 
     #[test]
     fn a_weight_change_keeps_the_connection_pool() {
-        let cluster = Cluster::new(config(), &[(addr(1), 1)].into());
+        let cluster = Cluster::new(config(), &[(addr(1), 1)].into(), &[]);
         let before = endpoint(&cluster, addr(1)).unwrap();
 
         cluster.update(&[(addr(1), 5)].into());
@@ -247,7 +268,7 @@ mod tests {
 
     #[test]
     fn an_empty_cluster_picks_nothing() {
-        let cluster = Cluster::new(config(), &Resolved::new());
+        let cluster = Cluster::new(config(), &Resolved::new(), &[]);
         assert!(cluster.pick(None).is_none());
     }
 }

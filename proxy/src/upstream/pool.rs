@@ -51,7 +51,7 @@ impl UpstreamError {
 }
 
 /// How a pool connects and how long it keeps idle connections.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PoolSettings {
     pub protocol: UpstreamProtocol,
     pub connect_timeout: Duration,

@@ -1,0 +1,418 @@
+//! Changing the running proxy without failing a request: a new config (or plugin binary) is
+//! read, validated, resolved, compiled and bound off the request path, then swapped in whole.
+//! Requests in flight finish on the state they started with; anything invalid is refused whole
+//! and the old state keeps serving.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use hyper_util::server::graceful::GracefulShutdown;
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::config::{Config, ListenerConfig};
+use crate::listener::{Listener, Serving, ServingSlot};
+use crate::plugin::{PluginRuntime, Plugins};
+use crate::proxy::ListenerProxy;
+use crate::upstream::Clusters;
+
+/// Largest body buffered for plugins that read whole bodies.
+const MAX_BUFFERED_BODY: usize = 1024 * 1024;
+
+/// Largest request body kept so a retry can send it again (Envoy keeps 64 KiB by default too).
+const MAX_REPLAY_BODY: usize = 64 * 1024;
+
+/// One consistent state: the config and everything built from it.
+pub struct Snapshot {
+    /// 1 at start, +1 per applied reload.
+    pub version: u64,
+    pub config: Arc<Config>,
+    pub clusters: Arc<Clusters>,
+    pub plugins: Arc<Plugins>,
+}
+
+/// The outcome of the last reload, for `GET /status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReloadStatus {
+    pub version: u64,
+    /// "none" until the first reload, then "ok" or "error".
+    pub last_result: &'static str,
+    pub last_error: Option<String>,
+    /// What asked for it: "file", "SIGHUP", "admin", "plugin swap".
+    pub last_trigger: Option<String>,
+    /// Unix seconds.
+    pub last_at: Option<u64>,
+}
+
+/// A listener that is accepting.
+struct Running {
+    listen: SocketAddr,
+    slot: ServingSlot,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// A plugin binary swapped in at run time, kept until its file on disk changes.
+struct Override {
+    bytes: Vec<u8>,
+    /// The sha256 of the plugin's file when the swap was made.
+    file_sha256: Option<String>,
+}
+
+/// The state only reloads touch, one reload at a time.
+struct Live {
+    listeners: HashMap<String, Running>,
+    overrides: HashMap<String, Override>,
+}
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("listener {name:?} cannot listen on {addr}: {source}")]
+    Bind {
+        name: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Plugin(#[from] crate::plugin::LoadError),
+}
+
+/// Owns the running state and every way of changing it.
+pub struct Reloader {
+    config_path: PathBuf,
+    plugin_runtime: PluginRuntime,
+    current: ArcSwap<Snapshot>,
+    status: Mutex<ReloadStatus>,
+    live: tokio::sync::Mutex<Live>,
+    /// Weak: shutdown takes the only strong reference to drain connections.
+    graceful: Weak<GracefulShutdown>,
+    /// The content hash of the config file and every plugin file the state was built from, so
+    /// the file watcher reloads only when something it depends on really changed.
+    inputs_hash: Mutex<String>,
+}
+
+impl Reloader {
+    /// Builds the first state from `config` and starts its listeners; any failure is fatal.
+    pub async fn start(
+        config: Config,
+        config_path: PathBuf,
+        graceful: Arc<GracefulShutdown>,
+    ) -> Result<Arc<Self>, StartError> {
+        let plugin_runtime = PluginRuntime::new(&config)?;
+        let clusters = Arc::new(Clusters::start(&config).await);
+        let plugins = Arc::new(
+            plugin_runtime
+                .load(&config, &Plugins::default(), &HashMap::new())
+                .await?,
+        );
+        let mut listeners = HashMap::new();
+        let mut bound = Vec::new();
+        for l in &config.listeners {
+            let serving = serving(l, &clusters, &plugins);
+            let listener = Listener::bind(l, serving)
+                .await
+                .map_err(|source| StartError::Bind {
+                    name: l.name.clone(),
+                    addr: l.listen,
+                    source,
+                })?;
+            bound.push((l.listen, listener));
+        }
+        for (listen, listener) in bound {
+            let name = listener.name.clone();
+            listeners.insert(name, spawn(listen, listener, &graceful));
+        }
+        let inputs_hash = inputs_hash(&config_path, &config);
+        let snapshot = Snapshot {
+            version: 1,
+            config: Arc::new(config),
+            clusters,
+            plugins,
+        };
+        Ok(Arc::new(Self {
+            config_path,
+            plugin_runtime,
+            current: ArcSwap::from_pointee(snapshot),
+            status: Mutex::new(ReloadStatus {
+                version: 1,
+                last_result: "none",
+                last_error: None,
+                last_trigger: None,
+                last_at: None,
+            }),
+            live: tokio::sync::Mutex::new(Live {
+                listeners,
+                overrides: HashMap::new(),
+            }),
+            graceful: Arc::downgrade(&graceful),
+            inputs_hash: Mutex::new(inputs_hash),
+        }))
+    }
+
+    /// The state new requests are served with.
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    pub fn status(&self) -> ReloadStatus {
+        lock(&self.status).clone()
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// Whether the config file or a plugin file differs from what the state was built from.
+    pub fn inputs_changed(&self) -> bool {
+        let config = self.current().config.clone();
+        inputs_hash(&self.config_path, &config) != *lock(&self.inputs_hash)
+    }
+
+    /// Reads the config file again and applies it.
+    pub async fn reload(&self, trigger: &str) -> Result<u64, String> {
+        let mut live = self.live.lock().await;
+        let result = match crate::config::load(&self.config_path) {
+            Ok(config) => self.apply(&mut live, config).await,
+            Err(errors) => Err(errors.to_string()),
+        };
+        self.record(trigger, &result);
+        result
+    }
+
+    /// Replaces plugin `name`'s binary with `bytes` (checked first: it must load, pass its own
+    /// config check and match any sha256 pin), keeping everything else. Returns the new sha256.
+    pub async fn swap_plugin(&self, name: &str, bytes: Vec<u8>) -> Result<String, SwapError> {
+        let mut live = self.live.lock().await;
+        let config = Config::clone(&self.current().config);
+        let Some(plugin) = config.plugins.iter().find(|p| p.name == name) else {
+            return Err(SwapError::NoSuchPlugin(name.to_owned()));
+        };
+        let sha256 = self
+            .plugin_runtime
+            .check(plugin, &bytes)
+            .await
+            .map_err(|e| SwapError::Refused(e.to_string()));
+        let sha256 = match sha256 {
+            Ok(sha256) => sha256,
+            Err(e) => {
+                self.record("plugin swap", &Err(e.to_string()));
+                return Err(e);
+            }
+        };
+        let file_sha256 = std::fs::read(&plugin.path)
+            .ok()
+            .map(|b| hex(&Sha256::digest(b)));
+        live.overrides
+            .insert(name.to_owned(), Override { bytes, file_sha256 });
+        let result = self.apply(&mut live, config).await;
+        self.record("plugin swap", &result);
+        match result {
+            Ok(_) => Ok(sha256),
+            Err(e) => {
+                live.overrides.remove(name);
+                Err(SwapError::Refused(e))
+            }
+        }
+    }
+
+    /// Builds everything for `config` and swaps it in, or changes nothing.
+    async fn apply(&self, live: &mut Live, config: Config) -> Result<u64, String> {
+        let Some(graceful) = self.graceful.upgrade() else {
+            return Err("shutting down; not reloading".into());
+        };
+        let old = self.current();
+        warn_about_restart_only_changes(&old.config, &config);
+        // A swapped-in binary stays until its plugin's file changes (or the plugin goes).
+        live.overrides.retain(|name, o| {
+            config.plugins.iter().any(|p| {
+                p.name == *name
+                    && std::fs::read(&p.path).ok().map(|b| hex(&Sha256::digest(b))) == o.file_sha256
+            })
+        });
+        let overrides: HashMap<String, Vec<u8>> = live
+            .overrides
+            .iter()
+            .map(|(name, o)| (name.clone(), o.bytes.clone()))
+            .collect();
+
+        let clusters = Arc::new(Clusters::start_from(&config, &old.clusters).await);
+        let plugins = Arc::new(
+            self.plugin_runtime
+                .load(&config, &old.plugins, &overrides)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+
+        // Bind what is new before touching what runs, so a taken port refuses the reload whole.
+        let mut fresh = Vec::new();
+        for l in &config.listeners {
+            let kept = live
+                .listeners
+                .get(&l.name)
+                .is_some_and(|r| r.listen == l.listen);
+            if !kept {
+                let listener = Listener::bind(l, serving(l, &clusters, &plugins))
+                    .await
+                    .map_err(|e| {
+                        format!("listener {:?} cannot listen on {}: {e}", l.name, l.listen)
+                    })?;
+                fresh.push((l.listen, listener));
+            }
+        }
+
+        // Commit: from here on nothing fails.
+        let version = old.version + 1;
+        for l in &config.listeners {
+            if let Some(running) = live.listeners.get(&l.name)
+                && running.listen == l.listen
+            {
+                running
+                    .slot
+                    .store(Arc::new(serving(l, &clusters, &plugins)));
+            }
+        }
+        let wanted: HashMap<&str, SocketAddr> = config
+            .listeners
+            .iter()
+            .map(|l| (l.name.as_str(), l.listen))
+            .collect();
+        let gone: Vec<String> = live
+            .listeners
+            .iter()
+            .filter(|(name, r)| wanted.get(name.as_str()) != Some(&r.listen))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in gone {
+            if let Some(running) = live.listeners.remove(&name) {
+                info!(listener = %name, "listener removed; its open connections finish");
+                let _ = running.stop.send(true);
+            }
+        }
+        for (listen, listener) in fresh {
+            let name = listener.name.clone();
+            live.listeners
+                .insert(name, spawn(listen, listener, &graceful));
+        }
+        *lock(&self.inputs_hash) = inputs_hash(&self.config_path, &config);
+        self.current.store(Arc::new(Snapshot {
+            version,
+            config: Arc::new(config),
+            clusters,
+            plugins,
+        }));
+        Ok(version)
+    }
+
+    fn record(&self, trigger: &str, result: &Result<u64, String>) {
+        let mut status = lock(&self.status);
+        status.last_trigger = Some(trigger.to_owned());
+        status.last_at = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_secs());
+        match result {
+            Ok(version) => {
+                info!(trigger, version, "config applied");
+                status.version = *version;
+                status.last_result = "ok";
+                status.last_error = None;
+                metrics::counter!("switchyard_config_reload_total", "result" => "ok").increment(1);
+            }
+            Err(error) => {
+                warn!(
+                    trigger,
+                    "reload refused; still serving the previous config:\n{error}"
+                );
+                status.last_result = "error";
+                status.last_error = Some(error.clone());
+                metrics::counter!("switchyard_config_reload_total", "result" => "error")
+                    .increment(1);
+            }
+        }
+    }
+
+    /// Stops every listener accepting (for shutdown) and waits for the accept loops to end.
+    pub async fn stop_listeners(&self) {
+        let mut live = self.live.lock().await;
+        let running: Vec<Running> = live.listeners.drain().map(|(_, r)| r).collect();
+        for r in &running {
+            let _ = r.stop.send(true);
+        }
+        for r in running {
+            let _ = r.task.await;
+        }
+    }
+}
+
+/// Why a plugin swap was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SwapError {
+    #[error("no plugin is named {0:?} in the running config")]
+    NoSuchPlugin(String),
+    #[error("{0}")]
+    Refused(String),
+}
+
+fn serving(l: &ListenerConfig, clusters: &Arc<Clusters>, plugins: &Plugins) -> Serving {
+    let proxy = ListenerProxy {
+        listener: l.name.as_str().into(),
+        scheme: "http",
+        default_cluster: l.default_cluster.and_then(|i| clusters.get(i)).cloned(),
+        clusters: Arc::clone(clusters),
+        chain: Arc::new(plugins.chain(&l.plugin_names)),
+        max_buffered_body: MAX_BUFFERED_BODY,
+        max_replay_body: MAX_REPLAY_BODY,
+    };
+    Serving::new(l, proxy)
+}
+
+fn spawn(listen: SocketAddr, listener: Listener, graceful: &Arc<GracefulShutdown>) -> Running {
+    let (stop, stopped) = watch::channel(false);
+    let slot = listener.slot();
+    let task = tokio::spawn(listener.serve(stopped, Arc::clone(graceful)));
+    Running {
+        listen,
+        slot,
+        stop,
+        task,
+    }
+}
+
+/// Settings read once at start-up; a reload that changes them says so instead of pretending.
+fn warn_about_restart_only_changes(old: &Config, new: &Config) {
+    if old.admin.listen != new.admin.listen {
+        warn!(old = %old.admin.listen, new = %new.admin.listen, "admin.listen changes only on restart");
+    }
+    if old.runtime.worker_threads != new.runtime.worker_threads {
+        warn!("runtime.worker_threads changes only on restart");
+    }
+}
+
+/// A hash of the config file's bytes and every plugin file's bytes (through symlinks, so a
+/// Kubernetes ConfigMap's `..data` swap counts as a change).
+fn inputs_hash(config_path: &Path, config: &Config) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(std::fs::read(config_path).unwrap_or_default());
+    for p in &config.plugins {
+        hasher.update(p.path.as_os_str().as_encoded_bytes());
+        hasher.update(std::fs::read(&p.path).unwrap_or_default());
+    }
+    hex(&hasher.finalize())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
