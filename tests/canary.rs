@@ -103,12 +103,30 @@ async fn the_sticky_header_stays_on_one_backend() {
 }
 
 #[tokio::test]
-async fn weights_of_100_0_send_everything_to_v1() {
-    let (proxy, _v1, _v2) = canary_proxy(|c| {
-        c.replace("weight = 80", "weight = 100")
-            .replace("weight = 20", "weight = 0")
+async fn weights_changed_to_100_0_by_reload_send_everything_to_v1() {
+    let (proxy, _v1, _v2) = canary_proxy(|c| c).await;
+    let before = split(&proxy, 500, &[]).await;
+    assert!(before.get("v2").is_some_and(|&n| n > 0), "{before:?}");
+
+    // Roll back: rewrite the weights in place and send SIGHUP (the file watcher would pick it
+    // up too; SIGHUP makes the moment explicit).
+    let config = std::fs::read_to_string(&proxy.config_path).unwrap();
+    let rolled_back = config
+        .replace("weight = 80", "weight = 100")
+        .replace("weight = 20", "weight = 0");
+    std::fs::write(&proxy.config_path, rolled_back).unwrap();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &proxy.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let applied = crate::support::eventually(std::time::Duration::from_secs(5), async || {
+        let status = crate::support::proxy::admin_get(proxy.admin, "/status");
+        status.contains(r#""result": "ok""#)
     })
     .await;
+    assert!(applied, "the reload did not apply; log:\n{}", proxy.logs());
+
     let counts = split(&proxy, 1_000, &[]).await;
     assert_eq!(counts.get("v1"), Some(&1_000), "{counts:?}");
 }

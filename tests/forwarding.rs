@@ -166,14 +166,17 @@ async fn upstream_connections_are_kept_alive_and_reused() {
     let proxy = Proxy::start(&one_cluster(&app, ""));
 
     let mut peers = std::collections::BTreeSet::new();
-    for _ in 0..5 {
+    for _ in 0..20 {
         let seen = get(proxy.addr(), "/").await.json();
         peers.insert(seen["peer"].as_str().expect("peer").to_owned());
     }
 
-    assert_eq!(
-        peers.len(),
-        1,
-        "each request opened a new upstream connection: {peers:?}"
+    // A connection goes back to the pool just after its response's last byte, so on a busy
+    // machine the next request can now and then beat it and open a second one; without reuse
+    // there would be 20.
+    assert!(
+        peers.len() <= 3,
+        "requests did not reuse upstream connections: {} for 20 requests: {peers:?}",
+        peers.len()
     );
 }

@@ -11,6 +11,7 @@ mod config_files;
 mod errors;
 mod fault_injection;
 mod forwarding;
+mod hot_reload;
 mod lifecycle;
 mod plugin_chain;
 mod plugin_sandbox;

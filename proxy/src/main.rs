@@ -1,5 +1,7 @@
-//! The `switchyard` command line: run, validate, echo.
+//! The `switchyard` command line: run, validate, echo, ctl.
 #![forbid(unsafe_code)]
+
+mod ctl;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -51,6 +53,8 @@ enum Command {
         #[arg(long)]
         status: Option<u16>,
     },
+    /// Talk to a running proxy's admin API: list plugins, swap one, reload, show status.
+    Ctl(ctl::Ctl),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +78,7 @@ fn main() -> ExitCode {
             delay,
             status,
         } => echo(listen, name, delay, status),
+        Command::Ctl(ctl) => ctl.run(),
     }
 }
 

@@ -129,6 +129,17 @@ impl H2Client {
 
     /// GET `path` with `headers` (an `authority` sets the request's `:authority`).
     pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        self.try_get_with(path, headers)
+            .await
+            .expect("send request")
+    }
+
+    /// Like [`H2Client::get_with`], reporting a failed exchange instead of panicking.
+    pub async fn try_get_with(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Reply, hyper::Error> {
         let mut req = Request::get(format!("http://example.test{path}"));
         for (name, value) in headers {
             if *name == "authority" {
@@ -141,9 +152,16 @@ impl H2Client {
             .body(Empty::<Bytes>::new())
             .expect("test request is well formed");
         let mut sender = self.sender.clone();
-        sender.ready().await.expect("h2 connection is usable");
-        let response = sender.send_request(req).await.expect("send request");
-        collect(response).await
+        sender.ready().await?;
+        let response = sender.send_request(req).await?;
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await?.to_bytes();
+        Ok(Reply {
+            status: parts.status,
+            version: parts.version,
+            headers: parts.headers,
+            body,
+        })
     }
 }
 

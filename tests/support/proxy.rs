@@ -126,9 +126,16 @@ impl Proxy {
                 plugin_cache().display()
             );
         }
-        let expected_listeners = config.matches("[[listener]]").count();
         let config_path = scratch_dir().join("switchyard.toml");
         std::fs::write(&config_path, &config).expect("write config");
+        Self::start_at(config_path)
+    }
+
+    /// Starts the proxy on a config file as it is (it must set `[admin]` and `[runtime]`
+    /// itself), e.g. one reached through symlinks.
+    pub fn start_at(config_path: PathBuf) -> Self {
+        let config = std::fs::read_to_string(&config_path).expect("read config");
+        let expected_listeners = config.matches("[[listener]]").count();
 
         let mut child = Command::new(BIN)
             .args(["run", "--config"])
@@ -329,4 +336,41 @@ pub fn admin_get(admin: SocketAddr, path: &str) -> String {
         .split_once("\r\n\r\n")
         .map(|(_, body)| body.to_owned())
         .unwrap_or_default()
+}
+
+/// A request to the admin API with an optional bearer token and body: (status, body).
+pub fn admin_send(
+    admin: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &[u8],
+) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(admin).expect("connect to admin");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("set timeout");
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: admin\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .expect("write admin request");
+    stream.write_all(body).expect("write admin body");
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .expect("read admin answer");
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }

@@ -1,0 +1,207 @@
+//! `switchyard ctl`: the admin API from a terminal, as tables for people or `--json` for scripts.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::{Args, Subcommand};
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+
+/// `switchyard ctl [--admin ADDR] [--token T] [--json] COMMAND`
+#[derive(Args)]
+pub struct Ctl {
+    /// The proxy's admin API.
+    #[arg(long, default_value = "127.0.0.1:9901", env = "SWITCHYARD_ADMIN")]
+    admin: String,
+    /// Bearer token for changes (`[admin] token` of the proxy).
+    #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Print the admin API's JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: CtlCommand,
+}
+
+#[derive(Subcommand)]
+enum CtlCommand {
+    /// Loaded plugins: sha256, calls, traps, hook-time percentiles.
+    Plugins,
+    /// Replace plugin NAME's binary with FILE, without dropping a request.
+    Swap {
+        name: String,
+        file: std::path::PathBuf,
+    },
+    /// Read the config file again and apply it.
+    Reload,
+    /// Config version and the result of the last reload.
+    Status,
+}
+
+impl Ctl {
+    pub fn run(self) -> ExitCode {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match runtime.block_on(self.execute()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    async fn execute(&self) -> anyhow::Result<()> {
+        let (method, path, body) = match &self.command {
+            CtlCommand::Plugins => (Method::GET, "/plugins".to_owned(), Bytes::new()),
+            CtlCommand::Status => (Method::GET, "/status".to_owned(), Bytes::new()),
+            CtlCommand::Reload => (Method::POST, "/reload".to_owned(), Bytes::new()),
+            CtlCommand::Swap { name, file } => {
+                let bytes = std::fs::read(file)
+                    .with_context(|| format!("cannot read {}", file.display()))?;
+                (Method::PUT, format!("/plugins/{name}"), Bytes::from(bytes))
+            }
+        };
+        let (status, answer) = self.call(method, &path, body).await?;
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&answer)?);
+        } else {
+            print!("{}", render(&self.command, &answer));
+        }
+        if !status.is_success() {
+            let reason = answer
+                .get("error")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .unwrap_or_else(|| answer.as_str().unwrap_or_default().trim().to_owned());
+            bail!("{status}: {reason}");
+        }
+        Ok(())
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        let authority = self
+            .admin
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        let stream = tokio::net::TcpStream::connect(&authority)
+            .await
+            .with_context(|| format!("cannot reach the admin API at {authority}"))?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", &authority);
+        if let Some(token) = &self.token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let response = sender.send_request(request.body(Full::new(body))?).await?;
+        let status = response.status();
+        let bytes = response.into_body().collect().await?.to_bytes();
+        let answer = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        Ok((status, answer))
+    }
+}
+
+/// A human-readable view of an answer.
+fn render(command: &CtlCommand, answer: &Value) -> String {
+    if let Value::String(text) = answer {
+        return text.clone();
+    }
+    match command {
+        CtlCommand::Plugins => plugins_table(answer),
+        CtlCommand::Status => {
+            let last = &answer["last_reload"];
+            let mut out = format!(
+                "config version  {}\nconfig file     {}\nlast reload     {}",
+                answer["config_version"],
+                answer["config_file"].as_str().unwrap_or("-"),
+                last["result"].as_str().unwrap_or("-"),
+            );
+            if let Some(trigger) = last["trigger"].as_str() {
+                out.push_str(&format!(" ({trigger})"));
+            }
+            out.push('\n');
+            if let Some(error) = last["error"].as_str() {
+                out.push_str(&format!("last error      {error}\n"));
+            }
+            out
+        }
+        CtlCommand::Reload | CtlCommand::Swap { .. } => match answer["result"].as_str() {
+            Some("ok") => {
+                let what = match answer["plugin"].as_str() {
+                    Some(plugin) => format!(
+                        "swapped {plugin} to sha256 {}",
+                        short(answer["sha256"].as_str().unwrap_or("-"))
+                    ),
+                    None => "reloaded".to_owned(),
+                };
+                format!("{what}; config version {}\n", answer["version"])
+            }
+            _ => format!(
+                "refused: {}\n",
+                answer["error"].as_str().unwrap_or("unknown error")
+            ),
+        },
+    }
+}
+
+fn plugins_table(answer: &Value) -> String {
+    let mut rows = vec![[
+        "NAME".to_owned(),
+        "SHA256".to_owned(),
+        "CALLS".to_owned(),
+        "TRAPS".to_owned(),
+        "P50".to_owned(),
+        "P99".to_owned(),
+    ]];
+    let micros = |v: &Value| v.as_f64().map_or("-".to_owned(), |us| format!("{us:.0}us"));
+    for p in answer.as_array().into_iter().flatten() {
+        rows.push([
+            p["name"].as_str().unwrap_or("-").to_owned(),
+            short(p["sha256"].as_str().unwrap_or("-")).to_owned(),
+            p["calls"].to_string(),
+            p["traps"].to_string(),
+            micros(&p["p50_us"]),
+            micros(&p["p99_us"]),
+        ]);
+    }
+    let widths: Vec<usize> = (0..6)
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn short(sha: &str) -> &str {
+    sha.get(..12).unwrap_or(sha)
+}
