@@ -439,3 +439,51 @@ async fn changes_need_the_admin_token_and_ctl_drives_the_api() {
     let (ok, _, err) = ctl(&["swap", "nosuch", noop.to_str().unwrap()]);
     assert!(!ok && err.contains("no plugin is named"), "{err}");
 }
+
+#[tokio::test]
+async fn listeners_come_and_go_and_pooled_connections_survive_a_cluster_change() {
+    let v1 = Upstream::echo("v1").await;
+    let v2 = Upstream::echo("v2").await;
+    let dir = scratch_dir();
+    let hello = plugin_copy(&dir, "hello");
+    let base = config(&v1, &v2, 100, &hello, "");
+    let proxy = Proxy::start(&base);
+    let reload = |proxy: &Proxy, config: &str| {
+        std::fs::write(&proxy.config_path, config).unwrap();
+        let (status, answer) = admin_send(proxy.admin, "POST", "/reload", Some(TOKEN), b"");
+        assert_eq!(status, 200, "{answer}");
+    };
+    let peer =
+        |reply: crate::support::client::Reply| reply.json()["peer"].as_str().unwrap().to_owned();
+    let first_peer = peer(get(proxy.addr(), "/").await);
+
+    // A second listener on a port of its own, and the cluster's balancer changed.
+    let spare = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let with_internal_listener = base.replace(
+        "[[cluster]]\nname = \"v1\"\nendpoints",
+        &format!(
+            "[[listener]]\nname = \"internal\"\nlisten = \"{spare}\"\ndefault_cluster = \"v2\"\n\n[[cluster]]\nname = \"v1\"\nlb = \"least_request\"\nendpoints"
+        ),
+    );
+    assert_ne!(with_internal_listener, base);
+    reload(&proxy, &with_internal_listener);
+    let reply = get(spare, "/").await;
+    assert_eq!(reply.echo_name(), "v2", "the new listener serves");
+    assert_eq!(
+        peer(get(proxy.addr(), "/").await),
+        first_peer,
+        "the pooled connection to the endpoint that stayed was kept"
+    );
+
+    // And gone again.
+    reload(&proxy, &base);
+    let closed = eventually(Duration::from_secs(5), async || {
+        tokio::net::TcpStream::connect(spare).await.is_err()
+    })
+    .await;
+    assert!(closed, "the removed listener still accepts");
+    assert_eq!(get(proxy.addr(), "/").await.echo_name(), "v1");
+}
