@@ -89,6 +89,7 @@ fn request() -> Box<RequestState> {
         attempt: 1,
         destination: None,
         clusters: Arc::new(Clusters::default()),
+        tls: None,
         timeout: None,
         per_try_timeout: None,
         context: HashMap::new(),

@@ -1,4 +1,5 @@
-//! Accepting downstream connections and serving HTTP/1.1 and HTTP/2 (h2c prior knowledge) on them.
+//! Accepting downstream connections and serving HTTP/1.1 and HTTP/2 on them: h2c with prior
+//! knowledge on plain listeners, ALPN on TLS listeners (with mTLS when configured).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -14,24 +15,45 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use tokio_rustls::TlsAcceptor;
+
 use crate::config::ListenerConfig;
 use crate::proxy::ListenerProxy;
+use crate::tls::PeerIdentity;
 
 /// HTTP/2 streams one client may have open at once.
 const MAX_CONCURRENT_STREAMS: u32 = 256;
 
-/// What a listener serves with: the proxy for its requests and the HTTP settings for its
-/// connections. A reload swaps it whole; connections read it once, requests once each.
+/// What a listener serves with: the proxy for its requests, the HTTP settings for its
+/// connections, and its TLS settings. A reload swaps it whole; connections read it once,
+/// requests once each.
 pub struct Serving {
     pub proxy: Arc<ListenerProxy>,
     http: auto::Builder<TokioExecutor>,
+    tls: Option<ListenerTls>,
+}
+
+/// How a TLS listener shakes hands.
+pub struct ListenerTls {
+    pub acceptor: TlsAcceptor,
+    pub handshake_timeout: Duration,
+}
+
+/// What a request knows about the TLS session it came on.
+#[derive(Debug, Default)]
+pub struct TlsSession {
+    /// The server name the client asked for.
+    pub sni: Option<String>,
+    /// The verified client certificate's identity (mTLS).
+    pub identity: Option<PeerIdentity>,
 }
 
 impl Serving {
-    pub fn new(config: &ListenerConfig, proxy: ListenerProxy) -> Self {
+    pub fn new(config: &ListenerConfig, proxy: ListenerProxy, tls: Option<ListenerTls>) -> Self {
         Self {
             proxy: Arc::new(proxy),
             http: http_builder(config),
+            tls,
         }
     }
 }
@@ -88,21 +110,109 @@ impl Listener {
     fn spawn_connection(&self, stream: TcpStream, peer: SocketAddr, watcher: Watcher) {
         let _ = stream.set_nodelay(true);
         let slot = Arc::clone(&self.slot);
+        let listener = self.name.clone();
         tokio::spawn(async move {
             let serving = slot.load_full();
-            // Each request takes the listener's current proxy, so a long-lived keep-alive or h2
-            // connection follows reloads, while a request in flight keeps the one it started on.
-            let service = service_fn(move |req| {
-                let proxy = Arc::clone(&slot.load().proxy);
-                async move { Ok::<_, Infallible>(proxy.handle(peer, req).await) }
-            });
-            let connection = serving
-                .http
-                .serve_connection_with_upgrades(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(connection).await {
-                debug!(%peer, error = %e, "downstream connection ended with an error");
+            match &serving.tls {
+                None => serve_http(&serving, slot, stream, peer, None, watcher).await,
+                Some(tls) => {
+                    let Some((stream, session)) = handshake(tls, stream, peer, &listener).await
+                    else {
+                        return;
+                    };
+                    serve_http(
+                        &serving,
+                        slot,
+                        stream,
+                        peer,
+                        Some(Arc::new(session)),
+                        watcher,
+                    )
+                    .await;
+                }
             }
         });
+    }
+}
+
+/// Serves HTTP on an accepted (and, for TLS, handshaken) connection.
+async fn serve_http<S>(
+    serving: &Serving,
+    slot: ServingSlot,
+    stream: S,
+    peer: SocketAddr,
+    tls: Option<Arc<TlsSession>>,
+    watcher: Watcher,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    // Each request takes the listener's current proxy, so a long-lived keep-alive or h2
+    // connection follows reloads, while a request in flight keeps the one it started on.
+    let service = service_fn(move |req| {
+        let proxy = Arc::clone(&slot.load().proxy);
+        let tls = tls.clone();
+        async move { Ok::<_, Infallible>(proxy.handle(peer, tls, req).await) }
+    });
+    let connection = serving
+        .http
+        .serve_connection_with_upgrades(TokioIo::new(stream), service);
+    if let Err(e) = watcher.watch(connection).await {
+        debug!(%peer, error = %e, "downstream connection ended with an error");
+    }
+}
+
+/// The TLS handshake, bounded in time; failures are logged with the peer and the reason and
+/// counted by reason.
+async fn handshake(
+    tls: &ListenerTls,
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: &str,
+) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, TlsSession)> {
+    let result = tokio::time::timeout(tls.handshake_timeout, tls.acceptor.accept(stream)).await;
+    let failure = match result {
+        Ok(Ok(stream)) => {
+            let (_, connection) = stream.get_ref();
+            let session = TlsSession {
+                sni: connection.server_name().map(str::to_owned),
+                identity: connection
+                    .peer_certificates()
+                    .and_then(|certs| certs.first())
+                    .and_then(PeerIdentity::from_cert),
+            };
+            metrics::counter!("switchyard_tls_handshakes_total", "listener" => listener.to_owned(), "result" => "ok").increment(1);
+            return Some((stream, session));
+        }
+        Ok(Err(e)) => (handshake_failure_reason(&e), e.to_string()),
+        Err(_) => (
+            "timeout",
+            format!("no handshake within {:?}", tls.handshake_timeout),
+        ),
+    };
+    let (reason, detail) = failure;
+    warn!(%listener, %peer, reason, error = %detail, "TLS handshake failed");
+    metrics::counter!("switchyard_tls_handshakes_total", "listener" => listener.to_owned(), "result" => "error").increment(1);
+    metrics::counter!("switchyard_tls_handshake_errors_total", "listener" => listener.to_owned(), "reason" => reason).increment(1);
+    None
+}
+
+/// A short, bounded label for why a handshake failed.
+fn handshake_failure_reason(error: &std::io::Error) -> &'static str {
+    let Some(tls) = error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    else {
+        return "io";
+    };
+    match tls {
+        rustls::Error::NoCertificatesPresented => "no_client_cert",
+        rustls::Error::InvalidCertificate(rustls::CertificateError::Expired) => "expired_cert",
+        rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer) => "unknown_ca",
+        rustls::Error::InvalidCertificate(_) => "bad_cert",
+        rustls::Error::AlertReceived(_) => "alert_received",
+        rustls::Error::PeerIncompatible(_) => "incompatible",
+        rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => "not_tls",
+        _ => "other",
     }
 }
 

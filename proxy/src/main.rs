@@ -1,4 +1,4 @@
-//! The `switchyard` command line: run, validate, echo, ctl.
+//! The `switchyard` command line: run, validate, echo, ctl, certs.
 #![forbid(unsafe_code)]
 
 mod ctl;
@@ -55,6 +55,44 @@ enum Command {
     },
     /// Talk to a running proxy's admin API: list plugins, swap one, reload, show status.
     Ctl(ctl::Ctl),
+    /// A mesh CA and workload certificates for mTLS, in two commands.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// Make a CA: writes ca.pem and ca-key.pem into --out.
+    Ca {
+        #[arg(long)]
+        out: PathBuf,
+        /// The CA's common name.
+        #[arg(long, default_value = "switchyard mesh CA")]
+        name: String,
+        /// How long the CA is valid ("8760h" is a year).
+        #[arg(long, default_value = "87600h", value_parser = parse_duration)]
+        valid_for: std::time::Duration,
+    },
+    /// Issue a workload certificate signed by the CA in --ca: writes cert.pem (with the CA) and
+    /// key.pem into --out.
+    Issue {
+        /// The directory `certs ca` wrote.
+        #[arg(long)]
+        ca: PathBuf,
+        /// e.g. spiffe://cluster.local/ns/default/sa/frontend
+        #[arg(long)]
+        spiffe_id: Option<String>,
+        /// A DNS name the certificate is valid for (repeat for more).
+        #[arg(long)]
+        dns: Vec<String>,
+        #[arg(long)]
+        out: PathBuf,
+        /// How long the certificate is valid (short-lived is the point: rotate).
+        #[arg(long, default_value = "24h", value_parser = parse_duration)]
+        valid_for: std::time::Duration,
+    },
 }
 
 fn main() -> ExitCode {
@@ -79,6 +117,7 @@ fn main() -> ExitCode {
             status,
         } => echo(listen, name, delay, status),
         Command::Ctl(ctl) => ctl.run(),
+        Command::Certs { command } => certs(command),
     }
 }
 
@@ -153,6 +192,50 @@ fn echo(
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: echo server on {listen}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn certs(command: CertsCommand) -> ExitCode {
+    use switchyard::tls::issue;
+    let (result, done) = match command {
+        CertsCommand::Ca {
+            out,
+            name,
+            valid_for,
+        } => (
+            issue::make_ca(&out, &name, valid_for),
+            format!(
+                "wrote {0}/ca.pem and {0}/ca-key.pem (keep the key secret)",
+                out.display()
+            ),
+        ),
+        CertsCommand::Issue {
+            ca,
+            spiffe_id,
+            dns,
+            out,
+            valid_for,
+        } => {
+            let workload = issue::Workload {
+                spiffe_id,
+                dns_names: dns,
+                valid_for,
+            };
+            (
+                issue::issue(&ca, &workload, &out),
+                format!("wrote {0}/cert.pem and {0}/key.pem", out.display()),
+            )
+        }
+    };
+    match result {
+        Ok(()) => {
+            println!("{done}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }

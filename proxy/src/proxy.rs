@@ -29,6 +29,7 @@ use crate::balance::hash_bytes;
 use crate::body::{LogOnDrop, ProxyBody};
 use crate::config::UpstreamProtocol;
 use crate::headers;
+use crate::listener::TlsSession;
 use crate::local_response::{LocalError, text_response};
 use crate::plugin::{AttemptOutcome, Chain, LocalResponse, RequestState, Step, UpstreamError};
 use crate::upstream::{Cluster, Clusters, Endpoint, InFlight, UpstreamError as SendError};
@@ -49,6 +50,9 @@ pub struct ListenerProxy {
     pub max_buffered_body: usize,
     /// Largest request body kept for replay when a plugin may retry; larger is not retried.
     pub max_replay_body: usize,
+    /// The header that carries a verified client identity upstream (`[listener.tls]
+    /// forward_client_cert`); clients' own copies are always removed.
+    pub forward_client_cert: Option<HeaderName>,
 }
 
 impl std::fmt::Debug for ListenerProxy {
@@ -70,6 +74,7 @@ impl ListenerProxy {
     pub async fn handle(
         &self,
         peer: SocketAddr,
+        tls: Option<Arc<TlsSession>>,
         mut req: Request<Incoming>,
     ) -> Response<ProxyBody> {
         let request_id = headers::ensure_request_id(req.headers_mut());
@@ -78,6 +83,15 @@ impl ListenerProxy {
         let version = req.version();
         headers::strip_hop_by_hop(req.headers_mut(), upgrade);
         headers::add_forwarding(req.headers_mut(), peer.ip(), self.scheme, version);
+        if let Some(header) = &self.forward_client_cert {
+            req.headers_mut().remove(header);
+            let identity = tls.as_ref().and_then(|t| t.identity.as_ref());
+            if let Some(value) =
+                identity.and_then(|id| HeaderValue::from_str(&id.header_value()).ok())
+            {
+                req.headers_mut().insert(header.clone(), value);
+            }
+        }
 
         let (head, body) = req.into_parts();
         let state = Box::new(RequestState {
@@ -89,6 +103,7 @@ impl ListenerProxy {
             attempt: 0,
             destination: self.default_cluster.clone(),
             clusters: Arc::clone(&self.clusters),
+            tls,
             timeout: None,
             per_try_timeout: None,
             context: HashMap::new(),

@@ -17,7 +17,9 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::config::{Config, ListenerConfig};
-use crate::listener::{Listener, Serving, ServingSlot};
+use tokio_rustls::TlsAcceptor;
+
+use crate::listener::{Listener, ListenerTls, Serving, ServingSlot};
 use crate::plugin::{PluginRuntime, Plugins};
 use crate::proxy::ListenerProxy;
 use crate::upstream::Clusters;
@@ -82,6 +84,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Plugin(#[from] crate::plugin::LoadError),
+    #[error("{0}")]
+    Tls(String),
 }
 
 /// Owns the running state and every way of changing it.
@@ -106,7 +110,7 @@ impl Reloader {
         graceful: Arc<GracefulShutdown>,
     ) -> Result<Arc<Self>, StartError> {
         let plugin_runtime = PluginRuntime::new(&config)?;
-        let clusters = Arc::new(Clusters::start(&config).await);
+        let clusters = Arc::new(Clusters::start(&config).await.map_err(StartError::Tls)?);
         let plugins = Arc::new(
             plugin_runtime
                 .load(&config, &Plugins::default(), &HashMap::new())
@@ -115,7 +119,7 @@ impl Reloader {
         let mut listeners = HashMap::new();
         let mut bound = Vec::new();
         for l in &config.listeners {
-            let serving = serving(l, &clusters, &plugins);
+            let serving = serving(l, &clusters, &plugins).map_err(StartError::Tls)?;
             let listener = Listener::bind(l, serving)
                 .await
                 .map_err(|source| StartError::Bind {
@@ -242,7 +246,7 @@ impl Reloader {
             .map(|(name, o)| (name.clone(), o.bytes.clone()))
             .collect();
 
-        let clusters = Arc::new(Clusters::start_from(&config, &old.clusters).await);
+        let clusters = Arc::new(Clusters::start_from(&config, &old.clusters).await?);
         let plugins = Arc::new(
             self.plugin_runtime
                 .load(&config, &old.plugins, &overrides)
@@ -250,32 +254,31 @@ impl Reloader {
                 .map_err(|e| e.to_string())?,
         );
 
-        // Bind what is new before touching what runs, so a taken port refuses the reload whole.
+        // Everything each listener will serve with, then the sockets that are new: all before
+        // touching what runs, so bad TLS material or a taken port refuses the reload whole.
+        let mut servings = HashMap::new();
+        for l in &config.listeners {
+            servings.insert(l.name.clone(), serving(l, &clusters, &plugins)?);
+        }
         let mut fresh = Vec::new();
         for l in &config.listeners {
             let kept = live
                 .listeners
                 .get(&l.name)
                 .is_some_and(|r| r.listen == l.listen);
-            if !kept {
-                let listener = Listener::bind(l, serving(l, &clusters, &plugins))
-                    .await
-                    .map_err(|e| {
-                        format!("listener {:?} cannot listen on {}: {e}", l.name, l.listen)
-                    })?;
+            if !kept && let Some(serving) = servings.remove(&l.name) {
+                let listener = Listener::bind(l, serving).await.map_err(|e| {
+                    format!("listener {:?} cannot listen on {}: {e}", l.name, l.listen)
+                })?;
                 fresh.push((l.listen, listener));
             }
         }
 
         // Commit: from here on nothing fails.
         let version = old.version + 1;
-        for l in &config.listeners {
-            if let Some(running) = live.listeners.get(&l.name)
-                && running.listen == l.listen
-            {
-                running
-                    .slot
-                    .store(Arc::new(serving(l, &clusters, &plugins)));
+        for (name, serving) in servings {
+            if let Some(running) = live.listeners.get(&name) {
+                running.slot.store(Arc::new(serving));
             }
         }
         let wanted: HashMap<&str, SocketAddr> = config
@@ -360,17 +363,38 @@ pub enum SwapError {
     Refused(String),
 }
 
-fn serving(l: &ListenerConfig, clusters: &Arc<Clusters>, plugins: &Plugins) -> Serving {
+/// What listener `l` serves with; fails on unusable TLS material (naming the file).
+fn serving(
+    l: &ListenerConfig,
+    clusters: &Arc<Clusters>,
+    plugins: &Plugins,
+) -> Result<Serving, String> {
+    let tls = match &l.tls {
+        Some(tls) => Some(ListenerTls {
+            acceptor: TlsAcceptor::from(
+                crate::tls::server::server_config(tls)
+                    .map_err(|e| format!("listener {:?}: {e}", l.name))?,
+            ),
+            handshake_timeout: tls.handshake_timeout,
+        }),
+        None => None,
+    };
+    let forward_client_cert = l
+        .tls
+        .as_ref()
+        .and_then(|t| t.forward_client_cert.as_deref())
+        .and_then(|h| http::HeaderName::from_bytes(h.as_bytes()).ok());
     let proxy = ListenerProxy {
         listener: l.name.as_str().into(),
-        scheme: "http",
+        scheme: if tls.is_some() { "https" } else { "http" },
         default_cluster: l.default_cluster.and_then(|i| clusters.get(i)).cloned(),
         clusters: Arc::clone(clusters),
         chain: Arc::new(plugins.chain(&l.plugin_names)),
         max_buffered_body: MAX_BUFFERED_BODY,
         max_replay_body: MAX_REPLAY_BODY,
+        forward_client_cert,
     };
-    Serving::new(l, proxy)
+    Ok(Serving::new(l, proxy, tls))
 }
 
 fn spawn(listen: SocketAddr, listener: Listener, graceful: &Arc<GracefulShutdown>) -> Running {
@@ -395,14 +419,15 @@ fn warn_about_restart_only_changes(old: &Config, new: &Config) {
     }
 }
 
-/// A hash of the config file's bytes and every plugin file's bytes (through symlinks, so a
-/// Kubernetes ConfigMap's `..data` swap counts as a change).
+/// A hash of the config file's bytes and every file it names — plugins, certificates, keys,
+/// CAs — read through symlinks, so a Kubernetes `..data` swap and a rotated certificate count as
+/// changes.
 fn inputs_hash(config_path: &Path, config: &Config) -> String {
     let mut hasher = Sha256::new();
     hasher.update(std::fs::read(config_path).unwrap_or_default());
-    for p in &config.plugins {
-        hasher.update(p.path.as_os_str().as_encoded_bytes());
-        hasher.update(std::fs::read(&p.path).unwrap_or_default());
+    for file in config.input_files() {
+        hasher.update(file.as_os_str().as_encoded_bytes());
+        hasher.update(std::fs::read(&file).unwrap_or_default());
     }
     hex(&hasher.finalize())
 }

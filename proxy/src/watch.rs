@@ -1,4 +1,5 @@
-//! Reloading when files change: the config file and every plugin .wasm it names. Directories
+//! Reloading when files change: the config file and every file it names (plugins, certificates,
+//! keys, CAs — so certificate rotation is a reload that only new handshakes see). Directories
 //! are watched rather than files, so editors' write-and-rename and Kubernetes ConfigMap updates
 //! (a new timestamped directory, then the `..data` symlink flipped) are seen; events are
 //! debounced, and a reload happens only when the content really changed.
@@ -62,8 +63,8 @@ fn rewatch(reloader: &Reloader, watcher: &mut RecommendedWatcher, watched: &mut 
     let config = reloader.current().config.clone();
     let mut wanted = BTreeSet::new();
     wanted.insert(parent(reloader.config_path()));
-    for p in &config.plugins {
-        wanted.insert(parent(&p.path));
+    for file in config.input_files() {
+        wanted.insert(parent(&file));
     }
     for gone in watched.difference(&wanted) {
         let _ = watcher.unwatch(gone);

@@ -5,6 +5,7 @@ mod duration;
 mod error;
 mod load;
 mod raw;
+mod tls;
 mod validate;
 
 use std::net::SocketAddr;
@@ -88,6 +89,73 @@ pub struct ListenerConfig {
     pub request_header_timeout: Duration,
     /// Largest request head (request line + headers) in bytes; larger gets 431.
     pub max_request_head: usize,
+    /// HTTPS (and mTLS) when present; plain HTTP/1.1 + h2c otherwise.
+    pub tls: Option<ListenerTlsConfig>,
+}
+
+/// `[listener.tls]`: certificates to serve and how to check clients.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ListenerTlsConfig {
+    /// The first is the default (no SNI, or an SNI no other certificate names).
+    pub certs: Vec<ServedCert>,
+    /// CA bundle client certificates must chain to; enables mTLS.
+    pub client_ca: Option<PathBuf>,
+    /// With `client_ca`: refuse clients without a certificate (else a certificate is optional,
+    /// but a bad one is still refused).
+    pub require_client_cert: bool,
+    /// Request header carrying the verified client identity to the upstream; clients' own
+    /// values of it are always removed.
+    pub forward_client_cert: Option<String>,
+    #[serde(with = "duration_text")]
+    pub handshake_timeout: Duration,
+}
+
+/// One certificate chain and key, and the SNI names it answers for (empty: the default).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServedCert {
+    pub server_names: Vec<String>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// `[cluster.tls]`: TLS (and mTLS origination) to a cluster's endpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClusterTlsConfig {
+    /// CA bundle the upstream's certificate must chain to.
+    pub ca: PathBuf,
+    /// Client certificate and key presented to the upstream (mTLS).
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// SNI and the DNS name checked in the upstream's certificate (default: the endpoint host).
+    pub server_name: Option<String>,
+    /// When set, the upstream's certificate must carry exactly this SPIFFE ID (URI SAN); it is
+    /// checked instead of the DNS name.
+    pub spiffe_id: Option<String>,
+}
+
+impl Config {
+    /// Every file the running state is built from besides the config itself: plugins and TLS
+    /// material. The file watcher reloads when one changes.
+    pub fn input_files(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = self.plugins.iter().map(|p| p.path.clone()).collect();
+        for l in &self.listeners {
+            if let Some(tls) = &l.tls {
+                for c in &tls.certs {
+                    files.push(c.cert.clone());
+                    files.push(c.key.clone());
+                }
+                files.extend(tls.client_ca.clone());
+            }
+        }
+        for c in &self.clusters {
+            if let Some(tls) = &c.tls {
+                files.push(tls.ca.clone());
+                files.extend(tls.cert.clone());
+                files.extend(tls.key.clone());
+            }
+        }
+        files
+    }
 }
 
 /// Load-balancing policy of a cluster.
@@ -130,6 +198,7 @@ pub struct ClusterConfig {
     #[serde(with = "duration_text")]
     pub idle_timeout: Duration,
     pub max_idle_per_endpoint: usize,
+    pub tls: Option<ClusterTlsConfig>,
 }
 
 /// One configured endpoint: an IP address or a DNS name, a port and a weight.

@@ -45,6 +45,38 @@ pub struct RawListener {
     pub plugins: Vec<Spanned<String>>,
     pub request_header_timeout: Option<Spanned<String>>,
     pub max_request_head: Option<Spanned<i64>>,
+    pub tls: Option<Spanned<RawListenerTls>>,
+}
+
+/// `[listener.tls]`
+#[derive(Debug, Deserialize)]
+pub struct RawListenerTls {
+    pub cert: Option<Spanned<String>>,
+    pub key: Option<Spanned<String>>,
+    #[serde(default)]
+    pub sni: Vec<Spanned<RawSniCert>>,
+    pub client_ca: Option<Spanned<String>>,
+    pub require_client_cert: Option<Spanned<bool>>,
+    pub forward_client_cert: Option<Spanned<String>>,
+    pub handshake_timeout: Option<Spanned<String>>,
+}
+
+/// `[[listener.tls.sni]]`
+#[derive(Debug, Deserialize)]
+pub struct RawSniCert {
+    pub server_names: Spanned<Vec<Spanned<String>>>,
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
+}
+
+/// `[cluster.tls]`
+#[derive(Debug, Deserialize)]
+pub struct RawClusterTls {
+    pub ca: Option<Spanned<String>>,
+    pub cert: Option<Spanned<String>>,
+    pub key: Option<Spanned<String>>,
+    pub server_name: Option<Spanned<String>>,
+    pub spiffe_id: Option<Spanned<String>>,
 }
 
 /// `[[cluster]]`
@@ -60,6 +92,7 @@ pub struct RawCluster {
     pub hash_header: Option<Spanned<String>>,
     pub idle_timeout: Option<Spanned<String>>,
     pub max_idle_per_endpoint: Option<Spanned<i64>>,
+    pub tls: Option<Spanned<RawClusterTls>>,
 }
 
 /// One entry of `endpoints`: `"host:port"` or `{ address = "host:port", weight = N }`.

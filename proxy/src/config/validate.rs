@@ -57,13 +57,13 @@ pub fn validate(
         &mut d,
     );
 
+    let base = path.parent().unwrap_or(Path::new(""));
     let clusters = raw
         .cluster
         .iter()
         .enumerate()
-        .map(|(i, c)| cluster(i, c.get_ref(), &mut d))
+        .map(|(i, c)| cluster(i, c.get_ref(), base, &mut d))
         .collect();
-    let base = path.parent().unwrap_or(Path::new(""));
     let plugins = raw
         .plugin
         .iter()
@@ -74,7 +74,7 @@ pub fn validate(
         .listener
         .iter()
         .enumerate()
-        .map(|(i, l)| listener(i, l.get_ref(), &cluster_names, &plugin_names, &mut d))
+        .map(|(i, l)| listener(i, l.get_ref(), &cluster_names, &plugin_names, base, &mut d))
         .collect();
 
     unique_listen_addresses(&raw, admin.listen, &mut d);
@@ -151,6 +151,7 @@ fn listener(
     raw: &RawListener,
     clusters: &HashMap<&str, usize>,
     plugins: &HashMap<&str, usize>,
+    base: &Path,
     d: &mut Diagnostics<'_>,
 ) -> ListenerConfig {
     let key = |k: &str| format!("listener[{i}].{k}");
@@ -183,10 +184,14 @@ fn listener(
             .as_ref()
             .and_then(|n| int_in_range(n, 8 * 1024, 1024 * 1024, &key("max_request_head"), d))
             .unwrap_or(64 * 1024),
+        tls: raw
+            .tls
+            .as_ref()
+            .and_then(|t| super::tls::listener_tls(t, &key("tls"), base, d)),
     }
 }
 
-fn cluster(i: usize, raw: &RawCluster, d: &mut Diagnostics<'_>) -> ClusterConfig {
+fn cluster(i: usize, raw: &RawCluster, base: &Path, d: &mut Diagnostics<'_>) -> ClusterConfig {
     let key = |k: &str| format!("cluster[{i}].{k}");
     if raw.endpoints.get_ref().is_empty() {
         d.error(
@@ -252,6 +257,10 @@ fn cluster(i: usize, raw: &RawCluster, d: &mut Diagnostics<'_>) -> ClusterConfig
             .as_ref()
             .and_then(|n| int_in_range(n, 0, 100_000, &key("max_idle_per_endpoint"), d))
             .unwrap_or(256),
+        tls: raw
+            .tls
+            .as_ref()
+            .and_then(|t| super::tls::cluster_tls(t, &key("tls"), base, d)),
     }
 }
 
@@ -527,7 +536,7 @@ fn memory_size(raw: &Spanned<String>, key: &str, d: &mut Diagnostics<'_>) -> usi
     }
 }
 
-fn optional_duration(
+pub(super) fn optional_duration(
     raw: &Option<Spanned<String>>,
     default: Duration,
     key: &str,

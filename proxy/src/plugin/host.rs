@@ -29,6 +29,9 @@ pub struct RequestState {
     pub request_id: HeaderValue,
     pub attempt: u32,
     pub destination: Option<Arc<Cluster>>,
+    /// The TLS session the request came on (SNI, verified client identity); none on plain
+    /// listeners.
+    pub tls: Option<Arc<crate::listener::TlsSession>>,
     /// The clusters of the config this request started on: destinations and callouts resolve
     /// here, so a reload mid-request never mixes two configs.
     pub clusters: Arc<Clusters>,
@@ -412,11 +415,16 @@ impl properties::Host for HostState {
     }
 
     fn sni(&mut self) -> Option<String> {
-        None // plain listeners have no TLS; TLS listeners will fill this in
+        self.req()?.tls.as_ref()?.sni.clone()
     }
 
     fn identity(&mut self) -> Option<PeerIdentity> {
-        None // no client certificates without mTLS
+        let id = self.req()?.tls.as_ref()?.identity.as_ref()?;
+        Some(PeerIdentity {
+            spiffe_id: id.spiffe_id.clone(),
+            dns_names: id.dns_names.clone(),
+            subject: id.subject.clone(),
+        })
     }
 
     fn request_id(&mut self) -> String {

@@ -14,11 +14,14 @@ use super::endpoint::Endpoint;
 use super::pool::{Pool, PoolSettings};
 use crate::balance::Balancer;
 use crate::config::{ClusterConfig, Config};
+use crate::tls::client::UpstreamTls;
 
 /// A named group of endpoints serving the same thing.
 #[derive(Debug)]
 pub struct Cluster {
     pub config: ClusterConfig,
+    /// TLS to the endpoints, built from `config.tls`.
+    tls: Option<Arc<UpstreamTls>>,
     endpoints: ArcSwap<EndpointSet>,
 }
 
@@ -31,10 +34,16 @@ struct EndpointSet {
 
 impl Cluster {
     /// A cluster with these endpoints; those also in `previous` keep their pools.
-    fn new(config: ClusterConfig, resolved: &Resolved, previous: &[Arc<Endpoint>]) -> Self {
-        let set = build_set(&config, resolved, previous);
+    fn new(
+        config: ClusterConfig,
+        tls: Option<Arc<UpstreamTls>>,
+        resolved: &Resolved,
+        previous: &[Arc<Endpoint>],
+    ) -> Self {
+        let set = build_set(&config, tls.as_ref(), resolved, previous);
         Self {
             config,
+            tls,
             endpoints: ArcSwap::from_pointee(set),
         }
     }
@@ -83,6 +92,7 @@ impl Cluster {
         );
         self.endpoints.store(Arc::new(build_set(
             &self.config,
+            self.tls.as_ref(),
             resolved,
             &current.endpoints,
         )));
@@ -97,6 +107,7 @@ impl Cluster {
 
 fn build_set(
     config: &ClusterConfig,
+    tls: Option<&Arc<UpstreamTls>>,
     resolved: &Resolved,
     previous: &[Arc<Endpoint>],
 ) -> EndpointSet {
@@ -108,7 +119,11 @@ fn build_set(
         .map(|&(addr, weight)| match previous.get(&addr) {
             Some(e) if e.weight == weight => Arc::clone(e),
             Some(e) => Arc::new(Endpoint::new(addr, weight, Arc::clone(e.pool()))),
-            None => Arc::new(Endpoint::new(addr, weight, Pool::new(addr, settings))),
+            None => Arc::new(Endpoint::new(
+                addr,
+                weight,
+                Pool::new(addr, settings, tls.cloned()),
+            )),
         })
         .collect();
     let balancer = Balancer::new(config.lb, &endpoints);
@@ -127,31 +142,42 @@ pub struct Clusters {
 impl Clusters {
     /// Resolves every cluster's endpoints and starts its background upkeep (DNS refresh, idle
     /// connection eviction). The tasks end when the cluster is dropped.
-    pub async fn start(config: &Config) -> Self {
+    pub async fn start(config: &Config) -> Result<Self, String> {
         Self::start_from(config, &Self::default()).await
     }
 
     /// Like [`Clusters::start`], for a reload: a cluster whose config is unchanged is kept as
     /// it is (endpoints, pools, balancer state); a changed one keeps the pooled connections of
-    /// the endpoints it still has, as long as its connection settings are the same.
-    pub async fn start_from(config: &Config, previous: &Clusters) -> Self {
+    /// the endpoints it still has, as long as its connection settings are the same. Clusters
+    /// with TLS are always rebuilt, so rotated certificates and CAs apply to new connections.
+    /// Fails on unusable TLS material, naming the cluster and file.
+    pub async fn start_from(config: &Config, previous: &Clusters) -> Result<Self, String> {
         let mut clusters = Vec::with_capacity(config.clusters.len());
         for c in &config.clusters {
-            let before = previous.by_name(&c.name);
+            let before = previous.by_name(&c.name).filter(|_| c.tls.is_none());
             if let Some(same) = before.filter(|b| same_config(&b.config, c)) {
                 clusters.push(Arc::clone(same));
                 continue;
             }
+            let tls = match &c.tls {
+                Some(tls) => {
+                    let host = c.endpoints.first().map_or("localhost", |e| e.host.as_str());
+                    let built = crate::tls::client::upstream_tls(tls, host, c.protocol)
+                        .map_err(|e| format!("cluster {:?}: {e}", c.name))?;
+                    Some(Arc::new(built))
+                }
+                None => None,
+            };
             let resolved = discovery::resolve(c).await.unwrap_or_default();
             let reusable: Vec<Arc<Endpoint>> = before
                 .filter(|b| PoolSettings::from(&b.config) == PoolSettings::from(c))
                 .map(|b| b.endpoints.load().endpoints.clone())
                 .unwrap_or_default();
-            let cluster = Arc::new(Cluster::new(c.clone(), &resolved, &reusable));
+            let cluster = Arc::new(Cluster::new(c.clone(), tls, &resolved, &reusable));
             spawn_upkeep(Arc::downgrade(&cluster));
             clusters.push(cluster);
         }
-        Self { clusters }
+        Ok(Self { clusters })
     }
 
     pub fn get(&self, index: usize) -> Option<&Arc<Cluster>> {
@@ -222,6 +248,7 @@ mod tests {
             hash_header: None,
             idle_timeout: Duration::from_secs(60),
             max_idle_per_endpoint: 8,
+            tls: None,
         }
     }
 
@@ -241,7 +268,7 @@ mod tests {
 
     #[test]
     fn a_discovery_change_keeps_the_endpoints_that_stay() {
-        let cluster = Cluster::new(config(), &[(addr(1), 1), (addr(2), 1)].into(), &[]);
+        let cluster = Cluster::new(config(), None, &[(addr(1), 1), (addr(2), 1)].into(), &[]);
         let staying = endpoint(&cluster, addr(2)).unwrap();
 
         cluster.update(&[(addr(2), 1), (addr(3), 1)].into());
@@ -256,7 +283,7 @@ mod tests {
 
     #[test]
     fn a_weight_change_keeps_the_connection_pool() {
-        let cluster = Cluster::new(config(), &[(addr(1), 1)].into(), &[]);
+        let cluster = Cluster::new(config(), None, &[(addr(1), 1)].into(), &[]);
         let before = endpoint(&cluster, addr(1)).unwrap();
 
         cluster.update(&[(addr(1), 5)].into());
@@ -268,7 +295,7 @@ mod tests {
 
     #[test]
     fn an_empty_cluster_picks_nothing() {
-        let cluster = Cluster::new(config(), &Resolved::new(), &[]);
+        let cluster = Cluster::new(config(), None, &Resolved::new(), &[]);
         assert!(cluster.pick(None).is_none());
     }
 }

@@ -5,6 +5,7 @@ mod cluster;
 mod discovery;
 mod endpoint;
 mod pool;
+mod stream;
 
 pub use cluster::{Cluster, Clusters};
 pub use endpoint::{Endpoint, InFlight};

@@ -15,12 +15,16 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tracing::debug;
 
+use super::stream::UpstreamStream;
 use crate::body::ProxyBody;
 use crate::config::{ClusterConfig, UpstreamProtocol};
+use crate::tls::client::UpstreamTls;
 
 /// Why a request could not be sent to an endpoint or got no response head.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
+    #[error("TLS handshake with {addr} failed: {reason}")]
+    Tls { addr: SocketAddr, reason: String },
     #[error("connect to {addr} failed: {source}")]
     Connect {
         addr: SocketAddr,
@@ -45,7 +49,10 @@ impl UpstreamError {
     pub fn is_connect(&self) -> bool {
         matches!(
             self,
-            Self::Connect { .. } | Self::ConnectTimeout { .. } | Self::Handshake { .. }
+            Self::Connect { .. }
+                | Self::ConnectTimeout { .. }
+                | Self::Handshake { .. }
+                | Self::Tls { .. }
         )
     }
 }
@@ -75,6 +82,8 @@ impl From<&ClusterConfig> for PoolSettings {
 pub struct Pool {
     addr: SocketAddr,
     settings: PoolSettings,
+    /// TLS to the endpoint (`[cluster.tls]`); plain TCP when absent.
+    tls: Option<Arc<UpstreamTls>>,
     idle: Mutex<Vec<IdleConnection>>,
     shared_h2: Mutex<Option<http2::SendRequest<ProxyBody>>>,
 }
@@ -86,10 +95,15 @@ struct IdleConnection {
 }
 
 impl Pool {
-    pub fn new(addr: SocketAddr, settings: PoolSettings) -> Arc<Self> {
+    pub fn new(
+        addr: SocketAddr,
+        settings: PoolSettings,
+        tls: Option<Arc<UpstreamTls>>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             addr,
             settings,
+            tls,
             idle: Mutex::new(Vec::new()),
             shared_h2: Mutex::new(None),
         })
@@ -232,7 +246,7 @@ impl Pool {
         Ok(sender)
     }
 
-    async fn connect_tcp(&self) -> Result<TokioIo<TcpStream>, UpstreamError> {
+    async fn connect_tcp(&self) -> Result<TokioIo<UpstreamStream>, UpstreamError> {
         let addr = self.addr;
         let timeout = self.settings.connect_timeout;
         let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
@@ -241,6 +255,20 @@ impl Pool {
             .map_err(|source| UpstreamError::Connect { addr, source })?;
         // Proxied requests are small writes that must not wait for Nagle.
         let _ = stream.set_nodelay(true);
-        Ok(TokioIo::new(stream))
+        let Some(tls) = &self.tls else {
+            return Ok(TokioIo::new(UpstreamStream::Plain(stream)));
+        };
+        let connector = tokio_rustls::TlsConnector::from(Arc::clone(&tls.config));
+        let stream =
+            tokio::time::timeout(timeout, connector.connect(tls.server_name.clone(), stream))
+                .await
+                .map_err(|_| UpstreamError::ConnectTimeout { addr, timeout })?
+                .map_err(|e| {
+                    let reason = e
+                        .get_ref()
+                        .map_or_else(|| e.to_string(), |inner| inner.to_string());
+                    UpstreamError::Tls { addr, reason }
+                })?;
+        Ok(TokioIo::new(UpstreamStream::Tls(Box::new(stream))))
     }
 }
