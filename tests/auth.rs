@@ -197,26 +197,3 @@ jwks = {{ cluster = "idp", ttl = "5m" }}
     .await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
 }
-
-#[tokio::test]
-async fn without_a_verified_client_identity_spiffe_rules_refuse() {
-    let orders = Upstream::echo("orders").await;
-    let config = example_config(
-        "auth-mtls.toml",
-        &[
-            ("127.0.0.1:9901", "127.0.0.1:0".into()),
-            ("127.0.0.1:8080", "127.0.0.1:0".into()),
-            ("127.0.0.1:9001", orders.addr.to_string()),
-        ],
-    );
-    let proxy = Proxy::start(&config);
-
-    assert_eq!(get(proxy.addr(), "/healthz").await.status, StatusCode::OK);
-    let reply = get(proxy.addr(), "/orders/1").await;
-    assert_eq!(reply.status, StatusCode::FORBIDDEN);
-    assert!(
-        reply.text().contains("needs an mTLS client identity"),
-        "{}",
-        reply.text()
-    );
-}

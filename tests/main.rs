@@ -19,4 +19,5 @@ mod ratelimit;
 mod retries;
 mod routing;
 mod streaming;
+mod tls;
 mod websocket;

@@ -206,9 +206,18 @@ fn handshake_failure_reason(error: &std::io::Error) -> &'static str {
     };
     match tls {
         rustls::Error::NoCertificatesPresented => "no_client_cert",
-        rustls::Error::InvalidCertificate(rustls::CertificateError::Expired) => "expired_cert",
-        rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer) => "unknown_ca",
-        rustls::Error::InvalidCertificate(_) => "bad_cert",
+        rustls::Error::InvalidCertificate(cert) => {
+            match cert {
+                rustls::CertificateError::Expired
+                | rustls::CertificateError::ExpiredContext { .. } => "expired_cert",
+                rustls::CertificateError::NotValidYet
+                | rustls::CertificateError::NotValidYetContext { .. } => "cert_not_yet_valid",
+                // A CA with the same name but another key shows as a bad signature.
+                rustls::CertificateError::UnknownIssuer
+                | rustls::CertificateError::BadSignature => "unknown_ca",
+                _ => "bad_cert",
+            }
+        }
         rustls::Error::AlertReceived(_) => "alert_received",
         rustls::Error::PeerIncompatible(_) => "incompatible",
         rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => "not_tls",

@@ -5,6 +5,7 @@
 pub mod client;
 pub mod config;
 pub mod proxy;
+pub mod tls;
 pub mod upstream;
 
 pub use client::{get, get_with, h2c_send, send};
