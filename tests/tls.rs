@@ -424,3 +424,22 @@ async fn openssl_s_client_sees_tls13_and_no_weak_protocols() {
         );
     }
 }
+
+#[tokio::test]
+async fn rsa_and_ed25519_certificates_serve_too() {
+    let pki = Pki::new();
+    let rsa_pem = include_str!("../plugins/auth/testdata/rsa-private.pem");
+    let rsa = rcgen::KeyPair::from_pem_and_sign_algo(rsa_pem, &rcgen::PKCS_RSA_SHA256).unwrap();
+    let ed25519 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    for (name, key) in [("rsa", rsa), ("ed25519", ed25519)] {
+        let issued = pki.issue_with_key(name, key);
+        let app = Upstream::echo("app").await;
+        let proxy = Proxy::start(&tls_listener(&app, &cert_key(&issued)));
+        let got = tls_get(proxy.addr(), "localhost", &pki.ca(), None, &["h2"]).await;
+        assert_eq!(
+            got.map(|r| r.reply.status).ok(),
+            Some(StatusCode::OK),
+            "{name}"
+        );
+    }
+}
