@@ -280,14 +280,29 @@ fn clusters(snapshot: &Snapshot) -> serde_json::Value {
         .clusters
         .iter()
         .map(|c| {
-            let endpoints: Vec<String> = c
-                .endpoint_addrs()
+            let states = c.endpoint_states();
+            let endpoints: Vec<String> = states.iter().map(|e| e.addr.to_string()).collect();
+            let health: Vec<serde_json::Value> = states
                 .iter()
-                .map(SocketAddr::to_string)
+                .map(|e| {
+                    serde_json::json!({
+                        "address": e.addr.to_string(),
+                        "healthy": e.healthy,
+                        "ejected": e.ejected_for.is_some(),
+                        "ejected_for_ms": e.ejected_for.map(|d| d.as_millis() as u64),
+                        "live": e.live,
+                        "in_flight": e.in_flight,
+                    })
+                })
                 .collect();
             (
                 c.name().to_owned(),
-                serde_json::json!({ "endpoints": endpoints }),
+                serde_json::json!({
+                    "endpoints": endpoints,
+                    "endpoint_health": health,
+                    "panic": c.in_panic(),
+                    "open_connections": c.limits.open_connections(),
+                }),
             )
         })
         .collect::<serde_json::Map<_, _>>()

@@ -10,7 +10,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::plugin::{Chain, RequestState};
-use crate::upstream::InFlight;
+use crate::upstream::{Admission, InFlight};
 
 /// A request or response body as the proxy forwards it.
 #[derive(Debug)]
@@ -21,11 +21,20 @@ pub enum ProxyBody {
     Full(Option<Bytes>),
     /// Streamed from the peer frame by frame, never buffered whole.
     Streaming(Incoming),
+    /// A request body streamed with a size cap (`max_request_body`): past it the stream fails
+    /// with [`BodyTooLarge`], which the proxy answers with 413.
+    Capped {
+        body: Incoming,
+        remaining: u64,
+        limit: u64,
+    },
     /// An upstream response body; holds the endpoint's in-flight count until the body ends or the
     /// client goes away, so least-request balancing sees streaming responses as load.
     Upstream {
         body: Incoming,
         _in_flight: InFlight,
+        /// The cluster's circuit-breaker slot for this request, held until the body is done.
+        _admission: Option<Admission>,
     },
     /// A body whose end (or abandonment) runs the chain's `on_log` hooks, off the request path.
     Logged {
@@ -73,27 +82,58 @@ impl ProxyBody {
     }
 }
 
+/// Errors a [`ProxyBody`] can yield: the peer's, or the proxy's own cap.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The request body went over the listener's `max_request_body`.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body is larger than the {limit} bytes this listener accepts")]
+pub struct BodyTooLarge {
+    pub limit: u64,
+}
+
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut() {
-            Self::Empty => Poll::Ready(None),
-            Self::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        let polled = match this {
+            Self::Empty => return Poll::Ready(None),
+            Self::Full(bytes) => return Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Self::Streaming(body) | Self::Upstream { body, .. } => Pin::new(body).poll_frame(cx),
-            Self::Logged { body, .. } => Pin::new(body.as_mut()).poll_frame(cx),
-        }
+            Self::Capped {
+                body,
+                remaining,
+                limit,
+            } => {
+                let polled = Pin::new(body).poll_frame(cx);
+                if let Poll::Ready(Some(Ok(frame))) = &polled
+                    && let Some(data) = frame.data_ref()
+                {
+                    let len = data.len() as u64;
+                    if len > *remaining {
+                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge { limit: *limit }))));
+                    }
+                    *remaining -= len;
+                }
+                polled
+            }
+            Self::Logged { body, .. } => return Pin::new(body.as_mut()).poll_frame(cx),
+        };
+        polled.map(|frame| frame.map(|result| result.map_err(Into::into)))
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             Self::Empty => true,
             Self::Full(bytes) => bytes.is_none(),
-            Self::Streaming(body) | Self::Upstream { body, .. } => body.is_end_stream(),
+            Self::Streaming(body) | Self::Upstream { body, .. } | Self::Capped { body, .. } => {
+                body.is_end_stream()
+            }
             Self::Logged { body, .. } => body.is_end_stream(),
         }
     }
@@ -102,7 +142,9 @@ impl Body for ProxyBody {
         match self {
             Self::Empty => SizeHint::with_exact(0),
             Self::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
-            Self::Streaming(body) | Self::Upstream { body, .. } => body.size_hint(),
+            Self::Streaming(body) | Self::Upstream { body, .. } | Self::Capped { body, .. } => {
+                body.size_hint()
+            }
             Self::Logged { body, .. } => body.size_hint(),
         }
     }

@@ -146,18 +146,90 @@ async fn serve_http<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let cancels = Arc::new(CancelTracker::default());
+    let tracker = Arc::clone(&cancels);
     // Each request takes the listener's current proxy, so a long-lived keep-alive or h2
     // connection follows reloads, while a request in flight keeps the one it started on.
     let service = service_fn(move |req| {
         let proxy = Arc::clone(&slot.load().proxy);
         let tls = tls.clone();
-        async move { Ok::<_, Infallible>(proxy.handle(peer, tls, req).await) }
+        let mut guard = CancelGuard::new(Arc::clone(&tracker));
+        async move {
+            let response = proxy.handle(peer, tls, req).await;
+            guard.complete();
+            Ok::<_, Infallible>(response)
+        }
     });
     let connection = serving
         .http
         .serve_connection_with_upgrades(TokioIo::new(stream), service);
-    if let Err(e) = watcher.watch(connection).await {
-        debug!(%peer, error = %e, "downstream connection ended with an error");
+    tokio::select! {
+        result = watcher.watch(connection) => {
+            if let Err(e) = result {
+                debug!(%peer, error = %e, "downstream connection ended with an error");
+            }
+        }
+        () = cancels.abusive.notified() => {
+            warn!(%peer, "closing a connection that cancels requests as fast as it sends them (rapid reset)");
+            metrics::counter!("switchyard_downstream_rapid_reset_closed_total").increment(1);
+        }
+    }
+}
+
+/// Requests a client cancels in a short time on one connection — HTTP/2 rapid reset
+/// (CVE-2023-44487): each costs the proxy work and the client nothing. Past the limit the
+/// connection is closed.
+#[derive(Default)]
+struct CancelTracker {
+    /// (window start in ms since the connection began, cancels in the window)
+    window: std::sync::Mutex<(u64, u32)>,
+    started: std::sync::OnceLock<std::time::Instant>,
+    abusive: tokio::sync::Notify,
+}
+
+/// Cancelled requests per second on one connection that close it.
+const MAX_CANCELS_PER_SECOND: u32 = 100;
+
+impl CancelTracker {
+    fn cancelled(&self) {
+        let started = *self.started.get_or_init(std::time::Instant::now);
+        let now = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let mut window = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        if now.saturating_sub(window.0) > 1000 {
+            *window = (now, 0);
+        }
+        window.1 += 1;
+        if window.1 > MAX_CANCELS_PER_SECOND {
+            self.abusive.notify_one();
+        }
+    }
+}
+
+/// Marks a request whose handler was dropped before it finished: the client cancelled it.
+struct CancelGuard {
+    tracker: Arc<CancelTracker>,
+    completed: bool,
+}
+
+impl CancelGuard {
+    fn new(tracker: Arc<CancelTracker>) -> Self {
+        Self {
+            tracker,
+            completed: false,
+        }
+    }
+
+    /// The request got its response: not a cancellation.
+    fn complete(&mut self) {
+        self.completed = true;
+    }
+}
+
+impl Drop for CancelGuard {
+    fn drop(&mut self) {
+        if !self.completed {
+            self.tracker.cancelled();
+        }
     }
 }
 
@@ -233,12 +305,15 @@ fn http_builder(config: &ListenerConfig) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .header_read_timeout(config.request_header_timeout)
         .max_buf_size(config.max_request_head)
+        .max_headers(config.max_request_headers)
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(config.max_request_head).unwrap_or(u32::MAX))
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_pending_accept_reset_streams(Some(50))
+        .max_local_error_reset_streams(Some(256))
         .keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10));
     builder

@@ -26,7 +26,17 @@ pub enum LocalError {
     BadRequest,
     /// A plugin routed the request to a cluster that does not exist (a config mistake).
     UnknownDestination,
+    /// A circuit breaker is open: the cluster has as many connections, waiting requests,
+    /// requests or retries as it may.
+    Overloaded,
+    /// The request target is longer than the listener allows.
+    UriTooLong,
+    /// The request body is larger than the listener allows.
+    BodyTooLarge,
 }
+
+/// Names the circuit-breaker limit that refused a request.
+pub static X_SWITCHYARD_OVERLOADED: HeaderName = HeaderName::from_static("x-switchyard-overloaded");
 
 impl LocalError {
     pub fn status(self) -> StatusCode {
@@ -37,6 +47,9 @@ impl LocalError {
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::BadRequest => StatusCode::BAD_REQUEST,
             Self::UnknownDestination => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UriTooLong => StatusCode::URI_TOO_LONG,
+            Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 
@@ -50,6 +63,9 @@ impl LocalError {
             Self::UpstreamTimeout => "upstream-timeout",
             Self::BadRequest => "bad-request",
             Self::UnknownDestination => "unknown-destination",
+            Self::Overloaded => "overloaded",
+            Self::UriTooLong => "uri-too-long",
+            Self::BodyTooLarge => "body-too-large",
         }
     }
 

@@ -26,13 +26,15 @@ use hyper_util::rt::TokioIo;
 use tracing::{debug, warn};
 
 use crate::balance::hash_bytes;
-use crate::body::{LogOnDrop, ProxyBody};
+use crate::body::{BodyTooLarge, LogOnDrop, ProxyBody};
 use crate::config::UpstreamProtocol;
 use crate::headers;
 use crate::listener::TlsSession;
-use crate::local_response::{LocalError, text_response};
+use crate::local_response::{LocalError, X_SWITCHYARD_OVERLOADED, text_response};
 use crate::plugin::{AttemptOutcome, Chain, LocalResponse, RequestState, Step, UpstreamError};
-use crate::upstream::{Cluster, Clusters, Endpoint, InFlight, UpstreamError as SendError};
+use crate::upstream::{
+    Admission, Cluster, Clusters, Endpoint, InFlight, Observed, UpstreamError as SendError,
+};
 
 /// Most attempts one request may make, whatever plugins ask.
 const MAX_ATTEMPTS: u32 = 25;
@@ -50,6 +52,10 @@ pub struct ListenerProxy {
     pub max_buffered_body: usize,
     /// Largest request body kept for replay when a plugin may retry; larger is not retried.
     pub max_replay_body: usize,
+    /// Longest request target accepted; longer gets 414.
+    pub max_uri_length: usize,
+    /// Largest request body accepted; larger gets 413. `None`: unlimited.
+    pub max_request_body: Option<u64>,
     /// The header that carries a verified client identity upstream (`[listener.tls]
     /// forward_client_cert`); clients' own copies are always removed.
     pub forward_client_cert: Option<HeaderName>,
@@ -78,6 +84,13 @@ impl ListenerProxy {
         mut req: Request<Incoming>,
     ) -> Response<ProxyBody> {
         let request_id = headers::ensure_request_id(req.headers_mut());
+        if let Some(refusal) = self.refuse_oversized(&req) {
+            let mut refusal = refusal;
+            refusal
+                .headers_mut()
+                .insert(&headers::X_REQUEST_ID, request_id);
+            return refusal;
+        }
         let upgrade = headers::is_upgrade_request(&req);
         let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let version = req.version();
@@ -118,6 +131,25 @@ impl ListenerProxy {
         response
     }
 
+    /// 414 for a request target over `max_uri_length`, 413 for a declared body over
+    /// `max_request_body` (a chunked one is capped as it streams).
+    fn refuse_oversized(&self, req: &Request<Incoming>) -> Option<Response<ProxyBody>> {
+        let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+        if target > self.max_uri_length {
+            return Some(LocalError::UriTooLong.response(&format!(
+                "the request target is {target} bytes; this listener accepts {}",
+                self.max_uri_length
+            )));
+        }
+        let limit = self.max_request_body?;
+        let declared = req.body().size_hint().lower();
+        (declared > limit).then(|| {
+            LocalError::BodyTooLarge.response(&format!(
+                "the request body is {declared} bytes; this listener accepts {limit}"
+            ))
+        })
+    }
+
     async fn run(
         &self,
         state: Box<RequestState>,
@@ -149,7 +181,7 @@ impl ListenerProxy {
         body: Incoming,
         downstream_upgrade: Option<OnUpgrade>,
     ) -> (Box<RequestState>, Answer) {
-        let mut body = RequestBody::new(body);
+        let mut body = RequestBody::new(body, self.max_request_body);
         if self.chain.wants_request_body() {
             let bytes = match body.buffer(self.max_buffered_body).await {
                 Ok(bytes) => bytes,
@@ -190,6 +222,12 @@ impl ListenerProxy {
     ) -> (Box<RequestState>, Answer) {
         let total = state.timeout.unwrap_or(cluster.config.timeout);
         let deadline = Instant::now() + total;
+        let Some(admission) = cluster.limits.admit_request() else {
+            return (state, overloaded(cluster, "requests"));
+        };
+        let mut admission = Some(admission);
+        // The circuit-breaker slot of the retry in progress, if this attempt is one.
+        let mut _retry_slot = None;
         loop {
             state.attempt += 1;
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -198,8 +236,15 @@ impl ListenerProxy {
                 .map_or(remaining, |t| t.min(remaining));
             let result = self.attempt(&mut state, &mut body, cluster, per_try).await;
 
-            if !self.chain.may_retry() {
-                let answer = self.finish_attempt(result, cluster, &mut downstream_upgrade, per_try);
+            let overload = matches!(result, Err(AttemptError::Overloaded(_)));
+            if !self.chain.may_retry() || overload {
+                let answer = self.finish_attempt(
+                    result,
+                    cluster,
+                    &mut downstream_upgrade,
+                    per_try,
+                    admission.take(),
+                );
                 return (state, answer);
             }
             let outcome = match &result {
@@ -220,7 +265,12 @@ impl ListenerProxy {
             match step {
                 Step::Retry(delay) => {
                     let can_wait = Instant::now() + delay < deadline;
-                    if body.replayable() && state.attempt < MAX_ATTEMPTS && can_wait {
+                    let retry_slot =
+                        (body.replayable() && state.attempt < MAX_ATTEMPTS && can_wait)
+                            .then(|| cluster.limits.admit_retry())
+                            .flatten();
+                    if retry_slot.is_some() {
+                        _retry_slot = retry_slot;
                         debug!(attempt = state.attempt, ?delay, cluster = %cluster.name(), "retrying");
                         drop(result);
                         tokio::time::sleep(delay).await;
@@ -236,7 +286,13 @@ impl ListenerProxy {
                 Step::Failed(plugin) => return (state, plugin_failed_answer(&plugin)),
                 Step::Continue => {}
             }
-            let answer = self.finish_attempt(result, cluster, &mut downstream_upgrade, per_try);
+            let answer = self.finish_attempt(
+                result,
+                cluster,
+                &mut downstream_upgrade,
+                per_try,
+                admission.take(),
+            );
             return (state, answer);
         }
     }
@@ -271,6 +327,7 @@ impl ListenerProxy {
         match tokio::time::timeout(per_try, endpoint.send(req)).await {
             Ok(Ok(response)) => {
                 endpoint.observe_latency(started.elapsed());
+                cluster.observe(&endpoint, Observed::Status(response.status().as_u16()));
                 Ok((
                     response,
                     Attempted {
@@ -279,7 +336,16 @@ impl ListenerProxy {
                     },
                 ))
             }
+            Ok(Err(SendError::Overloaded { limit })) => Err(AttemptError::Overloaded(limit)),
             Ok(Err(e)) => {
+                cluster.observe(
+                    &endpoint,
+                    if e.is_connect() {
+                        Observed::ConnectFailure
+                    } else {
+                        Observed::Other
+                    },
+                );
                 // A failing endpoint should look slow to `ewma`, not fast.
                 endpoint.observe_latency(started.elapsed().max(cluster.config.connect_timeout));
                 warn!(listener = %self.listener, cluster = %cluster.name(), error = %e, "upstream request failed");
@@ -300,10 +366,15 @@ impl ListenerProxy {
         cluster: &Cluster,
         downstream_upgrade: &mut Option<OnUpgrade>,
         per_try: Duration,
+        admission: Option<Admission>,
     ) -> Answer {
         let name = cluster.name();
         match result {
-            Ok((response, attempted)) => upstream_answer(response, attempted, downstream_upgrade),
+            Ok((response, attempted)) => {
+                upstream_answer(response, attempted, admission, downstream_upgrade)
+            }
+            Err(AttemptError::Overloaded(limit)) => overloaded(cluster, limit),
+            Err(AttemptError::Send(e)) if let Some(answer) = downstream_body_error(&e) => answer,
             Err(AttemptError::NoEndpoint) => error_answer(
                 LocalError::NoEndpoint,
                 &format!("cluster {name:?} has no endpoint to send to"),
@@ -402,6 +473,8 @@ struct Attempted {
 /// Why an attempt has no response.
 enum AttemptError {
     NoEndpoint,
+    /// A circuit breaker of the cluster is open.
+    Overloaded(&'static str),
     Send(SendError),
     Timeout,
     NotReplayable,
@@ -410,20 +483,21 @@ enum AttemptError {
 
 /// The request body across attempts: streamed once, or kept whole so it can be sent again.
 enum RequestBody {
-    Streaming(Option<Incoming>),
+    Streaming(Option<Incoming>, Option<u64>),
     Buffered(Bytes),
 }
 
 impl RequestBody {
-    fn new(body: Incoming) -> Self {
-        Self::Streaming(Some(body))
+    /// `cap`: the listener's `max_request_body`, enforced as the body streams.
+    fn new(body: Incoming, cap: Option<u64>) -> Self {
+        Self::Streaming(Some(body), cap)
     }
 
     /// Reads the whole body for plugins (up to `limit`; more gets 413).
     async fn buffer(&mut self, limit: usize) -> Result<Bytes, Answer> {
         let bytes = match self {
             Self::Buffered(bytes) => return Ok(bytes.clone()),
-            Self::Streaming(body) => match body.take() {
+            Self::Streaming(body, _) => match body.take() {
                 None => Bytes::new(),
                 Some(body) => match Limited::new(body, limit).collect().await {
                     Ok(collected) => collected.to_bytes(),
@@ -448,7 +522,7 @@ impl RequestBody {
     /// length like a stream that may never end — is streamed once and not retried, so a retry
     /// plugin can never stall a stream waiting for its end.
     async fn buffer_for_replay(&mut self, limit: usize) -> Result<(), Answer> {
-        let Self::Streaming(slot) = self else {
+        let Self::Streaming(slot, _) = self else {
             return Ok(());
         };
         let Some(hint) = slot.as_ref().map(|body| body.size_hint()) else {
@@ -484,7 +558,12 @@ impl RequestBody {
         match self {
             Self::Buffered(bytes) if bytes.is_empty() => Some(ProxyBody::Empty),
             Self::Buffered(bytes) => Some(ProxyBody::full(bytes.clone())),
-            Self::Streaming(body) => body.take().map(ProxyBody::Streaming),
+            Self::Streaming(body, None) => body.take().map(ProxyBody::Streaming),
+            Self::Streaming(body, Some(limit)) => body.take().map(|body| ProxyBody::Capped {
+                body,
+                remaining: *limit,
+                limit: *limit,
+            }),
         }
     }
 }
@@ -542,6 +621,7 @@ fn rejoin_head(result: HeadlessResult, head: Option<http::response::Parts>) -> A
 fn upstream_answer(
     mut response: Response<Incoming>,
     attempted: Attempted,
+    admission: Option<Admission>,
     downstream_upgrade: &mut Option<OnUpgrade>,
 ) -> Answer {
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -570,9 +650,49 @@ fn upstream_answer(
         ProxyBody::Upstream {
             body,
             _in_flight: attempted.in_flight,
+            _admission: admission,
         }
     };
     Answer { head, body }
+}
+
+/// 503 with `x-switchyard-overloaded` naming the circuit breaker that refused the request.
+fn overloaded(cluster: &Cluster, limit: &'static str) -> Answer {
+    let mut answer = error_answer(
+        LocalError::Overloaded,
+        &format!("cluster {:?} is at its {limit} limit", cluster.name()),
+    );
+    answer
+        .head
+        .headers
+        .insert(&X_SWITCHYARD_OVERLOADED, HeaderValue::from_static(limit));
+    metrics::counter!("switchyard_circuit_breaker_overflows_total", "cluster" => cluster.name().to_owned(), "limit" => limit).increment(1);
+    answer
+}
+
+/// When sending failed because the client's own body did (cut short, malformed chunks, over
+/// `max_request_body`), the client gets 400 or 413, not a 502 blaming the upstream.
+fn downstream_body_error(error: &SendError) -> Option<Answer> {
+    let SendError::Reset { source, .. } = error else {
+        return None;
+    };
+    if !source.is_user() {
+        return None;
+    }
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(source);
+    while let Some(e) = cause {
+        if let Some(too_large) = e.downcast_ref::<BodyTooLarge>() {
+            return Some(error_answer(
+                LocalError::BodyTooLarge,
+                &too_large.to_string(),
+            ));
+        }
+        cause = e.source();
+    }
+    Some(error_answer(
+        LocalError::BadRequest,
+        &format!("the request body could not be read: {source}"),
+    ))
 }
 
 fn error_answer(kind: LocalError, detail: &str) -> Answer {

@@ -392,6 +392,8 @@ fn serving(
         chain: Arc::new(plugins.chain(&l.plugin_names)),
         max_buffered_body: MAX_BUFFERED_BODY,
         max_replay_body: MAX_REPLAY_BODY,
+        max_uri_length: l.max_uri_length,
+        max_request_body: l.max_request_body,
         forward_client_cert,
     };
     Ok(Serving::new(l, proxy, tls))

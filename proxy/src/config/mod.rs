@@ -5,6 +5,7 @@ mod duration;
 mod error;
 mod load;
 mod raw;
+mod resilience;
 mod tls;
 mod validate;
 
@@ -89,6 +90,12 @@ pub struct ListenerConfig {
     pub request_header_timeout: Duration,
     /// Largest request head (request line + headers) in bytes; larger gets 431.
     pub max_request_head: usize,
+    /// Most header fields in a request; more gets 431.
+    pub max_request_headers: usize,
+    /// Longest request target (path and query); longer gets 414.
+    pub max_uri_length: usize,
+    /// Largest request body in bytes; larger gets 413. `None`: no limit (bodies stream).
+    pub max_request_body: Option<u64>,
     /// HTTPS (and mTLS) when present; plain HTTP/1.1 + h2c otherwise.
     pub tls: Option<ListenerTlsConfig>,
 }
@@ -199,6 +206,49 @@ pub struct ClusterConfig {
     pub idle_timeout: Duration,
     pub max_idle_per_endpoint: usize,
     pub tls: Option<ClusterTlsConfig>,
+    pub health_check: Option<HealthCheckConfig>,
+    pub outlier: Option<OutlierConfig>,
+    pub circuit_breaker: CircuitBreakerConfig,
+}
+
+/// `[cluster.health_check]`: active HTTP checks; endpoints that fail them leave the balancer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HealthCheckConfig {
+    pub path: String,
+    #[serde(with = "duration_text")]
+    pub interval: Duration,
+    #[serde(with = "duration_text")]
+    pub timeout: Duration,
+    /// Consecutive passes that bring an unhealthy endpoint back.
+    pub healthy_threshold: u32,
+    /// Consecutive failures that take a healthy endpoint out.
+    pub unhealthy_threshold: u32,
+    /// Statuses that pass; empty: 200-399.
+    pub expected_statuses: Vec<u16>,
+}
+
+/// `[cluster.outlier]`: passive ejection of endpoints that keep failing real requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OutlierConfig {
+    pub consecutive_5xx: u32,
+    pub consecutive_connect_failures: u32,
+    /// An ejection lasts this times the number of times the endpoint has been ejected.
+    #[serde(with = "duration_text")]
+    pub base_ejection_time: Duration,
+    /// At most this share of a cluster's endpoints is ejected at once (always at least one).
+    pub max_ejection_percent: u32,
+    /// Below this share of usable endpoints the cluster ignores health and ejections and uses
+    /// them all (Envoy's panic mode), so it never ejects itself to zero.
+    pub panic_threshold: u32,
+}
+
+/// `[cluster.circuit_breaker]`: limits past which requests get 503 at once instead of queueing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CircuitBreakerConfig {
+    pub max_connections: Option<usize>,
+    pub max_pending_requests: Option<usize>,
+    pub max_requests: Option<usize>,
+    pub max_retries: Option<usize>,
 }
 
 /// One configured endpoint: an IP address or a DNS name, a port and a weight.

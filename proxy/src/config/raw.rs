@@ -45,6 +45,9 @@ pub struct RawListener {
     pub plugins: Vec<Spanned<String>>,
     pub request_header_timeout: Option<Spanned<String>>,
     pub max_request_head: Option<Spanned<i64>>,
+    pub max_request_headers: Option<Spanned<i64>>,
+    pub max_uri_length: Option<Spanned<i64>>,
+    pub max_request_body: Option<Spanned<String>>,
     pub tls: Option<Spanned<RawListenerTls>>,
 }
 
@@ -93,6 +96,39 @@ pub struct RawCluster {
     pub idle_timeout: Option<Spanned<String>>,
     pub max_idle_per_endpoint: Option<Spanned<i64>>,
     pub tls: Option<Spanned<RawClusterTls>>,
+    pub health_check: Option<Spanned<RawHealthCheck>>,
+    pub outlier: Option<Spanned<RawOutlier>>,
+    pub circuit_breaker: Option<Spanned<RawCircuitBreaker>>,
+}
+
+/// `[cluster.health_check]`
+#[derive(Debug, Deserialize)]
+pub struct RawHealthCheck {
+    pub path: Option<Spanned<String>>,
+    pub interval: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub healthy_threshold: Option<Spanned<i64>>,
+    pub unhealthy_threshold: Option<Spanned<i64>>,
+    pub expected_statuses: Option<Spanned<Vec<Spanned<i64>>>>,
+}
+
+/// `[cluster.outlier]`
+#[derive(Debug, Deserialize)]
+pub struct RawOutlier {
+    pub consecutive_5xx: Option<Spanned<i64>>,
+    pub consecutive_connect_failures: Option<Spanned<i64>>,
+    pub base_ejection_time: Option<Spanned<String>>,
+    pub max_ejection_percent: Option<Spanned<i64>>,
+    pub panic_threshold: Option<Spanned<i64>>,
+}
+
+/// `[cluster.circuit_breaker]`
+#[derive(Debug, Deserialize)]
+pub struct RawCircuitBreaker {
+    pub max_connections: Option<Spanned<i64>>,
+    pub max_pending_requests: Option<Spanned<i64>>,
+    pub max_requests: Option<Spanned<i64>>,
+    pub max_retries: Option<Spanned<i64>>,
 }
 
 /// One entry of `endpoints`: `"host:port"` or `{ address = "host:port", weight = N }`.

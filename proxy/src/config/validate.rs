@@ -184,6 +184,20 @@ fn listener(
             .as_ref()
             .and_then(|n| int_in_range(n, 8 * 1024, 1024 * 1024, &key("max_request_head"), d))
             .unwrap_or(64 * 1024),
+        max_request_headers: raw
+            .max_request_headers
+            .as_ref()
+            .and_then(|n| int_in_range(n, 8, 1000, &key("max_request_headers"), d))
+            .unwrap_or(100),
+        max_uri_length: raw
+            .max_uri_length
+            .as_ref()
+            .and_then(|n| int_in_range(n, 256, 1024 * 1024, &key("max_uri_length"), d))
+            .unwrap_or(8 * 1024),
+        max_request_body: raw
+            .max_request_body
+            .as_ref()
+            .map(|m| memory_size(m, &key("max_request_body"), d) as u64),
         tls: raw
             .tls
             .as_ref()
@@ -261,6 +275,19 @@ fn cluster(i: usize, raw: &RawCluster, base: &Path, d: &mut Diagnostics<'_>) -> 
             .tls
             .as_ref()
             .and_then(|t| super::tls::cluster_tls(t, &key("tls"), base, d)),
+        health_check: raw
+            .health_check
+            .as_ref()
+            .map(|h| super::resilience::health_check(h, &key("health_check"), d)),
+        outlier: raw
+            .outlier
+            .as_ref()
+            .map(|o| super::resilience::outlier(o, &key("outlier"), d)),
+        circuit_breaker: super::resilience::circuit_breaker(
+            raw.circuit_breaker.as_ref(),
+            &key("circuit_breaker"),
+            d,
+        ),
     }
 }
 
@@ -545,7 +572,7 @@ pub(super) fn optional_duration(
     raw.as_ref().map_or(default, |r| duration(r, key, d))
 }
 
-fn int_in_range(
+pub(super) fn int_in_range(
     raw: &Spanned<i64>,
     min: i64,
     max: i64,

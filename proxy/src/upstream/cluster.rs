@@ -7,13 +7,15 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::discovery::{self, Resolved};
 use super::endpoint::Endpoint;
+use super::health::Observed;
+use super::limits::ClusterLimits;
 use super::pool::{Pool, PoolSettings};
 use crate::balance::Balancer;
-use crate::config::{ClusterConfig, Config};
+use crate::config::{ClusterConfig, Config, HealthCheckConfig};
 use crate::tls::client::UpstreamTls;
 
 /// A named group of endpoints serving the same thing.
@@ -22,13 +24,19 @@ pub struct Cluster {
     pub config: ClusterConfig,
     /// TLS to the endpoints, built from `config.tls`.
     tls: Option<Arc<UpstreamTls>>,
+    /// Circuit-breaker counters, shared with the pools.
+    pub limits: Arc<ClusterLimits>,
     endpoints: ArcSwap<EndpointSet>,
 }
 
-/// A snapshot of a cluster's endpoints with the balancer state built for exactly these.
+/// A snapshot of a cluster's endpoints with the balancer state built for the live ones.
 #[derive(Debug)]
 struct EndpointSet {
     endpoints: Vec<Arc<Endpoint>>,
+    /// The endpoints that get traffic: healthy and not ejected — or all of them when too few
+    /// are (panic mode), so a cluster never routes to nothing because of its own checks.
+    live: Vec<Arc<Endpoint>>,
+    panic: bool,
     balancer: Balancer,
 }
 
@@ -40,10 +48,12 @@ impl Cluster {
         resolved: &Resolved,
         previous: &[Arc<Endpoint>],
     ) -> Self {
-        let set = build_set(&config, tls.as_ref(), resolved, previous);
+        let limits = ClusterLimits::new(config.circuit_breaker.clone());
+        let set = build_set(&config, tls.as_ref(), &limits, resolved, previous);
         Self {
             config,
             tls,
+            limits,
             endpoints: ArcSwap::from_pointee(set),
         }
     }
@@ -60,8 +70,104 @@ impl Cluster {
     /// Chooses the endpoint for one request; `None` when the cluster has no endpoints.
     pub fn pick(&self, hash: Option<u64>) -> Option<Arc<Endpoint>> {
         let set = self.endpoints.load();
-        let i = set.balancer.pick(&set.endpoints, hash)?;
-        set.endpoints.get(i).cloned()
+        let i = set.balancer.pick(&set.live, hash)?;
+        set.live.get(i).cloned()
+    }
+
+    /// Every endpoint with its health, for the admin API.
+    pub fn endpoint_states(&self) -> Vec<EndpointState> {
+        let set = self.endpoints.load();
+        set.endpoints
+            .iter()
+            .map(|e| EndpointState {
+                addr: e.addr,
+                healthy: !e.health.check_failed(),
+                ejected_for: e.health.ejected_for(),
+                live: set.live.iter().any(|l| Arc::ptr_eq(l, e)),
+                in_flight: crate::balance::Target::in_flight(e),
+            })
+            .collect()
+    }
+
+    /// Whether too few endpoints are usable and the cluster uses them all regardless.
+    pub fn in_panic(&self) -> bool {
+        self.endpoints.load().panic
+    }
+
+    /// Outlier detection: counts what a real request to `endpoint` showed and ejects it when
+    /// it crosses a threshold (within `max_ejection_percent`).
+    pub fn observe(&self, endpoint: &Endpoint, observed: Observed) {
+        let Some(outlier) = &self.config.outlier else {
+            return;
+        };
+        if !endpoint.health.record_outcome(observed, outlier) || endpoint.health.ejected() {
+            return;
+        }
+        let set = self.endpoints.load();
+        let ejected = set.endpoints.iter().filter(|e| e.health.ejected()).count();
+        let allowed = (set.endpoints.len() * outlier.max_ejection_percent as usize / 100).max(1);
+        if ejected >= allowed || set.endpoints.len() < 2 {
+            return;
+        }
+        let length = endpoint.health.eject(outlier.base_ejection_time);
+        warn!(cluster = %self.config.name, endpoint = %endpoint.addr, ?length, ?observed, "outlier ejected");
+        metrics::counter!("switchyard_outlier_ejections_total", "cluster" => self.config.name.clone()).increment(1);
+        drop(set);
+        self.rebuild_live();
+    }
+
+    /// Recomputes which endpoints get traffic after a health or ejection change.
+    fn rebuild_live(&self) {
+        let current = self.endpoints.load();
+        let (live, panic) = live_endpoints(&self.config, &current.endpoints);
+        let same = live.len() == current.live.len()
+            && live
+                .iter()
+                .zip(&current.live)
+                .all(|(a, b)| Arc::ptr_eq(a, b));
+        if same && panic == current.panic {
+            return;
+        }
+        if panic && !current.panic {
+            warn!(cluster = %self.config.name, "too few healthy endpoints: using all of them (panic mode)");
+        }
+        let balancer = Balancer::new(self.config.lb, &live);
+        self.endpoints.store(Arc::new(EndpointSet {
+            endpoints: current.endpoints.clone(),
+            live,
+            panic,
+            balancer,
+        }));
+    }
+
+    /// One round of active health checks on every endpoint, at once.
+    async fn check_health(self: &Arc<Self>, check: &HealthCheckConfig) {
+        let endpoints = self.endpoints.load().endpoints.clone();
+        let checks = endpoints.iter().map(|e| async move {
+            let passed = probe(e, check, &self.config.name).await;
+            if e.health.record_check(passed, check) {
+                let state = if passed { "healthy again" } else { "unhealthy" };
+                warn!(cluster = %self.config.name, endpoint = %e.addr, "endpoint is {state}");
+                true
+            } else {
+                false
+            }
+        });
+        let changed = futures_util::future::join_all(checks).await;
+        if changed.contains(&true) {
+            self.rebuild_live();
+        }
+    }
+
+    /// Ends ejections whose time is up.
+    fn expire_ejections(&self) {
+        let mut any = false;
+        for e in &self.endpoints.load().endpoints {
+            any |= e.health.expire_ejection();
+        }
+        if any {
+            self.rebuild_live();
+        }
     }
 
     /// The current endpoint addresses, for the admin API and tests.
@@ -93,6 +199,7 @@ impl Cluster {
         self.endpoints.store(Arc::new(build_set(
             &self.config,
             self.tls.as_ref(),
+            &self.limits,
             resolved,
             &current.endpoints,
         )));
@@ -108,6 +215,7 @@ impl Cluster {
 fn build_set(
     config: &ClusterConfig,
     tls: Option<&Arc<UpstreamTls>>,
+    limits: &Arc<ClusterLimits>,
     resolved: &Resolved,
     previous: &[Arc<Endpoint>],
 ) -> EndpointSet {
@@ -122,15 +230,71 @@ fn build_set(
             None => Arc::new(Endpoint::new(
                 addr,
                 weight,
-                Pool::new(addr, settings, tls.cloned()),
+                Pool::new(addr, settings, tls.cloned(), Arc::clone(limits)),
             )),
         })
         .collect();
-    let balancer = Balancer::new(config.lb, &endpoints);
+    let (live, panic) = live_endpoints(config, &endpoints);
+    let balancer = Balancer::new(config.lb, &live);
     EndpointSet {
         endpoints,
+        live,
+        panic,
         balancer,
     }
+}
+
+/// The endpoints that should get traffic, and whether the cluster is in panic mode (too few
+/// usable, so all are used).
+fn live_endpoints(config: &ClusterConfig, all: &[Arc<Endpoint>]) -> (Vec<Arc<Endpoint>>, bool) {
+    let live: Vec<Arc<Endpoint>> = all
+        .iter()
+        .filter(|e| e.health.available())
+        .cloned()
+        .collect();
+    if live.len() == all.len() {
+        return (live, false);
+    }
+    let threshold = config.outlier.as_ref().map_or(50, |o| o.panic_threshold) as usize;
+    if live.is_empty() || live.len() * 100 < all.len() * threshold {
+        return (all.to_vec(), true);
+    }
+    (live, false)
+}
+
+/// One active health check: GET the configured path with a deadline.
+async fn probe(endpoint: &Endpoint, check: &HealthCheckConfig, cluster: &str) -> bool {
+    let request = http::Request::get(check.path.as_str())
+        .header(http::header::HOST, cluster)
+        .header(http::header::USER_AGENT, "switchyard-health-check")
+        .body(crate::body::ProxyBody::Empty);
+    let Ok(request) = request else {
+        return false;
+    };
+    match tokio::time::timeout(check.timeout, endpoint.send(request)).await {
+        Ok(Ok(response)) => {
+            let status = response.status().as_u16();
+            // Read the body so the connection can be reused.
+            let _ = http_body_util::BodyExt::collect(response.into_body()).await;
+            if check.expected_statuses.is_empty() {
+                (200..400).contains(&status)
+            } else {
+                check.expected_statuses.contains(&status)
+            }
+        }
+        _ => false,
+    }
+}
+
+/// What the admin API shows of an endpoint.
+#[derive(Debug, Clone)]
+pub struct EndpointState {
+    pub addr: SocketAddr,
+    pub healthy: bool,
+    pub ejected_for: Option<Duration>,
+    /// Gets traffic now.
+    pub live: bool,
+    pub in_flight: u32,
 }
 
 /// Every cluster of a config, by index (listeners and plugins refer to clusters by index).
@@ -201,11 +365,19 @@ fn spawn_upkeep(cluster: Weak<Cluster>) {
     let Some(c) = cluster.upgrade() else { return };
     let dns = discovery::needs_dns(&c.config).then_some(c.config.dns_refresh);
     let evict_every = (c.config.idle_timeout / 2).max(Duration::from_secs(1));
+    let health_check = c.config.health_check.clone();
+    let outlier = c.config.outlier.is_some();
     drop(c);
     tokio::spawn(async move {
         let mut evict = tokio::time::interval(evict_every);
         let mut refresh = tokio::time::interval(dns.unwrap_or(Duration::from_secs(3600)));
         refresh.tick().await; // the first tick is immediate; start() has just resolved
+        let check_every = health_check
+            .as_ref()
+            .map_or(Duration::from_secs(3600), |h| h.interval);
+        let mut check = tokio::time::interval(check_every);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut unejections = tokio::time::interval(Duration::from_millis(100));
         loop {
             tokio::select! {
                 _ = evict.tick() => {
@@ -221,6 +393,14 @@ fn spawn_upkeep(cluster: Weak<Cluster>) {
                     if let Some(resolved) = resolved {
                         c.update(&resolved);
                     }
+                }
+                _ = check.tick(), if health_check.is_some() => {
+                    let (Some(c), Some(config)) = (cluster.upgrade(), health_check.as_ref()) else { return };
+                    c.check_health(config).await;
+                }
+                _ = unejections.tick(), if outlier => {
+                    let Some(c) = cluster.upgrade() else { return };
+                    c.expire_ejections();
                 }
             }
         }
@@ -249,6 +429,9 @@ mod tests {
             idle_timeout: Duration::from_secs(60),
             max_idle_per_endpoint: 8,
             tls: None,
+            health_check: None,
+            outlier: None,
+            circuit_breaker: Default::default(),
         }
     }
 

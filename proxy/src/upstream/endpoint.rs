@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use http::{Request, Response};
 use hyper::body::Incoming;
 
+use super::health::Health;
 use super::pool::{Pool, UpstreamError};
 use crate::balance::{PeakEwma, Target};
 use crate::body::ProxyBody;
@@ -21,6 +22,8 @@ pub struct Endpoint {
     latency: PeakEwma,
     /// Shared with the endpoint's successor when only its weight changes, so connections survive.
     pool: Arc<Pool>,
+    /// Health checks and outlier detection.
+    pub health: Health,
 }
 
 impl Endpoint {
@@ -31,6 +34,7 @@ impl Endpoint {
             in_flight: AtomicU32::new(0),
             latency: PeakEwma::default(),
             pool,
+            health: Health::default(),
         }
     }
 

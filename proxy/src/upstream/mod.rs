@@ -4,9 +4,13 @@
 mod cluster;
 mod discovery;
 mod endpoint;
+mod health;
+mod limits;
 mod pool;
 mod stream;
 
-pub use cluster::{Cluster, Clusters};
+pub use cluster::{Cluster, Clusters, EndpointState};
 pub use endpoint::{Endpoint, InFlight};
+pub use health::Observed;
+pub use limits::{Admission, ClusterLimits};
 pub use pool::UpstreamError;

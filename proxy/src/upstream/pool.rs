@@ -15,6 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tracing::debug;
 
+use super::limits::{Admission, ClusterLimits};
 use super::stream::UpstreamStream;
 use crate::body::ProxyBody;
 use crate::config::{ClusterConfig, UpstreamProtocol};
@@ -23,6 +24,8 @@ use crate::tls::client::UpstreamTls;
 /// Why a request could not be sent to an endpoint or got no response head.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
+    #[error("the cluster's {limit} limit is reached")]
+    Overloaded { limit: &'static str },
     #[error("TLS handshake with {addr} failed: {reason}")]
     Tls { addr: SocketAddr, reason: String },
     #[error("connect to {addr} failed: {source}")]
@@ -84,6 +87,8 @@ pub struct Pool {
     settings: PoolSettings,
     /// TLS to the endpoint (`[cluster.tls]`); plain TCP when absent.
     tls: Option<Arc<UpstreamTls>>,
+    /// The cluster's circuit breakers (connections, requests waiting for one).
+    limits: Arc<ClusterLimits>,
     idle: Mutex<Vec<IdleConnection>>,
     shared_h2: Mutex<Option<http2::SendRequest<ProxyBody>>>,
 }
@@ -99,11 +104,13 @@ impl Pool {
         addr: SocketAddr,
         settings: PoolSettings,
         tls: Option<Arc<UpstreamTls>>,
+        limits: Arc<ClusterLimits>,
     ) -> Arc<Self> {
         Arc::new(Self {
             addr,
             settings,
             tls,
+            limits,
             idle: Mutex::new(Vec::new()),
             shared_h2: Mutex::new(None),
         })
@@ -185,7 +192,7 @@ impl Pool {
     }
 
     async fn connect_http1(&self) -> Result<http1::SendRequest<ProxyBody>, UpstreamError> {
-        let io = self.connect_tcp().await?;
+        let (io, open) = self.connect_tcp().await?;
         let (sender, connection) = http1::Builder::new()
             .handshake(io)
             .await
@@ -198,6 +205,7 @@ impl Pool {
             if let Err(e) = connection.with_upgrades().await {
                 debug!(%addr, error = %e, "upstream connection ended with an error");
             }
+            drop(open);
         });
         Ok(sender)
     }
@@ -225,7 +233,7 @@ impl Pool {
     }
 
     async fn connect_http2(&self) -> Result<http2::SendRequest<ProxyBody>, UpstreamError> {
-        let io = self.connect_tcp().await?;
+        let (io, open) = self.connect_tcp().await?;
         let (sender, connection) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(30))
@@ -241,13 +249,26 @@ impl Pool {
             if let Err(e) = connection.await {
                 debug!(%addr, error = %e, "upstream h2 connection ended with an error");
             }
+            drop(open);
         });
         *self.shared_h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender.clone());
         Ok(sender)
     }
 
-    async fn connect_tcp(&self) -> Result<TokioIo<UpstreamStream>, UpstreamError> {
+    /// A new connection, counted against the cluster's `max_connections` for as long as the
+    /// returned guard lives; waiting for it counts against `max_pending_requests`.
+    async fn connect_tcp(&self) -> Result<(TokioIo<UpstreamStream>, Admission), UpstreamError> {
         let addr = self.addr;
+        let _pending = self
+            .limits
+            .admit_pending()
+            .ok_or(UpstreamError::Overloaded { limit: "pending" })?;
+        let open = self
+            .limits
+            .admit_connection()
+            .ok_or(UpstreamError::Overloaded {
+                limit: "connections",
+            })?;
         let timeout = self.settings.connect_timeout;
         let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
@@ -256,7 +277,7 @@ impl Pool {
         // Proxied requests are small writes that must not wait for Nagle.
         let _ = stream.set_nodelay(true);
         let Some(tls) = &self.tls else {
-            return Ok(TokioIo::new(UpstreamStream::Plain(stream)));
+            return Ok((TokioIo::new(UpstreamStream::Plain(stream)), open));
         };
         let connector = tokio_rustls::TlsConnector::from(Arc::clone(&tls.config));
         let stream =
@@ -269,6 +290,6 @@ impl Pool {
                         .map_or_else(|| e.to_string(), |inner| inner.to_string());
                     UpstreamError::Tls { addr, reason }
                 })?;
-        Ok(TokioIo::new(UpstreamStream::Tls(Box::new(stream))))
+        Ok((TokioIo::new(UpstreamStream::Tls(Box::new(stream))), open))
     }
 }
