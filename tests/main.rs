@@ -16,6 +16,7 @@ mod lifecycle;
 mod plugin_chain;
 mod plugin_sandbox;
 mod ratelimit;
+mod resilience;
 mod retries;
 mod routing;
 mod streaming;

@@ -132,7 +132,9 @@ impl ListenerProxy {
     }
 
     /// 414 for a request target over `max_uri_length`, 413 for a declared body over
-    /// `max_request_body` (a chunked one is capped as it streams).
+    /// `max_request_body` (a chunked one is capped as it streams). Ambiguous framing never gets
+    /// here: hyper refuses it, or (Content-Length with chunked) drops the length, frames by the
+    /// chunks and closes the connection after the response (RFC 9112 §6.1).
     fn refuse_oversized(&self, req: &Request<Incoming>) -> Option<Response<ProxyBody>> {
         let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
         if target > self.max_uri_length {
