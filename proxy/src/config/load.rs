@@ -213,3 +213,75 @@ fn value_span(value: &DeValue<'_>, segments: &[Segment]) -> Option<std::ops::Ran
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: &str = r#"
+[admin]
+listen = "127.0.0.1:9901"
+token = "a-token-of-sixteen-plus"
+
+[[listener]]
+name = "public"
+listen = "127.0.0.1:8080"
+default_cluster = "app"
+plugins = ["p"]
+[listener.tls]
+cert = "c.pem"
+key = "k.pem"
+client_ca = "ca.pem"
+
+[[cluster]]
+name = "app"
+endpoints = ["127.0.0.1:9001", { address = "app.internal:80", weight = 3 }]
+lb = "ring_hash"
+[cluster.health_check]
+interval = "1s"
+expected_statuses = [200, 204]
+[cluster.outlier]
+consecutive_5xx = 3
+[cluster.circuit_breaker]
+max_requests = 10
+
+[[plugin]]
+name = "p"
+path = "p.wasm"
+limits = { time = "5ms", memory = "16MiB" }
+[plugin.config]
+a = [1, 2, { b = "c" }]
+"#;
+
+    /// The fuzz targets' invariant on stable: mangled configs give errors, never a panic.
+    #[test]
+    fn random_input_never_panics() {
+        let path = Path::new("fuzz.toml");
+        assert!(
+            load_str(path, VALID).is_ok(),
+            "{:?}",
+            load_str(path, VALID).err()
+        );
+        let mut rng = fastrand::Rng::with_seed(7);
+        let bytes = VALID.as_bytes();
+        for _ in 0..3_000 {
+            let mut mangled = bytes.to_vec();
+            for _ in 0..rng.usize(1..8) {
+                let i = rng.usize(..mangled.len());
+                match rng.u8(..4) {
+                    0 => mangled[i] = rng.u8(..),
+                    1 => {
+                        mangled.remove(i);
+                    }
+                    2 => mangled.insert(i, b"[]{}=\"',.#\n\\0123456789"[rng.usize(..22)]),
+                    _ => mangled.truncate(i),
+                }
+                if mangled.is_empty() {
+                    break;
+                }
+            }
+            let text = String::from_utf8_lossy(&mangled);
+            let _ = load_str(path, &text);
+        }
+    }
+}
