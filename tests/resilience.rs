@@ -444,3 +444,39 @@ async fn a_chaos_soak_answers_every_request_without_leaking() {
     assert!(!proxy.logs().contains("panicked"), "{}", proxy.logs());
     assert_eq!(admin_get(proxy.admin, "/live"), "live\n", "still alive");
 }
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_at_the_header_timeout() {
+    let app = Upstream::echo("app").await;
+    let proxy = Proxy::start(
+        &(listener("public", "app", &[]).replace(
+            "plugins = []",
+            "plugins = []\nrequest_header_timeout = \"1s\"",
+        ) + &cluster("app", &[app.addr], "")),
+    );
+    let mut stream = TcpStream::connect(proxy.addr()).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = stream.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+
+    let idle = Instant::now();
+    let eof = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(eof.is_ok(), "an idle connection stayed open");
+    let waited = idle.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900),
+        "closed too early: {waited:?}"
+    );
+}
