@@ -487,3 +487,35 @@ async fn listeners_come_and_go_and_pooled_connections_survive_a_cluster_change()
     assert!(closed, "the removed listener still accepts");
     assert_eq!(get(proxy.addr(), "/").await.echo_name(), "v1");
 }
+
+#[tokio::test]
+async fn files_named_by_a_reload_through_the_api_are_watched_from_then_on() {
+    let v1 = Upstream::echo("v1").await;
+    let v2 = Upstream::echo("v2").await;
+    let first_dir = scratch_dir();
+    let proxy = Proxy::start(&config(
+        &v1,
+        &v2,
+        100,
+        &plugin_copy(&first_dir, "hello"),
+        "",
+    ));
+    let client = H2Client::connect(proxy.addr()).await;
+    assert!(observe(&client).await.1, "hello runs");
+
+    // The config moves the plugin to a directory nobody watched yet; applied through the API.
+    let second_dir = scratch_dir();
+    let moved = plugin_copy(&second_dir, "hello");
+    std::fs::write(&proxy.config_path, config(&v1, &v2, 100, &moved, "")).unwrap();
+    let (status, answer) = admin_send(proxy.admin, "POST", "/reload", Some(TOKEN), b"");
+    assert_eq!(status, 200, "{answer}");
+
+    // Replacing the file there is now picked up by the watcher alone.
+    replace_file(&moved, &std::fs::read(plugin_path("noop")).unwrap());
+    let swapped = eventually(Duration::from_secs(5), async || !observe(&client).await.1).await;
+    assert!(
+        swapped,
+        "the new directory is not watched; log:\n{}",
+        proxy.logs()
+    );
+}

@@ -100,6 +100,8 @@ pub struct Reloader {
     /// The content hash of the config file and every plugin file the state was built from, so
     /// the file watcher reloads only when something it depends on really changed.
     inputs_hash: Mutex<String>,
+    /// The version of the state in use, for whoever must follow changes (the file watcher).
+    applied: watch::Sender<u64>,
 }
 
 impl Reloader {
@@ -157,6 +159,7 @@ impl Reloader {
             }),
             graceful: Arc::downgrade(&graceful),
             inputs_hash: Mutex::new(inputs_hash),
+            applied: watch::Sender::new(1),
         }))
     }
 
@@ -310,7 +313,13 @@ impl Reloader {
             clusters,
             plugins,
         }));
+        self.applied.send_replace(version);
         Ok(version)
+    }
+
+    /// Changes whenever a new state is applied, whatever asked for it.
+    pub fn applied(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
     }
 
     fn record(&self, trigger: &str, result: &Result<u64, String>) {

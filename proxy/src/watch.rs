@@ -41,7 +41,23 @@ async fn run(
 ) {
     let mut watched = BTreeSet::new();
     rewatch(&reloader, &mut watcher, &mut watched);
-    while events.recv().await.is_some() {
+    let mut applied = reloader.applied();
+    loop {
+        tokio::select! {
+            event = events.recv() => {
+                if event.is_none() {
+                    return;
+                }
+            }
+            changed = applied.changed() => {
+                // A reload by SIGHUP or the admin API may name files in new directories.
+                if changed.is_err() {
+                    return;
+                }
+                rewatch(&reloader, &mut watcher, &mut watched);
+                continue;
+            }
+        }
         // Let the burst settle, then look at the result once.
         loop {
             match tokio::time::timeout(DEBOUNCE, events.recv()).await {
@@ -52,8 +68,8 @@ async fn run(
         }
         if reloader.inputs_changed() {
             debug!("a watched file changed: reloading");
+            // The applied-version change that follows re-reads the directories to watch.
             let _ = reloader.reload("file").await;
-            rewatch(&reloader, &mut watcher, &mut watched);
         }
     }
 }
