@@ -16,7 +16,7 @@ use tracing::{debug, warn};
 use crate::reload::Reloader;
 
 /// Events closer together than this are one change (an editor's save is several events).
-const DEBOUNCE: Duration = Duration::from_millis(150);
+const DEBOUNCE: Duration = Duration::from_millis(50);
 
 /// Starts watching; runs for the life of the process.
 pub fn spawn(reloader: Arc<Reloader>) {
