@@ -110,6 +110,19 @@ pub fn host_without_port(authority: &str) -> &str {
     }
 }
 
+/// Checks a header name from config: RFC 9110 token characters only.
+pub fn check_header_name(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!("{name:?} is not a valid header name"))
+    }
+}
+
 /// A percentage of requests, 0 to 100, as Istio writes them (`percent = 10.0`).
 #[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Default, Deserialize)]
 #[serde(try_from = "f64")]

@@ -20,7 +20,7 @@ use crate::config::{Config, ListenerConfig};
 use tokio_rustls::TlsAcceptor;
 
 use crate::listener::{Listener, ListenerTls, Serving, ServingSlot};
-use crate::plugin::{PluginRuntime, Plugins};
+use crate::plugin::{PluginRuntime, Plugins, hex};
 use crate::proxy::ListenerProxy;
 use crate::upstream::Clusters;
 
@@ -213,9 +213,7 @@ impl Reloader {
                 return Err(e);
             }
         };
-        let file_sha256 = std::fs::read(&plugin.path)
-            .ok()
-            .map(|b| hex(&Sha256::digest(b)));
+        let file_sha256 = file_sha256(&plugin.path);
         live.overrides
             .insert(name.to_owned(), Override { bytes, file_sha256 });
         let result = self.apply(&mut live, config).await;
@@ -238,10 +236,10 @@ impl Reloader {
         warn_about_restart_only_changes(&old.config, &config);
         // A swapped-in binary stays until its plugin's file changes (or the plugin goes).
         live.overrides.retain(|name, o| {
-            config.plugins.iter().any(|p| {
-                p.name == *name
-                    && std::fs::read(&p.path).ok().map(|b| hex(&Sha256::digest(b))) == o.file_sha256
-            })
+            config
+                .plugins
+                .iter()
+                .any(|p| p.name == *name && file_sha256(&p.path) == o.file_sha256)
         });
         let overrides: HashMap<String, Vec<u8>> = live
             .overrides
@@ -443,8 +441,9 @@ fn inputs_hash(config_path: &Path, config: &Config) -> String {
     hex(&hasher.finalize())
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// The sha256 of a file's content, if it can be read.
+fn file_sha256(path: &Path) -> Option<String> {
+    std::fs::read(path).ok().map(|b| hex(&Sha256::digest(b)))
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

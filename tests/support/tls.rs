@@ -69,36 +69,13 @@ impl Pki {
     /// A certificate for `localhost` from this CA with the given key (for key types the CLI
     /// does not make: RSA, Ed25519).
     pub fn issue_with_key(&self, name: &str, key: rcgen::KeyPair) -> Issued {
-        let ca_key = rcgen::KeyPair::from_pem(
-            &std::fs::read_to_string(self.dir.join("ca/ca-key.pem")).unwrap(),
-        )
-        .unwrap();
-        let issuer =
-            rcgen::Issuer::from_ca_cert_pem(&std::fs::read_to_string(self.ca()).unwrap(), ca_key)
-                .unwrap();
         let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-        let cert = params.signed_by(&key, &issuer).unwrap();
-        let out = self.dir.join(name);
-        std::fs::create_dir_all(&out).unwrap();
-        std::fs::write(out.join("cert.pem"), cert.pem()).unwrap();
-        std::fs::write(out.join("key.pem"), key.serialize_pem()).unwrap();
-        Issued {
-            cert: out.join("cert.pem"),
-            key: out.join("key.pem"),
-        }
+        self.sign(name, params, key)
     }
 
     /// A certificate from this CA that expired yesterday (made directly with rcgen: the CLI
     /// will not make one).
     pub fn issue_expired(&self, name: &str) -> Issued {
-        let ca_key = rcgen::KeyPair::from_pem(
-            &std::fs::read_to_string(self.dir.join("ca/ca-key.pem")).unwrap(),
-        )
-        .unwrap();
-        let issuer =
-            rcgen::Issuer::from_ca_cert_pem(&std::fs::read_to_string(self.ca()).unwrap(), ca_key)
-                .unwrap();
-        let key = rcgen::KeyPair::generate().unwrap();
         let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
         let now = time::OffsetDateTime::now_utc();
         params.not_before = now - time::Duration::days(2);
@@ -107,6 +84,18 @@ impl Pki {
             rcgen::ExtendedKeyUsagePurpose::ClientAuth,
             rcgen::ExtendedKeyUsagePurpose::ServerAuth,
         ];
+        self.sign(name, params, rcgen::KeyPair::generate().unwrap())
+    }
+
+    /// Signs `params` for `key` with this CA and writes `<dir>/<name>/{cert,key}.pem`.
+    fn sign(&self, name: &str, params: rcgen::CertificateParams, key: rcgen::KeyPair) -> Issued {
+        let ca_key = rcgen::KeyPair::from_pem(
+            &std::fs::read_to_string(self.dir.join("ca/ca-key.pem")).unwrap(),
+        )
+        .unwrap();
+        let issuer =
+            rcgen::Issuer::from_ca_cert_pem(&std::fs::read_to_string(self.ca()).unwrap(), ca_key)
+                .unwrap();
         let cert = params.signed_by(&key, &issuer).unwrap();
         let out = self.dir.join(name);
         std::fs::create_dir_all(&out).unwrap();

@@ -35,9 +35,11 @@ pub struct ApiKey {
 
 impl ApiKeys {
     pub fn validate(&self) -> Result<(), String> {
-        crate::config::check_header_name(&self.header).map_err(|e| format!("header: {e}"))?;
+        switchyard_sdk::config::check_header_name(&self.header)
+            .map_err(|e| format!("header: {e}"))?;
         if let Some(header) = &self.forward_as {
-            crate::config::check_header_name(header).map_err(|e| format!("forward_as: {e}"))?;
+            switchyard_sdk::config::check_header_name(header)
+                .map_err(|e| format!("forward_as: {e}"))?;
         }
         for (i, key) in self.keys.iter().enumerate() {
             let hex = key.sha256.as_str();

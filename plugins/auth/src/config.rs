@@ -227,7 +227,8 @@ impl Config {
                 return Err(format!("{at}.jwks.path: must start with '/'"));
             }
             for header in provider.forward_claims.values() {
-                check_header_name(header).map_err(|e| format!("{at}.forward_claims: {e}"))?;
+                switchyard_sdk::config::check_header_name(header)
+                    .map_err(|e| format!("{at}.forward_claims: {e}"))?;
             }
             inline.push(keys);
         }
@@ -268,18 +269,5 @@ impl InlineKey {
             }
             (alg, _, _) => Err(format!("{} takes `pem` (and no `secret`)", alg.name())),
         }
-    }
-}
-
-/// RFC 9110 token characters.
-pub fn check_header_name(name: &str) -> Result<(), String> {
-    let valid = !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    if valid {
-        Ok(())
-    } else {
-        Err(format!("{name:?} is not a valid header name"))
     }
 }

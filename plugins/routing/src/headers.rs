@@ -26,13 +26,7 @@ impl HeaderChanges {
     pub fn validate(&self, at: &str) -> Result<(), String> {
         let names = self.set.keys().chain(self.add.keys()).chain(&self.remove);
         for name in names {
-            let valid = !name.is_empty()
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-            if !valid {
-                return Err(format!("{at}: {name:?} is not a valid header name"));
-            }
+            switchyard_sdk::config::check_header_name(name).map_err(|e| format!("{at}: {e}"))?;
         }
         for value in self.set.values().chain(self.add.values()) {
             if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {

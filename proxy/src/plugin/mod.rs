@@ -29,6 +29,7 @@ pub use loader::{LoadError, componentize};
 
 use bindings::{BodyInterest, Decision, Filter};
 use engine::CompileCache;
+pub use engine::hex;
 use host::{HostState, PluginEnv};
 use instance::{HookCall, InstancePool};
 use shared::SharedState;
