@@ -95,6 +95,7 @@ fn request() -> Box<RequestState> {
         context: HashMap::new(),
         bad_destination: None,
         plugins_reached: usize::MAX,
+        exchange: switchyard::telemetry::Exchange::new(http::Method::GET, http::Version::HTTP_11),
     })
 }
 

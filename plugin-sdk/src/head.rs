@@ -37,6 +37,9 @@ pub struct Response {
     _private: (),
 }
 
+/// The request-context key behind [`Request::set_route`]; the proxy reads the route name here.
+pub const ROUTE_CONTEXT_KEY: &str = "switchyard.route";
+
 impl Request {
     /// Hooks receive this; it is only a handle.
     #[doc(hidden)]
@@ -127,6 +130,17 @@ impl Request {
     }
     pub fn context_set(&mut self, key: &str, value: &[u8]) {
         host::with(|h| h.context_set(key, value));
+    }
+    /// Names the route this request took. The proxy reports it as the `route` label of its
+    /// request metrics, in the access log and as the span's `http.route`, so use a name from
+    /// your config (a bounded set), never a raw path.
+    pub fn set_route(&mut self, name: &str) {
+        self.context_set(ROUTE_CONTEXT_KEY, name.as_bytes());
+    }
+    /// The route named by [`Request::set_route`], if any plugin did.
+    pub fn route(&self) -> Option<String> {
+        self.context_get(ROUTE_CONTEXT_KEY)
+            .and_then(|bytes| String::from_utf8(bytes).ok())
     }
     /// The attempt's response head, in `on_upstream_response`.
     pub fn attempt_response(&self) -> Response {

@@ -46,7 +46,7 @@ pub mod matching;
 pub mod testing;
 
 pub use action::{Action, BodyInterest, LocalResponse, Outcome, UpstreamError, run_hook};
-pub use head::{HostError, PeerIdentity, Request, Response};
+pub use head::{HostError, PeerIdentity, ROUTE_CONTEXT_KEY, Request, Response};
 pub use host::{clock, http, log, metrics, random, shared};
 
 /// A plugin: its config type and the hooks it implements.

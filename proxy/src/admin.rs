@@ -19,6 +19,7 @@ use tracing::{debug, info, warn};
 
 use crate::body::ProxyBody;
 use crate::reload::{Reloader, Snapshot, SwapError};
+use crate::telemetry::scrape;
 
 /// The largest plugin binary `PUT /plugins/{name}` accepts.
 const MAX_PLUGIN_UPLOAD: usize = 64 * 1024 * 1024;
@@ -97,26 +98,37 @@ fn read_only(state: &AdminState, path: &str) -> Response<ProxyBody> {
             }
         }
         "/config" => json(&redacted_config(&state.reloader.current().config)),
-        "/metrics" => match &state.metrics {
-            Some(handle) => {
-                let mut response = Response::new(ProxyBody::full(handle.render()));
+        "/metrics" => match render_metrics(state) {
+            Some(rendered) => {
+                let mut response = Response::new(ProxyBody::full(rendered));
                 response.headers_mut().insert(
                     CONTENT_TYPE,
                     HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
                 );
                 response
             }
-            None => text(
-                StatusCode::NOT_FOUND,
-                "metrics are not enabled in this process\n",
-            ),
+            None => metrics_disabled(),
         },
+        "/metrics.json" => match render_metrics(state) {
+            Some(rendered) => json_compact(&serde_json::json!({
+                "version": state.reloader.current().version,
+                "samples": scrape::samples(&rendered),
+            })),
+            None => metrics_disabled(),
+        },
+        "/dashboard" => {
+            let mut response = Response::new(ProxyBody::full(DASHBOARD));
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+            response
+        }
         "/clusters" => json(&clusters(&state.reloader.current())),
         "/plugins" => json(&plugins(&state.reloader.current())),
         "/status" => json(&status(&state.reloader)),
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try /live, /ready, /config, /clusters, /plugins, /status or /metrics\n",
+            "not found; try /live, /ready, /config, /clusters, /plugins, /status, /metrics, /metrics.json or /dashboard\n",
         ),
     }
 }
@@ -325,6 +337,32 @@ fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    response
+}
+
+/// The live dashboard: one page, no build step, polling `/metrics.json` every second.
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// The Prometheus exposition, with the cluster gauges read just now.
+fn render_metrics(state: &AdminState) -> Option<String> {
+    let handle = state.metrics.as_ref()?;
+    scrape::observe_clusters(&state.reloader.current().clusters);
+    Some(handle.render())
+}
+
+fn metrics_disabled() -> Response<ProxyBody> {
+    text(
+        StatusCode::NOT_FOUND,
+        "metrics are not enabled in this process\n",
+    )
+}
+
+fn json_compact<T: serde::Serialize>(value: &T) -> Response<ProxyBody> {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    let mut response = Response::new(ProxyBody::full(body));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 

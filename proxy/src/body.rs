@@ -3,6 +3,7 @@
 //! An enum rather than a boxed trait object keeps the hot path free of an allocation per request.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -10,6 +11,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::plugin::{Chain, RequestState};
+use crate::telemetry::ListenerTelemetry;
 use crate::upstream::{Admission, InFlight};
 
 /// A request or response body as the proxy forwards it.
@@ -36,42 +38,80 @@ pub enum ProxyBody {
         /// The cluster's circuit-breaker slot for this request, held until the body is done.
         _admission: Option<Admission>,
     },
-    /// A body whose end (or abandonment) runs the chain's `on_log` hooks, off the request path.
-    Logged {
-        body: Box<ProxyBody>,
-        _log: Box<LogOnDrop>,
-    },
 }
 
-/// Runs `on_log` for a request once its response body is done with.
-pub struct LogOnDrop {
-    chain: std::sync::Arc<Chain>,
-    state: Option<Box<RequestState>>,
+/// The response body as the client gets it: counts the bytes sent and, once done with (ended,
+/// or abandoned by the client), reports the request to telemetry and runs the `on_log` hooks,
+/// off the request path. Inline, not boxed: no allocation per request.
+#[derive(Debug)]
+pub struct ServedBody {
+    body: ProxyBody,
+    bytes: u64,
+    done: Option<Done>,
 }
 
-impl LogOnDrop {
-    pub fn new(chain: std::sync::Arc<Chain>, state: Box<RequestState>) -> Self {
+/// What is reported when a served body is done with.
+pub struct Done {
+    pub state: Box<RequestState>,
+    pub status: u16,
+    pub telemetry: Arc<ListenerTelemetry>,
+    /// Set when some plugin of the chain has an `on_log` hook.
+    pub log_chain: Option<Arc<Chain>>,
+}
+
+impl std::fmt::Debug for Done {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Done").field("status", &self.status).finish_non_exhaustive()
+    }
+}
+
+impl ServedBody {
+    pub fn new(body: ProxyBody, done: Option<Done>) -> Self {
         Self {
-            chain,
-            state: Some(state),
+            body,
+            bytes: 0,
+            done,
         }
     }
 }
 
-impl std::fmt::Debug for LogOnDrop {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("LogOnDrop")
+impl Drop for ServedBody {
+    fn drop(&mut self) {
+        let Some(done) = self.done.take() else {
+            return;
+        };
+        done.telemetry.finish(&done.state, done.status, self.bytes);
+        if let (Some(chain), Ok(runtime)) = (done.log_chain, tokio::runtime::Handle::try_current()) {
+            let state = done.state;
+            runtime.spawn(async move { chain.on_log(state).await });
+        }
     }
 }
 
-impl Drop for LogOnDrop {
-    fn drop(&mut self) {
-        let (Some(state), Ok(runtime)) = (self.state.take(), tokio::runtime::Handle::try_current())
-        else {
-            return;
-        };
-        let chain = std::sync::Arc::clone(&self.chain);
-        runtime.spawn(async move { chain.on_log(state).await });
+impl Body for ServedBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            this.bytes += data.len() as u64;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -122,7 +162,6 @@ impl Body for ProxyBody {
                 }
                 polled
             }
-            Self::Logged { body, .. } => return Pin::new(body.as_mut()).poll_frame(cx),
         };
         polled.map(|frame| frame.map(|result| result.map_err(Into::into)))
     }
@@ -134,7 +173,6 @@ impl Body for ProxyBody {
             Self::Streaming(body) | Self::Upstream { body, .. } | Self::Capped { body, .. } => {
                 body.is_end_stream()
             }
-            Self::Logged { body, .. } => body.is_end_stream(),
         }
     }
 
@@ -145,7 +183,6 @@ impl Body for ProxyBody {
             Self::Streaming(body) | Self::Upstream { body, .. } | Self::Capped { body, .. } => {
                 body.size_hint()
             }
-            Self::Logged { body, .. } => body.size_hint(),
         }
     }
 }

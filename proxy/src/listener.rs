@@ -67,6 +67,18 @@ pub struct Listener {
     pub local_addr: SocketAddr,
     socket: TcpListener,
     slot: ServingSlot,
+    /// Open downstream connections (saturation), and all accepted so far.
+    open_connections: metrics::Gauge,
+    accepted: metrics::Counter,
+}
+
+/// Counts a connection as open until dropped.
+struct OpenConnection(metrics::Gauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
 }
 
 impl Listener {
@@ -74,11 +86,14 @@ impl Listener {
     pub async fn bind(config: &ListenerConfig, serving: Serving) -> std::io::Result<Self> {
         let socket = TcpListener::bind(config.listen).await?;
         let local_addr = socket.local_addr()?;
+        let label = config.name.clone();
         Ok(Self {
             name: config.name.clone(),
             local_addr,
             socket,
             slot: Arc::new(ArcSwap::from_pointee(serving)),
+            open_connections: metrics::gauge!("switchyard_downstream_connections", "listener" => label.clone()),
+            accepted: metrics::counter!("switchyard_downstream_connections_total", "listener" => label),
         })
     }
 
@@ -111,7 +126,11 @@ impl Listener {
         let _ = stream.set_nodelay(true);
         let slot = Arc::clone(&self.slot);
         let listener = self.name.clone();
+        self.accepted.increment(1);
+        self.open_connections.increment(1.0);
+        let open = OpenConnection(self.open_connections.clone());
         tokio::spawn(async move {
+            let _open = open;
             let serving = slot.load_full();
             match &serving.tls {
                 None => serve_http(&serving, slot, stream, peer, None, watcher).await,
@@ -265,6 +284,8 @@ async fn handshake(
     warn!(%listener, %peer, reason, error = %detail, "TLS handshake failed");
     metrics::counter!("switchyard_tls_handshakes_total", "listener" => listener.to_owned(), "result" => "error").increment(1);
     metrics::counter!("switchyard_tls_handshake_errors_total", "listener" => listener.to_owned(), "reason" => reason).increment(1);
+    crate::telemetry::golden::error_counter(listener, None, crate::telemetry::ErrorKind::Tls)
+        .increment(1);
     None
 }
 

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
@@ -26,12 +26,15 @@ use hyper_util::rt::TokioIo;
 use tracing::{debug, warn};
 
 use crate::balance::hash_bytes;
-use crate::body::{BodyTooLarge, LogOnDrop, ProxyBody};
+use crate::body::{BodyTooLarge, Done, ProxyBody, ServedBody};
 use crate::config::UpstreamProtocol;
 use crate::headers;
 use crate::listener::TlsSession;
 use crate::local_response::{LocalError, X_SWITCHYARD_OVERLOADED, text_response};
 use crate::plugin::{AttemptOutcome, Chain, LocalResponse, RequestState, Step, UpstreamError};
+use crate::telemetry::exchange::AttemptSpan;
+use crate::telemetry::trace_context::new_span_id;
+use crate::telemetry::{AttemptResult, ErrorKind, ListenerTelemetry};
 use crate::upstream::{
     Admission, Cluster, Clusters, Endpoint, InFlight, Observed, UpstreamError as SendError,
 };
@@ -59,6 +62,8 @@ pub struct ListenerProxy {
     /// The header that carries a verified client identity upstream (`[listener.tls]
     /// forward_client_cert`); clients' own copies are always removed.
     pub forward_client_cert: Option<HeaderName>,
+    /// Metrics, access log and spans of this listener's requests.
+    pub telemetry: Arc<ListenerTelemetry>,
 }
 
 impl std::fmt::Debug for ListenerProxy {
@@ -82,17 +87,12 @@ impl ListenerProxy {
         peer: SocketAddr,
         tls: Option<Arc<TlsSession>>,
         mut req: Request<Incoming>,
-    ) -> Response<ProxyBody> {
+    ) -> Response<ServedBody> {
+        let exchange = self.telemetry.start(&req);
         let request_id = headers::ensure_request_id(req.headers_mut());
-        if let Some(refusal) = self.refuse_oversized(&req) {
-            let mut refusal = refusal;
-            refusal
-                .headers_mut()
-                .insert(&headers::X_REQUEST_ID, request_id);
-            return refusal;
-        }
+        let refusal = self.refuse_oversized(&req);
         let upgrade = headers::is_upgrade_request(&req);
-        let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let downstream_upgrade = (upgrade && refusal.is_none()).then(|| hyper::upgrade::on(&mut req));
         let version = req.version();
         headers::strip_hop_by_hop(req.headers_mut(), upgrade);
         headers::add_forwarding(req.headers_mut(), peer.ip(), self.scheme, version);
@@ -122,13 +122,33 @@ impl ListenerProxy {
             context: HashMap::new(),
             bad_destination: None,
             plugins_reached: usize::MAX,
+            exchange,
         });
-        let mut response = self.run(state, body, downstream_upgrade).await;
+        let (state, mut response) = match refusal {
+            Some(refusal) => (state, refusal),
+            None => self.run(state, body, downstream_upgrade).await,
+        };
         response
             .headers_mut()
             .entry(&headers::X_REQUEST_ID)
             .or_insert(request_id);
-        response
+        let status = response.status().as_u16();
+        let (head, body) = response.into_parts();
+        let done = Done {
+            state,
+            status,
+            telemetry: Arc::clone(&self.telemetry),
+            log_chain: self.chain.wants_log().then(|| Arc::clone(&self.chain)),
+        };
+        Response::from_parts(head, ServedBody::new(body, Some(done)))
+    }
+
+    /// Counts an error and remembers it as the reason for the request's outcome.
+    fn record_error(&self, state: &mut RequestState, kind: ErrorKind) {
+        state.exchange.error = Some(kind);
+        self.telemetry
+            .metrics
+            .record_error(state.exchange.cluster.as_ref(), kind);
     }
 
     /// 414 for a request target over `max_uri_length`, 413 for a declared body over
@@ -157,9 +177,9 @@ impl ListenerProxy {
         state: Box<RequestState>,
         body: Incoming,
         downstream_upgrade: Option<OnUpgrade>,
-    ) -> Response<ProxyBody> {
+    ) -> (Box<RequestState>, Response<ProxyBody>) {
         let chain = &self.chain;
-        let (state, step) = if chain.is_empty() {
+        let (mut state, step) = if chain.is_empty() {
             (state, Step::Continue)
         } else {
             chain.on_request(state).await
@@ -167,7 +187,10 @@ impl ListenerProxy {
         let (state, answer) = match step {
             Step::Continue => self.forward(state, body, downstream_upgrade).await,
             Step::Respond(local) => (state, local_answer(local)),
-            Step::Failed(plugin) => return plugin_failed(&plugin),
+            Step::Failed(plugin) => {
+                self.record_error(&mut state, ErrorKind::Plugin);
+                return (state, plugin_failed(&plugin));
+            }
             Step::Retry(_) => (
                 state,
                 error_answer(LocalError::BadRequest, "unexpected retry"),
@@ -194,7 +217,10 @@ impl ListenerProxy {
             match step {
                 Step::Continue | Step::Retry(_) => {}
                 Step::Respond(local) => return (state, local_answer(local)),
-                Step::Failed(plugin) => return (state, plugin_failed_answer(&plugin)),
+                Step::Failed(plugin) => {
+                    self.record_error(&mut state, ErrorKind::Plugin);
+                    return (state, plugin_failed_answer(&plugin));
+                }
             }
         } else if self.chain.may_retry()
             && let Err(answer) = body.buffer_for_replay(self.max_replay_body).await
@@ -203,12 +229,15 @@ impl ListenerProxy {
         }
 
         if let Some(detail) = state.bad_destination.clone() {
+            self.record_error(&mut state, ErrorKind::Plugin);
             return (state, error_answer(LocalError::UnknownDestination, &detail));
         }
         let Some(cluster) = state.destination.clone() else {
+            self.record_error(&mut state, ErrorKind::NoRoute);
             let detail = format!("listener {:?} has no route for this request", self.listener);
             return (state, error_answer(LocalError::NoRoute, &detail));
         };
+        state.exchange.cluster = Some(Arc::clone(&cluster.label));
         self.attempts(state, body, &cluster, downstream_upgrade)
             .await
     }
@@ -225,6 +254,7 @@ impl ListenerProxy {
         let total = state.timeout.unwrap_or(cluster.config.timeout);
         let deadline = Instant::now() + total;
         let Some(admission) = cluster.limits.admit_request() else {
+            self.record_error(&mut state, ErrorKind::Overloaded);
             return (state, overloaded(cluster, "requests"));
         };
         let mut admission = Some(admission);
@@ -273,6 +303,7 @@ impl ListenerProxy {
                             .flatten();
                     if retry_slot.is_some() {
                         _retry_slot = retry_slot;
+                        cluster.metrics.retries.increment(1);
                         debug!(attempt = state.attempt, ?delay, cluster = %cluster.name(), "retrying");
                         drop(result);
                         tokio::time::sleep(delay).await;
@@ -285,7 +316,10 @@ impl ListenerProxy {
                     );
                 }
                 Step::Respond(local) => return (state, local_answer(local)),
-                Step::Failed(plugin) => return (state, plugin_failed_answer(&plugin)),
+                Step::Failed(plugin) => {
+                    self.record_error(&mut state, ErrorKind::Plugin);
+                    return (state, plugin_failed_answer(&plugin));
+                }
                 Step::Continue => {}
             }
             let answer = self.finish_attempt(
@@ -310,8 +344,12 @@ impl ListenerProxy {
         let hash = cluster
             .wants_hash()
             .then(|| request_hash(&state.head, cluster, state.peer));
-        let endpoint = cluster.pick(hash).ok_or(AttemptError::NoEndpoint)?;
+        let Some(endpoint) = cluster.pick(hash) else {
+            self.record_error(state, ErrorKind::NoEndpoint);
+            return Err(AttemptError::NoEndpoint);
+        };
         let Some(body) = body.for_attempt() else {
+            self.record_error(state, ErrorKind::Reset);
             return Err(AttemptError::NotReplayable);
         };
         // Without plugins nothing reads the head again and nothing retries: move it, don't copy.
@@ -323,12 +361,47 @@ impl ListenerProxy {
         let http2 = cluster.config.protocol == UpstreamProtocol::Http2;
         headers::set_upstream_target(&mut req, http2)
             .map_err(|e| AttemptError::BadRequest(e.to_string()))?;
+        let span_id = state.exchange.trace.as_ref().map(|trace| {
+            let span_id = new_span_id();
+            trace.inject(req.headers_mut(), span_id);
+            span_id
+        });
+        state.exchange.upstream = Some(endpoint.addr);
 
         let in_flight = endpoint.start_request();
         let started = Instant::now();
-        match tokio::time::timeout(per_try, endpoint.send(req)).await {
+        let started_at = SystemTime::now();
+        let sent = tokio::time::timeout(per_try, endpoint.send(req)).await;
+        let took = started.elapsed();
+        let result = match &sent {
+            Ok(Ok(response)) => AttemptResult::Status(response.status().as_u16()),
+            Ok(Err(SendError::Overloaded { .. })) => AttemptResult::Error(ErrorKind::Overloaded),
+            Ok(Err(SendError::Tls { .. })) => AttemptResult::Error(ErrorKind::Tls),
+            Ok(Err(e)) if e.is_connect() => AttemptResult::Error(ErrorKind::Connect),
+            Ok(Err(_)) => AttemptResult::Error(ErrorKind::Reset),
+            Err(_) => AttemptResult::Error(ErrorKind::Timeout),
+        };
+        match result {
+            AttemptResult::Status(_) => state.exchange.error = None,
+            AttemptResult::Error(kind) => self.record_error(state, kind),
+        }
+        if !matches!(result, AttemptResult::Error(ErrorKind::Overloaded)) {
+            cluster.metrics.record_attempt(result, took);
+        }
+        if let Some(span_id) = span_id
+            && self.telemetry.shared.records_attempts(state.exchange.trace.as_ref())
+        {
+            state.exchange.attempts.push(AttemptSpan {
+                span_id,
+                start: started_at,
+                end: SystemTime::now(),
+                endpoint: endpoint.addr,
+                result,
+            });
+        }
+        match sent {
             Ok(Ok(response)) => {
-                endpoint.observe_latency(started.elapsed());
+                endpoint.observe_latency(took);
                 cluster.observe(&endpoint, Observed::Status(response.status().as_u16()));
                 Ok((
                     response,
@@ -349,7 +422,7 @@ impl ListenerProxy {
                     },
                 );
                 // A failing endpoint should look slow to `ewma`, not fast.
-                endpoint.observe_latency(started.elapsed().max(cluster.config.connect_timeout));
+                endpoint.observe_latency(took.max(cluster.config.connect_timeout));
                 warn!(listener = %self.listener, cluster = %cluster.name(), error = %e, "upstream request failed");
                 Err(AttemptError::Send(e))
             }
@@ -406,44 +479,47 @@ impl ListenerProxy {
     }
 
     /// Runs the response hooks and builds what the client gets.
-    async fn respond(&self, mut state: Box<RequestState>, answer: Answer) -> Response<ProxyBody> {
+    async fn respond(
+        &self,
+        mut state: Box<RequestState>,
+        answer: Answer,
+    ) -> (Box<RequestState>, Response<ProxyBody>) {
         if self.chain.is_empty() {
-            return Response::from_parts(answer.head, answer.body);
+            return (state, Response::from_parts(answer.head, answer.body));
         }
         let Answer { head, mut body } = answer;
         state.response = Some(head);
         let (back, step) = self.chain.on_response(state).await;
         state = back;
         if let Some(plugin) = apply_response_step(step, &mut state, &mut body) {
-            return plugin_failed(&plugin);
+            self.record_error(&mut state, ErrorKind::Plugin);
+            return (state, plugin_failed(&plugin));
         }
         if self.chain.wants_response_body() {
             let bytes = match Limited::new(body, self.max_buffered_body).collect().await {
                 Ok(collected) => collected.to_bytes(),
                 Err(_) => {
-                    return LocalError::UpstreamReset.response(
+                    let response = LocalError::UpstreamReset.response(
                         "the response body was too large or failed for a plugin that reads bodies",
                     );
+                    return (state, response);
                 }
             };
             let (back, step) = self.chain.on_response_body(state, &bytes).await;
             state = back;
             body = ProxyBody::full(bytes);
             if let Some(plugin) = apply_response_step(step, &mut state, &mut body) {
-                return plugin_failed(&plugin);
+                self.record_error(&mut state, ErrorKind::Plugin);
+                return (state, plugin_failed(&plugin));
             }
         }
         let Some(head) = state.response.take() else {
-            return LocalError::BadRequest.response("no response");
+            return (state, LocalError::BadRequest.response("no response"));
         };
         if self.chain.wants_log() {
             state.response = Some(copy_response_head(&head));
-            body = ProxyBody::Logged {
-                body: Box::new(body),
-                _log: Box::new(LogOnDrop::new(Arc::clone(&self.chain), state)),
-            };
         }
-        Response::from_parts(head, body)
+        (state, Response::from_parts(head, body))
     }
 }
 
@@ -594,11 +670,11 @@ fn copy_response_head(head: &http::response::Parts) -> http::response::Parts {
     response.into_parts().0
 }
 
-type AttemptResult = Result<(Response<Incoming>, Attempted), AttemptError>;
+type AttemptSendResult = Result<(Response<Incoming>, Attempted), AttemptError>;
 type HeadlessResult = Result<(Incoming, Attempted), AttemptError>;
 
 /// Takes the response head out of an attempt so plugins can read and change it.
-fn split_head(result: AttemptResult) -> (HeadlessResult, Option<http::response::Parts>) {
+fn split_head(result: AttemptSendResult) -> (HeadlessResult, Option<http::response::Parts>) {
     match result {
         Ok((response, attempted)) => {
             let (head, body) = response.into_parts();
@@ -608,7 +684,7 @@ fn split_head(result: AttemptResult) -> (HeadlessResult, Option<http::response::
     }
 }
 
-fn rejoin_head(result: HeadlessResult, head: Option<http::response::Parts>) -> AttemptResult {
+fn rejoin_head(result: HeadlessResult, head: Option<http::response::Parts>) -> AttemptSendResult {
     match (result, head) {
         (Ok((body, attempted)), Some(head)) => Ok((Response::from_parts(head, body), attempted)),
         (Ok(_), None) => Err(AttemptError::BadRequest(

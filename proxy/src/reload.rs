@@ -22,6 +22,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::listener::{Listener, ListenerTls, Serving, ServingSlot};
 use crate::plugin::{PluginRuntime, Plugins, hex};
 use crate::proxy::ListenerProxy;
+use crate::telemetry::{ListenerTelemetry, Telemetry};
 use crate::upstream::Clusters;
 
 /// Largest body buffered for plugins that read whole bodies.
@@ -86,6 +87,8 @@ pub enum StartError {
     Plugin(#[from] crate::plugin::LoadError),
     #[error("{0}")]
     Tls(String),
+    #[error("{0}")]
+    Telemetry(String),
 }
 
 /// Owns the running state and every way of changing it.
@@ -118,10 +121,11 @@ impl Reloader {
                 .load(&config, &Plugins::default(), &HashMap::new())
                 .await?,
         );
+        let telemetry = Arc::new(Telemetry::from_config(&config).map_err(StartError::Telemetry)?);
         let mut listeners = HashMap::new();
         let mut bound = Vec::new();
         for l in &config.listeners {
-            let serving = serving(l, &clusters, &plugins).map_err(StartError::Tls)?;
+            let serving = serving(l, &clusters, &plugins, &telemetry).map_err(StartError::Tls)?;
             let listener = Listener::bind(l, serving)
                 .await
                 .map_err(|source| StartError::Bind {
@@ -257,9 +261,10 @@ impl Reloader {
 
         // Everything each listener will serve with, then the sockets that are new: all before
         // touching what runs, so bad TLS material or a taken port refuses the reload whole.
+        let telemetry = Arc::new(Telemetry::from_config(&config)?);
         let mut servings = HashMap::new();
         for l in &config.listeners {
-            servings.insert(l.name.clone(), serving(l, &clusters, &plugins)?);
+            servings.insert(l.name.clone(), serving(l, &clusters, &plugins, &telemetry)?);
         }
         let mut fresh = Vec::new();
         for l in &config.listeners {
@@ -375,6 +380,7 @@ fn serving(
     l: &ListenerConfig,
     clusters: &Arc<Clusters>,
     plugins: &Plugins,
+    telemetry: &Arc<Telemetry>,
 ) -> Result<Serving, String> {
     let tls = match &l.tls {
         Some(tls) => Some(ListenerTls {
@@ -391,8 +397,13 @@ fn serving(
         .as_ref()
         .and_then(|t| t.forward_client_cert.as_deref())
         .and_then(|h| http::HeaderName::from_bytes(h.as_bytes()).ok());
+    let listener: Arc<str> = l.name.as_str().into();
     let proxy = ListenerProxy {
-        listener: l.name.as_str().into(),
+        telemetry: Arc::new(ListenerTelemetry::new(
+            Arc::clone(&listener),
+            Arc::clone(telemetry),
+        )),
+        listener,
         scheme: if tls.is_some() { "https" } else { "http" },
         default_cluster: l.default_cluster.and_then(|i| clusters.get(i)).cloned(),
         clusters: Arc::clone(clusters),

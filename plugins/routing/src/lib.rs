@@ -154,6 +154,7 @@ impl Plugin for Routing {
             rewrite.apply(req, &route.matches);
         }
         route.request_headers.apply_to_request(req);
+        req.set_route(&route.name);
         if !route.response_headers.is_empty() {
             req.context_set(
                 ROUTE_KEY,

@@ -152,8 +152,25 @@ fn expected_keys(parent: &[Segment]) -> String {
         })
         .collect();
     let keys: &[&str] = match table.as_slice() {
-        [] => &["admin", "runtime", "listener", "cluster", "plugin"],
-        ["admin"] => &["listen"],
+        [] => &[
+            "admin",
+            "runtime",
+            "listener",
+            "cluster",
+            "plugin",
+            "access_log",
+            "tracing",
+        ],
+        ["admin"] => &["listen", "token"],
+        ["access_log"] => &["path", "fields"],
+        ["tracing"] => &[
+            "otlp_endpoint",
+            "sampling",
+            "service_name",
+            "batch_size",
+            "flush_interval",
+            "max_queue",
+        ],
         ["runtime"] => &["worker_threads", "drain_timeout", "plugin_cache"],
         ["listener"] => &[
             "name",

@@ -6,6 +6,7 @@ mod error;
 mod load;
 mod raw;
 mod resilience;
+mod telemetry;
 mod tls;
 mod validate;
 
@@ -38,6 +39,124 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     pub clusters: Vec<ClusterConfig>,
     pub plugins: Vec<PluginConfig>,
+    /// `[access_log]`: off when absent.
+    pub access_log: Option<AccessLogConfig>,
+    /// `[tracing]`: spans are exported only when present (trace context is propagated always).
+    pub tracing: Option<TracingConfig>,
+}
+
+/// `[access_log]`: one JSON line per request.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AccessLogConfig {
+    pub target: AccessLogTarget,
+    /// The fields of each line, in order.
+    pub fields: Vec<AccessLogField>,
+}
+
+/// Where access log lines go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessLogTarget {
+    Stdout,
+    File(PathBuf),
+}
+
+/// A field an access log line may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessLogField {
+    Time,
+    Listener,
+    Peer,
+    Method,
+    Authority,
+    Path,
+    Protocol,
+    Status,
+    Bytes,
+    DurationMs,
+    Upstream,
+    Attempts,
+    Destination,
+    Route,
+    Identity,
+    RequestId,
+    TraceId,
+    Plugins,
+    Error,
+}
+
+impl AccessLogField {
+    /// Every field, in the default order.
+    pub const ALL: [Self; 19] = [
+        Self::Time,
+        Self::Listener,
+        Self::Peer,
+        Self::Method,
+        Self::Authority,
+        Self::Path,
+        Self::Protocol,
+        Self::Status,
+        Self::Bytes,
+        Self::DurationMs,
+        Self::Upstream,
+        Self::Attempts,
+        Self::Destination,
+        Self::Route,
+        Self::Identity,
+        Self::RequestId,
+        Self::TraceId,
+        Self::Plugins,
+        Self::Error,
+    ];
+
+    /// The field's key in config and in each line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Time => "time",
+            Self::Listener => "listener",
+            Self::Peer => "peer",
+            Self::Method => "method",
+            Self::Authority => "authority",
+            Self::Path => "path",
+            Self::Protocol => "protocol",
+            Self::Status => "status",
+            Self::Bytes => "bytes",
+            Self::DurationMs => "duration_ms",
+            Self::Upstream => "upstream",
+            Self::Attempts => "attempts",
+            Self::Destination => "destination",
+            Self::Route => "route",
+            Self::Identity => "identity",
+            Self::RequestId => "request_id",
+            Self::TraceId => "trace_id",
+            Self::Plugins => "plugins",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// `[tracing]`: span export over OTLP/HTTP.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TracingConfig {
+    /// Where batches are POSTed, e.g. `http://127.0.0.1:4318/v1/traces`.
+    #[serde(serialize_with = "display")]
+    pub otlp_endpoint: http::Uri,
+    /// Share of new traces sampled, 0.0 to 1.0; a client's own sampling decision is kept.
+    pub sampling: f64,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
+    /// Spans per export request.
+    pub batch_size: usize,
+    /// Longest a span waits before its batch is sent.
+    #[serde(with = "duration_text")]
+    pub flush_interval: Duration,
+    /// Spans waiting for export before new ones are dropped.
+    pub max_queue: usize,
+}
+
+fn display<T: std::fmt::Display, S: serde::Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(value)
 }
 
 /// `[admin]`: the admin API listener.

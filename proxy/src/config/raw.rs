@@ -18,6 +18,26 @@ pub struct RawConfig {
     pub cluster: Vec<Spanned<RawCluster>>,
     #[serde(default)]
     pub plugin: Vec<Spanned<RawPlugin>>,
+    pub access_log: Option<Spanned<RawAccessLog>>,
+    pub tracing: Option<Spanned<RawTracing>>,
+}
+
+/// `[access_log]`
+#[derive(Debug, Deserialize)]
+pub struct RawAccessLog {
+    pub path: Option<Spanned<String>>,
+    pub fields: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+/// `[tracing]`
+#[derive(Debug, Deserialize)]
+pub struct RawTracing {
+    pub otlp_endpoint: Spanned<String>,
+    pub sampling: Option<Spanned<f64>>,
+    pub service_name: Option<Spanned<String>>,
+    pub batch_size: Option<Spanned<i64>>,
+    pub flush_interval: Option<Spanned<String>>,
+    pub max_queue: Option<Spanned<i64>>,
 }
 
 /// `[admin]`

@@ -78,6 +78,14 @@ pub fn validate(
         .collect();
 
     unique_listen_addresses(&raw, admin.listen, &mut d);
+    let access_log = raw
+        .access_log
+        .as_ref()
+        .map(|a| super::telemetry::access_log(a.get_ref(), base, &mut d));
+    let tracing = raw
+        .tracing
+        .as_ref()
+        .map(|t| super::telemetry::tracing(t.get_ref(), &mut d));
 
     d.into_result(Config {
         source: path.to_path_buf(),
@@ -86,6 +94,8 @@ pub fn validate(
         listeners,
         clusters,
         plugins,
+        access_log,
+        tracing,
     })
 }
 
@@ -508,7 +518,7 @@ fn socket_addr(raw: &Spanned<String>, key: &str, d: &mut Diagnostics<'_>) -> Soc
     })
 }
 
-fn duration(raw: &Spanned<String>, key: &str, d: &mut Diagnostics<'_>) -> Duration {
+pub(super) fn duration(raw: &Spanned<String>, key: &str, d: &mut Diagnostics<'_>) -> Duration {
     duration::parse(raw.get_ref()).unwrap_or_else(|| {
         d.error(
             raw.span(),

@@ -135,10 +135,15 @@ async fn run<'a>(
             Ok(Decision::Continue) => {}
             Ok(Decision::Unimplemented) => plugin.mark_unimplemented(hook),
             Ok(Decision::Delay(ms)) => {
+                note(&mut state, plugin, hook, "delay");
                 tokio::time::sleep(Duration::from_millis(u64::from(ms))).await
             }
-            Ok(Decision::Respond(response)) => return (state, Step::Respond(response), reached),
+            Ok(Decision::Respond(response)) => {
+                note(&mut state, plugin, hook, "respond");
+                return (state, Step::Respond(response), reached);
+            }
             Ok(Decision::Retry(ms)) if hook == Hook::UpstreamResponse => {
+                note(&mut state, plugin, hook, "retry");
                 let delay = Duration::from_millis(u64::from(ms));
                 return (state, Step::Retry(delay), reached);
             }
@@ -148,10 +153,20 @@ async fn run<'a>(
             Err(error) => {
                 tracing::warn!(plugin = %plugin.name, ?hook, %error, request_id = ?state.request_id, "plugin failed");
                 if plugin.on_error == OnError::FailClosed {
+                    note(&mut state, plugin, hook, "failed");
                     return (state, Step::Failed(Arc::clone(&plugin.name)), reached);
                 }
+                note(&mut state, plugin, hook, "skipped");
             }
         }
     }
     (state, Step::Continue, reached)
+}
+
+/// Records a decision other than "continue" for the access log (`plugin:hook:decision`).
+fn note(state: &mut RequestState, plugin: &Plugin, hook: Hook, decision: &str) {
+    if hook != Hook::Log {
+        let entry = format!("{}:{}:{decision}", plugin.name, hook.name());
+        state.exchange.decisions.push(entry);
+    }
 }

@@ -43,6 +43,8 @@ pub struct RequestState {
     /// How many plugins of the chain saw on-request (all, unless one answered early); only
     /// those see the response.
     pub plugins_reached: usize,
+    /// What telemetry reports when the request is done.
+    pub exchange: crate::telemetry::Exchange,
 }
 
 /// What every instance of one plugin shares.

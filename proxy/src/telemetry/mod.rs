@@ -1,4 +1,14 @@
-//! Logs (and, later, metrics and traces).
+//! Logs, metrics, traces and the access log.
+
+pub mod access_log;
+pub mod exchange;
+pub mod golden;
+pub mod otlp;
+pub mod scrape;
+pub mod trace_context;
+
+pub use exchange::{Exchange, ListenerTelemetry, ROUTE_CONTEXT_KEY, Telemetry};
+pub use golden::{AttemptResult, ClusterMetrics, ErrorKind};
 
 use std::io::IsTerminal;
 

@@ -16,6 +16,7 @@ use super::limits::ClusterLimits;
 use super::pool::{Pool, PoolSettings};
 use crate::balance::Balancer;
 use crate::config::{ClusterConfig, Config, HealthCheckConfig};
+use crate::telemetry::ClusterMetrics;
 use crate::tls::client::UpstreamTls;
 
 /// A named group of endpoints serving the same thing.
@@ -27,6 +28,10 @@ pub struct Cluster {
     /// Circuit-breaker counters, shared with the pools.
     pub limits: Arc<ClusterLimits>,
     endpoints: ArcSwap<EndpointSet>,
+    /// The name, shared cheaply with the telemetry of each request sent here.
+    pub label: Arc<str>,
+    /// Attempt latency and retries, registered once.
+    pub metrics: ClusterMetrics,
 }
 
 /// A snapshot of a cluster's endpoints with the balancer state built for the live ones.
@@ -51,6 +56,8 @@ impl Cluster {
         let limits = ClusterLimits::new(config.circuit_breaker.clone());
         let set = build_set(&config, tls.as_ref(), &limits, resolved, previous);
         Self {
+            label: config.name.as_str().into(),
+            metrics: ClusterMetrics::new(&config.name),
             config,
             tls,
             limits,
@@ -85,6 +92,7 @@ impl Cluster {
                 ejected_for: e.health.ejected_for(),
                 live: set.live.iter().any(|l| Arc::ptr_eq(l, e)),
                 in_flight: crate::balance::Target::in_flight(e),
+                idle_connections: e.pool().idle_connections(),
             })
             .collect()
     }
@@ -295,6 +303,7 @@ pub struct EndpointState {
     /// Gets traffic now.
     pub live: bool,
     pub in_flight: u32,
+    pub idle_connections: usize,
 }
 
 /// Every cluster of a config, by index (listeners and plugins refer to clusters by index).

@@ -64,6 +64,16 @@ impl ClusterLimits {
         self.connections.load(Ordering::Relaxed)
     }
 
+    /// Requests waiting for a new connection now.
+    pub fn pending_requests(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// Requests in flight now (admitted, response not yet finished).
+    pub fn active_requests(&self) -> usize {
+        self.requests.load(Ordering::Relaxed)
+    }
+
     fn counter(&self, which: Which) -> &AtomicUsize {
         match which {
             Which::Connections => &self.connections,

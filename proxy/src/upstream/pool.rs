@@ -184,6 +184,11 @@ impl Pool {
         });
     }
 
+    /// Keep-alive connections waiting for a request now.
+    pub fn idle_connections(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
     /// Closes idle connections older than the idle timeout.
     pub fn evict_expired(&self) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());

@@ -1,0 +1,354 @@
+//! One request as telemetry sees it: facts gathered along the way ([`Exchange`]) and reported
+//! once, when the response body is done with — metrics, the access log line and the spans.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use opentelemetry_proto::tonic::trace::v1::{Span, Status, span, status};
+
+use super::access_log::{self, AccessLog, Entry};
+use super::golden::{AttemptResult, ErrorKind, ListenerMetrics, method_label};
+use super::otlp::{SpanExporter, int_attribute, string_attribute};
+use super::trace_context::{SpanId, TraceContext};
+use crate::config::Config;
+use crate::plugin::RequestState;
+
+/// The request-context key a plugin sets to name the route a request took (the SDK's
+/// `Request::set_route`); it becomes the `route` label and log field.
+pub const ROUTE_CONTEXT_KEY: &str = "switchyard.route";
+
+/// What the proxy learns about one request on its way.
+#[derive(Debug)]
+pub struct Exchange {
+    pub started: Instant,
+    pub started_at: SystemTime,
+    pub method: http::Method,
+    pub version: http::Version,
+    /// The request target as the client sent it (kept only when the access log or a span
+    /// needs it; the head itself may be moved upstream).
+    pub uri: Option<http::Uri>,
+    pub authority: Option<String>,
+    pub trace: Option<TraceContext>,
+    /// The cluster the request was sent to, if it got that far.
+    pub cluster: Option<Arc<str>>,
+    /// The endpoint of the last attempt.
+    pub upstream: Option<SocketAddr>,
+    /// Attempt spans, kept only for sampled traces that are exported.
+    pub attempts: Vec<AttemptSpan>,
+    /// Why the proxy answered the request itself, if it did because of an error.
+    pub error: Option<ErrorKind>,
+    /// Plugin decisions other than "continue": `plugin:hook:decision`.
+    pub decisions: Vec<String>,
+}
+
+impl Exchange {
+    /// The record of a request starting now.
+    pub fn new(method: http::Method, version: http::Version) -> Self {
+        Self {
+            started: Instant::now(),
+            started_at: SystemTime::now(),
+            method,
+            version,
+            uri: None,
+            authority: None,
+            trace: None,
+            cluster: None,
+            upstream: None,
+            attempts: Vec::new(),
+            error: None,
+            decisions: Vec::new(),
+        }
+    }
+}
+
+/// One upstream attempt of a sampled request.
+#[derive(Debug)]
+pub struct AttemptSpan {
+    pub span_id: SpanId,
+    pub start: SystemTime,
+    pub end: SystemTime,
+    pub endpoint: SocketAddr,
+    pub result: AttemptResult,
+}
+
+/// What a config asks of telemetry beyond metrics: the access log and span export. Built per
+/// config, so a reload reopens the log file and reconnects to the collector.
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    access_log: Option<AccessLog>,
+    spans: Option<SpanExporter>,
+    sampling: f64,
+}
+
+impl Telemetry {
+    /// Opens the access log (naming the file if it cannot) and starts the span exporter.
+    pub fn from_config(config: &Config) -> Result<Self, String> {
+        let access_log = match &config.access_log {
+            Some(log) => Some(AccessLog::open(log).map_err(|e| {
+                format!("access_log.path: cannot open {:?}: {e}", log.target)
+            })?),
+            None => None,
+        };
+        Ok(Self {
+            access_log,
+            spans: config.tracing.as_ref().map(SpanExporter::start),
+            sampling: config.tracing.as_ref().map_or(0.0, |t| t.sampling),
+        })
+    }
+
+    /// The client's trace context, or a new trace when spans are exported (sampled at the
+    /// configured ratio).
+    pub fn trace_for(&self, headers: &http::HeaderMap) -> Option<TraceContext> {
+        TraceContext::extract(headers).or_else(|| {
+            self.spans
+                .as_ref()
+                .map(|_| TraceContext::start(fastrand::f64() < self.sampling))
+        })
+    }
+
+    /// Whether the request target must be kept for the report.
+    pub fn wants_target(&self) -> bool {
+        self.access_log.is_some() || self.spans.is_some()
+    }
+
+    /// Whether attempts of this request are exported as spans.
+    pub fn records_attempts(&self, trace: Option<&TraceContext>) -> bool {
+        self.spans.is_some() && trace.is_some_and(|t| t.sampled)
+    }
+}
+
+/// A listener's telemetry: its metrics and the config-wide log and exporter.
+#[derive(Debug)]
+pub struct ListenerTelemetry {
+    pub listener: Arc<str>,
+    pub metrics: ListenerMetrics,
+    pub shared: Arc<Telemetry>,
+}
+
+impl ListenerTelemetry {
+    pub fn new(listener: Arc<str>, shared: Arc<Telemetry>) -> Self {
+        Self {
+            metrics: ListenerMetrics::new(Arc::clone(&listener)),
+            listener,
+            shared,
+        }
+    }
+
+    /// Starts the record of a request.
+    pub fn start(&self, req: &http::Request<hyper::body::Incoming>) -> Exchange {
+        self.metrics.in_flight.increment(1.0);
+        let mut exchange = Exchange::new(req.method().clone(), req.version());
+        if self.shared.wants_target() {
+            exchange.uri = Some(req.uri().clone());
+            exchange.authority = authority(req);
+        }
+        exchange.trace = self.shared.trace_for(req.headers());
+        exchange
+    }
+
+    /// Reports a finished request: metrics always, the access log line and spans if configured.
+    pub fn finish(&self, state: &RequestState, status: u16, bytes: u64) {
+        let exchange = &state.exchange;
+        let took = exchange.started.elapsed();
+        let route = state
+            .context
+            .get(ROUTE_CONTEXT_KEY)
+            .and_then(|r| std::str::from_utf8(r).ok());
+        self.metrics.in_flight.decrement(1.0);
+        self.metrics.record_request(
+            route,
+            exchange.cluster.as_ref(),
+            status,
+            method_label(&exchange.method),
+            took,
+        );
+        if let Some(log) = &self.shared.access_log {
+            log.log(&self.entry(state, route, status, bytes, took));
+        }
+        if let (Some(spans), Some(trace)) = (&self.shared.spans, &exchange.trace)
+            && trace.sampled
+        {
+            for span in self.spans(state, trace, route, status) {
+                spans.export(span);
+            }
+        }
+    }
+
+    fn entry<'a>(
+        &'a self,
+        state: &'a RequestState,
+        route: Option<&'a str>,
+        status: u16,
+        bytes: u64,
+        took: Duration,
+    ) -> Entry<'a> {
+        let exchange = &state.exchange;
+        Entry {
+            time: access_log::timestamp(exchange.started_at),
+            listener: &self.listener,
+            peer: state.peer.to_string(),
+            method: exchange.method.as_str(),
+            authority: exchange.authority.as_deref(),
+            path: exchange.uri.as_ref().map(http::Uri::path),
+            protocol: protocol(exchange.version),
+            status,
+            bytes,
+            duration_ms: took.as_secs_f64() * 1000.0,
+            upstream: exchange.upstream.map(|a| a.to_string()),
+            attempts: state.attempt,
+            destination: exchange.cluster.as_deref(),
+            route,
+            identity: state
+                .tls
+                .as_ref()
+                .and_then(|t| t.identity.as_ref())
+                .map(|id| id.header_value()),
+            request_id: state.request_id.to_str().ok(),
+            trace_id: exchange.trace.as_ref().map(TraceContext::trace_id_hex),
+            plugins: exchange.decisions.clone(),
+            error: exchange.error.map(ErrorKind::label),
+        }
+    }
+
+    /// The request span (server) and one client span per attempt.
+    fn spans(
+        &self,
+        state: &RequestState,
+        trace: &TraceContext,
+        route: Option<&str>,
+        status: u16,
+    ) -> Vec<Span> {
+        let exchange = &state.exchange;
+        let method = exchange.method.as_str();
+        let mut attributes = vec![
+            string_attribute("http.request.method", method),
+            int_attribute("http.response.status_code", i64::from(status)),
+            string_attribute("network.protocol.version", protocol_version(exchange.version)),
+            string_attribute("client.address", state.peer.ip().to_string()),
+            string_attribute("switchyard.listener", self.listener.to_string()),
+            string_attribute(
+                "switchyard.request_id",
+                state.request_id.to_str().unwrap_or_default(),
+            ),
+            int_attribute("switchyard.attempts", i64::from(state.attempt)),
+        ];
+        if let Some(uri) = &exchange.uri {
+            attributes.push(string_attribute("url.path", uri.path()));
+        }
+        if let Some(authority) = &exchange.authority {
+            attributes.push(string_attribute("server.address", authority.clone()));
+        }
+        if let Some(route) = route {
+            attributes.push(string_attribute("http.route", route));
+        }
+        if let Some(cluster) = &exchange.cluster {
+            attributes.push(string_attribute("switchyard.cluster", cluster.to_string()));
+        }
+        if let Some(error) = exchange.error {
+            attributes.push(string_attribute("error.type", error.label()));
+        }
+        let name = match route {
+            Some(route) => format!("{method} {route}"),
+            None => method.to_owned(),
+        };
+        let mut spans = Vec::with_capacity(1 + exchange.attempts.len());
+        spans.push(Span {
+            trace_id: trace.trace_id.to_vec(),
+            span_id: trace.span_id.to_vec(),
+            parent_span_id: trace.parent_span_id.map(|p| p.to_vec()).unwrap_or_default(),
+            trace_state: trace
+                .state
+                .as_ref()
+                .and_then(|s| s.to_str().ok())
+                .unwrap_or_default()
+                .to_owned(),
+            flags: 1,
+            name,
+            kind: span::SpanKind::Server as i32,
+            start_time_unix_nano: unix_nanos(exchange.started_at),
+            end_time_unix_nano: unix_nanos(SystemTime::now()),
+            attributes,
+            status: Some(span_status(status >= 500)),
+            ..Default::default()
+        });
+        for (i, attempt) in exchange.attempts.iter().enumerate() {
+            let mut attributes = vec![
+                string_attribute("http.request.method", method),
+                string_attribute("server.address", attempt.endpoint.ip().to_string()),
+                int_attribute("server.port", i64::from(attempt.endpoint.port())),
+                int_attribute("http.request.resend_count", i as i64),
+            ];
+            if let Some(cluster) = &exchange.cluster {
+                attributes.push(string_attribute("switchyard.cluster", cluster.to_string()));
+            }
+            let failed = match attempt.result {
+                AttemptResult::Status(code) => {
+                    attributes.push(int_attribute("http.response.status_code", i64::from(code)));
+                    code >= 500
+                }
+                AttemptResult::Error(kind) => {
+                    attributes.push(string_attribute("error.type", kind.label()));
+                    true
+                }
+            };
+            spans.push(Span {
+                trace_id: trace.trace_id.to_vec(),
+                span_id: attempt.span_id.to_vec(),
+                parent_span_id: trace.span_id.to_vec(),
+                flags: 1,
+                name: method.to_owned(),
+                kind: span::SpanKind::Client as i32,
+                start_time_unix_nano: unix_nanos(attempt.start),
+                end_time_unix_nano: unix_nanos(attempt.end),
+                attributes,
+                status: Some(span_status(failed)),
+                ..Default::default()
+            });
+        }
+        spans
+    }
+}
+
+fn span_status(failed: bool) -> Status {
+    Status {
+        code: if failed {
+            status::StatusCode::Error as i32
+        } else {
+            status::StatusCode::Unset as i32
+        },
+        ..Default::default()
+    }
+}
+
+fn unix_nanos(at: SystemTime) -> u64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// The authority the client asked for: the request target's, else the Host header.
+fn authority<B>(req: &http::Request<B>) -> Option<String> {
+    req.uri()
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            req.headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        })
+}
+
+fn protocol(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_2 => "HTTP/2",
+        http::Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/1.1",
+    }
+}
+
+fn protocol_version(version: http::Version) -> &'static str {
+    protocol(version).trim_start_matches("HTTP/")
+}
