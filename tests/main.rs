@@ -10,6 +10,7 @@ mod canary;
 mod config_files;
 mod errors;
 mod fault_injection;
+mod observability;
 mod forwarding;
 mod hot_reload;
 mod lifecycle;
