@@ -122,7 +122,10 @@ async fn start(edit: impl FnOnce(String) -> String) -> Setup {
             ("127.0.0.1:9002", shop_v2.addr.to_string()),
             ("127.0.0.1:9003", flaky.addr.to_string()),
             ("127.0.0.1:4318", receiver.addr.to_string()),
-            ("path = \"stdout\"", format!("path = {:?}", access_log.display().to_string())),
+            (
+                "path = \"stdout\"",
+                format!("path = {:?}", access_log.display().to_string()),
+            ),
         ],
     );
     Setup {
@@ -212,7 +215,11 @@ async fn metrics_count_a_known_mix_of_requests_with_their_labels() {
     assert_eq!(requests("shop", "shop-v1", "2xx", "GET"), 5.0);
     assert_eq!(requests("shop", "shop-v2", "2xx", "GET"), 3.0);
     assert_eq!(requests("shop", "shop-v1", "2xx", "POST"), 1.0);
-    assert_eq!(requests("", "", "4xx", "GET"), 2.0, "404s from the routing plugin");
+    assert_eq!(
+        requests("", "", "4xx", "GET"),
+        2.0,
+        "404s from the routing plugin"
+    );
     assert_eq!(requests("flaky", "flaky", "5xx", "GET"), 1.0);
     assert_eq!(requests("flaky", "flaky", "2xx", "GET"), 1.0);
 
@@ -257,18 +264,31 @@ async fn metrics_count_a_known_mix_of_requests_with_their_labels() {
         13.0
     );
     assert_eq!(
-        metric(admin, "switchyard_requests_in_flight", &[("listener", "public")]),
+        metric(
+            admin,
+            "switchyard_requests_in_flight",
+            &[("listener", "public")]
+        ),
         0.0
     );
     assert_eq!(
         metric(
             admin,
             "switchyard_endpoint_healthy",
-            &[("cluster", "flaky"), ("endpoint", &s.flaky.addr.to_string())]
+            &[
+                ("cluster", "flaky"),
+                ("endpoint", &s.flaky.addr.to_string())
+            ]
         ),
         1.0
     );
-    assert!(metric(admin, "switchyard_downstream_connections_total", &[("listener", "public")]) >= 13.0);
+    assert!(
+        metric(
+            admin,
+            "switchyard_downstream_connections_total",
+            &[("listener", "public")]
+        ) >= 13.0
+    );
 
     // No raw path or id ever becomes a label.
     let exposition = admin_get(admin, "/metrics");
@@ -285,7 +305,10 @@ async fn a_client_trace_reaches_the_upstream_and_the_collector_gets_request_and_
     let reply = get_with(
         s.proxy.addr(),
         "/flaky/once",
-        &[("traceparent", &traceparent), ("tracestate", "vendor=opaque")],
+        &[
+            ("traceparent", &traceparent),
+            ("tracestate", "vendor=opaque"),
+        ],
     )
     .await;
     assert_eq!(reply.status, StatusCode::OK);
@@ -302,13 +325,21 @@ async fn a_client_trace_reaches_the_upstream_and_the_collector_gets_request_and_
         assert_eq!(parts[3], "01");
         attempt_parents.push(parts[2].to_owned());
     }
-    assert_ne!(attempt_parents[0], attempt_parents[1], "one span per attempt");
+    assert_ne!(
+        attempt_parents[0], attempt_parents[1],
+        "one span per attempt"
+    );
 
     // The collector gets the request span under the client's span, and both attempt spans
     // under the request span, with the ids the upstream saw.
     let spans = Arc::clone(&s.spans);
     assert!(
-        eventually(Duration::from_secs(10), async || spans.lock().unwrap().len() >= 3).await,
+        eventually(Duration::from_secs(10), async || spans
+            .lock()
+            .unwrap()
+            .len()
+            >= 3)
+        .await,
         "spans exported: {:?}",
         spans.lock().unwrap()
     );
@@ -331,9 +362,18 @@ async fn a_client_trace_reaches_the_upstream_and_the_collector_gets_request_and_
             .and_then(|a| a.value.clone())
             .map(|v| format!("{:?}", v.value.unwrap()))
     };
-    assert_eq!(attribute(request, "http.response.status_code").unwrap(), "IntValue(200)");
-    assert_eq!(attribute(request, "http.route").unwrap(), "StringValue(\"flaky\")");
-    assert_eq!(attribute(request, "url.path").unwrap(), "StringValue(\"/flaky/once\")");
+    assert_eq!(
+        attribute(request, "http.response.status_code").unwrap(),
+        "IntValue(200)"
+    );
+    assert_eq!(
+        attribute(request, "http.route").unwrap(),
+        "StringValue(\"flaky\")"
+    );
+    assert_eq!(
+        attribute(request, "url.path").unwrap(),
+        "StringValue(\"/flaky/once\")"
+    );
     assert!(request.end_time_unix_nano >= request.start_time_unix_nano);
 
     let mut attempts: Vec<&Span> = spans
@@ -351,8 +391,14 @@ async fn a_client_trace_reaches_the_upstream_and_the_collector_gets_request_and_
             format!("IntValue({})", s.flaky.addr.port())
         );
     }
-    assert_eq!(attribute(attempts[0], "http.response.status_code").unwrap(), "IntValue(503)");
-    assert_eq!(attribute(attempts[1], "http.request.resend_count").unwrap(), "IntValue(1)");
+    assert_eq!(
+        attribute(attempts[0], "http.response.status_code").unwrap(),
+        "IntValue(503)"
+    );
+    assert_eq!(
+        attribute(attempts[1], "http.request.resend_count").unwrap(),
+        "IntValue(1)"
+    );
 }
 
 #[tokio::test]
@@ -373,7 +419,12 @@ async fn unsampled_traces_are_propagated_but_never_exported() {
     assert_eq!(sampled.status, StatusCode::OK);
     let spans = Arc::clone(&s.spans);
     assert!(
-        eventually(Duration::from_secs(10), async || spans.lock().unwrap().len() >= 2).await,
+        eventually(Duration::from_secs(10), async || spans
+            .lock()
+            .unwrap()
+            .len()
+            >= 2)
+        .await,
         "the sampled request's spans never came"
     );
     let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
@@ -420,7 +471,10 @@ async fn the_access_log_has_one_json_line_per_request_with_what_happened() {
     let retried = &lines[0];
     assert_eq!(retried["listener"], "public");
     assert_eq!(retried["method"], "GET");
-    assert_eq!(retried["path"], "/flaky/once", "the path, without the query");
+    assert_eq!(
+        retried["path"], "/flaky/once",
+        "the path, without the query"
+    );
     assert_eq!(retried["status"], 200);
     assert_eq!(retried["attempts"], 2);
     assert_eq!(retried["destination"], "flaky");
@@ -484,6 +538,9 @@ fn bad_telemetry_config_is_refused_naming_the_key() {
     assert!(error.contains("tracing.sampling"), "{error}");
     // refused() puts 5 lines of [admin] and [runtime] first.
     for line in ["refused.toml:7:", "refused.toml:10:", "refused.toml:11:"] {
-        assert!(error.contains(line), "names the file and line ({line}): {error}");
+        assert!(
+            error.contains(line),
+            "names the file and line ({line}): {error}"
+        );
     }
 }

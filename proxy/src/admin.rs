@@ -118,9 +118,10 @@ fn read_only(state: &AdminState, path: &str) -> Response<ProxyBody> {
         },
         "/dashboard" => {
             let mut response = Response::new(ProxyBody::full(DASHBOARD));
-            response
-                .headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            );
             response
         }
         "/clusters" => json(&clusters(&state.reloader.current())),

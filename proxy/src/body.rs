@@ -61,7 +61,9 @@ pub struct Done {
 
 impl std::fmt::Debug for Done {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Done").field("status", &self.status).finish_non_exhaustive()
+        f.debug_struct("Done")
+            .field("status", &self.status)
+            .finish_non_exhaustive()
     }
 }
 
@@ -81,7 +83,8 @@ impl Drop for ServedBody {
             return;
         };
         done.telemetry.finish(&done.state, done.status, self.bytes);
-        if let (Some(chain), Ok(runtime)) = (done.log_chain, tokio::runtime::Handle::try_current()) {
+        if let (Some(chain), Ok(runtime)) = (done.log_chain, tokio::runtime::Handle::try_current())
+        {
             let state = done.state;
             runtime.spawn(async move { chain.on_log(state).await });
         }

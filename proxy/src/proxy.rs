@@ -92,7 +92,8 @@ impl ListenerProxy {
         let request_id = headers::ensure_request_id(req.headers_mut());
         let refusal = self.refuse_oversized(&req);
         let upgrade = headers::is_upgrade_request(&req);
-        let downstream_upgrade = (upgrade && refusal.is_none()).then(|| hyper::upgrade::on(&mut req));
+        let downstream_upgrade =
+            (upgrade && refusal.is_none()).then(|| hyper::upgrade::on(&mut req));
         let version = req.version();
         headers::strip_hop_by_hop(req.headers_mut(), upgrade);
         headers::add_forwarding(req.headers_mut(), peer.ip(), self.scheme, version);
@@ -389,7 +390,10 @@ impl ListenerProxy {
             cluster.metrics.record_attempt(result, took);
         }
         if let Some(span_id) = span_id
-            && self.telemetry.shared.records_attempts(state.exchange.trace.as_ref())
+            && self
+                .telemetry
+                .shared
+                .records_attempts(state.exchange.trace.as_ref())
         {
             state.exchange.attempts.push(AttemptSpan {
                 span_id,

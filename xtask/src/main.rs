@@ -157,8 +157,60 @@ fn build_plugins() -> Result<Vec<PathBuf>> {
     Ok(built)
 }
 
+/// System programs some tests drive for real, by Debian package: Prometheus scraping the proxy,
+/// headless Chromium (through chromedriver) loading the dashboard, curl and openssl as TLS
+/// clients.
+const TEST_PACKAGES: &[(&str, &str)] = &[
+    ("/usr/bin/prometheus", "prometheus"),
+    ("/usr/bin/chromium", "chromium"),
+    ("/usr/bin/chromedriver", "chromium-driver"),
+    ("/usr/bin/curl", "curl"),
+    ("/usr/bin/openssl", "openssl"),
+];
+
+/// Installs the missing [`TEST_PACKAGES`] with apt-get (as root, or through sudo). Where that is
+/// impossible it says what is missing; the tests needing it then fail naming the package.
+fn install_test_packages() {
+    let missing: Vec<&str> = TEST_PACKAGES
+        .iter()
+        .filter(|(path, _)| !std::path::Path::new(path).exists())
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    eprintln!("xtask: installing {}", missing.join(" "));
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let apt = |args: &[&str]| {
+        let mut command = if root {
+            Command::new("apt-get")
+        } else {
+            let mut sudo = Command::new("sudo");
+            sudo.args(["-n", "apt-get"]);
+            sudo
+        };
+        command
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(args)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let installed =
+        apt(&["update", "-qq"]) && apt(&[&["install", "-y", "-qq"][..], &missing].concat());
+    if !installed {
+        eprintln!(
+            "xtask: could not install {}; install them with apt-get, or the tests that drive them fail",
+            missing.join(" ")
+        );
+    }
+}
+
 /// Runs the whole suite: cargo-nextest when installed, else cargo test.
 fn test(extra: &[String]) -> Result<()> {
+    install_test_packages();
     build_plugins()?;
     let nextest = cargo()
         .args(["nextest", "--version"])

@@ -38,7 +38,9 @@ fn routes_rewrites_and_changes_headers() {
     assert_eq!(host.request_header("x-debug"), None);
     assert_eq!(host.counter_total("requests", &[("route", "api-v2")]), 1.0);
     assert_eq!(
-        host.context.get(switchyard_sdk::ROUTE_CONTEXT_KEY).map(Vec::as_slice),
+        host.context
+            .get(switchyard_sdk::ROUTE_CONTEXT_KEY)
+            .map(Vec::as_slice),
         Some(&b"api-v2"[..]),
         "the route is named for the proxy's metrics"
     );

@@ -8,12 +8,20 @@ use super::raw::{RawAccessLog, RawTracing};
 use super::validate::{int_in_range, optional_duration};
 use super::{AccessLogConfig, AccessLogField, AccessLogTarget, TracingConfig};
 
-pub(super) fn access_log(raw: &RawAccessLog, base: &Path, d: &mut Diagnostics<'_>) -> AccessLogConfig {
+pub(super) fn access_log(
+    raw: &RawAccessLog,
+    base: &Path,
+    d: &mut Diagnostics<'_>,
+) -> AccessLogConfig {
     let target = match &raw.path {
         None => AccessLogTarget::Stdout,
         Some(p) if p.get_ref() == "stdout" || p.get_ref() == "-" => AccessLogTarget::Stdout,
         Some(p) if p.get_ref().trim().is_empty() => {
-            d.error(p.span(), "access_log.path", "expected \"stdout\" or a file path");
+            d.error(
+                p.span(),
+                "access_log.path",
+                "expected \"stdout\" or a file path",
+            );
             AccessLogTarget::Stdout
         }
         Some(p) => AccessLogTarget::File(base.join(p.get_ref())),
@@ -78,7 +86,11 @@ pub(super) fn tracing(raw: &RawTracing, d: &mut Diagnostics<'_>) -> TracingConfi
             1.0
         }
     };
-    let size = |raw: &Option<toml::Spanned<i64>>, max: i64, default: usize, key: &str, d: &mut Diagnostics<'_>| {
+    let size = |raw: &Option<toml::Spanned<i64>>,
+                max: i64,
+                default: usize,
+                key: &str,
+                d: &mut Diagnostics<'_>| {
         raw.as_ref()
             .and_then(|n| int_in_range(n, 1, max, key, d))
             .unwrap_or(default)

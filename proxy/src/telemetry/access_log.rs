@@ -8,7 +8,7 @@ use std::io::Write;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tracing::warn;
 
 use crate::config::{AccessLogConfig, AccessLogField, AccessLogTarget};
@@ -78,9 +78,11 @@ impl AccessLog {
         }
     }
 
+    /// The line's JSON object, with the fields in the configured order.
     fn format(&self, e: &Entry<'_>) -> String {
-        let mut object = Map::new();
-        for field in &self.fields {
+        let mut line = String::with_capacity(512);
+        line.push('{');
+        for (i, field) in self.fields.iter().enumerate() {
             let value = match field {
                 AccessLogField::Time => Value::from(e.time.as_str()),
                 AccessLogField::Listener => Value::from(e.listener),
@@ -91,7 +93,9 @@ impl AccessLog {
                 AccessLogField::Protocol => Value::from(e.protocol),
                 AccessLogField::Status => Value::from(e.status),
                 AccessLogField::Bytes => Value::from(e.bytes),
-                AccessLogField::DurationMs => Value::from((e.duration_ms * 1000.0).round() / 1000.0),
+                AccessLogField::DurationMs => {
+                    Value::from((e.duration_ms * 1000.0).round() / 1000.0)
+                }
                 AccessLogField::Upstream => Value::from(e.upstream.as_deref()),
                 AccessLogField::Attempts => Value::from(e.attempts),
                 AccessLogField::Destination => Value::from(e.destination),
@@ -102,9 +106,16 @@ impl AccessLog {
                 AccessLogField::Plugins => Value::from(e.plugins.clone()),
                 AccessLogField::Error => Value::from(e.error),
             };
-            object.insert(field.name().to_owned(), value);
+            if i > 0 {
+                line.push(',');
+            }
+            line.push('"');
+            line.push_str(field.name());
+            line.push_str("\":");
+            line.push_str(&value.to_string());
         }
-        Value::Object(object).to_string()
+        line.push('}');
+        line
     }
 }
 

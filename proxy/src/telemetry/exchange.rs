@@ -85,9 +85,10 @@ impl Telemetry {
     /// Opens the access log (naming the file if it cannot) and starts the span exporter.
     pub fn from_config(config: &Config) -> Result<Self, String> {
         let access_log = match &config.access_log {
-            Some(log) => Some(AccessLog::open(log).map_err(|e| {
-                format!("access_log.path: cannot open {:?}: {e}", log.target)
-            })?),
+            Some(log) => Some(
+                AccessLog::open(log)
+                    .map_err(|e| format!("access_log.path: cannot open {:?}: {e}", log.target))?,
+            ),
             None => None,
         };
         Ok(Self {
@@ -224,7 +225,10 @@ impl ListenerTelemetry {
         let mut attributes = vec![
             string_attribute("http.request.method", method),
             int_attribute("http.response.status_code", i64::from(status)),
-            string_attribute("network.protocol.version", protocol_version(exchange.version)),
+            string_attribute(
+                "network.protocol.version",
+                protocol_version(exchange.version),
+            ),
             string_attribute("client.address", state.peer.ip().to_string()),
             string_attribute("switchyard.listener", self.listener.to_string()),
             string_attribute(

@@ -36,6 +36,13 @@ const LATENCY_BUCKETS: &[f64] = &[
     5.0, 10.0,
 ];
 
+/// Plugin hook buckets in seconds: 1 us to 50 ms (a warm hook takes microseconds; the default
+/// CPU limit is 10 ms).
+const HOOK_BUCKETS: &[f64] = &[
+    0.000001, 0.0000025, 0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001,
+    0.0025, 0.005, 0.01, 0.025, 0.05,
+];
+
 /// Installs the process-wide Prometheus recorder (once) and returns the handle `/metrics`
 /// renders. A background thread drains histogram samples so memory stays flat between scrapes.
 pub fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
@@ -45,6 +52,13 @@ pub fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle
         .get_or_init(|| {
             let builder = metrics_exporter_prometheus::PrometheusBuilder::new()
                 .set_buckets(LATENCY_BUCKETS)
+                .ok()?
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full(
+                        "switchyard_plugin_hook_duration_seconds".into(),
+                    ),
+                    HOOK_BUCKETS,
+                )
                 .ok()?;
             let handle = builder.install_recorder().ok()?;
             let upkeep = handle.clone();

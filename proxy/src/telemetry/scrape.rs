@@ -19,7 +19,10 @@ pub fn observe_clusters(clusters: &Clusters) {
         };
         gauge("switchyard_upstream_connections", open);
         gauge("switchyard_upstream_connections_idle", idle);
-        gauge("switchyard_upstream_connections_busy", open.saturating_sub(idle));
+        gauge(
+            "switchyard_upstream_connections_busy",
+            open.saturating_sub(idle),
+        );
         gauge(
             "switchyard_upstream_requests_active",
             cluster.limits.active_requests(),
@@ -35,13 +38,19 @@ pub fn observe_clusters(clusters: &Clusters) {
                 metrics::gauge!(metric, "cluster" => name.clone(), "endpoint" => endpoint.clone())
                     .set(value);
             };
-            gauge("switchyard_endpoint_healthy", f64::from(u8::from(e.healthy)));
+            gauge(
+                "switchyard_endpoint_healthy",
+                f64::from(u8::from(e.healthy)),
+            );
             gauge(
                 "switchyard_endpoint_ejected",
                 f64::from(u8::from(e.ejected_for.is_some())),
             );
             gauge("switchyard_endpoint_live", f64::from(u8::from(e.live)));
-            gauge("switchyard_endpoint_requests_active", f64::from(e.in_flight));
+            gauge(
+                "switchyard_endpoint_requests_active",
+                f64::from(e.in_flight),
+            );
         }
     }
 }

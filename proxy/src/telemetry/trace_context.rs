@@ -101,11 +101,7 @@ impl TraceContext {
     /// headers too when the client used them.
     pub fn inject(&self, headers: &mut HeaderMap, attempt_span: SpanId) {
         let flags = if self.sampled { "01" } else { "00" };
-        let traceparent = format!(
-            "00-{}-{}-{flags}",
-            hex(&self.trace_id),
-            hex(&attempt_span)
-        );
+        let traceparent = format!("00-{}-{}-{flags}", hex(&self.trace_id), hex(&attempt_span));
         insert(headers, &TRACEPARENT, traceparent);
         match &self.state {
             Some(state) => {
@@ -338,7 +334,10 @@ mod tests {
         let mut out = multi.clone();
         ctx.inject(&mut out, attempt);
         assert_eq!(out.get("x-b3-spanid").unwrap(), hex(&attempt).as_str());
-        assert_eq!(out.get("x-b3-parentspanid").unwrap(), hex(&ctx.span_id).as_str());
+        assert_eq!(
+            out.get("x-b3-parentspanid").unwrap(),
+            hex(&ctx.span_id).as_str()
+        );
         assert!(out.contains_key(&TRACEPARENT));
     }
 }
