@@ -290,6 +290,29 @@ async fn metrics_count_a_known_mix_of_requests_with_their_labels() {
         ) >= 13.0
     );
 
+    // Every metric the shipped Grafana dashboard queries is exported; these appear only once
+    // what they count has happened (no TLS, fault plugin, reload or failed connection here).
+    let conditional = [
+        "switchyard_tls_handshakes_total",
+        "switchyard_tls_handshake_errors_total",
+        "switchyard_plugin_faults",
+        "switchyard_plugin_budget_exhausted",
+        "switchyard_config_reload_total",
+        "switchyard_errors_total",
+    ];
+    let exported = admin_get(admin, "/metrics");
+    for query in crate::prometheus::grafana_queries() {
+        for name in metric_names(&query) {
+            if !conditional.contains(&name.as_str()) {
+                assert!(
+                    exported.contains(&format!("\n{name}{{"))
+                        || exported.contains(&format!("\n{name} ")),
+                    "the Grafana dashboard queries {name}, which the proxy does not export"
+                );
+            }
+        }
+    }
+
     // No raw path or id ever becomes a label.
     let exposition = admin_get(admin, "/metrics");
     for raw in ["/shop/cart", "/nowhere", "/flaky/down", "x-request-id"] {
@@ -543,4 +566,19 @@ fn bad_telemetry_config_is_refused_naming_the_key() {
             "names the file and line ({line}): {error}"
         );
     }
+}
+
+/// The `switchyard_*` metric names a PromQL expression mentions.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = expr;
+    while let Some(start) = rest.find("switchyard_") {
+        let tail = &rest[start..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        names.push(tail[..end].to_owned());
+        rest = &tail[end..];
+    }
+    names
 }

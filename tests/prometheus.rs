@@ -84,4 +84,44 @@ async fn a_real_prometheus_scrapes_the_request_counter() {
         answered,
         "Prometheus never returned 7 requests; last answer: {last}"
     );
+
+    // Every query of the shipped Grafana dashboard is valid PromQL to this Prometheus.
+    for expr in grafana_queries() {
+        let expr = expr
+            .replace("$__rate_interval", "1m")
+            .replace("$listener", ".*")
+            .replace("$cluster", ".*");
+        let path = format!("/api/v1/query?query={}", percent_encode(&expr));
+        let reply = get_with(web, &path, &[]).await;
+        let json: serde_json::Value = serde_json::from_slice(&reply.body).unwrap_or_default();
+        assert_eq!(json["status"], "success", "{expr}: {}", reply.text());
+    }
+}
+
+/// The PromQL of every panel of config/observability/grafana-dashboard.json.
+pub fn grafana_queries() -> Vec<String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../config/observability/grafana-dashboard.json");
+    let text = std::fs::read_to_string(&path).expect("read the Grafana dashboard");
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    let queries: Vec<String> = dashboard["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| t["expr"].as_str().map(str::to_owned))
+        .collect();
+    assert!(queries.len() > 20, "the dashboard lost its panels");
+    queries
+}
+
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
