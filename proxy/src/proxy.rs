@@ -371,7 +371,12 @@ impl ListenerProxy {
 
         let in_flight = endpoint.start_request();
         let started = Instant::now();
-        let started_at = SystemTime::now();
+        let recording = span_id.is_some()
+            && self
+                .telemetry
+                .shared
+                .records_attempts(state.exchange.trace.as_ref());
+        let started_at = recording.then(SystemTime::now);
         let sent = tokio::time::timeout(per_try, endpoint.send(req)).await;
         let took = started.elapsed();
         let result = match &sent {
@@ -389,15 +394,10 @@ impl ListenerProxy {
         if !matches!(result, AttemptResult::Error(ErrorKind::Overloaded)) {
             cluster.metrics.record_attempt(result, took);
         }
-        if let Some(span_id) = span_id
-            && self
-                .telemetry
-                .shared
-                .records_attempts(state.exchange.trace.as_ref())
-        {
+        if let (Some(span_id), Some(start)) = (span_id, started_at) {
             state.exchange.attempts.push(AttemptSpan {
                 span_id,
-                start: started_at,
+                start,
                 end: SystemTime::now(),
                 endpoint: endpoint.addr,
                 result,

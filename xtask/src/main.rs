@@ -260,7 +260,8 @@ fn demo() -> Result<()> {
          curl -s --http2-prior-knowledge http://{DEMO_LISTENER}/h2\n  \
          curl -s http://{DEMO_ADMIN}/config\n  \
          curl -s http://{DEMO_ADMIN}/clusters\n  \
-         curl -s http://{DEMO_ADMIN}/metrics | grep switchyard_plugin\n\n\
+         curl -s http://{DEMO_ADMIN}/metrics | grep switchyard_requests_total\n\n\
+         Live dashboard: http://{DEMO_ADMIN}/dashboard\n\n\
          Press Ctrl-C to stop.\n"
     );
     children.wait_any()

@@ -22,7 +22,8 @@ pub const ROUTE_CONTEXT_KEY: &str = "switchyard.route";
 #[derive(Debug)]
 pub struct Exchange {
     pub started: Instant,
-    pub started_at: SystemTime,
+    /// Wall-clock start, read only when the access log or a span needs it.
+    pub started_at: Option<SystemTime>,
     pub method: http::Method,
     pub version: http::Version,
     /// The request target as the client sent it (kept only when the access log or a span
@@ -47,7 +48,7 @@ impl Exchange {
     pub fn new(method: http::Method, version: http::Version) -> Self {
         Self {
             started: Instant::now(),
-            started_at: SystemTime::now(),
+            started_at: None,
             method,
             version,
             uri: None,
@@ -141,6 +142,7 @@ impl ListenerTelemetry {
         self.metrics.in_flight.increment(1.0);
         let mut exchange = Exchange::new(req.method().clone(), req.version());
         if self.shared.wants_target() {
+            exchange.started_at = Some(SystemTime::now());
             exchange.uri = Some(req.uri().clone());
             exchange.authority = authority(req);
         }
@@ -186,7 +188,7 @@ impl ListenerTelemetry {
     ) -> Entry<'a> {
         let exchange = &state.exchange;
         Entry {
-            time: access_log::timestamp(exchange.started_at),
+            time: access_log::timestamp(exchange.started_at.unwrap_or_else(SystemTime::now)),
             listener: &self.listener,
             peer: state.peer.to_string(),
             method: exchange.method.as_str(),
@@ -270,7 +272,7 @@ impl ListenerTelemetry {
             flags: 1,
             name,
             kind: span::SpanKind::Server as i32,
-            start_time_unix_nano: unix_nanos(exchange.started_at),
+            start_time_unix_nano: unix_nanos(exchange.started_at.unwrap_or_else(SystemTime::now)),
             end_time_unix_nano: unix_nanos(SystemTime::now()),
             attributes,
             status: Some(span_status(status >= 500)),

@@ -6,11 +6,11 @@
 //! names) or a fixed list (status class, method, error kind), and route names a plugin reports are
 //! capped in number, so cardinality stays bounded whatever clients send.
 
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram};
+use rustc_hash::FxHashMap;
 
 /// Distinct label sets one listener keeps before new routes are reported as `other`.
 const MAX_SERIES_PER_LISTENER: usize = 2048;
@@ -89,8 +89,8 @@ type ErrorKey = (Option<Arc<str>>, ErrorKind);
 #[derive(Debug)]
 pub struct ListenerMetrics {
     listener: Arc<str>,
-    series: RwLock<HashMap<SeriesKey, Series>>,
-    errors: RwLock<HashMap<ErrorKey, Counter>>,
+    series: RwLock<FxHashMap<SeriesKey, Series>>,
+    errors: RwLock<FxHashMap<ErrorKey, Counter>>,
     /// Requests received and not yet answered in full.
     pub in_flight: Gauge,
 }
@@ -122,19 +122,18 @@ impl ListenerMetrics {
             status_class: status_class(status),
             method,
         };
-        let found = read(&self.series).get(&key).cloned();
-        let series = match found {
-            Some(series) => series,
-            None => {
-                let mut all = write(&self.series);
-                if all.len() >= MAX_SERIES_PER_LISTENER && !all.contains_key(&key) {
-                    key.route = Some("other".into());
-                }
-                all.entry(key.clone())
-                    .or_insert_with(|| self.register(&key))
-                    .clone()
-            }
-        };
+        if let Some(series) = read(&self.series).get(&key) {
+            series.requests.increment(1);
+            series.duration.record(took.as_secs_f64());
+            return;
+        }
+        let mut all = write(&self.series);
+        if all.len() >= MAX_SERIES_PER_LISTENER && !all.contains_key(&key) {
+            key.route = Some("other".into());
+        }
+        let series = all
+            .entry(key.clone())
+            .or_insert_with(|| self.register(&key));
         series.requests.increment(1);
         series.duration.record(took.as_secs_f64());
     }
