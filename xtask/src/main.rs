@@ -1,6 +1,9 @@
 //! Project automation, run as `cargo xtask <command>`:
 //! `demo` (proxy + two echo upstreams on config/demo.toml), `test` (the whole suite),
-//! `build-plugins` (every plugin under plugins/ to target/plugins/<name>.wasm).
+//! `build-plugins` (every plugin under plugins/ to target/plugins/<name>.wasm), `bench` (the load
+//! benchmark against nginx and HAProxy).
+
+mod bench;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -20,13 +23,16 @@ fn main() -> ExitCode {
         Some("demo") => demo(),
         Some("test") => test(&args[1..]),
         Some("build-plugins") => build_plugins().map(|_| ()),
+        Some("bench") => bench::bench(&args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
                  commands:\n  \
                  demo           build, start two echo upstreams and the proxy on config/demo.toml\n  \
                  test [ARGS]    build the plugins and run the whole test suite (ARGS go to the runner)\n  \
-                 build-plugins  build every plugin under plugins/ into target/plugins/"
+                 build-plugins  build every plugin under plugins/ into target/plugins/\n  \
+                 bench [--quick | --duration S --rounds N]\n                \
+                 load benchmark against nginx and HAProxy; results in target/bench/"
             );
             return ExitCode::from(2);
         }
@@ -168,10 +174,11 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("/usr/bin/openssl", "openssl"),
 ];
 
-/// Installs the missing [`TEST_PACKAGES`] with apt-get (as root, or through sudo). Where that is
-/// impossible it says what is missing; the tests needing it then fail naming the package.
-fn install_test_packages() {
-    let missing: Vec<&str> = TEST_PACKAGES
+/// Installs the missing `packages` (program path, Debian package) with apt-get, as root or
+/// through sudo. Where that is impossible it says what is missing and goes on; whatever needs the
+/// program then fails naming the package.
+fn install_packages(packages: &[(&str, &str)]) {
+    let missing: Vec<&str> = packages
         .iter()
         .filter(|(path, _)| !std::path::Path::new(path).exists())
         .map(|(_, package)| *package)
@@ -202,7 +209,7 @@ fn install_test_packages() {
         apt(&["update", "-qq"]) && apt(&[&["install", "-y", "-qq"][..], &missing].concat());
     if !installed {
         eprintln!(
-            "xtask: could not install {}; install them with apt-get, or the tests that drive them fail",
+            "xtask: could not install {}; install them with apt-get, or what needs them fails",
             missing.join(" ")
         );
     }
@@ -210,7 +217,7 @@ fn install_test_packages() {
 
 /// Runs the whole suite: cargo-nextest when installed, else cargo test.
 fn test(extra: &[String]) -> Result<()> {
-    install_test_packages();
+    install_packages(TEST_PACKAGES);
     build_plugins()?;
     let nextest = cargo()
         .args(["nextest", "--version"])

@@ -1,0 +1,218 @@
+//! `cargo xtask bench`: the end-to-end load benchmark on 127.0.0.1.
+//!
+//! An nginx origin answers from memory; nginx (1 worker, upstream keep-alive), HAProxy (1 thread,
+//! `http-reuse always`) and Switchyard (1 worker thread) in three configurations — no plugins, the
+//! canary plugin, the full chain (JWT auth, routing, canary, fault at 0%, retries) — forward to it.
+//! Each is driven with the same loads: HTTP/1.1 keep-alive at 1 and 64 connections (wrk) and, when
+//! h2load is installed, HTTP/2 with 64 streams. Rounds are interleaved (every server once per
+//! round) so machine noise hits all alike; the medians are reported as ratios to nginx.
+
+mod load;
+mod report;
+mod servers;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result, bail};
+use base64::Engine as _;
+
+use load::{Load, Sample};
+use report::Row;
+use servers::{Server, Setup};
+
+/// Programs the benchmark drives, by Debian package (h2load is optional).
+const PACKAGES: &[(&str, &str)] = &[
+    ("/usr/sbin/nginx", "nginx"),
+    ("/usr/sbin/haproxy", "haproxy"),
+    ("/usr/bin/wrk", "wrk"),
+    ("/usr/bin/h2load", "nghttp2-client"),
+    ("/usr/bin/chromium", "chromium"),
+];
+
+struct Options {
+    duration: Duration,
+    rounds: usize,
+    warmup: Duration,
+}
+
+impl Options {
+    fn parse(args: &[String]) -> Result<Self> {
+        let mut options = Self {
+            duration: Duration::from_secs(5),
+            rounds: 3,
+            warmup: Duration::from_secs(1),
+        };
+        let mut args = args.iter();
+        while let Some(arg) = args.next() {
+            let mut value = || args.next().context("a value is missing");
+            match arg.as_str() {
+                "--duration" => options.duration = Duration::from_secs(value()?.parse()?),
+                "--rounds" => options.rounds = value()?.parse()?,
+                "--quick" => {
+                    options.duration = Duration::from_secs(2);
+                    options.rounds = 1;
+                }
+                other => bail!(
+                    "unknown option {other}; expected --duration SECONDS, --rounds N or --quick"
+                ),
+            }
+        }
+        Ok(options)
+    }
+}
+
+pub fn bench(args: &[String]) -> Result<()> {
+    let options = Options::parse(args)?;
+    crate::install_packages(PACKAGES);
+    for (path, package) in &PACKAGES[..3] {
+        if !std::path::Path::new(path).exists() {
+            bail!("{path} is missing: install the Debian package {package}");
+        }
+    }
+    crate::build_plugins()?;
+    crate::run(crate::cargo().args(["build", "--release", "--package", "switchyard"]))?;
+
+    let out_dir = crate::root().join("target/bench");
+    let dir = out_dir.join("run");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let keys = crate::root().join("plugins/auth/testdata");
+    let setup = Setup {
+        dir: dir.clone(),
+        origin_port: servers::free_port()?,
+        plugins: crate::root().join("target/plugins"),
+        public_key_pem: std::fs::read_to_string(keys.join("rsa-public.pem"))?,
+        switchyard: crate::root().join("target/release/switchyard"),
+    };
+    let token = format!("Bearer {}", mint_token(&keys.join("rsa-private.pem"))?);
+
+    let mut origin = Server::origin()?;
+    origin.port = setup.origin_port;
+    let _origin = origin.start(&setup)?;
+    let proxies = Server::proxies()?;
+    let mut loads = vec![
+        Load::Http1 { connections: 1 },
+        Load::Http1 { connections: 64 },
+    ];
+    if std::path::Path::new("/usr/bin/h2load").exists() {
+        loads.push(Load::Http2 { streams: 64 });
+    } else {
+        eprintln!("xtask: h2load is not installed; skipping the HTTP/2 load");
+    }
+
+    // samples[proxy][load] over the rounds, and RSS after each load.
+    let mut samples = vec![vec![Vec::<Sample>::new(); loads.len()]; proxies.len()];
+    let mut rss = vec![vec![Vec::<u64>::new(); loads.len()]; proxies.len()];
+    for round in 1..=options.rounds {
+        for (p, proxy) in proxies.iter().enumerate() {
+            let running = proxy.start(&setup)?;
+            let auth = proxy.name.ends_with("chain").then_some(token.as_str());
+            load::measure(loads[1], proxy.port, options.warmup, &running, auth)?;
+            for (l, load) in loads.iter().enumerate() {
+                let port = match load {
+                    Load::Http1 { .. } => proxy.port,
+                    Load::Http2 { .. } => proxy.h2_port,
+                };
+                let sample = load::measure(*load, port, options.duration, &running, auth)?;
+                eprintln!(
+                    "xtask: round {round}/{} {:<18} {:<16} {:>9.0} req/s  p50 {:>6.0} us  errors {}",
+                    options.rounds,
+                    proxy.name,
+                    load.label(),
+                    sample.requests_per_second,
+                    sample.p50_us,
+                    sample.errors
+                );
+                samples[p][l].push(sample);
+                rss[p][l].push(servers::rss_kib(running.pid()).unwrap_or(0));
+            }
+        }
+    }
+
+    let mut rows: Vec<Row> = Vec::new();
+    for (l, load) in loads.iter().enumerate() {
+        for (p, proxy) in proxies.iter().enumerate() {
+            rows.push(report::summarize(
+                proxy.name,
+                &load.label(),
+                &samples[p][l],
+                &rss[p][l],
+            ));
+        }
+    }
+    report::add_ratios(&mut rows);
+    let table = report::table(&rows);
+    println!("\n{table}");
+
+    let when = time_label();
+    let json = serde_json::json!({
+        "when": when,
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "duration_seconds": options.duration.as_secs(),
+        "rounds": options.rounds,
+        "rows": rows,
+    });
+    let json_path = out_dir.join("results.json");
+    std::fs::write(&json_path, serde_json::to_string_pretty(&json)?)?;
+    std::fs::write(out_dir.join("results.txt"), &table)?;
+    let title = format!("Switchyard vs nginx and HAProxy, one worker each, 127.0.0.1 ({when})");
+    match report::chart(&rows, &title, &out_dir) {
+        Ok(Some(png)) => println!("saved {} and {}", json_path.display(), png.display()),
+        Ok(None) | Err(_) => println!(
+            "saved {} and {} (no PNG: chromium could not render it)",
+            json_path.display(),
+            out_dir.join("chart.svg").display()
+        ),
+    }
+    Ok(())
+}
+
+/// A JWT (RS256) the chain configuration accepts, signed with openssl and the test key.
+fn mint_token(private_key: &std::path::Path) -> Result<String> {
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let expires = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)?
+        .as_secs()
+        + 24 * 3600;
+    let header = b64(br#"{"alg":"RS256","typ":"JWT","kid":"bench"}"#);
+    let claims = b64(format!(
+        r#"{{"iss":"https://auth.bench","aud":"bench","sub":"bench-user","exp":{expires}}}"#
+    )
+    .as_bytes());
+    let signing_input = format!("{header}.{claims}");
+    let mut openssl = Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign"])
+        .arg(private_key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("cannot run openssl to sign the benchmark's JWT")?;
+    openssl
+        .stdin
+        .take()
+        .context("openssl stdin")?
+        .write_all(signing_input.as_bytes())?;
+    let output = openssl.wait_with_output()?;
+    if !output.status.success() || output.stdout.is_empty() {
+        bail!("openssl could not sign the benchmark's JWT");
+    }
+    Ok(format!("{signing_input}.{}", b64(&output.stdout)))
+}
+
+/// "2026-11-23 18:40 UTC" without a date crate: from `date`, else seconds since the epoch.
+fn time_label() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs().to_string())
+                .unwrap_or_default()
+        })
+}

@@ -1,0 +1,218 @@
+//! The servers of the load benchmark: the origin, and each proxy under test in its
+//! configuration, started from the files in benches/load/ with real ports filled in.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// A port nothing listens on now.
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// One proxy (or the origin) as the benchmark runs it.
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// Shown in the table: "nginx", "haproxy", "switchyard", ...
+    pub name: &'static str,
+    kind: Kind,
+    /// The config template under benches/load/.
+    template: &'static str,
+    pub port: u16,
+    /// Where h2c (prior knowledge) is served; the same port for Switchyard.
+    pub h2_port: u16,
+    admin_port: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Nginx,
+    Haproxy,
+    Switchyard,
+}
+
+/// A started server, stopped when dropped.
+pub struct Running {
+    pub name: &'static str,
+    child: Child,
+}
+
+impl Running {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What every config is filled with.
+pub struct Setup {
+    pub dir: PathBuf,
+    pub origin_port: u16,
+    pub plugins: PathBuf,
+    pub public_key_pem: String,
+    pub switchyard: PathBuf,
+}
+
+impl Server {
+    pub fn origin() -> Result<Self> {
+        Self::new("origin", Kind::Nginx, "nginx-origin.conf")
+    }
+
+    /// Every proxy configuration compared, nginx first (the ratios' base).
+    pub fn proxies() -> Result<Vec<Self>> {
+        Ok(vec![
+            Self::new("nginx", Kind::Nginx, "nginx-proxy.conf")?,
+            Self::new("haproxy", Kind::Haproxy, "haproxy.cfg")?,
+            Self::new("switchyard", Kind::Switchyard, "switchyard-none.toml")?,
+            Self::new(
+                "switchyard+canary",
+                Kind::Switchyard,
+                "switchyard-canary.toml",
+            )?,
+            Self::new(
+                "switchyard+chain",
+                Kind::Switchyard,
+                "switchyard-chain.toml",
+            )?,
+        ])
+    }
+
+    fn new(name: &'static str, kind: Kind, template: &'static str) -> Result<Self> {
+        let port = free_port()?;
+        Ok(Self {
+            name,
+            kind,
+            template,
+            port,
+            h2_port: if kind == Kind::Switchyard {
+                port
+            } else {
+                free_port()?
+            },
+            admin_port: free_port()?,
+        })
+    }
+
+    /// Writes the config and starts the server; returns once it answers HTTP.
+    pub fn start(&self, ctx: &Setup) -> Result<Running> {
+        let template = crate::root().join("benches/load").join(self.template);
+        let text = std::fs::read_to_string(&template)
+            .with_context(|| format!("cannot read {}", template.display()))?;
+        let text = text
+            .replace("PREFIX", &ctx.dir.display().to_string())
+            .replace("ORIGIN_PORT", &ctx.origin_port.to_string())
+            .replace("PROXY_PORT", &self.port.to_string())
+            .replace("H2_PORT", &self.h2_port.to_string())
+            .replace("ADMIN_PORT", &self.admin_port.to_string())
+            .replace("PLUGINS", &ctx.plugins.display().to_string())
+            .replace("PUBLIC_KEY_PEM", &ctx.public_key_pem);
+        let config = ctx.dir.join(format!("{}-{}", self.name, self.template));
+        std::fs::write(&config, text)?;
+        let mut command = match self.kind {
+            Kind::Nginx => {
+                let mut c = Command::new("nginx");
+                c.arg("-p").arg(&ctx.dir).arg("-c").arg(&config);
+                c
+            }
+            Kind::Haproxy => {
+                let mut c = Command::new("haproxy");
+                c.arg("-db").arg("-f").arg(&config);
+                c
+            }
+            Kind::Switchyard => {
+                let mut c = Command::new(&ctx.switchyard);
+                c.args(["run", "--config"]).arg(&config);
+                c.env("RUST_LOG", "warn");
+                c
+            }
+        };
+        let log = std::fs::File::create(ctx.dir.join(format!("{}.log", self.name)))?;
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("cannot start {command:?}"))?;
+        let mut running = Running {
+            name: self.name,
+            child,
+        };
+        wait_answering(&mut running, self.port, &ctx.dir)?;
+        Ok(running)
+    }
+}
+
+/// Waits until `port` answers an HTTP request (any status), or the process dies.
+fn wait_answering(running: &mut Running, port: u16, dir: &Path) -> Result<()> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Some(status) = running.child.try_wait()? {
+            let log = std::fs::read_to_string(dir.join(format!("{}.log", running.name)))
+                .unwrap_or_default();
+            bail!("{} exited at start ({status}):\n{log}", running.name);
+        }
+        if http_status(addr).is_some() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("{} did not answer on {addr} within 30s", running.name)
+}
+
+fn http_status(addr: SocketAddr) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        stream,
+        "GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    answer.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// CPU time (user + system) a process has used so far.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(Duration::from_secs_f64(
+        (utime + stime) as f64 / clock_ticks(),
+    ))
+}
+
+/// Resident memory of a process in KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
