@@ -7,6 +7,7 @@ mod api_key;
 mod config;
 mod jwks;
 mod jwt;
+mod verified;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod mint;
 
@@ -21,6 +22,8 @@ pub struct Auth {
     keys: jwks::KeyCache,
     /// Headers this plugin sets from credentials; a client's own copies are removed first.
     identity_headers: Vec<String>,
+    /// Signatures already verified by this instance.
+    verified: verified::VerifiedTokens,
 }
 
 /// Who the request proved to be.
@@ -55,6 +58,7 @@ impl Plugin for Auth {
             keys: jwks::KeyCache::new(inline),
             config,
             identity_headers,
+            verified: verified::VerifiedTokens::default(),
         })
     }
 
@@ -125,6 +129,15 @@ impl Auth {
     fn verify<'t>(&self, token: &'t str) -> Result<(usize, Token<'t>), String> {
         let parsed = Token::parse(token).map_err(|e| e.0)?;
         let now_secs = clock::wall_ms() / 1000;
+        let now = clock::monotonic();
+        if let Some(index) = self.verified.provider(token, now)
+            && let Some(provider) = self.config.jwt.get(index)
+        {
+            return match parsed.check_claims(&provider.expectations(), now_secs) {
+                Ok(()) => Ok((index, parsed)),
+                Err(e) => Err(e.0),
+            };
+        }
         let issuer = parsed.claims.get("iss").and_then(|v| v.as_str());
         let mut last_error = "no provider accepts this token".to_owned();
         for (index, provider) in self.config.jwt.iter().enumerate() {
@@ -157,6 +170,7 @@ impl Auth {
                 last_error = "bad signature".into();
                 continue;
             }
+            self.verified.remember(token, index, now);
             return match parsed.check_claims(&provider.expectations(), now_secs) {
                 Ok(()) => Ok((index, parsed)),
                 Err(e) => Err(e.0),

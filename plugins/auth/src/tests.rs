@@ -301,3 +301,26 @@ fn bad_config_names_the_field() {
     let err = load(json!({ "rules": [ { "require": "jwt" } ] }));
     assert!(err.contains("rules[0]"), "{err}");
 }
+
+#[test]
+fn a_remembered_signature_still_has_its_claims_checked_every_time() {
+    let plugin = auth();
+    let token = mint::rs256(RSA_PRIVATE, Some("rsa1"), &claims());
+    let request = || TestHost::get("/api/orders").header("authorization", &bearer(&token));
+    assert_eq!(request().on_request(&plugin), Action::Continue);
+    let now = request().now;
+    assert_eq!(plugin.verified.provider(&token, now), Some(0), "remembered");
+    assert_eq!(request().on_request(&plugin), Action::Continue, "verified from the cache");
+    // Well past `exp` (NOW + 600, plus leeway), a remembered signature does not keep the token
+    // alive.
+    let mut host = request();
+    host.advance(std::time::Duration::from_secs(3600));
+    match host.on_request(&plugin) {
+        Action::Respond(r) => assert_eq!(r.status, 401),
+        other => panic!("an expired token passed: {other:?}"),
+    }
+    // A token with the same claims but a forged signature is not a cache hit.
+    let forged = mint::rs256(OTHER_RSA_PRIVATE, Some("rsa1"), &claims());
+    let mut host = TestHost::get("/api/orders").header("authorization", &bearer(&forged));
+    assert!(matches!(host.on_request(&plugin), Action::Respond(r) if r.status == 401));
+}
