@@ -2,6 +2,8 @@
 //! RustCrypto primitives so it builds for `wasm32-unknown-unknown` with no JavaScript or WASI.
 //! The clock comes from the host.
 
+use std::rc::Rc;
+
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -70,7 +72,8 @@ pub struct Token<'t> {
     pub kid: Option<String>,
     signed: &'t str,
     signature: Vec<u8>,
-    pub claims: serde_json::Map<String, Value>,
+    /// Shared, so a token remembered as verified hands its claims out without parsing again.
+    pub claims: Rc<serde_json::Map<String, Value>>,
 }
 
 #[derive(Deserialize)]
@@ -107,8 +110,23 @@ impl<'t> Token<'t> {
             kid: header.kid,
             signed: &token[..signed_len],
             signature: decode(signature, "signature")?,
-            claims,
+            claims: Rc::new(claims),
         })
+    }
+
+    /// A token whose signature was verified before, from its remembered claims.
+    pub fn remembered(
+        token: &'t str,
+        alg: String,
+        claims: Rc<serde_json::Map<String, Value>>,
+    ) -> Self {
+        Self {
+            alg,
+            kid: None,
+            signed: token,
+            signature: Vec::new(),
+            claims,
+        }
     }
 
     /// Checks the signature with `key`, which must be for the token's algorithm.

@@ -7,9 +7,11 @@ mod api_key;
 mod config;
 mod jwks;
 mod jwt;
-mod verified;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod mint;
+mod verified;
+
+use std::rc::Rc;
 
 use switchyard_sdk::{Action, LocalResponse, Plugin, Request, clock, metrics};
 
@@ -127,17 +129,18 @@ impl Auth {
 
     /// Finds a provider whose keys verify `token` and whose claims checks pass.
     fn verify<'t>(&self, token: &'t str) -> Result<(usize, Token<'t>), String> {
-        let parsed = Token::parse(token).map_err(|e| e.0)?;
         let now_secs = clock::wall_ms() / 1000;
         let now = clock::monotonic();
-        if let Some(index) = self.verified.provider(token, now)
-            && let Some(provider) = self.config.jwt.get(index)
+        if let Some(known) = self.verified.get(token, now)
+            && let Some(provider) = self.config.jwt.get(known.provider)
         {
-            return match parsed.check_claims(&provider.expectations(), now_secs) {
-                Ok(()) => Ok((index, parsed)),
+            let remembered = Token::remembered(token, known.alg, known.claims);
+            return match remembered.check_claims(&provider.expectations(), now_secs) {
+                Ok(()) => Ok((known.provider, remembered)),
                 Err(e) => Err(e.0),
             };
         }
+        let parsed = Token::parse(token).map_err(|e| e.0)?;
         let issuer = parsed.claims.get("iss").and_then(|v| v.as_str());
         let mut last_error = "no provider accepts this token".to_owned();
         for (index, provider) in self.config.jwt.iter().enumerate() {
@@ -170,7 +173,8 @@ impl Auth {
                 last_error = "bad signature".into();
                 continue;
             }
-            self.verified.remember(token, index, now);
+            self.verified
+                .remember(token, index, &parsed.alg, Rc::clone(&parsed.claims), now);
             return match parsed.check_claims(&provider.expectations(), now_secs) {
                 Ok(()) => Ok((index, parsed)),
                 Err(e) => Err(e.0),

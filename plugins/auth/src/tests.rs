@@ -309,8 +309,16 @@ fn a_remembered_signature_still_has_its_claims_checked_every_time() {
     let request = || TestHost::get("/api/orders").header("authorization", &bearer(&token));
     assert_eq!(request().on_request(&plugin), Action::Continue);
     let now = request().now;
-    assert_eq!(plugin.verified.provider(&token, now), Some(0), "remembered");
-    assert_eq!(request().on_request(&plugin), Action::Continue, "verified from the cache");
+    assert_eq!(
+        plugin.verified.get(&token, now).map(|v| v.provider),
+        Some(0),
+        "remembered"
+    );
+    assert_eq!(
+        request().on_request(&plugin),
+        Action::Continue,
+        "verified from the cache"
+    );
     // Well past `exp` (NOW + 600, plus leeway), a remembered signature does not keep the token
     // alive.
     let mut host = request();

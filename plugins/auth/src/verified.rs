@@ -1,49 +1,69 @@
 //! Tokens whose signature this instance has already verified, so a client sending the same JWT
-//! on every request pays for one RSA or ECDSA verification, not one per request (an RS256 check
-//! costs about a millisecond of Wasm CPU; a hit costs one SHA-256 of the token).
+//! on every request pays for one RSA or ECDSA verification and one parse, not one per request (an
+//! RS256 check costs about a millisecond of Wasm CPU; a hit costs a hash-map lookup).
 //!
-//! Only the signature is remembered: the claims (`exp`, `nbf`, `iss`, `aud`) are checked on every
-//! request. An entry lives for [`TTL`], so a key removed from a JWKS stops being honoured within
-//! that time.
+//! The whole token is the key — never a part of it, or a good signature could vouch for other
+//! claims. Only the signature's verdict and the parsed claims are remembered: the claims (`exp`,
+//! `nbf`, `iss`, `aud`) are checked on every request. An entry lives for [`TTL`], so a key removed
+//! from a JWKS stops being honoured within that time.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
+use serde_json::{Map, Value};
 
 /// How long a verified signature is trusted without checking it again.
 pub const TTL: Duration = Duration::from_secs(60);
-/// Entries kept per instance; when full, the cache starts over.
-const MAX_ENTRIES: usize = 4096;
+/// Tokens kept per instance; when full, the cache starts over.
+const MAX_ENTRIES: usize = 512;
 
-/// Verified tokens by SHA-256, with the provider that verified them and when.
+/// What is remembered of a verified token.
+#[derive(Clone)]
+pub struct Verified {
+    /// The provider whose key verified it.
+    pub provider: usize,
+    pub alg: String,
+    pub claims: Rc<Map<String, Value>>,
+    at: Duration,
+}
+
+/// Verified tokens, by the token itself.
 #[derive(Default)]
 pub struct VerifiedTokens {
-    entries: RefCell<HashMap<[u8; 32], (usize, Duration)>>,
+    entries: RefCell<HashMap<Box<str>, Verified>>,
 }
 
 impl VerifiedTokens {
-    /// The provider whose key verified `token` within the last [`TTL`] before `now`.
-    pub fn provider(&self, token: &str, now: Duration) -> Option<usize> {
-        let key = digest(token);
+    /// What was remembered of `token`, if it was verified within the last [`TTL`] before `now`.
+    pub fn get(&self, token: &str, now: Duration) -> Option<Verified> {
         let entries = self.entries.borrow();
-        let (provider, at) = entries.get(&key)?;
-        (now.saturating_sub(*at) < TTL).then_some(*provider)
+        let found = entries.get(token)?;
+        (now.saturating_sub(found.at) < TTL).then(|| found.clone())
     }
 
     /// Remembers that `provider`'s key verified `token` at `now`.
-    pub fn remember(&self, token: &str, provider: usize, now: Duration) {
+    pub fn remember(
+        &self,
+        token: &str,
+        provider: usize,
+        alg: &str,
+        claims: Rc<Map<String, Value>>,
+        now: Duration,
+    ) {
         let mut entries = self.entries.borrow_mut();
         if entries.len() >= MAX_ENTRIES {
             entries.clear();
         }
-        entries.insert(digest(token), (provider, now));
+        let verified = Verified {
+            provider,
+            alg: alg.to_owned(),
+            claims,
+            at: now,
+        };
+        entries.insert(token.into(), verified);
     }
-}
-
-fn digest(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
 }
 
 #[cfg(test)]
@@ -54,9 +74,10 @@ mod tests {
     fn entries_expire_and_are_per_token() {
         let cache = VerifiedTokens::default();
         let t0 = Duration::from_secs(100);
-        cache.remember("a.b.c", 1, t0);
-        assert_eq!(cache.provider("a.b.c", t0 + Duration::from_secs(59)), Some(1));
-        assert_eq!(cache.provider("a.b.c", t0 + TTL), None);
-        assert_eq!(cache.provider("a.b.d", t0), None);
+        cache.remember("a.b.c", 1, "RS256", Rc::default(), t0);
+        let hit = cache.get("a.b.c", t0 + Duration::from_secs(59));
+        assert_eq!(hit.map(|v| v.provider), Some(1));
+        assert!(cache.get("a.b.c", t0 + TTL).is_none());
+        assert!(cache.get("a.b.d", t0).is_none());
     }
 }
