@@ -52,12 +52,14 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     } else {
         None
     };
+    // Most requests name nothing but the fixed hop-by-hop headers: no list to build then.
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|name| !fixed_hop_by_hop().contains(&name))
         .collect();
     for name in &named {
         headers.remove(name);
@@ -81,15 +83,24 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 /// Appends the client's address to `x-forwarded-for`, sets `x-forwarded-proto` to the scheme the
 /// client used, and appends this proxy to `via`.
 pub fn add_forwarding(headers: &mut HeaderMap, client: IpAddr, scheme: &str, version: Version) {
-    let client = client.to_string();
-    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(previous) if !previous.trim().is_empty() => format!("{previous}, {client}"),
-        _ => client,
-    };
-    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
+    use std::fmt::Write as _;
+    let mut forwarded_for = String::with_capacity(64);
+    if let Some(previous) = headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok())
+        && !previous.trim().is_empty()
+    {
+        forwarded_for.push_str(previous);
+        forwarded_for.push_str(", ");
+    }
+    let _ = write!(forwarded_for, "{client}");
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(forwarded_for)) {
         headers.insert(&X_FORWARDED_FOR, v);
     }
-    if let Ok(v) = HeaderValue::from_str(scheme) {
+    let proto = match scheme {
+        "https" => Some(HeaderValue::from_static("https")),
+        "http" => Some(HeaderValue::from_static("http")),
+        other => HeaderValue::from_str(other).ok(),
+    };
+    if let Some(v) = proto {
         headers.insert(&X_FORWARDED_PROTO, v);
     }
     append_via(headers, version);
@@ -105,10 +116,12 @@ pub fn append_via(headers: &mut HeaderMap, version: Version) {
         _ => "1.1 switchyard",
     };
     let via = match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
-        Some(previous) => format!("{previous}, {hop}"),
-        None => hop.to_owned(),
+        Some(previous) => {
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(format!("{previous}, {hop}")))
+        }
+        None => Ok(HeaderValue::from_static(hop)),
     };
-    if let Ok(v) = HeaderValue::from_str(&via) {
+    if let Ok(v) = via {
         headers.insert(header::VIA, v);
     }
 }
@@ -128,19 +141,21 @@ pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
 
 /// A random 128-bit id in UUID v4 text form.
 fn new_request_id() -> HeaderValue {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut bits = fastrand::u128(..);
     bits = (bits & !(0xf << 76)) | (0x4 << 76); // version 4
     bits = (bits & !(0x3 << 62)) | (0x2 << 62); // RFC 4122 variant
-    let hex = format!("{bits:032x}");
-    let text = format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    );
-    HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("invalid"))
+    let mut text = [0u8; 36];
+    let mut nibble = 32;
+    for (i, byte) in text.iter_mut().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            *byte = b'-';
+            continue;
+        }
+        nibble -= 1;
+        *byte = DIGITS[((bits >> (nibble * 4)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&text).unwrap_or(HeaderValue::from_static("invalid"))
 }
 
 /// The authority the client asked for: the URI's (HTTP/2, absolute-form) or the `Host` header.
@@ -155,6 +170,15 @@ pub fn authority<B>(req: &Request<B>) -> Option<&str> {
 /// Rewrites the request target for the upstream protocol, keeping the client's authority: HTTP/1.1
 /// gets origin-form plus `Host`, HTTP/2 gets an absolute URI (`:authority`) and no `Host`.
 pub fn set_upstream_target<B>(req: &mut Request<B>, http2: bool) -> Result<(), http::Error> {
+    // The common HTTP/1.1 case: origin-form with a Host header already; nothing to rebuild.
+    if !http2
+        && req.uri().scheme().is_none()
+        && req.uri().authority().is_none()
+        && req.headers().contains_key(header::HOST)
+    {
+        *req.version_mut() = Version::HTTP_11;
+        return Ok(());
+    }
     let authority = authority(req).map(str::to_owned);
     let path = req
         .uri()
@@ -185,6 +209,26 @@ pub fn set_upstream_target<B>(req: &mut Request<B>, http2: bool) -> Result<(), h
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_ids_are_uuid_v4_text() {
+        let a = new_request_id();
+        let b = new_request_id();
+        assert_ne!(a, b);
+        let text = a.to_str().unwrap();
+        assert_eq!(text.len(), 36);
+        let groups: Vec<&str> = text.split('-').collect();
+        assert_eq!(
+            groups.iter().map(|g| g.len()).collect::<Vec<_>>(),
+            [8, 4, 4, 4, 12]
+        );
+        assert!(groups[2].starts_with('4'), "version 4: {text}");
+        assert!(
+            matches!(&groups[3][..1], "8" | "9" | "a" | "b"),
+            "RFC 4122 variant: {text}"
+        );
+        assert!(text.chars().all(|c| c == '-' || c.is_ascii_hexdigit()));
+    }
 
     #[test]
     fn hop_by_hop_headers_go_including_those_named_by_connection() {
