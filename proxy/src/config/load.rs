@@ -26,6 +26,16 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 /// Validates config text as if read from `path` (which names it in errors and anchors plugin paths).
 pub fn load_str(path: &Path, source: &str) -> Result<Config, ConfigErrors> {
     let mut diagnostics = Diagnostics::new(path, source);
+    // An empty file is never meant: it is what a reload sees between an editor's truncate and its
+    // write, and applying it would drop every listener.
+    if source.trim().is_empty() {
+        diagnostics.error(
+            0..0,
+            String::new(),
+            "the config file is empty; expected at least one [[listener]]",
+        );
+        return Err(diagnostics.into_errors());
+    }
 
     let mut unknown_keys: Vec<Vec<Segment>> = Vec::new();
     let raw = match parse(source, &mut unknown_keys) {
@@ -234,6 +244,17 @@ fn value_span(value: &DeValue<'_>, segments: &[Segment]) -> Option<std::ops::Ran
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_file_is_refused() {
+        for empty in ["", "  \n\n"] {
+            let errors = load_str(Path::new("sw.toml"), empty).unwrap_err();
+            assert!(
+                errors.to_string().contains("the config file is empty"),
+                "{errors}"
+            );
+        }
+    }
 
     const VALID: &str = r#"
 [admin]
