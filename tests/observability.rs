@@ -21,6 +21,11 @@ use crate::support::{Proxy, Upstream, eventually, get_with, send};
 const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN: &str = "00f067aa0ba902b7";
 
+/// Lowercase hex of a trace or span id, as the headers carry it.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The `traceparent` each request to the flaky upstream carried, in order.
 type SeenTraceparents = Arc<Mutex<Vec<String>>>;
 
@@ -367,7 +372,6 @@ async fn a_client_trace_reaches_the_upstream_and_the_collector_gets_request_and_
         spans.lock().unwrap()
     );
     let spans = spans.lock().unwrap().clone();
-    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
     let server: Vec<&Span> = spans
         .iter()
         .filter(|s| s.kind == SpanKind::Server as i32)
@@ -450,7 +454,6 @@ async fn unsampled_traces_are_propagated_but_never_exported() {
         .await,
         "the sampled request's spans never came"
     );
-    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
     let traces: Vec<String> = spans
         .lock()
         .unwrap()

@@ -1,7 +1,7 @@
 //! The servers of the load benchmark: the origin, and each proxy under test in its
 //! configuration, started from the files in benches/load/ with real ports filled in.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -161,26 +161,12 @@ fn wait_answering(running: &mut Running, port: u16, dir: &Path) -> Result<()> {
                 .unwrap_or_default();
             bail!("{} exited at start ({status}):\n{log}", running.name);
         }
-        if http_status(addr).is_some() {
+        if crate::http_get_status(&addr.to_string(), "/").is_some() {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     bail!("{} did not answer on {addr} within 30s", running.name)
-}
-
-fn http_status(addr: SocketAddr) -> Option<u16> {
-    use std::io::{Read, Write};
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        stream,
-        "GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).ok()?;
-    answer.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// CPU time (user + system) a process has used so far.
