@@ -213,10 +213,9 @@ async fn the_hello_plugin_adds_its_header_and_counts_in_metrics() {
         plugin_path("hello").display()
     ));
 
-    for n in 1..=3 {
+    for _ in 1..=3 {
         let reply = get(proxy.addr(), "/").await;
         assert_eq!(reply.header("x-hello"), Some("hi"));
-        assert_eq!(reply.header("x-hello-count"), Some(n.to_string().as_str()));
     }
 
     let metrics = admin_get(proxy.admin, "/metrics");

@@ -1,4 +1,5 @@
-//! The smallest useful plugin: names itself in a response header and counts requests.
+//! The smallest useful plugin: names itself in a response header and counts requests (as the
+//! `switchyard_plugin_requests{plugin="hello"}` metric).
 //!
 //! ```toml
 //! [[plugin]]
@@ -9,7 +10,7 @@
 //! ```
 
 use serde::Deserialize;
-use switchyard_sdk::{Action, Plugin, Request, Response, metrics, shared};
+use switchyard_sdk::{Action, Plugin, Request, Response, metrics};
 
 /// `[plugin.config]`
 #[derive(Debug, Deserialize)]
@@ -24,7 +25,7 @@ fn default_greeting() -> String {
     "hello".to_owned()
 }
 
-/// Adds `x-hello` to every response and counts requests.
+/// Adds `x-hello` to every response and counts requests in a metric.
 pub struct Hello {
     greeting: String,
 }
@@ -42,10 +43,8 @@ impl Plugin for Hello {
     }
 
     fn on_response(&self, _req: &mut Request, resp: &mut Response) -> Action {
-        let seen = shared::counter_add("hello.requests", 1);
         metrics::counter("requests", &[], 1);
         let _ = resp.set_header("x-hello", &self.greeting);
-        let _ = resp.set_header("x-hello-count", &seen.to_string());
         Action::Continue
     }
 }
@@ -66,7 +65,6 @@ mod tests {
         assert_eq!(host.on_response(&hello), Action::Continue);
 
         assert_eq!(host.response_header_value("x-hello"), Some("hi there"));
-        assert_eq!(host.response_header_value("x-hello-count"), Some("2"));
         assert_eq!(host.counter_total("requests", &[]), 2.0);
     }
 

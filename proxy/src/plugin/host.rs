@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::header::{HeaderName, HeaderValue};
+use rustc_hash::FxHashMap;
 use wasmtime::{ResourceLimiter, Store, StoreContextMut, UpdateDeadline};
 
 use super::bindings::switchyard::plugin::{
@@ -80,7 +81,10 @@ pub struct HostState {
     stretch_cpu_base: Option<Duration>,
     /// Handles of the plugin's own metrics, so a hot metric update is one hash lookup rather than
     /// building a name and labels and looking them up in the registry.
-    metric_handles: HashMap<MetricKey, MetricHandle>,
+    metric_handles: FxHashMap<MetricKey, MetricHandle>,
+    /// Header names the plugin set that are not standard ones, so setting `x-hello` on every
+    /// request does not allocate a new name each time.
+    custom_header_names: Vec<HeaderName>,
 }
 
 /// A plugin metric as the plugin names it: kind, name, labels.
@@ -101,6 +105,8 @@ enum MetricHandle {
 
 /// Distinct metrics cached per instance; past this, updates still work, uncached.
 const MAX_CACHED_METRICS: usize = 256;
+/// Custom header names remembered per instance (a linear scan: keep it short).
+const MAX_CACHED_HEADER_NAMES: usize = 8;
 
 impl HostState {
     pub fn new(env: Arc<PluginEnv>) -> Self {
@@ -114,11 +120,13 @@ impl HostState {
             cpu_before: Duration::ZERO,
             stretch_started: Instant::now(),
             stretch_cpu_base: None,
-            metric_handles: HashMap::new(),
+            metric_handles: FxHashMap::default(),
+            custom_header_names: Vec::new(),
         }
     }
 
-    /// The handle for a plugin metric, made (and cached) on first use.
+    /// The handle for a plugin metric, made (and cached) on first use: a hot update is one
+    /// hash of the name and labels the plugin passed.
     fn metric(&mut self, key: MetricKey) -> &MetricHandle {
         if !self.metric_handles.contains_key(&key)
             && self.metric_handles.len() >= MAX_CACHED_METRICS
@@ -126,17 +134,42 @@ impl HostState {
             // Keep working past the cap, just without caching new names.
             self.metric_handles.clear();
         }
-        let plugin = Arc::clone(&self.env.name);
+        let plugin = &self.env.name;
         self.metric_handles
             .entry(key)
             .or_insert_with_key(|(kind, name, labels)| {
-                let metric = crate::telemetry::plugin_metric(&plugin, name, labels.clone());
+                let metric = crate::telemetry::plugin_metric(plugin, name, labels.clone());
                 match kind {
                     MetricKind::Counter => MetricHandle::Counter(metric.counter()),
                     MetricKind::Gauge => MetricHandle::Gauge(metric.gauge()),
                     MetricKind::Histogram => MetricHandle::Histogram(metric.histogram()),
                 }
             })
+    }
+
+    /// Parses a header a plugin sets: standard and recently used names without allocating, the
+    /// value without copying the string the plugin passed.
+    fn parse_header(
+        &mut self,
+        name: &str,
+        value: String,
+    ) -> Result<(HeaderName, HeaderValue), String> {
+        let name = match self.custom_header_names.iter().find(|n| n.as_str() == name) {
+            Some(known) => known.clone(),
+            None => {
+                let parsed = HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| format!("invalid header name {name:?}"))?;
+                if parsed.as_str() == name
+                    && self.custom_header_names.len() < MAX_CACHED_HEADER_NAMES
+                {
+                    self.custom_header_names.push(parsed.clone());
+                }
+                parsed
+            }
+        };
+        let value = HeaderValue::from_maybe_shared(bytes::Bytes::from(value))
+            .map_err(|_| format!("invalid value for header {name}"))?;
+        Ok((name, value))
     }
 
     /// Installs the limiter and the CPU-deadline callback on a new store.
@@ -187,11 +220,12 @@ impl HostState {
         self.stretch_cpu_base = None;
     }
 
-    /// Starts the CPU clock for one hook call.
-    pub fn start_hook(&mut self, request: Option<Box<RequestState>>) {
+    /// Starts the CPU clock for one hook call, which starts running `now`.
+    pub fn start_hook(&mut self, request: Option<Box<RequestState>>, now: Instant) {
         self.request = request;
         self.cpu_before = Duration::ZERO;
-        self.resume_cpu_clock();
+        self.stretch_started = now;
+        self.stretch_cpu_base = None;
     }
 
     fn req(&self) -> Option<&RequestState> {
@@ -257,14 +291,6 @@ fn header_names(headers: &http::HeaderMap) -> Vec<String> {
     headers.keys().map(|k| k.as_str().to_owned()).collect()
 }
 
-fn parse_header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), String> {
-    let name = HeaderName::from_bytes(name.as_bytes())
-        .map_err(|_| format!("invalid header name {name:?}"))?;
-    let value =
-        HeaderValue::from_str(value).map_err(|_| format!("invalid value for header {name}"))?;
-    Ok((name, value))
-}
-
 const NO_REQUEST: &str = "no request in this hook";
 
 impl request::Host for HostState {
@@ -321,7 +347,7 @@ impl request::Host for HostState {
     }
 
     fn set_header(&mut self, name: String, value: String) -> Result<(), String> {
-        let (name, value) = parse_header(&name, &value)?;
+        let (name, value) = self.parse_header(&name, value)?;
         let head = &mut self.req_mut().ok_or(NO_REQUEST)?.head;
         if name == http::header::HOST && head.uri.authority().is_some() {
             // HTTP/2 and absolute-form requests carry the authority in the URI, which wins over
@@ -338,7 +364,7 @@ impl request::Host for HostState {
     }
 
     fn add_header(&mut self, name: String, value: String) -> Result<(), String> {
-        let (name, value) = parse_header(&name, &value)?;
+        let (name, value) = self.parse_header(&name, value)?;
         self.req_mut()
             .ok_or(NO_REQUEST)?
             .head
@@ -387,13 +413,13 @@ impl response::Host for HostState {
     }
 
     fn set_header(&mut self, name: String, value: String) -> Result<(), String> {
-        let (name, value) = parse_header(&name, &value)?;
+        let (name, value) = self.parse_header(&name, value)?;
         self.response_headers_mut()?.insert(name, value);
         Ok(())
     }
 
     fn add_header(&mut self, name: String, value: String) -> Result<(), String> {
-        let (name, value) = parse_header(&name, &value)?;
+        let (name, value) = self.parse_header(&name, value)?;
         self.response_headers_mut()?.append(name, value);
         Ok(())
     }

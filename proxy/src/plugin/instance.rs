@@ -2,7 +2,7 @@
 //! Instantiating per request would cost ~24 us; a warm call costs ~1-2 us.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use wasmtime::Store;
@@ -138,7 +138,7 @@ impl InstancePool {
         let mut store = Store::new(self.pre.engine(), HostState::new(Arc::clone(&self.env)));
         HostState::configure(&mut store);
         store.data_mut().time_limit_override = Some(INIT_TIME_LIMIT);
-        store.data_mut().start_hook(None);
+        store.data_mut().start_hook(None, Instant::now());
         store.set_epoch_deadline(1);
         let instantiate_error = |e: wasmtime::Error| HookError::Instantiate(format!("{e:#}"));
         let instance = self
@@ -223,20 +223,33 @@ impl InstancePool {
     }
 
     /// Runs one hook on a pooled instance. The request state always comes back, whatever the
-    /// plugin did; an instance that failed is discarded, never reused.
+    /// plugin did; an instance that failed is discarded, never reused. Also returns how long the
+    /// hook ran (from checkout to its decision; waiting for an instance is not counted).
     pub async fn call(
         &self,
         state: Box<RequestState>,
         call: HookCall,
-    ) -> (Box<RequestState>, Result<Decision, HookError>) {
-        let mut instance = match self.checkout().await {
+    ) -> (Box<RequestState>, Result<Decision, HookError>, Duration) {
+        // The common case (an idle instance, a hook without async imports) runs without
+        // building the async machinery's large futures; the slow paths are boxed so they do not
+        // bloat this future, which every request's chain moves around.
+        let instance = match self.pop_idle() {
+            Some(instance) => Ok(instance),
+            None => Box::pin(self.checkout()).await,
+        };
+        let mut instance = match instance {
             Ok(instance) => instance,
-            Err(e) => return (state, Err(e)),
+            Err(e) => return (state, Err(e), Duration::ZERO),
         };
         instance.calls += 1;
-        instance.store.data_mut().start_hook(Some(state));
+        let started = Instant::now();
+        instance.store.data_mut().start_hook(Some(state), started);
         instance.store.set_epoch_deadline(1);
-        let result = invoke(&mut instance, call).await;
+        let result = match invoke_sync(&mut instance, &call) {
+            Some(result) => result,
+            None => Box::pin(invoke(&mut instance, call)).await,
+        };
+        let took = started.elapsed();
         let data = instance.store.data_mut();
         // Cannot fail: start_hook put the state there and host functions only borrow it.
         #[allow(clippy::expect_used)]
@@ -247,32 +260,33 @@ impl InstancePool {
         match result {
             Ok(decision) => {
                 self.checkin(instance);
-                (state, Ok(decision))
+                (state, Ok(decision), took)
             }
             Err(e) => {
                 let error = classify(&instance.store, &e);
-                (state, Err(error))
+                (state, Err(error), took)
             }
         }
     }
 }
 
+/// Calls a head hook directly when the plugin imports nothing async (no fiber, no future);
+/// `None` when the call needs the async path.
+fn invoke_sync(instance: &mut Instance, call: &HookCall) -> Option<wasmtime::Result<Decision>> {
+    let hooks = instance.sync_hooks.as_ref()?;
+    let store = &mut instance.store;
+    let result = match call {
+        HookCall::Request => hooks.on_request.call(store, ()),
+        HookCall::UpstreamResponse(outcome) => hooks.on_upstream_response.call(store, (*outcome,)),
+        HookCall::Response => hooks.on_response.call(store, ()),
+        HookCall::Log => hooks.on_log.call(store, ()),
+        HookCall::RequestBody(_) | HookCall::ResponseBody(_) => return None,
+    };
+    Some(result.map(|(decision,)| decision))
+}
+
 async fn invoke(instance: &mut Instance, call: HookCall) -> wasmtime::Result<Decision> {
     let (filter, store) = (&instance.filter, &mut instance.store);
-    if let Some(hooks) = &instance.sync_hooks {
-        let direct = match &call {
-            HookCall::Request => Some(hooks.on_request.call(&mut *store, ())),
-            HookCall::UpstreamResponse(outcome) => {
-                Some(hooks.on_upstream_response.call(&mut *store, (*outcome,)))
-            }
-            HookCall::Response => Some(hooks.on_response.call(&mut *store, ())),
-            HookCall::Log => Some(hooks.on_log.call(&mut *store, ())),
-            HookCall::RequestBody(_) | HookCall::ResponseBody(_) => None,
-        };
-        if let Some(result) = direct {
-            return result.map(|(decision,)| decision);
-        }
-    }
     match call {
         HookCall::Request => filter.call_on_request(store).await,
         HookCall::RequestBody(body) => filter.call_on_request_body(store, &body).await,

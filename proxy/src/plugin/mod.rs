@@ -16,7 +16,6 @@ mod stats;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::Instant;
 
 use wasmtime::Engine;
 use wasmtime::component::{HasSelf, Linker};
@@ -157,10 +156,8 @@ impl Plugin {
         hook: Hook,
         call: HookCall,
     ) -> (Box<RequestState>, Result<Decision, HookError>) {
-        let started = Instant::now();
-        let (state, result) = self.pool.call(state, call).await;
+        let (state, result, took) = self.pool.call(state, call).await;
         let i = hook as usize;
-        let took = started.elapsed();
         self.metrics.calls[i].increment(1);
         self.metrics.durations[i].record(took.as_secs_f64());
         self.stats.record(took, result.is_err());

@@ -2,6 +2,8 @@
 //! compare-and-set (the building blocks of rate limits, circuit state, caches).
 
 use std::collections::HashMap;
+
+use rustc_hash::FxHashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -10,7 +12,7 @@ const MAX_KV_ENTRIES: usize = 100_000;
 
 #[derive(Debug, Default)]
 pub struct SharedState {
-    counters: Mutex<HashMap<String, i64>>,
+    counters: Mutex<FxHashMap<String, i64>>,
     kv: Mutex<Kv>,
 }
 
