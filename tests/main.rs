@@ -23,5 +23,6 @@ mod resilience;
 mod retries;
 mod routing;
 mod streaming;
+mod tcp;
 mod tls;
 mod websocket;

@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod balance;
 pub mod body;
+pub mod capture;
 pub mod config;
 pub mod echo;
 pub mod headers;
@@ -21,6 +22,7 @@ pub mod plugin;
 pub mod proxy;
 pub mod reload;
 pub mod server;
+pub mod tcp;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;

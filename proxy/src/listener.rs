@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::ListenerConfig;
+use crate::config::{ListenerConfig, ListenerProtocol};
 use crate::proxy::ListenerProxy;
 use crate::tls::PeerIdentity;
 
@@ -31,6 +31,9 @@ pub struct Serving {
     pub proxy: Arc<ListenerProxy>,
     http: auto::Builder<TokioExecutor>,
     tls: Option<ListenerTls>,
+    protocol: ListenerProtocol,
+    /// Capture listener: connections go where their client dialed.
+    original_destination: bool,
 }
 
 /// How a TLS listener shakes hands.
@@ -54,6 +57,8 @@ impl Serving {
             proxy: Arc::new(proxy),
             http: http_builder(config),
             tls,
+            protocol: config.protocol,
+            original_destination: config.original_destination,
         }
     }
 }
@@ -132,6 +137,9 @@ impl Listener {
         tokio::spawn(async move {
             let _open = open;
             let serving = slot.load_full();
+            if serving.protocol == ListenerProtocol::Tcp {
+                return serve_tcp(&serving, stream, peer, &listener).await;
+            }
             match &serving.tls {
                 None => serve_http(&serving, slot, stream, peer, None, watcher).await,
                 Some(tls) => {
@@ -151,6 +159,22 @@ impl Listener {
                 }
             }
         });
+    }
+}
+
+/// Proxies a `protocol = "tcp"` connection, after the TLS handshake on TLS listeners.
+async fn serve_tcp(serving: &Serving, stream: TcpStream, peer: SocketAddr, listener: &str) {
+    let dialed = serving
+        .original_destination
+        .then(|| crate::capture::original_destination(&stream))
+        .flatten();
+    match &serving.tls {
+        None => crate::tcp::proxy_connection(&serving.proxy, stream, peer, dialed).await,
+        Some(tls) => {
+            if let Some((stream, _session)) = handshake(tls, stream, peer, listener).await {
+                crate::tcp::proxy_connection(&serving.proxy, stream, peer, dialed).await;
+            }
+        }
     }
 }
 

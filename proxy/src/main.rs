@@ -60,6 +60,37 @@ enum Command {
         #[command(subcommand)]
         command: CertsCommand,
     },
+    /// The iptables rules that send a pod's TCP through the proxy (as an init container runs
+    /// them); printed in iptables-restore format, or applied with --apply.
+    Iptables(IptablesArgs),
+}
+
+#[derive(clap::Args)]
+struct IptablesArgs {
+    /// The proxy's inbound capture listener port.
+    #[arg(long)]
+    inbound_port: u16,
+    /// The proxy's outbound capture listener port (`original_destination = true`).
+    #[arg(long)]
+    outbound_port: u16,
+    /// The proxy's user id: its own connections are not captured (repeat for more).
+    #[arg(long = "exclude-uid")]
+    exclude_uids: Vec<u32>,
+    /// Capture inbound connections only to these ports (repeat); default: all.
+    #[arg(long = "inbound-ports", value_delimiter = ',')]
+    inbound_ports: Vec<u16>,
+    /// Never capture inbound connections to these ports (repeat or comma-separate).
+    #[arg(long = "exclude-inbound-ports", value_delimiter = ',')]
+    exclude_inbound_ports: Vec<u16>,
+    /// Never capture outbound connections to these ports.
+    #[arg(long = "exclude-outbound-ports", value_delimiter = ',')]
+    exclude_outbound_ports: Vec<u16>,
+    /// Never capture outbound connections to these IPv4 CIDRs.
+    #[arg(long = "exclude-outbound-cidrs", value_delimiter = ',')]
+    exclude_outbound_cidrs: Vec<String>,
+    /// Apply the rules with `iptables-restore --noflush` instead of printing them.
+    #[arg(long)]
+    apply: bool,
 }
 
 #[derive(Subcommand)]
@@ -118,6 +149,7 @@ fn main() -> ExitCode {
         } => echo(listen, name, delay, status),
         Command::Ctl(ctl) => ctl.run(),
         Command::Certs { command } => certs(command),
+        Command::Iptables(args) => iptables(args),
     }
 }
 
@@ -238,5 +270,57 @@ fn certs(command: CertsCommand) -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn iptables(args: IptablesArgs) -> ExitCode {
+    let rules = switchyard::capture::CaptureRules {
+        inbound_port: args.inbound_port,
+        outbound_port: args.outbound_port,
+        exclude_uids: args.exclude_uids,
+        inbound_ports: args.inbound_ports,
+        exclude_inbound_ports: args.exclude_inbound_ports,
+        exclude_outbound_ports: args.exclude_outbound_ports,
+        exclude_outbound_cidrs: args.exclude_outbound_cidrs,
+    };
+    if let Err(e) = rules.validate() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    let input = rules.to_restore_input();
+    if !args.apply {
+        print!("{input}");
+        return ExitCode::SUCCESS;
+    }
+    match apply_rules(&input) {
+        Ok(()) => {
+            eprintln!("applied the switchyard capture rules (iptables nat table)");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: iptables-restore: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Feeds the rules to `iptables-restore --noflush`, which applies them all or none.
+fn apply_rules(input: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("iptables-restore")
+        .arg("--noflush")
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input.as_bytes())?;
+    }
+    let output = child.wait_with_output()?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(
+            String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        ))
     }
 }

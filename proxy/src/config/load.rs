@@ -189,6 +189,8 @@ fn expected_keys(parent: &[Segment]) -> String {
             "plugins",
             "request_header_timeout",
             "max_request_head",
+            "protocol",
+            "original_destination",
         ],
         ["cluster"] => &[
             "name",
@@ -201,6 +203,7 @@ fn expected_keys(parent: &[Segment]) -> String {
             "hash_header",
             "idle_timeout",
             "max_idle_per_endpoint",
+            "service_addresses",
         ],
         ["plugin"] => &["name", "path", "sha256", "on_error", "limits", "config"],
         ["plugin", "limits"] => &["time", "memory"],

@@ -217,6 +217,23 @@ pub struct ListenerConfig {
     pub max_request_body: Option<u64>,
     /// HTTPS (and mTLS) when present; plain HTTP/1.1 + h2c otherwise.
     pub tls: Option<ListenerTlsConfig>,
+    /// HTTP (the default) or plain TCP proxying.
+    pub protocol: ListenerProtocol,
+    /// Transparent capture: each connection goes where the client dialed (recovered with
+    /// `SO_ORIGINAL_DST`), to the cluster whose `service_addresses` has that address, else
+    /// straight through as plain TCP.
+    pub original_destination: bool,
+}
+
+/// What a listener speaks to its clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListenerProtocol {
+    /// HTTP/1.1 and HTTP/2, through the plugin chain.
+    Http,
+    /// Bytes, both ways, to one upstream endpoint per connection (databases, queues, anything
+    /// that is not HTTP).
+    Tcp,
 }
 
 /// `[listener.tls]`: certificates to serve and how to check clients.
@@ -308,6 +325,10 @@ pub enum UpstreamProtocol {
 pub struct ClusterConfig {
     pub name: String,
     pub endpoints: Vec<EndpointConfig>,
+    /// The addresses clients dial for this service (e.g. its Kubernetes ClusterIP:port): a
+    /// connection captured on an `original_destination` listener to one of them goes to this
+    /// cluster.
+    pub service_addresses: Vec<SocketAddr>,
     pub lb: LbPolicy,
     pub protocol: UpstreamProtocol,
     #[serde(with = "duration_text")]

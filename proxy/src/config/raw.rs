@@ -69,6 +69,8 @@ pub struct RawListener {
     pub max_uri_length: Option<Spanned<i64>>,
     pub max_request_body: Option<Spanned<String>>,
     pub tls: Option<Spanned<RawListenerTls>>,
+    pub protocol: Option<Spanned<String>>,
+    pub original_destination: Option<Spanned<bool>>,
 }
 
 /// `[listener.tls]`
@@ -115,6 +117,8 @@ pub struct RawCluster {
     pub hash_header: Option<Spanned<String>>,
     pub idle_timeout: Option<Spanned<String>>,
     pub max_idle_per_endpoint: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub service_addresses: Vec<Spanned<String>>,
     pub tls: Option<Spanned<RawClusterTls>>,
     pub health_check: Option<Spanned<RawHealthCheck>>,
     pub outlier: Option<Spanned<RawOutlier>>,

@@ -11,7 +11,8 @@ use super::error::{ConfigErrors, Diagnostics};
 use super::raw::{RawCluster, RawConfig, RawListener, RawPlugin};
 use super::{
     AdminConfig, ClusterConfig, Config, DEFAULT_ADMIN_LISTEN, EndpointConfig, LbPolicy,
-    ListenerConfig, OnError, PluginConfig, RuntimeConfig, UpstreamProtocol, duration,
+    ListenerConfig, ListenerProtocol, OnError, PluginConfig, RuntimeConfig, UpstreamProtocol,
+    duration,
 };
 
 const LB_POLICIES: &[(&str, LbPolicy)] = &[
@@ -21,6 +22,11 @@ const LB_POLICIES: &[(&str, LbPolicy)] = &[
     ("random", LbPolicy::Random),
     ("ring_hash", LbPolicy::RingHash),
 ];
+const LISTENER_PROTOCOLS: &[(&str, ListenerProtocol)] = &[
+    ("http", ListenerProtocol::Http),
+    ("tcp", ListenerProtocol::Tcp),
+];
+
 const PROTOCOLS: &[(&str, UpstreamProtocol)] = &[
     ("http1", UpstreamProtocol::Http1),
     ("http2", UpstreamProtocol::Http2),
@@ -176,6 +182,39 @@ fn listener(
         .enumerate()
         .filter_map(|(j, p)| resolve(p, plugins, "plugin", &key(&format!("plugins[{j}]")), d))
         .collect();
+    let protocol = raw
+        .protocol
+        .as_ref()
+        .and_then(|p| one_of(p, LISTENER_PROTOCOLS, &key("protocol"), d))
+        .unwrap_or(ListenerProtocol::Http);
+    let original_destination = raw.original_destination.as_ref();
+    if let Some(flag) = original_destination
+        && *flag.get_ref()
+        && protocol != ListenerProtocol::Tcp
+    {
+        d.error(
+            flag.span(),
+            key("original_destination"),
+            "capture listeners (original_destination = true) need protocol = \"tcp\"",
+        );
+    }
+    if protocol == ListenerProtocol::Tcp {
+        if let Some(first) = raw.plugins.first() {
+            d.error(
+                first.span(),
+                key("plugins"),
+                "plugins run on HTTP requests; a tcp listener cannot have any",
+            );
+        }
+        let captures = original_destination.is_some_and(|f| *f.get_ref());
+        if raw.default_cluster.is_none() && !captures {
+            d.error(
+                raw.name.span(),
+                key("default_cluster"),
+                "a tcp listener needs default_cluster (or original_destination = true)",
+            );
+        }
+    }
     ListenerConfig {
         name: raw.name.get_ref().clone(),
         listen,
@@ -212,6 +251,8 @@ fn listener(
             .tls
             .as_ref()
             .and_then(|t| super::tls::listener_tls(t, &key("tls"), base, d)),
+        protocol,
+        original_destination: original_destination.is_some_and(|f| *f.get_ref()),
     }
 }
 
@@ -247,9 +288,16 @@ fn cluster(i: usize, raw: &RawCluster, base: &Path, d: &mut Diagnostics<'_>) -> 
         }
         Some(h.get_ref().to_ascii_lowercase())
     });
+    let service_addresses = raw
+        .service_addresses
+        .iter()
+        .enumerate()
+        .map(|(j, a)| socket_addr(a, &key(&format!("service_addresses[{j}]")), d))
+        .collect();
     ClusterConfig {
         name: raw.name.get_ref().clone(),
         endpoints,
+        service_addresses,
         lb,
         protocol: raw
             .protocol

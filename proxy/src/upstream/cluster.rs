@@ -361,6 +361,13 @@ impl Clusters {
         self.clusters.iter().find(|c| c.name() == name)
     }
 
+    /// The cluster a client reaches by dialing `addr` (one of its `service_addresses`).
+    pub fn by_service_address(&self, addr: SocketAddr) -> Option<&Arc<Cluster>> {
+        self.clusters
+            .iter()
+            .find(|c| c.config.service_addresses.contains(&addr))
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Cluster>> {
         self.clusters.iter()
     }
@@ -424,6 +431,7 @@ mod tests {
     fn config() -> ClusterConfig {
         ClusterConfig {
             name: "app".into(),
+            service_addresses: vec![],
             endpoints: vec![EndpointConfig {
                 host: "app.internal".into(),
                 port: 80,

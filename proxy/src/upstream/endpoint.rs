@@ -9,7 +9,9 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 
 use super::health::Health;
+use super::limits::Admission;
 use super::pool::{Pool, UpstreamError};
+use super::stream::UpstreamStream;
 use crate::balance::{PeakEwma, Target};
 use crate::body::ProxyBody;
 
@@ -51,6 +53,12 @@ impl Endpoint {
     /// Records how long the endpoint took to answer (or to fail), for `ewma` balancing.
     pub fn observe_latency(&self, rtt: Duration) {
         self.latency.observe(rtt);
+    }
+
+    /// A new byte stream to the endpoint (TLS when the cluster has it), for TCP proxying; held
+    /// against the cluster's connection limit while the guard lives.
+    pub async fn connect(&self) -> Result<(UpstreamStream, Admission), UpstreamError> {
+        self.pool.connect_stream().await
     }
 
     /// Sends one request over a pooled (or new) connection.

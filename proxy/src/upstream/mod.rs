@@ -14,3 +14,4 @@ pub use endpoint::{Endpoint, InFlight};
 pub use health::Observed;
 pub use limits::{Admission, ClusterLimits};
 pub use pool::UpstreamError;
+pub use stream::UpstreamStream;

@@ -263,6 +263,13 @@ impl Pool {
     /// A new connection, counted against the cluster's `max_connections` for as long as the
     /// returned guard lives; waiting for it counts against `max_pending_requests`.
     async fn connect_tcp(&self) -> Result<(TokioIo<UpstreamStream>, Admission), UpstreamError> {
+        let (stream, open) = self.connect_stream().await?;
+        Ok((TokioIo::new(stream), open))
+    }
+
+    /// A new connection (TLS when the cluster has it), counted against the cluster's
+    /// `max_connections` for as long as the returned guard lives.
+    pub async fn connect_stream(&self) -> Result<(UpstreamStream, Admission), UpstreamError> {
         let addr = self.addr;
         let _pending = self
             .limits
@@ -282,7 +289,7 @@ impl Pool {
         // Proxied requests are small writes that must not wait for Nagle.
         let _ = stream.set_nodelay(true);
         let Some(tls) = &self.tls else {
-            return Ok((TokioIo::new(UpstreamStream::Plain(stream)), open));
+            return Ok((UpstreamStream::Plain(stream), open));
         };
         let connector = tokio_rustls::TlsConnector::from(Arc::clone(&tls.config));
         let stream =
@@ -295,6 +302,6 @@ impl Pool {
                         .map_or_else(|| e.to_string(), |inner| inner.to_string());
                     UpstreamError::Tls { addr, reason }
                 })?;
-        Ok((TokioIo::new(UpstreamStream::Tls(Box::new(stream))), open))
+        Ok((UpstreamStream::Tls(Box::new(stream)), open))
     }
 }
