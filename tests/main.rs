@@ -14,6 +14,7 @@ mod fault_injection;
 mod forwarding;
 mod hot_reload;
 mod lifecycle;
+mod mesh_capture;
 mod observability;
 mod plugin_chain;
 mod plugin_sandbox;

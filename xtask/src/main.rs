@@ -165,13 +165,14 @@ fn build_plugins() -> Result<Vec<PathBuf>> {
 
 /// System programs some tests drive for real, by Debian package: Prometheus scraping the proxy,
 /// headless Chromium (through chromedriver) loading the dashboard, curl and openssl as TLS
-/// clients.
+/// clients, iptables for the sidecar-capture test.
 const TEST_PACKAGES: &[(&str, &str)] = &[
     ("/usr/bin/prometheus", "prometheus"),
     ("/usr/bin/chromium", "chromium"),
     ("/usr/bin/chromedriver", "chromium-driver"),
     ("/usr/bin/curl", "curl"),
     ("/usr/bin/openssl", "openssl"),
+    ("/usr/sbin/iptables-restore", "iptables"),
 ];
 
 /// Installs the missing `packages` (program path, Debian package) with apt-get, as root or
