@@ -11,7 +11,7 @@ use http::StatusCode;
 
 use crate::support::config::cluster;
 use crate::support::proxy::{admin_get, example_config, refused};
-use crate::support::tls::{Issued, Pki, tls_get};
+use crate::support::tls::{Issued, Pki, tls_get, tls_get_path};
 use crate::support::{Proxy, Upstream, eventually, get};
 
 /// A TLS listener "public" in front of `app`, with `tls` as its `[listener.tls]` body.
@@ -441,5 +441,59 @@ async fn rsa_and_ed25519_certificates_serve_too() {
             Some(StatusCode::OK),
             "{name}"
         );
+    }
+}
+
+/// config/examples/gateway-tls.toml as shipped: SNI picks each host's certificate and the routing
+/// plugin sends each host to its service.
+#[tokio::test]
+async fn the_tls_gateway_example_routes_each_host_with_its_certificate() {
+    let pki = Pki::new();
+    let default = pki.issue("default", None, &["example.com"]);
+    let shop = pki.issue("shop", None, &["shop.example.com"]);
+    let wildcard = pki.issue("wildcard", None, &["*.example.com"]);
+    let web = Upstream::echo("web").await;
+    let shop_app = Upstream::echo("shop").await;
+    let api = Upstream::echo("api").await;
+    let path = |issued: &Issued, file: &str| {
+        if file == "cert" {
+            issued.cert.display().to_string()
+        } else {
+            issued.key.display().to_string()
+        }
+    };
+    let config = example_config(
+        "gateway-tls.toml",
+        &[
+            ("0.0.0.0:8443", "127.0.0.1:0".into()),
+            ("127.0.0.1:9901", "127.0.0.1:0".into()),
+            ("127.0.0.1:9001", web.addr.to_string()),
+            ("127.0.0.1:9002", shop_app.addr.to_string()),
+            ("127.0.0.1:9003", api.addr.to_string()),
+            ("pki/default/cert.pem", path(&default, "cert")),
+            ("pki/default/key.pem", path(&default, "key")),
+            ("pki/shop/cert.pem", path(&shop, "cert")),
+            ("pki/shop/key.pem", path(&shop, "key")),
+            ("pki/wildcard/cert.pem", path(&wildcard, "cert")),
+            ("pki/wildcard/key.pem", path(&wildcard, "key")),
+        ],
+    );
+    let proxy = Proxy::start(&config);
+
+    for (host, path, certificate, service) in [
+        ("shop.example.com", "/", "shop.example.com", "shop"),
+        ("api.example.com", "/v1/users", "*.example.com", "api"),
+        ("api.example.com", "/", "*.example.com", "web"),
+        ("www.example.com", "/", "*.example.com", "web"),
+        ("example.com", "/", "example.com", "web"),
+    ] {
+        for alpn in ["http/1.1", "h2"] {
+            let got = tls_get_path(proxy.addr(), host, path, &pki.ca(), None, &[alpn])
+                .await
+                .unwrap_or_else(|e| panic!("{host}{path} over {alpn}: {e}"));
+            assert_eq!(got.server_dns_names, [certificate], "{host} over {alpn}");
+            assert_eq!(got.reply.status, StatusCode::OK, "{host}{path}");
+            assert_eq!(got.reply.echo_name(), service, "{host}{path} over {alpn}");
+        }
     }
 }

@@ -33,10 +33,17 @@ pub enum ServerError {
 /// Runs the proxy until SIGTERM or SIGINT, on a runtime sized by `[runtime]`. `config_path` is
 /// where reloads (file changes, SIGHUP, the admin API) read the config again.
 pub fn run(config: Config, config_path: PathBuf) -> Result<(), ServerError> {
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = config.runtime.worker_threads {
-        runtime.worker_threads(n);
-    }
+    // One worker: tokio's single-threaded scheduler, which skips the work-stealing machinery
+    // (and its cross-thread wakeups) that one thread cannot use.
+    let mut runtime = match config.runtime.worker_threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(n);
+            builder
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     let runtime = runtime.enable_all().build().map_err(ServerError::Runtime)?;
     runtime.block_on(serve(config, config_path, shutdown_signal()))
 }

@@ -135,6 +135,18 @@ pub async fn tls_get(
     client: Option<&Issued>,
     alpn: &[&str],
 ) -> Result<TlsReply, String> {
+    tls_get_path(addr, server_name, "/", ca, client, alpn).await
+}
+
+/// [`tls_get`] for `path` instead of `/`.
+pub async fn tls_get_path(
+    addr: SocketAddr,
+    server_name: &str,
+    path: &str,
+    ca: &Path,
+    client: Option<&Issued>,
+    alpn: &[&str],
+) -> Result<TlsReply, String> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca).unwrap() {
         roots.add(cert.unwrap()).unwrap();
@@ -174,7 +186,7 @@ pub async fn tls_get(
         .and_then(|c| switchyard::tls::PeerIdentity::from_cert(c))
         .map(|id| id.dns_names)
         .unwrap_or_default();
-    let req = Request::get(format!("https://{server_name}/"))
+    let req = Request::get(format!("https://{server_name}{path}"))
         .body(Empty::<Bytes>::new())
         .unwrap();
     let response = if alpn.as_deref() == Some("h2") {
@@ -189,7 +201,7 @@ pub async fn tls_get(
             .map_err(|e| e.to_string())?;
         tokio::spawn(conn);
         let mut req = req;
-        *req.uri_mut() = "/".parse().unwrap();
+        *req.uri_mut() = path.parse().unwrap();
         req.headers_mut()
             .insert("host", server_name.parse().unwrap());
         sender.send_request(req).await.map_err(|e| e.to_string())?

@@ -24,7 +24,8 @@ pub fn instances_per_plugin(plugins: usize) -> usize {
     (POOLED_INSTANCES as usize / 2 / plugins.max(1)).max(4)
 }
 
-/// Builds the engine every plugin runs on, and starts its epoch ticker.
+/// Builds the engine every plugin runs on. Its epoch ticker starts with the first plugin
+/// ([`start_epoch_ticker`]), so a proxy without plugins has no thread waking every millisecond.
 pub fn new_engine() -> wasmtime::Result<Engine> {
     let mut config = Config::new();
     config.wasm_component_model(true);
@@ -41,12 +42,17 @@ pub fn new_engine() -> wasmtime::Result<Engine> {
         .total_tables(POOLED_INSTANCES * 4)
         .max_memory_size(MAX_PLUGIN_MEMORY);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    let engine = Engine::new(&config)?;
-    start_epoch_ticker(&engine);
-    Ok(engine)
+    Engine::new(&config)
 }
 
-fn start_epoch_ticker(engine: &Engine) {
+/// Starts the thread that advances `engine`'s epoch every [`EPOCH_TICK`], once per process (the
+/// engine is one per process too); hook CPU deadlines are checked on its ticks.
+pub fn start_epoch_ticker(engine: &Engine) {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| spawn_epoch_ticker(engine));
+}
+
+fn spawn_epoch_ticker(engine: &Engine) {
     let weak = engine.weak();
     let spawned = std::thread::Builder::new()
         .name("switchyard-epoch".into())

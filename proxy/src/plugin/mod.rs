@@ -249,6 +249,9 @@ impl PluginRuntime {
         previous: &Plugins,
         overrides: &HashMap<String, Vec<u8>>,
     ) -> Result<Plugins, LoadError> {
+        if !config.plugins.is_empty() {
+            engine::start_epoch_ticker(&self.engine);
+        }
         let mut by_name = HashMap::new();
         for p in &config.plugins {
             let bytes = match overrides.get(&p.name) {
