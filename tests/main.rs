@@ -9,6 +9,7 @@ mod balancing;
 mod canary;
 mod config_files;
 mod dashboard;
+mod deploy;
 mod errors;
 mod fault_injection;
 mod forwarding;

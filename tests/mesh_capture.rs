@@ -9,9 +9,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::support::Killed;
 use crate::support::proxy::scratch_dir;
 use crate::support::tls::Pki;
+use crate::support::{Killed, prometheus_value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 /// The sidecars run as this user, which the capture rules leave alone (Istio uses 1337 too).
@@ -131,14 +131,6 @@ impl Drop for Pods {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
     }
-}
-
-fn metric(metrics: &str, series: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
 }
 
 #[tokio::test]
@@ -265,11 +257,11 @@ async fn a_captured_call_crosses_two_sidecars_over_mtls() {
         Pods::exec(ns, &["curl", "-sf", "http://127.0.0.1:9901/metrics"]).unwrap_or_default()
     };
     let counted = crate::support::eventually(Duration::from_secs(5), async || {
-        metric(
+        prometheus_value(
             &metrics_of(&pods.a),
             r#"switchyard_tcp_connections_total{listener="outbound",cluster="svc"}"#,
         ) == Some(1.0)
-            && metric(
+            && prometheus_value(
                 &metrics_of(&pods.b),
                 r#"switchyard_tcp_connections_total{listener="inbound",cluster="local"}"#,
             ) == Some(1.0)
@@ -282,7 +274,7 @@ async fn a_captured_call_crosses_two_sidecars_over_mtls() {
         metrics_of(&pods.b)
     );
     assert_eq!(
-        metric(
+        prometheus_value(
             &metrics_of(&pods.b),
             r#"switchyard_tls_handshakes_total{listener="inbound",result="ok"}"#
         ),

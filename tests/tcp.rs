@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::support::prometheus_value;
 use crate::support::proxy::{Proxy, admin_get, refused};
 use crate::support::tls::Pki;
 
@@ -79,15 +80,6 @@ fn tcp_listener(name: &str, cluster: &str, extra: &str) -> String {
     )
 }
 
-/// The value of the first /metrics line that starts with `series`.
-fn metric(metrics: &str, series: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 #[tokio::test]
 async fn tcp_connections_are_balanced_and_counted() {
     let a = TcpEcho::start("a").await;
@@ -116,7 +108,7 @@ async fn tcp_connections_are_balanced_and_counted() {
     let mut metrics = String::new();
     let counted = crate::support::eventually(Duration::from_secs(5), async || {
         metrics = admin_get(admin, "/metrics");
-        metric(
+        prometheus_value(
             &metrics,
             r#"switchyard_tcp_connections_total{listener="db",cluster="db"}"#,
         ) == Some(4.0)
@@ -124,7 +116,7 @@ async fn tcp_connections_are_balanced_and_counted() {
     .await;
     assert!(counted, "{metrics}");
     assert_eq!(
-        metric(
+        prometheus_value(
             &metrics,
             r#"switchyard_tcp_bytes_total{listener="db",cluster="db",direction="upstream"}"#
         ),
@@ -132,14 +124,14 @@ async fn tcp_connections_are_balanced_and_counted() {
     );
     // Downstream: the payload back plus each greeting ("a\n" / "b\n").
     assert_eq!(
-        metric(
+        prometheus_value(
             &metrics,
             r#"switchyard_tcp_bytes_total{listener="db",cluster="db",direction="downstream"}"#
         ),
         Some(4.0 * (64.0 * 1024.0 + 2.0))
     );
     assert_eq!(
-        metric(
+        prometheus_value(
             &metrics,
             r#"switchyard_tcp_connection_duration_seconds_count{listener="db",cluster="db"}"#
         ),
@@ -162,7 +154,7 @@ async fn a_refused_upstream_closes_the_connection_and_counts_a_connect_error() {
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
     let admin = proxy.admin;
     let counted = crate::support::eventually(Duration::from_secs(5), async || {
-        metric(
+        prometheus_value(
             &admin_get(admin, "/metrics"),
             r#"switchyard_errors_total{listener="gone",cluster="gone",kind="connect"}"#,
         ) == Some(1.0)
@@ -214,7 +206,7 @@ async fn plain_tcp_is_upgraded_to_mtls_between_two_proxies() {
     // The inbound proxy shook hands (it requires a verified client certificate).
     let metrics = admin_get(inbound.admin, "/metrics");
     assert_eq!(
-        metric(
+        prometheus_value(
             &metrics,
             r#"switchyard_tls_handshakes_total{listener="inbound",result="ok"}"#
         ),
@@ -235,7 +227,7 @@ async fn plain_tcp_is_upgraded_to_mtls_between_two_proxies() {
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
     let admin = inbound.admin;
     let refused_handshake = crate::support::eventually(Duration::from_secs(5), async || {
-        metric(
+        prometheus_value(
             &admin_get(admin, "/metrics"),
             r#"switchyard_tls_handshakes_total{listener="inbound",result="error"}"#,
         ) == Some(1.0)

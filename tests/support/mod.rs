@@ -57,3 +57,12 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("bind 127.0.0.1:0")
 }
+
+/// The value of `series` (name and labels exactly as Prometheus text renders them, e.g.
+/// `foo_total{listener="a"}`) in a /metrics body, if present.
+pub fn prometheus_value(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
