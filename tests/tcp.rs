@@ -103,18 +103,25 @@ async fn tcp_connections_are_balanced_and_counted() {
         "round robin over both endpoints"
     );
 
-    // Counted once each side has closed: poll until all four are in.
+    // Durations are recorded once each side has closed: poll until all four are in.
     let admin = proxy.admin;
     let mut metrics = String::new();
     let counted = crate::support::eventually(Duration::from_secs(5), async || {
         metrics = admin_get(admin, "/metrics");
         prometheus_value(
             &metrics,
-            r#"switchyard_tcp_connections_total{listener="db",cluster="db"}"#,
+            r#"switchyard_tcp_connection_duration_seconds_count{listener="db",cluster="db"}"#,
         ) == Some(4.0)
     })
     .await;
     assert!(counted, "{metrics}");
+    assert_eq!(
+        prometheus_value(
+            &metrics,
+            r#"switchyard_tcp_connections_total{listener="db",cluster="db"}"#
+        ),
+        Some(4.0)
+    );
     assert_eq!(
         prometheus_value(
             &metrics,
@@ -129,13 +136,6 @@ async fn tcp_connections_are_balanced_and_counted() {
             r#"switchyard_tcp_bytes_total{listener="db",cluster="db",direction="downstream"}"#
         ),
         Some(4.0 * (64.0 * 1024.0 + 2.0))
-    );
-    assert_eq!(
-        prometheus_value(
-            &metrics,
-            r#"switchyard_tcp_connection_duration_seconds_count{listener="db",cluster="db"}"#
-        ),
-        Some(4.0)
     );
 }
 
@@ -234,6 +234,49 @@ async fn plain_tcp_is_upgraded_to_mtls_between_two_proxies() {
     })
     .await;
     assert!(refused_handshake, "{}", admin_get(admin, "/metrics"));
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_and_bytes_count_while_open() {
+    let service = TcpEcho::start("db").await;
+    let proxy = Proxy::start(&format!(
+        "{}[[cluster]]\nname = \"db\"\nendpoints = [\"{}\"]\n",
+        tcp_listener("db", "db", "tcp_idle_timeout = \"400ms\""),
+        service.addr,
+    ));
+    let mut stream = TcpStream::connect(proxy.addr()).await.expect("connect");
+    let mut greeting = [0u8; 3];
+    stream.read_exact(&mut greeting).await.expect("greeting");
+    assert_eq!(&greeting, b"db\n");
+
+    // Busy for three times the idle timeout: the connection stays.
+    let started = std::time::Instant::now();
+    let mut sent = 0u64;
+    while started.elapsed() < Duration::from_millis(1200) {
+        stream.write_all(b"ping").await.expect("write while busy");
+        let mut echoed = [0u8; 4];
+        stream
+            .read_exact(&mut echoed)
+            .await
+            .expect("echo while busy");
+        sent += 4;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Counted while the connection is still open.
+    let admin = proxy.admin;
+    let series = r#"switchyard_tcp_bytes_total{listener="db",cluster="db",direction="upstream"}"#;
+    let counted = crate::support::eventually(Duration::from_secs(5), async || {
+        prometheus_value(&admin_get(admin, "/metrics"), series) == Some(sent as f64)
+    })
+    .await;
+    assert!(counted, "{}", admin_get(admin, "/metrics"));
+
+    // Then quiet: the proxy closes it.
+    let mut buf = [0u8; 8];
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+        .await
+        .expect("closed within the deadline");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
 }
 
 #[test]

@@ -34,6 +34,8 @@ pub struct Serving {
     protocol: ListenerProtocol,
     /// Capture listener: connections go where their client dialed.
     original_destination: bool,
+    /// TCP listeners: how long a connection may carry no bytes.
+    tcp_idle_timeout: Duration,
 }
 
 /// How a TLS listener shakes hands.
@@ -59,6 +61,7 @@ impl Serving {
             tls,
             protocol: config.protocol,
             original_destination: config.original_destination,
+            tcp_idle_timeout: config.tcp_idle_timeout,
         }
     }
 }
@@ -169,10 +172,26 @@ async fn serve_tcp(serving: &Serving, stream: TcpStream, peer: SocketAddr, liste
         .then(|| crate::capture::original_destination(&stream))
         .flatten();
     match &serving.tls {
-        None => crate::tcp::proxy_connection(&serving.proxy, stream, peer, dialed).await,
+        None => {
+            crate::tcp::proxy_connection(
+                &serving.proxy,
+                stream,
+                peer,
+                dialed,
+                serving.tcp_idle_timeout,
+            )
+            .await
+        }
         Some(tls) => {
             if let Some((stream, _session)) = handshake(tls, stream, peer, listener).await {
-                crate::tcp::proxy_connection(&serving.proxy, stream, peer, dialed).await;
+                crate::tcp::proxy_connection(
+                    &serving.proxy,
+                    stream,
+                    peer,
+                    dialed,
+                    serving.tcp_idle_timeout,
+                )
+                .await;
             }
         }
     }

@@ -4,17 +4,21 @@
 //! (`original_destination = true`) the cluster is the one serving the address the client dialed,
 //! and connections to addresses no cluster serves go straight through.
 
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
 use crate::proxy::ListenerProxy;
 use crate::telemetry::ErrorKind;
-use crate::upstream::{Cluster, Observed, UpstreamError};
+use crate::upstream::{Admission, Cluster, InFlight, Observed, UpstreamError, UpstreamStream};
 
 /// Connect timeout for passthrough connections (no cluster, so no `connect_timeout`).
 const PASSTHROUGH_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -33,9 +37,10 @@ enum Target {
 /// closes it.
 pub async fn proxy_connection<S>(
     proxy: &ListenerProxy,
-    mut downstream: S,
+    downstream: S,
     peer: SocketAddr,
     original_destination: Option<SocketAddr>,
+    idle_timeout: Duration,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -56,49 +61,50 @@ pub async fn proxy_connection<S>(
         Target::Cluster(cluster) => cluster.name().to_owned(),
         Target::Passthrough(_) => PASSTHROUGH.to_owned(),
     };
-    let started = Instant::now();
-    let result = match target {
-        Target::Cluster(cluster) => to_cluster(&cluster, &mut downstream).await,
-        Target::Passthrough(addr) => passthrough(addr, &mut downstream).await,
-    };
     let labels = [
         ("listener", listener.to_owned()),
         ("cluster", cluster_label.clone()),
     ];
+    metrics::counter!("switchyard_tcp_connections_total", &labels).increment(1);
+    let started = Instant::now();
+    // Bytes are counted as they flow, so a long-lived connection shows up before it closes.
+    let bytes = |direction: &'static str| {
+        metrics::counter!(
+            "switchyard_tcp_bytes_total",
+            "listener" => listener.to_owned(),
+            "cluster" => cluster_label.clone(),
+            "direction" => direction,
+        )
+    };
+    let activity = Activity::new();
+    let mut downstream = Metered::new(downstream, bytes("upstream"), activity.clone());
+    let upstream_bytes = bytes("downstream");
+    let result = match target {
+        Target::Cluster(cluster) => to_cluster(&cluster).await,
+        Target::Passthrough(addr) => passthrough(addr).await,
+    };
+    let result = match result {
+        Ok(upstream) => {
+            let upstream = Metered::new(upstream, upstream_bytes, activity.clone());
+            join(&mut downstream, upstream, &activity, idle_timeout).await
+        }
+        Err(kind) => Err(kind),
+    };
     match result {
-        Ok((sent, received)) => {
-            metrics::counter!("switchyard_tcp_connections_total", &labels).increment(1);
-            let bytes = |direction: &'static str| {
-                metrics::counter!(
-                    "switchyard_tcp_bytes_total",
-                    "listener" => listener.to_owned(),
-                    "cluster" => cluster_label.clone(),
-                    "direction" => direction,
-                )
-            };
-            bytes("upstream").increment(sent);
-            bytes("downstream").increment(received);
-            metrics::histogram!("switchyard_tcp_connection_duration_seconds", &labels)
-                .record(started.elapsed().as_secs_f64());
-        }
-        Err(kind) => {
-            metrics::counter!("switchyard_tcp_connections_total", &labels).increment(1);
-            count_error(listener, &cluster_label, kind);
-        }
+        Ok(()) => metrics::histogram!("switchyard_tcp_connection_duration_seconds", &labels)
+            .record(started.elapsed().as_secs_f64()),
+        Err(kind) => count_error(listener, &cluster_label, kind),
     }
 }
 
-/// Joins `downstream` to an endpoint of `cluster`; returns the bytes sent each way.
-async fn to_cluster<S>(cluster: &Cluster, downstream: &mut S) -> Result<(u64, u64), ErrorKind>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+/// A connection to an endpoint of `cluster`, held against its connection limit.
+async fn to_cluster(cluster: &Cluster) -> Result<Upstream, ErrorKind> {
     let Some(endpoint) = cluster.pick(None) else {
         warn!(cluster = cluster.name(), "tcp: no live endpoint");
         return Err(ErrorKind::NoEndpoint);
     };
-    let _in_flight = endpoint.start_request();
-    let (mut upstream, _admission) = match endpoint.connect().await {
+    let in_flight = endpoint.start_request();
+    let (stream, admission) = match endpoint.connect().await {
         Ok(connected) => connected,
         Err(e) => {
             warn!(cluster = cluster.name(), endpoint = %endpoint.addr, error = %e, "tcp: connect failed");
@@ -108,14 +114,14 @@ where
             return Err(error_kind(&e));
         }
     };
-    join(downstream, &mut upstream).await
+    Ok(Upstream::Cluster {
+        stream,
+        _held: (admission, in_flight),
+    })
 }
 
-async fn passthrough<S>(addr: SocketAddr, downstream: &mut S) -> Result<(u64, u64), ErrorKind>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let mut upstream =
+async fn passthrough(addr: SocketAddr) -> Result<Upstream, ErrorKind> {
+    let upstream =
         match tokio::time::timeout(PASSTHROUGH_CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => {
@@ -125,21 +131,32 @@ where
             Err(_) => return Err(ErrorKind::Timeout),
         };
     let _ = upstream.set_nodelay(true);
-    join(downstream, &mut upstream).await
+    Ok(Upstream::Passthrough(upstream))
 }
 
-/// Copies both ways until both sides are done; a broken connection counts as a reset.
-async fn join<A, B>(downstream: &mut A, upstream: &mut B) -> Result<(u64, u64), ErrorKind>
+/// Copies both ways until both sides are done or nothing moved for `idle_timeout` (then both
+/// are closed, which is not an error); a broken connection counts as a reset.
+async fn join<A, B>(
+    downstream: &mut A,
+    mut upstream: B,
+    activity: &Activity,
+    idle_timeout: Duration,
+) -> Result<(), ErrorKind>
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    tokio::io::copy_bidirectional(downstream, upstream)
-        .await
-        .map_err(|e| {
+    let copy = tokio::io::copy_bidirectional(downstream, &mut upstream);
+    tokio::select! {
+        copied = copy => copied.map(drop).map_err(|e| {
             debug!(error = %e, "tcp connection ended with an error");
             ErrorKind::Reset
-        })
+        }),
+        () = activity.idle_for(idle_timeout) => {
+            debug!(?idle_timeout, "tcp connection idle; closing");
+            Ok(())
+        }
+    }
 }
 
 fn error_kind(error: &UpstreamError) -> ErrorKind {
@@ -159,4 +176,139 @@ fn count_error(listener: &str, cluster: &str, kind: ErrorKind) {
         "kind" => kind.label(),
     )
     .increment(1);
+}
+
+/// The upstream side of a connection, with what it holds against the cluster's limits.
+enum Upstream {
+    Cluster {
+        stream: UpstreamStream,
+        _held: (Admission, InFlight),
+    },
+    Passthrough(TcpStream),
+}
+
+impl AsyncRead for Upstream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Cluster { stream, .. } => Pin::new(stream).poll_read(cx, buf),
+            Self::Passthrough(stream) => Pin::new(stream).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Upstream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Cluster { stream, .. } => Pin::new(stream).poll_write(cx, buf),
+            Self::Passthrough(stream) => Pin::new(stream).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Cluster { stream, .. } => Pin::new(stream).poll_flush(cx),
+            Self::Passthrough(stream) => Pin::new(stream).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Cluster { stream, .. } => Pin::new(stream).poll_shutdown(cx),
+            Self::Passthrough(stream) => Pin::new(stream).poll_shutdown(cx),
+        }
+    }
+}
+
+/// When a connection last carried a byte either way (milliseconds since it opened).
+#[derive(Clone)]
+struct Activity {
+    opened: Instant,
+    last_ms: Arc<AtomicU64>,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            opened: Instant::now(),
+            last_ms: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    fn touch(&self) {
+        let now = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// Completes once nothing has moved for `timeout`.
+    async fn idle_for(&self, timeout: Duration) {
+        loop {
+            let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            let deadline = self.opened + last + timeout;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline.into()).await;
+        }
+    }
+}
+
+/// A stream that counts the bytes read from it and notes the activity.
+struct Metered<S> {
+    inner: S,
+    read: metrics::Counter,
+    activity: Activity,
+}
+
+impl<S> Metered<S> {
+    fn new(inner: S, read: metrics::Counter, activity: Activity) -> Self {
+        Self {
+            inner,
+            read,
+            activity,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let read = buf.filled().len() - before;
+        if read > 0 {
+            this.read.increment(read as u64);
+            this.activity.touch();
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
 }

@@ -191,6 +191,7 @@ fn expected_keys(parent: &[Segment]) -> String {
             "max_request_head",
             "protocol",
             "original_destination",
+            "tcp_idle_timeout",
         ],
         ["cluster"] => &[
             "name",

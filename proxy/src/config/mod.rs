@@ -223,6 +223,9 @@ pub struct ListenerConfig {
     /// `SO_ORIGINAL_DST`), to the cluster whose `service_addresses` has that address, else
     /// straight through as plain TCP.
     pub original_destination: bool,
+    /// TCP listeners: a connection with no bytes either way for this long is closed.
+    #[serde(with = "duration_text")]
+    pub tcp_idle_timeout: Duration,
 }
 
 /// What a listener speaks to its clients.

@@ -71,6 +71,7 @@ pub struct RawListener {
     pub tls: Option<Spanned<RawListenerTls>>,
     pub protocol: Option<Spanned<String>>,
     pub original_destination: Option<Spanned<bool>>,
+    pub tcp_idle_timeout: Option<Spanned<String>>,
 }
 
 /// `[listener.tls]`

@@ -253,6 +253,12 @@ fn listener(
             .and_then(|t| super::tls::listener_tls(t, &key("tls"), base, d)),
         protocol,
         original_destination: original_destination.is_some_and(|f| *f.get_ref()),
+        tcp_idle_timeout: optional_duration(
+            &raw.tcp_idle_timeout,
+            Duration::from_secs(3600),
+            &key("tcp_idle_timeout"),
+            d,
+        ),
     }
 }
 
