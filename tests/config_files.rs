@@ -91,6 +91,31 @@ connect_timeout = "soon"
 }
 
 #[test]
+fn validate_loads_the_plugins_and_names_a_bad_plugin_config() {
+    let file = scratch_dir().join("bad-plugin.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[runtime]\nplugin_cache = \"{}\"\n\n[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:8080\"\ndefault_cluster = \"app\"\nplugins = [\"hello\"]\n\n[[cluster]]\nname = \"app\"\nendpoints = [\"127.0.0.1:9001\"]\n\n[[plugin]]\nname = \"hello\"\npath = \"{}\"\n[plugin.config]\ngreting = \"hi\"\n",
+            crate::support::proxy::plugin_cache().display(),
+            crate::support::proxy::plugin_path("hello").display()
+        ),
+    )
+    .expect("write config");
+    let out = Command::new(BIN)
+        .arg("validate")
+        .arg(&file)
+        .output()
+        .expect("run validate");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a bad plugin config passed validate");
+    assert!(
+        stderr.contains("hello") && stderr.contains("unknown field `greting`"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn validate_accepts_the_demo_config() {
     let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/demo.toml");
     let out = Command::new(BIN)

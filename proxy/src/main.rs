@@ -176,6 +176,13 @@ fn run(path: PathBuf) -> ExitCode {
 fn validate(path: &std::path::Path) -> ExitCode {
     match switchyard::config::load(path) {
         Ok(config) => {
+            // Plugins are checked as the proxy would at start: compiled (and cached, so the
+            // next start is quick), instantiated, and given their config.
+            if let Err(e) = load_plugins(&config) {
+                eprintln!("error: {e}");
+                eprintln!("{}: 1 error(s)", path.display());
+                return ExitCode::FAILURE;
+            }
             println!(
                 "{}: ok ({} listeners, {} clusters, {} plugins)",
                 path.display(),
@@ -193,6 +200,21 @@ fn validate(path: &std::path::Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Loads every plugin of `config` once, on a throwaway runtime.
+fn load_plugins(config: &switchyard::config::Config) -> Result<(), String> {
+    if config.plugins.is_empty() {
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime to load the plugins: {e}"))?;
+    runtime
+        .block_on(switchyard::plugin::Plugins::load(config))
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {

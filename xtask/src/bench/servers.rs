@@ -129,6 +129,21 @@ impl Server {
                 c
             }
             Kind::Switchyard => {
+                // Compiles the plugins into the cache first (and refuses a bad config early):
+                // a proxy that compiled at start carries cranelift's memory in its RSS, which
+                // would make the RSS column depend on whether the cache was warm.
+                let validated = Command::new(&ctx.switchyard)
+                    .arg("validate")
+                    .arg(&config)
+                    .output()
+                    .with_context(|| format!("cannot run {} validate", ctx.switchyard.display()))?;
+                if !validated.status.success() {
+                    bail!(
+                        "{} does not validate:\n{}",
+                        config.display(),
+                        String::from_utf8_lossy(&validated.stderr)
+                    );
+                }
                 let mut c = Command::new(&ctx.switchyard);
                 c.args(["run", "--config"]).arg(&config);
                 c.env("RUST_LOG", "warn");
