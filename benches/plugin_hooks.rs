@@ -7,17 +7,16 @@
 //! calls them. Run with `cargo xtask build-plugins && cargo bench -p switchyard --bench
 //! plugin_hooks`.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use http::header::HeaderValue;
 use serde_json::json;
 use switchyard::plugin::{AttemptOutcome, Chain, Plugins, RequestState};
-use switchyard::upstream::Clusters;
 use switchyard_sdk::testing::TestHost;
 use switchyard_sdk::{Outcome, Plugin};
+
+#[path = "request.rs"]
+mod request;
 
 /// One plugin as the bench configures it: its name, .wasm file and config (as TOML, which the
 /// proxy reads, and as the JSON the native plugin gets).
@@ -105,25 +104,6 @@ fn token() -> String {
     auth::mint::rs256(&private_pem, Some("bench"), &claims)
 }
 
-/// The request both ways see: a GET with eight headers, a valid token among them.
-fn headers(token: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("host", "myservice.default.svc.cluster.local".into()),
-        ("user-agent", "bench/1.0".into()),
-        ("accept", "application/json".into()),
-        ("accept-encoding", "gzip".into()),
-        (
-            "x-request-id",
-            "4bf92f35-77b3-4da6-a3ce-929d0e0e4736".into(),
-        ),
-        ("x-forwarded-for", "10.0.0.1".into()),
-        ("x-user-id", "user-42".into()),
-        ("authorization", format!("Bearer {token}")),
-    ]
-}
-
-const PATH: &str = "/api/v1/users?limit=10";
-
 fn wasm_plugins(runtime: &tokio::runtime::Runtime, cases: &[Case]) -> Plugins {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins");
     let mut config = toml::Table::new();
@@ -176,56 +156,18 @@ fn wasm_plugins(runtime: &tokio::runtime::Runtime, cases: &[Case]) -> Plugins {
     })
 }
 
-fn request_state(headers: &[(&'static str, String)]) -> Box<RequestState> {
-    let mut req = http::Request::get(PATH);
-    for (name, value) in headers {
-        req = req.header(*name, value.as_str());
-    }
-    let head = req
-        .body(())
-        .map(|r| r.into_parts().0)
-        .unwrap_or_else(|e| panic!("{e}"));
-    Box::new(RequestState {
-        head,
-        response: None,
-        listener: "bench".into(),
-        peer: "127.0.0.1:40000".parse().unwrap_or_else(|e| panic!("{e}")),
-        request_id: HeaderValue::from_static("4bf92f35-77b3-4da6-a3ce-929d0e0e4736"),
-        attempt: 1,
-        destination: None,
-        clusters: Arc::new(Clusters::default()),
-        tls: None,
-        timeout: None,
-        per_try_timeout: None,
-        context: HashMap::new(),
-        bad_destination: None,
-        plugins_reached: usize::MAX,
-        exchange: switchyard::telemetry::Exchange::new(http::Method::GET, http::Version::HTTP_11),
-    })
-}
-
-fn response_head() -> http::response::Parts {
-    http::Response::builder()
-        .status(200)
-        .header("content-type", "application/json")
-        .header("content-length", "42")
-        .body(())
-        .map(|r| r.into_parts().0)
-        .unwrap_or_else(|e| panic!("{e}"))
-}
-
 /// One request through a Wasm chain: request, attempt outcome, response.
 async fn wasm_request(chain: &Chain, state: Box<RequestState>) -> Box<RequestState> {
     let (state, _) = chain.on_request(state).await;
     let (mut state, _) = chain
         .on_upstream_response(state, AttemptOutcome::Response(200))
         .await;
-    state.response = Some(response_head());
+    state.response = Some(request::response_head());
     chain.on_response(state).await.0
 }
 
 fn test_host(headers: &[(&'static str, String)]) -> TestHost {
-    let mut host = TestHost::get(PATH).authority("myservice.default.svc.cluster.local");
+    let mut host = TestHost::get(request::PATH).authority("myservice.default.svc.cluster.local");
     for (name, value) in headers {
         host = host.header(name, value);
     }
@@ -270,7 +212,7 @@ fn bench(c: &mut Criterion) {
         .unwrap_or_else(|e| panic!("{e}"));
     let cases = cases();
     let token = token();
-    let headers = headers(&token);
+    let headers = request::headers(&format!("Bearer {token}"));
     let plugins = wasm_plugins(&runtime, &cases);
 
     let mut group = c.benchmark_group("plugin hooks per request (wasm vs native)");
@@ -279,7 +221,7 @@ fn bench(c: &mut Criterion) {
         let chain = plugins.chain(&names);
         group.bench_function(format!("{label} / wasm"), |b| {
             b.iter_batched(
-                || request_state(&headers),
+                || request::request_state(&headers),
                 |state| runtime.block_on(wasm_request(&chain, state)),
                 BatchSize::SmallInput,
             );

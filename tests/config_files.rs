@@ -1,7 +1,7 @@
 //! Every shipped config parses, and `switchyard validate` reports mistakes clearly.
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
 
 use crate::support::proxy::scratch_dir;
 
@@ -16,6 +16,15 @@ fn toml_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
             out.push(path);
         }
     }
+}
+
+/// `switchyard validate FILE`.
+fn validate(file: &Path) -> Output {
+    Command::new(BIN)
+        .arg("validate")
+        .arg(file)
+        .output()
+        .expect("run validate")
 }
 
 #[test]
@@ -53,11 +62,7 @@ connect_timeout = "soon"
     )
     .expect("write config");
 
-    let out = Command::new(BIN)
-        .arg("validate")
-        .arg(&file)
-        .output()
-        .expect("run validate");
+    let out = validate(&file);
     let stderr = String::from_utf8_lossy(&out.stderr);
 
     assert!(!out.status.success(), "validate accepted a broken file");
@@ -102,11 +107,7 @@ fn validate_loads_the_plugins_and_names_a_bad_plugin_config() {
         ),
     )
     .expect("write config");
-    let out = Command::new(BIN)
-        .arg("validate")
-        .arg(&file)
-        .output()
-        .expect("run validate");
+    let out = validate(&file);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a bad plugin config passed validate");
     assert!(
@@ -118,11 +119,7 @@ fn validate_loads_the_plugins_and_names_a_bad_plugin_config() {
 #[test]
 fn validate_accepts_the_demo_config() {
     let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/demo.toml");
-    let out = Command::new(BIN)
-        .arg("validate")
-        .arg(&demo)
-        .output()
-        .expect("run validate");
+    let out = validate(&demo);
     assert!(
         out.status.success(),
         "{}",

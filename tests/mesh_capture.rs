@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::support::proxy::scratch_dir;
 use crate::support::tls::Pki;
-use crate::support::{Killed, prometheus_value};
+use crate::support::{Killed, prometheus_value, run_ok};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 /// The sidecars run as this user, which the capture rules leave alone (Istio uses 1337 too).
@@ -39,15 +39,7 @@ fn unsupported() -> Option<String> {
 }
 
 fn run(args: &[&str]) {
-    let output = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(
-        output.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    run_ok(Command::new(args[0]).args(&args[1..]));
 }
 
 /// Two namespaces joined by a veth pair; deleted (with everything in them) on drop.

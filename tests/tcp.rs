@@ -74,6 +74,15 @@ async fn round_trip(addr: SocketAddr, payload: &[u8]) -> String {
     String::from_utf8(greeting).expect("utf-8 greeting")
 }
 
+/// Waits (up to 5 s) for the proxy to close `stream`: end of stream or a reset, no data.
+async fn assert_closed_soon(stream: &mut TcpStream) {
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+        .await
+        .expect("closed in time");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+}
+
 fn tcp_listener(name: &str, cluster: &str, extra: &str) -> String {
     format!(
         "[[listener]]\nname = \"{name}\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"tcp\"\ndefault_cluster = \"{cluster}\"\n{extra}\n"
@@ -147,11 +156,7 @@ async fn a_refused_upstream_closes_the_connection_and_counts_a_connect_error() {
         tcp_listener("gone", "gone", ""),
     ));
     let mut stream = TcpStream::connect(proxy.addr()).await.expect("connect");
-    let mut buf = [0u8; 16];
-    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
-        .await
-        .expect("closed in time");
-    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert_closed_soon(&mut stream).await;
     let admin = proxy.admin;
     let counted = crate::support::eventually(Duration::from_secs(5), async || {
         prometheus_value(
@@ -220,11 +225,7 @@ async fn plain_tcp_is_upgraded_to_mtls_between_two_proxies() {
     let mut stream = TcpStream::connect(without_cert.addr())
         .await
         .expect("connect");
-    let mut buf = [0u8; 16];
-    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
-        .await
-        .expect("closed in time");
-    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert_closed_soon(&mut stream).await;
     let admin = inbound.admin;
     let refused_handshake = crate::support::eventually(Duration::from_secs(5), async || {
         prometheus_value(
@@ -272,11 +273,7 @@ async fn idle_connections_are_closed_and_bytes_count_while_open() {
     assert!(counted, "{}", admin_get(admin, "/metrics"));
 
     // Then quiet: the proxy closes it.
-    let mut buf = [0u8; 8];
-    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
-        .await
-        .expect("closed within the deadline");
-    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert_closed_soon(&mut stream).await;
 }
 
 #[test]

@@ -84,7 +84,7 @@ pub async fn proxy_connection<S>(
         Target::Passthrough(addr) => passthrough(addr).await,
     };
     let result = match result {
-        Ok(upstream) => {
+        Ok((upstream, _held)) => {
             let upstream = Metered::new(upstream, upstream_bytes, activity.clone());
             join(&mut downstream, upstream, &activity, idle_timeout).await
         }
@@ -98,7 +98,7 @@ pub async fn proxy_connection<S>(
 }
 
 /// A connection to an endpoint of `cluster`, held against its connection limit.
-async fn to_cluster(cluster: &Cluster) -> Result<Upstream, ErrorKind> {
+async fn to_cluster(cluster: &Cluster) -> Result<(UpstreamStream, Option<Held>), ErrorKind> {
     let Some(endpoint) = cluster.pick(None) else {
         warn!(cluster = cluster.name(), "tcp: no live endpoint");
         return Err(ErrorKind::NoEndpoint);
@@ -114,13 +114,10 @@ async fn to_cluster(cluster: &Cluster) -> Result<Upstream, ErrorKind> {
             return Err(error_kind(&e));
         }
     };
-    Ok(Upstream::Cluster {
-        stream,
-        _held: (admission, in_flight),
-    })
+    Ok((stream, Some((admission, in_flight))))
 }
 
-async fn passthrough(addr: SocketAddr) -> Result<Upstream, ErrorKind> {
+async fn passthrough(addr: SocketAddr) -> Result<(UpstreamStream, Option<Held>), ErrorKind> {
     let upstream =
         match tokio::time::timeout(PASSTHROUGH_CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => stream,
@@ -131,7 +128,7 @@ async fn passthrough(addr: SocketAddr) -> Result<Upstream, ErrorKind> {
             Err(_) => return Err(ErrorKind::Timeout),
         };
     let _ = upstream.set_nodelay(true);
-    Ok(Upstream::Passthrough(upstream))
+    Ok((UpstreamStream::Plain(upstream), None))
 }
 
 /// Copies both ways until both sides are done or nothing moved for `idle_timeout` (then both
@@ -178,54 +175,8 @@ fn count_error(listener: &str, cluster: &str, kind: ErrorKind) {
     .increment(1);
 }
 
-/// The upstream side of a connection, with what it holds against the cluster's limits.
-enum Upstream {
-    Cluster {
-        stream: UpstreamStream,
-        _held: (Admission, InFlight),
-    },
-    Passthrough(TcpStream),
-}
-
-impl AsyncRead for Upstream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Cluster { stream, .. } => Pin::new(stream).poll_read(cx, buf),
-            Self::Passthrough(stream) => Pin::new(stream).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Upstream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Cluster { stream, .. } => Pin::new(stream).poll_write(cx, buf),
-            Self::Passthrough(stream) => Pin::new(stream).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Cluster { stream, .. } => Pin::new(stream).poll_flush(cx),
-            Self::Passthrough(stream) => Pin::new(stream).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Cluster { stream, .. } => Pin::new(stream).poll_shutdown(cx),
-            Self::Passthrough(stream) => Pin::new(stream).poll_shutdown(cx),
-        }
-    }
-}
+/// What a connection to a cluster endpoint holds against the cluster's limits while it lives.
+type Held = (Admission, InFlight);
 
 /// When a connection last carried a byte either way (milliseconds since it opened).
 #[derive(Clone)]

@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 
 use super::client::Reply;
 use super::proxy::scratch_dir;
+use super::run_ok;
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 
@@ -35,9 +36,11 @@ impl Pki {
     /// `switchyard certs ca`.
     pub fn new() -> Self {
         let dir = scratch_dir();
-        run(Command::new(BIN)
-            .args(["certs", "ca", "--out"])
-            .arg(dir.join("ca")));
+        run_ok(
+            Command::new(BIN)
+                .args(["certs", "ca", "--out"])
+                .arg(dir.join("ca")),
+        );
         Self { dir }
     }
 
@@ -59,7 +62,7 @@ impl Pki {
         for d in dns {
             cmd.args(["--dns", d]);
         }
-        run(&mut cmd);
+        run_ok(&mut cmd);
         Issued {
             cert: out.join("cert.pem"),
             key: out.join("key.pem"),
@@ -106,15 +109,6 @@ impl Pki {
             key: out.join("key.pem"),
         }
     }
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().expect("run switchyard certs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// What a TLS exchange showed besides the reply.

@@ -128,8 +128,9 @@ impl HostState {
     /// The handle for a plugin metric, made (and cached) on first use: a hot update is one
     /// hash of the name and labels the plugin passed.
     fn metric(&mut self, key: MetricKey) -> &MetricHandle {
-        if !self.metric_handles.contains_key(&key)
-            && self.metric_handles.len() >= MAX_CACHED_METRICS
+        // The size test first: below the cap (always, in practice) a hot update hashes once.
+        if self.metric_handles.len() >= MAX_CACHED_METRICS
+            && !self.metric_handles.contains_key(&key)
         {
             // Keep working past the cap, just without caching new names.
             self.metric_handles.clear();
