@@ -41,18 +41,42 @@ pub fn example_config(name: &str, replacements: &[(&str, String)]) -> String {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../config/examples")
         .join(name);
-    let mut text =
+    let text =
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    for (from, to) in replacements {
-        assert!(text.contains(from), "{name} does not mention {from:?}");
-        text = text.replace(from, to);
+    for (from, _) in replacements {
+        assert!(
+            !from.is_empty() && text.contains(from),
+            "{name} does not mention {from:?}"
+        );
     }
+    let text = replace_at_once(&text, replacements);
     let plugins = plugin_path("hello");
     let plugins = plugins.parent().expect("plugins dir");
     text.replace(
         "\"../../target/plugins/",
         &format!("\"{}/", plugins.display()),
     )
+}
+
+/// Every `(from, to)` substituted in one pass over `text`, so a substituted value is never
+/// matched again: replacing in turn, a real address like "127.0.0.1:43189" put in for one
+/// placeholder was later mangled by the placeholder "127.0.0.1:4318" (a CI flake).
+fn replace_at_once(text: &str, replacements: &[(&str, String)]) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    loop {
+        let earliest = replacements
+            .iter()
+            .filter_map(|(from, to)| rest.find(from).map(|at| (at, from.len(), to)))
+            .min_by_key(|&(at, len, _)| (at, std::cmp::Reverse(len)));
+        let Some((at, len, to)) = earliest else {
+            out.push_str(rest);
+            return out;
+        };
+        out.push_str(&rest[..at]);
+        out.push_str(to);
+        rest = &rest[at + len..];
+    }
 }
 
 /// The compiled-plugin cache the tests share.
