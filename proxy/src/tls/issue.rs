@@ -54,12 +54,48 @@ pub struct Workload {
 
 /// Issues `cert.pem` (leaf, then the CA) and `key.pem` into `out`, signed by the CA in `ca_dir`.
 pub fn issue(ca_dir: &Path, workload: &Workload, out: &Path) -> Result<(), IssueError> {
-    let ca_key_pem = read(&ca_dir.join("ca-key.pem"))?;
-    let ca_pem = read(&ca_dir.join("ca.pem"))?;
-    let ca_key = KeyPair::from_pem(&ca_key_pem)?;
-    let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key)?;
-
+    let ca = MeshCa::load(&ca_dir.join("ca.pem"), &ca_dir.join("ca-key.pem"))?;
     let key = KeyPair::generate()?;
+    let chain = ca.sign(workload, &key)?;
+    write(out, "cert.pem", &chain)?;
+    write(out, "key.pem", &key.serialize_pem())
+}
+
+/// A CA that signs workload certificates: `switchyard certs issue` and the control plane's
+/// identity service (which signs the public key of a CSR, never seeing the workload's key).
+pub struct MeshCa {
+    issuer: Issuer<'static, KeyPair>,
+    ca_pem: String,
+}
+
+impl MeshCa {
+    /// Reads the CA certificate and its key.
+    pub fn load(cert: &Path, key: &Path) -> Result<Self, IssueError> {
+        let ca_key = KeyPair::from_pem(&read(key)?)?;
+        let ca_pem = read(cert)?;
+        let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key)?;
+        Ok(Self { issuer, ca_pem })
+    }
+
+    /// The CA certificate, PEM: the trust anchor workloads verify each other with.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// A certificate for `workload` over `public_key`: the leaf then the CA, PEM.
+    pub fn sign(
+        &self,
+        workload: &Workload,
+        public_key: &impl rcgen::PublicKeyData,
+    ) -> Result<String, IssueError> {
+        let params = workload_params(workload)?;
+        let cert = params.signed_by(public_key, &self.issuer)?;
+        Ok(format!("{}{}", cert.pem(), self.ca_pem))
+    }
+}
+
+/// What a workload certificate says: its names, usable to serve and as a client.
+fn workload_params(workload: &Workload) -> Result<CertificateParams, IssueError> {
     let mut params = CertificateParams::default();
     let common_name = workload
         .spiffe_id
@@ -79,10 +115,13 @@ pub fn issue(ca_dir: &Path, workload: &Workload, out: &Path) -> Result<(), Issue
             .subject_alt_names
             .push(SanType::URI(id.clone().try_into()?));
     }
-    for dns in &workload.dns_names {
-        params
-            .subject_alt_names
-            .push(SanType::DnsName(dns.clone().try_into()?));
+    for name in &workload.dns_names {
+        // An address as a name ("127.0.0.1") is an IP SAN, which is what clients check for it.
+        let san = match name.parse::<std::net::IpAddr>() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => SanType::DnsName(name.clone().try_into()?),
+        };
+        params.subject_alt_names.push(san);
     }
     params.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
@@ -93,9 +132,7 @@ pub fn issue(ca_dir: &Path, workload: &Workload, out: &Path) -> Result<(), Issue
         ExtendedKeyUsagePurpose::ClientAuth,
     ];
     set_validity(&mut params, workload.valid_for);
-    let cert = params.signed_by(&key, &issuer)?;
-    write(out, "cert.pem", &format!("{}{}", cert.pem(), ca_pem))?;
-    write(out, "key.pem", &key.serialize_pem())
+    Ok(params)
 }
 
 fn set_validity(params: &mut CertificateParams, valid_for: Duration) {
