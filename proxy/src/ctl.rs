@@ -16,7 +16,12 @@ pub struct Ctl {
     /// The proxy's admin API.
     #[arg(long, default_value = "127.0.0.1:9901", env = "SWITCHYARD_ADMIN")]
     admin: String,
-    /// Bearer token for changes (`[admin] token` of the proxy).
+    /// Talk to the control plane's admin API instead (`[control] admin` in mesh.toml): `status`
+    /// and `reload` then act on the whole mesh, and `weights` changes it.
+    #[arg(long, env = "SWITCHYARD_CONTROL")]
+    control: Option<String>,
+    /// Bearer token for changes (`[admin] token` of the proxy, `admin_token` of the control
+    /// plane).
     #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Print the admin API's JSON instead of a table.
@@ -39,6 +44,24 @@ enum CtlCommand {
     Reload,
     /// Config version and the result of the last reload.
     Status,
+    /// Set a traffic split mesh-wide (with --control): `weights canary v1=90 v2=10` sets those
+    /// clusters' weights in plugin `canary` for every proxy, until the control plane restarts.
+    Weights {
+        plugin: String,
+        /// CLUSTER=WEIGHT, one or more.
+        #[arg(required = true, value_parser = parse_weight)]
+        weights: Vec<(String, u32)>,
+    },
+}
+
+fn parse_weight(text: &str) -> Result<(String, u32), String> {
+    let (cluster, weight) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?}: expected CLUSTER=WEIGHT, like v2=10"))?;
+    let weight = weight
+        .parse()
+        .map_err(|_| format!("{text:?}: the weight must be a whole number"))?;
+    Ok((cluster.to_owned(), weight))
 }
 
 impl Ctl {
@@ -72,6 +95,17 @@ impl Ctl {
                     .with_context(|| format!("cannot read {}", file.display()))?;
                 (Method::PUT, format!("/plugins/{name}"), Bytes::from(bytes))
             }
+            CtlCommand::Weights { plugin, weights } => {
+                let body: serde_json::Map<String, Value> = weights
+                    .iter()
+                    .map(|(cluster, weight)| (cluster.clone(), Value::from(*weight)))
+                    .collect();
+                (
+                    Method::POST,
+                    format!("/plugins/{plugin}/weights"),
+                    Bytes::from(serde_json::to_vec(&body)?),
+                )
+            }
         };
         let (status, answer) = self.call(method, &path, body).await?;
         if self.json {
@@ -97,7 +131,9 @@ impl Ctl {
         body: Bytes,
     ) -> anyhow::Result<(StatusCode, Value)> {
         let authority = self
-            .admin
+            .control
+            .as_ref()
+            .unwrap_or(&self.admin)
             .trim_start_matches("http://")
             .trim_end_matches('/')
             .to_owned();
@@ -130,6 +166,14 @@ fn render(command: &CtlCommand, answer: &Value) -> String {
     }
     match command {
         CtlCommand::Plugins => plugins_table(answer),
+        CtlCommand::Status if answer.get("workloads").is_some() => mesh_status(answer),
+        CtlCommand::Weights { plugin, .. } => match answer["result"].as_str() {
+            Some("ok") => format!(
+                "weights of {plugin} set mesh-wide; mesh generation {}\n",
+                answer["generation"]
+            ),
+            _ => format!("refused: {answer}\n"),
+        },
         CtlCommand::Status => {
             let last = &answer["last_reload"];
             let mut out = format!(
@@ -156,7 +200,10 @@ fn render(command: &CtlCommand, answer: &Value) -> String {
                     ),
                     None => "reloaded".to_owned(),
                 };
-                format!("{what}; config version {}\n", answer["version"])
+                match answer.get("generation") {
+                    Some(generation) => format!("mesh reloaded; generation {generation}\n"),
+                    None => format!("{what}; config version {}\n", answer["version"]),
+                }
             }
             _ => format!(
                 "refused: {}\n",
@@ -164,6 +211,46 @@ fn render(command: &CtlCommand, answer: &Value) -> String {
             ),
         },
     }
+}
+
+/// The control plane's `/status`: each workload and whether its proxies run its bundle.
+fn mesh_status(answer: &Value) -> String {
+    let mut rows = vec![[
+        "WORKLOAD".to_owned(),
+        "BUNDLE".to_owned(),
+        "PROXY".to_owned(),
+        "APPLIED".to_owned(),
+        "IN SYNC".to_owned(),
+    ]];
+    for w in answer["workloads"].as_array().into_iter().flatten() {
+        let name = w["workload"].as_str().unwrap_or("-").to_owned();
+        let etag = w["etag"].as_str().unwrap_or("-").to_owned();
+        let proxies = w["proxies"].as_array().cloned().unwrap_or_default();
+        if proxies.is_empty() {
+            rows.push([
+                name.clone(),
+                etag.clone(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+            ]);
+        }
+        for p in proxies {
+            rows.push([
+                name.clone(),
+                etag.clone(),
+                p["instance"].as_str().unwrap_or("-").to_owned(),
+                p["etag"].as_str().unwrap_or("-").to_owned(),
+                if p["in_sync"].as_bool() == Some(true) {
+                    "yes"
+                } else {
+                    "no"
+                }
+                .to_owned(),
+            ]);
+        }
+    }
+    table(rows)
 }
 
 fn plugins_table(answer: &Value) -> String {
@@ -186,7 +273,12 @@ fn plugins_table(answer: &Value) -> String {
             micros(&p["p99_us"]),
         ]);
     }
-    let widths: Vec<usize> = (0..6)
+    table(rows)
+}
+
+/// Rows as columns aligned by the widest cell.
+fn table<const N: usize>(rows: Vec<[String; N]>) -> String {
+    let widths: Vec<usize> = (0..N)
         .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();

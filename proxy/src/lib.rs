@@ -18,6 +18,7 @@ pub mod echo;
 pub mod headers;
 pub mod listener;
 pub mod local_response;
+pub mod mesh;
 pub mod plugin;
 pub mod proxy;
 pub mod reload;

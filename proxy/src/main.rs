@@ -53,6 +53,12 @@ enum Command {
         #[arg(long)]
         status: Option<u16>,
     },
+    /// The control plane: serves every proxy of the mesh its config bundle and its identity.
+    Control {
+        /// The mesh file (mesh.toml).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Talk to a running proxy's admin API: list plugins, swap one, reload, show status.
     Ctl(ctl::Ctl),
     /// A mesh CA and workload certificates for mTLS, in two commands.
@@ -147,6 +153,7 @@ fn main() -> ExitCode {
             delay,
             status,
         } => echo(listen, name, delay, status),
+        Command::Control { config } => control(config),
         Command::Ctl(ctl) => ctl.run(),
         Command::Certs { command } => certs(command),
         Command::Iptables(args) => iptables(args),
@@ -155,6 +162,9 @@ fn main() -> ExitCode {
 
 fn run(path: PathBuf) -> ExitCode {
     switchyard::telemetry::init_logging();
+    if is_controlled(&path) {
+        return controlled(&path);
+    }
     let config = match switchyard::config::load(&path) {
         Ok(config) => config,
         Err(errors) => {
@@ -173,7 +183,55 @@ fn run(path: PathBuf) -> ExitCode {
     }
 }
 
+/// Whether the file has `[control]`: its listeners, clusters and plugins come from there.
+fn is_controlled(path: &std::path::Path) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|s| switchyard::mesh::agent::is_controlled(&s))
+}
+
+fn controlled(path: &std::path::Path) -> ExitCode {
+    match switchyard::mesh::agent::run(path) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("{e}");
+            eprintln!("error: {} refused; not starting", path.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn control(path: PathBuf) -> ExitCode {
+    switchyard::telemetry::init_logging();
+    match switchyard::mesh::control::run(path.clone()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("{e}");
+            eprintln!("error: {} refused; not starting", path.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn validate(path: &std::path::Path) -> ExitCode {
+    if is_controlled(path) {
+        return match switchyard::mesh::agent::load(path) {
+            Ok(_) => {
+                println!(
+                    "{}: ok (controlled: listeners, clusters and plugins come from the control plane)",
+                    path.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                for e in &errors.0 {
+                    eprintln!("error: {e}");
+                }
+                eprintln!("{}: {} error(s)", path.display(), errors.0.len());
+                ExitCode::FAILURE
+            }
+        };
+    }
     match switchyard::config::load(path) {
         Ok(config) => {
             // Plugins are checked as the proxy would at start: compiled (and cached, so the

@@ -33,6 +33,16 @@ pub enum ServerError {
 /// Runs the proxy until SIGTERM or SIGINT, on a runtime sized by `[runtime]`. `config_path` is
 /// where reloads (file changes, SIGHUP, the admin API) read the config again.
 pub fn run(config: Config, config_path: PathBuf) -> Result<(), ServerError> {
+    run_with(config, config_path, |_| {})
+}
+
+/// [`run`], calling `on_start` with the reloader once everything is bound (a controlled proxy
+/// starts its agent there).
+pub fn run_with(
+    config: Config,
+    config_path: PathBuf,
+    on_start: impl FnOnce(Arc<Reloader>),
+) -> Result<(), ServerError> {
     // One worker: tokio's single-threaded scheduler, which skips the work-stealing machinery
     // (and its cross-thread wakeups) that one thread cannot use.
     let mut runtime = match config.runtime.worker_threads {
@@ -45,7 +55,7 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), ServerError> {
         None => tokio::runtime::Builder::new_multi_thread(),
     };
     let runtime = runtime.enable_all().build().map_err(ServerError::Runtime)?;
-    runtime.block_on(serve(config, config_path, shutdown_signal()))
+    runtime.block_on(serve_with(config, config_path, shutdown_signal(), on_start))
 }
 
 /// Serves `config` until `shutdown` completes, then drains.
@@ -53,6 +63,16 @@ pub async fn serve(
     config: Config,
     config_path: PathBuf,
     shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    serve_with(config, config_path, shutdown, |_| {}).await
+}
+
+/// [`serve`], calling `on_start` with the reloader once everything is bound.
+pub async fn serve_with(
+    config: Config,
+    config_path: PathBuf,
+    shutdown: impl Future<Output = ()>,
+    on_start: impl FnOnce(Arc<Reloader>),
 ) -> Result<(), ServerError> {
     let metrics = crate::telemetry::install_metrics();
     let admin_listen = config.admin.listen;
@@ -75,6 +95,7 @@ pub async fn serve(
     tokio::spawn(admin::serve(admin_socket, Arc::clone(&state)));
     tokio::spawn(reload_on_sighup(Arc::clone(&reloader)));
     crate::watch::spawn(Arc::clone(&reloader));
+    on_start(Arc::clone(&reloader));
 
     state.ready.store(true, Ordering::Release);
     let current = reloader.current();

@@ -5,21 +5,54 @@
 //! debounced, and a reload happens only when the content really changed.
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
 use crate::reload::Reloader;
+
+/// Something rebuilt from files: the proxy's [`Reloader`], the control plane's mesh state.
+pub trait Watched: Send + Sync + 'static {
+    /// Every file the current state was built from (their directories are watched).
+    fn watched_files(&self) -> Vec<PathBuf>;
+    /// Whether any of those files now differs from what the state was built from.
+    fn inputs_changed(&self) -> bool;
+    /// Reads the files again and applies them (or logs why not and keeps the old state).
+    fn reload_from_files(&self) -> impl Future<Output = ()> + Send;
+    /// Changes whenever a new state is applied, whatever asked for it.
+    fn applied(&self) -> watch::Receiver<u64>;
+}
+
+impl Watched for Reloader {
+    fn watched_files(&self) -> Vec<PathBuf> {
+        let mut files = self.current().config.input_files();
+        files.push(self.config_path().to_path_buf());
+        files
+    }
+
+    fn inputs_changed(&self) -> bool {
+        Reloader::inputs_changed(self)
+    }
+
+    async fn reload_from_files(&self) {
+        let _ = self.reload("file").await;
+    }
+
+    fn applied(&self) -> watch::Receiver<u64> {
+        Reloader::applied(self)
+    }
+}
 
 /// Events closer together than this are one change (an editor's save is several events).
 const DEBOUNCE: Duration = Duration::from_millis(50);
 
 /// Starts watching; runs for the life of the process.
-pub fn spawn(reloader: Arc<Reloader>) {
+pub fn spawn<W: Watched>(reloader: Arc<W>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if event.is_ok() {
@@ -34,13 +67,13 @@ pub fn spawn(reloader: Arc<Reloader>) {
     }
 }
 
-async fn run(
-    reloader: Arc<Reloader>,
+async fn run<W: Watched>(
+    reloader: Arc<W>,
     mut watcher: RecommendedWatcher,
     mut events: mpsc::UnboundedReceiver<()>,
 ) {
     let mut watched = BTreeSet::new();
-    rewatch(&reloader, &mut watcher, &mut watched);
+    rewatch(reloader.as_ref(), &mut watcher, &mut watched);
     let mut applied = reloader.applied();
     loop {
         tokio::select! {
@@ -54,7 +87,7 @@ async fn run(
                 if changed.is_err() {
                     return;
                 }
-                rewatch(&reloader, &mut watcher, &mut watched);
+                rewatch(reloader.as_ref(), &mut watcher, &mut watched);
                 continue;
             }
         }
@@ -69,19 +102,18 @@ async fn run(
         if reloader.inputs_changed() {
             debug!("a watched file changed: reloading");
             // The applied-version change that follows re-reads the directories to watch.
-            let _ = reloader.reload("file").await;
+            reloader.reload_from_files().await;
         }
     }
 }
 
-/// Watches the directories of the config file and of every plugin of the current config.
-fn rewatch(reloader: &Reloader, watcher: &mut RecommendedWatcher, watched: &mut BTreeSet<PathBuf>) {
-    let config = reloader.current().config.clone();
-    let mut wanted = BTreeSet::new();
-    wanted.insert(parent(reloader.config_path()));
-    for file in config.input_files() {
-        wanted.insert(parent(&file));
-    }
+/// Watches the directories of every file the current state was built from.
+fn rewatch<W: Watched>(
+    reloader: &W,
+    watcher: &mut RecommendedWatcher,
+    watched: &mut BTreeSet<PathBuf>,
+) {
+    let wanted: BTreeSet<PathBuf> = reloader.watched_files().iter().map(|f| parent(f)).collect();
     for gone in watched.difference(&wanted) {
         let _ = watcher.unwatch(gone);
     }

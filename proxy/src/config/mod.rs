@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub(crate) use error::Diagnostics;
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{load, load_str};
 

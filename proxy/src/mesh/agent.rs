@@ -1,0 +1,604 @@
+//! A proxy run by the control plane: its config file has `[control]` (and, optionally,
+//! `[admin]`, `[runtime]`, `[access_log]`, `[tracing]`, which stay local) instead of listeners,
+//! clusters and plugins.
+//!
+//! ```toml
+//! [control]
+//! url = "https://switchyard-control:15012"
+//! ca = "/etc/switchyard/mesh-ca.pem"     # the mesh CA: the control plane must chain to it
+//! workload = "frontend"
+//! namespace = "default"
+//! token_file = "/var/run/secrets/switchyard/token"   # or token = "..."
+//! state_dir = "/var/run/switchyard"       # identity, plugins and the last good bundle
+//! ```
+//!
+//! On start the agent makes a key, has the control plane sign it (the bootstrap token says which
+//! workload it is), fetches its bundle over mTLS, checks the bundle's and every plugin's sha256,
+//! writes the proxy config it makes of them into `state_dir` and serves it. Then it long-polls
+//! for changes and applies each through the same reload path a file edit takes, reports what it
+//! applied, and renews its certificate at two thirds of its life. When the control plane is
+//! away it keeps serving — and starts again from — the last good bundle in `state_dir`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{Method, StatusCode, Uri};
+use serde::Deserialize;
+use tracing::{info, warn};
+
+use super::api::{self, Bundle, IdentityGrant, Report, sha256_hex};
+use super::client::{CallError, ControlClient};
+use super::render::{IDENTITY_FILE, MESH_CA_FILE};
+use super::toml_errors::{deserialize, file_error, top_level_span};
+use crate::config::{Config, ConfigErrors, Diagnostics, parse_duration};
+use crate::reload::Reloader;
+
+/// Sections of a controlled proxy's own file that are not `[control]` and stay local.
+const LOCAL_SECTIONS: [&str; 4] = ["admin", "runtime", "access_log", "tracing"];
+/// The effective config, written into the state directory.
+const CONFIG_FILE: &str = "config.toml";
+/// The bundle it was made from (for its etag after a restart).
+const BUNDLE_FILE: &str = "bundle.json";
+/// Retries back off up to this.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Why a controlled proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    #[error(transparent)]
+    Server(#[from] crate::server::ServerError),
+    #[error("{0}")]
+    State(String),
+}
+
+/// `[control]`, checked.
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    url: Uri,
+    ca: PathBuf,
+    workload: String,
+    namespace: String,
+    token: Token,
+    state_dir: PathBuf,
+    poll_timeout: Duration,
+    /// The local sections, paths made absolute.
+    local: toml::Table,
+}
+
+#[derive(Debug, Clone)]
+enum Token {
+    Inline(String),
+    /// Read at every use: a projected service-account token is rotated in place.
+    File(PathBuf),
+}
+
+#[derive(Deserialize)]
+struct RawLocal {
+    control: RawControl,
+    #[serde(flatten)]
+    rest: toml::Table,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawControl {
+    url: String,
+    ca: PathBuf,
+    workload: String,
+    namespace: Option<String>,
+    token: Option<String>,
+    token_file: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+    poll_timeout: Option<String>,
+}
+
+/// Whether the config file at `path` is a controlled proxy's (has `[control]`).
+pub fn is_controlled(source: &str) -> bool {
+    source
+        .parse::<toml::Table>()
+        .is_ok_and(|t| t.contains_key("control"))
+}
+
+/// Reads and checks a controlled proxy's own file.
+pub fn load(path: &Path) -> Result<AgentSettings, ConfigErrors> {
+    let source = std::fs::read_to_string(path)
+        .map_err(|e| file_error(path, format!("cannot read config file: {e}")))?;
+    let raw: RawLocal = deserialize(path, &source)?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut d = Diagnostics::new(path, &source);
+    let control_span = top_level_span(&source, "control");
+    for key in raw.rest.keys() {
+        if !LOCAL_SECTIONS.contains(&key.as_str()) {
+            d.error(
+                top_level_span(&source, key),
+                key.clone(),
+                format!(
+                    "with [control], `{key}` comes from the control plane; a controlled proxy's \
+                     file may add only {}",
+                    LOCAL_SECTIONS.map(|s| format!("[{s}]")).join(", ")
+                ),
+            );
+        }
+    }
+    let url: Option<Uri> = match raw.control.url.parse::<Uri>() {
+        Ok(url) if url.scheme_str() == Some("https") && url.host().is_some() => Some(url),
+        _ => {
+            d.error(
+                control_span.clone(),
+                "control.url",
+                format!(
+                    "{:?} is not an https:// URL (the control plane speaks only HTTPS)",
+                    raw.control.url
+                ),
+            );
+            None
+        }
+    };
+    let token = match (raw.control.token, raw.control.token_file) {
+        (Some(t), None) => Token::Inline(t),
+        (None, Some(f)) => Token::File(base.join(f)),
+        _ => {
+            d.error(
+                control_span.clone(),
+                "control.token",
+                "give exactly one of `token` and `token_file` (the workload's bootstrap token)",
+            );
+            Token::Inline(String::new())
+        }
+    };
+    let poll_timeout = match raw.control.poll_timeout.as_deref().map(parse_duration) {
+        None => Duration::from_secs(30),
+        Some(Some(t)) if t >= Duration::from_secs(1) && t.as_secs() <= api::MAX_WAIT_SECS => t,
+        Some(_) => {
+            d.error(
+                control_span,
+                "control.poll_timeout",
+                format!(
+                    "expected a duration from 1s to {}s, like \"30s\"",
+                    api::MAX_WAIT_SECS
+                ),
+            );
+            Duration::from_secs(30)
+        }
+    };
+    let namespace = raw.control.namespace.unwrap_or_else(|| "default".into());
+    let state_dir = raw.control.state_dir.map_or_else(
+        || std::env::temp_dir().join(format!("switchyard-{namespace}-{}", raw.control.workload)),
+        |dir| base.join(dir),
+    );
+    let mut local = raw.rest;
+    absolutize(&mut local, base);
+    let settings = url.map(|url| AgentSettings {
+        url,
+        ca: base.join(raw.control.ca),
+        workload: raw.control.workload,
+        namespace,
+        token,
+        state_dir,
+        poll_timeout,
+        local,
+    });
+    d.into_result(settings)?
+        .ok_or_else(|| file_error(path, "control.url: expected an https:// URL"))
+}
+
+/// Relative paths in the local sections are relative to the proxy's own file, which the
+/// effective config (in the state directory) is not next to.
+fn absolutize(local: &mut toml::Table, base: &Path) {
+    let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
+    for (section, key) in [("access_log", "path"), ("runtime", "plugin_cache")] {
+        if let Some(toml::Value::String(p)) = local.get_mut(section).and_then(|s| s.get_mut(key))
+            && Path::new(p.as_str()).is_relative()
+        {
+            *p = base.join(&*p).display().to_string();
+        }
+    }
+}
+
+/// Runs a controlled proxy until SIGTERM or SIGINT.
+pub fn run(path: &Path) -> Result<(), AgentError> {
+    let settings = load(path)?;
+    let agent = Arc::new(Agent::new(settings)?);
+    let bootstrap = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| AgentError::State(format!("cannot start a runtime: {e}")))?;
+    let config = bootstrap.block_on(agent.bootstrap())?;
+    drop(bootstrap);
+    let effective = agent.path(CONFIG_FILE);
+    crate::server::run_with(config, effective, move |reloader| {
+        tokio::spawn(Arc::clone(&agent).follow(Arc::clone(&reloader)));
+        tokio::spawn(agent.renew(reloader));
+    })?;
+    Ok(())
+}
+
+/// The agent of one controlled proxy.
+struct Agent {
+    settings: AgentSettings,
+    /// The etag of the bundle in use.
+    etag: Mutex<String>,
+    instance: String,
+}
+
+impl Agent {
+    fn new(settings: AgentSettings) -> Result<Self, AgentError> {
+        for dir in ["identity", "plugins"] {
+            let dir = settings.state_dir.join(dir);
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| AgentError::State(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let etag = std::fs::read(settings.state_dir.join(BUNDLE_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Bundle>(&b).ok())
+            .filter(|_| settings.state_dir.join(CONFIG_FILE).exists())
+            .map(|b| b.etag)
+            .unwrap_or_default();
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "localhost".into());
+        Ok(Self {
+            settings,
+            etag: Mutex::new(etag),
+            instance: format!("{host}:{}", std::process::id()),
+        })
+    }
+
+    fn path(&self, relative: &str) -> PathBuf {
+        self.settings.state_dir.join(relative)
+    }
+
+    /// An identity and a config to start with: fresh from the control plane, else the last
+    /// good ones in the state directory; waits for the control plane when there are none.
+    async fn bootstrap(&self) -> Result<Config, AgentError> {
+        let mut backoff = Backoff::default();
+        loop {
+            let usable = identity_span(&self.path(IDENTITY_FILE))
+                .is_some_and(|(_, renew_at, expires)| SystemTime::now() < renew_at.min(expires));
+            if usable {
+                break;
+            }
+            match self.request_identity().await {
+                Ok(()) => break,
+                Err(e) if identity_span(&self.path(IDENTITY_FILE)).is_some() => {
+                    warn!(error = %e, "cannot renew the identity; starting with the one on disk");
+                    break;
+                }
+                Err(e) => {
+                    warn!(error = %e, "no identity yet; retrying");
+                    backoff.wait().await;
+                }
+            }
+        }
+        let mut backoff = Backoff::default();
+        loop {
+            match self.fetch(Duration::ZERO).await {
+                Ok(Some(bundle)) => match self.write(&bundle).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        warn!("bundle refused: {e}");
+                        self.report(&bundle.etag, 0, &e).await;
+                    }
+                },
+                Ok(None) => break,
+                Err(e) if self.path(CONFIG_FILE).exists() => {
+                    warn!(error = %e, "control plane unreachable; starting from the last good bundle");
+                    break;
+                }
+                Err(e) => warn!(error = %e, "no bundle yet; retrying"),
+            }
+            backoff.wait().await;
+        }
+        let config = crate::config::load(&self.path(CONFIG_FILE))?;
+        Ok(config)
+    }
+
+    /// Long-polls for new bundles and applies them, for the life of the process.
+    async fn follow(self: Arc<Self>, reloader: Arc<Reloader>) {
+        let etag = lock(&self.etag).clone();
+        if !etag.is_empty() {
+            self.report(&etag, reloader.current().version, "ok").await;
+        }
+        let mut backoff = Backoff::default();
+        let mut away = false;
+        loop {
+            match self.fetch(self.settings.poll_timeout).await {
+                Ok(None) => {}
+                Ok(Some(bundle)) => self.apply(&reloader, &bundle).await,
+                Err(e) => {
+                    if !away {
+                        warn!(error = %e, "control plane unreachable; serving the last good bundle");
+                    }
+                    away = true;
+                    backoff.wait().await;
+                    continue;
+                }
+            }
+            if away {
+                info!("control plane reachable again");
+                away = false;
+            }
+            backoff = Backoff::default();
+        }
+    }
+
+    /// Writes `bundle` and reloads; anything wrong leaves the running config as it was.
+    async fn apply(&self, reloader: &Reloader, bundle: &Bundle) {
+        let config_path = self.path(CONFIG_FILE);
+        let bundle_path = self.path(BUNDLE_FILE);
+        let previous = std::fs::read(&config_path).ok();
+        let previous_bundle = std::fs::read(&bundle_path).ok();
+        let result = match self.write(bundle).await {
+            Ok(()) => reloader.reload("control").await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(version) => {
+                info!(etag = %bundle.etag, version, "bundle applied");
+                self.report(&bundle.etag, version, "ok").await;
+            }
+            Err(e) => {
+                warn!(etag = %bundle.etag, "bundle refused; still serving the last good one: {e}");
+                // The state directory keeps describing what runs, for the next start.
+                if let Some(previous) = previous {
+                    let _ = write_atomically(&config_path, &previous);
+                }
+                if let Some(previous) = previous_bundle {
+                    let _ = write_atomically(&bundle_path, &previous);
+                }
+                *lock(&self.etag) = bundle.etag.clone();
+                self.report(&bundle.etag, reloader.current().version, &e)
+                    .await;
+            }
+        }
+    }
+
+    /// The bundle, unless it is still the one with our etag (`None`, after up to `wait`).
+    async fn fetch(&self, wait: Duration) -> Result<Option<Bundle>, CallError> {
+        let client = self.client(true)?;
+        let etag = format!("\"{}\"", lock(&self.etag));
+        let path = format!("{}?wait={}", api::BUNDLE_PATH, wait.as_secs());
+        let answer = client
+            .call(
+                Method::GET,
+                &path,
+                &[("if-none-match", etag.as_str())],
+                Bytes::new(),
+                wait + Duration::from_secs(10),
+            )
+            .await?;
+        match answer.status {
+            StatusCode::NOT_MODIFIED => Ok(None),
+            StatusCode::OK => serde_json::from_slice(&answer.body)
+                .map(Some)
+                .map_err(|e| CallError::Refused(format!("not a bundle: {e}"))),
+            status => Err(CallError::Refused(format!(
+                "{status}: {}",
+                String::from_utf8_lossy(&answer.body).trim()
+            ))),
+        }
+    }
+
+    /// Checks `bundle` and writes it, with its plugins, as the effective config.
+    async fn write(&self, bundle: &Bundle) -> Result<(), String> {
+        if sha256_hex(bundle.config.as_bytes()) != bundle.config_sha256 {
+            return Err(format!(
+                "bundle {}: its config does not match its sha256 (tampered or corrupted in transit)",
+                bundle.etag
+            ));
+        }
+        for plugin in &bundle.plugins {
+            self.fetch_plugin(plugin).await?;
+        }
+        let mut config: toml::Table = bundle
+            .config
+            .parse()
+            .map_err(|e| format!("bundle {}: not TOML: {e}", bundle.etag))?;
+        for (key, value) in &self.settings.local {
+            config.insert(key.clone(), value.clone());
+        }
+        let text = toml::to_string(&config).map_err(|e| e.to_string())?;
+        let path = self.path(CONFIG_FILE);
+        crate::config::load_str(&path, &text).map_err(|e| e.to_string())?;
+        write_atomically(&path, text.as_bytes()).map_err(|e| e.to_string())?;
+        let json = serde_json::to_vec(bundle).unwrap_or_default();
+        write_atomically(&self.path(BUNDLE_FILE), &json).map_err(|e| e.to_string())?;
+        *lock(&self.etag) = bundle.etag.clone();
+        Ok(())
+    }
+
+    /// Makes sure `plugins/<sha256>.wasm` holds exactly that binary.
+    async fn fetch_plugin(&self, plugin: &api::PluginRef) -> Result<(), String> {
+        let valid_sha =
+            plugin.sha256.len() == 64 && plugin.sha256.bytes().all(|b| b.is_ascii_hexdigit());
+        if !valid_sha {
+            return Err(format!(
+                "plugin {:?}: {:?} is not a sha256",
+                plugin.name, plugin.sha256
+            ));
+        }
+        let path = self.path(&format!("plugins/{}.wasm", plugin.sha256));
+        if std::fs::read(&path).is_ok_and(|b| sha256_hex(&b) == plugin.sha256) {
+            return Ok(());
+        }
+        let client = self.client(true).map_err(|e| e.to_string())?;
+        let answer = client
+            .call(
+                Method::GET,
+                &format!("{}{}", api::PLUGINS_PATH, plugin.sha256),
+                &[],
+                Bytes::new(),
+                Duration::from_secs(60),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if answer.status != StatusCode::OK {
+            return Err(format!(
+                "plugin {:?}: the control plane answered {}",
+                plugin.name, answer.status
+            ));
+        }
+        let got = sha256_hex(&answer.body);
+        if got != plugin.sha256 {
+            return Err(format!(
+                "plugin {:?}: the binary received has sha256 {got}, the bundle says {} \
+                 (tampered or corrupted in transit)",
+                plugin.name, plugin.sha256
+            ));
+        }
+        write_atomically(&path, &answer.body).map_err(|e| e.to_string())
+    }
+
+    /// A new key, a certificate for it from the control plane, both written in one rename.
+    async fn request_identity(&self) -> Result<(), String> {
+        let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
+        let csr = rcgen::CertificateParams::default()
+            .serialize_request(&key)
+            .and_then(|csr| csr.pem())
+            .map_err(|e| e.to_string())?;
+        let token = match &self.settings.token {
+            Token::Inline(t) => t.clone(),
+            Token::File(f) => std::fs::read_to_string(f)
+                .map_err(|e| format!("cannot read the token file {}: {e}", f.display()))?
+                .trim()
+                .to_owned(),
+        };
+        let client = self.client(false).map_err(|e| e.to_string())?;
+        let authorization = format!("Bearer {token}");
+        let answer = client
+            .call(
+                Method::POST,
+                api::IDENTITY_PATH,
+                &[("authorization", authorization.as_str())],
+                Bytes::from(csr),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if answer.status != StatusCode::OK {
+            return Err(format!(
+                "identity refused: {} {}",
+                answer.status,
+                String::from_utf8_lossy(&answer.body).trim()
+            ));
+        }
+        let grant: IdentityGrant =
+            serde_json::from_slice(&answer.body).map_err(|e| format!("not a grant: {e}"))?;
+        // A token that belongs to another workload is a deployment mistake worth stopping on.
+        let expected = format!(
+            "/ns/{}/sa/{}",
+            self.settings.namespace, self.settings.workload
+        );
+        if !grant.spiffe_id.ends_with(&expected) {
+            return Err(format!(
+                "the token is {}'s, but this proxy is {}/{}",
+                grant.spiffe_id, self.settings.namespace, self.settings.workload
+            ));
+        }
+        write_atomically(&self.path(MESH_CA_FILE), grant.ca.as_bytes())
+            .map_err(|e| e.to_string())?;
+        let identity = format!("{}{}", grant.certificate, key.serialize_pem());
+        write_atomically(&self.path(IDENTITY_FILE), identity.as_bytes())
+            .map_err(|e| e.to_string())?;
+        info!(spiffe_id = %grant.spiffe_id, "identity issued");
+        Ok(())
+    }
+
+    /// Renews the certificate at two thirds of its life, for the life of the process.
+    async fn renew(self: Arc<Self>, reloader: Arc<Reloader>) {
+        loop {
+            let renew_at = identity_span(&self.path(IDENTITY_FILE))
+                .map_or_else(SystemTime::now, |(_, renew_at, _)| renew_at);
+            if let Ok(wait) = renew_at.duration_since(SystemTime::now()) {
+                tokio::time::sleep(wait).await;
+            }
+            let mut backoff = Backoff::default();
+            while let Err(e) = self.request_identity().await {
+                warn!(error = %e, "cannot renew the identity; retrying");
+                backoff.wait().await;
+            }
+            match reloader.reload("identity").await {
+                Ok(_) => info!("identity renewed"),
+                Err(e) => warn!("renewed identity refused: {e}"),
+            }
+        }
+    }
+
+    async fn report(&self, etag: &str, version: u64, result: &str) {
+        let report = Report {
+            instance: self.instance.clone(),
+            etag: etag.to_owned(),
+            version,
+            result: result.to_owned(),
+        };
+        let Ok(client) = self.client(true) else {
+            return;
+        };
+        let body = Bytes::from(serde_json::to_vec(&report).unwrap_or_default());
+        let sent = client
+            .call(
+                Method::POST,
+                api::REPORT_PATH,
+                &[("content-type", "application/json")],
+                body,
+                Duration::from_secs(5),
+            )
+            .await;
+        if let Err(e) = sent {
+            warn!(error = %e, "cannot report to the control plane");
+        }
+    }
+
+    fn client(&self, with_identity: bool) -> Result<ControlClient, CallError> {
+        let identity = self.path(IDENTITY_FILE);
+        let identity = (with_identity && identity.exists()).then_some(identity.as_path());
+        Ok(ControlClient::new(
+            &self.settings.url,
+            &self.settings.ca,
+            identity,
+        )?)
+    }
+}
+
+/// When the certificate in `path` was issued, when to renew it (two thirds into its life) and
+/// when it expires; `None` if there is no readable certificate.
+fn identity_span(path: &Path) -> Option<(SystemTime, SystemTime, SystemTime)> {
+    let chain = crate::tls::pem::certs(path).ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(chain.first()?.as_ref()).ok()?;
+    let at = |t: i64| SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(t).unwrap_or(0));
+    let not_before = cert.validity().not_before.timestamp();
+    let not_after = cert.validity().not_after.timestamp();
+    let renew_at = not_before + (not_after - not_before) * 2 / 3;
+    Some((at(not_before), at(renew_at), at(not_after)))
+}
+
+/// Writes through a temporary file and a rename, so a reader sees the old or the new whole.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Waits 250 ms, then twice as long each time, up to [`MAX_BACKOFF`].
+struct Backoff(Duration);
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self(Duration::from_millis(250))
+    }
+}
+
+impl Backoff {
+    async fn wait(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(MAX_BACKOFF);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}

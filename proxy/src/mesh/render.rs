@@ -1,0 +1,284 @@
+//! From `mesh.toml` to one [`Bundle`] per workload: the workload's listeners and clusters, the
+//! mesh's plugins pinned by sha256, and mesh mTLS filled in — listeners other workloads call
+//! require the mesh identity, and clusters named after a workload verify its SPIFFE ID.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use bytes::Bytes;
+use toml::{Table, Value};
+
+use super::api::{Bundle, PluginRef, sha256_hex};
+use super::settings::{MeshSettings, WorkloadSpec};
+use super::toml_errors::{file_error, top_level_span};
+use crate::config::{ConfigErrors, Diagnostics};
+
+/// Where an agent keeps its identity, relative to its state directory (and so to the config it
+/// writes there): the certificate chain and its key in one file, so a renewal is one rename.
+pub const IDENTITY_FILE: &str = "identity/identity.pem";
+/// The mesh CA, next to the identity.
+pub const MESH_CA_FILE: &str = "identity/ca.pem";
+
+/// Weights set at run time (`switchyard ctl weights`): plugin → cluster → weight. They win
+/// over `mesh.toml` until the control plane restarts.
+pub type WeightOverrides = BTreeMap<String, BTreeMap<String, u32>>;
+
+/// The mesh's plugin binaries, read once per build.
+pub struct MeshPlugins {
+    plugins: Vec<MeshPlugin>,
+}
+
+struct MeshPlugin {
+    name: String,
+    table: Table,
+    sha256: String,
+    bytes: Bytes,
+}
+
+impl MeshPlugins {
+    /// Reads every plugin file `mesh` names; a missing file or a broken sha256 pin is an error
+    /// naming `mesh.toml`.
+    pub fn read(mesh: &MeshSettings) -> Result<Self, ConfigErrors> {
+        let mut plugins = Vec::new();
+        for table in &mesh.plugins {
+            let name = table["name"].as_str().unwrap_or_default().to_owned();
+            let path = Path::new(table["path"].as_str().unwrap_or_default());
+            let bytes = std::fs::read(path).map_err(|e| {
+                file_error(
+                    &mesh.source,
+                    format!("plugin {name:?}: cannot read {}: {e}", path.display()),
+                )
+            })?;
+            let sha256 = sha256_hex(&bytes);
+            if let Some(pin) = table.get("sha256").and_then(Value::as_str)
+                && !pin.eq_ignore_ascii_case(&sha256)
+            {
+                return Err(file_error(
+                    &mesh.source,
+                    format!(
+                        "plugin {name:?}: {} has sha256 {sha256}, but the pin says {pin}",
+                        path.display()
+                    ),
+                ));
+            }
+            plugins.push(MeshPlugin {
+                name,
+                table: table.clone(),
+                sha256,
+                bytes: Bytes::from(bytes),
+            });
+        }
+        Ok(Self { plugins })
+    }
+
+    /// Every binary by sha256, to serve at `/v1/plugins/<sha256>`.
+    pub fn binaries(&self) -> HashMap<String, Bytes> {
+        self.plugins
+            .iter()
+            .map(|p| (p.sha256.clone(), p.bytes.clone()))
+            .collect()
+    }
+
+    /// Whether plugin `name` exists and has a backend for every cluster in `weights`.
+    pub fn check_weights(&self, name: &str, weights: &BTreeMap<String, u32>) -> Result<(), String> {
+        let plugin = self
+            .plugins
+            .iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| format!("the mesh has no plugin named {name:?}"))?;
+        let mut table = plugin.table.clone();
+        for cluster in weights.keys() {
+            let one = BTreeMap::from([(cluster.clone(), 0)]);
+            if set_weights(&mut table, &one) == 0 {
+                return Err(format!(
+                    "plugin {name:?} splits no traffic to a cluster named {cluster:?}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Renders workload `w`'s bundle, checking the result as a proxy would; errors name the
+/// workload's config file and line.
+pub fn render(
+    mesh: &MeshSettings,
+    plugins: &MeshPlugins,
+    weights: &WeightOverrides,
+    w: &WorkloadSpec,
+) -> Result<Bundle, ConfigErrors> {
+    let source = std::fs::read_to_string(&w.config).map_err(|e| {
+        file_error(
+            &w.config,
+            format!("cannot read workload {}'s config: {e}", w.id()),
+        )
+    })?;
+    let mut table: Table = source.parse().map_err(|e: toml::de::Error| {
+        let mut d = Diagnostics::new(&w.config, &source);
+        d.error(e.span().unwrap_or(0..0), "", e.message());
+        d.into_errors()
+    })?;
+    let mut d = Diagnostics::new(&w.config, &source);
+    for key in ["plugin", "admin", "runtime", "access_log", "tracing"] {
+        if table.contains_key(key) {
+            d.error(
+                top_level_span(&source, key),
+                key,
+                format!(
+                    "a workload config has listeners and clusters only; `{key}` belongs in {}",
+                    if key == "plugin" {
+                        "mesh.toml, for the whole mesh"
+                    } else {
+                        "each proxy's own config, next to [control]"
+                    }
+                ),
+            );
+        }
+    }
+    d.into_result(())?;
+
+    // Checked as written, with the plugins as local files: errors keep the workload's lines.
+    let local: Vec<Value> = plugins
+        .plugins
+        .iter()
+        .map(|p| Value::Table(with_weights(p, weights)))
+        .collect();
+    let check = format!(
+        "{source}\n\n{}",
+        toml::to_string(&Table::from_iter([(
+            "plugin".to_owned(),
+            Value::Array(local)
+        )]))
+        .unwrap_or_default()
+    );
+    crate::config::load_str(&w.config, &check)?;
+
+    let bundled: Vec<Value> = plugins
+        .plugins
+        .iter()
+        .map(|p| {
+            let mut t = with_weights(p, weights);
+            t.insert(
+                "path".into(),
+                Value::String(format!("plugins/{}.wasm", p.sha256)),
+            );
+            t.insert("sha256".into(), Value::String(p.sha256.clone()));
+            Value::Table(t)
+        })
+        .collect();
+    table.insert("plugin".into(), Value::Array(bundled));
+    add_mesh_tls(&mut table, mesh, w);
+    let config = toml::to_string(&table)
+        .map_err(|e| file_error(&w.config, format!("cannot render the bundle: {e}")))?;
+    // What the agent will load; mesh TLS filled in must not break it.
+    crate::config::load_str(Path::new(&format!("bundle for {}", w.id())), &config)?;
+
+    let config_sha256 = sha256_hex(config.as_bytes());
+    let plugins: Vec<PluginRef> = plugins
+        .plugins
+        .iter()
+        .map(|p| PluginRef {
+            name: p.name.clone(),
+            sha256: p.sha256.clone(),
+        })
+        .collect();
+    Ok(Bundle {
+        workload: w.id(),
+        // The config pins every plugin's sha256, so its hash covers the binaries too.
+        etag: config_sha256[..16].to_owned(),
+        config,
+        config_sha256,
+        plugins,
+    })
+}
+
+fn with_weights(plugin: &MeshPlugin, weights: &WeightOverrides) -> Table {
+    let mut table = plugin.table.clone();
+    if let Some(w) = weights.get(&plugin.name) {
+        set_weights(&mut table, w);
+    }
+    table
+}
+
+/// Sets `weight` on every `config.rules[].backends[]` entry whose `cluster` is in `weights` (the
+/// canary plugin's shape); returns how many it set.
+fn set_weights(plugin: &mut Table, weights: &BTreeMap<String, u32>) -> usize {
+    let mut set = 0;
+    let rules = plugin
+        .get_mut("config")
+        .and_then(|c| c.get_mut("rules"))
+        .and_then(Value::as_array_mut);
+    for rule in rules.into_iter().flatten() {
+        let backends = rule.get_mut("backends").and_then(Value::as_array_mut);
+        for backend in backends.into_iter().flatten() {
+            let Some(backend) = backend.as_table_mut() else {
+                continue;
+            };
+            let cluster = backend.get("cluster").and_then(Value::as_str);
+            if let Some(weight) = cluster.and_then(|c| weights.get(c)) {
+                backend.insert("weight".into(), Value::Integer(i64::from(*weight)));
+                set += 1;
+            }
+        }
+    }
+    set
+}
+
+/// Mesh mTLS by default: the workload's mesh listeners (without their own `tls`) require a
+/// client certificate from the mesh CA and forward the caller's identity; its clusters named
+/// after another workload (without their own `tls`) present this workload's identity and accept
+/// only that workload's SPIFFE ID.
+fn add_mesh_tls(table: &mut Table, mesh: &MeshSettings, w: &WorkloadSpec) {
+    let listeners = table.get_mut("listener").and_then(Value::as_array_mut);
+    for listener in listeners.into_iter().flatten() {
+        let Some(listener) = listener.as_table_mut() else {
+            continue;
+        };
+        let name = listener.get("name").and_then(Value::as_str);
+        if name.is_some_and(|n| w.mesh_listeners.iter().any(|m| m == n))
+            && !listener.contains_key("tls")
+        {
+            listener.insert(
+                "tls".into(),
+                Value::Table(Table::from_iter([
+                    ("cert".to_owned(), IDENTITY_FILE.into()),
+                    ("key".to_owned(), IDENTITY_FILE.into()),
+                    ("client_ca".to_owned(), MESH_CA_FILE.into()),
+                    ("require_client_cert".to_owned(), true.into()),
+                    (
+                        "forward_client_cert".to_owned(),
+                        "x-forwarded-client-cert".into(),
+                    ),
+                ])),
+            );
+        }
+    }
+    let clusters = table.get_mut("cluster").and_then(Value::as_array_mut);
+    for cluster in clusters.into_iter().flatten() {
+        let Some(cluster) = cluster.as_table_mut() else {
+            continue;
+        };
+        let name = cluster.get("name").and_then(Value::as_str).unwrap_or("");
+        let peer = mesh
+            .workloads
+            .iter()
+            .find(|o| o.name == name && o.namespace == w.namespace)
+            .or_else(|| mesh.workloads.iter().find(|o| o.id() == name));
+        if let Some(peer) = peer
+            && !cluster.contains_key("tls")
+        {
+            cluster.insert(
+                "tls".into(),
+                Value::Table(Table::from_iter([
+                    ("ca".to_owned(), MESH_CA_FILE.into()),
+                    ("cert".to_owned(), IDENTITY_FILE.into()),
+                    ("key".to_owned(), IDENTITY_FILE.into()),
+                    (
+                        "spiffe_id".to_owned(),
+                        peer.spiffe_id(&mesh.control.trust_domain).into(),
+                    ),
+                ])),
+            );
+        }
+    }
+}
