@@ -8,6 +8,7 @@ mod auth;
 mod balancing;
 mod canary;
 mod config_files;
+mod control_plane;
 mod dashboard;
 mod deploy;
 mod errors;

@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod config;
+pub mod control;
 pub mod proxy;
 pub mod tls;
 pub mod upstream;

@@ -160,7 +160,12 @@ impl Proxy {
     pub fn start_at(config_path: PathBuf) -> Self {
         let config = std::fs::read_to_string(&config_path).expect("read config");
         let expected_listeners = config.matches("[[listener]]").count();
+        Self::start_expecting(config_path, expected_listeners)
+    }
 
+    /// Starts a proxy whose listeners are not in its file (a controlled proxy's come from the
+    /// control plane) and waits until `expected_listeners` of them and the admin API are bound.
+    pub fn start_expecting(config_path: PathBuf, expected_listeners: usize) -> Self {
         let mut child = Command::new(BIN)
             .args(["run", "--config"])
             .arg(&config_path)

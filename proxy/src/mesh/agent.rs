@@ -602,3 +602,51 @@ impl Backoff {
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str) -> Result<AgentSettings, ConfigErrors> {
+        let dir = std::env::temp_dir().join(format!("switchyard-agent-{}", fastrand::u64(..)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("proxy.toml");
+        std::fs::write(&path, text).unwrap();
+        let result = load(&path);
+        let _ = std::fs::remove_dir_all(&dir);
+        result
+    }
+
+    const CONTROL: &str = "[control]\nurl = \"https://control:15012\"\nca = \"ca.pem\"\nworkload = \"web\"\ntoken = \"0123456789abcdef\"\n";
+
+    #[test]
+    fn local_sections_stay_and_their_relative_paths_are_anchored() {
+        let settings = load_text(&format!(
+            "[access_log]\npath = \"logs/access.log\"\n\n{CONTROL}"
+        ))
+        .unwrap();
+        let path = settings.local["access_log"]["path"].as_str().unwrap();
+        assert!(Path::new(path).is_absolute(), "{path}");
+        assert_eq!(settings.namespace, "default");
+        assert_eq!(settings.poll_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn listeners_beside_control_are_refused_at_their_line() {
+        let errors = load_text(&format!(
+            "{CONTROL}\n[[listener]]\nname = \"x\"\nlisten = \"127.0.0.1:1\"\n"
+        ))
+        .unwrap_err();
+        assert_eq!(errors.0[0].line, 7, "{errors}");
+        assert!(
+            errors.0[0].message.contains("comes from the control plane"),
+            "{errors}"
+        );
+    }
+
+    #[test]
+    fn the_control_plane_is_reached_over_https_only() {
+        let errors = load_text(&CONTROL.replace("https://", "http://")).unwrap_err();
+        assert!(errors.to_string().contains("control.url"), "{errors}");
+    }
+}

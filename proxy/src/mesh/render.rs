@@ -143,14 +143,16 @@ pub fn render(
         .iter()
         .map(|p| Value::Table(with_weights(p, weights)))
         .collect();
-    let check = format!(
-        "{source}\n\n{}",
-        toml::to_string(&Table::from_iter([(
-            "plugin".to_owned(),
-            Value::Array(local)
-        )]))
-        .unwrap_or_default()
-    );
+    // (An empty array would render as a key of the file's last table, so none is appended.)
+    let check = if local.is_empty() {
+        source.clone()
+    } else {
+        let plugins = Table::from_iter([("plugin".to_owned(), Value::Array(local))]);
+        format!(
+            "{source}\n\n{}",
+            toml::to_string(&plugins).unwrap_or_default()
+        )
+    };
     crate::config::load_str(&w.config, &check)?;
 
     let bundled: Vec<Value> = plugins
@@ -280,5 +282,120 @@ fn add_mesh_tls(table: &mut Table, mesh: &MeshSettings, w: &WorkloadSpec) {
                 ])),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mesh::settings::ControlSettings;
+
+    fn workload(name: &str, config: &Path) -> WorkloadSpec {
+        WorkloadSpec {
+            name: name.into(),
+            namespace: "default".into(),
+            token: format!("{name}-token-0123456789"),
+            config: config.to_path_buf(),
+            mesh_listeners: vec!["inbound".into()],
+            inputs: Vec::new(),
+        }
+    }
+
+    fn mesh(dir: &Path, plugins: Vec<Table>) -> MeshSettings {
+        MeshSettings {
+            source: dir.join("mesh.toml"),
+            control: ControlSettings {
+                listen: "127.0.0.1:15012".parse().unwrap(),
+                admin: "127.0.0.1:15011".parse().unwrap(),
+                ca: dir.join("ca.pem"),
+                ca_key: dir.join("ca-key.pem"),
+                trust_domain: "mesh.test".into(),
+                cert_lifetime: std::time::Duration::from_secs(60),
+                server_names: Vec::new(),
+                admin_token: None,
+            },
+            plugins,
+            workloads: vec![
+                workload("web", &dir.join("web.toml")),
+                workload("api", &dir.join("api.toml")),
+            ],
+        }
+    }
+
+    fn scratch() -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("switchyard-render-{}", fastrand::u64(..)));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn mesh_listeners_and_clusters_to_workloads_get_mesh_mtls() {
+        let dir = scratch();
+        std::fs::write(
+            dir.join("web.toml"),
+            "[[listener]]\nname = \"inbound\"\nlisten = \"127.0.0.1:8443\"\ndefault_cluster = \"local\"\n\n[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:8080\"\ndefault_cluster = \"api\"\n\n[[cluster]]\nname = \"local\"\nendpoints = [\"127.0.0.1:9000\"]\n\n[[cluster]]\nname = \"api\"\nendpoints = [\"127.0.0.1:9443\"]\n",
+        )
+        .unwrap();
+        let mesh = mesh(&dir, Vec::new());
+        let plugins = MeshPlugins::read(&mesh).unwrap();
+        let bundle = render(&mesh, &plugins, &WeightOverrides::new(), &mesh.workloads[0]).unwrap();
+        let config: Table = bundle.config.parse().unwrap();
+        let listeners = config["listener"].as_array().unwrap();
+        assert_eq!(
+            listeners[0]["tls"]["client_ca"].as_str(),
+            Some(MESH_CA_FILE)
+        );
+        assert_eq!(
+            listeners[0]["tls"]["require_client_cert"].as_bool(),
+            Some(true)
+        );
+        assert!(listeners[1].get("tls").is_none(), "public stays plain");
+        let clusters = config["cluster"].as_array().unwrap();
+        assert!(
+            clusters[0].get("tls").is_none(),
+            "a cluster that is no workload stays plain"
+        );
+        assert_eq!(
+            clusters[1]["tls"]["spiffe_id"].as_str(),
+            Some("spiffe://mesh.test/ns/default/sa/api")
+        );
+        assert_eq!(bundle.config_sha256, sha256_hex(bundle.config.as_bytes()));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_workload_config_with_plugins_is_refused_at_its_line() {
+        let dir = scratch();
+        std::fs::write(
+            dir.join("web.toml"),
+            "[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:8080\"\n\n[[plugin]]\nname = \"x\"\npath = \"x.wasm\"\n",
+        )
+        .unwrap();
+        let mesh = mesh(&dir, Vec::new());
+        let plugins = MeshPlugins::read(&mesh).unwrap();
+        let errors =
+            render(&mesh, &plugins, &WeightOverrides::new(), &mesh.workloads[0]).unwrap_err();
+        assert_eq!(errors.0[0].line, 5, "{errors}");
+        assert!(
+            errors.0[0].message.contains("belongs in mesh.toml"),
+            "{errors}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn weights_are_set_on_the_backends_they_name() {
+        let mut plugin: Table = "name = \"canary\"\n[config]\n[[config.rules]]\nhosts = [\"*\"]\nbackends = [{ cluster = \"v1\", weight = 90 }, { cluster = \"v2\", weight = 10 }]\n"
+            .parse()
+            .unwrap();
+        let set = set_weights(&mut plugin, &BTreeMap::from([("v2".to_owned(), 50)]));
+        assert_eq!(set, 1);
+        let backends = plugin["config"]["rules"][0]["backends"].as_array().unwrap();
+        assert_eq!(backends[0]["weight"].as_integer(), Some(90));
+        assert_eq!(backends[1]["weight"].as_integer(), Some(50));
+        assert_eq!(
+            set_weights(&mut plugin, &BTreeMap::from([("v9".to_owned(), 1)])),
+            0
+        );
     }
 }

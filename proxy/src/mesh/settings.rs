@@ -310,3 +310,63 @@ pub fn load(path: &Path) -> Result<MeshSettings, ConfigErrors> {
         workloads,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str) -> Result<MeshSettings, ConfigErrors> {
+        let dir = std::env::temp_dir().join(format!("switchyard-mesh-{}", fastrand::u64(..)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("mesh.toml");
+        std::fs::write(&path, text).unwrap();
+        let result = load(&path);
+        let _ = std::fs::remove_dir_all(&dir);
+        result
+    }
+
+    const CONTROL: &str =
+        "[control]\nlisten = \"127.0.0.1:15012\"\nca = \"ca.pem\"\nca_key = \"ca-key.pem\"\n";
+
+    #[test]
+    fn defaults_fill_what_is_not_said() {
+        let mesh = load_text(&format!(
+            "{CONTROL}\n[[workload]]\nname = \"web\"\ntoken = \"0123456789abcdef\"\nconfig = \"web.toml\"\n"
+        ))
+        .unwrap();
+        assert_eq!(mesh.control.trust_domain, "cluster.local");
+        assert_eq!(mesh.control.cert_lifetime, Duration::from_secs(24 * 3600));
+        assert_eq!(mesh.control.admin, DEFAULT_CONTROL_ADMIN);
+        let web = &mesh.workloads[0];
+        assert_eq!(web.id(), "default/web");
+        assert_eq!(
+            web.spiffe_id("cluster.local"),
+            "spiffe://cluster.local/ns/default/sa/web"
+        );
+        assert_eq!(web.mesh_listeners, ["inbound"]);
+        assert!(web.config.is_absolute() || web.config.ends_with("web.toml"));
+    }
+
+    #[test]
+    fn mistakes_name_the_line_and_the_key() {
+        let errors = load_text(&format!("{CONTROL}cert_lifetme = \"1h\"\n")).unwrap_err();
+        let e = &errors.0[0];
+        assert_eq!(e.line, 5, "{e}");
+        assert!(e.message.contains("cert_lifetme"), "{e}");
+
+        let errors = load_text(&format!(
+            "{CONTROL}\n[[workload]]\nname = \"web\"\nconfig = \"web.toml\"\n\n[[workload]]\nname = \"Web!\"\ntoken = \"short\"\nconfig = \"x.toml\"\n"
+        ))
+        .unwrap_err();
+        let text = errors.to_string();
+        assert!(
+            text.contains("workload[0].token: give exactly one of"),
+            "{text}"
+        );
+        assert!(
+            text.contains(":11:") && text.contains("Kubernetes labels"),
+            "{text}"
+        );
+        assert!(text.contains("at least 16 characters"), "{text}");
+    }
+}
