@@ -153,3 +153,42 @@ fn the_checks_catch_a_flag_the_cli_does_not_have() {
     });
     assert!(result.is_err(), "a misspelled flag passed the check");
 }
+
+/// The control plane manifest's mesh.toml and workload config (its ConfigMap) are a mesh the
+/// real control plane accepts, with the paths the pod mounts pointed at test files.
+#[test]
+fn the_control_plane_manifest_holds_a_mesh_the_control_plane_serves() {
+    let text = std::fs::read_to_string(deploy_dir().join("k8s/control-plane.yaml"))
+        .expect("deploy/k8s/control-plane.yaml");
+    let docs = YamlLoader::load_from_str(&text).expect("valid YAML");
+    let data = docs
+        .iter()
+        .find(|d| d["kind"].as_str() == Some("ConfigMap"))
+        .map(|d| &d["data"])
+        .expect("a ConfigMap");
+    let pki = crate::support::tls::Pki::new();
+    let dir = crate::support::proxy::scratch_dir();
+    let plugins = crate::support::proxy::plugin_path("canary");
+    let plugins = plugins.parent().expect("plugins dir");
+    std::fs::create_dir_all(dir.join("tokens")).unwrap();
+    std::fs::write(dir.join("tokens/orders"), "orders-token-0123456789abcdef").unwrap();
+    for (name, content) in data.as_hash().expect("data is a map") {
+        let name = name.as_str().expect("key");
+        let content = content
+            .as_str()
+            .expect("text")
+            .replace("0.0.0.0:15012", "127.0.0.1:0")
+            .replace("127.0.0.1:15011", "127.0.0.1:0")
+            .replace("/etc/switchyard-ca", &pki.dir.join("ca").display().to_string())
+            .replace("/etc/switchyard-tokens", &dir.join("tokens").display().to_string())
+            .replace("/usr/local/lib/switchyard/plugins", &plugins.display().to_string());
+        std::fs::write(dir.join(name), content).unwrap();
+    }
+    let control = crate::support::control::ControlPlane::start(&dir.join("mesh.toml"));
+    let status = control.status();
+    assert_eq!(
+        status["workloads"][0]["workload"], "default/orders",
+        "{status}"
+    );
+    assert!(status["workloads"][0]["etag"].is_string(), "{status}");
+}
