@@ -179,9 +179,18 @@ fn the_control_plane_manifest_holds_a_mesh_the_control_plane_serves() {
             .expect("text")
             .replace("0.0.0.0:15012", "127.0.0.1:0")
             .replace("127.0.0.1:15011", "127.0.0.1:0")
-            .replace("/etc/switchyard-ca", &pki.dir.join("ca").display().to_string())
-            .replace("/etc/switchyard-tokens", &dir.join("tokens").display().to_string())
-            .replace("/usr/local/lib/switchyard/plugins", &plugins.display().to_string());
+            .replace(
+                "/etc/switchyard-ca",
+                &pki.dir.join("ca").display().to_string(),
+            )
+            .replace(
+                "/etc/switchyard-tokens",
+                &dir.join("tokens").display().to_string(),
+            )
+            .replace(
+                "/usr/local/lib/switchyard/plugins",
+                &plugins.display().to_string(),
+            );
         std::fs::write(dir.join(name), content).unwrap();
     }
     let control = crate::support::control::ControlPlane::start(&dir.join("mesh.toml"));

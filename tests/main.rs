@@ -11,6 +11,7 @@ mod config_files;
 mod control_plane;
 mod dashboard;
 mod deploy;
+mod discovery;
 mod errors;
 mod fault_injection;
 mod forwarding;

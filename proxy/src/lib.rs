@@ -16,6 +16,7 @@ pub mod capture;
 pub mod config;
 pub mod echo;
 pub mod headers;
+pub mod kubernetes;
 pub mod listener;
 pub mod local_response;
 pub mod mesh;

@@ -5,6 +5,7 @@
 pub mod client;
 pub mod config;
 pub mod control;
+pub mod kube_api;
 pub mod proxy;
 pub mod tls;
 pub mod upstream;

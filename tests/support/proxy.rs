@@ -166,11 +166,21 @@ impl Proxy {
     /// Starts a proxy whose listeners are not in its file (a controlled proxy's come from the
     /// control plane) and waits until `expected_listeners` of them and the admin API are bound.
     pub fn start_expecting(config_path: PathBuf, expected_listeners: usize) -> Self {
+        Self::start_with_env(config_path, expected_listeners, &[])
+    }
+
+    /// [`Proxy::start_expecting`] with extra environment variables (e.g. `KUBECONFIG`).
+    pub fn start_with_env(
+        config_path: PathBuf,
+        expected_listeners: usize,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Self {
         let mut child = Command::new(BIN)
             .args(["run", "--config"])
             .arg(&config_path)
             .env("RUST_LOG", "info")
             .env_remove("SWITCHYARD_LOG_FORMAT")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -205,6 +205,7 @@ fn expected_keys(parent: &[Segment]) -> String {
             "idle_timeout",
             "max_idle_per_endpoint",
             "service_addresses",
+            "kubernetes_service",
         ],
         ["plugin"] => &["name", "path", "sha256", "on_error", "limits", "config"],
         ["plugin", "limits"] => &["time", "memory"],

@@ -329,6 +329,8 @@ pub enum UpstreamProtocol {
 pub struct ClusterConfig {
     pub name: String,
     pub endpoints: Vec<EndpointConfig>,
+    /// Endpoints from this Service's EndpointSlices instead of `endpoints`.
+    pub kubernetes_service: Option<crate::kubernetes::ServiceRef>,
     /// The addresses clients dial for this service (e.g. its Kubernetes ClusterIP:port): a
     /// connection captured on an `original_destination` listener to one of them goes to this
     /// cluster.

@@ -109,7 +109,8 @@ pub struct RawClusterTls {
 #[derive(Debug, Deserialize)]
 pub struct RawCluster {
     pub name: Spanned<String>,
-    pub endpoints: Spanned<Vec<Spanned<RawEndpoint>>>,
+    pub endpoints: Option<Spanned<Vec<Spanned<RawEndpoint>>>>,
+    pub kubernetes_service: Option<Spanned<String>>,
     pub lb: Option<Spanned<String>>,
     pub connect_timeout: Option<Spanned<String>>,
     pub timeout: Option<Spanned<String>>,

@@ -264,17 +264,38 @@ fn listener(
 
 fn cluster(i: usize, raw: &RawCluster, base: &Path, d: &mut Diagnostics<'_>) -> ClusterConfig {
     let key = |k: &str| format!("cluster[{i}].{k}");
-    if raw.endpoints.get_ref().is_empty() {
-        d.error(
-            raw.endpoints.span(),
+    let kubernetes_service = raw.kubernetes_service.as_ref().and_then(|s| {
+        let parsed = crate::kubernetes::ServiceRef::parse(s.get_ref());
+        if parsed.is_none() {
+            d.error(
+                s.span(),
+                key("kubernetes_service"),
+                format!(
+                    "{:?} is not \"name.namespace:port\" (a Service, and the pods' port number or a Service port name)",
+                    s.get_ref()
+                ),
+            );
+        }
+        parsed
+    });
+    let listed = raw.endpoints.as_ref().filter(|e| !e.get_ref().is_empty());
+    match (listed, &raw.kubernetes_service) {
+        (Some(e), Some(_)) => d.error(
+            e.span(),
             key("endpoints"),
-            "a cluster needs at least one endpoint, \"host:port\"",
-        );
+            "give `endpoints` or `kubernetes_service`, not both",
+        ),
+        (None, None) => d.error(
+            raw.endpoints.as_ref().map_or(raw.name.span(), |e| e.span()),
+            key("endpoints"),
+            "a cluster needs at least one endpoint, \"host:port\" (or a `kubernetes_service`)",
+        ),
+        _ => {}
     }
     let endpoints = raw
         .endpoints
-        .get_ref()
         .iter()
+        .flat_map(|e| e.get_ref().iter())
         .enumerate()
         .filter_map(|(j, e)| endpoint(e, &key(&format!("endpoints[{j}]")), d))
         .collect();
@@ -303,6 +324,7 @@ fn cluster(i: usize, raw: &RawCluster, base: &Path, d: &mut Diagnostics<'_>) -> 
     ClusterConfig {
         name: raw.name.get_ref().clone(),
         endpoints,
+        kubernetes_service,
         service_addresses,
         lb,
         protocol: raw

@@ -341,13 +341,25 @@ impl Clusters {
                 }
                 None => None,
             };
-            let resolved = discovery::resolve(c).await.unwrap_or_default();
+            let (resolved, kubernetes) = match &c.kubernetes_service {
+                Some(service) => {
+                    let mut endpoints = crate::kubernetes::endpoints(service)
+                        .await
+                        .map_err(|e| format!("cluster {:?}: {e}", c.name))?;
+                    let first =
+                        crate::kubernetes::first_endpoints(&mut endpoints, KUBERNETES_FIRST_LIST)
+                            .await
+                            .unwrap_or_default();
+                    (first, Some(endpoints))
+                }
+                None => (discovery::resolve(c).await.unwrap_or_default(), None),
+            };
             let reusable: Vec<Arc<Endpoint>> = before
                 .filter(|b| PoolSettings::from(&b.config) == PoolSettings::from(c))
                 .map(|b| b.endpoints.load().endpoints.clone())
                 .unwrap_or_default();
             let cluster = Arc::new(Cluster::new(c.clone(), tls, &resolved, &reusable));
-            spawn_upkeep(Arc::downgrade(&cluster));
+            spawn_upkeep(Arc::downgrade(&cluster), kubernetes);
             clusters.push(cluster);
         }
         Ok(Self { clusters })
@@ -377,7 +389,16 @@ fn same_config(a: &ClusterConfig, b: &ClusterConfig) -> bool {
     serde_json::to_value(a).ok() == serde_json::to_value(b).ok()
 }
 
-fn spawn_upkeep(cluster: Weak<Cluster>) {
+/// How long a cluster with a `kubernetes_service` waits at start for the first list, so it does
+/// not begin without endpoints.
+const KUBERNETES_FIRST_LIST: Duration = Duration::from_secs(5);
+
+/// Keeps a cluster current: DNS refresh or Kubernetes endpoint changes, idle connection
+/// eviction, health checks, ejection expiry. Ends when the cluster is dropped.
+fn spawn_upkeep(
+    cluster: Weak<Cluster>,
+    mut kubernetes: Option<tokio::sync::watch::Receiver<Option<Resolved>>>,
+) {
     let Some(c) = cluster.upgrade() else { return };
     let dns = discovery::needs_dns(&c.config).then_some(c.config.dns_refresh);
     let evict_every = (c.config.idle_timeout / 2).max(Duration::from_secs(1));
@@ -410,6 +431,18 @@ fn spawn_upkeep(cluster: Weak<Cluster>) {
                         c.update(&resolved);
                     }
                 }
+                changed = async { kubernetes.as_mut()?.changed().await.ok() }, if kubernetes.is_some() => {
+                    let Some(c) = cluster.upgrade() else { return };
+                    match changed {
+                        Some(()) => {
+                            let resolved = kubernetes.as_mut().and_then(|k| k.borrow_and_update().clone());
+                            if let Some(resolved) = resolved {
+                                c.update(&resolved);
+                            }
+                        }
+                        None => kubernetes = None,
+                    }
+                }
                 _ = check.tick(), if health_check.is_some() => {
                     let (Some(c), Some(config)) = (cluster.upgrade(), health_check.as_ref()) else { return };
                     c.check_health(config).await;
@@ -437,6 +470,7 @@ mod tests {
                 port: 80,
                 weight: 1,
             }],
+            kubernetes_service: None,
             lb: LbPolicy::RoundRobin,
             protocol: UpstreamProtocol::Http1,
             connect_timeout: Duration::from_secs(1),

@@ -2,7 +2,7 @@
 //! connection pool per endpoint.
 
 mod cluster;
-mod discovery;
+pub mod discovery;
 mod endpoint;
 mod health;
 mod limits;

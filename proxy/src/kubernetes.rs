@@ -1,0 +1,256 @@
+//! Service discovery from Kubernetes EndpointSlices, as kube-proxy and every mesh do it: one
+//! watch per service (list, then watch from the list's resource version, relisting when the
+//! API server says the version is too old), publishing the ready addresses of all the
+//! service's slices. The API is found as kubectl finds it: `KUBECONFIG` or `~/.kube/config`,
+//! else the in-cluster service account.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::Api;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use serde::Serialize;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::upstream::discovery::Resolved;
+
+/// `name.namespace:port` — a Service and the port to reach: the pods' port number, or the name
+/// of a Service port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct ServiceRef {
+    pub name: String,
+    pub namespace: String,
+    pub port: PortRef,
+}
+
+/// A Service port by number or by name (`http`), as EndpointSlices list them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum PortRef {
+    Number(u16),
+    Name(String),
+}
+
+impl ServiceRef {
+    /// Parses `name.namespace:port` (`namespace` defaults to `default`).
+    pub fn parse(text: &str) -> Option<Self> {
+        let (service, port) = text.rsplit_once(':')?;
+        let (name, namespace) = service.split_once('.').unwrap_or((service, "default"));
+        let label = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 63
+                && s.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        };
+        if !label(name) || !label(namespace) || port.is_empty() {
+            return None;
+        }
+        let port = match port.parse::<u16>() {
+            Ok(0) => return None,
+            Ok(n) => PortRef::Number(n),
+            Err(_) if label(port) => PortRef::Name(port.to_owned()),
+            Err(_) => return None,
+        };
+        Some(Self {
+            name: name.to_owned(),
+            namespace: namespace.to_owned(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for ServiceRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.port {
+            PortRef::Number(n) => write!(f, "{}.{}:{n}", self.name, self.namespace),
+            PortRef::Name(p) => write!(f, "{}.{}:{p}", self.name, self.namespace),
+        }
+    }
+}
+
+/// Why discovery could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot reach the Kubernetes API (KUBECONFIG, ~/.kube/config or in-cluster): {0}")]
+pub struct KubernetesError(String);
+
+/// The endpoints of `service`, kept current for the life of the process: `None` until the
+/// first list completes. One watch per service, shared by every cluster (and reload) naming it.
+pub async fn endpoints(
+    service: &ServiceRef,
+) -> Result<watch::Receiver<Option<Resolved>>, KubernetesError> {
+    static WATCHES: OnceLock<Mutex<HashMap<ServiceRef, watch::Receiver<Option<Resolved>>>>> =
+        OnceLock::new();
+    let watches = WATCHES.get_or_init(Default::default);
+    if let Some(existing) = lock(watches).get(service) {
+        return Ok(existing.clone());
+    }
+    let client = client().await?;
+    let mut watches = lock(watches);
+    if let Some(existing) = watches.get(service) {
+        return Ok(existing.clone());
+    }
+    let (tx, rx) = watch::channel(None);
+    tokio::spawn(follow(client, service.clone(), tx));
+    watches.insert(service.clone(), rx.clone());
+    Ok(rx)
+}
+
+/// Waits up to `deadline` for the first list of `service`, so a cluster does not start empty.
+pub async fn first_endpoints(
+    rx: &mut watch::Receiver<Option<Resolved>>,
+    deadline: Duration,
+) -> Option<Resolved> {
+    let listed = tokio::time::timeout(deadline, rx.wait_for(Option::is_some)).await;
+    match listed {
+        Ok(Ok(resolved)) => resolved.clone(),
+        _ => None,
+    }
+}
+
+/// One client per process, built on first use.
+async fn client() -> Result<kube::Client, KubernetesError> {
+    static CLIENT: tokio::sync::OnceCell<kube::Client> = tokio::sync::OnceCell::const_new();
+    CLIENT
+        .get_or_try_init(|| async {
+            kube::Client::try_default()
+                .await
+                .map_err(|e| KubernetesError(e.to_string()))
+        })
+        .await
+        .cloned()
+}
+
+/// Runs the watch of `service`'s slices, publishing on every change, until nobody listens.
+async fn follow(client: kube::Client, service: ServiceRef, tx: watch::Sender<Option<Resolved>>) {
+    let api: Api<EndpointSlice> = Api::namespaced(client, &service.namespace);
+    let selector = format!("kubernetes.io/service-name={}", service.name);
+    let config = watcher::Config::default().labels(&selector);
+    let mut events = watcher::watcher(api, config).default_backoff().boxed();
+    // By slice name: the current set, and the one being listed after a (re)start.
+    let mut slices: BTreeMap<String, Vec<SocketAddr>> = BTreeMap::new();
+    let mut listing: BTreeMap<String, Vec<SocketAddr>> = BTreeMap::new();
+    while let Some(event) = events.next().await {
+        let changed = match event {
+            Ok(Event::Init) => {
+                listing.clear();
+                false
+            }
+            Ok(Event::InitApply(slice)) => {
+                listing.insert(slice_name(&slice), ready_addresses(&slice, &service.port));
+                false
+            }
+            Ok(Event::InitDone) => {
+                slices = std::mem::take(&mut listing);
+                true
+            }
+            Ok(Event::Apply(slice)) => {
+                slices.insert(slice_name(&slice), ready_addresses(&slice, &service.port));
+                true
+            }
+            Ok(Event::Delete(slice)) => slices.remove(&slice_name(&slice)).is_some(),
+            Err(e) => {
+                warn!(%service, error = %e, "EndpointSlice watch failed; retrying");
+                false
+            }
+        };
+        if changed {
+            let resolved: Resolved = slices.values().flatten().map(|a| (*a, 1)).collect();
+            info!(%service, endpoints = resolved.len(), "Kubernetes endpoints changed");
+            if tx.send(Some(resolved)).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+fn slice_name(slice: &EndpointSlice) -> String {
+    slice.metadata.name.clone().unwrap_or_default()
+}
+
+/// The addresses of a slice's endpoints that are ready (absent `ready` means ready, as the API
+/// documents). A port number is the pods' port, used as is; a port name is looked up among the
+/// slice's ports (named after the Service's ports).
+fn ready_addresses(slice: &EndpointSlice, port: &PortRef) -> Vec<SocketAddr> {
+    let number = match port {
+        PortRef::Number(n) => Some(*n),
+        PortRef::Name(name) => slice
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some(name.as_str()))
+            .and_then(|p| p.port)
+            .and_then(|n| u16::try_from(n).ok()),
+    };
+    let Some(number) = number else {
+        return Vec::new();
+    };
+    slice
+        .endpoints
+        .iter()
+        .flatten()
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
+        .flat_map(|e| e.addresses.iter())
+        .filter_map(|a| a.parse::<IpAddr>().ok())
+        .map(|ip| SocketAddr::new(ip, number))
+        .collect()
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_references_parse_as_written() {
+        let s = ServiceRef::parse("orders.shop:8080").unwrap();
+        assert_eq!((s.name.as_str(), s.namespace.as_str()), ("orders", "shop"));
+        assert_eq!(s.port, PortRef::Number(8080));
+        let s = ServiceRef::parse("orders:http").unwrap();
+        assert_eq!(s.namespace, "default");
+        assert_eq!(s.port, PortRef::Name("http".into()));
+        for bad in [
+            "orders",
+            "Orders.shop:80",
+            "orders.shop:0",
+            "orders.shop:",
+            ".shop:80",
+        ] {
+            assert!(ServiceRef::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_ready_endpoints_on_the_named_port_count() {
+        let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {"name": "orders-abc12"},
+            "addressType": "IPv4",
+            "endpoints": [
+                {"addresses": ["10.0.0.1"], "conditions": {"ready": true}},
+                {"addresses": ["10.0.0.2"], "conditions": {"ready": false}},
+                {"addresses": ["10.0.0.3"]}
+            ],
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]
+        }))
+        .unwrap();
+        let addrs = ready_addresses(&slice, &PortRef::Name("http".into()));
+        assert_eq!(
+            addrs,
+            [
+                "10.0.0.1:8080".parse().unwrap(),
+                "10.0.0.3:8080".parse().unwrap()
+            ]
+        );
+        assert!(ready_addresses(&slice, &PortRef::Name("grpc".into())).is_empty());
+    }
+}
