@@ -525,3 +525,52 @@ async fn a_tampered_bundle_or_plugin_is_refused_and_the_last_good_one_keeps_serv
         "only {from_v2} of 20 went to v2 after the good bundle"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_plane_discovers_endpoints_for_proxies_without_api_access() {
+    use crate::support::kube_api::{KubeApi, event, slice, slice_list};
+    let mesh = MeshDir::new();
+    let (v1, v2) = (Upstream::echo("v1").await, Upstream::echo("v2").await);
+    let api = KubeApi::start().await;
+    api.set_list(slice_list(
+        "100",
+        &[slice(
+            "orders-a",
+            "99",
+            v1.addr.port(),
+            &[("127.0.0.1", true)],
+        )],
+    ));
+    mesh.write_workload(
+        "web",
+        "[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\ndefault_cluster = \"orders\"\n\n[[cluster]]\nname = \"orders\"\nkubernetes_service = \"orders.default:http\"\n",
+    );
+    mesh.write_mesh("kubernetes_discovery = true", "", &["web"]);
+    let control =
+        ControlPlane::start_with_env(&mesh.mesh(), &[("KUBECONFIG", api.kubeconfig.as_os_str())]);
+    // The proxy has no KUBECONFIG: its endpoints come in its bundle.
+    let web = mesh.proxy(control.api, "web");
+    assert!(answered_by(&web, "v1").await);
+    let effective = std::fs::read_to_string(mesh.dir.join("state-web/config.toml")).unwrap();
+    assert!(
+        effective.contains("discovered_from = \"orders.default:http\""),
+        "{effective}"
+    );
+
+    // The pods move: the control plane's watch sees it and the proxy follows within 2 s.
+    api.send(event(
+        "MODIFIED",
+        slice("orders-a", "101", v2.addr.port(), &[("127.0.0.1", true)]),
+    ));
+    let moved = eventually(Duration::from_secs(2), async || {
+        answered_by(&web, "v2").await
+    })
+    .await;
+    assert!(moved, "control plane:\n{}", control.logs());
+    assert_eq!(
+        api.watches_opened(),
+        1,
+        "one watch for the mesh: {:?}",
+        api.requests()
+    );
+}

@@ -155,9 +155,11 @@ fn the_checks_catch_a_flag_the_cli_does_not_have() {
 }
 
 /// The control plane manifest's mesh.toml and workload config (its ConfigMap) are a mesh the
-/// real control plane accepts, with the paths the pod mounts pointed at test files.
-#[test]
-fn the_control_plane_manifest_holds_a_mesh_the_control_plane_serves() {
+/// real control plane accepts, with the paths the pod mounts pointed at test files and the
+/// Kubernetes API played by a local one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_plane_manifest_holds_a_mesh_the_control_plane_serves() {
+    let api = crate::support::kube_api::KubeApi::start().await;
     let text = std::fs::read_to_string(deploy_dir().join("k8s/control-plane.yaml"))
         .expect("deploy/k8s/control-plane.yaml");
     let docs = YamlLoader::load_from_str(&text).expect("valid YAML");
@@ -193,7 +195,19 @@ fn the_control_plane_manifest_holds_a_mesh_the_control_plane_serves() {
             );
         std::fs::write(dir.join(name), content).unwrap();
     }
-    let control = crate::support::control::ControlPlane::start(&dir.join("mesh.toml"));
+    let control = crate::support::control::ControlPlane::start_with_env(
+        &dir.join("mesh.toml"),
+        &[("KUBECONFIG", api.kubeconfig.as_os_str())],
+    );
+    // Each Service was listed before the first bundles were rendered.
+    for service in ["orders-v1", "orders-v2"] {
+        let selector = format!("service-name%3D{service}&");
+        assert!(
+            api.requests().iter().any(|r| r.contains(&selector)),
+            "{service} is not watched: {:?}",
+            api.requests()
+        );
+    }
     let status = control.status();
     assert_eq!(
         status["workloads"][0]["workload"], "default/orders",

@@ -30,9 +30,15 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// Starts `switchyard control --config mesh` and waits until its API and admin are bound.
     pub fn start(mesh: &Path) -> Self {
+        Self::start_with_env(mesh, &[])
+    }
+
+    /// [`ControlPlane::start`] with extra environment variables (e.g. `KUBECONFIG`).
+    pub fn start_with_env(mesh: &Path, env: &[(&str, &std::ffi::OsStr)]) -> Self {
         let mut child = Command::new(BIN)
             .args(["control", "--config"])
             .arg(mesh)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .env_remove("SWITCHYARD_LOG_FORMAT")
             .stdin(Stdio::null())

@@ -206,6 +206,7 @@ fn expected_keys(parent: &[Segment]) -> String {
             "max_idle_per_endpoint",
             "service_addresses",
             "kubernetes_service",
+            "discovered_from",
         ],
         ["plugin"] => &["name", "path", "sha256", "on_error", "limits", "config"],
         ["plugin", "limits"] => &["time", "memory"],

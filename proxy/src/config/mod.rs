@@ -331,6 +331,8 @@ pub struct ClusterConfig {
     pub endpoints: Vec<EndpointConfig>,
     /// Endpoints from this Service's EndpointSlices instead of `endpoints`.
     pub kubernetes_service: Option<crate::kubernetes::ServiceRef>,
+    /// The Service the control plane discovered `endpoints` from (which may then be empty).
+    pub discovered_from: Option<crate::kubernetes::ServiceRef>,
     /// The addresses clients dial for this service (e.g. its Kubernetes ClusterIP:port): a
     /// connection captured on an `original_destination` listener to one of them goes to this
     /// cluster.

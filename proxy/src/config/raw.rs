@@ -111,6 +111,7 @@ pub struct RawCluster {
     pub name: Spanned<String>,
     pub endpoints: Option<Spanned<Vec<Spanned<RawEndpoint>>>>,
     pub kubernetes_service: Option<Spanned<String>>,
+    pub discovered_from: Option<Spanned<String>>,
     pub lb: Option<Spanned<String>>,
     pub connect_timeout: Option<Spanned<String>>,
     pub timeout: Option<Spanned<String>>,

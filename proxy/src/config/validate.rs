@@ -278,8 +278,22 @@ fn cluster(i: usize, raw: &RawCluster, base: &Path, d: &mut Diagnostics<'_>) -> 
         }
         parsed
     });
+    let discovered_from = raw.discovered_from.as_ref().and_then(|s| {
+        let parsed = crate::kubernetes::ServiceRef::parse(s.get_ref());
+        if parsed.is_none() || raw.kubernetes_service.is_some() {
+            d.error(
+                s.span(),
+                key("discovered_from"),
+                "set by the control plane beside the `endpoints` it discovered for a \
+                 \"name.namespace:port\" Service, never with `kubernetes_service`",
+            );
+        }
+        parsed
+    });
     let listed = raw.endpoints.as_ref().filter(|e| !e.get_ref().is_empty());
     match (listed, &raw.kubernetes_service) {
+        // A discovered set may be empty: the Service has no ready pods right now.
+        (None, None) if discovered_from.is_some() => {}
         (Some(e), Some(_)) => d.error(
             e.span(),
             key("endpoints"),
@@ -325,6 +339,7 @@ fn cluster(i: usize, raw: &RawCluster, base: &Path, d: &mut Diagnostics<'_>) -> 
         name: raw.name.get_ref().clone(),
         endpoints,
         kubernetes_service,
+        discovered_from,
         service_addresses,
         lb,
         protocol: raw

@@ -29,7 +29,8 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use super::api::{self, Bundle, IdentityGrant, Report};
-use super::render::{self, MeshPlugins, WeightOverrides};
+use super::discovery::MeshDiscovery;
+use super::render::{self, DiscoveredEndpoints, MeshPlugins, WeightOverrides};
 use super::settings::{self, MeshSettings};
 use crate::config::{ConfigError, ConfigErrors};
 use crate::tls::issue::{MeshCa, Workload};
@@ -49,6 +50,8 @@ pub enum ControlError {
     Ca(#[from] crate::tls::issue::IssueError),
     #[error("{0}")]
     Tls(String),
+    #[error("{0}")]
+    Discovery(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -99,6 +102,7 @@ pub struct ControlPlane {
     outcome: Mutex<ReloadOutcome>,
     reloading: tokio::sync::Mutex<()>,
     inputs_hash: Mutex<String>,
+    discovery: Arc<MeshDiscovery>,
 }
 
 /// Runs the control plane on `mesh.toml` until SIGTERM or SIGINT.
@@ -113,6 +117,7 @@ pub fn run(mesh_path: PathBuf) -> Result<(), ControlError> {
         let (api, admin, plane) = ControlPlane::start(mesh_path, settings).await?;
         tokio::spawn(Arc::clone(&plane).serve_api(api));
         tokio::spawn(Arc::clone(&plane).serve_admin(admin));
+        tokio::spawn(Arc::clone(&plane).follow_discovery());
         crate::watch::spawn(Arc::clone(&plane));
         info!("switchyard control plane ready");
         crate::server::shutdown_signal().await;
@@ -136,7 +141,14 @@ impl ControlPlane {
         let api = bind(settings.control.listen).await?;
         let admin = bind(settings.control.admin).await?;
         let inputs_hash = inputs_hash(&mesh_path, &settings);
-        let state = build(settings, &WeightOverrides::new())?;
+        let discovery = Arc::new(MeshDiscovery::default());
+        if settings.control.kubernetes_discovery {
+            discovery
+                .watch_all(render::referenced_services(&settings))
+                .await
+                .map_err(ControlError::Discovery)?;
+        }
+        let state = build(settings, &WeightOverrides::new(), &discovery.snapshot())?;
         let plane = Arc::new(Self {
             mesh_path,
             ca,
@@ -151,6 +163,7 @@ impl ControlPlane {
             }),
             reloading: tokio::sync::Mutex::new(()),
             inputs_hash: Mutex::new(inputs_hash),
+            discovery,
         });
         Ok((
             TlsListener {
@@ -169,9 +182,20 @@ impl ControlPlane {
             Ok(settings) => {
                 let hash = inputs_hash(&self.mesh_path, &settings);
                 let weights = lock(&self.weights).clone();
-                self.swap(build(settings, &weights)).inspect(|_| {
-                    *lock(&self.inputs_hash) = hash;
-                })
+                let watched = if settings.control.kubernetes_discovery {
+                    let services = render::referenced_services(&settings);
+                    self.discovery.watch_all(services).await
+                } else {
+                    Ok(())
+                };
+                match watched {
+                    Ok(()) => self
+                        .swap(build(settings, &weights, &self.discovery.snapshot()))
+                        .inspect(|_| {
+                            *lock(&self.inputs_hash) = hash;
+                        }),
+                    Err(e) => Err(e),
+                }
             }
             Err(errors) => Err(errors.to_string()),
         };
@@ -198,12 +222,35 @@ impl ControlPlane {
         current.plugins.check_weights(plugin, &weights)?;
         let mut all = lock(&self.weights).clone();
         all.entry(plugin.to_owned()).or_default().extend(weights);
-        let result = self.swap(build(current.settings.clone(), &all));
+        let result = self.swap(build(
+            current.settings.clone(),
+            &all,
+            &self.discovery.snapshot(),
+        ));
         if result.is_ok() {
             info!(plugin, "weights changed over the admin API");
             *lock(&self.weights) = all;
         }
         result
+    }
+
+    /// Re-renders the mesh whenever discovered endpoints change, for the life of the process.
+    async fn follow_discovery(self: Arc<Self>) {
+        loop {
+            self.discovery.changed().await;
+            let _one_at_a_time = self.reloading.lock().await;
+            let current = self.state.load_full();
+            let weights = lock(&self.weights).clone();
+            let built = build(
+                current.settings.clone(),
+                &weights,
+                &self.discovery.snapshot(),
+            );
+            match self.swap(built) {
+                Ok(generation) => info!(generation, "mesh re-rendered for new endpoints"),
+                Err(error) => warn!("new endpoints refused:\n{error}"),
+            }
+        }
     }
 
     fn swap(&self, built: Result<MeshState, ConfigErrors>) -> Result<u64, String> {
@@ -596,12 +643,16 @@ struct TlsListener {
 }
 
 /// Renders every workload; any error refuses the whole mesh.
-fn build(settings: MeshSettings, weights: &WeightOverrides) -> Result<MeshState, ConfigErrors> {
+fn build(
+    settings: MeshSettings,
+    weights: &WeightOverrides,
+    discovered: &DiscoveredEndpoints,
+) -> Result<MeshState, ConfigErrors> {
     let plugins = MeshPlugins::read(&settings)?;
     let mut bundles = HashMap::new();
     let mut errors: Vec<ConfigError> = Vec::new();
     for w in &settings.workloads {
-        match render::render(&settings, &plugins, weights, w) {
+        match render::render(&settings, &plugins, weights, discovered, w) {
             Ok(bundle) => {
                 bundles.insert(
                     w.spiffe_id(&settings.control.trust_domain),

@@ -11,6 +11,7 @@ pub mod agent;
 pub mod api;
 mod client;
 pub mod control;
+pub mod discovery;
 mod render;
 pub mod settings;
 mod toml_errors;

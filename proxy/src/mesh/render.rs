@@ -3,6 +3,7 @@
 //! require the mesh identity, and clusters named after a workload verify its SPIFFE ID.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::path::Path;
 
 use bytes::Bytes;
@@ -12,12 +13,16 @@ use super::api::{Bundle, PluginRef, sha256_hex};
 use super::settings::{MeshSettings, WorkloadSpec};
 use super::toml_errors::{file_error, top_level_span};
 use crate::config::{ConfigErrors, Diagnostics};
+use crate::kubernetes::ServiceRef;
 
 /// Where an agent keeps its identity, relative to its state directory (and so to the config it
 /// writes there): the certificate chain and its key in one file, so a renewal is one rename.
 pub const IDENTITY_FILE: &str = "identity/identity.pem";
 /// The mesh CA, next to the identity.
 pub const MESH_CA_FILE: &str = "identity/ca.pem";
+
+/// Endpoints the control plane discovered, by Service (see `[control] kubernetes_discovery`).
+pub type DiscoveredEndpoints = BTreeMap<ServiceRef, Vec<SocketAddr>>;
 
 /// Weights set at run time (`switchyard ctl weights`): plugin → cluster → weight. They win
 /// over `mesh.toml` until the control plane restarts.
@@ -105,6 +110,7 @@ pub fn render(
     mesh: &MeshSettings,
     plugins: &MeshPlugins,
     weights: &WeightOverrides,
+    discovered: &DiscoveredEndpoints,
     w: &WorkloadSpec,
 ) -> Result<Bundle, ConfigErrors> {
     let source = std::fs::read_to_string(&w.config).map_err(|e| {
@@ -170,6 +176,9 @@ pub fn render(
         .collect();
     table.insert("plugin".into(), Value::Array(bundled));
     add_mesh_tls(&mut table, mesh, w);
+    if mesh.control.kubernetes_discovery {
+        fill_in_discovered(&mut table, discovered);
+    }
     let config = toml::to_string(&table)
         .map_err(|e| file_error(&w.config, format!("cannot render the bundle: {e}")))?;
     // What the agent will load; mesh TLS filled in must not break it.
@@ -224,6 +233,60 @@ fn set_weights(plugin: &mut Table, weights: &BTreeMap<String, u32>) -> usize {
         }
     }
     set
+}
+
+/// The Services `kubernetes_service` clusters of every workload name, for the control plane to
+/// watch (a workload config that does not read or parse is reported by [`render`]).
+pub fn referenced_services(mesh: &MeshSettings) -> Vec<ServiceRef> {
+    let mut services = Vec::new();
+    for w in &mesh.workloads {
+        let table = std::fs::read_to_string(&w.config)
+            .ok()
+            .and_then(|text| text.parse::<Table>().ok());
+        let clusters = table
+            .as_ref()
+            .and_then(|t| t.get("cluster"))
+            .and_then(Value::as_array);
+        for cluster in clusters.into_iter().flatten() {
+            let service = cluster
+                .get("kubernetes_service")
+                .and_then(Value::as_str)
+                .and_then(ServiceRef::parse);
+            if let Some(service) = service
+                && !services.contains(&service)
+            {
+                services.push(service);
+            }
+        }
+    }
+    services
+}
+
+/// Replaces each cluster's `kubernetes_service` by the endpoints discovered for it, so the
+/// proxy needs no access to the Kubernetes API.
+fn fill_in_discovered(table: &mut Table, discovered: &DiscoveredEndpoints) {
+    let clusters = table.get_mut("cluster").and_then(Value::as_array_mut);
+    for cluster in clusters.into_iter().flatten() {
+        let Some(cluster) = cluster.as_table_mut() else {
+            continue;
+        };
+        let service = cluster
+            .get("kubernetes_service")
+            .and_then(Value::as_str)
+            .and_then(ServiceRef::parse);
+        let Some(service) = service else {
+            continue;
+        };
+        let endpoints: Vec<Value> = discovered
+            .get(&service)
+            .into_iter()
+            .flatten()
+            .map(|a| Value::String(a.to_string()))
+            .collect();
+        cluster.remove("kubernetes_service");
+        cluster.insert("endpoints".into(), Value::Array(endpoints));
+        cluster.insert("discovered_from".into(), Value::String(service.to_string()));
+    }
 }
 
 /// Mesh mTLS by default: the workload's mesh listeners (without their own `tls`) require a
@@ -313,6 +376,7 @@ mod tests {
                 cert_lifetime: std::time::Duration::from_secs(60),
                 server_names: Vec::new(),
                 admin_token: None,
+                kubernetes_discovery: false,
             },
             plugins,
             workloads: vec![
@@ -338,7 +402,14 @@ mod tests {
         .unwrap();
         let mesh = mesh(&dir, Vec::new());
         let plugins = MeshPlugins::read(&mesh).unwrap();
-        let bundle = render(&mesh, &plugins, &WeightOverrides::new(), &mesh.workloads[0]).unwrap();
+        let bundle = render(
+            &mesh,
+            &plugins,
+            &WeightOverrides::new(),
+            &DiscoveredEndpoints::new(),
+            &mesh.workloads[0],
+        )
+        .unwrap();
         let config: Table = bundle.config.parse().unwrap();
         let listeners = config["listener"].as_array().unwrap();
         assert_eq!(
@@ -373,8 +444,14 @@ mod tests {
         .unwrap();
         let mesh = mesh(&dir, Vec::new());
         let plugins = MeshPlugins::read(&mesh).unwrap();
-        let errors =
-            render(&mesh, &plugins, &WeightOverrides::new(), &mesh.workloads[0]).unwrap_err();
+        let errors = render(
+            &mesh,
+            &plugins,
+            &WeightOverrides::new(),
+            &DiscoveredEndpoints::new(),
+            &mesh.workloads[0],
+        )
+        .unwrap_err();
         assert_eq!(errors.0[0].line, 5, "{errors}");
         assert!(
             errors.0[0].message.contains("belongs in mesh.toml"),

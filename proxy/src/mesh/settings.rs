@@ -9,6 +9,7 @@
 //! trust_domain = "cluster.local"    # identities are spiffe://<trust_domain>/ns/<ns>/sa/<name>
 //! cert_lifetime = "24h"             # how long a workload certificate lives; agents renew at 2/3
 //! admin_token = "..."               # for changes over the admin API (or SWITCHYARD_ADMIN_TOKEN)
+//! kubernetes_discovery = false      # resolve clusters' kubernetes_service here, for every proxy
 //!
 //! [[plugin]]                        # the mesh's plugins, as in a proxy config
 //! name = "canary"
@@ -65,6 +66,9 @@ pub struct ControlSettings {
     pub server_names: Vec<String>,
     /// Bearer token for changes over the admin API (or `SWITCHYARD_ADMIN_TOKEN`).
     pub admin_token: Option<String>,
+    /// Resolve workload clusters' `kubernetes_service` here (one EndpointSlice watch per Service
+    /// for the whole mesh) and send proxies the endpoints, instead of every proxy watching.
+    pub kubernetes_discovery: bool,
 }
 
 /// `[[workload]]`: one service account and the config its proxies run.
@@ -117,6 +121,7 @@ struct RawControl {
     cert_lifetime: Option<Spanned<String>>,
     server_names: Option<Vec<String>>,
     admin_token: Option<String>,
+    kubernetes_discovery: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -187,6 +192,7 @@ pub fn load(path: &Path) -> Result<MeshSettings, ConfigErrors> {
         cert_lifetime,
         server_names,
         admin_token: raw.control.admin_token,
+        kubernetes_discovery: raw.control.kubernetes_discovery.unwrap_or(false),
     };
 
     let mut plugins = Vec::new();

@@ -471,6 +471,7 @@ mod tests {
                 weight: 1,
             }],
             kubernetes_service: None,
+            discovered_from: None,
             lb: LbPolicy::RoundRobin,
             protocol: UpstreamProtocol::Http1,
             connect_timeout: Duration::from_secs(1),
