@@ -574,3 +574,74 @@ async fn the_control_plane_discovers_endpoints_for_proxies_without_api_access() 
         api.requests()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_can_authenticate_with_its_kubernetes_service_account_token() {
+    use crate::support::kube_api::KubeApi;
+    let mesh = MeshDir::new();
+    let v1 = Upstream::echo("v1").await;
+    let api = KubeApi::start().await;
+    api.allow_token("projected-token-of-web", "default", "web");
+    api.allow_token("projected-token-of-batch", "default", "batch");
+    mesh.write_workload(
+        "web",
+        &format!(
+            "[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\ndefault_cluster = \"v1\"\n\n[[cluster]]\nname = \"v1\"\nendpoints = [\"{}\"]\n",
+            v1.addr
+        ),
+    );
+    // `web` has no bootstrap token: its proxies present their service-account token.
+    let text = mesh_toml(&mesh.ca_dir(), "kubernetes_tokens = true", "", &[])
+        + "\n[[workload]]\nname = \"web\"\nconfig = \"workloads/web.toml\"\n";
+    replace_file(&mesh.mesh(), &text);
+    let control =
+        ControlPlane::start_with_env(&mesh.mesh(), &[("KUBECONFIG", api.kubeconfig.as_os_str())]);
+    let proxy_config = |token: &str| {
+        let dir = scratch_dir();
+        let path = dir.join("proxy.toml");
+        let token_file = dir.join("token");
+        std::fs::write(&token_file, token).unwrap();
+        std::fs::write(
+            &path,
+            format!(
+                "[admin]\nlisten = \"127.0.0.1:0\"\n\n[control]\nurl = \"https://127.0.0.1:{}\"\nca = \"{}\"\nworkload = \"web\"\ntoken_file = \"{}\"\nstate_dir = \"{}\"\n",
+                control.api.port(),
+                mesh.pki.ca().display(),
+                token_file.display(),
+                dir.join("state").display()
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let web = Proxy::start_expecting(proxy_config("projected-token-of-web"), 1);
+    assert!(get(web.listener("public"), "/").await.echo_name() == "v1");
+    assert!(
+        control
+            .logs()
+            .contains("identity issued spiffe_id=spiffe://cluster.local/ns/default/sa/web")
+    );
+    assert!(
+        api.requests().iter().any(|r| r.contains("tokenreviews")),
+        "{:?}",
+        api.requests()
+    );
+
+    // A valid token of another service account gets no certificate for web, nor for itself
+    // (batch is no workload of this mesh): the proxy keeps asking and never serves.
+    let mut batch = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(proxy_config("projected-token-of-batch"))
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let refused = eventually(Duration::from_secs(10), async || {
+        control.logs().matches("identity refused").count() >= 2
+    })
+    .await;
+    let _ = batch.kill();
+    let _ = batch.wait();
+    assert!(refused, "{}", control.logs());
+    assert!(!control.logs().contains("sa/batch"), "{}", control.logs());
+}

@@ -172,8 +172,6 @@ async fn the_control_plane_manifest_holds_a_mesh_the_control_plane_serves() {
     let dir = crate::support::proxy::scratch_dir();
     let plugins = crate::support::proxy::plugin_path("canary");
     let plugins = plugins.parent().expect("plugins dir");
-    std::fs::create_dir_all(dir.join("tokens")).unwrap();
-    std::fs::write(dir.join("tokens/orders"), "orders-token-0123456789abcdef").unwrap();
     for (name, content) in data.as_hash().expect("data is a map") {
         let name = name.as_str().expect("key");
         let content = content
@@ -184,10 +182,6 @@ async fn the_control_plane_manifest_holds_a_mesh_the_control_plane_serves() {
             .replace(
                 "/etc/switchyard-ca",
                 &pki.dir.join("ca").display().to_string(),
-            )
-            .replace(
-                "/etc/switchyard-tokens",
-                &dir.join("tokens").display().to_string(),
             )
             .replace(
                 "/usr/local/lib/switchyard/plugins",

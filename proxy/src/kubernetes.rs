@@ -11,6 +11,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
 use kube::runtime::WatchStreamExt;
@@ -111,6 +112,32 @@ pub async fn first_endpoints(
         Ok(Ok(resolved)) => resolved.clone(),
         _ => None,
     }
+}
+
+/// Who a service-account token belongs to, as the API server says (a TokenReview):
+/// `(namespace, service account)`, or `None` if the token is not a valid service-account token.
+pub async fn review_token(token: &str) -> Result<Option<(String, String)>, KubernetesError> {
+    let client = client().await?;
+    let review = TokenReview {
+        spec: TokenReviewSpec {
+            token: token.to_owned(),
+            ..TokenReviewSpec::default()
+        },
+        ..TokenReview::default()
+    };
+    let reviewed = Api::<TokenReview>::all(client)
+        .create(&kube::api::PostParams::default(), &review)
+        .await
+        .map_err(|e| KubernetesError(format!("TokenReview: {e}")))?;
+    let status = reviewed.status.unwrap_or_default();
+    if status.authenticated != Some(true) {
+        return Ok(None);
+    }
+    let username = status.user.and_then(|u| u.username).unwrap_or_default();
+    Ok(username
+        .strip_prefix("system:serviceaccount:")
+        .and_then(|rest| rest.split_once(':'))
+        .map(|(namespace, name)| (namespace.to_owned(), name.to_owned())))
 }
 
 /// One client per process, built on first use.

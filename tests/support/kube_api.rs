@@ -23,6 +23,8 @@ struct State {
     list: Value,
     watches: Vec<mpsc::UnboundedSender<Bytes>>,
     requests: Vec<String>,
+    /// Service-account tokens a TokenReview vouches for, and whose they are.
+    tokens: Vec<(String, String)>,
 }
 
 /// A running fake API server.
@@ -47,7 +49,7 @@ impl KubeApi {
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
                         let state = Arc::clone(&state);
-                        async move { Ok::<_, Infallible>(answer(&state, req)) }
+                        async move { Ok::<_, Infallible>(answer(&state, req).await) }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(tcp), service)
@@ -81,6 +83,14 @@ impl KubeApi {
         self.lock().watches.retain(|w| w.send(line.clone()).is_ok());
     }
 
+    /// A TokenReview of `token` says it is service account `namespace:name`'s.
+    pub fn allow_token(&self, token: &str, namespace: &str, name: &str) {
+        self.lock().tokens.push((
+            token.to_owned(),
+            format!("system:serviceaccount:{namespace}:{name}"),
+        ));
+    }
+
     /// Every request so far, `path?query`.
     pub fn requests(&self) -> Vec<String> {
         self.lock().requests.clone()
@@ -105,12 +115,27 @@ fn is_watch(request: &str) -> bool {
     request.contains("watch=true") || request.contains("watch=1")
 }
 
-fn answer(state: &Mutex<State>, req: Request<Incoming>) -> Response<BoxBody<Bytes, Infallible>> {
+async fn answer(
+    state: &Mutex<State>,
+    req: Request<Incoming>,
+) -> Response<BoxBody<Bytes, Infallible>> {
     let target = req
         .uri()
         .path_and_query()
         .map(|p| p.to_string())
         .unwrap_or_default();
+    if req.uri().path() == "/apis/authentication.k8s.io/v1/tokenreviews" {
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        let review: Value = serde_json::from_slice(&body).unwrap();
+        let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
+        state.requests.push(target);
+        return Response::new(
+            Full::new(Bytes::from(
+                token_review(&state.tokens, &review).to_string(),
+            ))
+            .boxed(),
+        );
+    }
     let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
     state.requests.push(target.clone());
     if !req
@@ -143,6 +168,32 @@ fn answer(state: &Mutex<State>, req: Request<Incoming>) -> Response<BoxBody<Byte
         http::HeaderValue::from_static("application/json"),
     );
     response
+}
+
+/// A TokenReview answered as the API server answers it.
+fn token_review(tokens: &[(String, String)], review: &Value) -> Value {
+    let token = review["spec"]["token"].as_str().unwrap_or_default();
+    let status = match tokens.iter().find(|(t, _)| t == token) {
+        Some((_, username)) => json!({
+            "authenticated": true,
+            "user": {
+                "username": username,
+                "uid": "4b1f0c5e-8a9d-4e2f-b3c7-1d6e9f0a2b3c",
+                "groups": ["system:serviceaccounts", "system:serviceaccounts:default", "system:authenticated"]
+            },
+            "audiences": ["https://kubernetes.default.svc.cluster.local"]
+        }),
+        None => {
+            json!({"user": {}, "error": "[invalid bearer token, service account token has been invalidated]"})
+        }
+    };
+    json!({
+        "kind": "TokenReview",
+        "apiVersion": "authentication.k8s.io/v1",
+        "metadata": {"creationTimestamp": null},
+        "spec": review["spec"],
+        "status": status
+    })
 }
 
 /// One EndpointSlice of Service `orders` in `default`: endpoints `(ip, ready)` on named port

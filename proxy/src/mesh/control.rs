@@ -348,14 +348,18 @@ impl ControlPlane {
     async fn issue_identity(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         let state = self.state.load_full();
         let token = bearer(&req).unwrap_or_default().to_owned();
-        let workload = state.settings.workloads.iter().find(|w| {
-            !w.token.is_empty()
-                && crate::admin::constant_time_eq(w.token.as_bytes(), token.as_bytes())
-        });
-        let Some(workload) = workload else {
-            warn!("identity refused: unknown bootstrap token");
-            return text(StatusCode::UNAUTHORIZED, "unknown bootstrap token\n");
+        let workload = match self.authenticate(&state.settings, &token).await {
+            Ok(Some(workload)) => workload,
+            Ok(None) => {
+                warn!("identity refused: the token is no workload's");
+                return text(StatusCode::UNAUTHORIZED, "the token is no workload's\n");
+            }
+            Err(e) => {
+                warn!(error = %e, "identity refused: cannot check the token");
+                return text(StatusCode::SERVICE_UNAVAILABLE, &format!("{e}\n"));
+            }
         };
+        let workload = &workload;
         let Some(body) = read_body(req).await else {
             return text(StatusCode::PAYLOAD_TOO_LARGE, "the CSR is too large\n");
         };
@@ -389,6 +393,35 @@ impl ControlPlane {
             }
             Err(e) => text(StatusCode::BAD_REQUEST, &format!("cannot sign: {e}\n")),
         }
+    }
+
+    /// The workload a token stands for: a bootstrap token, or (with `kubernetes_tokens`) a
+    /// service-account token the API server vouches for.
+    async fn authenticate(
+        &self,
+        settings: &MeshSettings,
+        token: &str,
+    ) -> Result<Option<settings::WorkloadSpec>, String> {
+        let by_bootstrap = settings.workloads.iter().find(|w| {
+            !w.token.is_empty()
+                && crate::admin::constant_time_eq(w.token.as_bytes(), token.as_bytes())
+        });
+        if let Some(w) = by_bootstrap {
+            return Ok(Some(w.clone()));
+        }
+        if !settings.control.kubernetes_tokens || token.is_empty() {
+            return Ok(None);
+        }
+        let account = crate::kubernetes::review_token(token)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(account.and_then(|(namespace, name)| {
+            settings
+                .workloads
+                .iter()
+                .find(|w| w.namespace == namespace && w.name == name)
+                .cloned()
+        }))
     }
 
     /// The caller's bundle; with `If-None-Match` equal to it, waits for a change first.

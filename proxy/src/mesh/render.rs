@@ -377,6 +377,7 @@ mod tests {
                 server_names: Vec::new(),
                 admin_token: None,
                 kubernetes_discovery: false,
+                kubernetes_tokens: false,
             },
             plugins,
             workloads: vec![

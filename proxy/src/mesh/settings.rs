@@ -10,6 +10,7 @@
 //! cert_lifetime = "24h"             # how long a workload certificate lives; agents renew at 2/3
 //! admin_token = "..."               # for changes over the admin API (or SWITCHYARD_ADMIN_TOKEN)
 //! kubernetes_discovery = false      # resolve clusters' kubernetes_service here, for every proxy
+//! kubernetes_tokens = false         # also accept service-account tokens (TokenReview)
 //!
 //! [[plugin]]                        # the mesh's plugins, as in a proxy config
 //! name = "canary"
@@ -69,6 +70,9 @@ pub struct ControlSettings {
     /// Resolve workload clusters' `kubernetes_service` here (one EndpointSlice watch per Service
     /// for the whole mesh) and send proxies the endpoints, instead of every proxy watching.
     pub kubernetes_discovery: bool,
+    /// Accept a Kubernetes service-account token (checked with a TokenReview) for the workload
+    /// of that service account, besides bootstrap tokens.
+    pub kubernetes_tokens: bool,
 }
 
 /// `[[workload]]`: one service account and the config its proxies run.
@@ -122,6 +126,7 @@ struct RawControl {
     server_names: Option<Vec<String>>,
     admin_token: Option<String>,
     kubernetes_discovery: Option<bool>,
+    kubernetes_tokens: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -193,6 +198,7 @@ pub fn load(path: &Path) -> Result<MeshSettings, ConfigErrors> {
         server_names,
         admin_token: raw.control.admin_token,
         kubernetes_discovery: raw.control.kubernetes_discovery.unwrap_or(false),
+        kubernetes_tokens: raw.control.kubernetes_tokens.unwrap_or(false),
     };
 
     let mut plugins = Vec::new();
@@ -273,12 +279,14 @@ pub fn load(path: &Path) -> Result<MeshSettings, ConfigErrors> {
                     }
                 }
             }
+            // Its proxies present their service-account token instead.
+            (None, None) if control.kubernetes_tokens => String::new(),
             _ => {
                 d.error(
                     span.clone(),
                     format!("workload[{i}].token"),
                     "give exactly one of `token` and `token_file`: the bootstrap token its \
-                     proxies present to get a certificate",
+                     proxies present to get a certificate (or set [control] kubernetes_tokens)",
                 );
                 String::new()
             }
