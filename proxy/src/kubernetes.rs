@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
@@ -102,11 +104,34 @@ pub async fn endpoints(
     Ok(rx)
 }
 
-/// Waits up to `deadline` for the first list of `service`, so a cluster does not start empty.
-pub async fn first_endpoints(
-    rx: &mut watch::Receiver<Option<Resolved>>,
+/// The addresses clients dial for `service` — its cluster IPs on the Service port that leads to
+/// `service.port` — kept current: what a sidecar's outbound capture recognizes the Service by.
+/// `None` until the Service has been read; empty for a headless Service or none at all.
+pub async fn service_addresses(
+    service: &ServiceRef,
+) -> Result<watch::Receiver<Option<Vec<SocketAddr>>>, KubernetesError> {
+    type Watches = Mutex<HashMap<ServiceRef, watch::Receiver<Option<Vec<SocketAddr>>>>>;
+    static WATCHES: OnceLock<Watches> = OnceLock::new();
+    let watches = WATCHES.get_or_init(Default::default);
+    if let Some(existing) = lock(watches).get(service) {
+        return Ok(existing.clone());
+    }
+    let client = client().await?;
+    let mut watches = lock(watches);
+    if let Some(existing) = watches.get(service) {
+        return Ok(existing.clone());
+    }
+    let (tx, rx) = watch::channel(None);
+    tokio::spawn(follow_service(client, service.clone(), tx));
+    watches.insert(service.clone(), rx.clone());
+    Ok(rx)
+}
+
+/// Waits up to `deadline` for the first value of a watch, so a cluster does not start empty.
+pub async fn first_endpoints<T: Clone>(
+    rx: &mut watch::Receiver<Option<T>>,
     deadline: Duration,
-) -> Option<Resolved> {
+) -> Option<T> {
     let listed = tokio::time::timeout(deadline, rx.wait_for(Option::is_some)).await;
     match listed {
         Ok(Ok(resolved)) => resolved.clone(),
@@ -196,6 +221,78 @@ async fn follow(client: kube::Client, service: ServiceRef, tx: watch::Sender<Opt
     }
 }
 
+/// Runs the watch of the Service object itself, publishing its addresses on every change.
+async fn follow_service(
+    client: kube::Client,
+    service: ServiceRef,
+    tx: watch::Sender<Option<Vec<SocketAddr>>>,
+) {
+    let api: Api<Service> = Api::namespaced(client, &service.namespace);
+    let config = watcher::Config::default().fields(&format!("metadata.name={}", service.name));
+    let mut events = watcher::watcher(api, config).default_backoff().boxed();
+    let mut listed = None;
+    while let Some(event) = events.next().await {
+        let addresses = match event {
+            Ok(Event::Init) => {
+                listed = Some(Vec::new());
+                continue;
+            }
+            Ok(Event::InitApply(object)) => {
+                listed = Some(cluster_addresses(&object, &service.port));
+                continue;
+            }
+            Ok(Event::InitDone) => listed.take().unwrap_or_default(),
+            Ok(Event::Apply(object)) => cluster_addresses(&object, &service.port),
+            Ok(Event::Delete(_)) => Vec::new(),
+            Err(e) => {
+                warn!(%service, error = %e, "Service watch failed; retrying");
+                continue;
+            }
+        };
+        if tx.send(Some(addresses)).is_err() {
+            return;
+        }
+    }
+}
+
+/// A Service's cluster IPs on the port that leads to `port`: the Service port of that name, or
+/// the one whose target port (or, failing that, own port) is that number.
+fn cluster_addresses(object: &Service, port: &PortRef) -> Vec<SocketAddr> {
+    let Some(spec) = &object.spec else {
+        return Vec::new();
+    };
+    let ports = spec.ports.iter().flatten();
+    let service_port = match port {
+        PortRef::Name(name) => ports
+            .clone()
+            .find(|p| p.name.as_deref() == Some(name.as_str()))
+            .map(|p| p.port),
+        PortRef::Number(n) => {
+            let target = |p: &&k8s_openapi::api::core::v1::ServicePort| match &p.target_port {
+                Some(IntOrString::Int(t)) => *t == i32::from(*n),
+                None => p.port == i32::from(*n),
+                Some(IntOrString::String(_)) => false,
+            };
+            ports
+                .clone()
+                .find(target)
+                .or_else(|| ports.clone().find(|p| p.port == i32::from(*n)))
+                .map(|p| p.port)
+        }
+    };
+    let Some(service_port) = service_port.and_then(|p| u16::try_from(p).ok()) else {
+        return Vec::new();
+    };
+    let ips = spec
+        .cluster_ips
+        .clone()
+        .unwrap_or_else(|| spec.cluster_ip.clone().into_iter().collect());
+    ips.iter()
+        .filter_map(|ip| ip.parse::<IpAddr>().ok())
+        .map(|ip| SocketAddr::new(ip, service_port))
+        .collect()
+}
+
 fn slice_name(slice: &EndpointSlice) -> String {
     slice.metadata.name.clone().unwrap_or_default()
 }
@@ -253,6 +350,37 @@ mod tests {
         ] {
             assert!(ServiceRef::parse(bad).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_service_is_dialed_on_its_cluster_ips_and_the_port_leading_to_the_pods() {
+        let service: Service = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "orders", "namespace": "default"},
+            "spec": {
+                "clusterIP": "10.96.0.10",
+                "clusterIPs": ["10.96.0.10"],
+                "ports": [
+                    {"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080},
+                    {"name": "admin", "port": 9000, "protocol": "TCP", "targetPort": "admin"}
+                ]
+            }
+        }))
+        .unwrap();
+        let http: SocketAddr = "10.96.0.10:80".parse().unwrap();
+        assert_eq!(
+            cluster_addresses(&service, &PortRef::Name("http".into())),
+            [http]
+        );
+        assert_eq!(cluster_addresses(&service, &PortRef::Number(8080)), [http]);
+        assert!(cluster_addresses(&service, &PortRef::Number(1234)).is_empty());
+        let headless: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "db"},
+            "spec": {"clusterIP": "None", "ports": [{"name": "pg", "port": 5432}]}
+        }))
+        .unwrap();
+        assert!(cluster_addresses(&headless, &PortRef::Name("pg".into())).is_empty());
     }
 
     #[test]

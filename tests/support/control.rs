@@ -137,7 +137,7 @@ pub fn controlled_proxy(
     let dir = super::proxy::scratch_dir();
     let path: PathBuf = dir.join("proxy.toml");
     let config = format!(
-        "[admin]\nlisten = \"127.0.0.1:0\"\n\n[runtime]\nplugin_cache = \"{}\"\n\n[control]\nurl = \"https://127.0.0.1:{}\"\nca = \"{}\"\nworkload = \"{workload}\"\ntoken = \"{}\"\nstate_dir = \"{}\"\npoll_timeout = \"20s\"\n",
+        "[admin]\nlisten = \"127.0.0.1:0\"\n\n[runtime]\nplugin_cache = \"{}\"\n\n[control]\nurl = \"https://127.0.0.1:{}\"\nca = \"{}\"\nworkload = \"{workload}\"\ntoken = \"{}\"\nstate_dir = \"{}\"\npoll_timeout = \"2s\"\n",
         plugin_cache().display(),
         api.port(),
         ca.display(),

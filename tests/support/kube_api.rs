@@ -21,7 +21,9 @@ use tokio::sync::mpsc;
 #[derive(Default)]
 struct State {
     list: Value,
-    watches: Vec<mpsc::UnboundedSender<Bytes>>,
+    services: Value,
+    /// Open watches: of Services (true) or of EndpointSlices (false).
+    watches: Vec<(bool, mpsc::UnboundedSender<Bytes>)>,
     requests: Vec<String>,
     /// Service-account tokens a TokenReview vouches for, and whose they are.
     tokens: Vec<(String, String)>,
@@ -40,6 +42,7 @@ impl KubeApi {
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(State {
             list: slice_list("1", &[]),
+            services: service_list("1", &[]),
             ..State::default()
         }));
         let shared = Arc::clone(&state);
@@ -77,10 +80,26 @@ impl KubeApi {
         self.lock().list = list;
     }
 
-    /// Sends one watch event to every open watch.
+    /// What the next list of Services answers.
+    pub fn set_services(&self, list: Value) {
+        self.lock().services = list;
+    }
+
+    /// Sends one watch event to every open EndpointSlice watch.
     pub fn send(&self, event: Value) {
+        self.send_to(false, event);
+    }
+
+    /// Sends one watch event to every open Service watch.
+    pub fn send_service(&self, event: Value) {
+        self.send_to(true, event);
+    }
+
+    fn send_to(&self, services: bool, event: Value) {
         let line = Bytes::from(format!("{event}\n"));
-        self.lock().watches.retain(|w| w.send(line.clone()).is_ok());
+        self.lock()
+            .watches
+            .retain(|(kind, w)| *kind != services || w.send(line.clone()).is_ok());
     }
 
     /// A TokenReview of `token` says it is service account `namespace:name`'s.
@@ -96,14 +115,20 @@ impl KubeApi {
         self.lock().requests.clone()
     }
 
-    /// How many watches have been opened so far.
+    /// How many EndpointSlice watches have been opened so far.
     pub fn watches_opened(&self) -> usize {
-        self.requests().iter().filter(|r| is_watch(r)).count()
+        self.slice_requests().filter(|r| is_watch(r)).count()
     }
 
-    /// How many lists have been answered so far.
+    /// How many EndpointSlice lists have been answered so far.
     pub fn lists(&self) -> usize {
-        self.requests().iter().filter(|r| !is_watch(r)).count()
+        self.slice_requests().filter(|r| !is_watch(r)).count()
+    }
+
+    fn slice_requests(&self) -> impl Iterator<Item = String> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.contains("/endpointslices"))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -138,11 +163,9 @@ async fn answer(
     }
     let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
     state.requests.push(target.clone());
-    if !req
-        .uri()
-        .path()
-        .starts_with("/apis/discovery.k8s.io/v1/namespaces/")
-    {
+    let path = req.uri().path();
+    let services = path.starts_with("/api/v1/namespaces/") && path.ends_with("/services");
+    if !services && !path.starts_with("/apis/discovery.k8s.io/v1/namespaces/") {
         let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "reason": "NotFound", "code": 404});
         let mut response = Response::new(Full::new(Bytes::from(body.to_string())).boxed());
         *response.status_mut() = http::StatusCode::NOT_FOUND;
@@ -150,7 +173,7 @@ async fn answer(
     }
     if is_watch(&target) {
         let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
-        state.watches.push(tx);
+        state.watches.push((services, tx));
         let stream = futures_util::stream::unfold(rx, |mut rx| async move {
             let line = rx.recv().await?;
             Some((Ok::<_, Infallible>(Frame::data(line)), rx))
@@ -162,7 +185,12 @@ async fn answer(
         );
         return response;
     }
-    let mut response = Response::new(Full::new(Bytes::from(state.list.to_string())).boxed());
+    let list = if services {
+        &state.services
+    } else {
+        &state.list
+    };
+    let mut response = Response::new(Full::new(Bytes::from(list.to_string())).boxed());
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/json"),
@@ -229,6 +257,50 @@ pub fn slice(name: &str, resource_version: &str, port: u16, endpoints: &[(&str, 
             "zone": "zone-a"
         })).collect::<Vec<_>>(),
         "ports": [{"name": "http", "protocol": "TCP", "port": port}]
+    })
+}
+
+/// Service `name` in `default` with one cluster IP and port `http` (`port` → `target_port`).
+pub fn service(
+    name: &str,
+    resource_version: &str,
+    cluster_ip: &str,
+    port: u16,
+    target_port: u16,
+) -> Value {
+    json!({
+        "kind": "Service",
+        "apiVersion": "v1",
+        "metadata": {
+            "name": name,
+            "namespace": "default",
+            "uid": "5f2c1f7e-1c55-4a43-a4b6-2f0e3e1f8a9d",
+            "resourceVersion": resource_version,
+            "creationTimestamp": "2026-11-20T09:14:02Z",
+            "labels": {"app": name}
+        },
+        "spec": {
+            "ports": [{"name": "http", "protocol": "TCP", "port": port, "targetPort": target_port}],
+            "selector": {"app": name},
+            "clusterIP": cluster_ip,
+            "clusterIPs": [cluster_ip],
+            "type": "ClusterIP",
+            "sessionAffinity": "None",
+            "ipFamilies": ["IPv4"],
+            "ipFamilyPolicy": "SingleStack",
+            "internalTrafficPolicy": "Cluster"
+        },
+        "status": {"loadBalancer": {}}
+    })
+}
+
+/// A ServiceList at `resource_version`.
+pub fn service_list(resource_version: &str, items: &[Value]) -> Value {
+    json!({
+        "kind": "ServiceList",
+        "apiVersion": "v1",
+        "metadata": {"resourceVersion": resource_version},
+        "items": items
     })
 }
 

@@ -222,6 +222,10 @@ struct Agent {
     settings: AgentSettings,
     /// The etag of the bundle in use.
     etag: Mutex<String>,
+    /// The etag of a bundle just refused: polls wait for a newer one, and once a poll ends with
+    /// nothing new it is forgotten, so the refused bundle is tried again (it may have failed for
+    /// a passing reason, a plugin download cut short) about every `poll_timeout`.
+    refused: Mutex<Option<String>>,
     instance: String,
 }
 
@@ -244,6 +248,7 @@ impl Agent {
         Ok(Self {
             settings,
             etag: Mutex::new(etag),
+            refused: Mutex::new(None),
             instance: format!("{host}:{}", std::process::id()),
         })
     }
@@ -307,7 +312,9 @@ impl Agent {
         let mut away = false;
         loop {
             match self.fetch(self.settings.poll_timeout).await {
-                Ok(None) => {}
+                Ok(None) => {
+                    lock(&self.refused).take();
+                }
                 Ok(Some(bundle)) => self.apply(&reloader, &bundle).await,
                 Err(e) => {
                     if !away {
@@ -332,6 +339,7 @@ impl Agent {
         let bundle_path = self.path(BUNDLE_FILE);
         let previous = std::fs::read(&config_path).ok();
         let previous_bundle = std::fs::read(&bundle_path).ok();
+        let previous_etag = lock(&self.etag).clone();
         let result = match self.write(bundle).await {
             Ok(()) => reloader.reload("control").await,
             Err(e) => Err(e),
@@ -350,7 +358,8 @@ impl Agent {
                 if let Some(previous) = previous_bundle {
                     let _ = write_atomically(&bundle_path, &previous);
                 }
-                *lock(&self.etag) = bundle.etag.clone();
+                *lock(&self.etag) = previous_etag;
+                *lock(&self.refused) = Some(bundle.etag.clone());
                 self.report(&bundle.etag, reloader.current().version, &e)
                     .await;
             }
@@ -360,7 +369,10 @@ impl Agent {
     /// The bundle, unless it is still the one with our etag (`None`, after up to `wait`).
     async fn fetch(&self, wait: Duration) -> Result<Option<Bundle>, CallError> {
         let client = self.client(true)?;
-        let etag = format!("\"{}\"", lock(&self.etag));
+        let known = lock(&self.refused)
+            .clone()
+            .unwrap_or_else(|| lock(&self.etag).clone());
+        let etag = format!("\"{known}\"");
         let path = format!("{}?wait={}", api::BUNDLE_PATH, wait.as_secs());
         let answer = client
             .call(
@@ -408,6 +420,7 @@ impl Agent {
         let json = serde_json::to_vec(bundle).unwrap_or_default();
         write_atomically(&self.path(BUNDLE_FILE), &json).map_err(|e| e.to_string())?;
         *lock(&self.etag) = bundle.etag.clone();
+        lock(&self.refused).take();
         Ok(())
     }
 

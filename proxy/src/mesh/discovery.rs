@@ -1,8 +1,10 @@
-//! The control plane's side of Kubernetes discovery: one EndpointSlice watch per Service any
-//! workload names in `kubernetes_service`, for the whole mesh; every change re-renders the
-//! bundles, and the proxies whose bundles changed get them at once.
+//! The control plane's side of Kubernetes discovery: for each Service any workload names in
+//! `kubernetes_service`, one EndpointSlice watch (its pods) and one Service watch (its cluster
+//! IPs) for the whole mesh; every change re-renders the bundles, and the proxies whose bundles
+//! changed get them at once.
 
 use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,14 +13,15 @@ use tracing::info;
 
 use super::render::DiscoveredEndpoints;
 use crate::kubernetes::{self, ServiceRef};
+use crate::upstream::discovery::Resolved;
 
 /// How long a new Service's first list is waited for before bundles are rendered without it.
 const FIRST_LIST: Duration = Duration::from_secs(5);
 
-/// The endpoints of every watched Service, and a signal when they change.
+/// What is known of every watched Service, and a signal when it changes.
 #[derive(Default)]
 pub struct MeshDiscovery {
-    endpoints: Mutex<DiscoveredEndpoints>,
+    discovered: Mutex<DiscoveredEndpoints>,
     watching: Mutex<HashSet<ServiceRef>>,
     changed: Notify,
 }
@@ -30,42 +33,70 @@ impl MeshDiscovery {
             if !lock(&self.watching).insert(service.clone()) {
                 continue;
             }
-            let mut rx = match kubernetes::endpoints(&service).await {
-                Ok(rx) => rx,
+            let watches = async {
+                Ok::<_, kubernetes::KubernetesError>((
+                    kubernetes::endpoints(&service).await?,
+                    kubernetes::service_addresses(&service).await?,
+                ))
+            };
+            let (mut endpoints, mut addresses) = match watches.await {
+                Ok(watches) => watches,
                 Err(e) => {
                     lock(&self.watching).remove(&service);
                     return Err(format!("kubernetes_service {service}: {e}"));
                 }
             };
-            let first = kubernetes::first_endpoints(&mut rx, FIRST_LIST).await;
-            self.publish(&service, first);
+            let first = kubernetes::first_endpoints(&mut endpoints, FIRST_LIST).await;
+            self.publish_endpoints(&service, first);
+            let first = kubernetes::first_endpoints(&mut addresses, FIRST_LIST).await;
+            self.publish_addresses(&service, first);
             let this = Arc::downgrade(self);
             tokio::spawn(async move {
-                while rx.changed().await.is_ok() {
-                    let Some(this) = this.upgrade() else { return };
-                    let resolved = rx.borrow_and_update().clone();
-                    this.publish(&service, resolved);
-                    this.changed.notify_one();
+                loop {
+                    tokio::select! {
+                        changed = endpoints.changed() => {
+                            let Some(this) = this.upgrade().filter(|_| changed.is_ok()) else {
+                                return;
+                            };
+                            let resolved = endpoints.borrow_and_update().clone();
+                            this.publish_endpoints(&service, resolved);
+                            this.changed.notify_one();
+                        }
+                        changed = addresses.changed() => {
+                            let Some(this) = this.upgrade().filter(|_| changed.is_ok()) else {
+                                return;
+                            };
+                            let resolved = addresses.borrow_and_update().clone();
+                            this.publish_addresses(&service, resolved);
+                            this.changed.notify_one();
+                        }
+                    }
                 }
             });
         }
         Ok(())
     }
 
-    fn publish(
-        &self,
-        service: &ServiceRef,
-        resolved: Option<crate::upstream::discovery::Resolved>,
-    ) {
+    fn publish_endpoints(&self, service: &ServiceRef, resolved: Option<Resolved>) {
         let Some(resolved) = resolved else { return };
-        let addrs: Vec<_> = resolved.into_iter().map(|(addr, _)| addr).collect();
+        let addrs: Vec<SocketAddr> = resolved.into_iter().map(|(addr, _)| addr).collect();
         info!(%service, endpoints = addrs.len(), "mesh endpoints discovered");
-        lock(&self.endpoints).insert(service.clone(), addrs);
+        lock(&self.discovered)
+            .endpoints
+            .insert(service.clone(), addrs);
     }
 
-    /// The endpoints as they are now.
+    fn publish_addresses(&self, service: &ServiceRef, addresses: Option<Vec<SocketAddr>>) {
+        let Some(addresses) = addresses else { return };
+        info!(%service, ?addresses, "mesh service addresses discovered");
+        lock(&self.discovered)
+            .service_addresses
+            .insert(service.clone(), addresses);
+    }
+
+    /// What is known now.
     pub fn snapshot(&self) -> DiscoveredEndpoints {
-        lock(&self.endpoints).clone()
+        lock(&self.discovered).clone()
     }
 
     /// Completes after the next change of any watched Service.

@@ -21,8 +21,14 @@ pub const IDENTITY_FILE: &str = "identity/identity.pem";
 /// The mesh CA, next to the identity.
 pub const MESH_CA_FILE: &str = "identity/ca.pem";
 
-/// Endpoints the control plane discovered, by Service (see `[control] kubernetes_discovery`).
-pub type DiscoveredEndpoints = BTreeMap<ServiceRef, Vec<SocketAddr>>;
+/// What the control plane discovered, by Service (see `[control] kubernetes_discovery`).
+#[derive(Debug, Clone, Default)]
+pub struct DiscoveredEndpoints {
+    /// The ready pod addresses.
+    pub endpoints: BTreeMap<ServiceRef, Vec<SocketAddr>>,
+    /// The cluster IPs clients dial.
+    pub service_addresses: BTreeMap<ServiceRef, Vec<SocketAddr>>,
+}
 
 /// Weights set at run time (`switchyard ctl weights`): plugin → cluster → weight. They win
 /// over `mesh.toml` until the control plane restarts.
@@ -263,7 +269,8 @@ pub fn referenced_services(mesh: &MeshSettings) -> Vec<ServiceRef> {
 }
 
 /// Replaces each cluster's `kubernetes_service` by the endpoints discovered for it, so the
-/// proxy needs no access to the Kubernetes API.
+/// proxy needs no access to the Kubernetes API, and fills in the Service's addresses (unless the
+/// cluster lists its own) so outbound capture recognizes connections to it.
 fn fill_in_discovered(table: &mut Table, discovered: &DiscoveredEndpoints) {
     let clusters = table.get_mut("cluster").and_then(Value::as_array_mut);
     for cluster in clusters.into_iter().flatten() {
@@ -277,12 +284,20 @@ fn fill_in_discovered(table: &mut Table, discovered: &DiscoveredEndpoints) {
         let Some(service) = service else {
             continue;
         };
-        let endpoints: Vec<Value> = discovered
-            .get(&service)
-            .into_iter()
-            .flatten()
-            .map(|a| Value::String(a.to_string()))
-            .collect();
+        let addresses = |map: &BTreeMap<ServiceRef, Vec<SocketAddr>>| -> Vec<Value> {
+            map.get(&service)
+                .into_iter()
+                .flatten()
+                .map(|a| Value::String(a.to_string()))
+                .collect()
+        };
+        let endpoints = addresses(&discovered.endpoints);
+        if !cluster.contains_key("service_addresses") {
+            cluster.insert(
+                "service_addresses".into(),
+                Value::Array(addresses(&discovered.service_addresses)),
+            );
+        }
         cluster.remove("kubernetes_service");
         cluster.insert("endpoints".into(), Value::Array(endpoints));
         cluster.insert("discovered_from".into(), Value::String(service.to_string()));
@@ -407,7 +422,7 @@ mod tests {
             &mesh,
             &plugins,
             &WeightOverrides::new(),
-            &DiscoveredEndpoints::new(),
+            &DiscoveredEndpoints::default(),
             &mesh.workloads[0],
         )
         .unwrap();
@@ -449,7 +464,7 @@ mod tests {
             &mesh,
             &plugins,
             &WeightOverrides::new(),
-            &DiscoveredEndpoints::new(),
+            &DiscoveredEndpoints::default(),
             &mesh.workloads[0],
         )
         .unwrap_err();
