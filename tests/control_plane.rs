@@ -252,6 +252,17 @@ async fn weight_changes_reach_every_proxy_within_2s_and_survive_the_control_plan
         "proxies did not report the new bundle: {}",
         control.status()
     );
+    let metrics = crate::support::proxy::admin_get(control.admin, "/metrics");
+    assert!(
+        metrics.contains("switchyard_control_proxies{in_sync=\"true\"} 2"),
+        "{metrics}"
+    );
+    let metrics = crate::support::proxy::admin_get(a.admin, "/metrics");
+    assert!(
+        metrics.contains("switchyard_control_bundles_total{result=\"applied\"} 1")
+            && metrics.contains("switchyard_identity_expiry_timestamp_seconds"),
+        "{metrics}"
+    );
 
     // `switchyard ctl --control` changes the split mesh-wide.
     let ctl = Command::new(BIN)

@@ -304,6 +304,8 @@ impl Agent {
 
     /// Long-polls for new bundles and applies them, for the life of the process.
     async fn follow(self: Arc<Self>, reloader: Arc<Reloader>) {
+        // (The bootstrap ran before the metrics recorder was installed.)
+        publish_identity_expiry(&self.path(IDENTITY_FILE));
         let etag = lock(&self.etag).clone();
         if !etag.is_empty() {
             self.report(&etag, reloader.current().version, "ok").await;
@@ -320,6 +322,7 @@ impl Agent {
                     if !away {
                         warn!(error = %e, "control plane unreachable; serving the last good bundle");
                     }
+                    metrics::counter!("switchyard_control_poll_errors_total").increment(1);
                     away = true;
                     backoff.wait().await;
                     continue;
@@ -347,10 +350,14 @@ impl Agent {
         match result {
             Ok(version) => {
                 info!(etag = %bundle.etag, version, "bundle applied");
+                metrics::counter!("switchyard_control_bundles_total", "result" => "applied")
+                    .increment(1);
                 self.report(&bundle.etag, version, "ok").await;
             }
             Err(e) => {
                 warn!(etag = %bundle.etag, "bundle refused; still serving the last good one: {e}");
+                metrics::counter!("switchyard_control_bundles_total", "result" => "refused")
+                    .increment(1);
                 // The state directory keeps describing what runs, for the next start.
                 if let Some(previous) = previous {
                     let _ = write_atomically(&config_path, &previous);
@@ -518,6 +525,7 @@ impl Agent {
         write_atomically(&self.path(IDENTITY_FILE), identity.as_bytes())
             .map_err(|e| e.to_string())?;
         info!(spiffe_id = %grant.spiffe_id, "identity issued");
+        publish_identity_expiry(&self.path(IDENTITY_FILE));
         Ok(())
     }
 
@@ -574,6 +582,16 @@ impl Agent {
             &self.settings.ca,
             identity,
         )?)
+    }
+}
+
+/// `switchyard_identity_expiry_timestamp_seconds`: alert on it coming close (renewal failing).
+fn publish_identity_expiry(path: &Path) {
+    if let Some((_, _, expires)) = identity_span(path) {
+        let at = expires
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        metrics::gauge!("switchyard_identity_expiry_timestamp_seconds").set(at);
     }
 }
 

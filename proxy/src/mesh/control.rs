@@ -103,6 +103,8 @@ pub struct ControlPlane {
     reloading: tokio::sync::Mutex<()>,
     inputs_hash: Mutex<String>,
     discovery: Arc<MeshDiscovery>,
+    /// Renders `/metrics`; `None` if another recorder was installed first.
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 /// Runs the control plane on `mesh.toml` until SIGTERM or SIGINT.
@@ -164,6 +166,7 @@ impl ControlPlane {
             reloading: tokio::sync::Mutex::new(()),
             inputs_hash: Mutex::new(inputs_hash),
             discovery,
+            metrics: crate::telemetry::install_metrics(),
         });
         Ok((
             TlsListener {
@@ -546,8 +549,15 @@ impl ControlPlane {
         if method == Method::GET {
             return match path.as_str() {
                 "/status" => json(StatusCode::OK, &self.status()),
+                "/metrics" => match &self.metrics {
+                    Some(handle) => {
+                        self.observe();
+                        text(StatusCode::OK, &handle.render())
+                    }
+                    None => text(StatusCode::NOT_FOUND, "metrics are off\n"),
+                },
                 "/ready" => text(StatusCode::OK, "ready\n"),
-                _ => text(StatusCode::NOT_FOUND, "GET /status or /ready\n"),
+                _ => text(StatusCode::NOT_FOUND, "GET /status, /metrics or /ready\n"),
             };
         }
         if let Some(refusal) = self.refuse_unauthorized(&req) {
@@ -610,6 +620,22 @@ impl ControlPlane {
                 "a valid bearer token is required\n",
             )),
         }
+    }
+
+    /// Gauges read at scrape: the mesh generation, and proxies in and out of sync.
+    fn observe(&self) {
+        let status = self.status();
+        let proxies: Vec<&serde_json::Value> = status["workloads"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|w| w["proxies"].as_array().into_iter().flatten())
+            .collect();
+        let in_sync = proxies.iter().filter(|p| p["in_sync"] == true).count();
+        metrics::gauge!("switchyard_control_generation").set(lock(&self.outcome).generation as f64);
+        metrics::gauge!("switchyard_control_proxies", "in_sync" => "true").set(in_sync as f64);
+        metrics::gauge!("switchyard_control_proxies", "in_sync" => "false")
+            .set((proxies.len() - in_sync) as f64);
     }
 
     /// Every workload, the bundle it should run, and what each of its proxies reported.
