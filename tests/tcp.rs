@@ -276,6 +276,61 @@ async fn idle_connections_are_closed_and_bytes_count_while_open() {
     assert_closed_soon(&mut stream).await;
 }
 
+// Multi-threaded: the echo service must keep running while the test blocks waiting for the exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_open_tcp_connections_finish_within_the_drain_timeout() {
+    let service = TcpEcho::start("db").await;
+    let mut proxy = Proxy::start(&format!(
+        "[runtime]\ndrain_timeout = \"30s\"\nplugin_cache = \"{}\"\n\n{}[[cluster]]\nname = \"db\"\nendpoints = [\"{}\"]\n",
+        crate::support::proxy::plugin_cache().display(),
+        tcp_listener("db", "db", ""),
+        service.addr,
+    ));
+    let mut stream = TcpStream::connect(proxy.addr()).await.expect("connect");
+    let mut greeting = [0u8; 3];
+    stream.read_exact(&mut greeting).await.expect("greeting");
+
+    // SIGTERM: no new connections, but the open one keeps working.
+    proxy.terminate();
+    assert!(
+        proxy
+            .wait_for_log("draining in-flight requests", Duration::from_secs(5))
+            .await
+    );
+    let refused = crate::support::eventually(Duration::from_secs(5), async || {
+        TcpStream::connect(proxy.addr()).await.is_err()
+    })
+    .await;
+    assert!(refused, "still accepting after SIGTERM");
+    for _ in 0..5 {
+        stream
+            .write_all(b"ping")
+            .await
+            .expect("write while draining");
+        let mut echoed = [0u8; 4];
+        stream
+            .read_exact(&mut echoed)
+            .await
+            .expect("echo while draining");
+        assert_eq!(&echoed, b"ping");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        proxy.wait_exit(Duration::from_millis(300)).is_none(),
+        "the proxy exited with a TCP connection open"
+    );
+
+    // The client closes: the proxy is done draining long before the 30 s deadline.
+    drop(stream);
+    let exited = proxy.wait_exit(Duration::from_secs(5));
+    assert!(
+        exited.is_some_and(|s| s.success()),
+        "{exited:?}\n{}",
+        proxy.logs()
+    );
+    assert!(proxy.logs().contains("drained; every connection closed"));
+}
+
 #[test]
 fn tcp_listener_mistakes_are_refused_with_the_key() {
     let with_plugins = refused(

@@ -141,6 +141,9 @@ impl Listener {
             let _open = open;
             let serving = slot.load_full();
             if serving.protocol == ListenerProtocol::Tcp {
+                // Held until the connection ends, so shutdown drains TCP connections as it does
+                // HTTP ones: they get up to `runtime.drain_timeout` to finish.
+                let _draining = watcher;
                 return serve_tcp(&serving, stream, peer, &listener).await;
             }
             match &serving.tls {
