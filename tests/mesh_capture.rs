@@ -50,7 +50,12 @@ struct Pods {
 
 impl Pods {
     fn create() -> Self {
-        let id = std::process::id();
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let id = format!(
+            "{}{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         let pods = Self {
             a: format!("sy{id}a"),
             b: format!("sy{id}b"),
@@ -125,115 +130,168 @@ impl Drop for Pods {
     }
 }
 
+/// Two pods with capture rules, a service in pod B and both sidecars started: pod A's outbound
+/// capture listener is `outbound` (TOML for one `[[listener]]` plus anything else sidecar A
+/// needs), pod B's inbound listener is TCP with mTLS required.
+struct Mesh {
+    pods: Pods,
+    dir: std::path::PathBuf,
+    _processes: Vec<Killed>,
+}
+
+impl Mesh {
+    async fn start(outbound: &str) -> Self {
+        let dir = scratch_dir();
+        let pki = Pki::new();
+        let server = pki.issue(
+            "svc",
+            Some("spiffe://mesh.local/ns/default/sa/svc"),
+            &["svc.default.mesh"],
+        );
+        let client = pki.issue("app", Some("spiffe://mesh.local/ns/default/sa/app"), &[]);
+        // The sidecars run as their own user and must read their keys and write their cache.
+        std::fs::create_dir_all(dir.join("cache")).expect("cache dir");
+        run(&["chmod", "-R", "a+rX", &pki.dir.display().to_string()]);
+        run(&["chmod", "-R", "a+rwX", &dir.display().to_string()]);
+
+        let sidecar_a = dir.join("a.toml");
+        std::fs::write(
+            &sidecar_a,
+            format!(
+                "[admin]\nlisten = \"127.0.0.1:9901\"\n\n[runtime]\nplugin_cache = \"{}\"\n\n{outbound}\n\n[[cluster]]\nname = \"svc\"\nendpoints = [\"{POD_B_IP}:80\"]\nservice_addresses = [\"{POD_B_IP}:80\"]\n[cluster.tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\nserver_name = \"svc.default.mesh\"\nspiffe_id = \"spiffe://mesh.local/ns/default/sa/svc\"\n",
+                dir.join("cache").display(),
+                pki.ca().display(),
+                client.cert.display(),
+                client.key.display()
+            ),
+        )
+        .expect("write config");
+        let sidecar_b = dir.join("b.toml");
+        std::fs::write(
+            &sidecar_b,
+            format!(
+                "[admin]\nlisten = \"127.0.0.1:9901\"\n\n[[listener]]\nname = \"inbound\"\nlisten = \"0.0.0.0:15006\"\nprotocol = \"tcp\"\ndefault_cluster = \"local\"\n[listener.tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\nrequire_client_cert = true\n\n[[cluster]]\nname = \"local\"\nendpoints = [\"127.0.0.1:8080\"]\n",
+                server.cert.display(),
+                server.key.display(),
+                pki.ca().display()
+            ),
+        )
+        .expect("write config");
+
+        let pods = Pods::create();
+        for ns in [&pods.a, &pods.b] {
+            Pods::exec(
+                ns,
+                &[
+                    BIN,
+                    "iptables",
+                    "--inbound-port",
+                    "15006",
+                    "--outbound-port",
+                    "15001",
+                    "--exclude-uid",
+                    PROXY_UID,
+                    "--exclude-inbound-ports",
+                    "9901",
+                    "--apply",
+                ],
+            )
+            .unwrap_or_else(|e| panic!("switchyard iptables --apply in {ns}: {e}"));
+        }
+        let rules = Pods::exec(&pods.a, &["iptables", "-t", "nat", "-S"]).expect("list rules");
+        assert!(
+            rules.contains("-A SWITCHYARD_REDIRECT -p tcp -j REDIRECT --to-ports 15001"),
+            "{rules}"
+        );
+
+        let processes = vec![
+            Pods::spawn(
+                &pods.b,
+                false,
+                &[BIN, "echo", "--listen", "127.0.0.1:8080", "--name", "svc"],
+                &dir.join("service.log"),
+            ),
+            Pods::spawn(
+                &pods.b,
+                true,
+                &[BIN, "run", "--config", &sidecar_b.display().to_string()],
+                &dir.join("b.log"),
+            ),
+            Pods::spawn(
+                &pods.a,
+                true,
+                &[BIN, "run", "--config", &sidecar_a.display().to_string()],
+                &dir.join("a.log"),
+            ),
+        ];
+        let mesh = Self {
+            pods,
+            dir,
+            _processes: processes,
+        };
+        let admin_ready = |ns: &str| {
+            Pods::exec(
+                ns,
+                &["curl", "-sf", "-m", "2", "http://127.0.0.1:9901/status"],
+            )
+            .is_ok()
+        };
+        let ready = crate::support::eventually(Duration::from_secs(20), async || {
+            admin_ready(&mesh.pods.a) && admin_ready(&mesh.pods.b)
+        })
+        .await;
+        assert!(ready, "sidecars did not start\n{}", mesh.logs());
+        mesh
+    }
+
+    fn logs(&self) -> String {
+        format!(
+            "sidecar a:\n{}\nsidecar b:\n{}",
+            std::fs::read_to_string(self.dir.join("a.log")).unwrap_or_default(),
+            std::fs::read_to_string(self.dir.join("b.log")).unwrap_or_default()
+        )
+    }
+
+    fn metrics(ns: &str) -> String {
+        Pods::exec(ns, &["curl", "-sf", "http://127.0.0.1:9901/metrics"]).unwrap_or_default()
+    }
+
+    /// The inbound sidecar saw `n` connections, all over TLS.
+    async fn assert_inbound_mtls_connections(&self, n: f64) {
+        let counted = crate::support::eventually(Duration::from_secs(5), async || {
+            prometheus_value(
+                &Self::metrics(&self.pods.b),
+                r#"switchyard_tcp_connections_total{listener="inbound",cluster="local"}"#,
+            ) == Some(n)
+        })
+        .await;
+        assert!(counted, "b:\n{}", Self::metrics(&self.pods.b));
+        assert_eq!(
+            prometheus_value(
+                &Self::metrics(&self.pods.b),
+                r#"switchyard_tls_handshakes_total{listener="inbound",result="ok"}"#
+            ),
+            Some(n),
+            "the hop between the sidecars was TLS"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_captured_call_crosses_two_sidecars_over_mtls() {
     if let Some(reason) = unsupported() {
         eprintln!("SKIPPED a_captured_call_crosses_two_sidecars_over_mtls: {reason}");
         return;
     }
-    let dir = scratch_dir();
-    let pki = Pki::new();
-    let server = pki.issue(
-        "svc",
-        Some("spiffe://mesh.local/ns/default/sa/svc"),
-        &["svc.default.mesh"],
-    );
-    let client = pki.issue("app", Some("spiffe://mesh.local/ns/default/sa/app"), &[]);
-    // The sidecars run as their own user and must read their keys.
-    run(&["chmod", "-R", "a+rX", &pki.dir.display().to_string()]);
-    run(&["chmod", "a+rx", &dir.display().to_string()]);
-
-    let sidecar_a = dir.join("a.toml");
-    std::fs::write(
-        &sidecar_a,
-        format!(
-            "[admin]\nlisten = \"127.0.0.1:9901\"\n\n[[listener]]\nname = \"outbound\"\nlisten = \"0.0.0.0:15001\"\nprotocol = \"tcp\"\noriginal_destination = true\n\n[[cluster]]\nname = \"svc\"\nendpoints = [\"{POD_B_IP}:80\"]\nservice_addresses = [\"{POD_B_IP}:80\"]\n[cluster.tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\nserver_name = \"svc.default.mesh\"\nspiffe_id = \"spiffe://mesh.local/ns/default/sa/svc\"\n",
-            pki.ca().display(),
-            client.cert.display(),
-            client.key.display()
-        ),
+    let mesh = Mesh::start(
+        "[[listener]]\nname = \"outbound\"\nlisten = \"0.0.0.0:15001\"\nprotocol = \"tcp\"\noriginal_destination = true",
     )
-    .expect("write config");
-    let sidecar_b = dir.join("b.toml");
-    std::fs::write(
-        &sidecar_b,
-        format!(
-            "[admin]\nlisten = \"127.0.0.1:9901\"\n\n[[listener]]\nname = \"inbound\"\nlisten = \"0.0.0.0:15006\"\nprotocol = \"tcp\"\ndefault_cluster = \"local\"\n[listener.tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\nrequire_client_cert = true\n\n[[cluster]]\nname = \"local\"\nendpoints = [\"127.0.0.1:8080\"]\n",
-            server.cert.display(),
-            server.key.display(),
-            pki.ca().display()
-        ),
-    )
-    .expect("write config");
-
-    let pods = Pods::create();
-    for ns in [&pods.a, &pods.b] {
-        Pods::exec(
-            ns,
-            &[
-                BIN,
-                "iptables",
-                "--inbound-port",
-                "15006",
-                "--outbound-port",
-                "15001",
-                "--exclude-uid",
-                PROXY_UID,
-                "--exclude-inbound-ports",
-                "9901",
-                "--apply",
-            ],
-        )
-        .unwrap_or_else(|e| panic!("switchyard iptables --apply in {ns}: {e}"));
-    }
-    let rules = Pods::exec(&pods.a, &["iptables", "-t", "nat", "-S"]).expect("list rules");
-    assert!(
-        rules.contains("-A SWITCHYARD_REDIRECT -p tcp -j REDIRECT --to-ports 15001"),
-        "{rules}"
-    );
-
-    let _service = Pods::spawn(
-        &pods.b,
-        false,
-        &[BIN, "echo", "--listen", "127.0.0.1:8080", "--name", "svc"],
-        &dir.join("service.log"),
-    );
-    let _b = Pods::spawn(
-        &pods.b,
-        true,
-        &[BIN, "run", "--config", &sidecar_b.display().to_string()],
-        &dir.join("b.log"),
-    );
-    let _a = Pods::spawn(
-        &pods.a,
-        true,
-        &[BIN, "run", "--config", &sidecar_a.display().to_string()],
-        &dir.join("a.log"),
-    );
-    let admin_ready = |ns: &str| {
-        Pods::exec(
-            ns,
-            &["curl", "-sf", "-m", "2", "http://127.0.0.1:9901/status"],
-        )
-        .is_ok()
-    };
-    let ready = crate::support::eventually(Duration::from_secs(20), async || {
-        admin_ready(&pods.a) && admin_ready(&pods.b)
-    })
     .await;
-    let logs = || {
-        format!(
-            "sidecar a:\n{}\nsidecar b:\n{}",
-            std::fs::read_to_string(dir.join("a.log")).unwrap_or_default(),
-            std::fs::read_to_string(dir.join("b.log")).unwrap_or_default()
-        )
-    };
-    assert!(ready, "sidecars did not start\n{}", logs());
 
     // The client knows nothing of the mesh: plain HTTP to the service's address.
     let url = format!("http://{POD_B_IP}:80/orders");
-    let reply = Pods::exec(&pods.a, &["curl", "-sf", "-m", "5", &url])
-        .unwrap_or_else(|e| panic!("curl through the mesh: {e}\n{}", logs()));
+    let reply = Pods::exec(&mesh.pods.a, &["curl", "-sf", "-m", "5", &url])
+        .unwrap_or_else(|e| panic!("curl through the mesh: {e}\n{}", mesh.logs()));
     let echoed: serde_json::Value = serde_json::from_str(&reply).expect("echo JSON");
     assert_eq!(echoed["name"], "svc", "{reply}");
     assert_eq!(echoed["path"], "/orders", "{reply}");
@@ -245,32 +303,67 @@ async fn a_captured_call_crosses_two_sidecars_over_mtls() {
         "{reply}"
     );
 
-    let metrics_of = |ns: &str| {
-        Pods::exec(ns, &["curl", "-sf", "http://127.0.0.1:9901/metrics"]).unwrap_or_default()
-    };
     let counted = crate::support::eventually(Duration::from_secs(5), async || {
         prometheus_value(
-            &metrics_of(&pods.a),
+            &Mesh::metrics(&mesh.pods.a),
             r#"switchyard_tcp_connections_total{listener="outbound",cluster="svc"}"#,
         ) == Some(1.0)
-            && prometheus_value(
-                &metrics_of(&pods.b),
-                r#"switchyard_tcp_connections_total{listener="inbound",cluster="local"}"#,
-            ) == Some(1.0)
     })
     .await;
+    assert!(counted, "a:\n{}", Mesh::metrics(&mesh.pods.a));
+    mesh.assert_inbound_mtls_connections(1.0).await;
+}
+
+#[tokio::test]
+async fn captured_http_runs_the_plugins_and_other_bytes_stay_tcp() {
+    if let Some(reason) = unsupported() {
+        eprintln!("SKIPPED captured_http_runs_the_plugins_and_other_bytes_stay_tcp: {reason}");
+        return;
+    }
+    // An HTTP capture listener: HTTP to a known service gets the plugin chain.
+    let mesh = Mesh::start(&format!(
+        "[[listener]]\nname = \"outbound\"\nlisten = \"0.0.0.0:15001\"\noriginal_destination = true\nplugins = [\"hello\"]\n\n[[plugin]]\nname = \"hello\"\npath = \"{}\"",
+        crate::support::proxy::plugin_path("hello").display()
+    ))
+    .await;
+
+    let url = format!("http://{POD_B_IP}:80/orders");
+    let reply = Pods::exec(&mesh.pods.a, &["curl", "-si", "-m", "5", &url])
+        .unwrap_or_else(|e| panic!("curl through the mesh: {e}\n{}", mesh.logs()));
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.contains("x-hello: hello"), "the plugin ran: {reply}");
+    assert!(reply.contains("x-echo-name: svc"), "{reply}");
+    let metrics = Mesh::metrics(&mesh.pods.a);
     assert!(
-        counted,
-        "a:\n{}\nb:\n{}",
-        metrics_of(&pods.a),
-        metrics_of(&pods.b)
+        metrics
+            .lines()
+            .any(|l| l.starts_with("switchyard_requests_total{")
+                && l.contains("listener=\"outbound\"")
+                && l.contains("cluster=\"svc\"")),
+        "counted as an HTTP request to svc:\n{metrics}"
     );
-    assert_eq!(
+
+    // Bytes that are not HTTP go to the same service as TCP (still over mTLS); the service,
+    // an HTTP server, answers them with its 400.
+    let raw = Pods::exec(
+        &mesh.pods.a,
+        &[
+            "bash",
+            "-c",
+            &format!(
+                "exec 3<>/dev/tcp/{POD_B_IP}/80; printf 'ping\\r\\n\\r\\n' >&3; timeout 5 cat <&3"
+            ),
+        ],
+    )
+    .unwrap_or_default();
+    assert!(raw.starts_with("HTTP/1.1 400"), "{raw}\n{}", mesh.logs());
+    let counted = crate::support::eventually(Duration::from_secs(5), async || {
         prometheus_value(
-            &metrics_of(&pods.b),
-            r#"switchyard_tls_handshakes_total{listener="inbound",result="ok"}"#
-        ),
-        Some(1.0),
-        "the hop between the sidecars was TLS"
-    );
+            &Mesh::metrics(&mesh.pods.a),
+            r#"switchyard_tcp_connections_total{listener="outbound",cluster="svc"}"#,
+        ) == Some(1.0)
+    })
+    .await;
+    assert!(counted, "a:\n{}", Mesh::metrics(&mesh.pods.a));
+    mesh.assert_inbound_mtls_connections(2.0).await;
 }

@@ -355,11 +355,4 @@ fn tcp_listener_mistakes_are_refused_with_the_key() {
         bad_protocol.contains("listener[0].protocol") && bad_protocol.contains("tcp"),
         "{bad_protocol}"
     );
-    let capture_on_http = refused(
-        "[[listener]]\nname = \"out\"\nlisten = \"127.0.0.1:0\"\noriginal_destination = true\ndefault_cluster = \"db\"\n\n[[cluster]]\nname = \"db\"\nendpoints = [\"127.0.0.1:5432\"]\nservice_addresses = [\"10.96.0.1:5432\"]\n",
-    );
-    assert!(
-        capture_on_http.contains("listener[0].original_destination"),
-        "{capture_on_http}"
-    );
 }

@@ -140,14 +140,20 @@ impl Listener {
         tokio::spawn(async move {
             let _open = open;
             let serving = slot.load_full();
-            if serving.protocol == ListenerProtocol::Tcp {
+            let dialed = serving
+                .original_destination
+                .then(|| crate::capture::original_destination(&stream))
+                .flatten();
+            let as_tcp = serving.protocol == ListenerProtocol::Tcp
+                || (serving.original_destination && !speaks_http(&serving, &stream, dialed).await);
+            if as_tcp {
                 // Held until the connection ends, so shutdown drains TCP connections as it does
                 // HTTP ones: they get up to `runtime.drain_timeout` to finish.
                 let _draining = watcher;
-                return serve_tcp(&serving, stream, peer, &listener).await;
+                return serve_tcp(&serving, stream, peer, dialed, &listener).await;
             }
             match &serving.tls {
-                None => serve_http(&serving, slot, stream, peer, None, watcher).await,
+                None => serve_http(&serving, slot, stream, peer, None, dialed, watcher).await,
                 Some(tls) => {
                     let Some((stream, session)) = handshake(tls, stream, peer, &listener).await
                     else {
@@ -159,6 +165,7 @@ impl Listener {
                         stream,
                         peer,
                         Some(Arc::new(session)),
+                        dialed,
                         watcher,
                     )
                     .await;
@@ -168,12 +175,69 @@ impl Listener {
     }
 }
 
-/// Proxies a `protocol = "tcp"` connection, after the TLS handshake on TLS listeners.
-async fn serve_tcp(serving: &Serving, stream: TcpStream, peer: SocketAddr, listener: &str) {
-    let dialed = serving
-        .original_destination
-        .then(|| crate::capture::original_destination(&stream))
-        .flatten();
+/// How long an HTTP capture listener waits for a connection's first bytes to tell HTTP from
+/// anything else (a server-first protocol sends nothing: it is proxied as TCP after this).
+const PROTOCOL_DETECTION_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// Whether a connection captured on an HTTP listener should be served as HTTP: it was dialed to
+/// an address a cluster serves (anything else passes through as TCP, as Istio's
+/// PassthroughCluster does) and its first bytes are an HTTP/1 request line or the HTTP/2
+/// preface. TLS listeners are HTTP(S) by configuration.
+async fn speaks_http(serving: &Serving, stream: &TcpStream, dialed: Option<SocketAddr>) -> bool {
+    if serving.tls.is_some() {
+        return true;
+    }
+    let known = match dialed {
+        Some(addr) => serving.proxy.clusters.by_service_address(addr).is_some(),
+        None => true, // dialed directly, not captured: the listener's own protocol
+    };
+    if !known {
+        return false;
+    }
+    let mut first = [0u8; 16];
+    let peeked = tokio::time::timeout(PROTOCOL_DETECTION_TIMEOUT, async {
+        // Wait until enough has arrived to decide (or the client stops sending).
+        loop {
+            let n = stream.peek(&mut first).await.ok()?;
+            if n == 0 || n == first.len() || looks_like_http(&first[..n]).is_some() {
+                return Some(n);
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    match peeked {
+        Ok(Some(n)) => looks_like_http(&first[..n]).unwrap_or(false),
+        _ => false,
+    }
+}
+
+/// `Some(true)` for the start of an HTTP/1 request line (`TOKEN SP`) or the HTTP/2 preface,
+/// `Some(false)` when it cannot be either, `None` when too few bytes tell.
+fn looks_like_http(bytes: &[u8]) -> Option<bool> {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0";
+    if PREFACE.starts_with(bytes) {
+        return (bytes.len() >= 4).then_some(true).or(None);
+    }
+    for (i, b) in bytes.iter().enumerate() {
+        match b {
+            b' ' if i > 0 => return Some(true),
+            b'A'..=b'Z' | b'-' if i < 12 => {}
+            _ => return Some(false),
+        }
+    }
+    None
+}
+
+/// Proxies a connection as TCP, after the TLS handshake on TLS listeners: a `protocol = "tcp"`
+/// listener's, or one an HTTP capture listener found not to be HTTP.
+async fn serve_tcp(
+    serving: &Serving,
+    stream: TcpStream,
+    peer: SocketAddr,
+    dialed: Option<SocketAddr>,
+    listener: &str,
+) {
     match &serving.tls {
         None => {
             crate::tcp::proxy_connection(
@@ -207,6 +271,7 @@ async fn serve_http<S>(
     stream: S,
     peer: SocketAddr,
     tls: Option<Arc<TlsSession>>,
+    dialed: Option<SocketAddr>,
     watcher: Watcher,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -220,7 +285,7 @@ async fn serve_http<S>(
         let tls = tls.clone();
         let mut guard = CancelGuard::new(Arc::clone(&tracker));
         async move {
-            let response = proxy.handle(peer, tls, req).await;
+            let response = proxy.handle(peer, tls, dialed, req).await;
             guard.complete();
             Ok::<_, Infallible>(response)
         }
@@ -384,4 +449,30 @@ fn http_builder(config: &ListenerConfig) -> auto::Builder<TokioExecutor> {
         .keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10));
     builder
+}
+
+#[cfg(test)]
+mod tests {
+    use super::looks_like_http;
+
+    #[test]
+    fn http_is_told_from_other_protocols_by_its_first_bytes() {
+        assert_eq!(looks_like_http(b"GET / HTTP/1.1\r\n"), Some(true));
+        assert_eq!(looks_like_http(b"M-SEARCH * HTTP/1.1"), Some(true));
+        assert_eq!(looks_like_http(b"PRI * HTTP/2.0\r\n\r\nSM"), Some(true));
+        assert_eq!(looks_like_http(b"GE"), None, "too short to tell");
+        assert_eq!(looks_like_http(b"PRI"), None);
+        assert_eq!(
+            looks_like_http(&[0x16, 0x03, 0x01]),
+            Some(false),
+            "a TLS ClientHello"
+        );
+        assert_eq!(
+            looks_like_http(b"\0\0\0\x08"),
+            Some(false),
+            "a binary protocol"
+        );
+        assert_eq!(looks_like_http(b"ping\r\n"), Some(false));
+        assert_eq!(looks_like_http(b" GET"), Some(false));
+    }
 }

@@ -86,6 +86,7 @@ impl ListenerProxy {
         &self,
         peer: SocketAddr,
         tls: Option<Arc<TlsSession>>,
+        dialed: Option<SocketAddr>,
         mut req: Request<Incoming>,
     ) -> Response<ServedBody> {
         let exchange = self.telemetry.start(&req);
@@ -115,7 +116,11 @@ impl ListenerProxy {
             peer,
             request_id: request_id.clone(),
             attempt: 0,
-            destination: self.default_cluster.clone(),
+            // On a capture listener, the cluster serving the address the client dialed.
+            destination: dialed
+                .and_then(|addr| self.clusters.by_service_address(addr))
+                .or(self.default_cluster.as_ref())
+                .cloned(),
             clusters: Arc::clone(&self.clusters),
             tls,
             timeout: None,

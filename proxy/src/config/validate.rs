@@ -188,16 +188,6 @@ fn listener(
         .and_then(|p| one_of(p, LISTENER_PROTOCOLS, &key("protocol"), d))
         .unwrap_or(ListenerProtocol::Http);
     let original_destination = raw.original_destination.as_ref();
-    if let Some(flag) = original_destination
-        && *flag.get_ref()
-        && protocol != ListenerProtocol::Tcp
-    {
-        d.error(
-            flag.span(),
-            key("original_destination"),
-            "capture listeners (original_destination = true) need protocol = \"tcp\"",
-        );
-    }
     if protocol == ListenerProtocol::Tcp {
         if let Some(first) = raw.plugins.first() {
             d.error(
