@@ -301,6 +301,33 @@ async fn weight_changes_reach_every_proxy_within_2s_and_survive_the_control_plan
         !refused.status.success(),
         "a weight for an unknown cluster was accepted"
     );
+    // A split the canary plugin itself rejects (nothing left to send to) is refused by the
+    // control plane, which loads the plugins before any proxy sees them.
+    let rejected = Command::new(BIN)
+        .args([
+            "ctl",
+            "--control",
+            &control.admin.to_string(),
+            "--token",
+            ADMIN_TOKEN,
+        ])
+        .args(["weights", "canary", "v1=0"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&rejected.stderr);
+    assert!(
+        !rejected.status.success() && said.contains("canary") && said.contains("add up to 0"),
+        "{said}"
+    );
+    mesh.write_mesh("", &canary(&canary_wasm, 0, 0), &["a", "b"]);
+    let refused_edit = eventually(Duration::from_secs(5), async || {
+        control.status()["reload"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("add up to 0"))
+    })
+    .await;
+    assert!(refused_edit, "{}", control.status());
+    assert!(answered_by(&a, "v1").await && answered_by(&b, "v1").await);
 
     // The control plane goes away: both keep serving the last bundle.
     let api = control.api;

@@ -184,6 +184,10 @@ async fn the_control_plane_manifest_holds_a_mesh_the_control_plane_serves() {
                 &pki.dir.join("ca").display().to_string(),
             )
             .replace(
+                "/var/cache/switchyard",
+                &crate::support::proxy::plugin_cache().display().to_string(),
+            )
+            .replace(
                 "/usr/local/lib/switchyard/plugins",
                 &plugins.display().to_string(),
             );

@@ -152,8 +152,9 @@ pub fn controlled_proxy(
 /// (plugins), then one `[[workload]]` per name with its config at `workloads/<name>.toml`.
 pub fn mesh_toml(ca_dir: &Path, control_extra: &str, rest: &str, workloads: &[&str]) -> String {
     let mut text = format!(
-        "[control]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nca = \"{0}/ca.pem\"\nca_key = \"{0}/ca-key.pem\"\nadmin_token = \"{ADMIN_TOKEN}\"\n{control_extra}\n{rest}\n",
-        ca_dir.display()
+        "[control]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nca = \"{0}/ca.pem\"\nca_key = \"{0}/ca-key.pem\"\nadmin_token = \"{ADMIN_TOKEN}\"\nplugin_cache = \"{1}\"\n{control_extra}\n{rest}\n",
+        ca_dir.display(),
+        plugin_cache().display()
     );
     for w in workloads {
         text.push_str(&format!(

@@ -32,7 +32,8 @@ use super::api::{self, Bundle, IdentityGrant, Report};
 use super::discovery::MeshDiscovery;
 use super::render::{self, DiscoveredEndpoints, MeshPlugins, WeightOverrides};
 use super::settings::{self, MeshSettings};
-use crate::config::{ConfigError, ConfigErrors};
+use crate::config::{Config, ConfigError, ConfigErrors};
+use crate::plugin::{PluginRuntime, Plugins};
 use crate::tls::issue::{MeshCa, Workload};
 use crate::tls::{PeerIdentity, provider};
 
@@ -65,6 +66,9 @@ pub enum ControlError {
 struct MeshState {
     settings: MeshSettings,
     plugins: MeshPlugins,
+    /// One workload's config as checked (every workload runs the same mesh plugins), to load
+    /// the plugins from before serving anything.
+    checked: Option<Config>,
     /// By SPIFFE ID.
     bundles: HashMap<String, Arc<Bundle>>,
     binaries: HashMap<String, Bytes>,
@@ -103,6 +107,7 @@ pub struct ControlPlane {
     reloading: tokio::sync::Mutex<()>,
     inputs_hash: Mutex<String>,
     discovery: Arc<MeshDiscovery>,
+    plugin_check: PluginCheck,
     /// Renders `/metrics`; `None` if another recorder was installed first.
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
@@ -150,7 +155,9 @@ impl ControlPlane {
                 .await
                 .map_err(ControlError::Discovery)?;
         }
+        let plugin_check = PluginCheck::default();
         let state = build(settings, &WeightOverrides::new(), &discovery.snapshot())?;
+        plugin_check.check(&state).await?;
         let plane = Arc::new(Self {
             mesh_path,
             ca,
@@ -166,6 +173,7 @@ impl ControlPlane {
             reloading: tokio::sync::Mutex::new(()),
             inputs_hash: Mutex::new(inputs_hash),
             discovery,
+            plugin_check,
             metrics: crate::telemetry::install_metrics(),
         });
         Ok((
@@ -192,11 +200,9 @@ impl ControlPlane {
                     Ok(())
                 };
                 match watched {
-                    Ok(()) => self
-                        .swap(build(settings, &weights, &self.discovery.snapshot()))
-                        .inspect(|_| {
-                            *lock(&self.inputs_hash) = hash;
-                        }),
+                    Ok(()) => self.rebuild(settings, &weights).await.inspect(|_| {
+                        *lock(&self.inputs_hash) = hash;
+                    }),
                     Err(e) => Err(e),
                 }
             }
@@ -225,11 +231,7 @@ impl ControlPlane {
         current.plugins.check_weights(plugin, &weights)?;
         let mut all = lock(&self.weights).clone();
         all.entry(plugin.to_owned()).or_default().extend(weights);
-        let result = self.swap(build(
-            current.settings.clone(),
-            &all,
-            &self.discovery.snapshot(),
-        ));
+        let result = self.rebuild(current.settings.clone(), &all).await;
         if result.is_ok() {
             info!(plugin, "weights changed over the admin API");
             *lock(&self.weights) = all;
@@ -244,16 +246,26 @@ impl ControlPlane {
             let _one_at_a_time = self.reloading.lock().await;
             let current = self.state.load_full();
             let weights = lock(&self.weights).clone();
-            let built = build(
-                current.settings.clone(),
-                &weights,
-                &self.discovery.snapshot(),
-            );
-            match self.swap(built) {
+            match self.rebuild(current.settings.clone(), &weights).await {
                 Ok(generation) => info!(generation, "mesh re-rendered for new endpoints"),
                 Err(error) => warn!("new endpoints refused:\n{error}"),
             }
         }
+    }
+
+    /// Renders `settings` with `weights` and what discovery knows, loads the mesh's plugins as a
+    /// proxy would, and serves the result — or changes nothing.
+    async fn rebuild(
+        &self,
+        settings: MeshSettings,
+        weights: &WeightOverrides,
+    ) -> Result<u64, String> {
+        let built = build(settings, weights, &self.discovery.snapshot());
+        let built = match built {
+            Ok(state) => self.plugin_check.check(&state).await.map(|()| state),
+            Err(errors) => Err(errors),
+        };
+        self.swap(built)
     }
 
     fn swap(&self, built: Result<MeshState, ConfigErrors>) -> Result<u64, String> {
@@ -709,14 +721,16 @@ fn build(
 ) -> Result<MeshState, ConfigErrors> {
     let plugins = MeshPlugins::read(&settings)?;
     let mut bundles = HashMap::new();
+    let mut checked = None;
     let mut errors: Vec<ConfigError> = Vec::new();
     for w in &settings.workloads {
         match render::render(&settings, &plugins, weights, discovered, w) {
-            Ok(bundle) => {
+            Ok((bundle, config)) => {
                 bundles.insert(
                     w.spiffe_id(&settings.control.trust_domain),
                     Arc::new(bundle),
                 );
+                checked.get_or_insert(config);
             }
             Err(e) => errors.extend(e.0),
         }
@@ -728,9 +742,49 @@ fn build(
     Ok(MeshState {
         settings,
         plugins,
+        checked,
         bundles,
         binaries,
     })
+}
+
+/// Loads the mesh's plugins as every proxy will — compiled (cached by sha256), instantiated,
+/// given their `[plugin.config]` — so a plugin that rejects its config is refused here, naming
+/// it, instead of by every proxy.
+#[derive(Default)]
+struct PluginCheck {
+    /// Made on first use; the plugins last loaded, reused while unchanged.
+    loaded: tokio::sync::Mutex<Option<(PluginRuntime, Plugins)>>,
+}
+
+impl PluginCheck {
+    async fn check(&self, state: &MeshState) -> Result<(), ConfigErrors> {
+        let Some(config) = &state.checked else {
+            return Ok(());
+        };
+        let mut config = config.clone();
+        if let Some(dir) = &state.settings.control.plugin_cache {
+            config.runtime.plugin_cache = dir.clone();
+        }
+        let refused = |e: crate::plugin::LoadError| {
+            super::toml_errors::file_error(&state.settings.source, e.to_string())
+        };
+        let mut loaded = self.loaded.lock().await;
+        if loaded.is_none() {
+            *loaded = Some((
+                PluginRuntime::new(&config).map_err(refused)?,
+                Plugins::default(),
+            ));
+        }
+        let Some((runtime, previous)) = loaded.as_mut() else {
+            return Ok(());
+        };
+        *previous = runtime
+            .load(&config, previous, &HashMap::new())
+            .await
+            .map_err(refused)?;
+        Ok(())
+    }
 }
 
 /// The API's TLS: a serving certificate from the mesh CA (made in memory at start), and client

@@ -111,14 +111,15 @@ impl MeshPlugins {
 }
 
 /// Renders workload `w`'s bundle, checking the result as a proxy would; errors name the
-/// workload's config file and line.
+/// workload's config file and line. Also returns the config as checked, with the plugins as
+/// local files, for loading them.
 pub fn render(
     mesh: &MeshSettings,
     plugins: &MeshPlugins,
     weights: &WeightOverrides,
     discovered: &DiscoveredEndpoints,
     w: &WorkloadSpec,
-) -> Result<Bundle, ConfigErrors> {
+) -> Result<(Bundle, crate::config::Config), ConfigErrors> {
     let source = std::fs::read_to_string(&w.config).map_err(|e| {
         file_error(
             &w.config,
@@ -165,7 +166,7 @@ pub fn render(
             toml::to_string(&plugins).unwrap_or_default()
         )
     };
-    crate::config::load_str(&w.config, &check)?;
+    let checked = crate::config::load_str(&w.config, &check)?;
 
     let bundled: Vec<Value> = plugins
         .plugins
@@ -199,14 +200,15 @@ pub fn render(
             sha256: p.sha256.clone(),
         })
         .collect();
-    Ok(Bundle {
+    let bundle = Bundle {
         workload: w.id(),
         // The config pins every plugin's sha256, so its hash covers the binaries too.
         etag: config_sha256[..16].to_owned(),
         config,
         config_sha256,
         plugins,
-    })
+    };
+    Ok((bundle, checked))
 }
 
 fn with_weights(plugin: &MeshPlugin, weights: &WeightOverrides) -> Table {
@@ -393,6 +395,7 @@ mod tests {
                 admin_token: None,
                 kubernetes_discovery: false,
                 kubernetes_tokens: false,
+                plugin_cache: None,
             },
             plugins,
             workloads: vec![
@@ -418,7 +421,7 @@ mod tests {
         .unwrap();
         let mesh = mesh(&dir, Vec::new());
         let plugins = MeshPlugins::read(&mesh).unwrap();
-        let bundle = render(
+        let (bundle, _) = render(
             &mesh,
             &plugins,
             &WeightOverrides::new(),

@@ -11,6 +11,7 @@
 //! admin_token = "..."               # for changes over the admin API (or SWITCHYARD_ADMIN_TOKEN)
 //! kubernetes_discovery = false      # resolve clusters' kubernetes_service here, for every proxy
 //! kubernetes_tokens = false         # also accept service-account tokens (TokenReview)
+//! plugin_cache = "/var/cache/switchyard"  # where plugins are compiled to be checked
 //!
 //! [[plugin]]                        # the mesh's plugins, as in a proxy config
 //! name = "canary"
@@ -73,6 +74,8 @@ pub struct ControlSettings {
     /// Accept a Kubernetes service-account token (checked with a TokenReview) for the workload
     /// of that service account, besides bootstrap tokens.
     pub kubernetes_tokens: bool,
+    /// Where the plugins the control plane checks are compiled to (default: as for a proxy).
+    pub plugin_cache: Option<PathBuf>,
 }
 
 /// `[[workload]]`: one service account and the config its proxies run.
@@ -127,6 +130,7 @@ struct RawControl {
     admin_token: Option<String>,
     kubernetes_discovery: Option<bool>,
     kubernetes_tokens: Option<bool>,
+    plugin_cache: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -199,6 +203,7 @@ pub fn load(path: &Path) -> Result<MeshSettings, ConfigErrors> {
         admin_token: raw.control.admin_token,
         kubernetes_discovery: raw.control.kubernetes_discovery.unwrap_or(false),
         kubernetes_tokens: raw.control.kubernetes_tokens.unwrap_or(false),
+        plugin_cache: raw.control.plugin_cache.map(|p| base.join(p)),
     };
 
     let mut plugins = Vec::new();
