@@ -19,24 +19,25 @@
 //! applied, and renews its certificate at two thirds of its life. When the control plane is
 //! away it keeps serving — and starts again from — the last good bundle in `state_dir`.
 
+mod identity;
+mod settings;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::{Method, StatusCode, Uri};
-use serde::Deserialize;
+use http::{Method, StatusCode};
 use tracing::{info, warn};
 
-use super::api::{self, Bundle, IdentityGrant, Report, sha256_hex};
+use super::api::{self, Bundle, Report, sha256_hex};
 use super::client::{CallError, ControlClient};
-use super::render::{IDENTITY_FILE, MESH_CA_FILE};
-use super::toml_errors::{deserialize, file_error, top_level_span};
-use crate::config::{Config, ConfigErrors, Diagnostics, parse_duration};
+use super::render::IDENTITY_FILE;
+use crate::config::{Config, ConfigErrors};
 use crate::reload::Reloader;
+use identity::{identity_span, publish_identity_expiry};
+pub use settings::{AgentSettings, is_controlled, load};
 
-/// Sections of a controlled proxy's own file that are not `[control]` and stay local.
-const LOCAL_SECTIONS: [&str; 4] = ["admin", "runtime", "access_log", "tracing"];
 /// The effective config, written into the state directory.
 const CONFIG_FILE: &str = "config.toml";
 /// The bundle it was made from (for its etag after a restart).
@@ -53,150 +54,6 @@ pub enum AgentError {
     Server(#[from] crate::server::ServerError),
     #[error("{0}")]
     State(String),
-}
-
-/// `[control]`, checked.
-#[derive(Debug, Clone)]
-pub struct AgentSettings {
-    url: Uri,
-    ca: PathBuf,
-    workload: String,
-    namespace: String,
-    token: Token,
-    state_dir: PathBuf,
-    poll_timeout: Duration,
-    /// The local sections, paths made absolute.
-    local: toml::Table,
-}
-
-#[derive(Debug, Clone)]
-enum Token {
-    Inline(String),
-    /// Read at every use: a projected service-account token is rotated in place.
-    File(PathBuf),
-}
-
-#[derive(Deserialize)]
-struct RawLocal {
-    control: RawControl,
-    #[serde(flatten)]
-    rest: toml::Table,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawControl {
-    url: String,
-    ca: PathBuf,
-    workload: String,
-    namespace: Option<String>,
-    token: Option<String>,
-    token_file: Option<PathBuf>,
-    state_dir: Option<PathBuf>,
-    poll_timeout: Option<String>,
-}
-
-/// Whether the config file at `path` is a controlled proxy's (has `[control]`).
-pub fn is_controlled(source: &str) -> bool {
-    source
-        .parse::<toml::Table>()
-        .is_ok_and(|t| t.contains_key("control"))
-}
-
-/// Reads and checks a controlled proxy's own file.
-pub fn load(path: &Path) -> Result<AgentSettings, ConfigErrors> {
-    let source = std::fs::read_to_string(path)
-        .map_err(|e| file_error(path, format!("cannot read config file: {e}")))?;
-    let raw: RawLocal = deserialize(path, &source)?;
-    let base = path.parent().unwrap_or(Path::new("."));
-    let mut d = Diagnostics::new(path, &source);
-    let control_span = top_level_span(&source, "control");
-    for key in raw.rest.keys() {
-        if !LOCAL_SECTIONS.contains(&key.as_str()) {
-            d.error(
-                top_level_span(&source, key),
-                key.clone(),
-                format!(
-                    "with [control], `{key}` comes from the control plane; a controlled proxy's \
-                     file may add only {}",
-                    LOCAL_SECTIONS.map(|s| format!("[{s}]")).join(", ")
-                ),
-            );
-        }
-    }
-    let url: Option<Uri> = match raw.control.url.parse::<Uri>() {
-        Ok(url) if url.scheme_str() == Some("https") && url.host().is_some() => Some(url),
-        _ => {
-            d.error(
-                control_span.clone(),
-                "control.url",
-                format!(
-                    "{:?} is not an https:// URL (the control plane speaks only HTTPS)",
-                    raw.control.url
-                ),
-            );
-            None
-        }
-    };
-    let token = match (raw.control.token, raw.control.token_file) {
-        (Some(t), None) => Token::Inline(t),
-        (None, Some(f)) => Token::File(base.join(f)),
-        _ => {
-            d.error(
-                control_span.clone(),
-                "control.token",
-                "give exactly one of `token` and `token_file` (the workload's bootstrap token)",
-            );
-            Token::Inline(String::new())
-        }
-    };
-    let poll_timeout = match raw.control.poll_timeout.as_deref().map(parse_duration) {
-        None => Duration::from_secs(30),
-        Some(Some(t)) if t >= Duration::from_secs(1) && t.as_secs() <= api::MAX_WAIT_SECS => t,
-        Some(_) => {
-            d.error(
-                control_span,
-                "control.poll_timeout",
-                format!(
-                    "expected a duration from 1s to {}s, like \"30s\"",
-                    api::MAX_WAIT_SECS
-                ),
-            );
-            Duration::from_secs(30)
-        }
-    };
-    let namespace = raw.control.namespace.unwrap_or_else(|| "default".into());
-    let state_dir = raw.control.state_dir.map_or_else(
-        || std::env::temp_dir().join(format!("switchyard-{namespace}-{}", raw.control.workload)),
-        |dir| base.join(dir),
-    );
-    let mut local = raw.rest;
-    absolutize(&mut local, base);
-    let settings = url.map(|url| AgentSettings {
-        url,
-        ca: base.join(raw.control.ca),
-        workload: raw.control.workload,
-        namespace,
-        token,
-        state_dir,
-        poll_timeout,
-        local,
-    });
-    d.into_result(settings)?
-        .ok_or_else(|| file_error(path, "control.url: expected an https:// URL"))
-}
-
-/// Relative paths in the local sections are relative to the proxy's own file, which the
-/// effective config (in the state directory) is not next to.
-fn absolutize(local: &mut toml::Table, base: &Path) {
-    let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
-    for (section, key) in [("access_log", "path"), ("runtime", "plugin_cache")] {
-        if let Some(toml::Value::String(p)) = local.get_mut(section).and_then(|s| s.get_mut(key))
-            && Path::new(p.as_str()).is_relative()
-        {
-            *p = base.join(&*p).display().to_string();
-        }
-    }
 }
 
 /// Runs a controlled proxy until SIGTERM or SIGINT.
@@ -473,82 +330,6 @@ impl Agent {
         write_atomically(&path, &answer.body).map_err(|e| e.to_string())
     }
 
-    /// A new key, a certificate for it from the control plane, both written in one rename.
-    async fn request_identity(&self) -> Result<(), String> {
-        let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
-        let csr = rcgen::CertificateParams::default()
-            .serialize_request(&key)
-            .and_then(|csr| csr.pem())
-            .map_err(|e| e.to_string())?;
-        let token = match &self.settings.token {
-            Token::Inline(t) => t.clone(),
-            Token::File(f) => std::fs::read_to_string(f)
-                .map_err(|e| format!("cannot read the token file {}: {e}", f.display()))?
-                .trim()
-                .to_owned(),
-        };
-        let client = self.client(false).map_err(|e| e.to_string())?;
-        let authorization = format!("Bearer {token}");
-        let answer = client
-            .call(
-                Method::POST,
-                api::IDENTITY_PATH,
-                &[("authorization", authorization.as_str())],
-                Bytes::from(csr),
-                Duration::from_secs(10),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        if answer.status != StatusCode::OK {
-            return Err(format!(
-                "identity refused: {} {}",
-                answer.status,
-                String::from_utf8_lossy(&answer.body).trim()
-            ));
-        }
-        let grant: IdentityGrant =
-            serde_json::from_slice(&answer.body).map_err(|e| format!("not a grant: {e}"))?;
-        // A token that belongs to another workload is a deployment mistake worth stopping on.
-        let expected = format!(
-            "/ns/{}/sa/{}",
-            self.settings.namespace, self.settings.workload
-        );
-        if !grant.spiffe_id.ends_with(&expected) {
-            return Err(format!(
-                "the token is {}'s, but this proxy is {}/{}",
-                grant.spiffe_id, self.settings.namespace, self.settings.workload
-            ));
-        }
-        write_atomically(&self.path(MESH_CA_FILE), grant.ca.as_bytes())
-            .map_err(|e| e.to_string())?;
-        let identity = format!("{}{}", grant.certificate, key.serialize_pem());
-        write_atomically(&self.path(IDENTITY_FILE), identity.as_bytes())
-            .map_err(|e| e.to_string())?;
-        info!(spiffe_id = %grant.spiffe_id, "identity issued");
-        publish_identity_expiry(&self.path(IDENTITY_FILE));
-        Ok(())
-    }
-
-    /// Renews the certificate at two thirds of its life, for the life of the process.
-    async fn renew(self: Arc<Self>, reloader: Arc<Reloader>) {
-        loop {
-            let renew_at = identity_span(&self.path(IDENTITY_FILE))
-                .map_or_else(SystemTime::now, |(_, renew_at, _)| renew_at);
-            if let Ok(wait) = renew_at.duration_since(SystemTime::now()) {
-                tokio::time::sleep(wait).await;
-            }
-            let mut backoff = Backoff::default();
-            while let Err(e) = self.request_identity().await {
-                warn!(error = %e, "cannot renew the identity; retrying");
-                backoff.wait().await;
-            }
-            match reloader.reload("identity").await {
-                Ok(_) => info!("identity renewed"),
-                Err(e) => warn!("renewed identity refused: {e}"),
-            }
-        }
-    }
-
     async fn report(&self, etag: &str, version: u64, result: &str) {
         let report = Report {
             instance: self.instance.clone(),
@@ -585,28 +366,6 @@ impl Agent {
     }
 }
 
-/// `switchyard_identity_expiry_timestamp_seconds`: alert on it coming close (renewal failing).
-fn publish_identity_expiry(path: &Path) {
-    if let Some((_, _, expires)) = identity_span(path) {
-        let at = expires
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
-        metrics::gauge!("switchyard_identity_expiry_timestamp_seconds").set(at);
-    }
-}
-
-/// When the certificate in `path` was issued, when to renew it (two thirds into its life) and
-/// when it expires; `None` if there is no readable certificate.
-fn identity_span(path: &Path) -> Option<(SystemTime, SystemTime, SystemTime)> {
-    let chain = crate::tls::pem::certs(path).ok()?;
-    let (_, cert) = x509_parser::parse_x509_certificate(chain.first()?.as_ref()).ok()?;
-    let at = |t: i64| SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(t).unwrap_or(0));
-    let not_before = cert.validity().not_before.timestamp();
-    let not_after = cert.validity().not_after.timestamp();
-    let renew_at = not_before + (not_after - not_before) * 2 / 3;
-    Some((at(not_before), at(renew_at), at(not_after)))
-}
-
 /// Writes through a temporary file and a rename, so a reader sees the old or the new whole.
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
@@ -632,52 +391,4 @@ impl Backoff {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn load_text(text: &str) -> Result<AgentSettings, ConfigErrors> {
-        let dir = std::env::temp_dir().join(format!("switchyard-agent-{}", fastrand::u64(..)));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("proxy.toml");
-        std::fs::write(&path, text).unwrap();
-        let result = load(&path);
-        let _ = std::fs::remove_dir_all(&dir);
-        result
-    }
-
-    const CONTROL: &str = "[control]\nurl = \"https://control:15012\"\nca = \"ca.pem\"\nworkload = \"web\"\ntoken = \"0123456789abcdef\"\n";
-
-    #[test]
-    fn local_sections_stay_and_their_relative_paths_are_anchored() {
-        let settings = load_text(&format!(
-            "[access_log]\npath = \"logs/access.log\"\n\n{CONTROL}"
-        ))
-        .unwrap();
-        let path = settings.local["access_log"]["path"].as_str().unwrap();
-        assert!(Path::new(path).is_absolute(), "{path}");
-        assert_eq!(settings.namespace, "default");
-        assert_eq!(settings.poll_timeout, Duration::from_secs(30));
-    }
-
-    #[test]
-    fn listeners_beside_control_are_refused_at_their_line() {
-        let errors = load_text(&format!(
-            "{CONTROL}\n[[listener]]\nname = \"x\"\nlisten = \"127.0.0.1:1\"\n"
-        ))
-        .unwrap_err();
-        assert_eq!(errors.0[0].line, 7, "{errors}");
-        assert!(
-            errors.0[0].message.contains("comes from the control plane"),
-            "{errors}"
-        );
-    }
-
-    #[test]
-    fn the_control_plane_is_reached_over_https_only() {
-        let errors = load_text(&CONTROL.replace("https://", "http://")).unwrap_err();
-        assert!(errors.to_string().contains("control.url"), "{errors}");
-    }
 }
