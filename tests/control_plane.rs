@@ -347,11 +347,25 @@ async fn weight_changes_reach_every_proxy_within_2s_and_survive_the_control_plan
             .await
     );
 
-    // A proxy that restarts while the control plane is away starts from its last good bundle.
+    // A proxy that restarts while the control plane is away starts from its last good bundle,
+    // with the local sections of its file as they are now (an access log added).
     drop(a);
-    let a = mesh.proxy(api, "a");
+    let access_log = mesh.dir.join("a-access.log");
+    let a = crate::support::control::controlled_proxy_with(
+        api,
+        &mesh.pki.ca(),
+        "a",
+        &mesh.dir.join("state-a"),
+        1,
+        &format!("[access_log]\npath = \"{}\"", access_log.display()),
+    );
     assert!(answered_by(&a, "v1").await);
     assert!(a.logs().contains("starting from the last good bundle"));
+    let logged = eventually(Duration::from_secs(5), async || {
+        std::fs::read_to_string(&access_log).is_ok_and(|l| l.contains("\"status\":200"))
+    })
+    .await;
+    assert!(logged, "the restarted proxy's own [access_log] applies");
 }
 
 /// What the man in the middle does to the control plane's answers.

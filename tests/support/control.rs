@@ -134,10 +134,22 @@ pub fn controlled_proxy(
     state_dir: &Path,
     listeners: usize,
 ) -> Proxy {
+    controlled_proxy_with(api, ca, workload, state_dir, listeners, "")
+}
+
+/// [`controlled_proxy`] with more local sections (`[access_log]`, say) in its own file.
+pub fn controlled_proxy_with(
+    api: SocketAddr,
+    ca: &Path,
+    workload: &str,
+    state_dir: &Path,
+    listeners: usize,
+    local: &str,
+) -> Proxy {
     let dir = super::proxy::scratch_dir();
     let path: PathBuf = dir.join("proxy.toml");
     let config = format!(
-        "[admin]\nlisten = \"127.0.0.1:0\"\n\n[runtime]\nplugin_cache = \"{}\"\n\n[control]\nurl = \"https://127.0.0.1:{}\"\nca = \"{}\"\nworkload = \"{workload}\"\ntoken = \"{}\"\nstate_dir = \"{}\"\npoll_timeout = \"2s\"\n",
+        "[admin]\nlisten = \"127.0.0.1:0\"\n\n[runtime]\nplugin_cache = \"{}\"\n\n[control]\nurl = \"https://127.0.0.1:{}\"\nca = \"{}\"\nworkload = \"{workload}\"\ntoken = \"{}\"\nstate_dir = \"{}\"\npoll_timeout = \"2s\"\n\n{local}\n",
         plugin_cache().display(),
         api.port(),
         ca.display(),

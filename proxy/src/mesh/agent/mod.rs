@@ -146,9 +146,13 @@ impl Agent {
                         self.report(&bundle.etag, 0, &e).await;
                     }
                 },
-                Ok(None) => break,
+                Ok(None) => {
+                    self.rewrite_cached().await;
+                    break;
+                }
                 Err(e) if self.path(CONFIG_FILE).exists() => {
                     warn!(error = %e, "control plane unreachable; starting from the last good bundle");
+                    self.rewrite_cached().await;
                     break;
                 }
                 Err(e) => warn!(error = %e, "no bundle yet; retrying"),
@@ -157,6 +161,19 @@ impl Agent {
         }
         let config = crate::config::load(&self.path(CONFIG_FILE))?;
         Ok(config)
+    }
+
+    /// Writes the effective config again from the bundle in use, so this start's local sections
+    /// (its own file may have changed) apply; if that fails, the config on disk stays as it is.
+    async fn rewrite_cached(&self) {
+        let cached = std::fs::read(self.path(BUNDLE_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Bundle>(&b).ok());
+        if let Some(bundle) = cached
+            && let Err(e) = self.write(&bundle).await
+        {
+            warn!("cannot rewrite the config from the last bundle; using it as it is: {e}");
+        }
     }
 
     /// Long-polls for new bundles and applies them, for the life of the process.
