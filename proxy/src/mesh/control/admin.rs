@@ -34,7 +34,10 @@ impl ControlPlane {
                     let plane = Arc::clone(&plane);
                     async move { Ok::<_, Infallible>(plane.admin(req).await) }
                 });
-                let http = hyper::server::conn::http1::Builder::new();
+                let mut http = hyper::server::conn::http1::Builder::new();
+                // A client that trickles its request head is dropped (slowloris).
+                http.timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(super::respond::HEADER_READ_TIMEOUT);
                 if let Err(e) = http.serve_connection(TokioIo::new(tcp), service).await {
                     debug!(%remote, error = %e, "admin connection error");
                 }

@@ -66,7 +66,10 @@ impl ControlPlane {
                         Ok::<_, Infallible>(plane.api(req, spiffe_id.as_deref(), remote).await)
                     }
                 });
-                let http = hyper::server::conn::http1::Builder::new();
+                let mut http = hyper::server::conn::http1::Builder::new();
+                // A client that trickles its request head is dropped (slowloris).
+                http.timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(super::respond::HEADER_READ_TIMEOUT);
                 if let Err(e) = http.serve_connection(TokioIo::new(tls), service).await {
                     debug!(%remote, error = %e, "API connection error");
                 }

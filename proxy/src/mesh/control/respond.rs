@@ -8,6 +8,9 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use serde::Serialize;
 
+/// How long a client may take to send a request head.
+pub(super) const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The largest CSR, report or weights body accepted.
 const MAX_REQUEST_BODY: usize = 64 * 1024;
 
