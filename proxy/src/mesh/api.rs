@@ -10,9 +10,13 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+/// Where a CSR is sent with a token, for an [`IdentityGrant`].
 pub const IDENTITY_PATH: &str = "/v1/identity";
+/// Where a workload's [`Bundle`] is fetched (and long-polled).
 pub const BUNDLE_PATH: &str = "/v1/bundle";
+/// Followed by a sha256: a plugin binary a bundle names.
 pub const PLUGINS_PATH: &str = "/v1/plugins/";
+/// Where a proxy says what it did with a bundle ([`Report`]).
 pub const REPORT_PATH: &str = "/v1/report";
 
 /// The longest a bundle request may wait for a change.

@@ -14,6 +14,7 @@ pub(super) const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration:
 /// The largest CSR, report or weights body accepted.
 const MAX_REQUEST_BODY: usize = 64 * 1024;
 
+/// The token of an `Authorization: Bearer` header.
 pub(super) fn bearer<B>(req: &Request<B>) -> Option<&str> {
     req.headers()
         .get(header::AUTHORIZATION)
@@ -22,6 +23,7 @@ pub(super) fn bearer<B>(req: &Request<B>) -> Option<&str> {
         .map(str::trim)
 }
 
+/// The whole body, or `None` past [`MAX_REQUEST_BODY`] or on a broken connection.
 pub(super) async fn read_body(req: Request<Incoming>) -> Option<Bytes> {
     Limited::new(req.into_body(), MAX_REQUEST_BODY)
         .collect()
@@ -30,6 +32,7 @@ pub(super) async fn read_body(req: Request<Incoming>) -> Option<Bytes> {
         .map(|c| c.to_bytes())
 }
 
+/// A plain-text answer.
 pub(super) fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body.to_owned())));
     *response.status_mut() = status;
@@ -40,6 +43,7 @@ pub(super) fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
     response
 }
 
+/// A JSON answer.
 pub(super) fn json<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Response<Full<Bytes>> {
     let body = serde_json::to_vec(value).unwrap_or_default();
     let mut response = Response::new(Full::new(Bytes::from(body)));
@@ -51,6 +55,7 @@ pub(super) fn json<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Resp
     response
 }
 
+/// Seconds since the Unix epoch, for reports' times.
 pub(super) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
