@@ -30,7 +30,7 @@ pub struct AdminState {
     /// True once every listener is bound; false again while draining.
     pub ready: AtomicBool,
     /// Renders `/metrics`; `None` if another recorder was installed first (tests in one process).
-    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    pub metrics: Option<crate::telemetry::MetricsHandle>,
 }
 
 /// Serves the admin API on an already bound socket until the process ends.

@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 
 use crate::plugin::{Chain, RequestState};
 use crate::telemetry::ListenerTelemetry;
-use crate::upstream::{Admission, InFlight};
+use crate::upstream::{Admission, InFlight, Lent};
 
 /// A request or response body as the proxy forwards it.
 #[derive(Debug)]
@@ -34,6 +34,9 @@ pub enum ProxyBody {
     /// client goes away, so least-request balancing sees streaming responses as load.
     Upstream {
         body: Incoming,
+        /// The keep-alive connection the body comes on; back in its pool when this is dropped,
+        /// which hyper does as soon as the body has been sent to the end.
+        _connection: Lent,
         _in_flight: InFlight,
         /// The cluster's circuit-breaker slot for this request, held until the body is done.
         _admission: Option<Admission>,

@@ -36,7 +36,7 @@ use crate::telemetry::exchange::AttemptSpan;
 use crate::telemetry::trace_context::new_span_id;
 use crate::telemetry::{AttemptResult, ErrorKind, ListenerTelemetry};
 use crate::upstream::{
-    Admission, Cluster, Clusters, Endpoint, InFlight, Observed, UpstreamError as SendError,
+    Admission, Cluster, Clusters, Endpoint, InFlight, Lent, Observed, UpstreamError as SendError,
 };
 
 /// Most attempts one request may make, whatever plugins ask.
@@ -385,7 +385,7 @@ impl ListenerProxy {
         let sent = tokio::time::timeout(per_try, endpoint.send(req)).await;
         let took = started.elapsed();
         let result = match &sent {
-            Ok(Ok(response)) => AttemptResult::Status(response.status().as_u16()),
+            Ok(Ok((response, _))) => AttemptResult::Status(response.status().as_u16()),
             Ok(Err(SendError::Overloaded { .. })) => AttemptResult::Error(ErrorKind::Overloaded),
             Ok(Err(SendError::Tls { .. })) => AttemptResult::Error(ErrorKind::Tls),
             Ok(Err(e)) if e.is_connect() => AttemptResult::Error(ErrorKind::Connect),
@@ -409,7 +409,7 @@ impl ListenerProxy {
             });
         }
         match sent {
-            Ok(Ok(response)) => {
+            Ok(Ok((response, connection))) => {
                 endpoint.observe_latency(took);
                 cluster.observe(&endpoint, Observed::Status(response.status().as_u16()));
                 Ok((
@@ -417,6 +417,7 @@ impl ListenerProxy {
                     Attempted {
                         endpoint,
                         in_flight,
+                        connection,
                     },
                 ))
             }
@@ -551,10 +552,11 @@ fn apply_response_step(
     }
 }
 
-/// The endpoint an attempt reached, and its in-flight count.
+/// The endpoint an attempt reached, its in-flight count, and the connection lent to it.
 struct Attempted {
     endpoint: Arc<Endpoint>,
     in_flight: InFlight,
+    connection: Lent,
 }
 
 /// Why an attempt has no response.
@@ -736,6 +738,7 @@ fn upstream_answer(
     } else {
         ProxyBody::Upstream {
             body,
+            _connection: attempted.connection,
             _in_flight: attempted.in_flight,
             _admission: admission,
         }

@@ -3,12 +3,14 @@
 pub mod access_log;
 pub mod exchange;
 pub mod golden;
+pub mod histogram;
 pub mod otlp;
 pub mod scrape;
 pub mod trace_context;
 
 pub use exchange::{Exchange, ListenerTelemetry, ROUTE_CONTEXT_KEY, Telemetry};
 pub use golden::{AttemptResult, ClusterMetrics, ErrorKind};
+pub use histogram::MetricsHandle;
 
 use std::io::IsTerminal;
 
@@ -43,36 +45,29 @@ const HOOK_BUCKETS: &[f64] = &[
     0.0025, 0.005, 0.01, 0.025, 0.05,
 ];
 
-/// Installs the process-wide Prometheus recorder (once) and returns the handle `/metrics`
-/// renders. A background thread drains histogram samples so memory stays flat between scrapes.
-pub fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
-    static HANDLE: std::sync::OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> =
-        std::sync::OnceLock::new();
+/// Installs the process-wide recorder (once) and returns the handle `/metrics` renders:
+/// counters and gauges in the Prometheus exporter, histograms counted straight into their
+/// buckets ([`histogram`]), so memory stays flat between scrapes.
+pub fn install_metrics() -> Option<MetricsHandle> {
+    static HANDLE: std::sync::OnceLock<Option<MetricsHandle>> = std::sync::OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let builder = metrics_exporter_prometheus::PrometheusBuilder::new()
-                .set_buckets(LATENCY_BUCKETS)
-                .ok()?
-                .set_buckets_for_metric(
-                    metrics_exporter_prometheus::Matcher::Full(
-                        "switchyard_plugin_hook_duration_seconds".into(),
-                    ),
-                    HOOK_BUCKETS,
-                )
-                .ok()?;
-            let handle = builder.install_recorder().ok()?;
-            let upkeep = handle.clone();
-            let _ = std::thread::Builder::new()
-                .name("switchyard-metrics".into())
-                .spawn(move || {
-                    loop {
-                        std::thread::sleep(std::time::Duration::from_secs(5));
-                        upkeep.run_upkeep();
-                    }
-                });
+            let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+            let recorder = histogram::BucketedRecorder::new(prometheus, histogram_bounds);
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok()?;
             Some(handle)
         })
         .clone()
+}
+
+/// The buckets of each histogram: plugin hook times in microseconds, the rest in latency ranges.
+fn histogram_bounds(name: &str) -> &'static [f64] {
+    if name == "switchyard_plugin_hook_duration_seconds" {
+        HOOK_BUCKETS
+    } else {
+        LATENCY_BUCKETS
+    }
 }
 
 /// A metric a plugin reports, named `switchyard_plugin_<name>` with the plugin as a label.

@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 
 use super::health::Health;
 use super::limits::Admission;
-use super::pool::{Pool, UpstreamError};
+use super::pool::{Lent, Pool, UpstreamError};
 use super::stream::UpstreamStream;
 use crate::balance::{PeakEwma, Target};
 use crate::body::ProxyBody;
@@ -61,8 +61,11 @@ impl Endpoint {
         self.pool.connect_stream().await
     }
 
-    /// Sends one request over a pooled (or new) connection.
-    pub async fn send(&self, req: Request<ProxyBody>) -> Result<Response<Incoming>, UpstreamError> {
+    /// Sends one request over a pooled (or new) connection, lent to it while [`Lent`] lives.
+    pub async fn send(
+        &self,
+        req: Request<ProxyBody>,
+    ) -> Result<(Response<Incoming>, Lent), UpstreamError> {
         self.pool.send(req).await
     }
 }

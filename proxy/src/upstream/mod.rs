@@ -13,5 +13,5 @@ pub use cluster::{Cluster, Clusters, EndpointState};
 pub use endpoint::{Endpoint, InFlight};
 pub use health::Observed;
 pub use limits::{Admission, ClusterLimits};
-pub use pool::UpstreamError;
+pub use pool::{Lent, UpstreamError};
 pub use stream::UpstreamStream;

@@ -1,8 +1,9 @@
 //! Keep-alive connections to one endpoint.
 //!
-//! HTTP/1.1: a stack of idle connections; a connection returns to it once its response body is
-//! finished (hyper reports it ready), and the most recently used is reused first. HTTP/2: one
-//! multiplexed connection shared by all requests, re-established when it closes.
+//! HTTP/1.1: a stack of idle connections; a connection is lent to one request ([`Lent`]) and
+//! returns to the stack once its response body is finished (hyper reports it ready), and the most
+//! recently used is reused first. HTTP/2: one multiplexed connection shared by all requests,
+//! re-established when it closes.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
@@ -80,6 +81,54 @@ impl From<&ClusterConfig> for PoolSettings {
     }
 }
 
+/// An HTTP/1.1 connection lent to one request. Dropped once the response body has been read to
+/// the end — the usual case — it is back on the idle stack at once; dropped earlier (the body
+/// still streaming, or abandoned), a task waits until hyper has it ready again, or lets it go if
+/// it closes. Requests on the shared HTTP/2 connection borrow nothing.
+#[derive(Debug)]
+pub struct Lent {
+    sender: Option<http1::SendRequest<ProxyBody>>,
+    pool: Weak<Pool>,
+}
+
+impl Lent {
+    fn shared() -> Self {
+        Self {
+            sender: None,
+            pool: Weak::new(),
+        }
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        let Some(mut sender) = self.sender.take() else {
+            return;
+        };
+        if sender.is_closed() {
+            return;
+        }
+        if sender.is_ready() {
+            if let Some(pool) = self.pool.upgrade() {
+                pool.checkin(sender);
+            }
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let pool = std::mem::take(&mut self.pool);
+        runtime.spawn(async move {
+            if sender.ready().await.is_err() {
+                return; // closed, upgraded, or the body was abandoned mid-way
+            }
+            if let Some(pool) = pool.upgrade() {
+                pool.checkin(sender);
+            }
+        });
+    }
+}
+
 /// The connections to one endpoint.
 #[derive(Debug)]
 pub struct Pool {
@@ -116,20 +165,22 @@ impl Pool {
         })
     }
 
+    /// Sends one request; the connection stays lent to it until the returned [`Lent`] is dropped
+    /// (hold it as long as the response body is read).
     pub async fn send(
         self: &Arc<Self>,
         req: Request<ProxyBody>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<(Response<Incoming>, Lent), UpstreamError> {
         match self.settings.protocol {
             UpstreamProtocol::Http1 => self.send_http1(req).await,
-            UpstreamProtocol::Http2 => self.send_http2(req).await,
+            UpstreamProtocol::Http2 => Ok((self.send_http2(req).await?, Lent::shared())),
         }
     }
 
     async fn send_http1(
         self: &Arc<Self>,
         mut req: Request<ProxyBody>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<(Response<Incoming>, Lent), UpstreamError> {
         loop {
             let (mut sender, reused) = match self.checkout_http1() {
                 Some(sender) => (sender, true),
@@ -137,8 +188,11 @@ impl Pool {
             };
             match sender.try_send_request(req).await {
                 Ok(response) => {
-                    self.checkin_when_ready(sender);
-                    return Ok(response);
+                    let lent = Lent {
+                        sender: Some(sender),
+                        pool: Arc::downgrade(self),
+                    };
+                    return Ok((response, lent));
                 }
                 Err(mut e) => match e.take_message() {
                     // A pooled connection the upstream had closed: the request was never written,
@@ -165,23 +219,15 @@ impl Pool {
         None
     }
 
-    /// Returns the connection to the idle stack once hyper says it can take another request,
-    /// i.e. after the response body was read to the end.
-    fn checkin_when_ready(self: &Arc<Self>, mut sender: http1::SendRequest<ProxyBody>) {
-        let pool: Weak<Self> = Arc::downgrade(self);
-        tokio::spawn(async move {
-            if sender.ready().await.is_err() {
-                return; // closed, upgraded, or the body was abandoned mid-way
-            }
-            let Some(pool) = pool.upgrade() else { return };
-            let mut idle = pool.idle.lock().unwrap_or_else(|p| p.into_inner());
-            if idle.len() < pool.settings.max_idle {
-                idle.push(IdleConnection {
-                    sender,
-                    since: Instant::now(),
-                });
-            }
-        });
+    /// Puts a connection that can take another request on the idle stack.
+    fn checkin(&self, sender: http1::SendRequest<ProxyBody>) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < self.settings.max_idle {
+            idle.push(IdleConnection {
+                sender,
+                since: Instant::now(),
+            });
+        }
     }
 
     /// Keep-alive connections waiting for a request now.

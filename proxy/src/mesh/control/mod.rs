@@ -98,7 +98,7 @@ pub struct ControlPlane {
     discovery: Arc<MeshDiscovery>,
     plugin_check: PluginCheck,
     /// Renders `/metrics`; `None` if another recorder was installed first.
-    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    metrics: Option<crate::telemetry::MetricsHandle>,
 }
 
 /// Runs the control plane on `mesh.toml` until SIGTERM or SIGINT.
