@@ -117,11 +117,11 @@ impl<'t> Token<'t> {
     /// A token whose signature was verified before, from its remembered claims.
     pub fn remembered(
         token: &'t str,
-        alg: String,
+        alg: &str,
         claims: Rc<serde_json::Map<String, Value>>,
     ) -> Self {
         Self {
-            alg,
+            alg: alg.to_owned(),
             kid: None,
             signed: token,
             signature: Vec::new(),

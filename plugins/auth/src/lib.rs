@@ -26,6 +26,8 @@ pub struct Auth {
     identity_headers: Vec<String>,
     /// Signatures already verified by this instance.
     verified: verified::VerifiedTokens,
+    /// What each JWT provider's claims must satisfy, built once rather than per request.
+    expectations: Vec<jwt::Expectations>,
 }
 
 /// Who the request proved to be.
@@ -56,11 +58,13 @@ impl Plugin for Auth {
             .flat_map(|p| p.forward_claims.values().cloned())
             .collect();
         identity_headers.extend(config.api_keys.as_ref().and_then(|k| k.forward_as.clone()));
+        let expectations = config.jwt.iter().map(|p| p.expectations()).collect();
         Ok(Self {
             keys: jwks::KeyCache::new(inline),
             config,
             identity_headers,
             verified: verified::VerifiedTokens::default(),
+            expectations,
         })
     }
 
@@ -132,10 +136,10 @@ impl Auth {
         let now_secs = clock::wall_ms() / 1000;
         let now = clock::monotonic();
         if let Some(known) = self.verified.get(token, now)
-            && let Some(provider) = self.config.jwt.get(known.provider)
+            && let Some(expected) = self.expectations.get(known.provider)
         {
-            let remembered = Token::remembered(token, known.alg, known.claims);
-            return match remembered.check_claims(&provider.expectations(), now_secs) {
+            let remembered = Token::remembered(token, &known.alg, Rc::clone(&known.claims));
+            return match remembered.check_claims(expected, now_secs) {
                 Ok(()) => Ok((known.provider, remembered)),
                 Err(e) => Err(e.0),
             };
@@ -175,7 +179,7 @@ impl Auth {
             }
             self.verified
                 .remember(token, index, &parsed.alg, Rc::clone(&parsed.claims), now);
-            return match parsed.check_claims(&provider.expectations(), now_secs) {
+            return match parsed.check_claims(&self.expectations[index], now_secs) {
                 Ok(()) => Ok((index, parsed)),
                 Err(e) => Err(e.0),
             };

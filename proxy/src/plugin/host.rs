@@ -275,17 +275,20 @@ impl ResourceLimiter for HostState {
 }
 
 fn header_first(headers: &http::HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get(name)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    headers.get(name).map(header_text)
 }
 
 fn header_all(headers: &http::HeaderMap, name: &str) -> Vec<String> {
-    headers
-        .get_all(name)
-        .iter()
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        .collect()
+    headers.get_all(name).iter().map(header_text).collect()
+}
+
+/// A header value as text for a plugin. Values are nearly always ASCII, which `from_utf8`
+/// checks a word at a time; only a value that is not UTF-8 takes the slower lossy path.
+fn header_text(value: &http::HeaderValue) -> String {
+    match std::str::from_utf8(value.as_bytes()) {
+        Ok(text) => text.to_owned(),
+        Err(_) => String::from_utf8_lossy(value.as_bytes()).into_owned(),
+    }
 }
 
 fn header_names(headers: &http::HeaderMap) -> Vec<String> {
