@@ -14,6 +14,11 @@ use super::servers::{Running, cpu_time};
 pub enum Load {
     /// HTTP/1.1 keep-alive with this many connections (wrk, one thread).
     Http1 { connections: u32 },
+    /// HTTP/1.1 keep-alive over one connection while a lowest-priority spinner keeps the cores
+    /// from going idle. On a virtual machine an idle core halts and every wake-up costs tens of
+    /// microseconds, twice per request at one connection, for every server alike; this load
+    /// shows the latency the server itself adds.
+    Http1Awake,
     /// HTTP/2 (h2c prior knowledge) with this many concurrent streams on one connection.
     Http2 { streams: u32 },
 }
@@ -22,6 +27,7 @@ impl Load {
     pub fn label(self) -> String {
         match self {
             Self::Http1 { connections } => format!("h1 x{connections}"),
+            Self::Http1Awake => "h1 x1 awake".to_owned(),
             Self::Http2 { streams } => format!("h2 x{streams} streams"),
         }
     }
@@ -52,6 +58,10 @@ pub fn measure(
     let cpu_before = cpu_time(server.pid()).context("read the server's CPU time")?;
     let mut sample = match load {
         Load::Http1 { connections } => wrk(port, connections, duration, auth)?,
+        Load::Http1Awake => {
+            let _spinner = Spinner::start()?;
+            wrk(port, 1, duration, auth)?
+        }
         Load::Http2 { streams } => h2load(port, streams, duration, auth)?,
     };
     let cpu_after = cpu_time(server.pid()).context("read the server's CPU time")?;
@@ -60,6 +70,27 @@ pub fn measure(
         sample.cpu_us_per_request = cpu * 1e6 / sample.requests as f64;
     }
     Ok(sample)
+}
+
+/// A busy loop at the lowest priority (`nice -n 19`): it runs only when nothing else wants the
+/// core, so it takes no time from the servers and keeps the core from halting. Stopped on drop.
+struct Spinner(std::process::Child);
+
+impl Spinner {
+    fn start() -> Result<Self> {
+        let child = Command::new("nice")
+            .args(["-n", "19", "sh", "-c", "while :; do :; done"])
+            .spawn()
+            .context("cannot start the spinner (nice, sh)")?;
+        Ok(Self(child))
+    }
+}
+
+impl Drop for Spinner {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn wrk(port: u16, connections: u32, duration: Duration, auth: Option<&str>) -> Result<Sample> {

@@ -3,7 +3,8 @@
 //! An nginx origin answers from memory; nginx (1 worker, upstream keep-alive), HAProxy (1 thread,
 //! `http-reuse always`) and Switchyard (1 worker thread) in three configurations — no plugins, the
 //! canary plugin, the full chain (JWT auth, routing, canary, fault at 0%, retries) — forward to it.
-//! Each is driven with the same loads: HTTP/1.1 keep-alive at 1 and 64 connections (wrk) and, when
+//! Each is driven with the same loads: HTTP/1.1 keep-alive at 1 (also with the cores kept awake)
+//! and 64 connections (wrk) and, when
 //! h2load is installed, HTTP/2 with 64 streams. Rounds are interleaved (every server once per
 //! round) so machine noise hits all alike; the medians are reported as ratios to nginx.
 
@@ -94,6 +95,7 @@ pub fn bench(args: &[String]) -> Result<()> {
     let proxies = Server::proxies()?;
     let mut loads = vec![
         Load::Http1 { connections: 1 },
+        Load::Http1Awake,
         Load::Http1 { connections: 64 },
     ];
     if std::path::Path::new("/usr/bin/h2load").exists() {
@@ -109,10 +111,11 @@ pub fn bench(args: &[String]) -> Result<()> {
         for (p, proxy) in proxies.iter().enumerate() {
             let running = proxy.start(&setup)?;
             let auth = proxy.name.ends_with("chain").then_some(token.as_str());
-            load::measure(loads[1], proxy.port, options.warmup, &running, auth)?;
+            let warmup = Load::Http1 { connections: 64 };
+            load::measure(warmup, proxy.port, options.warmup, &running, auth)?;
             for (l, load) in loads.iter().enumerate() {
                 let port = match load {
-                    Load::Http1 { .. } => proxy.port,
+                    Load::Http1 { .. } | Load::Http1Awake => proxy.port,
                     Load::Http2 { .. } => proxy.h2_port,
                 };
                 let sample = load::measure(*load, port, options.duration, &running, auth)?;
