@@ -19,6 +19,9 @@ use crate::config::PluginConfig;
 /// Why a plugin was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
+    /// The plugin runtime itself could not start (no plugin is to blame).
+    #[error("cannot start the WebAssembly plugin runtime: {reason}")]
+    Runtime { reason: String },
     #[error("plugin {plugin:?}: cannot read {}: {source}", path.display())]
     Read {
         plugin: String,

@@ -219,17 +219,13 @@ pub struct PluginRuntime {
 
 impl PluginRuntime {
     pub fn new(config: &Config) -> Result<Self, LoadError> {
-        let engine = runtime_engine().map_err(|e| LoadError::Compile {
-            plugin: String::new(),
-            path: Default::default(),
-            reason: format!("cannot start the WebAssembly engine: {e:#}"),
+        let engine = runtime_engine().map_err(|e| LoadError::Runtime {
+            reason: format!("the engine: {e:#}"),
         })?;
         let mut linker = Linker::new(&engine);
         Filter::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
-            .map_err(|e| LoadError::Compile {
-                plugin: String::new(),
-                path: Default::default(),
-                reason: format!("cannot link the host functions: {e:#}"),
+            .map_err(|e| LoadError::Runtime {
+                reason: format!("linking the host functions: {e:#}"),
             })?;
         Ok(Self {
             engine,
