@@ -211,14 +211,33 @@ impl Plugins {
 /// What outlives one config: the engine, the host functions, the compiled-code cache, and each
 /// plugin's shared state (so a reload does not empty rate-limit buckets or caches).
 pub struct PluginRuntime {
-    engine: Engine,
-    linker: Linker<HostState>,
+    /// Made when the first plugin is loaded, so a proxy without plugins never starts the Wasm
+    /// machinery (its code pages, its instance pool, its epoch thread).
+    wasm: std::sync::OnceLock<Wasm>,
     cache: CompileCache,
     shared: std::sync::Mutex<HashMap<String, Arc<SharedState>>>,
 }
 
+/// The engine plugins run on and the host functions linked into them.
+struct Wasm {
+    engine: Engine,
+    linker: Linker<HostState>,
+}
+
 impl PluginRuntime {
     pub fn new(config: &Config) -> Result<Self, LoadError> {
+        Ok(Self {
+            wasm: std::sync::OnceLock::new(),
+            cache: CompileCache::new(&config.runtime.plugin_cache),
+            shared: std::sync::Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The engine and linker, made on first use.
+    fn wasm(&self) -> Result<&Wasm, LoadError> {
+        if let Some(wasm) = self.wasm.get() {
+            return Ok(wasm);
+        }
         let engine = runtime_engine().map_err(|e| LoadError::Runtime {
             reason: format!("the engine: {e:#}"),
         })?;
@@ -227,12 +246,7 @@ impl PluginRuntime {
             .map_err(|e| LoadError::Runtime {
                 reason: format!("linking the host functions: {e:#}"),
             })?;
-        Ok(Self {
-            engine,
-            linker,
-            cache: CompileCache::new(&config.runtime.plugin_cache),
-            shared: std::sync::Mutex::new(HashMap::new()),
-        })
+        Ok(self.wasm.get_or_init(|| Wasm { engine, linker }))
     }
 
     /// Loads every `[[plugin]]` of `config`. A plugin whose binary, config, limits and failure
@@ -246,7 +260,7 @@ impl PluginRuntime {
         overrides: &HashMap<String, Vec<u8>>,
     ) -> Result<Plugins, LoadError> {
         if !config.plugins.is_empty() {
-            engine::start_epoch_ticker(&self.engine);
+            engine::start_epoch_ticker(&self.wasm()?.engine);
         }
         let mut by_name = HashMap::new();
         for p in &config.plugins {
@@ -307,9 +321,10 @@ impl PluginRuntime {
             time_limit: config.time_limit,
             memory_limit: config.memory_limit,
         });
+        let wasm = self.wasm()?;
         let load = loader::Load {
-            engine: &self.engine,
-            linker: &self.linker,
+            engine: &wasm.engine,
+            linker: &wasm.linker,
             cache: &self.cache,
             config,
             bytes,
