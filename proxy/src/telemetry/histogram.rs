@@ -116,6 +116,7 @@ impl Recorder for BucketedRecorder {
         self.prometheus.describe_gauge(key, unit, description);
     }
 
+    /// Nothing describes a histogram, so no HELP lines are kept for them.
     fn describe_histogram(&self, _key: KeyName, _unit: Option<Unit>, _description: SharedString) {}
 
     fn register_counter(&self, key: &Key, metadata: &Metadata<'_>) -> Counter {
