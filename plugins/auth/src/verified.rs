@@ -11,10 +11,9 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 use std::rc::Rc;
-
-use rustc_hash::FxHasher;
 use std::time::Duration;
 
+use rustc_hash::FxHasher;
 use serde_json::{Map, Value};
 
 /// How long a verified signature is trusted without checking it again.
@@ -23,7 +22,6 @@ pub const TTL: Duration = Duration::from_secs(60);
 const MAX_ENTRIES: usize = 512;
 
 /// What is remembered of a verified token.
-#[derive(Clone)]
 pub struct Verified {
     /// The provider whose key verified it.
     pub provider: usize,
