@@ -1,6 +1,9 @@
 //! The core's per-request work without plugins: picking an endpoint with each load-balancing
-//! policy (10 endpoints), and rewriting a typical request head as the proxy does before
-//! forwarding (request id, hop-by-hop headers, forwarding headers, upstream target).
+//! policy (10 endpoints); rewriting a typical request head as the proxy does before forwarding
+//! (request id, hop-by-hop headers, forwarding headers, upstream target); and the HTTP/1.1 codec
+//! the proxy runs twice per request, hyper's, parsing a request head and writing a response as
+//! the downstream server, and writing a request and parsing a response as the upstream client,
+//! over an in-memory pipe (no sockets), so what it measures is the codec and its dispatch.
 //!
 //! Run with `cargo bench -p switchyard --bench hot_path`.
 
@@ -109,5 +112,120 @@ fn head_rewrite(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, load_balancing, head_rewrite);
+/// The request head a client sends in the codec benches (the 8 headers of [`request`]).
+const RAW_REQUEST: &[u8] = b"GET /v1/users/42?fields=name HTTP/1.1\r\nhost: api.example.com\r\n\
+user-agent: curl/8.5.0\r\naccept: application/json\r\naccept-encoding: gzip, br\r\n\
+connection: keep-alive\r\nx-forwarded-for: 203.0.113.9\r\nauthorization: Bearer abc.def.ghi\r\n\
+traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n\r\n";
+/// The body both sides answer with: the size of the load benchmark's.
+const BODY: &[u8] = b"hello from the origin, a small answer like most API responses\n";
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Reads one response to `RAW_REQUEST` from `stream`: up to the end of its head, then its body,
+/// whose length is known. Returns the bytes read.
+async fn read_response(stream: &mut tokio::io::DuplexStream, buf: &mut Vec<u8>) -> usize {
+    use tokio::io::AsyncReadExt as _;
+    buf.clear();
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n")
+            && buf.len() >= end + 4 + BODY.len()
+        {
+            return buf.len();
+        }
+        if stream.read_buf(buf).await.unwrap_or(0) == 0 {
+            panic!("the server closed the connection");
+        }
+    }
+}
+
+fn head_parse(c: &mut Criterion) {
+    use http_body_util::{BodyExt as _, Full};
+    use hyper_util::rt::TokioIo;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let mut group = c.benchmark_group("http/1.1 codec per request (in-memory pipe)");
+    let rt = runtime();
+    // Downstream: hyper's server parses the request head, calls the service, writes the answer.
+    let (mut client, server) = tokio::io::duplex(64 * 1024);
+    rt.spawn(async move {
+        let service = hyper::service::service_fn(|_req| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                bytes::Bytes::from_static(BODY),
+            )))
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(server), service)
+            .await;
+    });
+    let mut buf = Vec::with_capacity(4096);
+    group.bench_function("server: parse request head, write response", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let _ = client.write_all(RAW_REQUEST).await;
+                read_response(&mut client, &mut buf).await
+            })
+        });
+    });
+
+    // Upstream: hyper's client writes the request head and parses the response; the peer is a
+    // loop that answers each request head with fixed bytes.
+    let (client_io, mut origin) = tokio::io::duplex(64 * 1024);
+    rt.spawn(async move {
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\nserver: bench\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n",
+            BODY.len()
+        );
+        let answer = [answer.as_bytes(), BODY].concat();
+        let mut seen = Vec::with_capacity(4096);
+        loop {
+            if origin.read_buf(&mut seen).await.unwrap_or(0) == 0 {
+                return;
+            }
+            while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                seen.drain(..end + 4);
+                if origin.write_all(&answer).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let mut sender = rt.block_on(async {
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake::<_, Full<bytes::Bytes>>(TokioIo::new(client_io))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        tokio::spawn(connection);
+        sender
+    });
+    group.bench_function("client: write request head, parse response", |b| {
+        b.iter_batched(
+            || {
+                let mut req = request();
+                let _ = headers::set_upstream_target(&mut req, false);
+                req.map(|()| Full::new(bytes::Bytes::new()))
+            },
+            |req| {
+                rt.block_on(async {
+                    let _ = sender.ready().await;
+                    let response = sender
+                        .send_request(req)
+                        .await
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    let body = response.into_body().collect().await;
+                    body.map(|b| b.to_bytes().len()).unwrap_or(0)
+                })
+            },
+            BatchSize::SmallInput,
+        );
+    });
+    group.finish();
+}
+
+criterion_group!(benches, load_balancing, head_rewrite, head_parse);
 criterion_main!(benches);

@@ -27,6 +27,12 @@ fn fixed_hop_by_hop() -> [&'static HeaderName; 7] {
     ]
 }
 
+fn is_fixed_hop_by_hop(token: &str) -> bool {
+    fixed_hop_by_hop()
+        .iter()
+        .any(|name| token.eq_ignore_ascii_case(name.as_str()))
+}
+
 /// Whether the request asks to switch protocols (e.g. WebSocket): `Connection: upgrade` plus an
 /// `Upgrade` header, on HTTP/1.1.
 pub fn is_upgrade_request<B>(req: &Request<B>) -> bool {
@@ -52,14 +58,16 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     } else {
         None
     };
-    // Most requests name nothing but the fixed hop-by-hop headers: no list to build then.
+    // Most messages name only tokens with no header of their own (`keep-alive`, `close`) or
+    // fixed hop-by-hop ones: the list stays empty then, and empty lists do not allocate.
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .filter(|name| !fixed_hop_by_hop().contains(&name))
+        .map(str::trim)
+        .filter(|token| !is_fixed_hop_by_hop(token) && headers.contains_key(*token))
+        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
         .collect();
     for name in &named {
         headers.remove(name);
@@ -83,16 +91,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 /// Appends the client's address to `x-forwarded-for`, sets `x-forwarded-proto` to the scheme the
 /// client used, and appends this proxy to `via`.
 pub fn add_forwarding(headers: &mut HeaderMap, client: IpAddr, scheme: &str, version: Version) {
-    use std::fmt::Write as _;
-    let mut forwarded_for = String::with_capacity(64);
-    if let Some(previous) = headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok())
-        && !previous.trim().is_empty()
-    {
-        forwarded_for.push_str(previous);
-        forwarded_for.push_str(", ");
-    }
-    let _ = write!(forwarded_for, "{client}");
-    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(forwarded_for)) {
+    if let Some(v) = forwarded_for(headers.get(&X_FORWARDED_FOR), client) {
         headers.insert(&X_FORWARDED_FOR, v);
     }
     let proto = match scheme {
@@ -104,6 +103,25 @@ pub fn add_forwarding(headers: &mut HeaderMap, client: IpAddr, scheme: &str, ver
         headers.insert(&X_FORWARDED_PROTO, v);
     }
     append_via(headers, version);
+}
+
+/// `previous, client` (or `client` alone), written on the stack and copied once into the value:
+/// one allocation per request, where a `String` turned into `Bytes` costs two.
+fn forwarded_for(previous: Option<&HeaderValue>, client: IpAddr) -> Option<HeaderValue> {
+    use std::io::Write as _;
+    let previous = previous
+        .map(|v| v.as_bytes().trim_ascii())
+        .filter(|v| !v.is_empty());
+    // An address's text is at most 39 bytes.
+    let mut address = [0u8; 64];
+    let mut cursor = std::io::Cursor::new(&mut address[..]);
+    write!(cursor, "{client}").ok()?;
+    let written = usize::try_from(cursor.position()).ok()?;
+    let address = &address[..written];
+    match previous {
+        None => HeaderValue::from_bytes(address).ok(),
+        Some(previous) => HeaderValue::from_bytes(&[previous, b", ", address].concat()).ok(),
+    }
 }
 
 /// Appends `<version> switchyard` to `via` (RFC 9110 7.6.3).
@@ -155,7 +173,10 @@ fn new_request_id() -> HeaderValue {
         nibble -= 1;
         *byte = DIGITS[((bits >> (nibble * 4)) & 0xf) as usize];
     }
-    HeaderValue::from_bytes(&text).unwrap_or(HeaderValue::from_static("invalid"))
+    // Owned by the `Bytes` itself: one allocation, and the copies for the response and the
+    // request state are reference counts (a value copied from a slice allocates again when cloned).
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(text))
+        .unwrap_or(HeaderValue::from_static("invalid"))
 }
 
 /// The authority the client asked for: the URI's (HTTP/2, absolute-form) or the `Host` header.
@@ -235,7 +256,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(
             header::CONNECTION,
-            HeaderValue::from_static("keep-alive, x-secret"),
+            HeaderValue::from_static("keep-alive, X-Secret , close"),
         );
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("x-secret", HeaderValue::from_static("1"));
@@ -272,6 +293,20 @@ mod tests {
         assert_eq!(h[&X_FORWARDED_FOR], "203.0.113.9, 10.0.0.1");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
         assert_eq!(h[header::VIA], "1.1 switchyard");
+
+        let mut h = HeaderMap::new();
+        h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("  "));
+        let longest = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff";
+        add_forwarding(&mut h, longest.parse().unwrap(), "https", Version::HTTP_2);
+        assert_eq!(h[&X_FORWARDED_FOR], longest);
+        add_forwarding(
+            &mut h,
+            "::ffff:10.0.0.1".parse().unwrap(),
+            "https",
+            Version::HTTP_2,
+        );
+        assert_eq!(h[&X_FORWARDED_FOR], format!("{longest}, ::ffff:10.0.0.1"));
+        assert_eq!(h[&X_FORWARDED_PROTO], "https");
     }
 
     #[test]

@@ -9,8 +9,9 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use hashbrown::Equivalent;
 use metrics::{Counter, Gauge, Histogram};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxBuildHasher, FxHashMap};
 
 /// Distinct label sets one listener keeps before new routes are reported as `other`.
 const MAX_SERIES_PER_LISTENER: usize = 2048;
@@ -76,6 +77,25 @@ struct SeriesKey {
     method: &'static str,
 }
 
+/// A [`SeriesKey`] of borrowed labels, to find a known series without allocating. Its fields
+/// hash as the key's do (an `Arc<str>` hashes as its `str`).
+#[derive(Hash)]
+struct SeriesLookup<'a> {
+    route: Option<&'a str>,
+    cluster: Option<&'a str>,
+    status_class: &'static str,
+    method: &'static str,
+}
+
+impl Equivalent<SeriesKey> for SeriesLookup<'_> {
+    fn equivalent(&self, key: &SeriesKey) -> bool {
+        self.route == key.route.as_deref()
+            && self.cluster == key.cluster.as_deref()
+            && self.status_class == key.status_class
+            && self.method == key.method
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Series {
     requests: Counter,
@@ -89,7 +109,7 @@ type ErrorKey = (Option<Arc<str>>, ErrorKind);
 #[derive(Debug)]
 pub struct ListenerMetrics {
     listener: Arc<str>,
-    series: RwLock<FxHashMap<SeriesKey, Series>>,
+    series: RwLock<hashbrown::HashMap<SeriesKey, Series, FxBuildHasher>>,
     errors: RwLock<FxHashMap<ErrorKey, Counter>>,
     /// Requests received and not yet answered in full.
     pub in_flight: Gauge,
@@ -116,17 +136,24 @@ impl ListenerMetrics {
         method: &'static str,
         took: Duration,
     ) {
-        let mut key = SeriesKey {
-            route: route.map(|r| truncate(r, MAX_ROUTE_LABEL).into()),
-            cluster: cluster.cloned(),
+        let route = route.map(|r| truncate(r, MAX_ROUTE_LABEL));
+        let lookup = SeriesLookup {
+            route,
+            cluster: cluster.map(|c| &**c),
             status_class: status_class(status),
             method,
         };
-        if let Some(series) = read(&self.series).get(&key) {
+        if let Some(series) = read(&self.series).get(&lookup) {
             series.requests.increment(1);
             series.duration.record(took.as_secs_f64());
             return;
         }
+        let mut key = SeriesKey {
+            route: route.map(Arc::from),
+            cluster: cluster.cloned(),
+            status_class: lookup.status_class,
+            method,
+        };
         let mut all = write(&self.series);
         if all.len() >= MAX_SERIES_PER_LISTENER && !all.contains_key(&key) {
             key.route = Some("other".into());
@@ -274,5 +301,32 @@ mod tests {
         assert_eq!(status_class(503), "5xx");
         assert_eq!(status_class(999), "5xx");
         assert_eq!(truncate("é".repeat(40).as_str(), 5), "éé");
+    }
+
+    #[test]
+    fn a_known_series_is_found_by_borrowed_labels() {
+        use std::hash::BuildHasher as _;
+        let key = SeriesKey {
+            route: Some("api".into()),
+            cluster: None,
+            status_class: "2xx",
+            method: "GET",
+        };
+        let lookup = SeriesLookup {
+            route: Some("api"),
+            cluster: None,
+            status_class: "2xx",
+            method: "GET",
+        };
+        assert_eq!(
+            FxBuildHasher.hash_one(&key),
+            FxBuildHasher.hash_one(&lookup)
+        );
+        assert!(lookup.equivalent(&key));
+        let other_route = SeriesLookup {
+            route: Some("web"),
+            ..lookup
+        };
+        assert!(!other_route.equivalent(&key));
     }
 }
