@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::header::{HeaderName, HeaderValue};
-use rustc_hash::FxHashMap;
+use rustc_hash::FxBuildHasher;
 use wasmtime::{ResourceLimiter, Store, StoreContextMut, UpdateDeadline};
 
 use super::bindings::switchyard::plugin::{
@@ -81,23 +81,23 @@ pub struct HostState {
     stretch_cpu_base: Option<Duration>,
     /// Handles of the plugin's own metrics, so a hot metric update is one hash lookup rather than
     /// building a name and labels and looking them up in the registry.
-    metric_handles: FxHashMap<MetricKey, MetricHandle>,
+    metric_handles: hashbrown::HashMap<MetricKey, MetricHandle, FxBuildHasher>,
     /// Header names the plugin set that are not standard ones, so setting `x-hello` on every
     /// request does not allocate a new name each time.
     custom_header_names: Vec<HeaderName>,
 }
 
 /// A plugin metric as the plugin names it: kind, name, labels.
-type MetricKey = (MetricKind, String, Vec<(String, String)>);
+pub(super) type MetricKey = (MetricKind, String, Vec<(String, String)>);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum MetricKind {
+pub(super) enum MetricKind {
     Counter,
     Gauge,
     Histogram,
 }
 
-enum MetricHandle {
+pub(super) enum MetricHandle {
     Counter(metrics::Counter),
     Gauge(metrics::Gauge),
     Histogram(metrics::Histogram),
@@ -120,14 +120,14 @@ impl HostState {
             cpu_before: Duration::ZERO,
             stretch_started: Instant::now(),
             stretch_cpu_base: None,
-            metric_handles: FxHashMap::default(),
+            metric_handles: hashbrown::HashMap::default(),
             custom_header_names: Vec::new(),
         }
     }
 
     /// The handle for a plugin metric, made (and cached) on first use: a hot update is one
     /// hash of the name and labels the plugin passed.
-    fn metric(&mut self, key: MetricKey) -> &MetricHandle {
+    pub(super) fn metric(&mut self, key: MetricKey) -> &MetricHandle {
         // The size test first: below the cap (always, in practice) a hot update hashes once.
         if self.metric_handles.len() >= MAX_CACHED_METRICS
             && !self.metric_handles.contains_key(&key)
@@ -146,6 +146,14 @@ impl HostState {
                     MetricKind::Histogram => MetricHandle::Histogram(metric.histogram()),
                 }
             })
+    }
+
+    /// The handle of a metric already used, found without copying its name and labels.
+    pub(super) fn cached_metric(
+        &self,
+        lookup: &super::metric_imports::MetricLookup<'_>,
+    ) -> Option<&MetricHandle> {
+        self.metric_handles.get(lookup)
     }
 
     /// Parses a header a plugin sets: standard and recently used names without allocating, the
@@ -571,6 +579,8 @@ fn ttl(ms: Option<u32>) -> Option<Duration> {
     ms.map(|ms| Duration::from_millis(u64::from(ms)))
 }
 
+/// Shadowed on the linker by `metric_imports`, which reads names and labels in place; these
+/// owned-argument versions are what `bindgen!`'s trait requires.
 impl wit_metrics::Host for HostState {
     fn counter_add(&mut self, name: String, labels: Vec<(String, String)>, value: u64) {
         if let MetricHandle::Counter(c) = self.metric((MetricKind::Counter, name, labels)) {

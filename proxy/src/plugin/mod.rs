@@ -10,6 +10,7 @@ mod engine;
 mod host;
 mod instance;
 mod loader;
+mod metric_imports;
 mod shared;
 mod stats;
 
@@ -243,6 +244,7 @@ impl PluginRuntime {
         })?;
         let mut linker = Linker::new(&engine);
         Filter::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
+            .and_then(|()| metric_imports::define(&mut linker))
             .map_err(|e| LoadError::Runtime {
                 reason: format!("linking the host functions: {e:#}"),
             })?;
