@@ -139,6 +139,13 @@ async fn the_dashboard_shows_live_traffic_without_console_errors() {
             .status,
         StatusCode::SERVICE_UNAVAILABLE
     );
+    // A gRPC call the upstream (not a gRPC server) ends without a status: UNKNOWN to its client.
+    let grpc = Request::post("/flaky/pkg.Svc/Call")
+        .header("host", "flaky.local")
+        .header("content-type", "application/grpc")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(send(proxy.addr(), grpc).await.status, StatusCode::OK);
 
     let port = free_port();
     let driver: SocketAddr = ([127, 0, 0, 1], port).into();
@@ -173,10 +180,11 @@ async fn the_dashboard_shows_live_traffic_without_console_errors() {
                  canary: document.getElementById('canary').textContent, \
                  plugins: document.getElementById('plugins').textContent, \
                  clusters: document.getElementById('clusters').textContent, \
+                 grpc: document.getElementById('grpc').textContent, \
                  status: document.getElementById('status').textContent };",
             )
             .await;
-        shown["total"] == "21"
+        shown["total"] == "22"
             && shown["status"]
                 .as_str()
                 .is_some_and(|s| s.contains("updated"))
@@ -184,8 +192,10 @@ async fn the_dashboard_shows_live_traffic_without_console_errors() {
     .await;
     assert!(
         loaded,
-        "the dashboard never showed the 21 requests: {shown}"
+        "the dashboard never showed the 22 requests: {shown}"
     );
+    let grpc = shown["grpc"].as_str().unwrap();
+    assert!(grpc.contains("2 UNKNOWN"), "{grpc}");
     let canary = shown["canary"].as_str().unwrap();
     assert!(
         canary.contains("canary · shop-v1") && canary.contains("75.0%"),

@@ -10,7 +10,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::support::proxy::scratch_dir;
-use crate::support::tls::Pki;
+use crate::support::tls::{Issued, Pki};
+use crate::support::unprivileged::{reachable_by_everyone, share, shared_scratch_dir};
 use crate::support::{Killed, prometheus_value, run_ok};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
@@ -131,8 +132,11 @@ impl Drop for Pods {
 }
 
 /// Two pods with capture rules, a service in pod B and both sidecars started: pod A's outbound
-/// capture listener is `outbound` (TOML for one `[[listener]]` plus anything else sidecar A
-/// needs), pod B's inbound listener is TCP with mTLS required.
+/// capture listener is what `outbound` returns (TOML for one `[[listener]]` plus anything else
+/// sidecar A needs; it is given the shared directory to put files the sidecar reads), pod B's
+/// inbound listener is TCP with mTLS required. The sidecars run as their own user, which may not
+/// reach the clone (a 0700 home directory), so they get copies of everything they read in a
+/// directory every user can reach.
 struct Mesh {
     pods: Pods,
     dir: std::path::PathBuf,
@@ -140,19 +144,32 @@ struct Mesh {
 }
 
 impl Mesh {
-    async fn start(outbound: &str) -> Self {
-        let dir = scratch_dir();
+    async fn start(outbound: impl FnOnce(&Path) -> String) -> Self {
+        let dir = shared_scratch_dir();
+        let bin = share(Path::new(BIN), &dir.join("switchyard"));
+        let bin = bin.to_str().expect("UTF-8 path");
         let pki = Pki::new();
-        let server = pki.issue(
+        let share_issued = |name: &str, issued: Issued| Issued {
+            cert: share(&issued.cert, &dir.join(name).join("cert.pem")),
+            key: share(&issued.key, &dir.join(name).join("key.pem")),
+        };
+        let server = share_issued(
             "svc",
-            Some("spiffe://mesh.local/ns/default/sa/svc"),
-            &["svc.default.mesh"],
+            pki.issue(
+                "svc",
+                Some("spiffe://mesh.local/ns/default/sa/svc"),
+                &["svc.default.mesh"],
+            ),
         );
-        let client = pki.issue("app", Some("spiffe://mesh.local/ns/default/sa/app"), &[]);
-        // The sidecars run as their own user and must read their keys and write their cache.
+        let client = share_issued(
+            "app",
+            pki.issue("app", Some("spiffe://mesh.local/ns/default/sa/app"), &[]),
+        );
+        let ca = share(&pki.ca(), &dir.join("ca.pem"));
+        let outbound = outbound(&dir);
+        // The sidecars write their compiled-plugin cache.
         std::fs::create_dir_all(dir.join("cache")).expect("cache dir");
-        run(&["chmod", "-R", "a+rX", &pki.dir.display().to_string()]);
-        run(&["chmod", "-R", "a+rwX", &dir.display().to_string()]);
+        run(&["chmod", "a+rwx", &dir.join("cache").display().to_string()]);
 
         let sidecar_a = dir.join("a.toml");
         std::fs::write(
@@ -160,7 +177,7 @@ impl Mesh {
             format!(
                 "[admin]\nlisten = \"127.0.0.1:9901\"\n\n[runtime]\nplugin_cache = \"{}\"\n\n{outbound}\n\n[[cluster]]\nname = \"svc\"\nendpoints = [\"{POD_B_IP}:80\"]\nservice_addresses = [\"{POD_B_IP}:80\"]\n[cluster.tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\nserver_name = \"svc.default.mesh\"\nspiffe_id = \"spiffe://mesh.local/ns/default/sa/svc\"\n",
                 dir.join("cache").display(),
-                pki.ca().display(),
+                ca.display(),
                 client.cert.display(),
                 client.key.display()
             ),
@@ -173,17 +190,19 @@ impl Mesh {
                 "[admin]\nlisten = \"127.0.0.1:9901\"\n\n[[listener]]\nname = \"inbound\"\nlisten = \"0.0.0.0:15006\"\nprotocol = \"tcp\"\ndefault_cluster = \"local\"\n[listener.tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\nrequire_client_cert = true\n\n[[cluster]]\nname = \"local\"\nendpoints = [\"127.0.0.1:8080\"]\n",
                 server.cert.display(),
                 server.key.display(),
-                pki.ca().display()
+                ca.display()
             ),
         )
         .expect("write config");
+
+        run(&["chmod", "-R", "a+rX", &dir.display().to_string()]);
 
         let pods = Pods::create();
         for ns in [&pods.a, &pods.b] {
             Pods::exec(
                 ns,
                 &[
-                    BIN,
+                    bin,
                     "iptables",
                     "--inbound-port",
                     "15006",
@@ -208,19 +227,19 @@ impl Mesh {
             Pods::spawn(
                 &pods.b,
                 false,
-                &[BIN, "echo", "--listen", "127.0.0.1:8080", "--name", "svc"],
+                &[bin, "echo", "--listen", "127.0.0.1:8080", "--name", "svc"],
                 &dir.join("service.log"),
             ),
             Pods::spawn(
                 &pods.b,
                 true,
-                &[BIN, "run", "--config", &sidecar_b.display().to_string()],
+                &[bin, "run", "--config", &sidecar_b.display().to_string()],
                 &dir.join("b.log"),
             ),
             Pods::spawn(
                 &pods.a,
                 true,
-                &[BIN, "run", "--config", &sidecar_a.display().to_string()],
+                &[bin, "run", "--config", &sidecar_a.display().to_string()],
                 &dir.join("a.log"),
             ),
         ];
@@ -283,9 +302,9 @@ async fn a_captured_call_crosses_two_sidecars_over_mtls() {
         eprintln!("SKIPPED a_captured_call_crosses_two_sidecars_over_mtls: {reason}");
         return;
     }
-    let mesh = Mesh::start(
-        "[[listener]]\nname = \"outbound\"\nlisten = \"0.0.0.0:15001\"\nprotocol = \"tcp\"\noriginal_destination = true",
-    )
+    let mesh = Mesh::start(|_| {
+        "[[listener]]\nname = \"outbound\"\nlisten = \"0.0.0.0:15001\"\nprotocol = \"tcp\"\noriginal_destination = true".into()
+    })
     .await;
 
     // The client knows nothing of the mesh: plain HTTP to the service's address.
@@ -321,10 +340,16 @@ async fn captured_http_runs_the_plugins_and_other_bytes_stay_tcp() {
         return;
     }
     // An HTTP capture listener: HTTP to a known service gets the plugin chain.
-    let mesh = Mesh::start(&format!(
-        "[[listener]]\nname = \"outbound\"\nlisten = \"0.0.0.0:15001\"\noriginal_destination = true\nplugins = [\"hello\"]\n\n[[plugin]]\nname = \"hello\"\npath = \"{}\"",
-        crate::support::proxy::plugin_path("hello").display()
-    ))
+    let mesh = Mesh::start(|dir| {
+        let hello = share(
+            &crate::support::proxy::plugin_path("hello"),
+            &dir.join("hello.wasm"),
+        );
+        format!(
+            "[[listener]]\nname = \"outbound\"\nlisten = \"0.0.0.0:15001\"\noriginal_destination = true\nplugins = [\"hello\"]\n\n[[plugin]]\nname = \"hello\"\npath = \"{}\"",
+            hello.display()
+        )
+    })
     .await;
 
     let url = format!("http://{POD_B_IP}:80/orders");
@@ -366,4 +391,47 @@ async fn captured_http_runs_the_plugins_and_other_bytes_stay_tcp() {
     .await;
     assert!(counted, "a:\n{}", Mesh::metrics(&mesh.pods.a));
     mesh.assert_inbound_mtls_connections(2.0).await;
+}
+
+/// The sidecars' files come out of a clone only its owner can enter (a 0700 home directory or
+/// `mktemp -d`) into a directory the sidecars' user can read.
+#[test]
+fn sidecar_files_are_copied_out_of_a_private_clone() {
+    let clone = scratch_dir().join("private-clone");
+    std::fs::create_dir_all(clone.join("target/plugins")).expect("create clone");
+    run(&["chmod", "0700", &clone.display().to_string()]);
+    let plugin = clone.join("target/plugins/hello.wasm");
+    std::fs::write(&plugin, b"\0asm plugin bytes").expect("write plugin");
+    assert!(!reachable_by_everyone(&plugin), "the clone is private");
+
+    let shared = shared_scratch_dir();
+    let copy = share(&plugin, &shared.join("hello.wasm"));
+    assert!(reachable_by_everyone(&copy), "{}", copy.display());
+    assert_eq!(
+        std::fs::read(&copy).expect("read copy"),
+        b"\0asm plugin bytes"
+    );
+
+    // Where the test can switch users, the sidecars' user really reads the copy, not the original.
+    if unsupported().is_none() {
+        let read_as_proxy = |path: &Path| {
+            Command::new("setpriv")
+                .args([
+                    &format!("--reuid={PROXY_UID}"),
+                    &format!("--regid={PROXY_UID}"),
+                    "--clear-groups",
+                    "cat",
+                ])
+                .arg(path)
+                .output()
+                .expect("run setpriv")
+                .status
+                .success()
+        };
+        assert!(
+            !read_as_proxy(&plugin),
+            "uid {PROXY_UID} cannot read the clone"
+        );
+        assert!(read_as_proxy(&copy), "uid {PROXY_UID} reads the copy");
+    }
 }

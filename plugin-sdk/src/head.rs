@@ -164,6 +164,14 @@ impl Response {
     pub fn header(&self, name: &str) -> Option<String> {
         host::with(|h| h.header(Side::Response, name))
     }
+    /// The gRPC status in the head: set on a trailers-only response (a call that failed before
+    /// any message, e.g. `UNAVAILABLE`), which arrives as HTTP 200. `None` for other responses,
+    /// whose status comes in the trailers after the messages. Codes are in [`crate::grpc`].
+    pub fn grpc_status(&self) -> Option<u32> {
+        self.header(crate::grpc::STATUS_HEADER)
+            .as_deref()
+            .and_then(crate::grpc::parse_status)
+    }
     pub fn header_all(&self, name: &str) -> Vec<String> {
         host::with(|h| h.header_all(Side::Response, name))
     }

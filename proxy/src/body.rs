@@ -10,7 +10,9 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::grpc::web::WebBody;
 use crate::plugin::{Chain, RequestState};
+use crate::replay::ReplayBody;
 use crate::telemetry::ListenerTelemetry;
 use crate::upstream::{Admission, InFlight, Lent};
 
@@ -30,6 +32,11 @@ pub enum ProxyBody {
         remaining: u64,
         limit: u64,
     },
+    /// A request body sent by one attempt while a copy is kept for retries. Boxed: attempts
+    /// that can be retried are the rarer kind, and the enum stays small for the rest.
+    Replay(Box<ReplayBody<ProxyBody>>),
+    /// A gRPC response on its way to a gRPC-Web client: trailers become a last data frame.
+    GrpcWeb(Box<WebBody>),
     /// An upstream response body; holds the endpoint's in-flight count until the body ends or the
     /// client goes away, so least-request balancing sees streaming responses as load.
     Upstream {
@@ -104,10 +111,14 @@ impl Body for ServedBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.body).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-        {
-            this.bytes += data.len() as u64;
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                this.bytes += data.len() as u64;
+            } else if let (Some(trailers), Some(done)) = (frame.trailers_ref(), &mut this.done)
+                && done.state.exchange.grpc
+            {
+                done.state.exchange.grpc_status = crate::grpc::status(trailers);
+            }
         }
         polled
     }
@@ -150,6 +161,8 @@ impl Body for ProxyBody {
         let polled = match this {
             Self::Empty => return Poll::Ready(None),
             Self::Full(bytes) => return Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Self::Replay(body) => return Pin::new(body.as_mut()).poll_frame(cx),
+            Self::GrpcWeb(body) => return Pin::new(body.as_mut()).poll_frame(cx),
             Self::Streaming(body) | Self::Upstream { body, .. } => Pin::new(body).poll_frame(cx),
             Self::Capped {
                 body,
@@ -176,6 +189,8 @@ impl Body for ProxyBody {
         match self {
             Self::Empty => true,
             Self::Full(bytes) => bytes.is_none(),
+            Self::Replay(body) => body.is_end_stream(),
+            Self::GrpcWeb(body) => body.is_end_stream(),
             Self::Streaming(body) | Self::Upstream { body, .. } | Self::Capped { body, .. } => {
                 body.is_end_stream()
             }
@@ -186,6 +201,8 @@ impl Body for ProxyBody {
         match self {
             Self::Empty => SizeHint::with_exact(0),
             Self::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Self::Replay(body) => body.size_hint(),
+            Self::GrpcWeb(body) => body.size_hint(),
             Self::Streaming(body) | Self::Upstream { body, .. } | Self::Capped { body, .. } => {
                 body.size_hint()
             }

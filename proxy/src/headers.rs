@@ -14,17 +14,50 @@ static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Headers that describe one connection, not the message (RFC 9110 7.6.1), plus the
-/// non-standard ones clients still send.
-fn fixed_hop_by_hop() -> [&'static HeaderName; 7] {
+/// non-standard ones clients still send. `Trailer` is not one: it announces the message's
+/// trailer fields end to end (RFC 9110 §6.6.2), and an HTTP/1.1 hop sends only the trailer
+/// fields it names.
+fn fixed_hop_by_hop() -> [&'static HeaderName; 6] {
     [
         &header::CONNECTION,
         &KEEP_ALIVE,
         &PROXY_CONNECTION,
         &header::TE,
-        &header::TRAILER,
         &header::TRANSFER_ENCODING,
         &header::UPGRADE,
     ]
+}
+
+/// The trailer fields every gRPC response ends with.
+static GRPC_TRAILERS: HeaderValue =
+    HeaderValue::from_static("grpc-status, grpc-message, grpc-status-details-bin");
+
+/// Whether the request is HTTP/1.1 and its client accepts trailers (`TE: trailers`).
+pub fn accepts_trailers<B>(req: &Request<B>) -> bool {
+    req.version() == Version::HTTP_11
+        && req
+            .headers()
+            .get_all(header::TE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| {
+                t.split(';')
+                    .next()
+                    .is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))
+            })
+}
+
+/// Announces a gRPC response's trailers to an HTTP/1.1 client that accepts them: an HTTP/1.1
+/// hop sends only the trailer fields a `Trailer` header names, and HTTP/2 servers rarely send
+/// one. Other responses keep the upstream's own `Trailer`, if any.
+pub fn announce_grpc_trailers(headers: &mut HeaderMap) {
+    let grpc = headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if grpc && !headers.contains_key(header::TRAILER) {
+        headers.insert(header::TRAILER, GRPC_TRAILERS.clone());
+    }
 }
 
 fn is_fixed_hop_by_hop(token: &str) -> bool {

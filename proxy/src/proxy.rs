@@ -28,10 +28,13 @@ use tracing::{debug, warn};
 use crate::balance::hash_bytes;
 use crate::body::{BodyTooLarge, Done, ProxyBody, ServedBody};
 use crate::config::UpstreamProtocol;
+use crate::grpc;
 use crate::headers;
 use crate::listener::TlsSession;
 use crate::local_response::{LocalError, X_SWITCHYARD_OVERLOADED, text_response};
+use crate::path::PathNormalization;
 use crate::plugin::{AttemptOutcome, Chain, LocalResponse, RequestState, Step, UpstreamError};
+use crate::replay::Replay;
 use crate::telemetry::exchange::AttemptSpan;
 use crate::telemetry::trace_context::new_span_id;
 use crate::telemetry::{AttemptResult, ErrorKind, ListenerTelemetry};
@@ -53,10 +56,12 @@ pub struct ListenerProxy {
     pub chain: Arc<Chain>,
     /// Largest body buffered for plugins that read bodies; larger gets 413.
     pub max_buffered_body: usize,
-    /// Largest request body kept for replay when a plugin may retry; larger is not retried.
-    pub max_replay_body: usize,
     /// Longest request target accepted; longer gets 414.
     pub max_uri_length: usize,
+    /// How the request path is cleaned before any plugin sees it.
+    pub path_normalization: PathNormalization,
+    /// gRPC-Web requests are served as gRPC upstream.
+    pub grpc_web: bool,
     /// Largest request body accepted; larger gets 413. `None`: unlimited.
     pub max_request_body: Option<u64>,
     /// The header that carries a verified client identity upstream (`[listener.tls]
@@ -89,10 +94,25 @@ impl ListenerProxy {
         dialed: Option<SocketAddr>,
         mut req: Request<Incoming>,
     ) -> Response<ServedBody> {
+        let web = self
+            .grpc_web
+            .then(|| grpc::web::WebCall::of(req.headers()))
+            .flatten();
+        if let Some(call) = &web {
+            grpc::web::to_grpc_request(req.headers_mut(), call.encoding);
+        }
         let exchange = self.telemetry.start(&req);
         let request_id = headers::ensure_request_id(req.headers_mut());
-        let refusal = self.refuse_oversized(&req);
+        let mut refusal = self.refuse_oversized(&req);
+        if refusal.is_none() {
+            match self.path_normalization.normalize_uri(req.uri()) {
+                Ok(None) => {}
+                Ok(Some(normalized)) => *req.uri_mut() = normalized,
+                Err(e) => refusal = Some(LocalError::BadRequest.response(&e.to_string())),
+            }
+        }
         let upgrade = headers::is_upgrade_request(&req);
+        let accepts_trailers = headers::accepts_trailers(&req);
         let downstream_upgrade =
             (upgrade && refusal.is_none()).then(|| hyper::upgrade::on(&mut req));
         let version = req.version();
@@ -130,14 +150,29 @@ impl ListenerProxy {
             plugins_reached: usize::MAX,
             exchange,
         });
-        let (state, mut response) = match refusal {
+        let (mut state, mut response) = match refusal {
             Some(refusal) => (state, refusal),
-            None => self.run(state, body, downstream_upgrade).await,
+            None => {
+                let web_text = web
+                    .as_ref()
+                    .is_some_and(|c| c.encoding == grpc::web::Encoding::Text);
+                self.run(state, body, downstream_upgrade, web_text).await
+            }
         };
         response
             .headers_mut()
             .entry(&headers::X_REQUEST_ID)
             .or_insert(request_id);
+        if state.exchange.grpc {
+            response = grpc::local_error_as_grpc(response);
+            state.exchange.grpc_status = grpc::status(response.headers());
+        }
+        if let Some(call) = &web {
+            response = grpc::web::to_web_response(response, call);
+        }
+        if accepts_trailers && !response.body().is_end_stream() {
+            headers::announce_grpc_trailers(response.headers_mut());
+        }
         let status = response.status().as_u16();
         let (head, body) = response.into_parts();
         let done = Done {
@@ -157,11 +192,15 @@ impl ListenerProxy {
             .record_error(state.exchange.cluster.as_ref(), kind);
     }
 
-    /// 414 for a request target over `max_uri_length`, 413 for a declared body over
+    /// 400 for an HTTP/1.1 request without exactly one Host, 414 for a request target over
+    /// `max_uri_length`, 413 for a declared body over
     /// `max_request_body` (a chunked one is capped as it streams). Ambiguous framing never gets
     /// here: hyper refuses it, or (Content-Length with chunked) drops the length, frames by the
     /// chunks and closes the connection after the response (RFC 9112 §6.1).
     fn refuse_oversized(&self, req: &Request<Incoming>) -> Option<Response<ProxyBody>> {
+        if let Some(problem) = host_problem(req) {
+            return Some(LocalError::BadRequest.response(problem));
+        }
         let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
         if target > self.max_uri_length {
             return Some(LocalError::UriTooLong.response(&format!(
@@ -183,6 +222,7 @@ impl ListenerProxy {
         state: Box<RequestState>,
         body: Incoming,
         downstream_upgrade: Option<OnUpgrade>,
+        web_text: bool,
     ) -> (Box<RequestState>, Response<ProxyBody>) {
         let chain = &self.chain;
         let (mut state, step) = if chain.is_empty() {
@@ -191,7 +231,10 @@ impl ListenerProxy {
             chain.on_request(state).await
         };
         let (state, answer) = match step {
-            Step::Continue => self.forward(state, body, downstream_upgrade).await,
+            Step::Continue => {
+                self.forward(state, body, downstream_upgrade, web_text)
+                    .await
+            }
             Step::Respond(local) => (state, local_answer(local)),
             Step::Failed(plugin) => {
                 self.record_error(&mut state, ErrorKind::Plugin);
@@ -211,8 +254,12 @@ impl ListenerProxy {
         mut state: Box<RequestState>,
         body: Incoming,
         downstream_upgrade: Option<OnUpgrade>,
+        web_text: bool,
     ) -> (Box<RequestState>, Answer) {
         let mut body = RequestBody::new(body, self.max_request_body);
+        if web_text && let Err(answer) = body.decode_grpc_web_text(self.max_buffered_body).await {
+            return (state, answer);
+        }
         if self.chain.wants_request_body() {
             let bytes = match body.buffer(self.max_buffered_body).await {
                 Ok(bytes) => bytes,
@@ -228,10 +275,6 @@ impl ListenerProxy {
                     return (state, plugin_failed_answer(&plugin));
                 }
             }
-        } else if self.chain.may_retry()
-            && let Err(answer) = body.buffer_for_replay(self.max_replay_body).await
-        {
-            return (state, answer);
         }
 
         if let Some(detail) = state.bad_destination.clone() {
@@ -244,6 +287,9 @@ impl ListenerProxy {
             return (state, error_answer(LocalError::NoRoute, &detail));
         };
         state.exchange.cluster = Some(Arc::clone(&cluster.label));
+        if self.chain.may_retry() {
+            body.keep_for_replay(cluster.config.max_replay_body);
+        }
         self.attempts(state, body, &cluster, downstream_upgrade)
             .await
     }
@@ -257,7 +303,17 @@ impl ListenerProxy {
         cluster: &Arc<Cluster>,
         mut downstream_upgrade: Option<OnUpgrade>,
     ) -> (Box<RequestState>, Answer) {
-        let total = state.timeout.unwrap_or(cluster.config.timeout);
+        let mut total = state.timeout.unwrap_or(cluster.config.timeout);
+        // A gRPC client's own deadline bounds the request too; each attempt tells the upstream
+        // what is left of it.
+        let grpc_timeout = state
+            .head
+            .headers
+            .get(&grpc::GRPC_TIMEOUT)
+            .and_then(grpc::parse_timeout);
+        if let Some(client) = grpc_timeout {
+            total = total.min(client);
+        }
         let deadline = Instant::now() + total;
         let Some(admission) = cluster.limits.admit_request() else {
             self.record_error(&mut state, ErrorKind::Overloaded);
@@ -302,24 +358,37 @@ impl ListenerProxy {
             let result = rejoin_head(result, head);
             match step {
                 Step::Retry(delay) => {
-                    let can_wait = Instant::now() + delay < deadline;
-                    let retry_slot =
-                        (body.replayable() && state.attempt < MAX_ATTEMPTS && can_wait)
-                            .then(|| cluster.limits.admit_retry())
-                            .flatten();
-                    if retry_slot.is_some() {
-                        _retry_slot = retry_slot;
-                        cluster.metrics.retries.increment(1);
-                        debug!(attempt = state.attempt, ?delay, cluster = %cluster.name(), "retrying");
-                        drop(result);
-                        tokio::time::sleep(delay).await;
-                        continue;
+                    let refused = if !body.replayable() {
+                        Err(RetryRefused::BodyNotKept)
+                    } else if state.attempt >= MAX_ATTEMPTS {
+                        Err(RetryRefused::MaxAttempts)
+                    } else if Instant::now() + delay >= deadline {
+                        Err(RetryRefused::Deadline)
+                    } else {
+                        cluster
+                            .limits
+                            .admit_retry()
+                            .ok_or(RetryRefused::CircuitBreaker)
+                    };
+                    match refused {
+                        Ok(retry_slot) => {
+                            _retry_slot = Some(retry_slot);
+                            cluster.metrics.retries.increment(1);
+                            debug!(attempt = state.attempt, ?delay, cluster = %cluster.name(), "retrying");
+                            drop(result);
+                            tokio::time::sleep(delay).await;
+                            continue;
+                        }
+                        Err(reason) => {
+                            debug!(
+                                attempt = state.attempt,
+                                reason = reason.label(),
+                                "retry not possible"
+                            );
+                            state.exchange.retry_refused = Some(reason.label());
+                            cluster.metrics.retry_refused(reason.label());
+                        }
                     }
-                    debug!(
-                        attempt = state.attempt,
-                        replayable = body.replayable(),
-                        "retry not possible"
-                    );
                 }
                 Step::Respond(local) => return (state, local_answer(local)),
                 Step::Failed(plugin) => {
@@ -364,6 +433,10 @@ impl ListenerProxy {
         } else {
             copy_head(&state.head, body)
         };
+        if req.headers().contains_key(&grpc::GRPC_TIMEOUT) {
+            req.headers_mut()
+                .insert(&grpc::GRPC_TIMEOUT, grpc::format_timeout(per_try));
+        }
         let http2 = cluster.config.protocol == UpstreamProtocol::Http2;
         headers::set_upstream_target(&mut req, http2)
             .map_err(|e| AttemptError::BadRequest(e.to_string()))?;
@@ -533,6 +606,20 @@ impl ListenerProxy {
     }
 }
 
+/// Why an HTTP/1.1 request's Host is unacceptable (RFC 9112 §3.2: a request without one, or
+/// with more than one, gets 400). HTTP/2 carries `:authority` instead, and HTTP/1.0 may omit it.
+fn host_problem<B>(req: &Request<B>) -> Option<&'static str> {
+    if req.version() != http::Version::HTTP_11 {
+        return None;
+    }
+    let mut hosts = req.headers().get_all(http::header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (None, _) => Some("an HTTP/1.1 request needs a Host header"),
+        (Some(_), Some(_)) => Some("the request has more than one Host header"),
+        (Some(_), None) => None,
+    }
+}
+
 /// Applies a response hook's decision: a plugin's own answer replaces head and body. Returns
 /// the name of a fail-closed plugin that failed, whose 503 then becomes the response.
 fn apply_response_step(
@@ -570,10 +657,37 @@ enum AttemptError {
     BadRequest(String),
 }
 
-/// The request body across attempts: streamed once, or kept whole so it can be sent again.
+/// Why a retry a plugin asked for was not made: the access log's `retry_refused` and the
+/// `reason` label of `switchyard_retries_refused_total`.
+#[derive(Debug, Clone, Copy)]
+enum RetryRefused {
+    /// The request body went over the cluster's `max_replay_body` (or a plugin read it whole
+    /// and it was over the buffer), so it cannot be sent again.
+    BodyNotKept,
+    MaxAttempts,
+    /// The wait before the retry would pass the request's deadline.
+    Deadline,
+    /// The cluster's `max_retries` circuit breaker is full.
+    CircuitBreaker,
+}
+
+impl RetryRefused {
+    fn label(self) -> &'static str {
+        match self {
+            Self::BodyNotKept => "body-too-large",
+            Self::MaxAttempts => "max-attempts",
+            Self::Deadline => "deadline",
+            Self::CircuitBreaker => "circuit-breaker",
+        }
+    }
+}
+
+/// The request body across attempts: streamed once, read whole for plugins, or streamed while a
+/// copy is kept (up to a cap) so a retry can send it again.
 enum RequestBody {
     Streaming(Option<Incoming>, Option<u64>),
     Buffered(Bytes),
+    Replay(Replay<ProxyBody>),
 }
 
 impl RequestBody {
@@ -586,6 +700,12 @@ impl RequestBody {
     async fn buffer(&mut self, limit: usize) -> Result<Bytes, Answer> {
         let bytes = match self {
             Self::Buffered(bytes) => return Ok(bytes.clone()),
+            Self::Replay(_) => {
+                return Err(error_answer(
+                    LocalError::BadRequest,
+                    "the request body is already being sent",
+                ));
+            }
             Self::Streaming(body, _) => match body.take() {
                 None => Bytes::new(),
                 Some(body) => match Limited::new(body, limit).collect().await {
@@ -606,54 +726,61 @@ impl RequestBody {
         Ok(bytes)
     }
 
-    /// Keeps the body so a retry can send it again: an empty body always, and a body that
-    /// declares its length (Content-Length) up to `limit`. Anything else — larger, or of unknown
-    /// length like a stream that may never end — is streamed once and not retried, so a retry
-    /// plugin can never stall a stream waiting for its end.
-    async fn buffer_for_replay(&mut self, limit: usize) -> Result<(), Answer> {
-        let Self::Streaming(slot, _) = self else {
-            return Ok(());
-        };
-        let Some(hint) = slot.as_ref().map(|body| body.size_hint()) else {
-            return Ok(());
-        };
-        if hint.exact().is_none_or(|len| len > limit as u64) {
-            return Ok(());
-        }
-        let Some(body) = slot.take() else {
-            return Ok(());
-        };
-        if body.is_end_stream() {
-            *self = Self::Buffered(Bytes::new());
-            return Ok(());
-        }
-        match Limited::new(body, limit).collect().await {
-            Ok(collected) => {
-                *self = Self::Buffered(collected.to_bytes());
-                Ok(())
-            }
-            Err(e) => Err(error_answer(
+    /// Reads a `grpc-web-text` body whole (browsers send it at once) and decodes its base64.
+    async fn decode_grpc_web_text(&mut self, limit: usize) -> Result<(), Answer> {
+        let text = self.buffer(limit).await?;
+        let decoded = grpc::web::decode_text(&text).map_err(|e| {
+            error_answer(
                 LocalError::BadRequest,
-                &format!("the request body could not be read: {e}"),
-            )),
-        }
+                &format!("the grpc-web-text body is not base64: {e}"),
+            )
+        })?;
+        *self = Self::Buffered(decoded);
+        Ok(())
+    }
+
+    /// Keeps up to `cap` bytes of a streamed body as it goes out, so a retry can send it again
+    /// (any length, known or not: gRPC bodies have none); past the cap the body still streams,
+    /// but is not retried. The first attempt never waits for the body's end.
+    fn keep_for_replay(&mut self, cap: usize) {
+        let Self::Streaming(slot, limit) = self else {
+            return;
+        };
+        let Some(body) = slot.take() else {
+            return;
+        };
+        *self = Self::Replay(Replay::new(capped(body, *limit), cap));
     }
 
     fn replayable(&self) -> bool {
-        matches!(self, Self::Buffered(_))
+        match self {
+            Self::Buffered(_) => true,
+            Self::Replay(replay) => replay.replayable(),
+            Self::Streaming(..) => false,
+        }
     }
 
     fn for_attempt(&mut self) -> Option<ProxyBody> {
         match self {
             Self::Buffered(bytes) if bytes.is_empty() => Some(ProxyBody::Empty),
             Self::Buffered(bytes) => Some(ProxyBody::full(bytes.clone())),
-            Self::Streaming(body, None) => body.take().map(ProxyBody::Streaming),
-            Self::Streaming(body, Some(limit)) => body.take().map(|body| ProxyBody::Capped {
-                body,
-                remaining: *limit,
-                limit: *limit,
-            }),
+            Self::Replay(replay) => replay
+                .replayable()
+                .then(|| ProxyBody::Replay(Box::new(replay.attempt()))),
+            Self::Streaming(body, limit) => body.take().map(|body| capped(body, *limit)),
         }
+    }
+}
+
+/// The client's body, cut off with [`BodyTooLarge`] past `limit` when there is one.
+fn capped(body: Incoming, limit: Option<u64>) -> ProxyBody {
+    match limit {
+        None => ProxyBody::Streaming(body),
+        Some(limit) => ProxyBody::Capped {
+            body,
+            remaining: limit,
+            limit,
+        },
     }
 }
 
@@ -795,9 +922,16 @@ fn error_answer_status(status: StatusCode, code: HeaderValue, detail: &str) -> A
     Answer { head, body }
 }
 
-/// A plugin's own response; headers it got wrong are dropped with a warning, not a failure.
+/// A plugin's own response; headers it got wrong are dropped with a warning, not a failure. An
+/// empty body ends the stream with the head (one HTTP/2 HEADERS frame with END_STREAM), which
+/// is what makes a gRPC status given as headers a valid trailers-only response.
 fn local_answer(local: LocalResponse) -> Answer {
-    let mut response = Response::new(ProxyBody::full(local.body));
+    let body = if local.body.is_empty() {
+        ProxyBody::Empty
+    } else {
+        ProxyBody::full(local.body)
+    };
+    let mut response = Response::new(body);
     *response.status_mut() = StatusCode::from_u16(local.status).unwrap_or_else(|_| {
         warn!(
             status = local.status,

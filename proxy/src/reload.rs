@@ -28,9 +28,6 @@ use crate::upstream::Clusters;
 /// Largest body buffered for plugins that read whole bodies.
 const MAX_BUFFERED_BODY: usize = 1024 * 1024;
 
-/// Largest request body kept so a retry can send it again (Envoy keeps 64 KiB by default too).
-const MAX_REPLAY_BODY: usize = 64 * 1024;
-
 /// One consistent state: the config and everything built from it.
 pub struct Snapshot {
     /// 1 at start, +1 per applied reload.
@@ -409,8 +406,9 @@ fn serving(
         clusters: Arc::clone(clusters),
         chain: Arc::new(plugins.chain(&l.plugin_names)),
         max_buffered_body: MAX_BUFFERED_BODY,
-        max_replay_body: MAX_REPLAY_BODY,
         max_uri_length: l.max_uri_length,
+        path_normalization: l.path_normalization,
+        grpc_web: l.grpc_web,
         max_request_body: l.max_request_body,
         forward_client_cert,
     };

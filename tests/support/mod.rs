@@ -8,6 +8,7 @@ pub mod control;
 pub mod kube_api;
 pub mod proxy;
 pub mod tls;
+pub mod unprivileged;
 pub mod upstream;
 
 pub use client::{get, get_with, h2c_send, send};

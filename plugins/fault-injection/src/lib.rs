@@ -47,7 +47,14 @@ pub struct Abort {
     pub status: u16,
     #[serde(default)]
     pub grpc_status: Option<u32>,
+    /// The `grpc-message` gRPC clients see with the status.
+    #[serde(default = "default_grpc_message")]
+    pub grpc_message: String,
     pub percent: Percent,
+}
+
+fn default_grpc_message() -> String {
+    "fault filter abort".to_owned()
 }
 
 fn default_status() -> u16 {
@@ -138,14 +145,29 @@ impl Abort {
         LocalResponse::new(200)
             .header("content-type", "application/grpc")
             .header("grpc-status", code.to_string())
-            .header("grpc-message", "fault filter abort")
+            .header("grpc-message", percent_encode(&self.grpc_message))
             .header("x-switchyard-fault", "abort")
     }
 }
 
+/// gRPC requests proper: `application/grpc`, `application/grpc+proto`... (gRPC-Web is turned into
+/// gRPC by the listener before plugins run).
 fn is_grpc(req: &Request) -> bool {
     req.header("content-type")
-        .is_some_and(|ct| ct.starts_with("application/grpc"))
+        .is_some_and(|ct| switchyard_sdk::grpc::is_grpc_content_type(&ct))
+}
+
+/// `grpc-message` is percent-encoded: `%` and bytes outside printable ASCII.
+fn percent_encode(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for b in message.bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// The gRPC code a client would see for an HTTP status (gRPC's http-grpc-status-mapping.md).

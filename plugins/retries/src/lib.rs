@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use switchyard_sdk::config::DurationText;
 use switchyard_sdk::matching::RequestMatch;
-use switchyard_sdk::{Action, Outcome, Plugin, Request, UpstreamError, metrics, random};
+use switchyard_sdk::{Action, Outcome, Plugin, Request, UpstreamError, grpc, metrics, random};
 
 use budget::{Budget, BudgetConfig};
 
@@ -95,6 +95,35 @@ pub enum RetryOn {
     /// One of `retriable_status_codes`.
     #[serde(rename = "retriable-status-codes")]
     RetriableStatusCodes,
+    /// gRPC `CANCELLED` (1) in a trailers-only response, as Envoy's `cancelled`.
+    #[serde(rename = "cancelled")]
+    Cancelled,
+    /// gRPC `DEADLINE_EXCEEDED` (4).
+    #[serde(rename = "deadline-exceeded")]
+    DeadlineExceeded,
+    /// gRPC `INTERNAL` (13).
+    #[serde(rename = "internal")]
+    Internal,
+    /// gRPC `RESOURCE_EXHAUSTED` (8).
+    #[serde(rename = "resource-exhausted")]
+    ResourceExhausted,
+    /// gRPC `UNAVAILABLE` (14).
+    #[serde(rename = "unavailable")]
+    Unavailable,
+}
+
+impl RetryOn {
+    /// The gRPC status this class retries, for the gRPC names.
+    fn grpc_status(self) -> Option<u32> {
+        match self {
+            Self::Cancelled => Some(grpc::CANCELLED),
+            Self::DeadlineExceeded => Some(grpc::DEADLINE_EXCEEDED),
+            Self::Internal => Some(grpc::INTERNAL),
+            Self::ResourceExhausted => Some(grpc::RESOURCE_EXHAUSTED),
+            Self::Unavailable => Some(grpc::UNAVAILABLE),
+            _ => None,
+        }
+    }
 }
 
 /// `backoff = { base = "25ms", max = "250ms" }`: before retry n the wait is random in
@@ -194,10 +223,21 @@ impl Plugin for Retries {
             return Action::Continue;
         };
         let tried = req.attempt();
-        if tried > policy.attempts || !policy.retries(outcome) {
+        if tried > policy.attempts {
             return Action::Continue;
         }
-        if !policy.retry_non_idempotent && !is_idempotent(&req.method()) {
+        // Only policies naming gRPC statuses pay for reading the head.
+        let grpc_status = match outcome {
+            Outcome::Response(_) if policy.retry_on.iter().any(|c| c.grpc_status().is_some()) => {
+                req.attempt_response().grpc_status()
+            }
+            _ => None,
+        };
+        if !policy.retries(outcome, grpc_status) {
+            return Action::Continue;
+        }
+        // gRPC sends every call as POST: its retry classes, not the method, decide.
+        if !policy.retry_non_idempotent && !is_idempotent(&req.method()) && !is_grpc(req) {
             return Action::Continue;
         }
         if let Some(budget) = &self.budget
@@ -244,9 +284,13 @@ impl RetryPolicy {
         Ok(())
     }
 
-    /// Whether this outcome is a failure the policy retries.
-    fn retries(&self, outcome: Outcome) -> bool {
+    /// Whether this outcome (with the gRPC status of a trailers-only response, if any) is a
+    /// failure the policy retries.
+    fn retries(&self, outcome: Outcome, grpc_status: Option<u32>) -> bool {
         self.retry_on.iter().any(|class| match (class, outcome) {
+            (class, Outcome::Response(_)) if class.grpc_status().is_some() => {
+                grpc_status.is_some() && class.grpc_status() == grpc_status
+            }
             (RetryOn::Status5xx, Outcome::Response(s)) => (500..=599).contains(&s),
             (RetryOn::GatewayError, Outcome::Response(s)) => matches!(s, 502..=504),
             (RetryOn::RetriableStatusCodes, Outcome::Response(s)) => {
@@ -270,6 +314,12 @@ impl Backoff {
         let ceiling = self.base.0.saturating_mul(doubling).min(self.max.0);
         ceiling.mul_f64(random::unit())
     }
+}
+
+/// A gRPC call (not gRPC-Web, which the listener has turned into gRPC by now anyway).
+fn is_grpc(req: &Request) -> bool {
+    req.header("content-type")
+        .is_some_and(|ct| grpc::is_grpc_content_type(&ct))
 }
 
 /// RFC 9110 §9.2.2: safe to send twice.

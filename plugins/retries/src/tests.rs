@@ -181,3 +181,35 @@ fn bad_config_names_the_field() {
         .unwrap();
     assert!(err.contains("budget.ttl"), "{err}");
 }
+
+#[test]
+fn grpc_statuses_of_trailers_only_responses_are_retried_by_name() {
+    let plugin = retries(
+        r#"{ "routes": [ { "name": "grpc", "retries": { "attempts": 2, "retry_on": ["unavailable", "resource-exhausted", "5xx"] } } ] }"#,
+    );
+    for (status, expected) in [("14", 3), ("8", 3), ("0", 1), ("13", 1), ("bad", 1)] {
+        let mut host = TestHost::request("POST", "/pkg.Service/Call")
+            .header("content-type", "application/grpc")
+            .response(200)
+            .response_header("content-type", "application/grpc")
+            .response_header("grpc-status", status);
+        assert_eq!(
+            tries(&plugin, &mut host, Outcome::Response(200)),
+            expected,
+            "grpc-status {status}"
+        );
+    }
+    // gRPC calls are POSTs, retried by class; "5xx" still covers a real HTTP 503.
+    let mut host = TestHost::request("POST", "/pkg.Service/Call")
+        .header("content-type", "application/grpc")
+        .response(503);
+    assert_eq!(tries(&plugin, &mut host, Outcome::Response(503)), 3);
+    // A 200 without a gRPC status is not retried; a plain POST is not retried without
+    // retry_non_idempotent.
+    let mut host = TestHost::request("POST", "/pkg.Service/Call")
+        .header("content-type", "application/grpc")
+        .response(200);
+    assert_eq!(tries(&plugin, &mut host, Outcome::Response(200)), 1);
+    let mut host = TestHost::request("POST", "/form").response(503);
+    assert_eq!(tries(&plugin, &mut host, Outcome::Response(503)), 1);
+}

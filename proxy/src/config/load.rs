@@ -17,7 +17,10 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             line: 0,
             column: 0,
             key: String::new(),
-            message: format!("cannot read config file: {e}"),
+            message: format!(
+                "cannot read config file: {}",
+                crate::file_access::describe(&e)
+            ),
         }])
     })?;
     load_str(path, &source)
@@ -189,9 +192,17 @@ fn expected_keys(parent: &[Segment]) -> String {
             "plugins",
             "request_header_timeout",
             "max_request_head",
+            "max_request_headers",
+            "max_uri_length",
+            "max_request_body",
+            "tls",
             "protocol",
             "original_destination",
             "tcp_idle_timeout",
+            "normalize_path",
+            "merge_slashes",
+            "escaped_slashes",
+            "grpc_web",
         ],
         ["cluster"] => &[
             "name",
@@ -204,9 +215,23 @@ fn expected_keys(parent: &[Segment]) -> String {
             "hash_header",
             "idle_timeout",
             "max_idle_per_endpoint",
+            "max_replay_body",
             "service_addresses",
             "kubernetes_service",
             "discovered_from",
+            "tls",
+            "health_check",
+            "outlier",
+            "circuit_breaker",
+        ],
+        ["cluster", "health_check"] => &[
+            "path",
+            "interval",
+            "timeout",
+            "healthy_threshold",
+            "unhealthy_threshold",
+            "expected_statuses",
+            "grpc_service",
         ],
         ["plugin"] => &["name", "path", "sha256", "on_error", "limits", "config"],
         ["plugin", "limits"] => &["time", "memory"],

@@ -85,11 +85,13 @@ pub enum AccessLogField {
     TraceId,
     Plugins,
     Error,
+    RetryRefused,
+    GrpcStatus,
 }
 
 impl AccessLogField {
     /// Every field, in the default order.
-    pub const ALL: [Self; 19] = [
+    pub const ALL: [Self; 21] = [
         Self::Time,
         Self::Listener,
         Self::Peer,
@@ -109,6 +111,8 @@ impl AccessLogField {
         Self::TraceId,
         Self::Plugins,
         Self::Error,
+        Self::RetryRefused,
+        Self::GrpcStatus,
     ];
 
     /// The field's key in config and in each line.
@@ -133,6 +137,8 @@ impl AccessLogField {
             Self::TraceId => "trace_id",
             Self::Plugins => "plugins",
             Self::Error => "error",
+            Self::RetryRefused => "retry_refused",
+            Self::GrpcStatus => "grpc_status",
         }
     }
 }
@@ -227,6 +233,11 @@ pub struct ListenerConfig {
     /// TCP listeners: a connection with no bytes either way for this long is closed.
     #[serde(with = "duration_text")]
     pub tcp_idle_timeout: Duration,
+    /// How request paths are normalized before plugins see them (`normalize_path`,
+    /// `merge_slashes`, `escaped_slashes`).
+    pub path_normalization: crate::path::PathNormalization,
+    /// Serve gRPC-Web (`application/grpc-web[-text]`) against plain gRPC upstreams.
+    pub grpc_web: bool,
 }
 
 /// What a listener speaks to its clients.
@@ -353,6 +364,9 @@ pub struct ClusterConfig {
     #[serde(with = "duration_text")]
     pub idle_timeout: Duration,
     pub max_idle_per_endpoint: usize,
+    /// Bytes of a request body kept while it streams so a retry can send it again; a larger
+    /// body is sent once and not retried.
+    pub max_replay_body: usize,
     pub tls: Option<ClusterTlsConfig>,
     pub health_check: Option<HealthCheckConfig>,
     pub outlier: Option<OutlierConfig>,
@@ -363,6 +377,9 @@ pub struct ClusterConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HealthCheckConfig {
     pub path: String,
+    /// Check with `grpc.health.v1.Health/Check` for this service (`""`: the whole server)
+    /// instead of a GET of `path`; HTTP/2 clusters only.
+    pub grpc_service: Option<String>,
     #[serde(with = "duration_text")]
     pub interval: Duration,
     #[serde(with = "duration_text")]

@@ -72,6 +72,10 @@ pub struct RawListener {
     pub protocol: Option<Spanned<String>>,
     pub original_destination: Option<Spanned<bool>>,
     pub tcp_idle_timeout: Option<Spanned<String>>,
+    pub normalize_path: Option<Spanned<bool>>,
+    pub merge_slashes: Option<Spanned<bool>>,
+    pub escaped_slashes: Option<Spanned<String>>,
+    pub grpc_web: Option<Spanned<bool>>,
 }
 
 /// `[listener.tls]`
@@ -120,6 +124,7 @@ pub struct RawCluster {
     pub hash_header: Option<Spanned<String>>,
     pub idle_timeout: Option<Spanned<String>>,
     pub max_idle_per_endpoint: Option<Spanned<i64>>,
+    pub max_replay_body: Option<Spanned<String>>,
     #[serde(default)]
     pub service_addresses: Vec<Spanned<String>>,
     pub tls: Option<Spanned<RawClusterTls>>,
@@ -137,6 +142,7 @@ pub struct RawHealthCheck {
     pub healthy_threshold: Option<Spanned<i64>>,
     pub unhealthy_threshold: Option<Spanned<i64>>,
     pub expected_statuses: Option<Spanned<Vec<Spanned<i64>>>>,
+    pub grpc_service: Option<Spanned<String>>,
 }
 
 /// `[cluster.outlier]`

@@ -71,6 +71,7 @@ pub(super) fn health_check(
             d,
         ),
         expected_statuses,
+        grpc_service: raw.grpc_service.as_ref().map(|s| s.get_ref().clone()),
     }
 }
 

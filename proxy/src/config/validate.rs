@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use toml::Spanned;
 
+use crate::path::{EscapedSlashes, PathNormalization};
+
 use super::error::{ConfigErrors, Diagnostics};
 use super::raw::{RawCluster, RawConfig, RawListener, RawPlugin};
 use super::{
@@ -25,6 +27,12 @@ const LB_POLICIES: &[(&str, LbPolicy)] = &[
 const LISTENER_PROTOCOLS: &[(&str, ListenerProtocol)] = &[
     ("http", ListenerProtocol::Http),
     ("tcp", ListenerProtocol::Tcp),
+];
+
+const ESCAPED_SLASHES: &[(&str, EscapedSlashes)] = &[
+    ("keep", EscapedSlashes::Keep),
+    ("reject", EscapedSlashes::Reject),
+    ("decode", EscapedSlashes::Decode),
 ];
 
 const PROTOCOLS: &[(&str, UpstreamProtocol)] = &[
@@ -249,6 +257,16 @@ fn listener(
             &key("tcp_idle_timeout"),
             d,
         ),
+        path_normalization: PathNormalization {
+            enabled: raw.normalize_path.as_ref().is_none_or(|b| *b.get_ref()),
+            merge_slashes: raw.merge_slashes.as_ref().is_some_and(|b| *b.get_ref()),
+            escaped_slashes: raw
+                .escaped_slashes
+                .as_ref()
+                .and_then(|e| one_of(e, ESCAPED_SLASHES, &key("escaped_slashes"), d))
+                .unwrap_or_default(),
+        },
+        grpc_web: raw.grpc_web.as_ref().is_some_and(|b| *b.get_ref()),
     }
 }
 
@@ -325,6 +343,23 @@ fn cluster(i: usize, raw: &RawCluster, base: &Path, d: &mut Diagnostics<'_>) -> 
         .enumerate()
         .map(|(j, a)| socket_addr(a, &key(&format!("service_addresses[{j}]")), d))
         .collect();
+    let protocol = raw
+        .protocol
+        .as_ref()
+        .and_then(|p| one_of(p, PROTOCOLS, &key("protocol"), d))
+        .unwrap_or(UpstreamProtocol::Http1);
+    if let Some(grpc) = raw
+        .health_check
+        .as_ref()
+        .and_then(|h| h.get_ref().grpc_service.as_ref())
+        && protocol != UpstreamProtocol::Http2
+    {
+        d.error(
+            grpc.span(),
+            key("health_check.grpc_service"),
+            "gRPC health checks need an HTTP/2 cluster: set protocol = \"http2\"",
+        );
+    }
     ClusterConfig {
         name: raw.name.get_ref().clone(),
         endpoints,
@@ -332,11 +367,7 @@ fn cluster(i: usize, raw: &RawCluster, base: &Path, d: &mut Diagnostics<'_>) -> 
         discovered_from,
         service_addresses,
         lb,
-        protocol: raw
-            .protocol
-            .as_ref()
-            .and_then(|p| one_of(p, PROTOCOLS, &key("protocol"), d))
-            .unwrap_or(UpstreamProtocol::Http1),
+        protocol,
         connect_timeout: optional_duration(
             &raw.connect_timeout,
             Duration::from_secs(1),
@@ -362,6 +393,10 @@ fn cluster(i: usize, raw: &RawCluster, base: &Path, d: &mut Diagnostics<'_>) -> 
             .as_ref()
             .and_then(|n| int_in_range(n, 0, 100_000, &key("max_idle_per_endpoint"), d))
             .unwrap_or(256),
+        max_replay_body: raw
+            .max_replay_body
+            .as_ref()
+            .map_or(64 * 1024, |m| memory_size(m, &key("max_replay_body"), d)),
         tls: raw
             .tls
             .as_ref()

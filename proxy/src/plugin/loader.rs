@@ -22,7 +22,7 @@ pub enum LoadError {
     /// The plugin runtime itself could not start (no plugin is to blame).
     #[error("cannot start the WebAssembly plugin runtime: {reason}")]
     Runtime { reason: String },
-    #[error("plugin {plugin:?}: cannot read {}: {source}", path.display())]
+    #[error("plugin {plugin:?}: cannot read {}: {}", path.display(), crate::file_access::describe(source))]
     Read {
         plugin: String,
         path: PathBuf,

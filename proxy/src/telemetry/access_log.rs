@@ -45,6 +45,8 @@ pub struct Entry<'a> {
     pub trace_id: Option<String>,
     pub plugins: Vec<String>,
     pub error: Option<&'a str>,
+    pub retry_refused: Option<&'static str>,
+    pub grpc_status: Option<u8>,
 }
 
 impl AccessLog {
@@ -105,6 +107,8 @@ impl AccessLog {
                 AccessLogField::TraceId => Value::from(e.trace_id.as_deref()),
                 AccessLogField::Plugins => Value::from(e.plugins.clone()),
                 AccessLogField::Error => Value::from(e.error),
+                AccessLogField::RetryRefused => Value::from(e.retry_refused),
+                AccessLogField::GrpcStatus => Value::from(e.grpc_status),
             };
             if i > 0 {
                 line.push(',');

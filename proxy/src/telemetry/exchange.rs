@@ -41,6 +41,13 @@ pub struct Exchange {
     pub error: Option<ErrorKind>,
     /// Plugin decisions other than "continue": `plugin:hook:decision`.
     pub decisions: Vec<String>,
+    /// Why the last retry a plugin asked for was not made (`body-too-large`, `max-attempts`,
+    /// `deadline`, `circuit-breaker`).
+    pub retry_refused: Option<&'static str>,
+    /// The request is gRPC: its status is reported (`None` until a response carries one).
+    pub grpc: bool,
+    /// The gRPC status the response ended with: from its head (trailers-only) or its trailers.
+    pub grpc_status: Option<u8>,
 }
 
 impl Exchange {
@@ -59,6 +66,9 @@ impl Exchange {
             attempts: Vec::new(),
             error: None,
             decisions: Vec::new(),
+            retry_refused: None,
+            grpc: false,
+            grpc_status: None,
         }
     }
 }
@@ -147,6 +157,7 @@ impl ListenerTelemetry {
             exchange.authority = authority(req);
         }
         exchange.trace = self.shared.trace_for(req.headers());
+        exchange.grpc = crate::grpc::is_grpc(req.headers());
         exchange
     }
 
@@ -163,6 +174,7 @@ impl ListenerTelemetry {
             route,
             exchange.cluster.as_ref(),
             status,
+            grpc_status_label(exchange),
             method_label(&exchange.method),
             took,
         );
@@ -211,6 +223,8 @@ impl ListenerTelemetry {
             trace_id: exchange.trace.as_ref().map(TraceContext::trace_id_hex),
             plugins: exchange.decisions.clone(),
             error: exchange.error.map(ErrorKind::label),
+            retry_refused: exchange.retry_refused,
+            grpc_status: exchange.grpc.then_some(exchange.grpc_status).flatten(),
         }
     }
 
@@ -357,4 +371,13 @@ fn protocol(version: http::Version) -> &'static str {
 
 fn protocol_version(version: http::Version) -> &'static str {
     protocol(version).trim_start_matches("HTTP/")
+}
+
+/// The `grpc_status` label: empty for requests that are not gRPC; a gRPC request that ended
+/// without a status (reset, cut off) is counted under `2` (UNKNOWN), as its client sees it.
+fn grpc_status_label(exchange: &Exchange) -> &'static str {
+    if !exchange.grpc {
+        return "";
+    }
+    crate::grpc::status_label(Some(exchange.grpc_status.unwrap_or(2)))
 }

@@ -74,6 +74,7 @@ struct SeriesKey {
     route: Option<Arc<str>>,
     cluster: Option<Arc<str>>,
     status_class: &'static str,
+    grpc_status: &'static str,
     method: &'static str,
 }
 
@@ -84,6 +85,7 @@ struct SeriesLookup<'a> {
     route: Option<&'a str>,
     cluster: Option<&'a str>,
     status_class: &'static str,
+    grpc_status: &'static str,
     method: &'static str,
 }
 
@@ -92,6 +94,7 @@ impl Equivalent<SeriesKey> for SeriesLookup<'_> {
         self.route == key.route.as_deref()
             && self.cluster == key.cluster.as_deref()
             && self.status_class == key.status_class
+            && self.grpc_status == key.grpc_status
             && self.method == key.method
     }
 }
@@ -133,6 +136,7 @@ impl ListenerMetrics {
         route: Option<&str>,
         cluster: Option<&Arc<str>>,
         status: u16,
+        grpc_status: &'static str,
         method: &'static str,
         took: Duration,
     ) {
@@ -141,6 +145,7 @@ impl ListenerMetrics {
             route,
             cluster: cluster.map(|c| &**c),
             status_class: status_class(status),
+            grpc_status,
             method,
         };
         if let Some(series) = read(&self.series).get(&lookup) {
@@ -152,6 +157,7 @@ impl ListenerMetrics {
             route: route.map(Arc::from),
             cluster: cluster.cloned(),
             status_class: lookup.status_class,
+            grpc_status,
             method,
         };
         let mut all = write(&self.series);
@@ -175,6 +181,7 @@ impl ListenerMetrics {
             "route" => route.clone(),
             "cluster" => cluster.clone(),
             "status_class" => key.status_class,
+            "grpc_status" => key.grpc_status,
             "method" => key.method,
         );
         let duration = metrics::histogram!(
@@ -225,6 +232,7 @@ pub struct ClusterMetrics {
     attempt_duration: Vec<Histogram>,
     /// Attempts after the first.
     pub retries: Counter,
+    cluster: String,
 }
 
 const ATTEMPT_ERRORS: [ErrorKind; 4] = [
@@ -252,7 +260,18 @@ impl ClusterMetrics {
                 })
                 .collect(),
             retries: metrics::counter!("switchyard_retries_total", "cluster" => cluster.to_owned()),
+            cluster: cluster.to_owned(),
         }
+    }
+
+    /// A retry a plugin asked for could not be made, for `reason` (a bounded set of labels).
+    pub fn retry_refused(&self, reason: &'static str) {
+        metrics::counter!(
+            "switchyard_retries_refused_total",
+            "cluster" => self.cluster.clone(),
+            "reason" => reason,
+        )
+        .increment(1);
     }
 
     pub fn record_attempt(&self, result: AttemptResult, took: Duration) {
@@ -310,12 +329,14 @@ mod tests {
             route: Some("api".into()),
             cluster: None,
             status_class: "2xx",
+            grpc_status: "",
             method: "GET",
         };
         let lookup = SeriesLookup {
             route: Some("api"),
             cluster: None,
             status_class: "2xx",
+            grpc_status: "",
             method: "GET",
         };
         assert_eq!(

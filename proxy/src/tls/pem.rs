@@ -12,8 +12,12 @@ use super::TlsError;
 
 /// Every certificate in a PEM file, in order (a chain: leaf first).
 pub fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let bytes =
-        std::fs::read(path).map_err(|e| TlsError::file(path, format!("cannot read: {e}")))?;
+    let bytes = std::fs::read(path).map_err(|e| {
+        TlsError::file(
+            path,
+            format!("cannot read: {}", crate::file_access::describe(&e)),
+        )
+    })?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TlsError::file(path, format!("not a PEM certificate file: {e}")))?;
@@ -28,8 +32,12 @@ pub fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 
 /// The private key in a PEM file (PKCS#8, PKCS#1 RSA or SEC1 EC).
 pub fn key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let bytes =
-        std::fs::read(path).map_err(|e| TlsError::file(path, format!("cannot read: {e}")))?;
+    let bytes = std::fs::read(path).map_err(|e| {
+        TlsError::file(
+            path,
+            format!("cannot read: {}", crate::file_access::describe(&e)),
+        )
+    })?;
     PrivateKeyDer::from_pem_slice(&bytes)
         .map_err(|e| TlsError::file(path, format!("holds no usable private key: {e}")))
 }

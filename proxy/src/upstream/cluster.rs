@@ -270,8 +270,12 @@ fn live_endpoints(config: &ClusterConfig, all: &[Arc<Endpoint>]) -> (Vec<Arc<End
     (live, false)
 }
 
-/// One active health check: GET the configured path with a deadline.
+/// One active health check: GET the configured path (or ask the gRPC health service) with a
+/// deadline.
 async fn probe(endpoint: &Endpoint, check: &HealthCheckConfig, cluster: &str) -> bool {
+    if let Some(service) = &check.grpc_service {
+        return crate::grpc::health::probe(endpoint, service, cluster, check.timeout).await;
+    }
     let request = http::Request::get(check.path.as_str())
         .header(http::header::HOST, cluster)
         .header(http::header::USER_AGENT, "switchyard-health-check")
@@ -480,6 +484,7 @@ mod tests {
             hash_header: None,
             idle_timeout: Duration::from_secs(60),
             max_idle_per_endpoint: 8,
+            max_replay_body: 64 * 1024,
             tls: None,
             health_check: None,
             outlier: None,

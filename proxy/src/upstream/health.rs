@@ -189,6 +189,7 @@ mod tests {
             healthy_threshold: 2,
             unhealthy_threshold: 3,
             expected_statuses: vec![],
+            grpc_service: None,
         };
         let h = Health::default();
         assert!(!h.record_check(false, &config));
