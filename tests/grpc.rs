@@ -276,8 +276,14 @@ async fn the_proxy_enforces_grpc_timeout_against_an_upstream_that_ignores_it() {
 async fn grpc_health_checks_take_a_not_serving_endpoint_out() {
     let healthy = TestServer::start(Behavior::default()).await;
     let sick = TestServer::start(Behavior::default()).await;
+    // Checks every 100 ms; two failures in a row take an endpoint out, so one slow check of the
+    // healthy endpoint on a busy machine does not.
     let setup = grpc_proxy(&[healthy.addr, sick.addr], |c| {
-        c.replace("interval = \"1s\"", "interval = \"100ms\"")
+        c.replace(
+            "interval = \"1s\"",
+            "interval = \"100ms\"\ntimeout = \"2s\"",
+        )
+        .replace("unhealthy_threshold = 1", "unhealthy_threshold = 2")
     });
     sick.set_serving(false).await;
 
@@ -292,7 +298,12 @@ async fn grpc_health_checks_take_a_not_serving_endpoint_out() {
     for _ in 0..20 {
         client.unary(request("hi")).await.expect("served");
     }
-    assert_eq!(sick.calls(), 0, "the NOT_SERVING endpoint got no calls");
+    assert_eq!(
+        sick.calls(),
+        0,
+        "the NOT_SERVING endpoint got no calls: {}",
+        admin_get(setup.proxy.admin, "/clusters")
+    );
     assert_eq!(healthy.calls(), 20);
 
     sick.set_serving(true).await;

@@ -1,8 +1,10 @@
 -- Prints what the load benchmark reads: requests, errors and latency percentiles in microseconds.
--- BENCH_AUTH, when set, is sent as the Authorization header (the chain configuration checks a JWT).
-local auth = os.getenv("BENCH_AUTH")
-if auth ~= nil and auth ~= "" then
-    wrk.headers["Authorization"] = auth
+-- BENCH_HEADER_NAME and BENCH_HEADER_VALUE, when set, add one request header (the chain's JWT in
+-- Authorization, the program's x-api-key).
+local name = os.getenv("BENCH_HEADER_NAME")
+local value = os.getenv("BENCH_HEADER_VALUE")
+if name ~= nil and name ~= "" then
+    wrk.headers[name] = value
 end
 
 done = function(summary, latency, requests)

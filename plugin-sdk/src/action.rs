@@ -17,6 +17,13 @@ pub enum Action {
 }
 
 impl Action {
+    /// From a hook that has nothing to do with this plugin's config (decide it from `self`,
+    /// never from the request): the proxy stops calling this hook of this plugin, as if it were
+    /// not written, so an optional feature that is off costs nothing per request.
+    pub fn unused() -> Self {
+        not_implemented()
+    }
+
     /// A plain-text local response.
     pub fn respond(status: u16, body: impl Into<Vec<u8>>) -> Self {
         Self::Respond(LocalResponse {

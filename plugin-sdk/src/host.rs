@@ -223,11 +223,48 @@ pub mod clock {
 }
 
 /// Randomness from the host (plugins have no other source).
+/// Fast, non-cryptographic randomness (splits, sampling, jitter); never for secrets.
 pub mod random {
     #[allow(unused_imports)]
     use super::HostApi as _;
+
+    /// A random `u64`. In the proxy, each instance seeds a generator (wyrand) once from the
+    /// host and draws from it without a host call; on the test host every draw asks the host,
+    /// so tests stay deterministic.
     pub fn u64() -> u64 {
-        super::with(|h| h.next_u64())
+        #[cfg(target_arch = "wasm32")]
+        {
+            generator::next()
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            super::with(|h| h.next_u64())
+        }
+    }
+
+    #[cfg(target_arch = "wasm32")]
+    mod generator {
+        use std::cell::Cell;
+
+        use super::super::HostApi as _;
+
+        thread_local! {
+            /// Zero until first use, then wyrand's state (never zero again in practice).
+            static STATE: Cell<u64> = const { Cell::new(0) };
+        }
+
+        pub fn next() -> u64 {
+            STATE.with(|state| {
+                let mut s = state.get();
+                if s == 0 {
+                    s = super::super::with(|h| h.next_u64()) | 1;
+                }
+                s = s.wrapping_add(0xa076_1d64_78bd_642f);
+                state.set(s);
+                let t = u128::from(s) * u128::from(s ^ 0xe703_7ed1_a0b4_28db);
+                (t >> 64) as u64 ^ t as u64
+            })
+        }
     }
 
     /// A float in [0, 1), e.g. to pick a percentage of requests.

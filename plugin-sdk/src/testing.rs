@@ -50,6 +50,9 @@ type CallHandler =
 /// Everything a plugin can see and change, in memory; inspect the fields after a hook ran.
 #[derive(Default)]
 pub struct TestHost {
+    /// Whether the last hook called was the author's (false after a default hook, or one that
+    /// answered [`Action::unused`]: the proxy would stop calling it).
+    pub last_hook_used: bool,
     pub method: String,
     pub path: String,
     pub authority: Option<String>,
@@ -209,30 +212,30 @@ impl TestHost {
     }
 
     pub fn on_request<P: Plugin>(&mut self, plugin: &P) -> Action {
-        self.run(|| run_hook(|| plugin.on_request(&mut Request::handle())).0)
+        self.hook(|| plugin.on_request(&mut Request::handle()))
     }
 
     pub fn on_request_body<P: Plugin>(&mut self, plugin: &P, body: &[u8]) -> Action {
-        self.run(|| run_hook(|| plugin.on_request_body(&mut Request::handle(), body)).0)
+        self.hook(|| plugin.on_request_body(&mut Request::handle(), body))
     }
 
     pub fn on_upstream_response<P: Plugin>(&mut self, plugin: &P, outcome: Outcome) -> Action {
-        self.run(|| run_hook(|| plugin.on_upstream_response(&mut Request::handle(), outcome)).0)
+        self.hook(|| plugin.on_upstream_response(&mut Request::handle(), outcome))
     }
 
     pub fn on_response<P: Plugin>(&mut self, plugin: &P) -> Action {
-        self.run(|| {
-            run_hook(|| plugin.on_response(&mut Request::handle(), &mut Response::handle())).0
-        })
+        self.hook(|| plugin.on_response(&mut Request::handle(), &mut Response::handle()))
     }
 
     pub fn on_response_body<P: Plugin>(&mut self, plugin: &P, body: &[u8]) -> Action {
-        self.run(|| {
-            run_hook(|| {
-                plugin.on_response_body(&mut Request::handle(), &mut Response::handle(), body)
-            })
-            .0
-        })
+        self.hook(|| plugin.on_response_body(&mut Request::handle(), &mut Response::handle(), body))
+    }
+
+    /// Runs one hook against this host and notes whether it was the author's.
+    fn hook(&mut self, hook: impl FnOnce() -> Action) -> Action {
+        let (action, used) = self.run(|| run_hook(hook));
+        self.last_hook_used = used;
+        action
     }
 
     pub fn on_log<P: Plugin>(&mut self, plugin: &P) {

@@ -427,8 +427,9 @@ impl ListenerProxy {
             self.record_error(state, ErrorKind::Reset);
             return Err(AttemptError::NotReplayable);
         };
-        // Without plugins nothing reads the head again and nothing retries: move it, don't copy.
-        let mut req = if self.chain.is_empty() {
+        // When no hook runs after sending (no plugins, or plugins with request hooks only)
+        // nothing reads the head again and nothing retries: move it, don't copy.
+        let mut req = if !self.chain.reads_request_after_send() {
             take_head(&mut state.head, body)
         } else {
             copy_head(&state.head, body)

@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
@@ -51,17 +51,27 @@ impl Watched for Reloader {
 /// Events closer together than this are one change (an editor's save is several events).
 const DEBOUNCE: Duration = Duration::from_millis(50);
 
+/// The watched files, shared with the watcher's thread so it can ignore events about other
+/// files in the same directories.
+type Relevant = Arc<RwLock<BTreeSet<PathBuf>>>;
+
 /// Starts watching; runs for the life of the process.
 pub fn spawn<W: Watched>(reloader: Arc<W>) {
     let (tx, rx) = mpsc::unbounded_channel();
+    let relevant: Relevant = Arc::default();
+    let files = Arc::clone(&relevant);
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        let Ok(event) = event else {
+            return;
+        };
+        let files = files.read().unwrap_or_else(PoisonError::into_inner);
+        if event.paths.iter().any(|path| concerns(path, &files)) {
             let _ = tx.send(());
         }
     });
     match watcher {
         Ok(watcher) => {
-            tokio::spawn(run(reloader, watcher, rx));
+            tokio::spawn(run(reloader, watcher, rx, relevant));
         }
         Err(e) => warn!(error = %e, "cannot watch files; reload with SIGHUP or the admin API"),
     }
@@ -71,9 +81,10 @@ async fn run<W: Watched>(
     reloader: Arc<W>,
     mut watcher: RecommendedWatcher,
     mut events: mpsc::UnboundedReceiver<()>,
+    relevant: Relevant,
 ) {
     let mut watched = BTreeSet::new();
-    rewatch(reloader.as_ref(), &mut watcher, &mut watched);
+    rewatch(reloader.as_ref(), &mut watcher, &mut watched, &relevant);
     let mut applied = reloader.applied();
     loop {
         tokio::select! {
@@ -87,7 +98,7 @@ async fn run<W: Watched>(
                 if changed.is_err() {
                     return;
                 }
-                rewatch(reloader.as_ref(), &mut watcher, &mut watched);
+                rewatch(reloader.as_ref(), &mut watcher, &mut watched, &relevant);
                 continue;
             }
         }
@@ -112,8 +123,11 @@ fn rewatch<W: Watched>(
     reloader: &W,
     watcher: &mut RecommendedWatcher,
     watched: &mut BTreeSet<PathBuf>,
+    relevant: &Relevant,
 ) {
-    let wanted: BTreeSet<PathBuf> = reloader.watched_files().iter().map(|f| parent(f)).collect();
+    let files = reloader.watched_files();
+    *relevant.write().unwrap_or_else(PoisonError::into_inner) = files.iter().cloned().collect();
+    let wanted: BTreeSet<PathBuf> = files.iter().map(|f| parent(f)).collect();
     for gone in watched.difference(&wanted) {
         let _ = watcher.unwatch(gone);
     }
@@ -125,9 +139,45 @@ fn rewatch<W: Watched>(
     *watched = wanted;
 }
 
+/// Whether an event about `path` may change a watched file: the file itself (written in place,
+/// or renamed over by an editor or `sed -i`), or an entry of Kubernetes' atomic writer (`..data`,
+/// `..2026_01_01_...`), whose swap changes every file behind the `..data` symlink. Anything else
+/// in the directories — a log file written next to the config on every request — is not looked
+/// at, which would otherwise hash every watched file again after each write.
+fn concerns(path: &Path, files: &BTreeSet<PathBuf>) -> bool {
+    files.contains(path)
+        || path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .is_some_and(|name| name.starts_with(".."))
+}
+
 fn parent(path: &Path) -> PathBuf {
     match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
         _ => PathBuf::from("."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_events_about_watched_files_or_kubernetes_swaps_count() {
+        let files: BTreeSet<PathBuf> = ["/etc/sy/config.toml", "/etc/sy/plugins/auth.wasm"]
+            .into_iter()
+            .map(PathBuf::from)
+            .collect();
+        assert!(concerns(Path::new("/etc/sy/config.toml"), &files));
+        assert!(concerns(Path::new("/etc/sy/plugins/auth.wasm"), &files));
+        assert!(concerns(Path::new("/etc/sy/..data"), &files));
+        assert!(concerns(
+            Path::new("/etc/sy/..2026_12_04_23_00_00.123"),
+            &files
+        ));
+        assert!(!concerns(Path::new("/etc/sy/access.log"), &files));
+        assert!(!concerns(Path::new("/etc/sy/.config.toml.swp"), &files));
+        assert!(!concerns(Path::new("/etc/sy/sedAbC123"), &files));
     }
 }

@@ -1,6 +1,15 @@
 //! API keys, stored in the config only as SHA-256 hashes so the config file leaks no secret.
 //! Make one with `printf %s "$KEY" | sha256sum`.
+//!
+//! A presented key is hashed once per instance: keys that matched are remembered (only good
+//! ones, so the table is bounded by the configured keys and a client cannot fill it), and the
+//! digest is compared as bytes, not as hex text.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+
+use rustc_hash::FxHasher;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -51,17 +60,52 @@ impl ApiKeys {
         }
         Ok(())
     }
+}
 
-    /// The name of the key `presented` hashes to.
-    pub fn lookup(&self, presented: &str) -> Option<&str> {
-        let digest = hex(&Sha256::digest(presented.trim().as_bytes()));
-        self.keys
-            .iter()
-            .find(|k| k.sha256.eq_ignore_ascii_case(&digest))
-            .map(|k| k.name.as_str())
+/// Presented keys that matched, kept per instance; past this many the table starts over (only
+/// variants of the configured keys get in, so this is never reached in practice).
+const MAX_REMEMBERED: usize = 1024;
+
+/// The configured keys as digests, and the presented keys already matched.
+pub struct KeyTable {
+    /// Each key's SHA-256 and its index in the config.
+    digests: Vec<[u8; 32]>,
+    remembered: RefCell<HashMap<Box<str>, usize, BuildHasherDefault<FxHasher>>>,
+}
+
+impl KeyTable {
+    /// Built from validated keys (64 hex digits each).
+    pub fn new(keys: &ApiKeys) -> Self {
+        Self {
+            digests: keys.keys.iter().map(|k| digest_of_hex(&k.sha256)).collect(),
+            remembered: RefCell::default(),
+        }
+    }
+
+    /// The index (in the config) of the key `presented` is, if any.
+    pub fn lookup(&self, presented: &str) -> Option<usize> {
+        let presented = presented.trim();
+        if let Some(index) = self.remembered.borrow().get(presented) {
+            return Some(*index);
+        }
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        let index = self.digests.iter().position(|d| *d == digest)?;
+        let mut remembered = self.remembered.borrow_mut();
+        if remembered.len() >= MAX_REMEMBERED {
+            remembered.clear();
+        }
+        remembered.insert(presented.into(), index);
+        Some(index)
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// 64 hex digits as 32 bytes (checked by [`ApiKeys::validate`]; anything else is zeros, which no
+/// key hashes to in practice).
+fn digest_of_hex(hex: &str) -> [u8; 32] {
+    let mut digest = [0u8; 32];
+    for (byte, pair) in digest.iter_mut().zip(hex.as_bytes().chunks(2)) {
+        let text = std::str::from_utf8(pair).unwrap_or("00");
+        *byte = u8::from_str_radix(text, 16).unwrap_or(0);
+    }
+    digest
 }

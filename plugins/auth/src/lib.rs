@@ -28,6 +28,8 @@ pub struct Auth {
     verified: verified::VerifiedTokens,
     /// What each JWT provider's claims must satisfy, built once rather than per request.
     expectations: Vec<jwt::Expectations>,
+    /// The configured API keys as digests, with the keys already matched.
+    api_keys: Option<api_key::KeyTable>,
 }
 
 /// Who the request proved to be.
@@ -36,7 +38,7 @@ struct Credentials<'t> {
     /// The verified token and the index of the provider that issued it.
     jwt: Option<(usize, Token<'t>)>,
     /// The name of the API key presented.
-    api_key: Option<String>,
+    api_key: Option<&'t str>,
 }
 
 /// A refusal: 401 (with a challenge) or 403.
@@ -59,12 +61,14 @@ impl Plugin for Auth {
             .collect();
         identity_headers.extend(config.api_keys.as_ref().and_then(|k| k.forward_as.clone()));
         let expectations = config.jwt.iter().map(|p| p.expectations()).collect();
+        let api_keys = config.api_keys.as_ref().map(api_key::KeyTable::new);
         Ok(Self {
             keys: jwks::KeyCache::new(inline),
             config,
             identity_headers,
             verified: verified::VerifiedTokens::default(),
             expectations,
+            api_keys,
         })
     }
 
@@ -72,8 +76,10 @@ impl Plugin for Auth {
         for name in &self.identity_headers {
             req.remove_header(name);
         }
-        let bearer = req
-            .header("authorization")
+        // Only read the token when some provider can check it.
+        let bearer = (!self.config.jwt.is_empty())
+            .then(|| req.header("authorization"))
+            .flatten()
             .and_then(|value| bearer_token(&value));
         let presented_key = self
             .config
@@ -106,7 +112,7 @@ impl Auth {
     /// Checks whatever credentials came; presenting a bad one is refused even where none is
     /// required (as Istio's RequestAuthentication does).
     fn authenticate<'t>(
-        &self,
+        &'t self,
         bearer: Option<&'t str>,
         api_key: Option<&str>,
     ) -> Result<Credentials<'t>, Refusal> {
@@ -120,13 +126,15 @@ impl Auth {
                 error: Some("invalid_token"),
             })?);
         }
-        if let (Some(presented), Some(keys)) = (api_key, &self.config.api_keys) {
-            let name = keys.lookup(presented).ok_or_else(|| Refusal {
+        if let (Some(presented), Some(table), Some(keys)) =
+            (api_key, &self.api_keys, &self.config.api_keys)
+        {
+            let index = table.lookup(presented).ok_or_else(|| Refusal {
                 status: 401,
                 reason: "unknown API key".into(),
                 error: Some("invalid_key"),
             })?;
-            credentials.api_key = Some(name.to_owned());
+            credentials.api_key = keys.keys.get(index).map(|k| k.name.as_str());
         }
         Ok(credentials)
     }
@@ -206,20 +214,25 @@ impl Auth {
                 RuleAction::Deny => Err(forbidden("no rule allows this request".into())),
             };
         };
-        let name = rule
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("rules[{index}]"));
+        // Only refusals name the rule: no allocation on the way through.
+        let name = || {
+            rule.name
+                .clone()
+                .unwrap_or_else(|| format!("rules[{index}]"))
+        };
         if rule.action == RuleAction::Deny {
-            return Err(forbidden(format!("denied by {name}")));
+            return Err(forbidden(format!("denied by {}", name())));
         }
         if !rule.spiffe_ids.is_empty() {
             let peer = req.peer_identity().and_then(|id| id.spiffe_id);
             match peer {
                 Some(id) if rule.spiffe_ids.iter().any(|allowed| allowed.matches(&id)) => {}
-                Some(id) => return Err(forbidden(format!("{id} is not allowed by {name}"))),
+                Some(id) => return Err(forbidden(format!("{id} is not allowed by {}", name()))),
                 None => {
-                    return Err(forbidden(format!("{name} needs an mTLS client identity")));
+                    return Err(forbidden(format!(
+                        "{} needs an mTLS client identity",
+                        name()
+                    )));
                 }
             }
         }
@@ -234,7 +247,7 @@ impl Auth {
         if missing {
             return Err(Refusal {
                 status: 401,
-                reason: format!("{name} requires credentials"),
+                reason: format!("{} requires credentials", name()),
                 error: None,
             });
         }
@@ -242,7 +255,8 @@ impl Auth {
             let token = credentials.jwt.as_ref().map(|(_, token)| token);
             if !token.is_some_and(|t| claim_holds(t.claims.get(claim), wanted)) {
                 return Err(forbidden(format!(
-                    "{name} requires claim {claim} = {wanted:?}"
+                    "{} requires claim {claim} = {wanted:?}",
+                    name()
                 )));
             }
         }

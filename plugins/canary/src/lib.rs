@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 use switchyard_sdk::config::HostPattern;
-use switchyard_sdk::{Action, Plugin, Request, log, metrics, random};
+use switchyard_sdk::{Action, Plugin, Request, Response, log, metrics, random};
 
 /// `[plugin.config]`
 #[derive(Debug, Deserialize)]
@@ -30,6 +30,10 @@ pub struct Rule {
     /// stay the same (session affinity for a canary).
     #[serde(default)]
     pub sticky_header: Option<String>,
+    /// The response carries this header with the chosen backend's cluster name, so clients and
+    /// tests can see which side of the split served them.
+    #[serde(default)]
+    pub response_header: Option<String>,
 }
 
 /// One destination of a split.
@@ -81,14 +85,18 @@ impl Plugin for Canary {
                     at("backends")
                 ));
             }
-            for header in [&rule.override_header, &rule.sticky_header]
-                .into_iter()
-                .flatten()
+            for header in [
+                &rule.override_header,
+                &rule.sticky_header,
+                &rule.response_header,
+            ]
+            .into_iter()
+            .flatten()
             {
                 if header.trim().is_empty() {
                     return Err(format!(
                         "{}: a header name must not be empty",
-                        at("override_header/sticky_header")
+                        at("override_header/sticky_header/response_header")
                     ));
                 }
             }
@@ -99,20 +107,44 @@ impl Plugin for Canary {
     }
 
     fn on_request(&self, req: &mut Request) -> Action {
-        let Some(authority) = req.authority().or_else(|| req.header("host")) else {
-            return Action::Continue;
-        };
-        let Some(rule) = self
-            .rules
-            .iter()
-            .find(|rule| rule.hosts.iter().any(|h| h.matches(&authority)))
-        else {
+        // The authority is asked for only when a rule needs it: a `"*"` rule matches without.
+        let mut authority: Option<Option<String>> = None;
+        let Some(rule) = self.rules.iter().find(|rule| {
+            if rule.hosts.contains(&HostPattern::Any) {
+                return true;
+            }
+            let authority = authority.get_or_insert_with(|| req.authority());
+            authority
+                .as_deref()
+                .is_some_and(|a| rule.hosts.iter().any(|h| h.matches(a)))
+        }) else {
             return Action::Continue;
         };
         let backend = rule.choose(req);
         match req.set_destination(&backend.cluster) {
             Ok(()) => metrics::counter("requests", &[("backend", &backend.cluster)], 1),
             Err(e) => log::warn(&format!("canary: {e}")),
+        }
+        Action::Continue
+    }
+
+    fn on_response(&self, req: &mut Request, resp: &mut Response) -> Action {
+        if self.rules.iter().all(|r| r.response_header.is_none()) {
+            return Action::unused();
+        }
+        // The cluster the request went to (ours, unless a later plugin routed it elsewhere), named
+        // by the rule that holds it as a backend.
+        let Some(cluster) = req.destination() else {
+            return Action::Continue;
+        };
+        let cluster = cluster.as_str();
+        let header = self
+            .rules
+            .iter()
+            .filter(|r| r.backends.iter().any(|b| b.cluster == cluster))
+            .find_map(|r| r.response_header.as_deref());
+        if let Some(header) = header {
+            let _ = resp.set_header(header, cluster);
         }
         Action::Continue
     }
@@ -257,6 +289,27 @@ mod tests {
         }
         assert_eq!(host.counter_total("requests", &[("backend", "v1")]), 100.0);
         assert_eq!(host.counter_total("requests", &[("backend", "v2")]), 0.0);
+    }
+
+    #[test]
+    fn the_chosen_backend_can_be_named_in_a_response_header() {
+        let named = switchyard_sdk::load::<Canary>(
+            r#"{ "rules": [ { "hosts": ["*"], "backends": [ { "cluster": "v1", "weight": 80 }, { "cluster": "v2", "weight": 20 } ], "override_header": "x-canary", "response_header": "x-served-by" } ] }"#,
+        )
+        .unwrap();
+        let mut host = TestHost::get("/").header("x-canary", "v2").response(200);
+        host.on_request(&named);
+        assert_eq!(host.on_response(&named), Action::Continue);
+        assert!(host.last_hook_used);
+        assert_eq!(host.response_header_value("x-served-by"), Some("v2"));
+
+        // Without the option the response hook tells the proxy it is unused.
+        let plain = switchyard_sdk::load::<Canary>(SPLIT).unwrap();
+        let mut host = TestHost::get("/").authority("myservice").response(200);
+        host.on_request(&plain);
+        host.on_response(&plain);
+        assert!(!host.last_hook_used);
+        assert_eq!(host.response_header_value("x-served-by"), None);
     }
 
     #[test]

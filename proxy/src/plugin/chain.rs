@@ -55,6 +55,20 @@ impl Chain {
         self.plugins.iter().any(|p| p.wants(Hook::Log))
     }
 
+    /// Whether any hook that runs after the request is sent (and may read its head) is wanted:
+    /// if none is, the head can be moved upstream instead of copied.
+    pub fn reads_request_after_send(&self) -> bool {
+        const LATER: [Hook; 4] = [
+            Hook::UpstreamResponse,
+            Hook::Response,
+            Hook::ResponseBody,
+            Hook::Log,
+        ];
+        self.plugins
+            .iter()
+            .any(|p| LATER.iter().any(|hook| p.wants(*hook)))
+    }
+
     pub async fn on_request(&self, state: Box<RequestState>) -> (Box<RequestState>, Step) {
         let call = || HookCall::Request;
         let (mut state, step, reached) = run(self.plugins.iter(), state, Hook::Request, call).await;

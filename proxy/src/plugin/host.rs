@@ -74,8 +74,6 @@ pub struct HostState {
     /// CPU time the hook is known to have used before the current stretch of running (a hook
     /// runs in stretches between async host calls, possibly on different threads).
     cpu_before: Duration,
-    /// When the current stretch started running.
-    stretch_started: Instant,
     /// The thread's CPU clock at the stretch's first deadline check; read lazily, so a hook that
     /// finishes within one epoch tick (nearly all) never pays for the clock.
     stretch_cpu_base: Option<Duration>,
@@ -118,7 +116,6 @@ impl HostState {
             memory_high_water: 0,
             time_limit_override: None,
             cpu_before: Duration::ZERO,
-            stretch_started: Instant::now(),
             stretch_cpu_base: None,
             metric_handles: hashbrown::HashMap::default(),
             custom_header_names: Vec::new(),
@@ -203,13 +200,10 @@ impl HostState {
         match self.stretch_cpu_base {
             Some(base) => self.cpu_before + now.saturating_sub(base),
             None => {
-                // Before the first check the clock was not read: count the wall time of the
-                // stretch so far, but at most one tick (the check comes about a tick after the
-                // stretch starts if the thread was running).
-                self.cpu_before += self
-                    .stretch_started
-                    .elapsed()
-                    .min(super::engine::EPOCH_TICK);
+                // Before the first check the clock was not read (a hook that ends within a tick,
+                // nearly all, never reads it): count one whole tick for the stretch so far, as
+                // the check comes about a tick after the stretch starts.
+                self.cpu_before += super::engine::EPOCH_TICK;
                 self.stretch_cpu_base = Some(now);
                 self.cpu_before
             }
@@ -225,15 +219,13 @@ impl HostState {
 
     /// Opens a new stretch after waiting, possibly on another thread.
     fn resume_cpu_clock(&mut self) {
-        self.stretch_started = Instant::now();
         self.stretch_cpu_base = None;
     }
 
-    /// Starts the CPU clock for one hook call, which starts running `now`.
-    pub fn start_hook(&mut self, request: Option<Box<RequestState>>, now: Instant) {
+    /// Starts the CPU clock for one hook call, which starts running now.
+    pub fn start_hook(&mut self, request: Option<Box<RequestState>>) {
         self.request = request;
         self.cpu_before = Duration::ZERO;
-        self.stretch_started = now;
         self.stretch_cpu_base = None;
     }
 

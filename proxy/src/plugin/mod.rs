@@ -160,7 +160,9 @@ impl Plugin {
         let (state, result, took) = self.pool.call(state, call).await;
         let i = hook as usize;
         self.metrics.calls[i].increment(1);
-        self.metrics.durations[i].record(took.as_secs_f64());
+        if let Some(took) = took {
+            self.metrics.durations[i].record(took.as_secs_f64());
+        }
         self.stats.record(took, result.is_err());
         if let Err(e) = &result
             && let Some(counter) = self.metrics.errors.get(e.kind())

@@ -27,11 +27,15 @@ impl Default for PluginStats {
 }
 
 impl PluginStats {
-    pub fn record(&self, took: Duration, failed: bool) {
+    /// Counts a call; `took` is its hook time when the call was one of the timed sample.
+    pub fn record(&self, took: Option<Duration>, failed: bool) {
         self.calls.fetch_add(1, Ordering::Relaxed);
         if failed {
             self.failures.fetch_add(1, Ordering::Relaxed);
         }
+        let Some(took) = took else {
+            return;
+        };
         let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX).max(1);
         let bucket = (64 - ns.leading_zeros() as usize).min(BUCKETS - 1);
         self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
@@ -78,9 +82,9 @@ mod tests {
     fn quantiles_land_in_the_right_bucket() {
         let stats = PluginStats::default();
         for _ in 0..99 {
-            stats.record(Duration::from_micros(3), false);
+            stats.record(Some(Duration::from_micros(3)), false);
         }
-        stats.record(Duration::from_millis(5), true);
+        stats.record(Some(Duration::from_millis(5)), true);
         assert_eq!(stats.calls(), 100);
         assert_eq!(stats.failures(), 1);
         let p50 = stats.quantile(0.5).unwrap();

@@ -33,6 +33,13 @@ impl Load {
     }
 }
 
+/// What each request of a load carries: its path and one optional header.
+#[derive(Debug, Clone, Copy)]
+pub struct Requests<'a> {
+    pub path: &'a str,
+    pub header: Option<(&'a str, &'a str)>,
+}
+
 /// One measurement.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Sample {
@@ -53,16 +60,16 @@ pub fn measure(
     port: u16,
     duration: Duration,
     server: &Running,
-    auth: Option<&str>,
+    requests: Requests<'_>,
 ) -> Result<Sample> {
     let cpu_before = cpu_time(server.pid()).context("read the server's CPU time")?;
     let mut sample = match load {
-        Load::Http1 { connections } => wrk(port, connections, duration, auth)?,
+        Load::Http1 { connections } => wrk(port, connections, duration, requests)?,
         Load::Http1Awake => {
             let _spinner = Spinner::start()?;
-            wrk(port, 1, duration, auth)?
+            wrk(port, 1, duration, requests)?
         }
-        Load::Http2 { streams } => h2load(port, streams, duration, auth)?,
+        Load::Http2 { streams } => h2load(port, streams, duration, requests)?,
     };
     let cpu_after = cpu_time(server.pid()).context("read the server's CPU time")?;
     if sample.requests > 0 {
@@ -93,15 +100,16 @@ impl Drop for Spinner {
     }
 }
 
-fn wrk(port: u16, connections: u32, duration: Duration, auth: Option<&str>) -> Result<Sample> {
+fn wrk(port: u16, connections: u32, duration: Duration, requests: Requests<'_>) -> Result<Sample> {
     let script = crate::root().join("benches/load/wrk-report.lua");
     let output = Command::new("wrk")
         .args(["-t1", &format!("-c{connections}")])
         .arg(format!("-d{}s", duration.as_secs().max(1)))
         .args(["--timeout", "5s", "-s"])
         .arg(&script)
-        .arg(format!("http://127.0.0.1:{port}/"))
-        .env("BENCH_AUTH", auth.unwrap_or(""))
+        .arg(format!("http://127.0.0.1:{port}{}", requests.path))
+        .env("BENCH_HEADER_NAME", requests.header.map_or("", |h| h.0))
+        .env("BENCH_HEADER_VALUE", requests.header.map_or("", |h| h.1))
         .output()
         .context("cannot run wrk")?;
     let text = String::from_utf8_lossy(&output.stdout);
@@ -132,16 +140,16 @@ fn wrk(port: u16, connections: u32, duration: Duration, auth: Option<&str>) -> R
     })
 }
 
-fn h2load(port: u16, streams: u32, duration: Duration, auth: Option<&str>) -> Result<Sample> {
+fn h2load(port: u16, streams: u32, duration: Duration, requests: Requests<'_>) -> Result<Sample> {
     let mut command = Command::new("h2load");
     command
         .args(["-c", "1", "-m", &streams.to_string()])
         .args(["-D", &duration.as_secs().max(1).to_string()]);
-    if let Some(auth) = auth {
-        command.args(["-H", &format!("authorization: {auth}")]);
+    if let Some((name, value)) = requests.header {
+        command.args(["-H", &format!("{name}: {value}")]);
     }
     let output = command
-        .arg(format!("http://127.0.0.1:{port}/"))
+        .arg(format!("http://127.0.0.1:{port}{}", requests.path))
         .output()
         .context("cannot run h2load")?;
     let text = String::from_utf8_lossy(&output.stdout);

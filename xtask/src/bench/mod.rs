@@ -9,6 +9,7 @@
 //! round) so machine noise hits all alike; the medians are reported as ratios to nginx.
 
 mod load;
+mod program;
 mod report;
 mod servers;
 
@@ -19,9 +20,9 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result, bail};
 use base64::Engine as _;
 
-use load::{Load, Sample};
+use load::{Load, Requests, Sample};
 use report::Row;
-use servers::{Server, Setup};
+use servers::{PROGRAM_API_KEY, Server, Setup, Workload};
 
 /// Programs the benchmark drives, by Debian package (h2load is optional).
 const PACKAGES: &[(&str, &str)] = &[
@@ -104,21 +105,46 @@ pub fn bench(args: &[String]) -> Result<()> {
         eprintln!("xtask: h2load is not installed; skipping the HTTP/2 load");
     }
 
+    let requests_for = |workload: Workload| match workload {
+        Workload::Plain => Requests {
+            path: "/",
+            header: None,
+        },
+        Workload::Jwt => Requests {
+            path: "/",
+            header: Some(("authorization", token.as_str())),
+        },
+        Workload::Program => Requests {
+            path: "/api/bench",
+            header: Some(("x-api-key", PROGRAM_API_KEY)),
+        },
+    };
+
+    // Every proxy that runs the program must behave alike before any is measured.
+    for proxy in proxies.iter().filter(|p| p.workload == Workload::Program) {
+        let running = proxy.start(&setup)?;
+        program::check(proxy.name, proxy.port)?;
+        drop(running);
+    }
+
     // samples[proxy][load] over the rounds, and RSS after each load.
     let mut samples = vec![vec![Vec::<Sample>::new(); loads.len()]; proxies.len()];
     let mut rss = vec![vec![Vec::<u64>::new(); loads.len()]; proxies.len()];
+    let main_load = Load::Http1 { connections: 64 };
     for round in 1..=options.rounds {
         for (p, proxy) in proxies.iter().enumerate() {
             let running = proxy.start(&setup)?;
-            let auth = proxy.name.ends_with("chain").then_some(token.as_str());
-            let warmup = Load::Http1 { connections: 64 };
-            load::measure(warmup, proxy.port, options.warmup, &running, auth)?;
+            let requests = requests_for(proxy.workload);
+            load::measure(main_load, proxy.port, options.warmup, &running, requests)?;
             for (l, load) in loads.iter().enumerate() {
+                if proxy.main_load_only && *load != main_load {
+                    continue;
+                }
                 let port = match load {
                     Load::Http1 { .. } | Load::Http1Awake => proxy.port,
                     Load::Http2 { .. } => proxy.h2_port,
                 };
-                let sample = load::measure(*load, port, options.duration, &running, auth)?;
+                let sample = load::measure(*load, port, options.duration, &running, requests)?;
                 eprintln!(
                     "xtask: round {round}/{} {:<18} {:<16} {:>9.0} req/s  p50 {:>6.0} us  errors {}",
                     options.rounds,
@@ -137,8 +163,11 @@ pub fn bench(args: &[String]) -> Result<()> {
     let mut rows: Vec<Row> = Vec::new();
     for (l, load) in loads.iter().enumerate() {
         for (p, proxy) in proxies.iter().enumerate() {
+            if samples[p][l].is_empty() {
+                continue;
+            }
             rows.push(report::summarize(
-                proxy.name,
+                proxy,
                 &load.label(),
                 &samples[p][l],
                 &rss[p][l],
@@ -146,6 +175,7 @@ pub fn bench(args: &[String]) -> Result<()> {
         }
     }
     report::add_ratios(&mut rows);
+    report::add_plugin_tax(&mut rows);
     let table = report::table(&rows);
     println!("\n{table}");
 

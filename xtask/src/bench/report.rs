@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use super::load::Sample;
+use super::servers::Server;
 
 /// One server under one load: medians over the rounds, and ratios to nginx.
 #[derive(Debug, Clone, Serialize)]
@@ -26,6 +27,11 @@ pub struct Row {
     pub rounds: usize,
     /// Each figure divided by nginx's under the same load.
     pub vs_nginx: Ratios,
+    /// Plugins (or script blocks) run per request, and the server without them.
+    pub plugins: usize,
+    pub base: String,
+    /// (CPU per request - the base's) / plugins, in microseconds: what each plugin costs.
+    pub plugin_tax_us: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -39,14 +45,14 @@ pub struct Ratios {
 }
 
 /// Medians of the rounds of one server and load.
-pub fn summarize(server: &str, load: &str, samples: &[Sample], rss_kib: &[u64]) -> Row {
+pub fn summarize(server: &Server, load: &str, samples: &[Sample], rss_kib: &[u64]) -> Row {
     let median_of = |f: &dyn Fn(&Sample) -> f64| median(samples.iter().map(f).collect());
     let optional = |f: &dyn Fn(&Sample) -> Option<f64>| {
         let values: Vec<f64> = samples.iter().filter_map(f).collect();
         (!values.is_empty()).then(|| median(values))
     };
     Row {
-        server: server.to_owned(),
+        server: server.name.to_owned(),
         load: load.to_owned(),
         requests_per_second: median_of(&|s| s.requests_per_second),
         p50_us: median_of(&|s| s.p50_us),
@@ -57,6 +63,24 @@ pub fn summarize(server: &str, load: &str, samples: &[Sample], rss_kib: &[u64]) 
         errors: samples.iter().map(|s| s.errors).sum(),
         rounds: samples.len(),
         vs_nginx: Ratios::default(),
+        plugins: server.plugins,
+        base: server.base.to_owned(),
+        plugin_tax_us: None,
+    }
+}
+
+/// Fills in the per-plugin tax of every row with plugins, against its base under the same load.
+pub fn add_plugin_tax(rows: &mut [Row]) {
+    let bases: Vec<(String, String, f64)> = rows
+        .iter()
+        .filter(|r| r.plugins == 0)
+        .map(|r| (r.server.clone(), r.load.clone(), r.cpu_us_per_request))
+        .collect();
+    for row in rows.iter_mut().filter(|r| r.plugins > 0) {
+        row.plugin_tax_us = bases
+            .iter()
+            .find(|(server, load, _)| *server == row.base && *load == row.load)
+            .map(|(_, _, base)| (row.cpu_us_per_request - base) / row.plugins as f64);
     }
 }
 
@@ -101,7 +125,7 @@ pub fn table(rows: &[Row]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<18} {:<16} {:>16} {:>15} {:>15} {:>15} {:>14} {:>13} {:>6}",
+        "{:<19} {:<16} {:>16} {:>15} {:>15} {:>15} {:>14} {:>12} {:>13} {:>6}",
         "server",
         "load",
         "req/s",
@@ -109,6 +133,7 @@ pub fn table(rows: &[Row]) -> String {
         "p99 us",
         "p99.9 us",
         "CPU us/req",
+        "tax us/plug",
         "RSS MiB",
         "errors"
     );
@@ -117,9 +142,12 @@ pub fn table(rows: &[Row]) -> String {
             Some(v) => format!("{v:.digits$} ({:.2}x)", ratio.unwrap_or(0.0)),
             None => "-".to_owned(),
         };
+        let tax = r
+            .plugin_tax_us
+            .map_or_else(|| "-".to_owned(), |t| format!("{t:.1} (x{})", r.plugins));
         let _ = writeln!(
             out,
-            "{:<18} {:<16} {:>16} {:>15} {:>15} {:>15} {:>14} {:>13} {:>6}",
+            "{:<19} {:<16} {:>16} {:>15} {:>15} {:>15} {:>14} {:>12} {:>13} {:>6}",
             r.server,
             r.load,
             cell(
@@ -135,11 +163,12 @@ pub fn table(rows: &[Row]) -> String {
                 Some(r.vs_nginx.cpu_per_request),
                 1
             ),
+            tax,
             cell(Some(r.rss_kib as f64 / 1024.0), Some(r.vs_nginx.rss), 1),
             r.errors,
         );
     }
-    out.push_str("(each figure: median over rounds; in parentheses, the ratio to nginx under the same load)\n");
+    out.push_str("(each figure: median over rounds; in parentheses, the ratio to nginx under the same load; tax: (CPU per request - the same proxy's without plugins) / plugins, with the plugin count)\n");
     out
 }
 
@@ -149,13 +178,18 @@ pub fn chart(rows: &[Row], title: &str, out_dir: &Path) -> Result<Option<std::pa
     let loads: Vec<String> = unique(rows.iter().map(|r| r.load.clone()));
     let servers: Vec<String> = unique(rows.iter().map(|r| r.server.clone()));
     let colors = [
-        "#8a8f98", "#c99a2e", "#2f6fde", "#4aa36b", "#9b59b6", "#d35400",
+        "#8a8f98", "#c99a2e", "#2f6fde", "#6d9eeb", "#a4c2f4", "#4aa36b", "#9b59b6", "#5b5f66",
+        "#b8860b", "#e0a96d", "#d35400",
     ];
     let max = rows
         .iter()
         .map(|r| r.requests_per_second)
         .fold(1.0, f64::max);
-    let (width, height, left, top, bottom) = (1200.0, 640.0, 80.0, 70.0, 90.0);
+    let main_load = "h1 x64";
+    let cpu_rows: Vec<&Row> = rows.iter().filter(|r| r.load == main_load).collect();
+    let cpu_panel = 60.0 + 26.0 * cpu_rows.len() as f64;
+    let (width, height, left, top, bottom) =
+        (1200.0, 700.0 + cpu_panel, 80.0, 70.0, 150.0 + cpu_panel);
     let plot_h = height - top - bottom;
     let group_w = (width - left - 20.0) / loads.len().max(1) as f64;
     let bar_w = (group_w - 30.0) / servers.len().max(1) as f64;
@@ -204,15 +238,48 @@ pub fn chart(rows: &[Row], title: &str, out_dir: &Path) -> Result<Option<std::pa
             top + plot_h + 22.0
         );
     }
+    // The legend, six servers a line.
     for (s, server) in servers.iter().enumerate() {
-        let x = left + s as f64 * 190.0;
-        let y = height - 30.0;
+        let x = left + (s % 6) as f64 * 180.0;
+        let y = top + plot_h + 55.0 + (s / 6) as f64 * 22.0;
         let _ = writeln!(
             svg,
             r##"<rect x="{x}" y="{}" width="14" height="14" fill="{}"/><text x="{}" y="{y}">{server}</text>"##,
             y - 12.0,
             colors[s % colors.len()],
             x + 20.0
+        );
+    }
+    // CPU per request under the main load, with each row's per-plugin tax.
+    let panel_top = height - cpu_panel + 10.0;
+    let _ = writeln!(
+        svg,
+        r#"<text x="{left}" y="{panel_top}" font-size="15" font-weight="bold">CPU us per request at {main_load} (lower is better); tax: extra CPU per plugin or script block</text>"#
+    );
+    let cpu_max = cpu_rows
+        .iter()
+        .map(|r| r.cpu_us_per_request)
+        .fold(1.0, f64::max);
+    for (i, row) in cpu_rows.iter().enumerate() {
+        let y = panel_top + 16.0 + i as f64 * 26.0;
+        let bar = (width - 520.0) * row.cpu_us_per_request / cpu_max;
+        let color = servers
+            .iter()
+            .position(|s| *s == row.server)
+            .map_or(colors[0], |s| colors[s % colors.len()]);
+        let tax = row.plugin_tax_us.map_or_else(String::new, |t| {
+            format!("  tax {t:.1} us x {}", row.plugins)
+        });
+        let _ = writeln!(
+            svg,
+            r##"<text x="{}" y="{:.1}" text-anchor="end">{}</text><rect x="{}" y="{y:.1}" width="{bar:.1}" height="18" fill="{color}"/><text x="{:.1}" y="{:.1}">{:.1} us{tax}</text>"##,
+            left + 130.0,
+            y + 14.0,
+            row.server,
+            left + 140.0,
+            left + 146.0 + bar,
+            y + 14.0,
+            row.cpu_us_per_request
         );
     }
     svg.push_str("</svg>\n");

@@ -21,6 +21,14 @@ pub struct Server {
     kind: Kind,
     /// The config template under benches/load/.
     template: &'static str,
+    /// What the clients send it.
+    pub workload: Workload,
+    /// Plugins (or script blocks) it runs per request, for the per-plugin tax.
+    pub plugins: usize,
+    /// The server of the same proxy without plugins, the tax's base.
+    pub base: &'static str,
+    /// Only the main load (HTTP/1.1, 64 connections): the programmable rows compare there.
+    pub main_load_only: bool,
     pub port: u16,
     /// Where h2c (prior knowledge) is served; the same port for Switchyard.
     pub h2_port: u16,
@@ -33,6 +41,23 @@ enum Kind {
     Haproxy,
     Switchyard,
 }
+
+/// The requests a configuration is driven with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    /// `GET /`, nothing else.
+    Plain,
+    /// `GET /` with the chain's JWT in `authorization`.
+    Jwt,
+    /// The program: `GET /api/bench` with a known `x-api-key`.
+    Program,
+}
+
+/// The key the program's proxies accept (one of two; see benches/load/).
+pub const PROGRAM_API_KEY: &str = "bench-key-alice";
+
+/// Files some configs load besides their own, copied next to them.
+const SCRIPTS: &[&str] = &["program.js", "program.lua"];
 
 /// A started server, stopped when dropped.
 pub struct Running {
@@ -64,34 +89,128 @@ pub struct Setup {
 
 impl Server {
     pub fn origin() -> Result<Self> {
-        Self::new("origin", Kind::Nginx, "nginx-origin.conf")
+        Self::new(
+            "origin",
+            Kind::Nginx,
+            "nginx-origin.conf",
+            Workload::Plain,
+            0,
+            "origin",
+        )
     }
 
-    /// Every proxy configuration compared, nginx first (the ratios' base).
+    /// Every proxy configuration compared, nginx first (the ratios' base): the plain proxies,
+    /// Switchyard with 1 and 5 no-op plugins, the canary and the mission chain, and the program
+    /// (API-key auth, /api/ only, an 80/20 canary) in nginx + Lua, nginx + njs, HAProxy + Lua
+    /// and Switchyard with the shipped plugins.
     pub fn proxies() -> Result<Vec<Self>> {
+        use Workload::{Jwt, Plain, Program};
         Ok(vec![
-            Self::new("nginx", Kind::Nginx, "nginx-proxy.conf")?,
-            Self::new("haproxy", Kind::Haproxy, "haproxy.cfg")?,
-            Self::new("switchyard", Kind::Switchyard, "switchyard-none.toml")?,
+            Self::new("nginx", Kind::Nginx, "nginx-proxy.conf", Plain, 0, "nginx")?,
+            Self::new("haproxy", Kind::Haproxy, "haproxy.cfg", Plain, 0, "haproxy")?,
+            Self::new(
+                "switchyard",
+                Kind::Switchyard,
+                "switchyard-none.toml",
+                Plain,
+                0,
+                "switchyard",
+            )?,
+            Self::new(
+                "switchyard+noop1",
+                Kind::Switchyard,
+                "switchyard-noop1.toml",
+                Plain,
+                1,
+                "switchyard",
+            )?
+            .main_only(),
+            Self::new(
+                "switchyard+noop5",
+                Kind::Switchyard,
+                "switchyard-noop5.toml",
+                Plain,
+                5,
+                "switchyard",
+            )?
+            .main_only(),
             Self::new(
                 "switchyard+canary",
                 Kind::Switchyard,
                 "switchyard-canary.toml",
+                Plain,
+                1,
+                "switchyard",
             )?,
             Self::new(
                 "switchyard+chain",
                 Kind::Switchyard,
                 "switchyard-chain.toml",
+                Jwt,
+                5,
+                "switchyard",
             )?,
+            Self::new(
+                "nginx+lua",
+                Kind::Nginx,
+                "nginx-lua.conf",
+                Program,
+                1,
+                "nginx",
+            )?
+            .main_only(),
+            Self::new(
+                "nginx+njs",
+                Kind::Nginx,
+                "nginx-njs.conf",
+                Program,
+                1,
+                "nginx",
+            )?
+            .main_only(),
+            Self::new(
+                "haproxy+lua",
+                Kind::Haproxy,
+                "haproxy-lua.cfg",
+                Program,
+                1,
+                "haproxy",
+            )?
+            .main_only(),
+            Self::new(
+                "switchyard+program",
+                Kind::Switchyard,
+                "switchyard-program.toml",
+                Program,
+                3,
+                "switchyard",
+            )?
+            .main_only(),
         ])
     }
 
-    fn new(name: &'static str, kind: Kind, template: &'static str) -> Result<Self> {
+    fn main_only(mut self) -> Self {
+        self.main_load_only = true;
+        self
+    }
+
+    fn new(
+        name: &'static str,
+        kind: Kind,
+        template: &'static str,
+        workload: Workload,
+        plugins: usize,
+        base: &'static str,
+    ) -> Result<Self> {
         let port = free_port()?;
         Ok(Self {
             name,
             kind,
             template,
+            workload,
+            plugins,
+            base,
+            main_load_only: false,
             port,
             h2_port: if kind == Kind::Switchyard {
                 port
@@ -117,6 +236,12 @@ impl Server {
             .replace("PUBLIC_KEY_PEM", &ctx.public_key_pem);
         let config = ctx.dir.join(format!("{}-{}", self.name, self.template));
         std::fs::write(&config, text)?;
+        for script in SCRIPTS {
+            std::fs::copy(
+                crate::root().join("benches/load").join(script),
+                ctx.dir.join(script),
+            )?;
+        }
         let mut command = match self.kind {
             Kind::Nginx => {
                 let mut c = Command::new("nginx");
