@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use grpc_testkit::tonic::Request;
-use grpc_testkit::{Behavior, Code, EchoReply, EchoRequest, TestServer, client};
+use grpc_testkit::{Behavior, Code, EchoClient, EchoReply, EchoRequest, TestServer, client};
 use http::StatusCode;
 use http_body_util::Full;
 use prost::Message as _;
@@ -50,19 +50,32 @@ fn request(message: &str) -> EchoRequest {
     }
 }
 
+/// A test server whose first `calls` fail with UNAVAILABLE, the example proxy in front of it,
+/// and a tonic client of the proxy.
+async fn failing_first(calls: u32) -> (TestServer, Setup, EchoClient<grpc_testkit::Channel>) {
+    let server = TestServer::start(Behavior {
+        fail_first: calls,
+        ..Behavior::default()
+    })
+    .await;
+    let setup = grpc_proxy(&[server.addr], |c| c);
+    let client = client(setup.proxy.addr()).await;
+    (server, setup, client)
+}
+
+/// `n` requests of 1 KiB each, for client streams.
+fn kibibyte_messages(n: usize) -> Vec<EchoRequest> {
+    let chunk = "x".repeat(1024);
+    (0..n).map(|_| request(&chunk)).collect()
+}
+
 fn metrics(proxy: &Proxy) -> String {
     admin_get(proxy.admin, "/metrics")
 }
 
 #[tokio::test]
 async fn unavailable_is_retried_until_the_call_succeeds() {
-    let server = TestServer::start(Behavior {
-        fail_first: 2,
-        ..Behavior::default()
-    })
-    .await;
-    let setup = grpc_proxy(&[server.addr], |c| c);
-    let mut client = client(setup.proxy.addr()).await;
+    let (server, setup, mut client) = failing_first(2).await;
 
     let reply = client
         .unary(request("hello"))
@@ -88,19 +101,11 @@ async fn unavailable_is_retried_until_the_call_succeeds() {
 
 #[tokio::test]
 async fn a_client_stream_under_the_replay_cap_is_retried_whole() {
-    let server = TestServer::start(Behavior {
-        fail_first: 2,
-        ..Behavior::default()
-    })
-    .await;
-    let setup = grpc_proxy(&[server.addr], |c| c);
-    let mut client = client(setup.proxy.addr()).await;
+    let (server, setup, mut client) = failing_first(2).await;
 
     // 20 messages of 1 KiB: no Content-Length, under the 64 KiB cap.
-    let chunk = "x".repeat(1024);
-    let messages: Vec<EchoRequest> = (0..20).map(|_| request(&chunk)).collect();
     let reply = client
-        .client_stream(grpc_testkit::stream_of(messages))
+        .client_stream(grpc_testkit::stream_of(kibibyte_messages(20)))
         .await
         .unwrap_or_else(|e| panic!("the call failed: {e}\n{}", setup.proxy.logs()))
         .into_inner();
@@ -111,19 +116,11 @@ async fn a_client_stream_under_the_replay_cap_is_retried_whole() {
 
 #[tokio::test]
 async fn a_client_stream_over_the_replay_cap_is_not_retried_and_says_why() {
-    let server = TestServer::start(Behavior {
-        fail_first: 1,
-        ..Behavior::default()
-    })
-    .await;
-    let setup = grpc_proxy(&[server.addr], |c| c);
-    let mut client = client(setup.proxy.addr()).await;
+    let (server, setup, mut client) = failing_first(1).await;
 
     // 100 KiB streamed: over the cap, so the retry the plugin asks for cannot be made.
-    let chunk = "y".repeat(1024);
-    let messages: Vec<EchoRequest> = (0..100).map(|_| request(&chunk)).collect();
     let status = client
-        .client_stream(grpc_testkit::stream_of(messages))
+        .client_stream(grpc_testkit::stream_of(kibibyte_messages(100)))
         .await
         .expect_err("the one try failed");
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");

@@ -151,35 +151,26 @@ async fn trailer_reporting_upstream() -> Upstream {
 const CHUNKED_WITH_TRAILER: &[u8] = b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTrailer: x-checksum\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\nx-checksum: abc123\r\n\r\n";
 
 #[tokio::test]
-async fn a_chunked_requests_trailers_reach_an_http1_upstream() {
-    let upstream = trailer_reporting_upstream().await;
-    let proxy =
-        Proxy::start(&(listener("public", "app", &[]) + &cluster("app", &[upstream.addr], "")));
-    let answer = raw_exchange(&proxy, CHUNKED_WITH_TRAILER).await;
-    assert_eq!(status_of(&answer), 200, "{answer}");
-    assert!(
-        answer
-            .to_ascii_lowercase()
-            .contains("x-seen-trailer: abc123"),
-        "{answer}"
-    );
-}
-
-#[tokio::test]
-async fn a_chunked_requests_trailers_reach_an_http2_upstream() {
-    let upstream = trailer_reporting_upstream().await;
-    let proxy = Proxy::start(
-        &(listener("public", "app", &[])
-            + &cluster("app", &[upstream.addr], "protocol = \"http2\"")),
-    );
-    let answer = raw_exchange(&proxy, CHUNKED_WITH_TRAILER).await;
-    assert_eq!(status_of(&answer), 200, "{answer}");
-    assert!(
-        answer
-            .to_ascii_lowercase()
-            .contains("x-seen-trailer: abc123"),
-        "{answer}"
-    );
+async fn a_chunked_requests_trailers_reach_http1_and_http2_upstreams() {
+    for protocol in ["http1", "http2"] {
+        let upstream = trailer_reporting_upstream().await;
+        let proxy = Proxy::start(
+            &(listener("public", "app", &[])
+                + &cluster(
+                    "app",
+                    &[upstream.addr],
+                    &format!("protocol = \"{protocol}\""),
+                )),
+        );
+        let answer = raw_exchange(&proxy, CHUNKED_WITH_TRAILER).await;
+        assert_eq!(status_of(&answer), 200, "{protocol}: {answer}");
+        assert!(
+            answer
+                .to_ascii_lowercase()
+                .contains("x-seen-trailer: abc123"),
+            "{protocol}: {answer}"
+        );
+    }
 }
 
 #[tokio::test]
