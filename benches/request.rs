@@ -54,6 +54,7 @@ pub fn request_state(headers: &[(&'static str, String)]) -> Box<RequestState> {
         bad_destination: None,
         plugins_reached: usize::MAX,
         exchange: switchyard::telemetry::Exchange::new(http::Method::GET, http::Version::HTTP_11),
+        response_headers_to_add: Vec::new(),
     })
 }
 

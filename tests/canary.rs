@@ -142,3 +142,30 @@ async fn other_hosts_go_to_the_default_cluster() {
         assert_eq!(reply.echo_name(), "v1");
     }
 }
+
+#[tokio::test]
+async fn the_response_names_the_side_that_served_it() {
+    let (proxy, _v1, _v2) = canary_proxy(|c| c).await;
+    let client = H2Client::connect(proxy.addr()).await;
+    for _ in 0..50 {
+        let reply = client.get_with("/", &[("authority", "myservice")]).await;
+        let served_by = reply.header("x-served-by").map(str::to_owned);
+        let expected = format!("myservice-{}", reply.echo_name());
+        assert_eq!(
+            served_by.as_deref(),
+            Some(expected.as_str()),
+            "{:?}",
+            reply.headers
+        );
+    }
+    let forced = client
+        .get_with(
+            "/",
+            &[("authority", "myservice"), ("x-canary", "myservice-v2")],
+        )
+        .await;
+    assert_eq!(forced.header("x-served-by"), Some("myservice-v2"));
+    // Hosts the rule does not name are not split, and not labelled.
+    let other = client.get_with("/", &[("authority", "elsewhere")]).await;
+    assert_eq!(other.header("x-served-by"), None);
+}

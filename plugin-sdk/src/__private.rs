@@ -86,6 +86,9 @@ impl HostApi for WasmHost {
             Side::Response => wit::response::add_header(name, value),
         })
     }
+    fn add_response_header(&mut self, name: &str, value: &str) -> Result<(), HostError> {
+        refused(wit::request::add_response_header(name, value))
+    }
     fn remove_header(&mut self, side: Side, name: &str) {
         match side {
             Side::Request => wit::request::remove_header(name),

@@ -84,6 +84,12 @@ impl Request {
     pub fn remove_header(&mut self, name: &str) {
         host::with(|h| h.remove_header(Side::Request, name));
     }
+    /// Adds a header to the response the client will get, whoever answers: from `on_request`,
+    /// a plugin that only needs to name what it decided needs no `on_response` hook (one hook
+    /// call less per request).
+    pub fn add_response_header(&mut self, name: &str, value: &str) -> Result<(), HostError> {
+        host::with(|h| h.add_response_header(name, value))
+    }
 
     /// The listener that accepted the request.
     pub fn listener(&self) -> String {

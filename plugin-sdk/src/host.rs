@@ -24,6 +24,7 @@ pub trait HostApi {
     fn set_header(&mut self, side: Side, name: &str, value: &str) -> Result<(), HostError>;
     fn add_header(&mut self, side: Side, name: &str, value: &str) -> Result<(), HostError>;
     fn remove_header(&mut self, side: Side, name: &str);
+    fn add_response_header(&mut self, name: &str, value: &str) -> Result<(), HostError>;
 
     fn listener(&mut self) -> String;
     fn peer_address(&mut self) -> String;

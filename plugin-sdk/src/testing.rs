@@ -60,6 +60,8 @@ pub struct TestHost {
     pub request_headers: Vec<(String, String)>,
     /// The response head, once there is one (see [`TestHost::response`]).
     pub response: Option<TestResponse>,
+    /// Headers added with [`Request::add_response_header`], lower-case names, in order.
+    pub response_headers_added: Vec<(String, String)>,
     pub listener: String,
     pub peer_address: String,
     pub sni: Option<String>,
@@ -389,6 +391,12 @@ impl HostApi for TestHost {
     fn add_header(&mut self, side: Side, name: &str, value: &str) -> Result<(), HostError> {
         check_header(name, value)?;
         self.headers_mut(side)?
+            .push((name.to_ascii_lowercase(), value.to_owned()));
+        Ok(())
+    }
+    fn add_response_header(&mut self, name: &str, value: &str) -> Result<(), HostError> {
+        check_header(name, value)?;
+        self.response_headers_added
             .push((name.to_ascii_lowercase(), value.to_owned()));
         Ok(())
     }

@@ -149,6 +149,7 @@ impl ListenerProxy {
             bad_destination: None,
             plugins_reached: usize::MAX,
             exchange,
+            response_headers_to_add: Vec::new(),
         });
         let (mut state, mut response) = match refusal {
             Some(refusal) => (state, refusal),
@@ -163,6 +164,9 @@ impl ListenerProxy {
             .headers_mut()
             .entry(&headers::X_REQUEST_ID)
             .or_insert(request_id);
+        for (name, value) in state.response_headers_to_add.drain(..) {
+            response.headers_mut().append(name, value);
+        }
         if state.exchange.grpc {
             response = grpc::local_error_as_grpc(response);
             state.exchange.grpc_status = grpc::status(response.headers());

@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 use switchyard_sdk::config::HostPattern;
-use switchyard_sdk::{Action, Plugin, Request, Response, log, metrics, random};
+use switchyard_sdk::{Action, Plugin, Request, log, metrics, random};
 
 /// `[plugin.config]`
 #[derive(Debug, Deserialize)]
@@ -31,7 +31,8 @@ pub struct Rule {
     #[serde(default)]
     pub sticky_header: Option<String>,
     /// The response carries this header with the chosen backend's cluster name, so clients and
-    /// tests can see which side of the split served them.
+    /// tests can see which side of the split served them (set from on_request: no response
+    /// hook).
     #[serde(default)]
     pub response_header: Option<String>,
 }
@@ -125,26 +126,8 @@ impl Plugin for Canary {
             Ok(()) => metrics::counter("requests", &[("backend", &backend.cluster)], 1),
             Err(e) => log::warn(&format!("canary: {e}")),
         }
-        Action::Continue
-    }
-
-    fn on_response(&self, req: &mut Request, resp: &mut Response) -> Action {
-        if self.rules.iter().all(|r| r.response_header.is_none()) {
-            return Action::unused();
-        }
-        // The cluster the request went to (ours, unless a later plugin routed it elsewhere), named
-        // by the rule that holds it as a backend.
-        let Some(cluster) = req.destination() else {
-            return Action::Continue;
-        };
-        let cluster = cluster.as_str();
-        let header = self
-            .rules
-            .iter()
-            .filter(|r| r.backends.iter().any(|b| b.cluster == cluster))
-            .find_map(|r| r.response_header.as_deref());
-        if let Some(header) = header {
-            let _ = resp.set_header(header, cluster);
+        if let Some(header) = &rule.response_header {
+            let _ = req.add_response_header(header, &backend.cluster);
         }
         Action::Continue
     }
@@ -297,19 +280,19 @@ mod tests {
             r#"{ "rules": [ { "hosts": ["*"], "backends": [ { "cluster": "v1", "weight": 80 }, { "cluster": "v2", "weight": 20 } ], "override_header": "x-canary", "response_header": "x-served-by" } ] }"#,
         )
         .unwrap();
-        let mut host = TestHost::get("/").header("x-canary", "v2").response(200);
+        let mut host = TestHost::get("/").header("x-canary", "v2");
         host.on_request(&named);
-        assert_eq!(host.on_response(&named), Action::Continue);
-        assert!(host.last_hook_used);
-        assert_eq!(host.response_header_value("x-served-by"), Some("v2"));
-
-        // Without the option the response hook tells the proxy it is unused.
+        assert_eq!(
+            host.response_headers_added,
+            [("x-served-by".to_owned(), "v2".to_owned())]
+        );
+        // Without the option nothing is added, and the plugin has no response hook at all.
         let plain = switchyard_sdk::load::<Canary>(SPLIT).unwrap();
         let mut host = TestHost::get("/").authority("myservice").response(200);
         host.on_request(&plain);
+        assert!(host.response_headers_added.is_empty());
         host.on_response(&plain);
         assert!(!host.last_hook_used);
-        assert_eq!(host.response_header_value("x-served-by"), None);
     }
 
     #[test]

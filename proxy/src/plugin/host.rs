@@ -46,6 +46,9 @@ pub struct RequestState {
     pub plugins_reached: usize,
     /// What telemetry reports when the request is done.
     pub exchange: crate::telemetry::Exchange,
+    /// Headers plugins added for the client's response (`add-response-header`), appended to
+    /// whatever response goes out.
+    pub response_headers_to_add: Vec<(http::HeaderName, HeaderValue)>,
 }
 
 /// What every instance of one plugin shares.
@@ -374,6 +377,15 @@ impl request::Host for HostState {
             .head
             .headers
             .append(name, value);
+        Ok(())
+    }
+
+    fn add_response_header(&mut self, name: String, value: String) -> Result<(), String> {
+        let (name, value) = self.parse_header(&name, value)?;
+        self.req_mut()
+            .ok_or(NO_REQUEST)?
+            .response_headers_to_add
+            .push((name, value));
         Ok(())
     }
 
