@@ -175,15 +175,27 @@ impl ListenerMetrics {
         let listener = self.listener.to_string();
         let route = key.route.as_deref().unwrap_or("").to_owned();
         let cluster = key.cluster.as_deref().unwrap_or("").to_owned();
-        let requests = metrics::counter!(
-            "switchyard_requests_total",
-            "listener" => listener.clone(),
-            "route" => route.clone(),
-            "cluster" => cluster.clone(),
-            "status_class" => key.status_class,
-            "grpc_status" => key.grpc_status,
-            "method" => key.method,
-        );
+        // Only gRPC requests carry `grpc_status`: other series look as they always did.
+        let requests = if key.grpc_status.is_empty() {
+            metrics::counter!(
+                "switchyard_requests_total",
+                "listener" => listener.clone(),
+                "route" => route.clone(),
+                "cluster" => cluster.clone(),
+                "status_class" => key.status_class,
+                "method" => key.method,
+            )
+        } else {
+            metrics::counter!(
+                "switchyard_requests_total",
+                "listener" => listener.clone(),
+                "route" => route.clone(),
+                "cluster" => cluster.clone(),
+                "status_class" => key.status_class,
+                "method" => key.method,
+                "grpc_status" => key.grpc_status,
+            )
+        };
         let duration = metrics::histogram!(
             "switchyard_request_duration_seconds",
             "listener" => listener,
