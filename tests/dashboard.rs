@@ -19,6 +19,19 @@ use crate::support::{Killed, Proxy, Upstream, eventually, free_port, get_with, s
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
+/// Stops every Chromium process of this test's profile when the test ends, however it ends:
+/// chromedriver's browser outlives chromedriver, and a failed assertion skips `close`.
+struct BrowserReaper(std::path::PathBuf);
+
+impl Drop for BrowserReaper {
+    fn drop(&mut self) {
+        let _ = Command::new("pkill")
+            .args(["-f", "--"])
+            .arg(format!("--user-data-dir={}", self.0.display()))
+            .status();
+    }
+}
+
 /// A WebDriver session on a local chromedriver.
 struct Browser {
     driver: SocketAddr,
@@ -166,6 +179,7 @@ async fn the_dashboard_shows_live_traffic_without_console_errors() {
         "chromedriver never listened"
     );
     let profile = scratch_dir().join("chromium-profile");
+    let _reaper = BrowserReaper(profile.clone());
     let browser = Browser::start(driver, &profile).await;
     browser
         .go(&format!("http://{}/dashboard", proxy.admin))
