@@ -50,12 +50,10 @@ pub fn accepts_trailers<B>(req: &Request<B>) -> bool {
 
 /// Announces a gRPC response's trailers to an HTTP/1.1 client that accepts them: an HTTP/1.1
 /// hop sends only the trailer fields a `Trailer` header names, and HTTP/2 servers rarely send
-/// one. Other responses keep the upstream's own `Trailer`, if any.
+/// one. Other responses (gRPC-Web's too: its trailers travel in the body) keep the upstream's
+/// own `Trailer`, if any.
 pub fn announce_grpc_trailers(headers: &mut HeaderMap) {
-    let grpc = headers
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    if grpc && !headers.contains_key(header::TRAILER) {
+    if crate::grpc::is_grpc(headers) && !headers.contains_key(header::TRAILER) {
         headers.insert(header::TRAILER, GRPC_TRAILERS.clone());
     }
 }

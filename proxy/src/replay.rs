@@ -8,7 +8,7 @@
 //! (an HTTP/1.1 connection finishing its request) and a retry both see the whole stream.
 
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
@@ -104,9 +104,15 @@ impl<B: Body> Replay<B> {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Shared<B>> {
-        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> MutexGuard<'_, Shared<B>> {
+        lock(&self.shared)
     }
+}
+
+/// The shared state, whatever a panicking holder left (nothing here can be left half-updated
+/// in a way that matters: the worst is a frame counted and not kept, which fails a replay).
+fn lock<B>(shared: &Mutex<Shared<B>>) -> MutexGuard<'_, Shared<B>> {
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// One attempt's view of a [`Replay`].
@@ -119,8 +125,8 @@ pub struct ReplayBody<B> {
 }
 
 impl<B> ReplayBody<B> {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Shared<B>> {
-        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> MutexGuard<'_, Shared<B>> {
+        lock(&self.shared)
     }
 }
 
@@ -136,7 +142,7 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
-        let mut shared = this.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut shared = lock(&this.shared);
         if this.position < shared.read {
             if shared.overflowed {
                 return Poll::Ready(Some(Err(Box::new(ReplayLost { cap: shared.cap }))));
@@ -156,10 +162,13 @@ where
         }
         // This attempt is the furthest ahead: read on from the client.
         let polled = Pin::new(&mut shared.source).poll_frame(cx);
+        if polled.is_ready() {
+            // Attempts behind this one may now have a frame (or the end) to replay.
+            shared.wake_others(cx.waker());
+        }
         match polled {
             Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                 Ok(data) => {
-                    shared.wake_others(cx.waker());
                     shared.read += 1;
                     this.position = shared.read;
                     if !shared.overflowed && shared.buffered + data.len() <= shared.cap {
@@ -172,7 +181,6 @@ where
                     Poll::Ready(Some(Ok(Frame::data(data))))
                 }
                 Err(frame) => {
-                    shared.wake_others(cx.waker());
                     if let Some(trailers) = frame.trailers_ref() {
                         shared.trailers = Some(trailers.clone());
                         this.trailers_sent = true;
@@ -181,14 +189,10 @@ where
                 }
             },
             Poll::Ready(None) => {
-                shared.wake_others(cx.waker());
                 shared.ended = true;
                 Poll::Ready(None)
             }
-            Poll::Ready(Some(Err(e))) => {
-                shared.wake_others(cx.waker());
-                Poll::Ready(Some(Err(e)))
-            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
             Poll::Pending => {
                 if !shared.waiting.iter().any(|w| w.will_wake(cx.waker())) {
                     shared.waiting.push(cx.waker().clone());

@@ -100,17 +100,19 @@ pub fn format_timeout(remaining: Duration) -> HeaderValue {
 /// The gRPC status for one of the proxy's own errors, as Envoy maps them: a timeout is
 /// `DEADLINE_EXCEEDED`, an oversized body `RESOURCE_EXHAUSTED`, otherwise the HTTP-to-gRPC
 /// mapping of grpc/doc/http-grpc-status-mapping.md.
-fn status_for(response_status: StatusCode, error: Option<&[u8]>) -> u8 {
-    let timeout = LocalError::UpstreamTimeout.code().as_bytes();
-    let too_large = LocalError::BodyTooLarge.code().as_bytes();
-    match (response_status.as_u16(), error) {
-        (_, Some(e)) if e == timeout => code::DEADLINE_EXCEEDED,
-        (_, Some(e)) if e == too_large => code::RESOURCE_EXHAUSTED,
-        (400, _) => code::INTERNAL,
-        (401, _) => code::UNAUTHENTICATED,
-        (403, _) => code::PERMISSION_DENIED,
-        (404, _) => code::UNIMPLEMENTED,
-        (429 | 502 | 503 | 504, _) => code::UNAVAILABLE,
+fn status_for(response_status: StatusCode, error: &[u8]) -> u8 {
+    if error == LocalError::UpstreamTimeout.code().as_bytes() {
+        return code::DEADLINE_EXCEEDED;
+    }
+    if error == LocalError::BodyTooLarge.code().as_bytes() {
+        return code::RESOURCE_EXHAUSTED;
+    }
+    match response_status.as_u16() {
+        400 => code::INTERNAL,
+        401 => code::UNAUTHENTICATED,
+        403 => code::PERMISSION_DENIED,
+        404 => code::UNIMPLEMENTED,
+        429 | 502 | 503 | 504 => code::UNAVAILABLE,
         _ => code::UNKNOWN,
     }
 }
@@ -125,7 +127,7 @@ pub fn local_error_as_grpc(response: Response<ProxyBody>) -> Response<ProxyBody>
     if response.status() == StatusCode::OK || response.headers().contains_key(&GRPC_STATUS) {
         return response;
     }
-    let status = status_for(response.status(), Some(error.as_bytes()));
+    let status = status_for(response.status(), error.as_bytes());
     let message = match response.body() {
         ProxyBody::Full(Some(text)) => percent_encode_message(text.trim_ascii()),
         _ => HeaderValue::from_static(""),

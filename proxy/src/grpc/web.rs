@@ -105,12 +105,7 @@ impl WebCall {
 /// and a body that carries the trailers (and is base64 for text).
 pub fn to_web_response(response: Response<ProxyBody>, call: &WebCall) -> Response<ProxyBody> {
     let (mut head, body) = response.into_parts();
-    let grpc = head.headers.get(CONTENT_TYPE).is_some_and(|v| {
-        v.as_bytes()
-            .strip_prefix(b"application/grpc")
-            .is_some_and(|rest| rest.is_empty() || rest[0] == b'+' || rest[0] == b';')
-    });
-    if !grpc {
+    if !super::is_grpc(&head.headers) {
         // Not a gRPC answer (a plugin's or the proxy's plain one): left as it is.
         return Response::from_parts(head, body);
     }

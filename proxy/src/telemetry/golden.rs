@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use hashbrown::Equivalent;
-use metrics::{Counter, Gauge, Histogram};
+use metrics::{Counter, Gauge, Histogram, Label};
 use rustc_hash::{FxBuildHasher, FxHashMap};
 
 /// Distinct label sets one listener keeps before new routes are reported as `other`.
@@ -175,27 +175,18 @@ impl ListenerMetrics {
         let listener = self.listener.to_string();
         let route = key.route.as_deref().unwrap_or("").to_owned();
         let cluster = key.cluster.as_deref().unwrap_or("").to_owned();
+        let mut labels = vec![
+            Label::new("listener", listener.clone()),
+            Label::new("route", route.clone()),
+            Label::new("cluster", cluster.clone()),
+            Label::new("status_class", key.status_class),
+            Label::new("method", key.method),
+        ];
         // Only gRPC requests carry `grpc_status`: other series look as they always did.
-        let requests = if key.grpc_status.is_empty() {
-            metrics::counter!(
-                "switchyard_requests_total",
-                "listener" => listener.clone(),
-                "route" => route.clone(),
-                "cluster" => cluster.clone(),
-                "status_class" => key.status_class,
-                "method" => key.method,
-            )
-        } else {
-            metrics::counter!(
-                "switchyard_requests_total",
-                "listener" => listener.clone(),
-                "route" => route.clone(),
-                "cluster" => cluster.clone(),
-                "status_class" => key.status_class,
-                "method" => key.method,
-                "grpc_status" => key.grpc_status,
-            )
-        };
+        if !key.grpc_status.is_empty() {
+            labels.push(Label::new("grpc_status", key.grpc_status));
+        }
+        let requests = metrics::counter!("switchyard_requests_total", labels);
         let duration = metrics::histogram!(
             "switchyard_request_duration_seconds",
             "listener" => listener,

@@ -88,6 +88,7 @@ pub fn bench(args: &[String]) -> Result<()> {
         public_key_pem: std::fs::read_to_string(keys.join("rsa-public.pem"))?,
         switchyard: crate::root().join("target/release/switchyard"),
     };
+    setup.write_scripts()?;
     let token = format!("Bearer {}", mint_token(&keys.join("rsa-private.pem"))?);
 
     let mut origin = Server::origin()?;

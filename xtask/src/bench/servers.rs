@@ -87,6 +87,20 @@ pub struct Setup {
     pub switchyard: PathBuf,
 }
 
+impl Setup {
+    /// Copies the scripts some configs load (the program for njs and HAProxy's Lua) next to
+    /// the configs, once per run.
+    pub fn write_scripts(&self) -> Result<()> {
+        for script in SCRIPTS {
+            std::fs::copy(
+                crate::root().join("benches/load").join(script),
+                self.dir.join(script),
+            )?;
+        }
+        Ok(())
+    }
+}
+
 impl Server {
     pub fn origin() -> Result<Self> {
         Self::new(
@@ -236,12 +250,6 @@ impl Server {
             .replace("PUBLIC_KEY_PEM", &ctx.public_key_pem);
         let config = ctx.dir.join(format!("{}-{}", self.name, self.template));
         std::fs::write(&config, text)?;
-        for script in SCRIPTS {
-            std::fs::copy(
-                crate::root().join("benches/load").join(script),
-                ctx.dir.join(script),
-            )?;
-        }
         let mut command = match self.kind {
             Kind::Nginx => {
                 let mut c = Command::new("nginx");
