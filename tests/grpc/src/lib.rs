@@ -68,18 +68,8 @@ impl Drop for CancelGuard {
 
 impl EchoService {
     /// Counts the call and applies the behavior; an error fails the call.
-    async fn start_call<T>(&self, request: &Request<T>) -> Result<(), Status> {
+    async fn start_call<T>(&self, _request: &Request<T>) -> Result<(), Status> {
         let call = self.seen.calls.fetch_add(1, Ordering::SeqCst) + 1;
-        let timeout = request
-            .metadata()
-            .get("grpc-timeout")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        *self
-            .seen
-            .last_timeout
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = timeout;
         if call <= self.behavior.fail_first {
             return Err(Status::unavailable(format!("call {call} fails on purpose")));
         }
@@ -141,6 +131,38 @@ impl pb::echo_server::Echo for EchoService {
     }
 }
 
+/// Serves `routes` over h2c with hyper directly rather than tonic's own server, which enforces
+/// a call's `grpc-timeout` itself (answering CANCELLED when its timer wins the race with the
+/// proxy's): here the header is recorded for Echo calls and removed, so only the proxy enforces
+/// the deadline, and the server sees it only as a cancellation.
+async fn serve(listener: tokio::net::TcpListener, routes: tonic::service::Routes, seen: Arc<Seen>) {
+    let http = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let (routes, seen, http) = (routes.clone(), Arc::clone(&seen), http.clone());
+        tokio::spawn(async move {
+            let service =
+                hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+                    let timeout = req.headers_mut().remove("grpc-timeout");
+                    if req.uri().path().starts_with("/switchyard.test.Echo/") {
+                        *seen
+                            .last_timeout
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                            timeout.and_then(|v| v.to_str().ok().map(str::to_owned));
+                    }
+                    let mut routes = routes.clone();
+                    async move { tonic::codegen::Service::call(&mut routes, req).await }
+                });
+            let _ = http
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
 /// A running test server (stopped on drop).
 pub struct TestServer {
     pub addr: SocketAddr,
@@ -165,14 +187,10 @@ impl TestServer {
             behavior,
             seen: Arc::clone(&seen),
         });
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        let task = tokio::spawn(async move {
-            let _ = tonic::transport::Server::builder()
-                .add_service(health_service)
-                .add_service(echo)
-                .serve_with_incoming(incoming)
-                .await;
-        });
+        let routes = tonic::service::Routes::new(health_service)
+            .add_service(echo)
+            .prepare();
+        let task = tokio::spawn(serve(listener, routes, Arc::clone(&seen)));
         Self {
             addr,
             seen,
