@@ -257,25 +257,16 @@ async fn weight_changes_reach_every_proxy_within_2s_and_survive_the_control_plan
         metrics.contains("switchyard_control_proxies{in_sync=\"true\"} 2"),
         "{metrics}"
     );
+    // The bundle it started with, and the edit.
     let metrics = crate::support::proxy::admin_get(a.admin, "/metrics");
     assert!(
-        metrics.contains("switchyard_control_bundles_total{result=\"applied\"} 1")
+        metrics.contains("switchyard_control_bundles_total{result=\"applied\"} 2")
             && metrics.contains("switchyard_identity_expiry_timestamp_seconds"),
         "{metrics}"
     );
 
     // `switchyard ctl --control` changes the split mesh-wide.
-    let ctl = Command::new(BIN)
-        .args([
-            "ctl",
-            "--control",
-            &control.admin.to_string(),
-            "--token",
-            ADMIN_TOKEN,
-        ])
-        .args(["weights", "canary", "v1=100", "v2=0"])
-        .output()
-        .unwrap();
+    let ctl = ctl_control(&control, &["weights", "canary", "v1=100", "v2=0"]);
     assert!(
         ctl.status.success(),
         "ctl weights: {}",
@@ -286,34 +277,14 @@ async fn weight_changes_reach_every_proxy_within_2s_and_survive_the_control_plan
     })
     .await;
     assert!(back, "ctl weights did not reach both proxies within 2 s");
-    let refused = Command::new(BIN)
-        .args([
-            "ctl",
-            "--control",
-            &control.admin.to_string(),
-            "--token",
-            ADMIN_TOKEN,
-        ])
-        .args(["weights", "canary", "v9=1"])
-        .output()
-        .unwrap();
+    let refused = ctl_control(&control, &["weights", "canary", "v9=1"]);
     assert!(
         !refused.status.success(),
         "a weight for an unknown cluster was accepted"
     );
     // A split the canary plugin itself rejects (nothing left to send to) is refused by the
     // control plane, which loads the plugins before any proxy sees them.
-    let rejected = Command::new(BIN)
-        .args([
-            "ctl",
-            "--control",
-            &control.admin.to_string(),
-            "--token",
-            ADMIN_TOKEN,
-        ])
-        .args(["weights", "canary", "v1=0"])
-        .output()
-        .unwrap();
+    let rejected = ctl_control(&control, &["weights", "canary", "v1=0"]);
     let said = String::from_utf8_lossy(&rejected.stderr);
     assert!(
         !rejected.status.success() && said.contains("canary") && said.contains("add up to 0"),
@@ -366,6 +337,201 @@ async fn weight_changes_reach_every_proxy_within_2s_and_survive_the_control_plan
     })
     .await;
     assert!(logged, "the restarted proxy's own [access_log] applies");
+}
+
+/// `switchyard ctl --control ADDR --token T ARGS...` against `control`'s admin API.
+fn ctl_control(control: &ControlPlane, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args([
+            "ctl",
+            "--control",
+            &control.admin.to_string(),
+            "--token",
+            ADMIN_TOKEN,
+        ])
+        .args(args)
+        .output()
+        .expect("run switchyard ctl")
+}
+
+/// `switchyard ctl --admin ADDR ARGS...` against a proxy's admin API, with stdout.
+fn ctl_proxy(proxy: &Proxy, args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(["ctl", "--admin", &proxy.admin.to_string()])
+        .args(args)
+        .output()
+        .expect("run switchyard ctl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The `control` section of a proxy's `/status`.
+fn control_link(proxy: &Proxy) -> serde_json::Value {
+    let status = crate::support::proxy::admin_get(proxy.admin, "/status");
+    let status: serde_json::Value = serde_json::from_str(&status).expect("status is JSON");
+    status["control"].clone()
+}
+
+/// Workload `name`'s entry in the control plane's `/status`.
+fn workload_status(control: &ControlPlane, name: &str) -> serde_json::Value {
+    let status = control.status();
+    status["workloads"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|w| w["workload"] == format!("default/{name}"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no workload {name} in {status}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxies_show_their_identity_held_weights_clear_and_a_restarted_control_plane_lists_every_proxy()
+ {
+    let mesh = MeshDir::new();
+    let (v1, v2) = (Upstream::echo("v1").await, Upstream::echo("v2").await);
+    let canary_wasm = plugin_path("canary");
+    for w in ["a", "b"] {
+        mesh.write_workload(w, &split_workload(&v1, &v2));
+    }
+    mesh.write_mesh("", &canary(&canary_wasm, 0, 100), &["a", "b"]);
+    let control = ControlPlane::start(&mesh.mesh());
+    // Counters exist, at zero, before their first event.
+    let metrics = crate::support::proxy::admin_get(control.admin, "/metrics");
+    assert!(
+        metrics.contains("switchyard_control_identities_issued_total 0"),
+        "{metrics}"
+    );
+    let a = mesh.proxy(control.api, "a");
+    let b = mesh.proxy(control.api, "b");
+    assert!(answered_by(&a, "v2").await && answered_by(&b, "v2").await);
+    let listed = eventually(Duration::from_secs(5), async || control.in_sync(2)).await;
+    assert!(listed, "{}", control.status());
+    let metrics = crate::support::proxy::admin_get(a.admin, "/metrics");
+    for counter in [
+        "switchyard_control_bundles_total{result=\"applied\"} 1",
+        "switchyard_control_bundles_total{result=\"refused\"} 0",
+        "switchyard_control_poll_errors_total 0",
+    ] {
+        assert!(metrics.contains(counter), "no {counter} in:\n{metrics}");
+    }
+
+    // The proxy's own status: its control plane, bundle and identity.
+    let link = control_link(&a);
+    let expected = workload_status(&control, "a");
+    assert_eq!(link["connection"], "connected", "{link}");
+    assert_eq!(link["workload"], "default/a", "{link}");
+    assert_eq!(
+        link["identity"]["spiffe_id"], expected["spiffe_id"],
+        "{link}"
+    );
+    assert!(
+        link["identity"]["expires_in_secs"].as_u64() > Some(0),
+        "{link}"
+    );
+    assert_eq!(link["bundle"]["etag"], expected["etag"], "{link}");
+    assert_eq!(
+        link["mesh_generation"],
+        control.status()["reload"]["generation"],
+        "{link}"
+    );
+    let table = ctl_proxy(&a, &["status"]);
+    let spiffe_id = expected["spiffe_id"].as_str().expect("a SPIFFE ID");
+    assert!(
+        table.contains(spiffe_id) && table.contains("connected"),
+        "{table}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ctl_proxy(&a, &["status", "--json"])).expect("--json is JSON");
+    assert_eq!(json["control"]["identity"]["spiffe_id"], spiffe_id);
+
+    // Weights set with ctl are held over mesh.toml's, shown, and cleared.
+    let set = ctl_control(&control, &["weights", "canary", "v1=100", "v2=0"]);
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    let moved = eventually(Duration::from_secs(2), async || {
+        answered_by(&a, "v1").await && answered_by(&b, "v1").await
+    })
+    .await;
+    assert!(moved, "ctl weights did not reach both proxies");
+    let held = control.status()["held_weights"].clone();
+    assert_eq!(held[0]["plugin"], "canary", "{held}");
+    assert_eq!(held[0]["held"]["v1"], 100, "{held}");
+    assert_eq!(held[0]["mesh_toml"]["v1"], 0, "{held}");
+    let shown = ctl_control(&control, &["status"]);
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.contains("weights held")
+            && shown.contains("v1=100 v2=0")
+            && shown.contains("v1=0 v2=100"),
+        "{shown}"
+    );
+    // An edit of the same weights in mesh.toml is shadowed, and says so.
+    mesh.write_mesh("", &canary(&canary_wasm, 0, 50), &["a", "b"]);
+    let logged = eventually(Duration::from_secs(5), async || {
+        control
+            .logs()
+            .contains("mesh.toml changes weights that were set over the admin API")
+    })
+    .await;
+    assert!(logged, "{}", control.logs());
+    assert!(answered_by(&a, "v1").await && answered_by(&b, "v1").await);
+    let cleared = ctl_control(&control, &["weights", "--clear", "canary"]);
+    let said = String::from_utf8_lossy(&cleared.stdout);
+    assert!(
+        cleared.status.success() && said.contains("cleared"),
+        "{said}"
+    );
+    let back = eventually(Duration::from_secs(2), async || {
+        answered_by(&a, "v2").await && answered_by(&b, "v2").await
+    })
+    .await;
+    assert!(
+        back,
+        "clearing the held weights did not bring back mesh.toml's"
+    );
+    assert_eq!(control.status()["held_weights"], serde_json::json!([]));
+
+    // The control plane restarts on the same address, with the mesh unchanged: every proxy is
+    // listed, in sync, within seconds (each reports when it reconnects).
+    let api = control.api;
+    control.kill();
+    let noticed = eventually(Duration::from_secs(10), async || {
+        control_link(&a)["connection"] == "unreachable"
+    })
+    .await;
+    assert!(noticed, "{}", control_link(&a));
+    let mesh_text = std::fs::read_to_string(mesh.mesh()).unwrap();
+    let pinned = mesh_text.replacen(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"{api}\""),
+        1,
+    );
+    crate::support::control::replace_file(&mesh.mesh(), &pinned);
+    let control = ControlPlane::start(&mesh.mesh());
+    assert_eq!(control.api, api);
+    let restarted = Instant::now();
+    let listed = eventually(Duration::from_secs(8), async || control.in_sync(2)).await;
+    assert!(listed, "{}", control.status());
+    eprintln!(
+        "both proxies listed in sync {:?} after the control plane restarted",
+        restarted.elapsed()
+    );
+    for w in ["a", "b"] {
+        let proxies = workload_status(&control, w)["proxies"].clone();
+        assert!(proxies[0]["seen_age_secs"].as_u64() < Some(5), "{proxies}");
+    }
+    let reconnected = eventually(Duration::from_secs(5), async || {
+        control_link(&a)["connection"] == "connected"
+    })
+    .await;
+    assert!(reconnected, "{}", control_link(&a));
 }
 
 /// What the man in the middle does to the control plane's answers.

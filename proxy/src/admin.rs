@@ -31,6 +31,15 @@ pub struct AdminState {
     pub ready: AtomicBool,
     /// Renders `/metrics`; `None` if another recorder was installed first (tests in one process).
     pub metrics: Option<crate::telemetry::MetricsHandle>,
+    /// A controlled proxy's view of its control plane and identity, shown in `/status`.
+    pub control: Option<Arc<dyn StatusSection>>,
+}
+
+/// A part of `/status` that another component owns (a controlled proxy's agent reports its
+/// control plane, identity and bundle there), so the admin API need not know its insides.
+pub trait StatusSection: Send + Sync {
+    /// The section as JSON, read at each request.
+    fn status(&self) -> serde_json::Value;
 }
 
 /// Serves the admin API on an already bound socket until the process ends.
@@ -126,7 +135,7 @@ fn read_only(state: &AdminState, path: &str) -> Response<ProxyBody> {
         }
         "/clusters" => json(&clusters(&state.reloader.current())),
         "/plugins" => json(&plugins(&state.reloader.current())),
-        "/status" => json(&status(&state.reloader)),
+        "/status" => json(&status(state)),
         _ => text(
             StatusCode::NOT_FOUND,
             "not found; try /live, /ready, /config, /clusters, /plugins, /status, /metrics, /metrics.json or /dashboard\n",
@@ -218,9 +227,10 @@ fn refused(error: &str) -> Response<ProxyBody> {
     response
 }
 
-fn status(reloader: &Reloader) -> serde_json::Value {
+fn status(state: &AdminState) -> serde_json::Value {
+    let reloader = &state.reloader;
     let status = reloader.status();
-    serde_json::json!({
+    let mut answer = serde_json::json!({
         "config_version": status.version,
         "config_file": reloader.config_path().display().to_string(),
         "last_reload": {
@@ -229,7 +239,11 @@ fn status(reloader: &Reloader) -> serde_json::Value {
             "trigger": status.last_trigger,
             "at_unix": status.last_at,
         },
-    })
+    });
+    if let Some(control) = &state.control {
+        answer["control"] = control.status();
+    }
+    answer
 }
 
 fn plugins(snapshot: &Snapshot) -> serde_json::Value {

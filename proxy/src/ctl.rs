@@ -45,12 +45,16 @@ enum CtlCommand {
     /// Config version and the result of the last reload.
     Status,
     /// Set a traffic split mesh-wide (with --control): `weights canary v1=90 v2=10` sets those
-    /// clusters' weights in plugin `canary` for every proxy, until the control plane restarts.
+    /// clusters' weights in plugin `canary` for every proxy, and holds them over mesh.toml's
+    /// until `weights --clear canary` or a control-plane restart.
     Weights {
         plugin: String,
         /// CLUSTER=WEIGHT, one or more.
-        #[arg(required = true, value_parser = parse_weight)]
+        #[arg(required_unless_present = "clear", conflicts_with = "clear", value_parser = parse_weight)]
         weights: Vec<(String, u32)>,
+        /// Drop the weights held for PLUGIN: mesh.toml's apply again.
+        #[arg(long)]
+        clear: bool,
     },
 }
 
@@ -95,7 +99,18 @@ impl Ctl {
                     .with_context(|| format!("cannot read {}", file.display()))?;
                 (Method::PUT, format!("/plugins/{name}"), Bytes::from(bytes))
             }
-            CtlCommand::Weights { plugin, weights } => {
+            CtlCommand::Weights {
+                plugin,
+                clear: true,
+                ..
+            } => (
+                Method::DELETE,
+                format!("/plugins/{plugin}/weights"),
+                Bytes::new(),
+            ),
+            CtlCommand::Weights {
+                plugin, weights, ..
+            } => {
                 let body: serde_json::Map<String, Value> = weights
                     .iter()
                     .map(|(cluster, weight)| (cluster.clone(), Value::from(*weight)))
@@ -167,11 +182,16 @@ fn render(command: &CtlCommand, answer: &Value) -> String {
     match command {
         CtlCommand::Plugins => plugins_table(answer),
         CtlCommand::Status if answer.get("workloads").is_some() => mesh_status(answer),
-        CtlCommand::Weights { plugin, .. } => match answer["result"].as_str() {
-            Some("ok") => format!(
-                "weights of {plugin} set mesh-wide; mesh generation {}\n",
+        CtlCommand::Weights { plugin, clear, .. } => match answer["result"].as_str() {
+            Some("ok") if !clear => format!(
+                "weights of {plugin} set mesh-wide and held over mesh.toml's; mesh generation {}\n",
                 answer["generation"]
             ),
+            Some("ok") if answer["cleared"] == true => format!(
+                "weights of {plugin} cleared: mesh.toml's apply; mesh generation {}\n",
+                answer["generation"]
+            ),
+            Some("ok") => format!("no weights were held for {plugin}; nothing changed\n"),
             _ => format!("refused: {answer}\n"),
         },
         CtlCommand::Status => {
@@ -188,6 +208,9 @@ fn render(command: &CtlCommand, answer: &Value) -> String {
             out.push('\n');
             if let Some(error) = last["error"].as_str() {
                 out.push_str(&format!("last error      {error}\n"));
+            }
+            if let Some(control) = answer.get("control") {
+                out.push_str(&control_link(control));
             }
             out
         }
@@ -213,7 +236,61 @@ fn render(command: &CtlCommand, answer: &Value) -> String {
     }
 }
 
-/// The control plane's `/status`: each workload and whether its proxies run its bundle.
+/// A controlled proxy's `/status` `control` section: its control plane, bundle and identity.
+fn control_link(control: &Value) -> String {
+    let text = |v: &Value| v.as_str().unwrap_or("-").to_owned();
+    let ago = |v: &Value| {
+        v.as_u64().map_or("never".to_owned(), |at| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            format!("{}s ago", now.saturating_sub(at))
+        })
+    };
+    let mut out = format!(
+        "control plane   {} ({} since {}, last answer {})\n",
+        text(&control["url"]),
+        text(&control["connection"]),
+        ago(&control["since_unix"]),
+        ago(&control["last_contact_unix"]),
+    );
+    if let Some(error) = control["last_error"].as_str() {
+        out.push_str(&format!("control error   {error}\n"));
+    }
+    out.push_str(&format!(
+        "workload        {} (instance {})\n",
+        text(&control["workload"]),
+        text(&control["instance"])
+    ));
+    let bundle = &control["bundle"];
+    out.push_str(&format!(
+        "bundle          {} (mesh generation {}, applied {})\n",
+        text(&bundle["etag"]),
+        control["mesh_generation"]
+            .as_u64()
+            .map_or("-".to_owned(), |g| g.to_string()),
+        ago(&bundle["applied_unix"]),
+    ));
+    if let Some(refused) = bundle["refused"].as_object() {
+        out.push_str(&format!(
+            "bundle refused  {}: {}\n",
+            refused.get("etag").and_then(Value::as_str).unwrap_or("-"),
+            refused.get("error").and_then(Value::as_str).unwrap_or("-"),
+        ));
+    }
+    let identity = &control["identity"];
+    match identity["spiffe_id"].as_str() {
+        Some(id) => out.push_str(&format!(
+            "identity        {id} (expires in {}s)\n",
+            identity["expires_in_secs"]
+        )),
+        None => out.push_str("identity        none yet\n"),
+    }
+    out
+}
+
+/// The control plane's `/status`: each workload and whether its proxies run its bundle, when
+/// each was last heard from, and the weights held over mesh.toml's.
 fn mesh_status(answer: &Value) -> String {
     let mut rows = vec![[
         "WORKLOAD".to_owned(),
@@ -221,6 +298,7 @@ fn mesh_status(answer: &Value) -> String {
         "PROXY".to_owned(),
         "APPLIED".to_owned(),
         "IN SYNC".to_owned(),
+        "LAST SEEN".to_owned(),
     ]];
     for w in answer["workloads"].as_array().into_iter().flatten() {
         let name = w["workload"].as_str().unwrap_or("-").to_owned();
@@ -230,6 +308,7 @@ fn mesh_status(answer: &Value) -> String {
             rows.push([
                 name.clone(),
                 etag.clone(),
+                "-".into(),
                 "-".into(),
                 "-".into(),
                 "-".into(),
@@ -247,10 +326,41 @@ fn mesh_status(answer: &Value) -> String {
                     "no"
                 }
                 .to_owned(),
+                format!("{}s ago", p["seen_age_secs"]),
             ]);
         }
     }
-    table(rows)
+    let mut out = table(rows);
+    let held = answer["held_weights"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if !held.is_empty() {
+        out.push_str("\nweights held over mesh.toml's (clear with `weights --clear PLUGIN`):\n");
+        let mut rows = vec![[
+            "PLUGIN".to_owned(),
+            "HELD".to_owned(),
+            "MESH.TOML".to_owned(),
+        ]];
+        let weights = |v: &Value| {
+            let pairs: Vec<String> = v
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(cluster, weight)| format!("{cluster}={weight}"))
+                .collect();
+            pairs.join(" ")
+        };
+        for h in held {
+            rows.push([
+                h["plugin"].as_str().unwrap_or("-").to_owned(),
+                weights(&h["held"]),
+                weights(&h["mesh_toml"]),
+            ]);
+        }
+        out.push_str(&table(rows));
+    }
+    out
 }
 
 fn plugins_table(answer: &Value) -> String {

@@ -12,7 +12,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-use crate::admin::{self, AdminState};
+use crate::admin::{self, AdminState, StatusSection};
 use crate::config::Config;
 use crate::reload::{Reloader, StartError};
 
@@ -33,7 +33,7 @@ pub enum ServerError {
 /// Runs the proxy until SIGTERM or SIGINT, on a runtime sized by `[runtime]`. `config_path` is
 /// where reloads (file changes, SIGHUP, the admin API) read the config again.
 pub fn run(config: Config, config_path: PathBuf) -> Result<(), ServerError> {
-    run_with(config, config_path, |_| {})
+    run_with(config, config_path, |_| None)
 }
 
 /// [`run`], calling `on_start` with the reloader once everything is bound (a controlled proxy
@@ -41,7 +41,7 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), ServerError> {
 pub fn run_with(
     config: Config,
     config_path: PathBuf,
-    on_start: impl FnOnce(Arc<Reloader>),
+    on_start: impl FnOnce(Arc<Reloader>) -> Option<Arc<dyn StatusSection>>,
 ) -> Result<(), ServerError> {
     // One worker: tokio's single-threaded scheduler, which skips the work-stealing machinery
     // (and its cross-thread wakeups) that one thread cannot use.
@@ -64,15 +64,16 @@ pub async fn serve(
     config_path: PathBuf,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    serve_with(config, config_path, shutdown, |_| {}).await
+    serve_with(config, config_path, shutdown, |_| None).await
 }
 
-/// [`serve`], calling `on_start` with the reloader once everything is bound.
+/// [`serve`], calling `on_start` with the reloader once everything is bound; what it returns
+/// joins the admin API's `/status`.
 pub async fn serve_with(
     config: Config,
     config_path: PathBuf,
     shutdown: impl Future<Output = ()>,
-    on_start: impl FnOnce(Arc<Reloader>),
+    on_start: impl FnOnce(Arc<Reloader>) -> Option<Arc<dyn StatusSection>>,
 ) -> Result<(), ServerError> {
     let metrics = crate::telemetry::install_metrics();
     let admin_listen = config.admin.listen;
@@ -86,17 +87,18 @@ pub async fn serve_with(
             })?;
     let graceful = Arc::new(GracefulShutdown::new());
     let reloader = Reloader::start(config, config_path, Arc::clone(&graceful)).await?;
+    let control = on_start(Arc::clone(&reloader));
 
     let state = Arc::new(AdminState {
         reloader: Arc::clone(&reloader),
         ready: AtomicBool::new(false),
         metrics,
+        control,
     });
     tokio::spawn(admin::serve(admin_socket, Arc::clone(&state)));
     tokio::spawn(keep_timer_horizon());
     tokio::spawn(reload_on_sighup(Arc::clone(&reloader)));
     crate::watch::spawn(Arc::clone(&reloader));
-    on_start(Arc::clone(&reloader));
 
     state.ready.store(true, Ordering::Release);
     let current = reloader.current();

@@ -5,7 +5,8 @@
 //! - `GET /v1/bundle?wait=SECONDS` over mTLS with that certificate: the workload's [`Bundle`];
 //!   with `If-None-Match: <etag>` it waits up to `wait` for a change and answers 304 if none came.
 //! - `GET /v1/plugins/<sha256>`: a plugin binary a bundle names.
-//! - `POST /v1/report`: what the proxy applied ([`Report`]).
+//! - `POST /v1/report`: what the proxy applied ([`Report`]), sent after every bundle it applies
+//!   or refuses and whenever it (re)connects, so a restarted control plane lists it at once.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -18,6 +19,12 @@ pub const BUNDLE_PATH: &str = "/v1/bundle";
 pub const PLUGINS_PATH: &str = "/v1/plugins/";
 /// Where a proxy says what it did with a bundle ([`Report`]).
 pub const REPORT_PATH: &str = "/v1/report";
+
+/// On bundle requests: which proxy of the workload is polling (the [`Report`]'s `instance`), so
+/// the control plane knows it is still there between reports.
+pub const INSTANCE_HEADER: &str = "x-switchyard-instance";
+/// On bundle answers (200 and 304): the mesh generation the control plane serves.
+pub const GENERATION_HEADER: &str = "x-switchyard-generation";
 
 /// The longest a bundle request may wait for a change.
 pub const MAX_WAIT_SECS: u64 = 60;

@@ -30,9 +30,10 @@ pub enum CallError {
     Tls(#[from] TlsError),
 }
 
-/// An answer: status and the whole body.
+/// An answer: status, headers and the whole body.
 pub struct Answer {
     pub status: StatusCode,
+    pub headers: http::HeaderMap,
     pub body: Bytes,
 }
 
@@ -133,6 +134,7 @@ impl ControlClient {
             .to_bytes();
         Ok(Answer {
             status: parts.status,
+            headers: parts.headers,
             body,
         })
     }

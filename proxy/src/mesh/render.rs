@@ -243,6 +243,33 @@ fn set_weights(plugin: &mut Table, weights: &BTreeMap<String, u32>) -> usize {
     set
 }
 
+/// The weights `mesh.toml` gives plugin `name`'s backends, as `(cluster, weight)` in order (empty
+/// when there is no such plugin): what weights set at run time shadow.
+pub fn file_weights(mesh: &MeshSettings, name: &str) -> Vec<(String, u32)> {
+    let plugin = mesh
+        .plugins
+        .iter()
+        .find(|t| t.get("name").and_then(Value::as_str) == Some(name));
+    let rules = plugin
+        .and_then(|p| p.get("config"))
+        .and_then(|c| c.get("rules"))
+        .and_then(Value::as_array);
+    rules
+        .into_iter()
+        .flatten()
+        .filter_map(|rule| rule.get("backends").and_then(Value::as_array))
+        .flatten()
+        .filter_map(|backend| {
+            let cluster = backend.get("cluster")?.as_str()?;
+            let weight = backend
+                .get("weight")
+                .and_then(Value::as_integer)
+                .unwrap_or(0);
+            Some((cluster.to_owned(), u32::try_from(weight).unwrap_or(0)))
+        })
+        .collect()
+}
+
 /// The Services `kubernetes_service` clusters of every workload name, for the control plane to
 /// watch (a workload config that does not read or parse is reported by [`render`]).
 pub fn referenced_services(mesh: &MeshSettings) -> Vec<ServiceRef> {

@@ -41,7 +41,11 @@ impl Agent {
                 Duration::from_secs(10),
             )
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| {
+                self.link.failed(e.to_string());
+                e.to_string()
+            })?;
+        self.link.answered(None);
         if answer.status != StatusCode::OK {
             return Err(format!(
                 "identity refused: {} {}",
@@ -113,4 +117,10 @@ pub(super) fn identity_span(path: &Path) -> Option<(SystemTime, SystemTime, Syst
     let not_after = cert.validity().not_after.timestamp();
     let renew_at = not_before + (not_after - not_before) * 2 / 3;
     Some((at(not_before), at(renew_at), at(not_after)))
+}
+
+/// The SPIFFE ID of the certificate in `path`, if it has one.
+pub(super) fn spiffe_id(path: &Path) -> Option<String> {
+    let chain = crate::tls::pem::certs(path).ok()?;
+    crate::tls::PeerIdentity::from_cert(chain.first()?)?.spiffe_id
 }

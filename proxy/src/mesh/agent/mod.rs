@@ -20,9 +20,11 @@
 //! away it keeps serving — and starts again from — the last good bundle in `state_dir`.
 
 mod identity;
+mod link;
 mod settings;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -36,6 +38,7 @@ use super::render::IDENTITY_FILE;
 use crate::config::{Config, ConfigErrors};
 use crate::reload::Reloader;
 use identity::{identity_span, publish_identity_expiry};
+use link::Link;
 pub use settings::{AgentSettings, is_controlled, load};
 
 /// The effective config, written into the state directory.
@@ -69,7 +72,8 @@ pub fn run(path: &Path) -> Result<(), AgentError> {
     let effective = agent.path(CONFIG_FILE);
     crate::server::run_with(config, effective, move |reloader| {
         tokio::spawn(Arc::clone(&agent).follow(Arc::clone(&reloader)));
-        tokio::spawn(agent.renew(reloader));
+        tokio::spawn(Arc::clone(&agent).renew(reloader));
+        Some(agent)
     })?;
     Ok(())
 }
@@ -83,7 +87,12 @@ struct Agent {
     /// nothing new it is forgotten, so the refused bundle is tried again (it may have failed for
     /// a passing reason, a plugin download cut short) about every `poll_timeout`.
     refused: Mutex<Option<String>>,
+    /// Which proxy of the workload this is (host name and process id).
     instance: String,
+    link: Link,
+    /// Whether the bootstrap applied a bundle fresh from the control plane (counted once the
+    /// metrics recorder is up).
+    fetched_at_start: AtomicBool,
 }
 
 impl Agent {
@@ -107,6 +116,8 @@ impl Agent {
             etag: Mutex::new(etag),
             refused: Mutex::new(None),
             instance: format!("{host}:{}", std::process::id()),
+            link: Link::default(),
+            fetched_at_start: AtomicBool::new(false),
         })
     }
 
@@ -140,22 +151,35 @@ impl Agent {
         loop {
             match self.fetch(Duration::ZERO).await {
                 Ok(Some(bundle)) => match self.write(&bundle).await {
-                    Ok(()) => break,
+                    Ok(()) => {
+                        self.fetched_at_start.store(true, Ordering::Relaxed);
+                        self.link.applied();
+                        break;
+                    }
                     Err(e) => {
                         warn!("bundle refused: {e}");
-                        self.report(&bundle.etag, 0, &e).await;
+                        self.link.refused(&bundle.etag, &e);
+                        if let Err(e) = self.report(&bundle.etag, 0, &e).await {
+                            warn!(error = %e, "cannot report to the control plane");
+                        }
                     }
                 },
                 Ok(None) => {
                     self.rewrite_cached().await;
+                    self.link.applied();
                     break;
                 }
                 Err(e) if self.path(CONFIG_FILE).exists() => {
                     warn!(error = %e, "control plane unreachable; starting from the last good bundle");
+                    self.link.failed(e.to_string());
                     self.rewrite_cached().await;
+                    self.link.applied();
                     break;
                 }
-                Err(e) => warn!(error = %e, "no bundle yet; retrying"),
+                Err(e) => {
+                    warn!(error = %e, "no bundle yet; retrying");
+                    self.link.failed(e.to_string());
+                }
             }
             backoff.wait().await;
         }
@@ -178,35 +202,50 @@ impl Agent {
 
     /// Long-polls for new bundles and applies them, for the life of the process.
     async fn follow(self: Arc<Self>, reloader: Arc<Reloader>) {
-        // (The bootstrap ran before the metrics recorder was installed.)
+        // The bootstrap ran before the metrics recorder was installed: its identity and bundle
+        // are published now, and every counter exists from the start, at zero.
         publish_identity_expiry(&self.path(IDENTITY_FILE));
-        let etag = lock(&self.etag).clone();
-        if !etag.is_empty() {
-            self.report(&etag, reloader.current().version, "ok").await;
-        }
+        let at_start = u64::from(self.fetched_at_start.load(Ordering::Relaxed));
+        metrics::counter!("switchyard_control_bundles_total", "result" => "applied")
+            .increment(at_start);
+        metrics::counter!("switchyard_control_bundles_total", "result" => "refused").increment(0);
+        metrics::counter!("switchyard_control_poll_errors_total").increment(0);
         let mut backoff = Backoff::default();
-        let mut away = false;
+        // What runs here is reported at every (re)connect, so a control plane that restarted
+        // lists this proxy at once rather than after the next bundle change.
+        let mut unreported = true;
         loop {
+            if unreported {
+                unreported = self.report_running(&reloader).await.is_err();
+            }
             match self.fetch(self.settings.poll_timeout).await {
                 Ok(None) => {
                     lock(&self.refused).take();
                 }
                 Ok(Some(bundle)) => self.apply(&reloader, &bundle).await,
                 Err(e) => {
-                    if !away {
+                    if self.link.failed(e.to_string()) {
                         warn!(error = %e, "control plane unreachable; serving the last good bundle");
                     }
                     metrics::counter!("switchyard_control_poll_errors_total").increment(1);
-                    away = true;
+                    unreported = true;
                     backoff.wait().await;
                     continue;
                 }
             }
-            if away {
-                info!("control plane reachable again");
-                away = false;
-            }
             backoff = Backoff::default();
+        }
+    }
+
+    /// Tells the control plane what runs here: the bundle in use, or the one refused last.
+    async fn report_running(&self, reloader: &Reloader) -> Result<(), CallError> {
+        let version = reloader.current().version;
+        match self.link.snapshot().refused {
+            Some(refused) => self.report(&refused.etag, version, &refused.error).await,
+            None => {
+                let etag = lock(&self.etag).clone();
+                self.report(&etag, version, "ok").await
+            }
         }
     }
 
@@ -226,7 +265,10 @@ impl Agent {
                 info!(etag = %bundle.etag, version, "bundle applied");
                 metrics::counter!("switchyard_control_bundles_total", "result" => "applied")
                     .increment(1);
-                self.report(&bundle.etag, version, "ok").await;
+                self.link.applied();
+                if let Err(e) = self.report(&bundle.etag, version, "ok").await {
+                    warn!(error = %e, "cannot report to the control plane");
+                }
             }
             Err(e) => {
                 warn!(etag = %bundle.etag, "bundle refused; still serving the last good one: {e}");
@@ -241,8 +283,11 @@ impl Agent {
                 }
                 *lock(&self.etag) = previous_etag;
                 *lock(&self.refused) = Some(bundle.etag.clone());
-                self.report(&bundle.etag, reloader.current().version, &e)
-                    .await;
+                self.link.refused(&bundle.etag, &e);
+                let version = reloader.current().version;
+                if let Err(e) = self.report(&bundle.etag, version, &e).await {
+                    warn!(error = %e, "cannot report to the control plane");
+                }
             }
         }
     }
@@ -255,15 +300,24 @@ impl Agent {
             .unwrap_or_else(|| lock(&self.etag).clone());
         let etag = format!("\"{known}\"");
         let path = format!("{}?wait={}", api::BUNDLE_PATH, wait.as_secs());
+        let headers = [
+            ("if-none-match", etag.as_str()),
+            (api::INSTANCE_HEADER, self.instance.as_str()),
+        ];
         let answer = client
             .call(
                 Method::GET,
                 &path,
-                &[("if-none-match", etag.as_str())],
+                &headers,
                 Bytes::new(),
                 wait + Duration::from_secs(10),
             )
             .await?;
+        let generation = answer
+            .headers
+            .get(api::GENERATION_HEADER)
+            .and_then(|v| v.to_str().ok()?.parse().ok());
+        self.link.answered(generation);
         match answer.status {
             StatusCode::NOT_MODIFIED => Ok(None),
             StatusCode::OK => serde_json::from_slice(&answer.body)
@@ -347,18 +401,17 @@ impl Agent {
         write_atomically(&path, &answer.body).map_err(|e| e.to_string())
     }
 
-    async fn report(&self, etag: &str, version: u64, result: &str) {
+    /// Sends a [`Report`]; an error says the control plane did not take it.
+    async fn report(&self, etag: &str, version: u64, result: &str) -> Result<(), CallError> {
         let report = Report {
             instance: self.instance.clone(),
             etag: etag.to_owned(),
             version,
             result: result.to_owned(),
         };
-        let Ok(client) = self.client(true) else {
-            return;
-        };
+        let client = self.client(true)?;
         let body = Bytes::from(serde_json::to_vec(&report).unwrap_or_default());
-        let sent = client
+        let answer = client
             .call(
                 Method::POST,
                 api::REPORT_PATH,
@@ -366,10 +419,16 @@ impl Agent {
                 body,
                 Duration::from_secs(5),
             )
-            .await;
-        if let Err(e) = sent {
-            warn!(error = %e, "cannot report to the control plane");
+            .await?;
+        if !answer.status.is_success() {
+            return Err(CallError::Refused(format!(
+                "report: {} {}",
+                answer.status,
+                String::from_utf8_lossy(&answer.body).trim()
+            )));
         }
+        self.link.answered(None);
+        Ok(())
     }
 
     fn client(&self, with_identity: bool) -> Result<ControlClient, CallError> {

@@ -1,5 +1,6 @@
 //! The control plane's admin API (plain HTTP, loopback by default): `/status`, `/metrics`,
-//! `/ready`; with the admin token, `POST /reload` and `POST /plugins/{name}/weights`.
+//! `/ready`; with the admin token, `POST /reload`, `POST /plugins/{name}/weights` and
+//! `DELETE /plugins/{name}/weights` (back to `mesh.toml`'s).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -92,9 +93,23 @@ impl ControlPlane {
                     Err(error) => text(StatusCode::UNPROCESSABLE_ENTITY, &format!("{error}\n")),
                 }
             }
+            (Method::DELETE, p) if p.starts_with("/plugins/") && p.ends_with("/weights") => {
+                let plugin = &p["/plugins/".len()..p.len() - "/weights".len()];
+                match self.clear_weights(plugin).await {
+                    Ok(generation) => json(
+                        StatusCode::OK,
+                        &serde_json::json!({
+                            "result": "ok",
+                            "cleared": generation.is_some(),
+                            "generation": generation.unwrap_or_else(|| *self.generation.borrow()),
+                        }),
+                    ),
+                    Err(error) => text(StatusCode::UNPROCESSABLE_ENTITY, &format!("{error}\n")),
+                }
+            }
             _ => text(
                 StatusCode::METHOD_NOT_ALLOWED,
-                "changes are POST /reload and POST /plugins/{name}/weights\n",
+                "changes are POST /reload, POST /plugins/{name}/weights and DELETE /plugins/{name}/weights\n",
             ),
         }
     }
@@ -144,6 +159,7 @@ impl ControlPlane {
     fn status(&self) -> serde_json::Value {
         let state = self.state.load();
         let proxies = lock(&self.proxies).clone();
+        let now = crate::mesh::unix_now();
         let trust_domain = &state.settings.control.trust_domain;
         let workloads: Vec<serde_json::Value> = state
             .settings
@@ -159,6 +175,8 @@ impl ControlPlane {
                     .map(|p| {
                         let mut v = serde_json::to_value(p).unwrap_or_default();
                         v["in_sync"] = (Some(&p.etag) == etag.as_ref() && p.result == "ok").into();
+                        v["report_age_secs"] = now.saturating_sub(p.reported_at).into();
+                        v["seen_age_secs"] = now.saturating_sub(p.last_seen).into();
                         v
                     })
                     .collect();
@@ -173,6 +191,7 @@ impl ControlPlane {
         serde_json::json!({
             "reload": lock(&self.outcome).clone(),
             "weights": lock(&self.weights).clone(),
+            "held_weights": self.held_weights(),
             "workloads": workloads,
         })
     }

@@ -19,10 +19,11 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
-use super::respond::{bearer, json, read_body, text, unix_now};
+use super::respond::{bearer, json, read_body, text};
 use super::{ControlError, ControlPlane, ProxySeen, lock};
 use crate::mesh::api::{self, IdentityGrant, Report};
 use crate::mesh::settings::{self, MeshSettings};
+use crate::mesh::unix_now;
 use crate::tls::issue::{MeshCa, Workload};
 use crate::tls::{PeerIdentity, provider};
 
@@ -197,8 +198,13 @@ impl ControlPlane {
             .unwrap_or(0)
             .min(api::MAX_WAIT_SECS);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+        let instance = req
+            .headers()
+            .get(api::INSTANCE_HEADER)
+            .and_then(|v| v.to_str().ok());
+        self.seen(spiffe_id, instance);
         let mut changes = self.generation.subscribe();
-        loop {
+        let mut response = loop {
             let state = self.state.load_full();
             let Some(bundle) = state.bundles.get(spiffe_id) else {
                 return text(
@@ -211,16 +217,31 @@ impl ControlPlane {
                 if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", bundle.etag)) {
                     response.headers_mut().insert(header::ETAG, etag);
                 }
-                return response;
+                break response;
             }
             match tokio::time::timeout_at(deadline, changes.changed()).await {
                 Ok(Ok(())) => continue,
                 _ => {
                     let mut response = text(StatusCode::NOT_MODIFIED, "");
                     *response.body_mut() = Full::new(Bytes::new());
-                    return response;
+                    break response;
                 }
             }
+        };
+        self.seen(spiffe_id, instance);
+        let generation = *self.generation.borrow();
+        response
+            .headers_mut()
+            .insert(api::GENERATION_HEADER, HeaderValue::from(generation));
+        response
+    }
+
+    /// Notes that a proxy this control plane has a report from is still polling.
+    fn seen(&self, spiffe_id: &str, instance: Option<&str>) {
+        let mut proxies = lock(&self.proxies);
+        let known = instance.and_then(|i| proxies.get_mut(spiffe_id)?.get_mut(i));
+        if let Some(proxy) = known {
+            proxy.last_seen = unix_now();
         }
     }
 
@@ -270,6 +291,7 @@ impl ControlPlane {
                     version: report.version,
                     result: report.result,
                     reported_at: unix_now(),
+                    last_seen: unix_now(),
                 },
             );
         text(StatusCode::NO_CONTENT, "")

@@ -79,8 +79,10 @@ struct ProxySeen {
     etag: String,
     version: u64,
     result: String,
-    /// Unix seconds.
+    /// When its last report came (Unix seconds).
     reported_at: u64,
+    /// When it last reported or polled (Unix seconds).
+    last_seen: u64,
 }
 
 /// The running control plane.
@@ -145,6 +147,8 @@ impl ControlPlane {
                 .map_err(ControlError::Discovery)?;
         }
         let plugin_check = PluginCheck::default();
+        let metrics = crate::telemetry::install_metrics();
+        metrics::counter!("switchyard_control_identities_issued_total").increment(0);
         let state = build(settings, &WeightOverrides::new(), &discovery.snapshot())?;
         plugin_check.check(&state).await?;
         let plane = Arc::new(Self {
@@ -163,7 +167,7 @@ impl ControlPlane {
             inputs_hash: Mutex::new(inputs_hash),
             discovery,
             plugin_check,
-            metrics: crate::telemetry::install_metrics(),
+            metrics,
         });
         Ok((
             TlsListener {
@@ -188,9 +192,11 @@ impl ControlPlane {
                 } else {
                     Ok(())
                 };
+                let previous = self.state.load_full();
                 match watched {
                     Ok(()) => self.rebuild(settings, &weights).await.inspect(|_| {
                         *lock(&self.inputs_hash) = hash;
+                        warn_shadowed(&previous.settings, &self.state.load().settings, &weights);
                     }),
                     Err(e) => Err(e),
                 }
@@ -226,6 +232,38 @@ impl ControlPlane {
             *lock(&self.weights) = all;
         }
         result
+    }
+
+    /// Drops the weights set at run time for `plugin`, so `mesh.toml`'s apply again; `None`
+    /// when none were held.
+    async fn clear_weights(&self, plugin: &str) -> Result<Option<u64>, String> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let mut all = lock(&self.weights).clone();
+        if all.remove(plugin).is_none() {
+            return Ok(None);
+        }
+        let current = self.state.load_full();
+        let generation = self.rebuild(current.settings.clone(), &all).await?;
+        info!(
+            plugin,
+            "weights set over the admin API cleared; mesh.toml's apply"
+        );
+        *lock(&self.weights) = all;
+        Ok(Some(generation))
+    }
+
+    /// The weights held for each plugin beside what `mesh.toml` says, for `/status`.
+    fn held_weights(&self) -> serde_json::Value {
+        let state = self.state.load();
+        let held = lock(&self.weights).clone();
+        held.iter()
+            .map(|(plugin, weights)| {
+                let file: BTreeMap<String, u32> = shadowed(&state.settings, plugin, weights)
+                    .into_iter()
+                    .collect();
+                serde_json::json!({"plugin": plugin, "held": weights, "mesh_toml": file})
+            })
+            .collect()
     }
 
     /// Re-renders the mesh whenever discovered endpoints change, for the life of the process.
@@ -297,6 +335,31 @@ impl crate::watch::Watched for ControlPlane {
     fn applied(&self) -> watch::Receiver<u64> {
         self.generation.subscribe()
     }
+}
+
+/// Logs, for every plugin with weights held from the admin API, a `mesh.toml` edit of those
+/// same weights: it is applied only once they are cleared.
+fn warn_shadowed(before: &MeshSettings, after: &MeshSettings, held: &WeightOverrides) {
+    for (plugin, weights) in held {
+        let edited = shadowed(after, plugin, weights);
+        if shadowed(before, plugin, weights) != edited {
+            let edited: Vec<String> = edited.iter().map(|(c, w)| format!("{c}={w}")).collect();
+            warn!(
+                plugin = %plugin,
+                mesh_toml = %edited.join(" "),
+                "mesh.toml changes weights that were set over the admin API; those stay in force \
+                 until `switchyard ctl --control ADDR weights --clear {plugin}`"
+            );
+        }
+    }
+}
+
+/// What `mesh.toml` says of the clusters whose weights are held for `plugin`.
+fn shadowed(mesh: &MeshSettings, plugin: &str, held: &BTreeMap<String, u32>) -> Vec<(String, u32)> {
+    render::file_weights(mesh, plugin)
+        .into_iter()
+        .filter(|(cluster, _)| held.contains_key(cluster))
+        .collect()
 }
 
 /// Renders every workload; any error refuses the whole mesh.

@@ -1,7 +1,5 @@
 //! Small pieces both control plane APIs answer with.
 
-use std::time::SystemTime;
-
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
@@ -53,11 +51,4 @@ pub(super) fn json<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Resp
         HeaderValue::from_static("application/json"),
     );
     response
-}
-
-/// Seconds since the Unix epoch, for reports' times.
-pub(super) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
