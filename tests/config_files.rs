@@ -110,8 +110,40 @@ fn validate_loads_the_plugins_and_names_a_bad_plugin_config() {
     let out = validate(&file);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a bad plugin config passed validate");
+    // Named once, at the TOML line and key inside [plugin.config], not in the JSON it became.
+    let at = format!("{}:18:", file.display());
     assert!(
-        stderr.contains("hello") && stderr.contains("unknown field `greting`"),
+        stderr.contains(&at)
+            && stderr.contains("plugin[0].config")
+            && stderr.contains("unknown field `greting`")
+            && !stderr.contains("column 1"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("refused its config").count(), 1, "{stderr}");
+
+    // A value of the wrong type, deep in the table, at its own line and column.
+    let canary = "[[plugin]]\nname = \"canary\"\npath = \"{}\"\n[plugin.config]\n[[plugin.config.rules]]\nhosts = [\"*\"]\nbackends = [{ cluster = \"app\", weight = \"x\" }]\n";
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("plugins = [\"hello\"]", "plugins = [\"canary\"]");
+    let text = format!(
+        "{}{}",
+        &text[..text.find("[[plugin]]").unwrap()],
+        canary.replace(
+            "{}",
+            &crate::support::proxy::plugin_path("canary")
+                .display()
+                .to_string()
+        )
+    );
+    std::fs::write(&file, text).expect("write config");
+    let out = validate(&file);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}:20:41: plugin[0].config.rules[0].backends[0].weight: invalid type: string \"x\"",
+            file.display()
+        )),
         "{stderr}"
     );
 }

@@ -104,6 +104,29 @@ async fn a_trap_fails_one_request_and_the_next_one_works() {
         metrics.contains(r#"switchyard_plugin_hook_errors_total{plugin="bad",kind="trap"} 2"#),
         "{metrics}"
     );
+    // The log says why, in one line with the panic's message and place, once a second at most.
+    let logged = proxy
+        .wait_for_log("testkit traps on odd calls", Duration::from_secs(5))
+        .await;
+    let logs = proxy.logs();
+    assert!(logged, "{logs}");
+    assert!(
+        logs.contains("panicked at tests/plugins/testkit/src/lib.rs:")
+            && !logs.contains("wasm backtrace"),
+        "{logs}"
+    );
+    assert_eq!(logs.matches("plugin failed").count(), 1, "{logs}");
+    // ... and the admin API keeps the last one.
+    let plugins = crate::support::proxy::admin_get(proxy.admin, "/plugins");
+    let plugins: serde_json::Value = serde_json::from_str(&plugins).unwrap();
+    let last = &plugins[0]["last_failure"];
+    assert_eq!(last["hook"], "on_request", "{plugins}");
+    assert!(
+        last["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("testkit traps on odd calls")),
+        "{plugins}"
+    );
 }
 
 #[tokio::test]

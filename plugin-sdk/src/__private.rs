@@ -253,6 +253,7 @@ fn with_plugin<P: Plugin>(cell: &OnceCell<P>, f: impl FnOnce(&P) -> Action) -> D
 }
 
 pub fn init<P: Plugin>(cell: &OnceCell<P>, config: &str) -> Result<BodyInterestFlags, String> {
+    report_panics();
     let plugin = crate::load::<P>(config)?;
     let _ = cell.set(plugin);
     let mut flags = BodyInterestFlags::empty();
@@ -307,4 +308,25 @@ pub fn on_log<P: Plugin>(cell: &OnceCell<P>) -> Decision {
         p.on_log(&Request::handle(), &Response::handle());
         Action::Continue
     })
+}
+
+/// Sends a panic's message and location to the host log before the trap it ends in (a Wasm
+/// panic aborts, and the trap alone says only "unreachable instruction executed"). The host
+/// logs it with the failure, once.
+fn report_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload_as_str()
+            .unwrap_or("(a panic without a message)");
+        let report = match info.location() {
+            Some(at) => format!(
+                "panicked at {}:{}:{}: {message}",
+                at.file(),
+                at.line(),
+                at.column()
+            ),
+            None => format!("panicked at an unknown place: {message}"),
+        };
+        crate::log::error(&report);
+    }));
 }

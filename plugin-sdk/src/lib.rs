@@ -152,10 +152,17 @@ pub fn parse_config_as<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, 
     let mut de = serde_json::Deserializer::from_str(json);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
+        // The position is in the JSON the proxy made of `[plugin.config]`, which its author
+        // never saw; the proxy places the path at its line in the TOML file instead.
+        let inner = e.inner().to_string();
+        let reason = match inner.rsplit_once(" at line ") {
+            Some((reason, _)) if e.inner().line() > 0 => reason.to_owned(),
+            _ => inner,
+        };
         if path == "." {
-            format!("invalid config: {}", e.inner())
+            format!("invalid config: {reason}")
         } else {
-            format!("invalid config at `{path}`: {}", e.inner())
+            format!("invalid config at `{path}`: {reason}")
         }
     })
 }

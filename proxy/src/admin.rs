@@ -261,6 +261,7 @@ fn plugins(snapshot: &Snapshot) -> serde_json::Value {
                 "traps": p.stats.failures(),
                 "p50_us": micros(p.stats.quantile(0.5)),
                 "p99_us": micros(p.stats.quantile(0.99)),
+                "last_failure": p.failures.last(),
             })
         })
         .collect::<Vec<_>>()

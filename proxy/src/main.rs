@@ -176,7 +176,6 @@ fn run(path: PathBuf) -> ExitCode {
     match switchyard::server::run(config, path) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
@@ -192,7 +191,6 @@ fn controlled(path: &std::path::Path) -> ExitCode {
     match switchyard::mesh::agent::run(path) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e}");
             eprintln!("{e}");
             eprintln!("error: {} refused; not starting", path.display());
             ExitCode::FAILURE
@@ -205,7 +203,6 @@ fn control(path: PathBuf) -> ExitCode {
     match switchyard::mesh::control::run(path.clone()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e}");
             eprintln!("{e}");
             eprintln!("error: {} refused; not starting", path.display());
             ExitCode::FAILURE

@@ -91,7 +91,7 @@ impl<'a> Diagnostics<'a> {
 }
 
 /// 1-based line and column of a byte offset.
-fn line_and_column(source: &str, offset: usize) -> (usize, usize) {
+pub(super) fn line_and_column(source: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(source.len());
     let before = source.get(..offset).unwrap_or(source);
     let line = before.matches('\n').count() + 1;

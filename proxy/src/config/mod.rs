@@ -4,6 +4,7 @@
 mod duration;
 mod error;
 mod load;
+pub mod locate;
 mod raw;
 mod resilience;
 mod telemetry;

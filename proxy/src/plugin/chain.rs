@@ -165,7 +165,10 @@ async fn run<'a>(
                 tracing::warn!(plugin = %plugin.name, ?hook, "retry is only possible from on-upstream-response; ignored");
             }
             Err(error) => {
-                tracing::warn!(plugin = %plugin.name, ?hook, %error, request_id = ?state.request_id, "plugin failed");
+                let request_id = state.request_id.to_str().ok();
+                plugin
+                    .failures
+                    .record(&plugin.name, hook, &error, request_id);
                 if plugin.on_error == OnError::FailClosed {
                     note(&mut state, plugin, hook, "failed");
                     return (state, Step::Failed(Arc::clone(&plugin.name)), reached);

@@ -83,6 +83,8 @@ pub struct HostState {
     /// Handles of the plugin's own metrics, so a hot metric update is one hash lookup rather than
     /// building a name and labels and looking them up in the registry.
     metric_handles: hashbrown::HashMap<MetricKey, MetricHandle, FxBuildHasher>,
+    /// The message of a panic the SDK reported just before its trap, for the failure's log line.
+    pub panic: Option<String>,
     /// Header names the plugin set that are not standard ones, so setting `x-hello` on every
     /// request does not allocate a new name each time.
     custom_header_names: Vec<HeaderName>,
@@ -109,6 +111,9 @@ const MAX_CACHED_METRICS: usize = 256;
 /// Custom header names remembered per instance (a linear scan: keep it short).
 const MAX_CACHED_HEADER_NAMES: usize = 8;
 
+/// How the SDK's panic hook starts the error it logs (`panicked at src/lib.rs:12:5: message`).
+const PANIC_PREFIX: &str = "panicked at ";
+
 impl HostState {
     pub fn new(env: Arc<PluginEnv>) -> Self {
         Self {
@@ -122,6 +127,7 @@ impl HostState {
             stretch_cpu_base: None,
             metric_handles: hashbrown::HashMap::default(),
             custom_header_names: Vec::new(),
+            panic: None,
         }
     }
 
@@ -607,6 +613,12 @@ impl wit_metrics::Host for HostState {
 
 impl log::Host for HostState {
     fn log(&mut self, level: LogLevel, message: String) {
+        // The SDK's panic hook reports the panic just before the trap it ends in: it is logged
+        // once, as part of the failure (rate-limited there), rather than as a line of its own.
+        if level == LogLevel::Error && message.starts_with(PANIC_PREFIX) {
+            self.panic = Some(message);
+            return;
+        }
         let plugin = &*self.env.name;
         match level {
             LogLevel::Trace => tracing::trace!(plugin, "{message}"),

@@ -46,6 +46,9 @@ pub enum HookError {
     OutOfMemory,
     #[error("could not start an instance: {0}")]
     Instantiate(String),
+    /// `init` answered with an error: the plugin does not accept its `[plugin.config]`.
+    #[error("refused its config: {0}")]
+    ConfigRefused(String),
 }
 
 impl HookError {
@@ -55,7 +58,7 @@ impl HookError {
             Self::Trap(_) => "trap",
             Self::Timeout => "timeout",
             Self::OutOfMemory => "out_of_memory",
-            Self::Instantiate(_) => "instantiate",
+            Self::Instantiate(_) | Self::ConfigRefused(_) => "instantiate",
         }
     }
 }
@@ -169,10 +172,8 @@ impl InstancePool {
         let interest = filter
             .call_init(&mut store, &self.config_json)
             .await
-            .map_err(|e| classify(&store, &e))?
-            .map_err(|message| {
-                HookError::Instantiate(format!("init refused its config: {message}"))
-            })?;
+            .map_err(|e| classify(&mut store, &e))?
+            .map_err(HookError::ConfigRefused)?;
         store.data_mut().time_limit_override = None;
         Ok((
             Instance {
@@ -296,7 +297,7 @@ impl InstancePool {
                 (state, Ok(decision), took)
             }
             Err(e) => {
-                let error = classify(&instance.store, &e);
+                let error = classify(&mut instance.store, &e);
                 (state, Err(error), took)
             }
         }
@@ -332,13 +333,13 @@ async fn invoke(instance: &mut Instance, call: HookCall) -> wasmtime::Result<Dec
     }
 }
 
-fn classify(store: &Store<HostState>, error: &wasmtime::Error) -> HookError {
-    let data = store.data();
+fn classify(store: &mut Store<HostState>, error: &wasmtime::Error) -> HookError {
+    let data = store.data_mut();
     if data.timed_out {
         HookError::Timeout
     } else if data.out_of_memory {
         HookError::OutOfMemory
     } else {
-        HookError::Trap(format!("{error:#}"))
+        HookError::Trap(super::failures::describe_trap(error, data.panic.take()))
     }
 }

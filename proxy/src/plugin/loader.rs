@@ -13,7 +13,7 @@ use super::Plugin;
 use super::bindings::FilterPre;
 use super::engine::{CompileCache, hex};
 use super::host::{HostState, PluginEnv};
-use super::instance::InstancePool;
+use super::instance::{HookError, InstancePool};
 use crate::config::PluginConfig;
 
 /// Why a plugin was refused.
@@ -66,6 +66,20 @@ pub enum LoadError {
         plugin: String,
         path: PathBuf,
         reason: String,
+    },
+    /// The plugin's `init` refused its `[plugin.config]`; `path` is where in that table, as the
+    /// SDK names it (`rules[0].weight`), when it said.
+    #[error("plugin {plugin:?} refused its config: {message}")]
+    ConfigRefused {
+        plugin: String,
+        path: Option<String>,
+        message: String,
+    },
+    /// [`LoadError::ConfigRefused`], placed at its line in the config file.
+    #[error("{error} (plugin {plugin:?} refused its config)")]
+    ConfigRefusedAt {
+        plugin: String,
+        error: crate::config::ConfigError,
     },
 }
 
@@ -149,10 +163,13 @@ pub async fn load(
         .any(|(name, _)| name.starts_with("switchyard:plugin/http"));
     let config_json = serde_json::to_string(&config.config).unwrap_or_else(|_| "{}".into());
     let pool = InstancePool::new(pre, env, config_json, max_live, synchronous);
-    let (first, interest) = pool.instantiate().await.map_err(|e| LoadError::Init {
-        plugin: plugin.clone(),
-        path: path.clone(),
-        reason: e.to_string(),
+    let (first, interest) = pool.instantiate().await.map_err(|e| match e {
+        HookError::ConfigRefused(message) => config_refused(plugin.clone(), &message),
+        e => LoadError::Init {
+            plugin: plugin.clone(),
+            path: path.clone(),
+            reason: e.to_string(),
+        },
     })?;
     pool.checkin_fresh(first);
     Ok(Plugin::new(config, sha256, fingerprint, pool, interest))
@@ -192,4 +209,23 @@ pub fn componentize(module: &[u8]) -> Result<Vec<u8>, String> {
         .module(module)
         .and_then(|mut encoder| encoder.encode())
         .map_err(|e| format!("{e:#}"))
+}
+
+/// A refusal from `init`; the SDK says where in the config with "invalid config at `PATH`: ".
+fn config_refused(plugin: String, message: &str) -> LoadError {
+    let located = message
+        .strip_prefix("invalid config at `")
+        .and_then(|rest| rest.split_once("`: "));
+    match located {
+        Some((path, message)) => LoadError::ConfigRefused {
+            plugin,
+            path: Some(path.to_owned()),
+            message: message.to_owned(),
+        },
+        None => LoadError::ConfigRefused {
+            plugin,
+            path: None,
+            message: message.to_owned(),
+        },
+    }
 }

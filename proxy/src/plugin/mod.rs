@@ -7,6 +7,7 @@ mod bindings;
 mod callout;
 mod chain;
 mod engine;
+mod failures;
 mod host;
 mod instance;
 mod loader;
@@ -30,6 +31,7 @@ pub use loader::{LoadError, componentize};
 use bindings::{BodyInterest, Decision, Filter};
 use engine::CompileCache;
 pub use engine::hex;
+pub use failures::LastFailure;
 use host::{HostState, PluginEnv};
 use instance::{HookCall, InstancePool};
 use shared::SharedState;
@@ -84,6 +86,8 @@ pub struct Plugin {
     pub loaded_at: std::time::SystemTime,
     /// Calls, failures and hook time, for the admin API.
     pub stats: stats::PluginStats,
+    /// Failed hooks: logged at most once a second, the last kept for the admin API.
+    pub failures: failures::Failures,
     fingerprint: String,
     pool: InstancePool,
     /// Hooks the plugin does not implement (learned from its first answer) or did not ask for.
@@ -135,6 +139,7 @@ impl Plugin {
             path: config.path.clone(),
             loaded_at: std::time::SystemTime::now(),
             stats: stats::PluginStats::default(),
+            failures: failures::Failures::default(),
             fingerprint,
             pool,
             skipped: AtomicU8::new(skipped),
@@ -267,7 +272,7 @@ impl PluginRuntime {
             engine::start_epoch_ticker(&self.wasm()?.engine);
         }
         let mut by_name = HashMap::new();
-        for p in &config.plugins {
+        for (index, p) in config.plugins.iter().enumerate() {
             let bytes = match overrides.get(&p.name) {
                 Some(bytes) => bytes.clone(),
                 None => loader::read(p)?,
@@ -284,7 +289,8 @@ impl PluginRuntime {
             let max_live = engine::instances_per_plugin(config.plugins.len());
             let plugin = self
                 .load_one(p, &bytes, sha256, fingerprint, max_live)
-                .await?;
+                .await
+                .map_err(|e| at_its_line(e, &config.source, index))?;
             tracing::info!(plugin = %p.name, path = %p.path.display(), sha256 = %plugin.sha256, "plugin loaded");
             by_name.insert(p.name.clone(), Arc::new(plugin));
         }
@@ -336,6 +342,35 @@ impl PluginRuntime {
             fingerprint,
         };
         loader::load(load, env, max_live).await
+    }
+}
+
+/// Places a refused `[plugin.config]` at its line in the config file: the SDK names the path
+/// inside the table, and `[[plugin]]` number `index` of `file` holds it.
+fn at_its_line(error: LoadError, file: &std::path::Path, index: usize) -> LoadError {
+    let LoadError::ConfigRefused {
+        plugin,
+        path,
+        message,
+    } = error
+    else {
+        return error;
+    };
+    use crate::config::locate::{Step, error_at, steps};
+    let inner = path.as_deref().map(steps).unwrap_or_default();
+    let mut at = vec![
+        Step::Key("plugin".into()),
+        Step::Index(index),
+        Step::Key("config".into()),
+    ];
+    at.extend(inner);
+    let key = match path.as_deref().filter(|p| *p != ".") {
+        Some(path) => format!("plugin[{index}].config.{path}"),
+        None => format!("plugin[{index}].config"),
+    };
+    LoadError::ConfigRefusedAt {
+        plugin,
+        error: error_at(file, &at, key, message),
     }
 }
 
