@@ -5,6 +5,7 @@
 mod support;
 
 mod auth;
+mod authoring;
 mod balancing;
 mod canary;
 mod config_files;

@@ -10,6 +10,7 @@
 #![deny(unsafe_code)]
 
 pub mod admin;
+pub mod authoring;
 pub mod balance;
 pub mod body;
 pub mod capture;

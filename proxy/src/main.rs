@@ -61,6 +61,11 @@ enum Command {
     },
     /// Talk to a running proxy's admin API: list plugins, swap one, reload, show status.
     Ctl(ctl::Ctl),
+    /// Make a new plugin crate, or build one to Wasm.
+    Plugin {
+        #[command(subcommand)]
+        command: switchyard::authoring::PluginCommand,
+    },
     /// A mesh CA and workload certificates for mTLS, in two commands.
     Certs {
         #[command(subcommand)]
@@ -155,6 +160,13 @@ fn main() -> ExitCode {
         } => echo(listen, name, delay, status),
         Command::Control { config } => control(config),
         Command::Ctl(ctl) => ctl.run(),
+        Command::Plugin { command } => match command.run() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Certs { command } => certs(command),
         Command::Iptables(args) => iptables(args),
     }
