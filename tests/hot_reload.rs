@@ -335,6 +335,61 @@ async fn bad_config_and_bad_plugins_are_refused_while_the_old_state_serves() {
 }
 
 #[tokio::test]
+async fn a_bad_edit_is_refused_once_and_undoing_it_clears_the_refusal() {
+    let v1 = Upstream::echo("v1").await;
+    let v2 = Upstream::echo("v2").await;
+    let dir = scratch_dir();
+    let hello = plugin_copy(&dir, "hello");
+    let good = config(&v1, &v2, 100, &hello, "");
+    let proxy = Proxy::start(&good);
+    let config_path = proxy.config_path.clone();
+    let bad = good.replace(
+        r#"default_cluster = "v1""#,
+        r#"default_cluster = "nowhere""#,
+    );
+
+    // As `sed -i` edits: a new file renamed over the config.
+    let tmp = config_path.with_extension("sed");
+    std::fs::write(&tmp, &bad).unwrap();
+    std::fs::rename(&tmp, &config_path).unwrap();
+    let refused = eventually(Duration::from_secs(5), async || {
+        status_json(&proxy)["last_reload"]["result"] == "error"
+    })
+    .await;
+    assert!(refused, "{}", status_json(&proxy));
+    // The same bytes written again are no new change to try.
+    std::fs::write(&config_path, &bad).unwrap();
+
+    // Undone: the status says so without a manual reload.
+    std::fs::write(&config_path, &good).unwrap();
+    let cleared = eventually(Duration::from_secs(5), async || {
+        status_json(&proxy)["last_reload"]["result"] == "ok"
+    })
+    .await;
+    let status = status_json(&proxy);
+    assert!(cleared, "{status}");
+    assert_eq!(
+        status["last_reload"]["trigger"], "file (restored)",
+        "{status}"
+    );
+    assert_eq!(
+        status["config_version"], 1,
+        "nothing was reloaded: {status}"
+    );
+    let metrics = admin_get(proxy.admin, "/metrics");
+    assert!(
+        metrics.contains(r#"switchyard_config_reload_total{result="error"} 1"#),
+        "one edit, one refusal:\n{metrics}"
+    );
+    assert_eq!(
+        proxy.logs().matches("reload refused").count(),
+        1,
+        "{}",
+        proxy.logs()
+    );
+}
+
+#[tokio::test]
 async fn a_slow_request_started_before_a_swap_finishes_on_the_old_state() {
     let (slow, mut arrived) = Upstream::announcing(Duration::from_secs(2)).await;
     let v2 = Upstream::echo("v2").await;

@@ -100,6 +100,9 @@ pub struct Reloader {
     /// The content hash of the config file and every plugin file the state was built from, so
     /// the file watcher reloads only when something it depends on really changed.
     inputs_hash: Mutex<String>,
+    /// The hash of the inputs last refused: an edit is tried once, however many file events
+    /// it makes.
+    refused_inputs: Mutex<Option<String>>,
     /// The version of the state in use, for whoever must follow changes (the file watcher).
     applied: watch::Sender<u64>,
 }
@@ -160,6 +163,7 @@ impl Reloader {
             }),
             graceful: Arc::downgrade(&graceful),
             inputs_hash: Mutex::new(inputs_hash),
+            refused_inputs: Mutex::new(None),
             applied: watch::Sender::new(1),
         }))
     }
@@ -177,10 +181,29 @@ impl Reloader {
         &self.config_path
     }
 
-    /// Whether the config file or a plugin file differs from what the state was built from.
+    /// Whether the config file or a plugin file differs both from what the state was built from
+    /// and from what was last refused. Files that are back to what runs (a bad edit undone)
+    /// also clear the refusal from the status: there is nothing left to reload.
     pub fn inputs_changed(&self) -> bool {
         let config = self.current().config.clone();
-        inputs_hash(&self.config_path, &config) != *lock(&self.inputs_hash)
+        let now = inputs_hash(&self.config_path, &config);
+        if now == *lock(&self.inputs_hash) {
+            self.restored();
+            return false;
+        }
+        lock(&self.refused_inputs).as_deref() != Some(now.as_str())
+    }
+
+    /// The files are what runs again: a refusal of a file change no longer describes them.
+    fn restored(&self) {
+        lock(&self.refused_inputs).take();
+        let mut status = lock(&self.status);
+        if status.last_result == "error" && status.last_trigger.as_deref() == Some("file") {
+            info!("the config files are back to what is running; the refused change is gone");
+            status.last_result = "ok";
+            status.last_error = None;
+            status.last_trigger = Some("file (restored)".to_owned());
+        }
     }
 
     /// Reads the config file again and applies it.
@@ -190,6 +213,10 @@ impl Reloader {
             Ok(config) => self.apply(&mut live, config).await,
             Err(errors) => Err(errors.to_string()),
         };
+        let refused = result
+            .is_err()
+            .then(|| inputs_hash(&self.config_path, &self.current().config));
+        *lock(&self.refused_inputs) = refused;
         self.record(trigger, &result);
         result
     }

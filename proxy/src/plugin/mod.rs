@@ -273,7 +273,8 @@ impl PluginRuntime {
         }
         let mut by_name = HashMap::new();
         for (index, p) in config.plugins.iter().enumerate() {
-            let bytes = match overrides.get(&p.name) {
+            let swapped = overrides.get(&p.name);
+            let bytes = match swapped {
                 Some(bytes) => bytes.clone(),
                 None => loader::read(p)?,
             };
@@ -291,7 +292,11 @@ impl PluginRuntime {
                 .load_one(p, &bytes, sha256, fingerprint, max_live)
                 .await
                 .map_err(|e| at_its_line(e, &config.source, index))?;
-            tracing::info!(plugin = %p.name, path = %p.path.display(), sha256 = %plugin.sha256, "plugin loaded");
+            if swapped.is_some() {
+                tracing::info!(plugin = %p.name, sha256 = %plugin.sha256, "plugin loaded from a binary swapped in over the admin API");
+            } else {
+                tracing::info!(plugin = %p.name, path = %p.path.display(), sha256 = %plugin.sha256, "plugin loaded");
+            }
             by_name.insert(p.name.clone(), Arc::new(plugin));
         }
         Ok(Plugins { by_name })
