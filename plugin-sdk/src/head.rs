@@ -72,6 +72,18 @@ impl Request {
     pub fn header_all(&self, name: &str) -> Vec<String> {
         host::with(|h| h.header_all(Side::Request, name))
     }
+    /// The first value of query parameter `name`, percent-decoded (`+` is a space); a bare
+    /// `?flag` has the value "".
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        let path = self.path();
+        let (_, query) = path.split_once('?')?;
+        crate::params::query_param(query, name).map(crate::params::decode_component)
+    }
+    /// The value of cookie `name` from the request's `Cookie` headers.
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        let headers = self.header_all("cookie");
+        crate::params::cookie(headers.iter().map(String::as_str), name).map(str::to_owned)
+    }
     pub fn header_names(&self) -> Vec<String> {
         host::with(|h| h.header_names(Side::Request))
     }

@@ -97,7 +97,9 @@ pub mod shared {
         pub version: u64,
     }
 
-    /// Adds `delta` to a shared counter and returns the new value.
+    /// Adds `delta` to a shared counter and returns the new value: state the plugin reads back
+    /// (a quota, a budget), shared by its instances, never exported. To count something for
+    /// dashboards, use [`crate::metrics::counter`].
     pub fn counter_add(name: &str, delta: i64) -> i64 {
         super::with(|h| h.counter_add(name, delta))
     }
@@ -165,6 +167,9 @@ pub mod metrics {
         Histogram,
     }
 
+    /// Adds `value` to counter `name` with `labels`, exported on `/metrics` as
+    /// `switchyard_plugin_<name>`. Write-only: to keep a count the plugin reads back, use
+    /// [`crate::shared::counter_add`].
     pub fn counter(name: &str, labels: &[(&str, &str)], value: u64) {
         super::with(|h| h.metric(Kind::Counter, name, labels, value as f64));
     }

@@ -44,6 +44,7 @@ mod head;
 mod host;
 #[cfg(feature = "matching")]
 pub mod matching;
+pub mod params;
 pub mod testing;
 
 pub use action::{Action, BodyInterest, LocalResponse, Outcome, UpstreamError, run_hook};
@@ -167,8 +168,14 @@ pub fn parse_config_as<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, 
     })
 }
 
-/// Builds a plugin from its config JSON, as the proxy does at load.
+/// Builds a plugin from its config JSON, as the proxy does at load. Natively, outside a
+/// [`testing::TestHost`], `new` gets a host of its own, so a plugin that logs or counts in `new`
+/// loads in tests as it does in the proxy (use [`testing::TestHost::load`] to see what it did).
 pub fn load<P: Plugin>(json: &str) -> Result<P, String> {
+    #[cfg(not(target_arch = "wasm32"))]
+    if !testing::has_current() {
+        return testing::TestHost::default().load::<P>(json);
+    }
     P::new(parse_config::<P>(json)?)
 }
 

@@ -189,13 +189,7 @@ impl RequestMatch {
     }
 }
 
-/// The first value of `name` in a query string (`a=1&b=2`); a bare `flag` has the value "".
-pub fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
-    query.split('&').find_map(|pair| {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        (key == name).then_some(value)
-    })
-}
+pub use crate::params::query_param;
 
 #[cfg(test)]
 mod tests {

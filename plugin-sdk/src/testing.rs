@@ -71,6 +71,9 @@ pub struct TestHost {
     pub destination: Option<String>,
     /// Clusters `set_destination` accepts; empty accepts any name.
     pub clusters: Vec<String>,
+    /// Set when the plugin named a cluster that does not exist, as the proxy does: the call
+    /// fails, and the request is answered 500 unless a later `set_destination` succeeds.
+    pub bad_destination: Option<String>,
     pub timeout: Option<Duration>,
     pub per_try_timeout: Option<Duration>,
     pub context: HashMap<String, Vec<u8>>,
@@ -109,6 +112,12 @@ impl std::fmt::Debug for TestHost {
 
 thread_local! {
     static CURRENT: RefCell<Option<TestHost>> = const { RefCell::new(None) };
+}
+
+/// Whether a test host is installed (by [`TestHost::run`]) on this thread.
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+pub(crate) fn has_current() -> bool {
+    CURRENT.with(|current| current.borrow().is_some())
 }
 
 /// Runs `f` against the test host installed by [`TestHost::run`].
@@ -213,6 +222,13 @@ impl TestHost {
         f()
     }
 
+    /// Builds plugin `P` from its config JSON with this host installed, as the proxy calls
+    /// `new` at load: what `new` logs, counts or stores is in this host afterwards.
+    pub fn load<P: Plugin>(&mut self, json: &str) -> Result<P, String> {
+        let config = crate::parse_config::<P>(json)?;
+        self.run(|| P::new(config))
+    }
+
     pub fn on_request<P: Plugin>(&mut self, plugin: &P) -> Action {
         self.hook(|| plugin.on_request(&mut Request::handle()))
     }
@@ -254,14 +270,15 @@ impl TestHost {
         self.response.as_ref().and_then(|r| first(&r.headers, name))
     }
 
-    /// The sum of a counter metric's updates with exactly these labels.
-    pub fn counter_total(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+    /// The sum of a counter metric's increments with exactly these labels.
+    pub fn counter_total(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
         self.metrics
             .iter()
             .filter(|m| {
                 m.kind == metrics::Kind::Counter && m.name == name && same_labels(&m.labels, labels)
             })
-            .map(|m| m.value)
+            // Counters are incremented by whole numbers (`metrics::counter` takes a u64).
+            .map(|m| m.value as u64)
             .sum()
     }
 
@@ -428,9 +445,11 @@ impl HostApi for TestHost {
     }
     fn set_destination(&mut self, cluster: &str) -> Result<(), HostError> {
         if !self.clusters.is_empty() && !self.clusters.iter().any(|c| c == cluster) {
+            self.bad_destination = Some(cluster.to_owned());
             return Err(HostError(format!("no cluster is named {cluster:?}")));
         }
         self.destination = Some(cluster.to_owned());
+        self.bad_destination = None;
         Ok(())
     }
     fn set_timeout(&mut self, ms: u32) {
@@ -513,5 +532,61 @@ impl HostApi for TestHost {
             Some(handler) => handler(cluster, request),
             None => Err(http::CallError::UnknownCluster),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::metrics as plugin_metrics;
+
+    /// Counts in `new`, routes by query parameter and cookie.
+    struct Counted;
+
+    impl Plugin for Counted {
+        type Config = serde_json::Value;
+
+        fn new(_: serde_json::Value) -> Result<Self, String> {
+            plugin_metrics::counter("loaded", &[], 1);
+            Ok(Counted)
+        }
+
+        fn on_request(&self, req: &mut Request) -> Action {
+            let user = req.query_param("user").unwrap_or_default();
+            let group = req.cookie("group").unwrap_or_default();
+            let _ = req.set_header("x-seen", &format!("{user}/{group}"));
+            if req.set_destination("nowhere").is_err() && user == "fallback" {
+                let _ = req.set_destination("app");
+            }
+            Action::Continue
+        }
+    }
+
+    #[test]
+    fn new_may_use_the_host_natively_and_its_metrics_are_seen() {
+        assert!(crate::load::<Counted>("{}").is_ok(), "no host needed");
+        let mut host = TestHost::default();
+        host.load::<Counted>("{}").unwrap();
+        assert_eq!(host.counter_total("loaded", &[]), 1);
+    }
+
+    #[test]
+    fn query_parameters_and_cookies_are_read_decoded() {
+        let mut host = TestHost::get("/x?user=J%C3%BCrgen+M&x=1")
+            .header("cookie", "theme=dark; group=beta")
+            .cluster("app");
+        host.on_request(&Counted);
+        assert_eq!(host.request_header("x-seen"), Some("Jürgen M/beta"));
+    }
+
+    #[test]
+    fn an_unknown_destination_fails_the_request_unless_a_later_one_succeeds() {
+        let mut host = TestHost::get("/?user=someone").cluster("app");
+        host.on_request(&Counted);
+        assert_eq!(host.bad_destination.as_deref(), Some("nowhere"));
+        let mut host = TestHost::get("/?user=fallback").cluster("app");
+        host.on_request(&Counted);
+        assert_eq!(host.bad_destination, None);
+        assert_eq!(host.destination.as_deref(), Some("app"));
     }
 }

@@ -225,7 +225,7 @@ mod tests {
         assert!((800..=1100).contains(&delayed), "{delayed} delayed");
         assert_eq!(
             host.counter_total("faults", &[("rule", "0"), ("kind", "abort")]),
-            f64::from(aborted)
+            aborted
         );
     }
 

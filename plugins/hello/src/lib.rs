@@ -65,7 +65,7 @@ mod tests {
         assert_eq!(host.on_response(&hello), Action::Continue);
 
         assert_eq!(host.response_header_value("x-hello"), Some("hi there"));
-        assert_eq!(host.counter_total("requests", &[]), 2.0);
+        assert_eq!(host.counter_total("requests", &[]), 2);
     }
 
     #[test]

@@ -36,7 +36,7 @@ fn routes_rewrites_and_changes_headers() {
     assert_eq!(host.authority.as_deref(), Some("api.internal"));
     assert_eq!(host.request_header("x-route"), Some("api-v2"));
     assert_eq!(host.request_header("x-debug"), None);
-    assert_eq!(host.counter_total("requests", &[("route", "api-v2")]), 1.0);
+    assert_eq!(host.counter_total("requests", &[("route", "api-v2")]), 1);
     assert_eq!(
         host.context
             .get(switchyard_sdk::ROUTE_CONTEXT_KEY)
