@@ -212,6 +212,12 @@ fn bad_plugin_config_is_refused_naming_the_field() {
         "[plugin.config]\ngreeting = 42\n",
     ));
 
-    assert!(stderr.contains("plugin \"p\""), "{stderr}");
-    assert!(stderr.contains("invalid config at `greeting`"), "{stderr}");
+    assert!(
+        stderr.contains("plugin \"p\" refused its config"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("plugin[0].config.greeting: invalid type: integer `42`"),
+        "{stderr}"
+    );
 }

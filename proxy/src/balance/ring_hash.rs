@@ -47,13 +47,24 @@ mod tests {
         names.iter().map(|n| FakeTarget::new(n, 1)).collect()
     }
 
+    /// What every proxy, before and after a restart, must pick; computed independently of this
+    /// code (FNV-1a + murmur3 finalizer, 128 points per endpoint, first point at or after the key).
     #[test]
-    fn same_key_same_endpoint() {
-        let t = targets(&["a:1", "b:1", "c:1"]);
-        let ring = Ring::new(&t);
-        for user in 0..100 {
+    fn a_key_maps_to_the_same_endpoint_on_every_proxy_and_in_any_order() {
+        let names = ["a:1", "b:1", "c:1"];
+        let expected = ["a:1", "a:1", "b:1", "a:1", "c:1", "b:1", "c:1", "a:1"];
+        let forward = targets(&names);
+        let mut reversed = targets(&names);
+        reversed.reverse();
+        let (r1, r2) = (Ring::new(&forward), Ring::new(&reversed));
+        for (user, want) in expected.iter().enumerate() {
             let key = hash_bytes(format!("user-{user}").as_bytes());
-            assert_eq!(ring.pick(key), ring.pick(key));
+            assert_eq!(forward[r1.pick(key)].name, *want, "user-{user}");
+            assert_eq!(
+                reversed[r2.pick(key)].name,
+                *want,
+                "user-{user}, targets reversed"
+            );
         }
     }
 

@@ -3,6 +3,7 @@
 
 mod duration;
 mod error;
+mod fields;
 mod load;
 pub mod locate;
 mod raw;

@@ -143,7 +143,7 @@ mod tests {
         assert!(is_runtime_frame("core::panicking::panic_fmt"));
         assert!(is_runtime_frame("switchyard_sdk::__private::on_request"));
         assert!(!is_runtime_frame("my_filter::MyFilter::on_request"));
-        let mangled = "_RNvCs1234_9my_filter9on_request";
+        let mangled = "_ZN9my_filter10on_request17h0123456789abcdefE";
         assert_eq!(
             format!("{:#}", rustc_demangle::demangle(mangled)),
             "my_filter::on_request"
