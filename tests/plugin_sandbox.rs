@@ -67,6 +67,22 @@ async fn assert_policy(misbehave: &str) {
 }
 
 #[tokio::test]
+async fn a_hook_that_answers_an_err_is_handled_by_the_failure_policy() {
+    assert_policy("fail").await;
+    let app = Upstream::echo("app").await;
+    let proxy = Proxy::start(&config(&app, r#"misbehave = "fail""#, "fail_closed"));
+    get(proxy.listener("public"), "/").await;
+    let logged = proxy
+        .wait_for_log("hook failed: ", Duration::from_secs(5))
+        .await;
+    assert!(
+        logged && proxy.logs().contains("not a header name"),
+        "{}",
+        proxy.logs()
+    );
+}
+
+#[tokio::test]
 async fn an_endless_loop_is_stopped_by_the_cpu_deadline() {
     assert_policy("spin").await;
 }

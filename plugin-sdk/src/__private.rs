@@ -237,7 +237,15 @@ fn decision((action, implemented): (Action, bool)) -> Decision {
         }),
         Action::Retry { delay } => Decision::Retry(millis(delay)),
         Action::Delay(delay) => Decision::Delay(millis(delay)),
+        Action::Fail(message) => fail(&message),
     }
+}
+
+/// Ends the hook as a trap, which the host handles by the plugin's failure policy, after
+/// sending it `message` (the host logs it with the failure, as it does a panic's).
+fn fail(message: &str) -> ! {
+    crate::log::error(&format!("hook failed: {message}"));
+    std::process::abort()
 }
 
 fn millis(d: Duration) -> u32 {

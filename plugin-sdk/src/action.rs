@@ -14,6 +14,19 @@ pub enum Action {
     Retry { delay: Duration },
     /// Wait (the proxy waits, asynchronously), then continue.
     Delay(Duration),
+    /// The hook failed: the proxy logs the message and treats the request as it treats a
+    /// trap, by the plugin's `on_error` policy (fail closed: 503; fail open: skip the plugin).
+    /// Made from an `Err` by `Action::from(result)`.
+    Fail(String),
+}
+
+/// Lets a hook put its logic in a function returning `Result<Action, E>`, where `?` works on
+/// every fallible call, and answer `self.decide(req).into()`: an `Err` becomes
+/// [`Action::Fail`].
+impl<E: std::fmt::Display> From<Result<Action, E>> for Action {
+    fn from(result: Result<Action, E>) -> Self {
+        result.unwrap_or_else(|e| Action::Fail(e.to_string()))
+    }
 }
 
 impl Action {

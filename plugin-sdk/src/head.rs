@@ -146,6 +146,17 @@ impl Request {
     pub fn context_get(&self, key: &str) -> Option<Vec<u8>> {
         host::with(|h| h.context_get(key))
     }
+    /// A value kept with [`Request::set_state`], if there is one of that type under `key`.
+    pub fn state<T: serde::de::DeserializeOwned>(&self, key: &str) -> Option<T> {
+        serde_json::from_slice(&self.context_get(key)?).ok()
+    }
+    /// Keeps a typed value for the rest of this request (every later hook, on whatever
+    /// instance runs it), in the request's context as JSON.
+    pub fn set_state<T: serde::Serialize>(&mut self, key: &str, value: &T) {
+        if let Ok(bytes) = serde_json::to_vec(value) {
+            self.context_set(key, &bytes);
+        }
+    }
     pub fn context_set(&mut self, key: &str, value: &[u8]) {
         host::with(|h| h.context_set(key, value));
     }

@@ -579,6 +579,68 @@ mod tests {
         assert_eq!(host.request_header("x-seen"), Some("Jürgen M/beta"));
     }
 
+    /// Keeps typed state from on_request for on_response; fails with `?` on a bad header.
+    struct Stateful;
+
+    #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+    struct Choice {
+        variant: String,
+        weight: u32,
+    }
+
+    impl Stateful {
+        fn decide(req: &mut Request) -> Result<Action, HostError> {
+            let name = req.header("x-header-name").unwrap_or_default();
+            req.set_header(&name, "1")?;
+            req.set_state(
+                "choice",
+                &Choice {
+                    variant: "b".into(),
+                    weight: 7,
+                },
+            );
+            Ok(Action::Continue)
+        }
+    }
+
+    impl Plugin for Stateful {
+        type Config = serde_json::Value;
+
+        fn new(_: serde_json::Value) -> Result<Self, String> {
+            Ok(Stateful)
+        }
+
+        fn on_request(&self, req: &mut Request) -> Action {
+            Self::decide(req).into()
+        }
+
+        fn on_response(&self, req: &mut Request, resp: &mut Response) -> Action {
+            let choice: Choice = req.state("choice").unwrap_or(Choice {
+                variant: "-".into(),
+                weight: 0,
+            });
+            let _ = resp.set_header("x-choice", &format!("{}/{}", choice.variant, choice.weight));
+            Action::Continue
+        }
+    }
+
+    #[test]
+    fn typed_state_travels_between_hooks_and_err_becomes_a_failure() {
+        let mut host = TestHost::get("/")
+            .header("x-header-name", "x-ok")
+            .response(200);
+        assert_eq!(host.on_request(&Stateful), Action::Continue);
+        host.on_response(&Stateful);
+        assert_eq!(host.response_header_value("x-choice"), Some("b/7"));
+
+        let mut host = TestHost::get("/").header("x-header-name", "not valid");
+        let failed = host.on_request(&Stateful);
+        assert!(
+            matches!(&failed, Action::Fail(m) if m.contains("not valid")),
+            "{failed:?}"
+        );
+    }
+
     #[test]
     fn an_unknown_destination_fails_the_request_unless_a_later_one_succeeds() {
         let mut host = TestHost::get("/?user=someone").cluster("app");

@@ -113,6 +113,8 @@ const MAX_CACHED_HEADER_NAMES: usize = 8;
 
 /// How the SDK's panic hook starts the error it logs (`panicked at src/lib.rs:12:5: message`).
 const PANIC_PREFIX: &str = "panicked at ";
+/// How the SDK starts the message of a hook that answered `Action::Fail` (an `Err`).
+const FAIL_PREFIX: &str = "hook failed: ";
 
 impl HostState {
     pub fn new(env: Arc<PluginEnv>) -> Self {
@@ -615,7 +617,9 @@ impl log::Host for HostState {
     fn log(&mut self, level: LogLevel, message: String) {
         // The SDK's panic hook reports the panic just before the trap it ends in: it is logged
         // once, as part of the failure (rate-limited there), rather than as a line of its own.
-        if level == LogLevel::Error && message.starts_with(PANIC_PREFIX) {
+        if level == LogLevel::Error
+            && (message.starts_with(PANIC_PREFIX) || message.starts_with(FAIL_PREFIX))
+        {
             self.panic = Some(message);
             return;
         }

@@ -42,6 +42,8 @@ pub enum Misbehave {
     Trap,
     /// Traps on every other call (to show recovery).
     TrapEveryOther,
+    /// Answers an `Err` from a function where `?` was used (`Action::from(result)`).
+    Fail,
 }
 
 pub struct Testkit {
@@ -56,6 +58,9 @@ impl Plugin for Testkit {
     }
 
     fn on_request(&self, req: &mut Request) -> Action {
+        if self.config.misbehave == Some(Misbehave::Fail) {
+            return fail_with_question_mark(req).into();
+        }
         if let Some(m) = self.config.misbehave {
             misbehave(m);
         }
@@ -114,8 +119,15 @@ impl Testkit {
     }
 }
 
+/// A hook body written with `?`: the header name is invalid, so the `Err` comes from the host.
+fn fail_with_question_mark(req: &mut Request) -> Result<Action, switchyard_sdk::HostError> {
+    req.set_header("not a header name", "x")?;
+    Ok(Action::Continue)
+}
+
 fn misbehave(m: Misbehave) {
     match m {
+        Misbehave::Fail => {}
         Misbehave::Spin => {
             let mut x: u64 = 0;
             loop {
