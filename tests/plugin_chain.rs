@@ -45,6 +45,66 @@ async fn three_plugins_run_in_order_and_in_reverse_on_the_way_back() {
 }
 
 #[tokio::test]
+async fn a_route_named_by_the_routing_plugin_skips_and_adds_plugins() {
+    let app = Upstream::echo("app").await;
+    let routing = format!(
+        "[[plugin]]\nname = \"routing\"\npath = \"{}\"\n\
+         [[plugin.config.routes]]\nname = \"public-api\"\nmatch = {{ path_prefix = \"/public/\" }}\n\
+         [[plugin.config.routes]]\nname = \"internal\"\nmatch = {{ path_prefix = \"/\" }}\n",
+        plugin_path("routing").display()
+    );
+    let proxy = Proxy::start(
+        &[
+            listener("public", "app", &["routing", "a", "b"]),
+            "[[listener.route]]\nname = \"public-api\"\nskip = [\"b\"]\nadd = [\"c\"]\n".to_owned(),
+            cluster("app", &[app.addr.to_string()], ""),
+            routing,
+            testkit("a", r#"tag = "a""#),
+            testkit("b", r#"tag = "b""#),
+            testkit("c", r#"tag = "c""#),
+        ]
+        .join("\n"),
+    );
+
+    // The route's plan: b skipped, c added after the listener's chain; back in reverse.
+    let reply = get(proxy.addr(), "/public/items").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(
+        reply.json()["headers"]["x-chain"],
+        serde_json::json!(["a", "c"])
+    );
+    assert_eq!(reply.header_values("x-chain-response"), vec!["c", "a"]);
+
+    // Another route (no plan for it): the listener's chain.
+    let reply = get(proxy.addr(), "/orders").await;
+    assert_eq!(
+        reply.json()["headers"]["x-chain"],
+        serde_json::json!(["a", "b"])
+    );
+    assert_eq!(reply.header_values("x-chain-response"), vec!["b", "a"]);
+}
+
+#[test]
+fn route_plans_name_plugins_that_exist_where_they_can_apply() {
+    let config = [
+        listener("public", "app", &["a"]),
+        "[[listener.route]]\nname = \"r\"\nskip = [\"b\"]\nadd = [\"a\", \"nope\"]\n".to_owned(),
+        cluster("app", &["127.0.0.1:9"], ""),
+        testkit("a", r#"tag = "a""#),
+        testkit("b", r#"tag = "b""#),
+    ]
+    .join("\n");
+    let stderr = crate::support::proxy::refused(&config);
+    for expected in [
+        "listener[0].route[0].skip[0]: \"b\" is not in this listener's plugins",
+        "listener[0].route[0].add[0]: \"a\" is in this listener's plugins already",
+        "listener[0].route[0].add[1]: plugin \"nope\" is not defined",
+    ] {
+        assert!(stderr.contains(expected), "no {expected:?} in:\n{stderr}");
+    }
+}
+
+#[tokio::test]
 async fn respond_short_circuits_the_chain_and_the_upstream() {
     let (app, mut arrived) = Upstream::announcing(Duration::ZERO).await;
     let proxy = Proxy::start(

@@ -32,6 +32,7 @@
 //! `cargo build --release --target wasm32-unknown-unknown`.
 
 // The generated bindings (and only they) use `unsafe` for the canonical ABI.
+#![warn(missing_docs)]
 #![cfg_attr(not(target_arch = "wasm32"), forbid(unsafe_code))]
 
 // Lets the generated bindings name this crate by its public path from inside it too.

@@ -148,6 +148,7 @@ impl ListenerProxy {
             context: HashMap::new(),
             bad_destination: None,
             plugins_reached: usize::MAX,
+            routed_chain: None,
             exchange,
             response_headers_to_add: Vec::new(),
         });

@@ -431,7 +431,7 @@ fn serving(
         scheme: if tls.is_some() { "https" } else { "http" },
         default_cluster: l.default_cluster.and_then(|i| clusters.get(i)).cloned(),
         clusters: Arc::clone(clusters),
-        chain: Arc::new(plugins.chain(&l.plugin_names)),
+        chain: Arc::new(plugins.listener_chain(&l.plugin_names, &l.routes)),
         max_buffered_body: MAX_BUFFERED_BODY,
         max_uri_length: l.max_uri_length,
         path_normalization: l.path_normalization,

@@ -6,8 +6,8 @@ use serde::de::{self, Deserialize, Deserializer, Visitor};
 
 use super::raw::{
     RawAccessLog, RawAdmin, RawCircuitBreaker, RawCluster, RawClusterTls, RawConfig,
-    RawHealthCheck, RawLimits, RawListener, RawListenerTls, RawOutlier, RawPlugin, RawRuntime,
-    RawSniCert, RawTracing,
+    RawHealthCheck, RawLimits, RawListener, RawListenerTls, RawOutlier, RawPlugin, RawRoute,
+    RawRuntime, RawSniCert, RawTracing,
 };
 
 /// The keys of the table at `path` (table names, array indices left out: `["cluster", "tls"]`),
@@ -22,6 +22,7 @@ pub fn keys_of(path: &[&str]) -> &'static [&'static str] {
         ["listener"] => fields::<RawListener>(),
         ["listener", "tls"] => fields::<RawListenerTls>(),
         ["listener", "tls", "sni"] => fields::<RawSniCert>(),
+        ["listener", "route"] => fields::<RawRoute>(),
         ["cluster"] => fields::<RawCluster>(),
         ["cluster", "tls"] => fields::<RawClusterTls>(),
         ["cluster", "health_check"] => fields::<RawHealthCheck>(),

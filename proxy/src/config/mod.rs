@@ -240,6 +240,18 @@ pub struct ListenerConfig {
     pub path_normalization: crate::path::PathNormalization,
     /// Serve gRPC-Web (`application/grpc-web[-text]`) against plain gRPC upstreams.
     pub grpc_web: bool,
+    /// `[[listener.route]]`: how the chain changes for a request once a plugin names its route.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `[[listener.route]]`: once a plugin names a request's route (`req.set_route`), the listener's
+/// plugins named in `skip` that have not run yet are left out for it, and those in `add` run
+/// after the listener's own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RouteConfig {
+    pub name: String,
+    pub skip: Vec<String>,
+    pub add: Vec<String>,
 }
 
 /// What a listener speaks to its clients.

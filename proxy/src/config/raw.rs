@@ -76,6 +76,18 @@ pub struct RawListener {
     pub merge_slashes: Option<Spanned<bool>>,
     pub escaped_slashes: Option<Spanned<String>>,
     pub grpc_web: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub route: Vec<Spanned<RawRoute>>,
+}
+
+/// `[[listener.route]]`
+#[derive(Debug, Deserialize)]
+pub struct RawRoute {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub skip: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub add: Vec<Spanned<String>>,
 }
 
 /// `[listener.tls]`

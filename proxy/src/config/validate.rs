@@ -13,8 +13,8 @@ use super::error::{ConfigErrors, Diagnostics};
 use super::raw::{RawCluster, RawConfig, RawListener, RawPlugin};
 use super::{
     AdminConfig, ClusterConfig, Config, DEFAULT_ADMIN_LISTEN, EndpointConfig, LbPolicy,
-    ListenerConfig, ListenerProtocol, OnError, PluginConfig, RuntimeConfig, UpstreamProtocol,
-    duration,
+    ListenerConfig, ListenerProtocol, OnError, PluginConfig, RouteConfig, RuntimeConfig,
+    UpstreamProtocol, duration,
 };
 
 const LB_POLICIES: &[(&str, LbPolicy)] = &[
@@ -267,7 +267,65 @@ fn listener(
                 .unwrap_or_default(),
         },
         grpc_web: raw.grpc_web.as_ref().is_some_and(|b| *b.get_ref()),
+        routes: routes(raw, plugins, &key("route"), d),
     }
+}
+
+/// `[[listener.route]]`s: unique names; `skip` names plugins of the listener's chain, `add`
+/// names plugins that exist and are not in it already.
+fn routes(
+    raw: &RawListener,
+    plugins: &HashMap<&str, usize>,
+    at: &str,
+    d: &mut Diagnostics<'_>,
+) -> Vec<RouteConfig> {
+    let in_chain = |name: &str| raw.plugins.iter().any(|p| p.get_ref() == name);
+    let mut routes: Vec<RouteConfig> = Vec::new();
+    for (r, route) in raw.route.iter().enumerate() {
+        let route = route.get_ref();
+        let key = |k: &str| format!("{at}[{r}].{k}");
+        let name = route.name.get_ref();
+        if routes.iter().any(|seen| seen.name == *name) {
+            d.error(
+                route.name.span(),
+                key("name"),
+                format!("two routes of this listener are named {name:?}"),
+            );
+        }
+        for (j, skipped) in route.skip.iter().enumerate() {
+            if !in_chain(skipped.get_ref()) {
+                d.error(
+                    skipped.span(),
+                    key(&format!("skip[{j}]")),
+                    format!(
+                        "{:?} is not in this listener's plugins; skip names plugins of its chain",
+                        skipped.get_ref()
+                    ),
+                );
+            }
+        }
+        for (j, added) in route.add.iter().enumerate() {
+            let added_key = key(&format!("add[{j}]"));
+            if resolve(added, plugins, "plugin", &added_key, d).is_some()
+                && in_chain(added.get_ref())
+            {
+                d.error(
+                    added.span(),
+                    added_key,
+                    format!(
+                        "{:?} is in this listener's plugins already; add names plugins it does not run",
+                        added.get_ref()
+                    ),
+                );
+            }
+        }
+        routes.push(RouteConfig {
+            name: name.clone(),
+            skip: route.skip.iter().map(|s| s.get_ref().clone()).collect(),
+            add: route.add.iter().map(|s| s.get_ref().clone()).collect(),
+        });
+    }
+    routes
 }
 
 fn cluster(i: usize, raw: &RawCluster, base: &Path, d: &mut Diagnostics<'_>) -> ClusterConfig {

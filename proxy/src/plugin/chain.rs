@@ -1,6 +1,7 @@
 //! Running a listener's plugins: request hooks in chain order, response hooks in reverse,
 //! applying each decision and the plugin's failure policy.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use super::host::RequestState;
 use super::instance::HookCall;
 use super::{Hook, Plugin};
 use crate::config::OnError;
+use crate::telemetry::ROUTE_CONTEXT_KEY;
 
 /// What the chain decided after running one hook over its plugins.
 #[derive(Debug)]
@@ -23,36 +25,58 @@ pub enum Step {
     Failed(Arc<str>),
 }
 
-/// The plugins of one listener, in order.
+/// The plugins of one listener, in order, and how named routes change them.
 #[derive(Default)]
 pub struct Chain {
     plugins: Vec<Arc<Plugin>>,
+    /// By route name (`[[listener.route]]`).
+    routes: HashMap<String, RoutePlan>,
+}
+
+/// What one route changes in the chain for its requests.
+pub struct RoutePlan {
+    /// Plugins of the listener's chain left out once the route is named.
+    pub skip: Vec<String>,
+    /// Plugins run after the listener's own.
+    pub add: Vec<Arc<Plugin>>,
 }
 
 impl Chain {
     pub fn new(plugins: Vec<Arc<Plugin>>) -> Self {
-        Self { plugins }
+        Self::with_routes(plugins, HashMap::new())
+    }
+
+    /// A chain whose requests, once a plugin names their route, run that route's plan.
+    pub fn with_routes(plugins: Vec<Arc<Plugin>>, routes: HashMap<String, RoutePlan>) -> Self {
+        Self { plugins, routes }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.plugins.is_empty()
+        self.plugins.is_empty() && self.routes.values().all(|r| r.add.is_empty())
+    }
+
+    /// Every plugin a request of this listener may run, whatever its route.
+    fn every_plugin(&self) -> impl Iterator<Item = &Arc<Plugin>> {
+        self.plugins
+            .iter()
+            .chain(self.routes.values().flat_map(|r| r.add.iter()))
     }
 
     pub fn wants_request_body(&self) -> bool {
-        self.plugins.iter().any(|p| p.wants(Hook::RequestBody))
+        self.every_plugin().any(|p| p.wants(Hook::RequestBody))
     }
 
     pub fn wants_response_body(&self) -> bool {
-        self.plugins.iter().any(|p| p.wants(Hook::ResponseBody))
+        self.every_plugin().any(|p| p.wants(Hook::ResponseBody))
     }
 
     /// Whether any plugin may ask for retries (so the request must stay replayable).
     pub fn may_retry(&self) -> bool {
-        self.plugins.iter().any(|p| p.wants(Hook::UpstreamResponse))
+        self.every_plugin().any(|p| p.wants(Hook::UpstreamResponse))
     }
 
     pub fn wants_log(&self) -> bool {
-        self.plugins.iter().any(|p| p.wants(Hook::Log))
+        self.every_plugin().any(|p| p.wants(Hook::Log))
     }
 
     /// Whether any hook that runs after the request is sent (and may read its head) is wanted:
@@ -64,16 +88,62 @@ impl Chain {
             Hook::ResponseBody,
             Hook::Log,
         ];
-        self.plugins
-            .iter()
+        self.every_plugin()
             .any(|p| LATER.iter().any(|hook| p.wants(*hook)))
     }
 
     pub async fn on_request(&self, state: Box<RequestState>) -> (Box<RequestState>, Step) {
+        if !self.routes.is_empty() {
+            return self.on_request_routed(state).await;
+        }
         let call = || HookCall::Request;
         let (mut state, step, reached) = run(self.plugins.iter(), state, Hook::Request, call).await;
         state.plugins_reached = reached;
         (state, step)
+    }
+
+    /// [`Chain::on_request`] one plugin at a time, so that once a plugin names the request's
+    /// route the rest of the chain follows the route's plan.
+    async fn on_request_routed(&self, mut state: Box<RequestState>) -> (Box<RequestState>, Step) {
+        let mut chain = self.plugins.clone();
+        let mut planned = false;
+        let mut next = 0;
+        let mut step = Step::Continue;
+        while let Some(plugin) = chain.get(next).cloned() {
+            next += 1;
+            let once = std::iter::once(&plugin);
+            let (back, result, _) = run(once, state, Hook::Request, || HookCall::Request).await;
+            state = back;
+            if !matches!(result, Step::Continue) {
+                step = result;
+                break;
+            }
+            if !planned && let Some(plan) = self.plan_for(&state) {
+                planned = true;
+                let rest = chain.split_off(next);
+                chain.extend(
+                    rest.into_iter()
+                        .filter(|p| !plan.skip.iter().any(|s| **s == *p.name)),
+                );
+                chain.extend(plan.add.iter().cloned());
+            }
+        }
+        state.plugins_reached = next;
+        if planned {
+            state.routed_chain = Some(chain.into());
+        }
+        (state, step)
+    }
+
+    /// The plan of the route a plugin named for this request, if this listener has one for it.
+    fn plan_for(&self, state: &RequestState) -> Option<&RoutePlan> {
+        let route = state.context.get(ROUTE_CONTEXT_KEY)?;
+        self.routes.get(std::str::from_utf8(route).ok()?)
+    }
+
+    /// The chain `state` runs: its route's, or the listener's.
+    fn chain_of(&self, state: &RequestState) -> Option<Arc<[Arc<Plugin>]>> {
+        state.routed_chain.clone()
     }
 
     pub async fn on_request_body(
@@ -81,8 +151,10 @@ impl Chain {
         state: Box<RequestState>,
         body: &[u8],
     ) -> (Box<RequestState>, Step) {
+        let routed = self.chain_of(&state);
+        let plugins = routed.as_deref().unwrap_or(&self.plugins);
         let call = || HookCall::RequestBody(body.to_vec());
-        let (state, step, _) = run(self.plugins.iter(), state, Hook::RequestBody, call).await;
+        let (state, step, _) = run(plugins.iter(), state, Hook::RequestBody, call).await;
         (state, step)
     }
 
@@ -91,14 +163,16 @@ impl Chain {
         state: Box<RequestState>,
         outcome: AttemptOutcome,
     ) -> (Box<RequestState>, Step) {
+        let routed = self.chain_of(&state);
+        let plugins = routed.as_deref().unwrap_or(&self.plugins);
         let call = || HookCall::UpstreamResponse(outcome);
-        let plugins = self.plugins.iter().rev();
-        let (state, step, _) = run(plugins, state, Hook::UpstreamResponse, call).await;
+        let (state, step, _) = run(plugins.iter().rev(), state, Hook::UpstreamResponse, call).await;
         (state, step)
     }
 
     pub async fn on_response(&self, state: Box<RequestState>) -> (Box<RequestState>, Step) {
-        let path = self.response_path(&state);
+        let routed = self.chain_of(&state);
+        let path = response_path(routed.as_deref().unwrap_or(&self.plugins), &state);
         let (state, step, _) = run(path, state, Hook::Response, || HookCall::Response).await;
         (state, step)
     }
@@ -108,25 +182,27 @@ impl Chain {
         state: Box<RequestState>,
         body: &[u8],
     ) -> (Box<RequestState>, Step) {
-        let path = self.response_path(&state);
+        let routed = self.chain_of(&state);
+        let path = response_path(routed.as_deref().unwrap_or(&self.plugins), &state);
         let call = || HookCall::ResponseBody(body.to_vec());
         let (state, step, _) = run(path, state, Hook::ResponseBody, call).await;
         (state, step)
     }
 
     pub async fn on_log(&self, state: Box<RequestState>) {
-        let path = self.response_path(&state);
+        let routed = self.chain_of(&state);
+        let path = response_path(routed.as_deref().unwrap_or(&self.plugins), &state);
         let _ = run(path, state, Hook::Log, || HookCall::Log).await;
     }
+}
 
-    /// The plugins that saw the request, last first: the order of the response path.
-    fn response_path(
-        &self,
-        state: &RequestState,
-    ) -> std::iter::Rev<std::slice::Iter<'_, Arc<Plugin>>> {
-        let reached = state.plugins_reached.min(self.plugins.len());
-        self.plugins[..reached].iter().rev()
-    }
+/// The plugins of `chain` that saw the request, last first: the order of the response path.
+fn response_path<'a>(
+    chain: &'a [Arc<Plugin>],
+    state: &RequestState,
+) -> std::iter::Rev<std::slice::Iter<'a, Arc<Plugin>>> {
+    let reached = state.plugins_reached.min(chain.len());
+    chain[..reached].iter().rev()
 }
 
 /// Runs `hook` over `plugins`; also returns how many plugins were reached (including one that

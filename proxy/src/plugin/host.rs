@@ -44,6 +44,9 @@ pub struct RequestState {
     /// How many plugins of the chain saw on-request (all, unless one answered early); only
     /// those see the response.
     pub plugins_reached: usize,
+    /// The chain this request runs when its route changed it (`[[listener.route]]`): the
+    /// listener's plugins less those skipped, then those added. `None`: the listener's chain.
+    pub routed_chain: Option<Arc<[Arc<super::Plugin>]>>,
     /// What telemetry reports when the request is done.
     pub exchange: crate::telemetry::Exchange,
     /// Headers plugins added for the client's response (`add-response-header`), appended to

@@ -95,6 +95,15 @@ pub struct Plugin {
     metrics: PluginMetrics,
 }
 
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("name", &self.name)
+            .field("sha256", &self.sha256)
+            .finish_non_exhaustive()
+    }
+}
+
 struct PluginMetrics {
     calls: Vec<metrics::Counter>,
     durations: Vec<metrics::Histogram>,
@@ -196,12 +205,30 @@ impl Plugins {
 
     /// The chain of plugins named (in order) by a listener.
     pub fn chain(&self, names: &[String]) -> Chain {
-        Chain::new(
-            names
-                .iter()
-                .filter_map(|n| self.by_name.get(n).cloned())
-                .collect(),
-        )
+        Chain::new(self.named(names))
+    }
+
+    /// A listener's chain with its `[[listener.route]]` plans.
+    pub fn listener_chain(&self, names: &[String], routes: &[crate::config::RouteConfig]) -> Chain {
+        let plans = routes
+            .iter()
+            .map(|r| {
+                let plan = chain::RoutePlan {
+                    skip: r.skip.clone(),
+                    add: self.named(&r.add),
+                };
+                (r.name.clone(), plan)
+            })
+            .collect();
+        Chain::with_routes(self.named(names), plans)
+    }
+
+    /// The plugins called `names`, in that order (validation made sure they all exist).
+    fn named(&self, names: &[String]) -> Vec<Arc<Plugin>> {
+        names
+            .iter()
+            .filter_map(|n| self.by_name.get(n).cloned())
+            .collect()
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<Plugin>> {
