@@ -53,6 +53,7 @@ pub fn request_state(headers: &[(&'static str, String)]) -> Box<RequestState> {
         context: HashMap::new(),
         bad_destination: None,
         plugins_reached: usize::MAX,
+        routed_chain: None,
         exchange: switchyard::telemetry::Exchange::new(http::Method::GET, http::Version::HTTP_11),
         response_headers_to_add: Vec::new(),
     })

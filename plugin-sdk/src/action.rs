@@ -11,7 +11,10 @@ pub enum Action {
     /// Answer the client with this instead of forwarding (or instead of the upstream's answer).
     Respond(LocalResponse),
     /// From `on_upstream_response` only: try the request again after `delay`.
-    Retry { delay: Duration },
+    Retry {
+        /// How long to wait before the next attempt.
+        delay: Duration,
+    },
     /// Wait (the proxy waits, asynchronously), then continue.
     Delay(Duration),
     /// The hook failed: the proxy logs the message and treats the request as it treats a
@@ -50,12 +53,16 @@ impl Action {
 /// A response made by the plugin.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct LocalResponse {
+    /// The HTTP status code.
     pub status: u16,
+    /// Header names and values, in order.
     pub headers: Vec<(String, String)>,
+    /// The body, sent with a `content-length`.
     pub body: Vec<u8>,
 }
 
 impl LocalResponse {
+    /// A response with this status, no headers and an empty body.
     pub fn new(status: u16) -> Self {
         Self {
             status,
@@ -63,11 +70,13 @@ impl LocalResponse {
         }
     }
 
+    /// Adds a header.
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((name.into(), value.into()));
         self
     }
 
+    /// Sets the body.
     pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
         self.body = body.into();
         self
@@ -86,19 +95,25 @@ pub enum Outcome {
 /// Why an attempt produced no response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpstreamError {
+    /// The connection to the endpoint could not be made.
     ConnectFailure,
+    /// The connection broke before a response head arrived.
     Reset,
+    /// No response head within the per-try timeout.
     PerTryTimeout,
 }
 
 /// Which bodies a plugin wants to see whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct BodyInterest {
+    /// Buffer the request body whole for `on_request_body`.
     pub request_body: bool,
+    /// Buffer the response body whole for `on_response_body`.
     pub response_body: bool,
 }
 
 impl BodyInterest {
+    /// Neither body: the default, and the only one that streams bodies untouched.
     pub const NONE: Self = Self {
         request_body: false,
         response_body: false,

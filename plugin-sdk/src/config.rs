@@ -51,9 +51,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
 pub enum HostPattern {
+    /// Matches every value.
     Any,
     /// `*.example.com`, kept as `.example.com`.
     Suffix(String),
+    /// Matches this value only.
     Exact(String),
 }
 
@@ -141,6 +143,7 @@ impl TryFrom<f64> for Percent {
 }
 
 impl Percent {
+    /// The ratio as a number between 0 and 1.
     pub fn value(self) -> f64 {
         self.0
     }

@@ -6,24 +6,35 @@
 pub const OK: u32 = 0;
 /// The client cancelled the call.
 pub const CANCELLED: u32 = 1;
+/// An error with no better code (`UNKNOWN`).
 pub const UNKNOWN: u32 = 2;
+/// The client sent something invalid, whatever the server's state.
 pub const INVALID_ARGUMENT: u32 = 3;
 /// The deadline passed before the call finished.
 pub const DEADLINE_EXCEEDED: u32 = 4;
+/// Something the call names does not exist.
 pub const NOT_FOUND: u32 = 5;
+/// What the call would create exists already.
 pub const ALREADY_EXISTS: u32 = 6;
+/// The caller may not do this (it is known; see `UNAUTHENTICATED` otherwise).
 pub const PERMISSION_DENIED: u32 = 7;
 /// A quota or resource ran out (rate limits answer this).
 pub const RESOURCE_EXHAUSTED: u32 = 8;
+/// The system is not in the state the call needs (do not retry as is).
 pub const FAILED_PRECONDITION: u32 = 9;
+/// The call was aborted, typically by a concurrency conflict (retry at a higher level).
 pub const ABORTED: u32 = 10;
+/// A value is past the valid range.
 pub const OUT_OF_RANGE: u32 = 11;
 /// The server does not implement the method.
 pub const UNIMPLEMENTED: u32 = 12;
+/// An invariant of the server broke.
 pub const INTERNAL: u32 = 13;
 /// The service is (transiently) unavailable: the status most worth retrying.
 pub const UNAVAILABLE: u32 = 14;
+/// Data was lost or corrupted beyond recovery.
 pub const DATA_LOSS: u32 = 15;
+/// The caller has no valid credentials.
 pub const UNAUTHENTICATED: u32 = 16;
 
 /// The header (or trailer) holding a call's status code.

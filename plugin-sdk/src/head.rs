@@ -20,8 +20,11 @@ impl std::error::Error for HostError {}
 /// The verified identity of a TLS client (mTLS).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PeerIdentity {
+    /// The SPIFFE ID in the certificate's URI SAN (`spiffe://trust-domain/ns/x/sa/y`), if any.
     pub spiffe_id: Option<String>,
+    /// The certificate's DNS SANs.
     pub dns_names: Vec<String>,
+    /// The certificate's subject, as text.
     pub subject: Option<String>,
 }
 
@@ -47,6 +50,7 @@ impl Request {
         Self { _private: () }
     }
 
+    /// The request method (`GET`, `POST`, ...).
     pub fn method(&self) -> String {
         host::with(|h| h.method())
     }
@@ -54,6 +58,7 @@ impl Request {
     pub fn path(&self) -> String {
         host::with(|h| h.path())
     }
+    /// Replaces the path and query the upstream gets (`/v2/users?page=2`).
     pub fn set_path(&mut self, path_and_query: &str) -> Result<(), HostError> {
         host::with(|h| h.set_path(path_and_query))
     }
@@ -61,14 +66,15 @@ impl Request {
     pub fn authority(&self) -> Option<String> {
         host::with(|h| h.authority())
     }
-    /// The first value of a header.
     /// Changes the host the upstream sees (`Host`, or `:authority` over HTTP/2).
     pub fn set_authority(&mut self, authority: &str) -> Result<(), HostError> {
         self.set_header("host", authority)
     }
+    /// The first value of a header (names are case-insensitive).
     pub fn header(&self, name: &str) -> Option<String> {
         host::with(|h| h.header(Side::Request, name))
     }
+    /// Every value of a header, in order.
     pub fn header_all(&self, name: &str) -> Vec<String> {
         host::with(|h| h.header_all(Side::Request, name))
     }
@@ -84,15 +90,19 @@ impl Request {
         let headers = self.header_all("cookie");
         crate::params::cookie(headers.iter().map(String::as_str), name).map(str::to_owned)
     }
+    /// The names of the request's headers, lower-case.
     pub fn header_names(&self) -> Vec<String> {
         host::with(|h| h.header_names(Side::Request))
     }
+    /// Sets a header, replacing any values it had; fails on an invalid name or value.
     pub fn set_header(&mut self, name: &str, value: &str) -> Result<(), HostError> {
         host::with(|h| h.set_header(Side::Request, name, value))
     }
+    /// Adds a value to a header, keeping those it had.
     pub fn add_header(&mut self, name: &str, value: &str) -> Result<(), HostError> {
         host::with(|h| h.add_header(Side::Request, name, value))
     }
+    /// Removes every value of a header.
     pub fn remove_header(&mut self, name: &str) {
         host::with(|h| h.remove_header(Side::Request, name));
     }
@@ -119,6 +129,7 @@ impl Request {
     pub fn peer_identity(&self) -> Option<PeerIdentity> {
         host::with(|h| h.peer_identity())
     }
+    /// The request's id (`x-request-id`), the same in every hook, log line and trace.
     pub fn request_id(&self) -> String {
         host::with(|h| h.request_id())
     }
@@ -157,6 +168,7 @@ impl Request {
             self.context_set(key, &bytes);
         }
     }
+    /// Keeps bytes for this request under `key`, visible to every later hook and plugin.
     pub fn context_set(&mut self, key: &str, value: &[u8]) {
         host::with(|h| h.context_set(key, value));
     }
@@ -187,9 +199,11 @@ impl Response {
     pub fn status(&self) -> Option<u16> {
         host::with(|h| h.status())
     }
+    /// Replaces the status code the client gets.
     pub fn set_status(&mut self, status: u16) -> Result<(), HostError> {
         host::with(|h| h.set_status(status))
     }
+    /// The first value of a response header (names are case-insensitive).
     pub fn header(&self, name: &str) -> Option<String> {
         host::with(|h| h.header(Side::Response, name))
     }
@@ -201,18 +215,23 @@ impl Response {
             .as_deref()
             .and_then(crate::grpc::parse_status)
     }
+    /// Every value of a response header, in order.
     pub fn header_all(&self, name: &str) -> Vec<String> {
         host::with(|h| h.header_all(Side::Response, name))
     }
+    /// The names of the response's headers, lower-case.
     pub fn header_names(&self) -> Vec<String> {
         host::with(|h| h.header_names(Side::Response))
     }
+    /// Sets a response header, replacing any values it had.
     pub fn set_header(&mut self, name: &str, value: &str) -> Result<(), HostError> {
         host::with(|h| h.set_header(Side::Response, name, value))
     }
+    /// Adds a value to a response header, keeping those it had.
     pub fn add_header(&mut self, name: &str, value: &str) -> Result<(), HostError> {
         host::with(|h| h.add_header(Side::Response, name, value))
     }
+    /// Removes every value of a response header.
     pub fn remove_header(&mut self, name: &str) {
         host::with(|h| h.remove_header(Side::Response, name));
     }

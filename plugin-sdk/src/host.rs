@@ -93,7 +93,9 @@ pub mod shared {
     /// A value with the version compare-and-set checks.
     #[derive(Debug, Clone, PartialEq, Eq)]
     pub struct Entry {
+        /// The stored bytes.
         pub value: Vec<u8>,
+        /// Changes on every write; what [`kv_compare_and_set`] compares.
         pub version: u64,
     }
 
@@ -104,10 +106,12 @@ pub mod shared {
         super::with(|h| h.counter_add(name, delta))
     }
 
+    /// The current value of a shared counter (0 if it was never added to).
     pub fn counter_get(name: &str) -> i64 {
         super::with(|h| h.counter_get(name))
     }
 
+    /// The value under `key`, unless it is missing or expired.
     pub fn kv_get(key: &str) -> Option<Entry> {
         super::with(|h| h.kv_get(key))
     }
@@ -146,6 +150,7 @@ pub mod shared {
         None
     }
 
+    /// Removes `key`.
     pub fn kv_delete(key: &str) {
         super::with(|h| h.kv_delete(key));
     }
@@ -162,8 +167,11 @@ pub mod metrics {
     /// The kind of a metric.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub enum Kind {
+        /// Only ever goes up (`metrics::counter`).
         Counter,
+        /// Goes up and down (`metrics::gauge`).
         Gauge,
+        /// A distribution, in buckets (`metrics::histogram`).
         Histogram,
     }
 
@@ -174,10 +182,12 @@ pub mod metrics {
         super::with(|h| h.metric(Kind::Counter, name, labels, value as f64));
     }
 
+    /// Sets gauge `name` with `labels` to `value`, exported as `switchyard_plugin_<name>`.
     pub fn gauge(name: &str, labels: &[(&str, &str)], value: f64) {
         super::with(|h| h.metric(Kind::Gauge, name, labels, value));
     }
 
+    /// Records `value` in histogram `name` with `labels`, exported as `switchyard_plugin_<name>`.
     pub fn histogram(name: &str, labels: &[(&str, &str)], value: f64) {
         super::with(|h| h.metric(Kind::Histogram, name, labels, value));
     }
@@ -188,26 +198,37 @@ pub mod log {
     #[allow(unused_imports)]
     use super::HostApi as _;
     #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+    /// How much a log line matters; the proxy's log filter decides which are written.
     pub enum Level {
+        /// Step-by-step detail.
         Trace,
+        /// Detail for debugging.
         Debug,
+        /// Things worth knowing in normal operation.
         Info,
+        /// Something is off, but the request goes on.
         Warn,
+        /// Something failed.
         Error,
     }
 
+    /// Writes `message` to the proxy's log at `level`, with the plugin's name.
     pub fn log(level: Level, message: &str) {
         super::with(|h| h.log(level, message));
     }
+    /// Logs at debug level.
     pub fn debug(message: &str) {
         log(Level::Debug, message);
     }
+    /// Logs at info level.
     pub fn info(message: &str) {
         log(Level::Info, message);
     }
+    /// Logs at warn level.
     pub fn warn(message: &str) {
         log(Level::Warn, message);
     }
+    /// Logs at error level.
     pub fn error(message: &str) {
         log(Level::Error, message);
     }
@@ -286,14 +307,20 @@ pub mod http {
     /// A request to send to a cluster.
     #[derive(Debug, Clone, PartialEq, Eq, Default)]
     pub struct HttpRequest {
+        /// The method (`GET` unless set).
         pub method: String,
+        /// The path and query on the cluster.
         pub path: String,
+        /// Header names and values.
         pub headers: Vec<(String, String)>,
+        /// The body.
         pub body: Vec<u8>,
+        /// How long to wait for the whole answer (the proxy's default when `None`).
         pub timeout: Option<std::time::Duration>,
     }
 
     impl HttpRequest {
+        /// A `GET` of `path`.
         pub fn get(path: impl Into<String>) -> Self {
             Self {
                 method: "GET".into(),
@@ -302,6 +329,7 @@ pub mod http {
             }
         }
 
+        /// Adds a header.
         pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
             self.headers.push((name.into(), value.into()));
             self
@@ -311,12 +339,16 @@ pub mod http {
     /// The answer to a callout (bodies up to 1 MiB).
     #[derive(Debug, Clone, PartialEq, Eq, Default)]
     pub struct HttpResponse {
+        /// The status code.
         pub status: u16,
+        /// Header names and values, as received.
         pub headers: Vec<(String, String)>,
+        /// The whole body.
         pub body: Vec<u8>,
     }
 
     impl HttpResponse {
+        /// The first value of a header (names are case-insensitive).
         pub fn header(&self, name: &str) -> Option<&str> {
             self.headers
                 .iter()
@@ -328,11 +360,17 @@ pub mod http {
     /// Why a callout failed.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub enum CallError {
+        /// No cluster has that name.
         UnknownCluster,
+        /// The cluster has no healthy endpoint.
         NoEndpoint,
+        /// The connection could not be made.
         ConnectFailure,
+        /// The connection broke before the answer was whole.
         Reset,
+        /// No whole answer within the timeout.
         Timeout,
+        /// The request could not be sent as given (a bad header, say).
         Invalid,
     }
 

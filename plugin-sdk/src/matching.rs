@@ -49,7 +49,9 @@ pub struct RequestMatch {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum ValueMatch {
+    /// The value is exactly this.
     Exact(String),
+    /// The value matches every condition given.
     Spec(ValueSpec),
 }
 
@@ -58,10 +60,13 @@ pub enum ValueMatch {
 #[serde(deny_unknown_fields)]
 pub struct ValueSpec {
     #[serde(default)]
+    /// The value is exactly this.
     pub exact: Option<String>,
     #[serde(default)]
+    /// The value starts with this.
     pub prefix: Option<String>,
     #[serde(default)]
+    /// The value matches this regular expression (regex-lite syntax).
     pub regex: Option<Regex>,
     /// `true`: the header is there (any value); `false`: it is not.
     #[serde(default)]
@@ -84,6 +89,7 @@ impl TryFrom<String> for Regex {
 }
 
 impl Regex {
+    /// Whether `text` matches every condition given.
     pub fn is_match(&self, text: &str) -> bool {
         self.0.is_match(text)
     }
@@ -117,7 +123,7 @@ impl ValueSpec {
 }
 
 impl RequestMatch {
-    /// Checks a config after loading; `at` names it in the error ("rules[0].match").
+    /// Checks a config after loading; `at` names it in the error (`"rules[0].match"`).
     pub fn validate(&self, at: &str) -> Result<(), String> {
         for (name, value) in self.headers.iter().chain(&self.query) {
             if let ValueMatch::Spec(spec) = value {

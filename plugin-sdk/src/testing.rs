@@ -31,16 +31,22 @@ use crate::host::{HostApi, Side, http, log, metrics, shared};
 /// One metric update a plugin made.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetricRecord {
+    /// Counter, gauge or histogram.
     pub kind: metrics::Kind,
+    /// The name the plugin gave.
     pub name: String,
+    /// The labels, in the order given.
     pub labels: Vec<(String, String)>,
+    /// The value added, set or recorded.
     pub value: f64,
 }
 
 /// A response head in the test host.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TestResponse {
+    /// The status code.
     pub status: u16,
+    /// Header names (lower-case) and values, in order.
     pub headers: Vec<(String, String)>,
 }
 
@@ -53,8 +59,11 @@ pub struct TestHost {
     /// Whether the last hook called was the author's (false after a default hook, or one that
     /// answered [`Action::unused`]: the proxy would stop calling it).
     pub last_hook_used: bool,
+    /// The request method.
     pub method: String,
+    /// The path and query.
     pub path: String,
+    /// The authority (`Host`), if the request has one.
     pub authority: Option<String>,
     /// Lower-case names.
     pub request_headers: Vec<(String, String)>,
@@ -62,28 +71,42 @@ pub struct TestHost {
     pub response: Option<TestResponse>,
     /// Headers added with [`Request::add_response_header`], lower-case names, in order.
     pub response_headers_added: Vec<(String, String)>,
+    /// The listener the request came in on.
     pub listener: String,
+    /// The client's address (`ip:port`).
     pub peer_address: String,
+    /// The TLS server name the client asked for, if it used TLS.
     pub sni: Option<String>,
+    /// The client's verified certificate identity, with mTLS.
     pub peer_identity: Option<PeerIdentity>,
+    /// The request's id.
     pub request_id: String,
+    /// Which attempt this is (1 for the first).
     pub attempt: u32,
+    /// The cluster chosen so far, if any.
     pub destination: Option<String>,
     /// Clusters `set_destination` accepts; empty accepts any name.
     pub clusters: Vec<String>,
     /// Set when the plugin named a cluster that does not exist, as the proxy does: the call
     /// fails, and the request is answered 500 unless a later `set_destination` succeeds.
     pub bad_destination: Option<String>,
+    /// The request deadline the plugin set.
     pub timeout: Option<Duration>,
+    /// The per-attempt deadline the plugin set.
     pub per_try_timeout: Option<Duration>,
+    /// The request's context (what `context_set` and `set_state` kept).
     pub context: HashMap<String, Vec<u8>>,
+    /// Shared counters (`shared::counter_add`).
     pub counters: HashMap<String, i64>,
     kv: HashMap<String, KvSlot>,
     kv_version: u64,
+    /// Every metric update, in order.
     pub metrics: Vec<MetricRecord>,
+    /// Every log line, in order.
     pub logs: Vec<(log::Level, String)>,
     /// Monotonic clock; move it with [`TestHost::advance`].
     pub now: Duration,
+    /// Wall-clock time in milliseconds since the Unix epoch; moves with [`TestHost::advance`].
     pub wall_ms: u64,
     random_state: u64,
     http: Option<CallHandler>,
@@ -138,6 +161,7 @@ impl TestHost {
         Self::request("GET", path)
     }
 
+    /// A request with `method` for `path` to `example.test`, on listener "test", attempt 1.
     pub fn request(method: &str, path: &str) -> Self {
         Self {
             method: method.to_owned(),
@@ -153,12 +177,14 @@ impl TestHost {
         }
     }
 
+    /// Adds a request header.
     pub fn header(mut self, name: &str, value: &str) -> Self {
         self.request_headers
             .push((name.to_ascii_lowercase(), value.to_owned()));
         self
     }
 
+    /// Sets the request's authority (`Host`).
     pub fn authority(mut self, authority: &str) -> Self {
         self.authority = Some(authority.to_owned());
         self
@@ -179,6 +205,7 @@ impl TestHost {
         self
     }
 
+    /// Adds a response header (after [`TestHost::response`]).
     pub fn response_header(mut self, name: &str, value: &str) -> Self {
         self.response
             .get_or_insert_with(|| TestResponse {
@@ -229,22 +256,27 @@ impl TestHost {
         self.run(|| P::new(config))
     }
 
+    /// Runs the plugin's `on_request` against this host.
     pub fn on_request<P: Plugin>(&mut self, plugin: &P) -> Action {
         self.hook(|| plugin.on_request(&mut Request::handle()))
     }
 
+    /// Runs the plugin's `on_request_body` with `body`.
     pub fn on_request_body<P: Plugin>(&mut self, plugin: &P, body: &[u8]) -> Action {
         self.hook(|| plugin.on_request_body(&mut Request::handle(), body))
     }
 
+    /// Runs the plugin's `on_upstream_response` with `outcome`.
     pub fn on_upstream_response<P: Plugin>(&mut self, plugin: &P, outcome: Outcome) -> Action {
         self.hook(|| plugin.on_upstream_response(&mut Request::handle(), outcome))
     }
 
+    /// Runs the plugin's `on_response` (give the host a response first).
     pub fn on_response<P: Plugin>(&mut self, plugin: &P) -> Action {
         self.hook(|| plugin.on_response(&mut Request::handle(), &mut Response::handle()))
     }
 
+    /// Runs the plugin's `on_response_body` with `body`.
     pub fn on_response_body<P: Plugin>(&mut self, plugin: &P, body: &[u8]) -> Action {
         self.hook(|| plugin.on_response_body(&mut Request::handle(), &mut Response::handle(), body))
     }
@@ -256,6 +288,7 @@ impl TestHost {
         action
     }
 
+    /// Runs the plugin's `on_log`.
     pub fn on_log<P: Plugin>(&mut self, plugin: &P) {
         self.run(|| plugin.on_log(&Request::handle(), &Response::handle()));
     }
