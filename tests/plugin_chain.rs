@@ -105,6 +105,71 @@ fn route_plans_name_plugins_that_exist_where_they_can_apply() {
 }
 
 #[tokio::test]
+async fn a_plugin_ticks_once_per_proxy_with_callouts_and_shared_state() {
+    let app = Upstream::echo("app").await;
+    let target = Upstream::echo("tick-target").await;
+    let proxy = Proxy::start(
+        &[
+            format!(
+                "[runtime]\nworker_threads = 2\nplugin_cache = \"{}\"\n",
+                crate::support::proxy::plugin_cache().display()
+            ),
+            listener("public", "app", &["ticker"]),
+            cluster("app", &[app.addr.to_string()], ""),
+            cluster("tick-target", &[target.addr.to_string()], ""),
+            testkit("ticker", r#"tick_ms = 50, tick_callout = "tick-target""#),
+        ]
+        .join("\n"),
+    );
+    let ticks = async || {
+        let reply = get(proxy.addr(), "/").await;
+        let ticks: u64 = reply
+            .header("x-ticks")
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0);
+        (
+            ticks,
+            reply.header("x-tick-callout").map(str::to_owned),
+            Instant::now(),
+        )
+    };
+    // Ticks come, and their callouts reach the cluster.
+    let mut first = (0, None, Instant::now());
+    let ticking = crate::support::eventually(Duration::from_secs(5), async || {
+        first = ticks().await;
+        first.0 >= 2 && first.1.as_deref() == Some("200")
+    })
+    .await;
+    assert!(
+        ticking,
+        "ticks {} callout {:?}\n{}",
+        first.0,
+        first.1,
+        proxy.logs()
+    );
+    // Once per proxy, though it runs two worker threads: about one tick per 50 ms.
+    let mut later = first.clone();
+    let more = crate::support::eventually(Duration::from_secs(5), async || {
+        later = ticks().await;
+        later.0 >= first.0 + 10
+    })
+    .await;
+    assert!(more, "ticks stopped at {}", later.0);
+    let elapsed = later.2.duration_since(first.2);
+    let most = elapsed.as_millis() as u64 / 50 + 2;
+    assert!(
+        later.0 - first.0 <= most,
+        "{} ticks in {elapsed:?}: more than one schedule",
+        later.0 - first.0
+    );
+    let metrics = admin_get(proxy.admin, "/metrics");
+    assert!(
+        metrics.contains(r#"switchyard_plugin_hook_calls_total{plugin="ticker",hook="on_tick"}"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
 async fn respond_short_circuits_the_chain_and_the_upstream() {
     let (app, mut arrived) = Upstream::announcing(Duration::ZERO).await;
     let proxy = Proxy::start(

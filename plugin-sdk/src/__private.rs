@@ -15,7 +15,7 @@ pub use wit_bindgen;
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../wit",
-        world: "filter",
+        world: "plugin",
         pub_export_macro: true,
         default_bindings_module: "switchyard_sdk::__private::bindings",
         runtime_path: "switchyard_sdk::__private::wit_bindgen::rt",
@@ -24,6 +24,7 @@ pub mod bindings {
 
 pub use bindings::Guest;
 pub use bindings::export;
+pub use bindings::exports::switchyard::plugin::tick::Guest as TickGuest;
 pub use bindings::switchyard::plugin::types::{
     AttemptOutcome, BodyInterest as BodyInterestFlags, Decision,
 };
@@ -193,6 +194,9 @@ impl HostApi for WasmHost {
     fn next_u64(&mut self) -> u64 {
         wit::random::next_u64()
     }
+    fn tick_every(&mut self, ms: u32) {
+        wit::timer::tick_every(ms);
+    }
     fn http_call(
         &mut self,
         cluster: &str,
@@ -309,6 +313,10 @@ pub fn on_response_body<P: Plugin>(cell: &OnceCell<P>, body: &[u8]) -> Decision 
     with_plugin(cell, |p| {
         p.on_response_body(&mut Request::handle(), &mut Response::handle(), body)
     })
+}
+
+pub fn on_tick<P: Plugin>(cell: &OnceCell<P>) -> Decision {
+    with_plugin(cell, |p| p.on_tick())
 }
 
 pub fn on_log<P: Plugin>(cell: &OnceCell<P>) -> Decision {

@@ -59,6 +59,7 @@ pub trait HostApi {
     fn monotonic_ns(&mut self) -> u64;
     fn wall_ms(&mut self) -> u64;
     fn next_u64(&mut self) -> u64;
+    fn tick_every(&mut self, ms: u32);
     fn http_call(
         &mut self,
         cluster: &str,
@@ -246,6 +247,21 @@ pub mod clock {
     /// Milliseconds since the Unix epoch.
     pub fn wall_ms() -> u64 {
         super::with(|h| h.wall_ms())
+    }
+}
+
+/// Work on a schedule rather than per request.
+pub mod timer {
+    #[allow(unused_imports)]
+    use super::HostApi as _;
+
+    /// From [`crate::Plugin::new`] only: calls the plugin's [`crate::Plugin::on_tick`] every
+    /// `every` (10 ms at least), once per proxy, on one instance at a time, under the same CPU
+    /// deadline as a hook. No request is in scope in `on_tick`; `http::call`, `shared` and
+    /// `metrics` work. Later calls are ignored.
+    pub fn tick_every(every: std::time::Duration) {
+        let ms = u32::try_from(every.as_millis()).unwrap_or(u32::MAX);
+        super::with(|h| h.tick_every(ms));
     }
 }
 

@@ -50,7 +50,7 @@ pub mod testing;
 
 pub use action::{Action, BodyInterest, LocalResponse, Outcome, UpstreamError, run_hook};
 pub use head::{HostError, PeerIdentity, ROUTE_CONTEXT_KEY, Request, Response};
-pub use host::{clock, http, log, metrics, random, shared};
+pub use host::{clock, http, log, metrics, random, shared, timer};
 
 /// A plugin: its config type and the hooks it implements.
 ///
@@ -103,6 +103,13 @@ pub trait Plugin: Sized + 'static {
         let _ = (req, resp);
         action::not_implemented();
     }
+
+    /// At the interval asked for with [`timer::tick_every`] in [`Plugin::new`]: scheduled work,
+    /// such as refreshing keys before they expire. No request is in scope. An
+    /// [`Action::Fail`] is logged and counted as a failure; other answers mean nothing here.
+    fn on_tick(&self) -> Action {
+        action::not_implemented()
+    }
 }
 
 /// Exports `$plugin` (a type implementing [`Plugin`]) as the component's `filter` world.
@@ -136,6 +143,11 @@ macro_rules! export_plugin {
                 }
                 fn on_log() -> $crate::__private::Decision {
                     PLUGIN.with(|cell| $crate::__private::on_log(cell))
+                }
+            }
+            impl $crate::__private::TickGuest for Glue {
+                fn on_tick() -> $crate::__private::Decision {
+                    PLUGIN.with(|cell| $crate::__private::on_tick(cell))
                 }
             }
             $crate::__private::export!(Glue with_types_in $crate::__private::bindings);

@@ -87,6 +87,8 @@ pub struct TestHost {
     pub destination: Option<String>,
     /// Clusters `set_destination` accepts; empty accepts any name.
     pub clusters: Vec<String>,
+    /// The tick interval the plugin asked for in `new` (see [`TestHost::load`]).
+    pub tick_every: Option<Duration>,
     /// Set when the plugin named a cluster that does not exist, as the proxy does: the call
     /// fails, and the request is answered 500 unless a later `set_destination` succeeds.
     pub bad_destination: Option<String>,
@@ -286,6 +288,11 @@ impl TestHost {
         let (action, used) = self.run(|| run_hook(hook));
         self.last_hook_used = used;
         action
+    }
+
+    /// Runs the plugin's `on_tick`, as the proxy does at the interval it asked for.
+    pub fn on_tick<P: Plugin>(&mut self, plugin: &P) -> Action {
+        self.hook(|| plugin.on_tick())
     }
 
     /// Runs the plugin's `on_log`.
@@ -547,6 +554,9 @@ impl HostApi for TestHost {
     fn wall_ms(&mut self) -> u64 {
         self.wall_ms
     }
+    fn tick_every(&mut self, ms: u32) {
+        self.tick_every = Some(Duration::from_millis(u64::from(ms)).max(Duration::from_millis(10)));
+    }
     fn next_u64(&mut self) -> u64 {
         // splitmix64: deterministic, so tests are repeatable.
         self.random_state = self.random_state.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -601,6 +611,34 @@ mod tests {
         let mut host = TestHost::default();
         host.load::<Counted>("{}").unwrap();
         assert_eq!(host.counter_total("loaded", &[]), 1);
+    }
+
+    /// Asks for ticks and counts them.
+    struct Ticking;
+
+    impl Plugin for Ticking {
+        type Config = serde_json::Value;
+
+        fn new(_: serde_json::Value) -> Result<Self, String> {
+            crate::timer::tick_every(Duration::from_secs(30));
+            Ok(Ticking)
+        }
+
+        fn on_tick(&self) -> Action {
+            crate::shared::counter_add("ticks", 1);
+            Action::Continue
+        }
+    }
+
+    #[test]
+    fn ticks_are_asked_for_in_new_and_run_without_a_request() {
+        let mut host = TestHost::default();
+        let plugin = host.load::<Ticking>("{}").unwrap();
+        assert_eq!(host.tick_every, Some(Duration::from_secs(30)));
+        host.on_tick(&plugin);
+        host.on_tick(&plugin);
+        assert_eq!(host.counters.get("ticks"), Some(&2));
+        assert!(host.last_hook_used);
     }
 
     #[test]

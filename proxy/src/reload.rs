@@ -140,6 +140,7 @@ impl Reloader {
             listeners.insert(name, spawn(listen, listener, &graceful));
         }
         let inputs_hash = inputs_hash(&config_path, &config);
+        plugins.start_ticking(&clusters);
         let snapshot = Snapshot {
             version: 1,
             config: Arc::new(config),
@@ -334,6 +335,7 @@ impl Reloader {
                 .insert(name, spawn(listen, listener, &graceful));
         }
         *lock(&self.inputs_hash) = inputs_hash(&self.config_path, &config);
+        plugins.start_ticking(&clusters);
         self.current.store(Arc::new(Snapshot {
             version,
             config: Arc::new(config),

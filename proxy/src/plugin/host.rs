@@ -12,7 +12,7 @@ use wasmtime::{ResourceLimiter, Store, StoreContextMut, UpdateDeadline};
 
 use super::bindings::switchyard::plugin::{
     clock, context, http as wit_http, log, metrics as wit_metrics, properties, random, request,
-    response, routing, shared, types,
+    response, routing, shared, timer, types,
 };
 use super::bindings::{HttpCallError, HttpRequest, HttpResponse, KvEntry, LogLevel, PeerIdentity};
 use super::callout;
@@ -88,6 +88,12 @@ pub struct HostState {
     metric_handles: hashbrown::HashMap<MetricKey, MetricHandle, FxBuildHasher>,
     /// The message of a panic the SDK reported just before its trap, for the failure's log line.
     pub panic: Option<String>,
+    /// Set while `init` runs: the only time a plugin may ask for ticks.
+    pub in_init: bool,
+    /// The tick interval the plugin asked for in `init`.
+    pub tick_every: Option<Duration>,
+    /// The clusters `http.call` reaches during a tick, when no request is in scope.
+    pub tick_clusters: Option<Arc<Clusters>>,
     /// Header names the plugin set that are not standard ones, so setting `x-hello` on every
     /// request does not allocate a new name each time.
     custom_header_names: Vec<HeaderName>,
@@ -133,6 +139,9 @@ impl HostState {
             metric_handles: hashbrown::HashMap::default(),
             custom_header_names: Vec::new(),
             panic: None,
+            in_init: false,
+            tick_every: None,
+            tick_clusters: None,
         }
     }
 
@@ -651,6 +660,19 @@ impl clock::Host for HostState {
     }
 }
 
+/// The shortest tick interval a plugin gets.
+const MIN_TICK: Duration = Duration::from_millis(10);
+
+impl timer::Host for HostState {
+    fn tick_every(&mut self, ms: u32) {
+        if self.in_init {
+            self.tick_every = Some(Duration::from_millis(u64::from(ms)).max(MIN_TICK));
+        } else {
+            tracing::warn!(plugin = %self.env.name, "timer.tick-every is only heeded during init; ignored");
+        }
+    }
+}
+
 impl random::Host for HostState {
     fn next_u64(&mut self) -> u64 {
         fastrand::u64(..)
@@ -663,7 +685,11 @@ impl wit_http::Host for HostState {
         cluster: String,
         request: HttpRequest,
     ) -> Result<HttpResponse, HttpCallError> {
-        let Some(clusters) = self.request.as_ref().map(|r| Arc::clone(&r.clusters)) else {
+        let clusters = match &self.request {
+            Some(request) => Some(Arc::clone(&request.clusters)),
+            None => self.tick_clusters.clone(),
+        };
+        let Some(clusters) = clusters else {
             return Err(HttpCallError::UnknownCluster);
         };
         // Waiting for the network is not the plugin's CPU time.

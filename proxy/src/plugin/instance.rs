@@ -11,6 +11,7 @@ use wasmtime::component::TypedFunc;
 
 use super::bindings::{AttemptOutcome, BodyInterest, Decision, Filter, FilterPre};
 use super::host::{HostState, PluginEnv, RequestState};
+use crate::upstream::Clusters;
 
 /// An instance is replaced after this many calls, to bound fragmentation and leaks.
 const MAX_CALLS_PER_INSTANCE: u32 = 100_000;
@@ -69,10 +70,22 @@ pub struct Instance {
     filter: Filter,
     /// For plugins without async imports: the head hooks called directly, no fiber switch.
     sync_hooks: Option<SyncHooks>,
+    /// `on-tick`, which plugins built before ticks existed do not export.
+    on_tick: Option<TypedFunc<(), (Decision,)>>,
     calls: u32,
     /// This instance's share of the plugin's slots; freed when the instance is dropped.
     _slot: OwnedSemaphorePermit,
 }
+
+impl Instance {
+    /// The tick interval the plugin asked for in `init`.
+    pub fn tick_every(&self) -> Option<Duration> {
+        self.store.data().tick_every
+    }
+}
+
+/// The exported interface holding `on-tick` (world `plugin`).
+const TICK_INTERFACE: &str = "switchyard:plugin/tick@0.1.0";
 
 /// Typed handles to the hooks that take no list, for synchronous calls.
 struct SyncHooks {
@@ -169,22 +182,64 @@ impl InstancePool {
         } else {
             None
         };
+        // Plugins built before ticks existed do not export `on-tick`.
+        let on_tick = instance
+            .get_export_index(&mut store, None, TICK_INTERFACE)
+            .and_then(|tick| instance.get_export_index(&mut store, Some(&tick), "on-tick"))
+            .and_then(|f| {
+                instance
+                    .get_typed_func::<(), (Decision,)>(&mut store, f)
+                    .ok()
+            });
+        store.data_mut().in_init = true;
         let interest = filter
             .call_init(&mut store, &self.config_json)
             .await
             .map_err(|e| classify(&mut store, &e))?
             .map_err(HookError::ConfigRefused)?;
+        store.data_mut().in_init = false;
         store.data_mut().time_limit_override = None;
         Ok((
             Instance {
                 store,
                 filter,
                 sync_hooks,
+                on_tick,
                 calls: 0,
                 _slot: slot,
             },
             interest,
         ))
+    }
+
+    /// Runs `on-tick` on a pooled instance, with `clusters` reachable by `http.call`.
+    pub async fn tick(&self, clusters: Arc<Clusters>) -> Result<Decision, HookError> {
+        let mut instance = match self.pop_idle() {
+            Some(instance) => instance,
+            None => Box::pin(self.checkout()).await?,
+        };
+        let Some(on_tick) = instance.on_tick else {
+            self.checkin(instance);
+            return Ok(Decision::Unimplemented);
+        };
+        instance.calls += 1;
+        let data = instance.store.data_mut();
+        data.start_hook(None);
+        data.tick_clusters = Some(clusters);
+        instance.store.set_epoch_deadline(1);
+        let result = if self.synchronous {
+            on_tick.call(&mut instance.store, ())
+        } else {
+            on_tick.call_async(&mut instance.store, ()).await
+        };
+        instance.store.data_mut().tick_clusters = None;
+        match result {
+            Ok((decision,)) => {
+                self.checkin(instance);
+                Ok(decision)
+            }
+            Err(e) => Err(classify(&mut instance.store, &e)),
+        }
     }
 
     fn pop_idle(&self) -> Option<Box<Instance>> {

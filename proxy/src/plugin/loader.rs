@@ -171,8 +171,16 @@ pub async fn load(
             reason: e.to_string(),
         },
     })?;
+    let tick_every = first.tick_every();
     pool.checkin_fresh(first);
-    Ok(Plugin::new(config, sha256, fingerprint, pool, interest))
+    Ok(Plugin::new(
+        config,
+        sha256,
+        fingerprint,
+        pool,
+        interest,
+        tick_every,
+    ))
 }
 
 /// The bytes as a component: as they are, or componentized from a core module that carries

@@ -14,6 +14,7 @@ mod loader;
 mod metric_imports;
 mod shared;
 mod stats;
+mod ticker;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -48,16 +49,19 @@ pub enum Hook {
     Response,
     ResponseBody,
     Log,
+    /// Not a request hook: the plugin's scheduled `on-tick`.
+    Tick,
 }
 
 impl Hook {
-    const ALL: [Hook; 6] = [
+    const ALL: [Hook; 7] = [
         Hook::Request,
         Hook::RequestBody,
         Hook::UpstreamResponse,
         Hook::Response,
         Hook::ResponseBody,
         Hook::Log,
+        Hook::Tick,
     ];
 
     fn bit(self) -> u8 {
@@ -72,6 +76,7 @@ impl Hook {
             Hook::Response => "on_response",
             Hook::ResponseBody => "on_response_body",
             Hook::Log => "on_log",
+            Hook::Tick => "on_tick",
         }
     }
 }
@@ -93,6 +98,8 @@ pub struct Plugin {
     /// Hooks the plugin does not implement (learned from its first answer) or did not ask for.
     skipped: AtomicU8,
     metrics: PluginMetrics,
+    /// The ticks the plugin asked for in `init`, if any.
+    ticker: Option<ticker::Ticker>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -117,6 +124,7 @@ impl Plugin {
         fingerprint: String,
         pool: InstancePool,
         interest: BodyInterest,
+        tick_every: Option<std::time::Duration>,
     ) -> Self {
         let name: Arc<str> = config.name.as_str().into();
         let mut skipped = 0;
@@ -153,6 +161,7 @@ impl Plugin {
             pool,
             skipped: AtomicU8::new(skipped),
             metrics,
+            ticker: tick_every.map(ticker::Ticker::new),
         }
     }
 
@@ -229,6 +238,14 @@ impl Plugins {
             .iter()
             .filter_map(|n| self.by_name.get(n).cloned())
             .collect()
+    }
+
+    /// Starts the ticks of every plugin that asked for them (those already ticking go on),
+    /// their callouts reaching `clusters` from now on.
+    pub fn start_ticking(&self, clusters: &Arc<crate::upstream::Clusters>) {
+        for plugin in self.by_name.values() {
+            plugin.start_ticking(clusters);
+        }
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<Plugin>> {

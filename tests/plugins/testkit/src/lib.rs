@@ -29,6 +29,13 @@ pub struct Config {
     /// Retry failed attempts (5xx or no response) up to this many times.
     #[serde(default)]
     pub retries: Option<u32>,
+    /// Ask for a tick this often (ms): each counts in `testkit.ticks` and, with `tick_callout`,
+    /// calls `GET /tick` on that cluster; requests get both in `x-ticks` and `x-tick-callout`.
+    #[serde(default)]
+    pub tick_ms: Option<u32>,
+    /// The cluster ticks call.
+    #[serde(default)]
+    pub tick_callout: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -54,7 +61,22 @@ impl Plugin for Testkit {
     type Config = Config;
 
     fn new(config: Config) -> Result<Self, String> {
+        if let Some(ms) = config.tick_ms {
+            switchyard_sdk::timer::tick_every(Duration::from_millis(u64::from(ms)));
+        }
         Ok(Self { config })
+    }
+
+    fn on_tick(&self) -> Action {
+        shared::counter_add("testkit.ticks", 1);
+        if let Some(cluster) = &self.config.tick_callout {
+            let status = match http::call(cluster, &HttpRequest::get("/tick")) {
+                Ok(response) => response.status.to_string(),
+                Err(e) => format!("error: {e}"),
+            };
+            shared::kv_set("testkit.tick.callout", status.as_bytes(), None);
+        }
+        Action::Continue
     }
 
     fn on_request(&self, req: &mut Request) -> Action {
@@ -66,6 +88,14 @@ impl Plugin for Testkit {
         }
         if let Some(tag) = &self.config.tag {
             let _ = req.add_header("x-chain", tag);
+        }
+        if self.config.tick_ms.is_some() {
+            let ticks = shared::counter_get("testkit.ticks").to_string();
+            let _ = req.add_response_header("x-ticks", &ticks);
+            if let Some(status) = shared::kv_get("testkit.tick.callout") {
+                let status = String::from_utf8_lossy(&status.value).into_owned();
+                let _ = req.add_response_header("x-tick-callout", &status);
+            }
         }
         if let Some(cluster) = &self.config.destination
             && let Err(e) = req.set_destination(cluster)
