@@ -75,6 +75,15 @@ pub async fn serve_with(
     shutdown: impl Future<Output = ()>,
     on_start: impl FnOnce(Arc<Reloader>) -> Option<Arc<dyn StatusSection>>,
 ) -> Result<(), ServerError> {
+    // Polled once now, so the signal handlers are in place before anything is bound: a SIGTERM
+    // that comes the moment the proxy is ready drains it instead of killing it (a signal's
+    // default action) — a race a loaded machine loses.
+    let mut shutdown = std::pin::pin!(shutdown);
+    let signalled_early = tokio::select! {
+        biased;
+        () = &mut shutdown => true,
+        () = std::future::ready(()) => false,
+    };
     let metrics = crate::telemetry::install_metrics();
     let admin_listen = config.admin.listen;
     let drain_timeout = config.runtime.drain_timeout;
@@ -109,7 +118,9 @@ pub async fn serve_with(
     );
     drop(current);
 
-    shutdown.await;
+    if !signalled_early {
+        shutdown.await;
+    }
     info!(
         ?drain_timeout,
         "shutting down: no new connections, draining in-flight requests"
