@@ -170,6 +170,46 @@ async fn a_plugin_ticks_once_per_proxy_with_callouts_and_shared_state() {
 }
 
 #[tokio::test]
+async fn a_plugin_rewrites_response_bodies_chunk_by_chunk() {
+    let chunked = Upstream::raw(
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-type: text/plain\r\n\r\n\
+          5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    )
+    .await;
+    let sized = Upstream::echo("sized").await;
+    let proxy = Proxy::start(
+        &[
+            listener("chunked", "chunked", &["upper"]),
+            listener("sized", "sized", &["upper"]),
+            cluster("chunked", &[chunked.addr.to_string()], ""),
+            cluster("sized", &[sized.addr.to_string()], ""),
+            testkit("upper", "stream_upper = true"),
+        ]
+        .join("\n"),
+    );
+
+    let reply = get(proxy.listener("chunked"), "/").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.text(), "HELLO WORLD<END>");
+
+    // A body with a content-length: rewritten too, and sent without the old length.
+    let reply = get(proxy.listener("sized"), "/").await;
+    assert_eq!(reply.header("content-length"), None, "{:?}", reply.headers);
+    let text = reply.text();
+    assert!(
+        text.contains("\"SIZED\"") && text.ends_with("<END>"),
+        "{text}"
+    );
+    let metrics = admin_get(proxy.admin, "/metrics");
+    assert!(
+        metrics.contains(
+            r#"switchyard_plugin_hook_calls_total{plugin="upper",hook="on_response_chunk"}"#
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
 async fn respond_short_circuits_the_chain_and_the_upstream() {
     let (app, mut arrived) = Upstream::announcing(Duration::ZERO).await;
     let proxy = Proxy::start(

@@ -24,6 +24,7 @@ pub mod bindings {
 
 pub use bindings::Guest;
 pub use bindings::export;
+pub use bindings::exports::switchyard::plugin::chunks::Guest as ChunksGuest;
 pub use bindings::exports::switchyard::plugin::tick::Guest as TickGuest;
 pub use bindings::switchyard::plugin::types::{
     AttemptOutcome, BodyInterest as BodyInterestFlags, Decision,
@@ -197,6 +198,9 @@ impl HostApi for WasmHost {
     fn tick_every(&mut self, ms: u32) {
         wit::timer::tick_every(ms);
     }
+    fn stream_response_body(&mut self) {
+        wit::streaming::stream_response_body();
+    }
     fn http_call(
         &mut self,
         cluster: &str,
@@ -313,6 +317,19 @@ pub fn on_response_body<P: Plugin>(cell: &OnceCell<P>, body: &[u8]) -> Decision 
     with_plugin(cell, |p| {
         p.on_response_body(&mut Request::handle(), &mut Response::handle(), body)
     })
+}
+
+pub fn on_response_chunk<P: Plugin>(
+    cell: &OnceCell<P>,
+    chunk: &[u8],
+    end: bool,
+) -> Option<Vec<u8>> {
+    let plugin = cell.get()?;
+    match plugin.on_response_chunk(&Request::handle(), &Response::handle(), chunk, end) {
+        crate::Chunk::Pass => None,
+        crate::Chunk::Replace(bytes) => Some(bytes),
+        crate::Chunk::Fail(message) => fail(&message),
+    }
 }
 
 pub fn on_tick<P: Plugin>(cell: &OnceCell<P>) -> Decision {

@@ -50,6 +50,18 @@ impl Action {
     }
 }
 
+/// What `on_response_chunk` does with one piece of the response body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Chunk {
+    /// Send it on as it is.
+    Pass,
+    /// Send these bytes instead (empty: drop the chunk).
+    Replace(Vec<u8>),
+    /// The hook failed: logged, and with `on_error = "fail_closed"` the response is cut off (its
+    /// head has gone to the client already); with `"fail_open"` the chunk passes unchanged.
+    Fail(String),
+}
+
 /// A response made by the plugin.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct LocalResponse {

@@ -60,6 +60,7 @@ pub trait HostApi {
     fn wall_ms(&mut self) -> u64;
     fn next_u64(&mut self) -> u64;
     fn tick_every(&mut self, ms: u32);
+    fn stream_response_body(&mut self);
     fn http_call(
         &mut self,
         cluster: &str,
@@ -262,6 +263,19 @@ pub mod timer {
     pub fn tick_every(every: std::time::Duration) {
         let ms = u32::try_from(every.as_millis()).unwrap_or(u32::MAX);
         super::with(|h| h.tick_every(ms));
+    }
+}
+
+/// Response bodies chunk by chunk.
+pub mod streaming {
+    #[allow(unused_imports)]
+    use super::HostApi as _;
+
+    /// From [`crate::Plugin::new`] only: every response body goes through this plugin's
+    /// [`crate::Plugin::on_response_chunk`] piece by piece as it streams to the client, never
+    /// buffered whole. Such responses go out without `content-length`.
+    pub fn stream_response_body() {
+        super::with(|h| h.stream_response_body());
     }
 }
 

@@ -48,9 +48,9 @@ pub mod matching;
 pub mod params;
 pub mod testing;
 
-pub use action::{Action, BodyInterest, LocalResponse, Outcome, UpstreamError, run_hook};
+pub use action::{Action, BodyInterest, Chunk, LocalResponse, Outcome, UpstreamError, run_hook};
 pub use head::{HostError, PeerIdentity, ROUTE_CONTEXT_KEY, Request, Response};
-pub use host::{clock, http, log, metrics, random, shared, timer};
+pub use host::{clock, http, log, metrics, random, shared, streaming, timer};
 
 /// A plugin: its config type and the hooks it implements.
 ///
@@ -104,6 +104,14 @@ pub trait Plugin: Sized + 'static {
         action::not_implemented();
     }
 
+    /// One piece of the response body on its way to the client, for plugins that asked with
+    /// [`streaming::stream_response_body`] in [`Plugin::new`]; `end` on the last call, whose
+    /// chunk may be empty (append there). The request and response head are readable.
+    fn on_response_chunk(&self, req: &Request, resp: &Response, chunk: &[u8], end: bool) -> Chunk {
+        let _ = (req, resp, chunk, end);
+        Chunk::Pass
+    }
+
     /// At the interval asked for with [`timer::tick_every`] in [`Plugin::new`]: scheduled work,
     /// such as refreshing keys before they expire. No request is in scope. An
     /// [`Action::Fail`] is logged and counted as a failure; other answers mean nothing here.
@@ -143,6 +151,11 @@ macro_rules! export_plugin {
                 }
                 fn on_log() -> $crate::__private::Decision {
                     PLUGIN.with(|cell| $crate::__private::on_log(cell))
+                }
+            }
+            impl $crate::__private::ChunksGuest for Glue {
+                fn on_response_chunk(chunk: ::std::vec::Vec<u8>, end: bool) -> ::std::option::Option<::std::vec::Vec<u8>> {
+                    PLUGIN.with(|cell| $crate::__private::on_response_chunk(cell, &chunk, end))
                 }
             }
             impl $crate::__private::TickGuest for Glue {

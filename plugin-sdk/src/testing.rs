@@ -89,6 +89,8 @@ pub struct TestHost {
     pub clusters: Vec<String>,
     /// The tick interval the plugin asked for in `new` (see [`TestHost::load`]).
     pub tick_every: Option<Duration>,
+    /// Whether the plugin asked in `new` for response bodies chunk by chunk.
+    pub streams_response: bool,
     /// Set when the plugin named a cluster that does not exist, as the proxy does: the call
     /// fails, and the request is answered 500 unless a later `set_destination` succeeds.
     pub bad_destination: Option<String>,
@@ -288,6 +290,17 @@ impl TestHost {
         let (action, used) = self.run(|| run_hook(hook));
         self.last_hook_used = used;
         action
+    }
+
+    /// Runs the plugin's `on_response_chunk` with one piece of the body (give the host a
+    /// response first).
+    pub fn on_response_chunk<P: Plugin>(
+        &mut self,
+        plugin: &P,
+        chunk: &[u8],
+        end: bool,
+    ) -> crate::Chunk {
+        self.run(|| plugin.on_response_chunk(&Request::handle(), &Response::handle(), chunk, end))
     }
 
     /// Runs the plugin's `on_tick`, as the proxy does at the interval it asked for.
@@ -554,6 +567,9 @@ impl HostApi for TestHost {
     fn wall_ms(&mut self) -> u64 {
         self.wall_ms
     }
+    fn stream_response_body(&mut self) {
+        self.streams_response = true;
+    }
     fn tick_every(&mut self, ms: u32) {
         self.tick_every = Some(Duration::from_millis(u64::from(ms)).max(Duration::from_millis(10)));
     }
@@ -628,6 +644,53 @@ mod tests {
             crate::shared::counter_add("ticks", 1);
             Action::Continue
         }
+    }
+
+    /// Streams response bodies, masking digits.
+    struct Masking;
+
+    impl Plugin for Masking {
+        type Config = serde_json::Value;
+
+        fn new(_: serde_json::Value) -> Result<Self, String> {
+            crate::streaming::stream_response_body();
+            Ok(Masking)
+        }
+
+        fn on_response_chunk(
+            &self,
+            _: &Request,
+            resp: &Response,
+            chunk: &[u8],
+            end: bool,
+        ) -> crate::Chunk {
+            if resp.status() != Some(200) {
+                return crate::Chunk::Pass;
+            }
+            let mut out: Vec<u8> = chunk
+                .iter()
+                .map(|b| if b.is_ascii_digit() { b'#' } else { *b })
+                .collect();
+            if end {
+                out.extend_from_slice(b"!");
+            }
+            crate::Chunk::Replace(out)
+        }
+    }
+
+    #[test]
+    fn response_chunks_are_rewritten_piece_by_piece() {
+        let mut host = TestHost::get("/").response(200);
+        let plugin = host.load::<Masking>("{}").unwrap();
+        assert!(host.streams_response);
+        assert_eq!(
+            host.on_response_chunk(&plugin, b"card 4111", false),
+            crate::Chunk::Replace(b"card ####".to_vec())
+        );
+        assert_eq!(
+            host.on_response_chunk(&plugin, b"", true),
+            crate::Chunk::Replace(b"!".to_vec())
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //!
 //! An enum rather than a boxed trait object keeps the hot path free of an allocation per request.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -52,12 +53,14 @@ pub enum ProxyBody {
 
 /// The response body as the client gets it: counts the bytes sent and, once done with (ended,
 /// or abandoned by the client), reports the request to telemetry and runs the `on_log` hooks,
-/// off the request path. Inline, not boxed: no allocation per request.
+/// off the request path. Inline, not boxed: no allocation per request. With plugins that stream
+/// response bodies, each chunk goes through them first ([`Rewrite`]).
 #[derive(Debug)]
 pub struct ServedBody {
     body: ProxyBody,
     bytes: u64,
     done: Option<Done>,
+    rewrite: Option<Box<Rewrite>>,
 }
 
 /// What is reported when a served body is done with.
@@ -67,6 +70,8 @@ pub struct Done {
     pub telemetry: Arc<ListenerTelemetry>,
     /// Set when some plugin of the chain has an `on_log` hook.
     pub log_chain: Option<Arc<Chain>>,
+    /// Set when some plugin of the chain rewrites response bodies chunk by chunk.
+    pub rewrite_chain: Option<Arc<Chain>>,
 }
 
 impl std::fmt::Debug for Done {
@@ -77,26 +82,170 @@ impl std::fmt::Debug for Done {
     }
 }
 
+impl Done {
+    /// Reports the request to telemetry and runs the `on_log` hooks (off the request path).
+    fn finish(self, bytes: u64) {
+        self.telemetry.finish(&self.state, self.status, bytes);
+        if let (Some(chain), Ok(runtime)) = (self.log_chain, tokio::runtime::Handle::try_current())
+        {
+            let state = self.state;
+            runtime.spawn(async move { chain.on_log(state).await });
+        }
+    }
+}
+
+/// A chunk on its way through the streaming plugins; it holds the request's [`Done`] (its state
+/// is lent to the plugins) and gives it back with the bytes to send.
+type Pending = Pin<Box<dyn Future<Output = (Done, Result<Bytes, Arc<str>>)> + Send>>;
+
+/// Response-body rewriting by the plugins that stream it (`on_response_chunk`).
+pub struct Rewrite {
+    chain: Arc<Chain>,
+    pending: Option<Pending>,
+    /// Trailers held back until the last chunk call has run.
+    trailers: Option<http::HeaderMap>,
+    /// The upstream body has ended and the last chunk call was made.
+    ended: bool,
+}
+
+impl std::fmt::Debug for Rewrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rewrite")
+            .field("ended", &self.ended)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Rewrite {
+    /// Sends `chunk` through the plugins, lending them the request.
+    fn start(&mut self, done: Done, chunk: Bytes, end: bool) {
+        let chain = Arc::clone(&self.chain);
+        self.pending = Some(Box::pin(async move {
+            let Done {
+                state,
+                status,
+                telemetry,
+                log_chain,
+                rewrite_chain,
+            } = done;
+            let (state, result) = chain.on_response_chunk(state, chunk, end).await;
+            let done = Done {
+                state,
+                status,
+                telemetry,
+                log_chain,
+                rewrite_chain,
+            };
+            (done, result)
+        }));
+    }
+}
+
 impl ServedBody {
     pub fn new(body: ProxyBody, done: Option<Done>) -> Self {
+        let rewrite = done
+            .as_ref()
+            .and_then(|d| d.rewrite_chain.clone())
+            .map(|chain| {
+                Box::new(Rewrite {
+                    chain,
+                    pending: None,
+                    trailers: None,
+                    ended: false,
+                })
+            });
         Self {
             body,
             bytes: 0,
             done,
+            rewrite,
+        }
+    }
+
+    /// [`Body::poll_frame`] through the streaming plugins.
+    fn poll_rewritten(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let Self {
+            body,
+            bytes,
+            done,
+            rewrite,
+        } = self;
+        let Some(rewrite) = rewrite.as_mut() else {
+            return Poll::Ready(None);
+        };
+        loop {
+            if let Some(pending) = rewrite.pending.as_mut() {
+                let (back, result) = std::task::ready!(pending.as_mut().poll(cx));
+                rewrite.pending = None;
+                *done = Some(back);
+                match result {
+                    Ok(chunk) if chunk.is_empty() => {}
+                    Ok(chunk) => {
+                        *bytes += chunk.len() as u64;
+                        return Poll::Ready(Some(Ok(Frame::data(chunk))));
+                    }
+                    Err(plugin) => {
+                        let error = format!("plugin {plugin:?} failed on the response body");
+                        return Poll::Ready(Some(Err(error.into())));
+                    }
+                }
+            }
+            if rewrite.ended {
+                return Poll::Ready(rewrite.trailers.take().map(|t| Ok(Frame::trailers(t))));
+            }
+            let Some(current) = done.take() else {
+                return Pin::new(body).poll_frame(cx);
+            };
+            let frame = match Pin::new(&mut *body).poll_frame(cx) {
+                Poll::Pending => {
+                    *done = Some(current);
+                    return Poll::Pending;
+                }
+                Poll::Ready(frame) => frame,
+            };
+            match frame {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(chunk) => rewrite.start(current, chunk, false),
+                    Err(frame) => {
+                        let mut current = current;
+                        if let Ok(trailers) = frame.into_trailers() {
+                            if current.state.exchange.grpc {
+                                current.state.exchange.grpc_status = crate::grpc::status(&trailers);
+                            }
+                            rewrite.trailers = Some(trailers);
+                        }
+                        rewrite.ended = true;
+                        rewrite.start(current, Bytes::new(), true);
+                    }
+                },
+                Some(Err(e)) => {
+                    *done = Some(current);
+                    return Poll::Ready(Some(Err(e)));
+                }
+                None => {
+                    rewrite.ended = true;
+                    rewrite.start(current, Bytes::new(), true);
+                }
+            }
         }
     }
 }
 
 impl Drop for ServedBody {
     fn drop(&mut self) {
-        let Some(done) = self.done.take() else {
-            return;
-        };
-        done.telemetry.finish(&done.state, done.status, self.bytes);
-        if let (Some(chain), Ok(runtime)) = (done.log_chain, tokio::runtime::Handle::try_current())
+        let bytes = self.bytes;
+        // A chunk still with the plugins has the request: report once they are done with it.
+        if let Some(pending) = self.rewrite.as_mut().and_then(|r| r.pending.take())
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
-            let state = done.state;
-            runtime.spawn(async move { chain.on_log(state).await });
+            runtime.spawn(async move { pending.await.0.finish(bytes) });
+            return;
+        }
+        if let Some(done) = self.done.take() {
+            done.finish(bytes);
         }
     }
 }
@@ -110,6 +259,9 @@ impl Body for ServedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
+        if this.rewrite.is_some() {
+            return this.poll_rewritten(cx);
+        }
         let polled = Pin::new(&mut this.body).poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled {
             if let Some(data) = frame.data_ref() {
@@ -124,11 +276,15 @@ impl Body for ServedBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.rewrite.is_none() && self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        // Rewritten bodies may change length.
+        match self.rewrite {
+            Some(_) => SizeHint::default(),
+            None => self.body.size_hint(),
+        }
     }
 }
 

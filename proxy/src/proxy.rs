@@ -179,12 +179,19 @@ impl ListenerProxy {
             headers::announce_grpc_trailers(response.headers_mut());
         }
         let status = response.status().as_u16();
-        let (head, body) = response.into_parts();
+        let (mut head, body) = response.into_parts();
+        // Plugins that rewrite the body chunk by chunk may change its length.
+        let rewrite_chain = (self.chain.streams_response() && !body.is_end_stream())
+            .then(|| Arc::clone(&self.chain));
+        if rewrite_chain.is_some() {
+            head.headers.remove(http::header::CONTENT_LENGTH);
+        }
         let done = Done {
             state,
             status,
             telemetry: Arc::clone(&self.telemetry),
             log_chain: self.chain.wants_log().then(|| Arc::clone(&self.chain)),
+            rewrite_chain,
         };
         Response::from_parts(head, ServedBody::new(body, Some(done)))
     }
@@ -605,7 +612,7 @@ impl ListenerProxy {
         let Some(head) = state.response.take() else {
             return (state, LocalError::BadRequest.response("no response"));
         };
-        if self.chain.wants_log() {
+        if self.chain.wants_log() || self.chain.streams_response() {
             state.response = Some(copy_response_head(&head));
         }
         (state, Response::from_parts(head, body))

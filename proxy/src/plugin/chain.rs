@@ -75,6 +75,40 @@ impl Chain {
         self.every_plugin().any(|p| p.wants(Hook::UpstreamResponse))
     }
 
+    /// Whether any plugin rewrites response bodies chunk by chunk (the response then goes out
+    /// without `content-length`).
+    pub fn streams_response(&self) -> bool {
+        self.every_plugin().any(|p| p.streams_response)
+    }
+
+    /// Passes one piece of the response body through the plugins that stream it, in response
+    /// order; `end` on the last call. The bytes to send, or the fail-closed plugin that failed
+    /// (the response is then cut off: its head is gone already).
+    pub async fn on_response_chunk(
+        &self,
+        mut state: Box<RequestState>,
+        chunk: bytes::Bytes,
+        end: bool,
+    ) -> (Box<RequestState>, Result<bytes::Bytes, Arc<str>>) {
+        let routed = self.chain_of(&state);
+        let path = response_path(routed.as_deref().unwrap_or(&self.plugins), &state);
+        let streaming: Vec<Arc<Plugin>> = path.filter(|p| p.streams_response).cloned().collect();
+        let mut chunk = chunk;
+        for plugin in streaming {
+            let (back, result) = plugin.response_chunk(state, chunk.to_vec(), end).await;
+            state = back;
+            match result {
+                Ok(Some(replacement)) => chunk = replacement.into(),
+                Ok(None) => {}
+                Err(_) if plugin.on_error == OnError::FailClosed => {
+                    return (state, Err(Arc::clone(&plugin.name)));
+                }
+                Err(_) => {}
+            }
+        }
+        (state, Ok(chunk))
+    }
+
     pub fn wants_log(&self) -> bool {
         self.every_plugin().any(|p| p.wants(Hook::Log))
     }

@@ -12,7 +12,7 @@ use wasmtime::{ResourceLimiter, Store, StoreContextMut, UpdateDeadline};
 
 use super::bindings::switchyard::plugin::{
     clock, context, http as wit_http, log, metrics as wit_metrics, properties, random, request,
-    response, routing, shared, timer, types,
+    response, routing, shared, streaming, timer, types,
 };
 use super::bindings::{HttpCallError, HttpRequest, HttpResponse, KvEntry, LogLevel, PeerIdentity};
 use super::callout;
@@ -92,6 +92,8 @@ pub struct HostState {
     pub in_init: bool,
     /// The tick interval the plugin asked for in `init`.
     pub tick_every: Option<Duration>,
+    /// Whether the plugin asked in `init` for response bodies chunk by chunk.
+    pub streams_response: bool,
     /// The clusters `http.call` reaches during a tick, when no request is in scope.
     pub tick_clusters: Option<Arc<Clusters>>,
     /// Header names the plugin set that are not standard ones, so setting `x-hello` on every
@@ -141,6 +143,7 @@ impl HostState {
             panic: None,
             in_init: false,
             tick_every: None,
+            streams_response: false,
             tick_clusters: None,
         }
     }
@@ -669,6 +672,16 @@ impl timer::Host for HostState {
             self.tick_every = Some(Duration::from_millis(u64::from(ms)).max(MIN_TICK));
         } else {
             tracing::warn!(plugin = %self.env.name, "timer.tick-every is only heeded during init; ignored");
+        }
+    }
+}
+
+impl streaming::Host for HostState {
+    fn stream_response_body(&mut self) {
+        if self.in_init {
+            self.streams_response = true;
+        } else {
+            tracing::warn!(plugin = %self.env.name, "streaming.stream-response-body is only heeded during init; ignored");
         }
     }
 }

@@ -72,20 +72,32 @@ pub struct Instance {
     sync_hooks: Option<SyncHooks>,
     /// `on-tick`, which plugins built before ticks existed do not export.
     on_tick: Option<TypedFunc<(), (Decision,)>>,
+    /// `on-response-chunk`, likewise.
+    on_response_chunk: Option<ChunkFunc>,
     calls: u32,
     /// This instance's share of the plugin's slots; freed when the instance is dropped.
     _slot: OwnedSemaphorePermit,
 }
+
+/// `on-response-chunk`: a piece of the body and whether it is the last, to the replacement.
+type ChunkFunc = TypedFunc<(Vec<u8>, bool), (Option<Vec<u8>>,)>;
 
 impl Instance {
     /// The tick interval the plugin asked for in `init`.
     pub fn tick_every(&self) -> Option<Duration> {
         self.store.data().tick_every
     }
+
+    /// Whether the plugin asked in `init` for response bodies chunk by chunk.
+    pub fn streams_response(&self) -> bool {
+        self.store.data().streams_response && self.on_response_chunk.is_some()
+    }
 }
 
 /// The exported interface holding `on-tick` (world `plugin`).
 const TICK_INTERFACE: &str = "switchyard:plugin/tick@0.1.0";
+/// The exported interface holding `on-response-chunk` (world `plugin`).
+const CHUNKS_INTERFACE: &str = "switchyard:plugin/chunks@0.1.0";
 
 /// Typed handles to the hooks that take no list, for synchronous calls.
 struct SyncHooks {
@@ -183,14 +195,16 @@ impl InstancePool {
             None
         };
         // Plugins built before ticks existed do not export `on-tick`.
-        let on_tick = instance
-            .get_export_index(&mut store, None, TICK_INTERFACE)
-            .and_then(|tick| instance.get_export_index(&mut store, Some(&tick), "on-tick"))
-            .and_then(|f| {
-                instance
-                    .get_typed_func::<(), (Decision,)>(&mut store, f)
-                    .ok()
-            });
+        let mut export = |interface: &str, name: &str| {
+            let interface = instance.get_export_index(&mut store, None, interface)?;
+            instance.get_export_index(&mut store, Some(&interface), name)
+        };
+        let (tick, chunk) = (
+            export(TICK_INTERFACE, "on-tick"),
+            export(CHUNKS_INTERFACE, "on-response-chunk"),
+        );
+        let on_tick = tick.and_then(|f| instance.get_typed_func(&mut store, f).ok());
+        let on_response_chunk = chunk.and_then(|f| instance.get_typed_func(&mut store, f).ok());
         store.data_mut().in_init = true;
         let interest = filter
             .call_init(&mut store, &self.config_json)
@@ -205,6 +219,7 @@ impl InstancePool {
                 filter,
                 sync_hooks,
                 on_tick,
+                on_response_chunk,
                 calls: 0,
                 _slot: slot,
             },
@@ -303,6 +318,43 @@ impl InstancePool {
         }
     }
 
+    /// Runs `on-response-chunk` on a pooled instance, the request in scope: the replacement for
+    /// `chunk`, if the plugin made one.
+    pub async fn response_chunk(
+        &self,
+        state: Box<RequestState>,
+        chunk: Vec<u8>,
+        end: bool,
+    ) -> (Box<RequestState>, Result<Option<Vec<u8>>, HookError>) {
+        let mut instance = match self.pop_idle() {
+            Some(instance) => instance,
+            None => match Box::pin(self.checkout()).await {
+                Ok(instance) => instance,
+                Err(e) => return (state, Err(e)),
+            },
+        };
+        let Some(on_chunk) = instance.on_response_chunk else {
+            self.checkin(instance);
+            return (state, Ok(None));
+        };
+        instance.calls += 1;
+        instance.store.data_mut().start_hook(Some(state));
+        instance.store.set_epoch_deadline(1);
+        let result = if self.synchronous {
+            on_chunk.call(&mut instance.store, (chunk, end))
+        } else {
+            on_chunk.call_async(&mut instance.store, (chunk, end)).await
+        };
+        let state = take_request(&mut instance);
+        match result {
+            Ok((replacement,)) => {
+                self.checkin(instance);
+                (state, Ok(replacement))
+            }
+            Err(e) => (state, Err(classify(&mut instance.store, &e))),
+        }
+    }
+
     /// Runs one hook on a pooled instance. The request state always comes back, whatever the
     /// plugin did; an instance that failed is discarded, never reused. Also returns how long the
     /// hook ran (from checkout to its decision; waiting for an instance is not counted) for one
@@ -339,13 +391,7 @@ impl InstancePool {
             None => Box::pin(invoke(&mut instance, call)).await,
         };
         let took = started.map(|started| started.elapsed());
-        let data = instance.store.data_mut();
-        // Cannot fail: start_hook put the state there and host functions only borrow it.
-        #[allow(clippy::expect_used)]
-        let state = data
-            .request
-            .take()
-            .expect("host functions only borrow the request state; start_hook put it there");
+        let state = take_request(&mut instance);
         match result {
             Ok(decision) => {
                 self.checkin(instance);
@@ -357,6 +403,18 @@ impl InstancePool {
             }
         }
     }
+}
+
+/// The request state lent to `instance` for a call, back from it.
+fn take_request(instance: &mut Instance) -> Box<RequestState> {
+    // Cannot fail: start_hook put the state there and host functions only borrow it.
+    #[allow(clippy::expect_used)]
+    instance
+        .store
+        .data_mut()
+        .request
+        .take()
+        .expect("host functions only borrow the request state; start_hook put it there")
 }
 
 /// Calls a head hook directly when the plugin imports nothing async (no fiber, no future);

@@ -172,6 +172,7 @@ pub async fn load(
         },
     })?;
     let tick_every = first.tick_every();
+    let streams_response = first.streams_response();
     pool.checkin_fresh(first);
     Ok(Plugin::new(
         config,
@@ -180,6 +181,7 @@ pub async fn load(
         pool,
         interest,
         tick_every,
+        streams_response,
     ))
 }
 

@@ -51,10 +51,12 @@ pub enum Hook {
     Log,
     /// Not a request hook: the plugin's scheduled `on-tick`.
     Tick,
+    /// A piece of the response body, for plugins that stream it.
+    ResponseChunk,
 }
 
 impl Hook {
-    const ALL: [Hook; 7] = [
+    const ALL: [Hook; 8] = [
         Hook::Request,
         Hook::RequestBody,
         Hook::UpstreamResponse,
@@ -62,6 +64,7 @@ impl Hook {
         Hook::ResponseBody,
         Hook::Log,
         Hook::Tick,
+        Hook::ResponseChunk,
     ];
 
     fn bit(self) -> u8 {
@@ -77,6 +80,7 @@ impl Hook {
             Hook::ResponseBody => "on_response_body",
             Hook::Log => "on_log",
             Hook::Tick => "on_tick",
+            Hook::ResponseChunk => "on_response_chunk",
         }
     }
 }
@@ -100,6 +104,8 @@ pub struct Plugin {
     metrics: PluginMetrics,
     /// The ticks the plugin asked for in `init`, if any.
     ticker: Option<ticker::Ticker>,
+    /// Whether the plugin asked in `init` for response bodies chunk by chunk.
+    pub streams_response: bool,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -125,6 +131,7 @@ impl Plugin {
         pool: InstancePool,
         interest: BodyInterest,
         tick_every: Option<std::time::Duration>,
+        streams_response: bool,
     ) -> Self {
         let name: Arc<str> = config.name.as_str().into();
         let mut skipped = 0;
@@ -162,6 +169,7 @@ impl Plugin {
             skipped: AtomicU8::new(skipped),
             metrics,
             ticker: tick_every.map(ticker::Ticker::new),
+            streams_response,
         }
     }
 
@@ -191,6 +199,29 @@ impl Plugin {
             && let Some(counter) = self.metrics.errors.get(e.kind())
         {
             counter.increment(1);
+        }
+        (state, result)
+    }
+}
+
+impl Plugin {
+    /// Runs `on-response-chunk` with `state` in scope: the replacement bytes, if any.
+    async fn response_chunk(
+        &self,
+        state: Box<RequestState>,
+        chunk: Vec<u8>,
+        end: bool,
+    ) -> (Box<RequestState>, Result<Option<Vec<u8>>, HookError>) {
+        let (state, result) = self.pool.response_chunk(state, chunk, end).await;
+        self.metrics.calls[Hook::ResponseChunk as usize].increment(1);
+        self.stats.record(None, result.is_err());
+        if let Err(error) = &result {
+            if let Some(counter) = self.metrics.errors.get(error.kind()) {
+                counter.increment(1);
+            }
+            let request_id = state.request_id.to_str().ok();
+            self.failures
+                .record(&self.name, Hook::ResponseChunk, error, request_id);
         }
         (state, result)
     }

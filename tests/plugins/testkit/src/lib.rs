@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use switchyard_sdk::http::{self, HttpRequest};
-use switchyard_sdk::{Action, Outcome, Plugin, Request, Response, shared};
+use switchyard_sdk::{Action, Chunk, Outcome, Plugin, Request, Response, shared};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,6 +36,9 @@ pub struct Config {
     /// The cluster ticks call.
     #[serde(default)]
     pub tick_callout: Option<String>,
+    /// Stream response bodies: ASCII letters upper-cased chunk by chunk, and `<END>` appended.
+    #[serde(default)]
+    pub stream_upper: bool,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -64,7 +67,18 @@ impl Plugin for Testkit {
         if let Some(ms) = config.tick_ms {
             switchyard_sdk::timer::tick_every(Duration::from_millis(u64::from(ms)));
         }
+        if config.stream_upper {
+            switchyard_sdk::streaming::stream_response_body();
+        }
         Ok(Self { config })
+    }
+
+    fn on_response_chunk(&self, _: &Request, _: &Response, chunk: &[u8], end: bool) -> Chunk {
+        let mut out = chunk.to_ascii_uppercase();
+        if end {
+            out.extend_from_slice(b"<END>");
+        }
+        Chunk::Replace(out)
     }
 
     fn on_tick(&self) -> Action {
