@@ -210,6 +210,62 @@ async fn a_plugin_rewrites_response_bodies_chunk_by_chunk() {
 }
 
 #[tokio::test]
+async fn a_plugin_rewrites_request_bodies_chunk_by_chunk() {
+    use http_body_util::{BodyExt, Full};
+    // Answers with the body it got, and how it came (content-length or chunked).
+    let mirror = Upstream::serve(|req: http::Request<hyper::body::Incoming>| async move {
+        let headers = req.headers();
+        let framing = match (
+            headers.get("content-length"),
+            headers.get("transfer-encoding"),
+        ) {
+            (Some(length), _) => format!("length {}", length.to_str().unwrap_or("?")),
+            (None, Some(coding)) => coding.to_str().unwrap_or("?").to_owned(),
+            (None, None) => "none".to_owned(),
+        };
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let mut response = http::Response::new(Full::new(body));
+        response
+            .headers_mut()
+            .insert("x-framing", framing.parse().unwrap());
+        response
+    })
+    .await;
+    let proxy = Proxy::start(
+        &[
+            listener("public", "mirror", &["lower"]),
+            cluster("mirror", &[mirror.addr.to_string()], ""),
+            testkit("lower", "stream_lower_requests = true"),
+        ]
+        .join("\n"),
+    );
+
+    let upload = http::Request::post("/upload")
+        .header("host", "example.test")
+        .body(Full::new(bytes::Bytes::from_static(b"Hello WORLD")))
+        .unwrap();
+    let reply = crate::support::client::send(proxy.addr(), upload).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.text(), "hello world<end>");
+    assert_eq!(reply.header("x-framing"), Some("chunked"));
+
+    // A request without a body is sent as it came.
+    let reply = get(proxy.addr(), "/").await;
+    assert_eq!(reply.text(), "");
+    assert_ne!(
+        reply.header("x-framing"),
+        Some("no length"),
+        "{:?}",
+        reply.headers
+    );
+}
+
+#[tokio::test]
 async fn respond_short_circuits_the_chain_and_the_upstream() {
     let (app, mut arrived) = Upstream::announcing(Duration::ZERO).await;
     let proxy = Proxy::start(

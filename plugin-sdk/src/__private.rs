@@ -201,6 +201,9 @@ impl HostApi for WasmHost {
     fn stream_response_body(&mut self) {
         wit::streaming::stream_response_body();
     }
+    fn stream_request_body(&mut self) {
+        wit::streaming::stream_request_body();
+    }
     fn http_call(
         &mut self,
         cluster: &str,
@@ -325,7 +328,17 @@ pub fn on_response_chunk<P: Plugin>(
     end: bool,
 ) -> Option<Vec<u8>> {
     let plugin = cell.get()?;
-    match plugin.on_response_chunk(&Request::handle(), &Response::handle(), chunk, end) {
+    replacement(plugin.on_response_chunk(&Request::handle(), &Response::handle(), chunk, end))
+}
+
+pub fn on_request_chunk<P: Plugin>(cell: &OnceCell<P>, chunk: &[u8], end: bool) -> Option<Vec<u8>> {
+    let plugin = cell.get()?;
+    replacement(plugin.on_request_chunk(&Request::handle(), chunk, end))
+}
+
+/// A chunk hook's answer as the host takes it.
+fn replacement(chunk: crate::Chunk) -> Option<Vec<u8>> {
+    match chunk {
         crate::Chunk::Pass => None,
         crate::Chunk::Replace(bytes) => Some(bytes),
         crate::Chunk::Fail(message) => fail(&message),

@@ -61,6 +61,7 @@ pub trait HostApi {
     fn next_u64(&mut self) -> u64;
     fn tick_every(&mut self, ms: u32);
     fn stream_response_body(&mut self);
+    fn stream_request_body(&mut self);
     fn http_call(
         &mut self,
         cluster: &str,
@@ -276,6 +277,14 @@ pub mod streaming {
     /// buffered whole. Such responses go out without `content-length`.
     pub fn stream_response_body() {
         super::with(|h| h.stream_response_body());
+    }
+
+    /// From [`crate::Plugin::new`] only: every request body goes through this plugin's
+    /// [`crate::Plugin::on_request_chunk`] piece by piece as it streams upstream, which then gets
+    /// it without `content-length`. A body some plugin reads whole (`BODY_INTEREST`) is not
+    /// streamed.
+    pub fn stream_request_body() {
+        super::with(|h| h.stream_request_body());
     }
 }
 

@@ -104,6 +104,15 @@ pub trait Plugin: Sized + 'static {
         action::not_implemented();
     }
 
+    /// One piece of the request body on its way upstream, for plugins that asked with
+    /// [`streaming::stream_request_body`] in [`Plugin::new`]; `end` on the last call, whose
+    /// chunk may be empty. The request head and context are readable as they were when the body
+    /// started; changes to them stay with these calls (the head has gone upstream).
+    fn on_request_chunk(&self, req: &Request, chunk: &[u8], end: bool) -> Chunk {
+        let _ = (req, chunk, end);
+        Chunk::Pass
+    }
+
     /// One piece of the response body on its way to the client, for plugins that asked with
     /// [`streaming::stream_response_body`] in [`Plugin::new`]; `end` on the last call, whose
     /// chunk may be empty (append there). The request and response head are readable.
@@ -156,6 +165,9 @@ macro_rules! export_plugin {
             impl $crate::__private::ChunksGuest for Glue {
                 fn on_response_chunk(chunk: ::std::vec::Vec<u8>, end: bool) -> ::std::option::Option<::std::vec::Vec<u8>> {
                     PLUGIN.with(|cell| $crate::__private::on_response_chunk(cell, &chunk, end))
+                }
+                fn on_request_chunk(chunk: ::std::vec::Vec<u8>, end: bool) -> ::std::option::Option<::std::vec::Vec<u8>> {
+                    PLUGIN.with(|cell| $crate::__private::on_request_chunk(cell, &chunk, end))
                 }
             }
             impl $crate::__private::TickGuest for Glue {

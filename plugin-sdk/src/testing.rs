@@ -91,6 +91,8 @@ pub struct TestHost {
     pub tick_every: Option<Duration>,
     /// Whether the plugin asked in `new` for response bodies chunk by chunk.
     pub streams_response: bool,
+    /// Whether the plugin asked in `new` for request bodies chunk by chunk.
+    pub streams_request: bool,
     /// Set when the plugin named a cluster that does not exist, as the proxy does: the call
     /// fails, and the request is answered 500 unless a later `set_destination` succeeds.
     pub bad_destination: Option<String>,
@@ -301,6 +303,16 @@ impl TestHost {
         end: bool,
     ) -> crate::Chunk {
         self.run(|| plugin.on_response_chunk(&Request::handle(), &Response::handle(), chunk, end))
+    }
+
+    /// Runs the plugin's `on_request_chunk` with one piece of the body.
+    pub fn on_request_chunk<P: Plugin>(
+        &mut self,
+        plugin: &P,
+        chunk: &[u8],
+        end: bool,
+    ) -> crate::Chunk {
+        self.run(|| plugin.on_request_chunk(&Request::handle(), chunk, end))
     }
 
     /// Runs the plugin's `on_tick`, as the proxy does at the interval it asked for.
@@ -569,6 +581,9 @@ impl HostApi for TestHost {
     }
     fn stream_response_body(&mut self) {
         self.streams_response = true;
+    }
+    fn stream_request_body(&mut self) {
+        self.streams_request = true;
     }
     fn tick_every(&mut self, ms: u32) {
         self.tick_every = Some(Duration::from_millis(u64::from(ms)).max(Duration::from_millis(10)));

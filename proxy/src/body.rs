@@ -2,7 +2,6 @@
 //!
 //! An enum rather than a boxed trait object keeps the hot path free of an allocation per request.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -38,6 +37,8 @@ pub enum ProxyBody {
     Replay(Box<ReplayBody<ProxyBody>>),
     /// A gRPC response on its way to a gRPC-Web client: trailers become a last data frame.
     GrpcWeb(Box<WebBody>),
+    /// A body through the plugins that stream it, chunk by chunk.
+    Chunked(Box<crate::chunks::ChunkStream>),
     /// An upstream response body; holds the endpoint's in-flight count until the body ends or the
     /// client goes away, so least-request balancing sees streaming responses as load.
     Upstream {
@@ -53,14 +54,12 @@ pub enum ProxyBody {
 
 /// The response body as the client gets it: counts the bytes sent and, once done with (ended,
 /// or abandoned by the client), reports the request to telemetry and runs the `on_log` hooks,
-/// off the request path. Inline, not boxed: no allocation per request. With plugins that stream
-/// response bodies, each chunk goes through them first ([`Rewrite`]).
+/// off the request path. Inline, not boxed: no allocation per request.
 #[derive(Debug)]
 pub struct ServedBody {
     body: ProxyBody,
     bytes: u64,
     done: Option<Done>,
-    rewrite: Option<Box<Rewrite>>,
 }
 
 /// What is reported when a served body is done with.
@@ -70,8 +69,6 @@ pub struct Done {
     pub telemetry: Arc<ListenerTelemetry>,
     /// Set when some plugin of the chain has an `on_log` hook.
     pub log_chain: Option<Arc<Chain>>,
-    /// Set when some plugin of the chain rewrites response bodies chunk by chunk.
-    pub rewrite_chain: Option<Arc<Chain>>,
 }
 
 impl std::fmt::Debug for Done {
@@ -82,170 +79,26 @@ impl std::fmt::Debug for Done {
     }
 }
 
-impl Done {
-    /// Reports the request to telemetry and runs the `on_log` hooks (off the request path).
-    fn finish(self, bytes: u64) {
-        self.telemetry.finish(&self.state, self.status, bytes);
-        if let (Some(chain), Ok(runtime)) = (self.log_chain, tokio::runtime::Handle::try_current())
-        {
-            let state = self.state;
-            runtime.spawn(async move { chain.on_log(state).await });
-        }
-    }
-}
-
-/// A chunk on its way through the streaming plugins; it holds the request's [`Done`] (its state
-/// is lent to the plugins) and gives it back with the bytes to send.
-type Pending = Pin<Box<dyn Future<Output = (Done, Result<Bytes, Arc<str>>)> + Send>>;
-
-/// Response-body rewriting by the plugins that stream it (`on_response_chunk`).
-pub struct Rewrite {
-    chain: Arc<Chain>,
-    pending: Option<Pending>,
-    /// Trailers held back until the last chunk call has run.
-    trailers: Option<http::HeaderMap>,
-    /// The upstream body has ended and the last chunk call was made.
-    ended: bool,
-}
-
-impl std::fmt::Debug for Rewrite {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Rewrite")
-            .field("ended", &self.ended)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Rewrite {
-    /// Sends `chunk` through the plugins, lending them the request.
-    fn start(&mut self, done: Done, chunk: Bytes, end: bool) {
-        let chain = Arc::clone(&self.chain);
-        self.pending = Some(Box::pin(async move {
-            let Done {
-                state,
-                status,
-                telemetry,
-                log_chain,
-                rewrite_chain,
-            } = done;
-            let (state, result) = chain.on_response_chunk(state, chunk, end).await;
-            let done = Done {
-                state,
-                status,
-                telemetry,
-                log_chain,
-                rewrite_chain,
-            };
-            (done, result)
-        }));
-    }
-}
-
 impl ServedBody {
     pub fn new(body: ProxyBody, done: Option<Done>) -> Self {
-        let rewrite = done
-            .as_ref()
-            .and_then(|d| d.rewrite_chain.clone())
-            .map(|chain| {
-                Box::new(Rewrite {
-                    chain,
-                    pending: None,
-                    trailers: None,
-                    ended: false,
-                })
-            });
         Self {
             body,
             bytes: 0,
             done,
-            rewrite,
-        }
-    }
-
-    /// [`Body::poll_frame`] through the streaming plugins.
-    fn poll_rewritten(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let Self {
-            body,
-            bytes,
-            done,
-            rewrite,
-        } = self;
-        let Some(rewrite) = rewrite.as_mut() else {
-            return Poll::Ready(None);
-        };
-        loop {
-            if let Some(pending) = rewrite.pending.as_mut() {
-                let (back, result) = std::task::ready!(pending.as_mut().poll(cx));
-                rewrite.pending = None;
-                *done = Some(back);
-                match result {
-                    Ok(chunk) if chunk.is_empty() => {}
-                    Ok(chunk) => {
-                        *bytes += chunk.len() as u64;
-                        return Poll::Ready(Some(Ok(Frame::data(chunk))));
-                    }
-                    Err(plugin) => {
-                        let error = format!("plugin {plugin:?} failed on the response body");
-                        return Poll::Ready(Some(Err(error.into())));
-                    }
-                }
-            }
-            if rewrite.ended {
-                return Poll::Ready(rewrite.trailers.take().map(|t| Ok(Frame::trailers(t))));
-            }
-            let Some(current) = done.take() else {
-                return Pin::new(body).poll_frame(cx);
-            };
-            let frame = match Pin::new(&mut *body).poll_frame(cx) {
-                Poll::Pending => {
-                    *done = Some(current);
-                    return Poll::Pending;
-                }
-                Poll::Ready(frame) => frame,
-            };
-            match frame {
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(chunk) => rewrite.start(current, chunk, false),
-                    Err(frame) => {
-                        let mut current = current;
-                        if let Ok(trailers) = frame.into_trailers() {
-                            if current.state.exchange.grpc {
-                                current.state.exchange.grpc_status = crate::grpc::status(&trailers);
-                            }
-                            rewrite.trailers = Some(trailers);
-                        }
-                        rewrite.ended = true;
-                        rewrite.start(current, Bytes::new(), true);
-                    }
-                },
-                Some(Err(e)) => {
-                    *done = Some(current);
-                    return Poll::Ready(Some(Err(e)));
-                }
-                None => {
-                    rewrite.ended = true;
-                    rewrite.start(current, Bytes::new(), true);
-                }
-            }
         }
     }
 }
 
 impl Drop for ServedBody {
     fn drop(&mut self) {
-        let bytes = self.bytes;
-        // A chunk still with the plugins has the request: report once they are done with it.
-        if let Some(pending) = self.rewrite.as_mut().and_then(|r| r.pending.take())
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            runtime.spawn(async move { pending.await.0.finish(bytes) });
+        let Some(done) = self.done.take() else {
             return;
-        }
-        if let Some(done) = self.done.take() {
-            done.finish(bytes);
+        };
+        done.telemetry.finish(&done.state, done.status, self.bytes);
+        if let (Some(chain), Ok(runtime)) = (done.log_chain, tokio::runtime::Handle::try_current())
+        {
+            let state = done.state;
+            runtime.spawn(async move { chain.on_log(state).await });
         }
     }
 }
@@ -259,9 +112,6 @@ impl Body for ServedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
-        if this.rewrite.is_some() {
-            return this.poll_rewritten(cx);
-        }
         let polled = Pin::new(&mut this.body).poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled {
             if let Some(data) = frame.data_ref() {
@@ -276,15 +126,11 @@ impl Body for ServedBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.rewrite.is_none() && self.body.is_end_stream()
+        self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        // Rewritten bodies may change length.
-        match self.rewrite {
-            Some(_) => SizeHint::default(),
-            None => self.body.size_hint(),
-        }
+        self.body.size_hint()
     }
 }
 
@@ -319,6 +165,7 @@ impl Body for ProxyBody {
             Self::Full(bytes) => return Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Self::Replay(body) => return Pin::new(body.as_mut()).poll_frame(cx),
             Self::GrpcWeb(body) => return Pin::new(body.as_mut()).poll_frame(cx),
+            Self::Chunked(body) => return Pin::new(body.as_mut()).poll_frame(cx),
             Self::Streaming(body) | Self::Upstream { body, .. } => Pin::new(body).poll_frame(cx),
             Self::Capped {
                 body,
@@ -347,6 +194,7 @@ impl Body for ProxyBody {
             Self::Full(bytes) => bytes.is_none(),
             Self::Replay(body) => body.is_end_stream(),
             Self::GrpcWeb(body) => body.is_end_stream(),
+            Self::Chunked(body) => body.is_end_stream(),
             Self::Streaming(body) | Self::Upstream { body, .. } | Self::Capped { body, .. } => {
                 body.is_end_stream()
             }
@@ -359,6 +207,7 @@ impl Body for ProxyBody {
             Self::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Self::Replay(body) => body.size_hint(),
             Self::GrpcWeb(body) => body.size_hint(),
+            Self::Chunked(body) => body.size_hint(),
             Self::Streaming(body) | Self::Upstream { body, .. } | Self::Capped { body, .. } => {
                 body.size_hint()
             }

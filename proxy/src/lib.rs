@@ -14,6 +14,7 @@ pub mod authoring;
 pub mod balance;
 pub mod body;
 pub mod capture;
+pub mod chunks;
 pub mod config;
 pub mod echo;
 pub mod file_access;

@@ -27,13 +27,16 @@ use tracing::{debug, warn};
 
 use crate::balance::hash_bytes;
 use crate::body::{BodyTooLarge, Done, ProxyBody, ServedBody};
+use crate::chunks::ChunkStream;
 use crate::config::UpstreamProtocol;
 use crate::grpc;
 use crate::headers;
 use crate::listener::TlsSession;
 use crate::local_response::{LocalError, X_SWITCHYARD_OVERLOADED, text_response};
 use crate::path::PathNormalization;
-use crate::plugin::{AttemptOutcome, Chain, LocalResponse, RequestState, Step, UpstreamError};
+use crate::plugin::{
+    AttemptOutcome, BodyOf, Chain, LocalResponse, RequestState, Step, UpstreamError,
+};
 use crate::replay::Replay;
 use crate::telemetry::exchange::AttemptSpan;
 use crate::telemetry::trace_context::new_span_id;
@@ -179,19 +182,20 @@ impl ListenerProxy {
             headers::announce_grpc_trailers(response.headers_mut());
         }
         let status = response.status().as_u16();
-        let (mut head, body) = response.into_parts();
-        // Plugins that rewrite the body chunk by chunk may change its length.
-        let rewrite_chain = (self.chain.streams_response() && !body.is_end_stream())
-            .then(|| Arc::clone(&self.chain));
-        if rewrite_chain.is_some() {
+        let (mut head, mut body) = response.into_parts();
+        if self.chain.streams_response() && !body.is_end_stream() {
+            // Plugins that rewrite the body chunk by chunk may change its length.
             head.headers.remove(http::header::CONTENT_LENGTH);
+            state.response = Some(copy_response_head(&head));
+            let chain = Arc::clone(&self.chain);
+            let stream = ChunkStream::new(body, chain, BodyOf::Response, state.view());
+            body = ProxyBody::Chunked(Box::new(stream));
         }
         let done = Done {
             state,
             status,
             telemetry: Arc::clone(&self.telemetry),
             log_chain: self.chain.wants_log().then(|| Arc::clone(&self.chain)),
-            rewrite_chain,
         };
         Response::from_parts(head, ServedBody::new(body, Some(done)))
     }
@@ -299,6 +303,10 @@ impl ListenerProxy {
             return (state, error_answer(LocalError::NoRoute, &detail));
         };
         state.exchange.cluster = Some(Arc::clone(&cluster.label));
+        if self.chain.streams_request() && body.stream_through(&self.chain, &state) {
+            // Plugins that rewrite the body chunk by chunk may change its length.
+            state.head.headers.remove(http::header::CONTENT_LENGTH);
+        }
         if self.chain.may_retry() {
             body.keep_for_replay(cluster.config.max_replay_body);
         }
@@ -612,7 +620,7 @@ impl ListenerProxy {
         let Some(head) = state.response.take() else {
             return (state, LocalError::BadRequest.response("no response"));
         };
-        if self.chain.wants_log() || self.chain.streams_response() {
+        if self.chain.wants_log() {
             state.response = Some(copy_response_head(&head));
         }
         (state, Response::from_parts(head, body))
@@ -699,6 +707,8 @@ impl RetryRefused {
 /// copy is kept (up to a cap) so a retry can send it again.
 enum RequestBody {
     Streaming(Option<Incoming>, Option<u64>),
+    /// Streamed once, through the plugins that stream request bodies.
+    Through(Option<ProxyBody>),
     Buffered(Bytes),
     Replay(Replay<ProxyBody>),
 }
@@ -713,7 +723,7 @@ impl RequestBody {
     async fn buffer(&mut self, limit: usize) -> Result<Bytes, Answer> {
         let bytes = match self {
             Self::Buffered(bytes) => return Ok(bytes.clone()),
-            Self::Replay(_) => {
+            Self::Replay(_) | Self::Through(_) => {
                 return Err(error_answer(
                     LocalError::BadRequest,
                     "the request body is already being sent",
@@ -756,20 +766,40 @@ impl RequestBody {
     /// (any length, known or not: gRPC bodies have none); past the cap the body still streams,
     /// but is not retried. The first attempt never waits for the body's end.
     fn keep_for_replay(&mut self, cap: usize) {
+        let body = match self {
+            Self::Streaming(slot, limit) => slot.take().map(|body| capped(body, *limit)),
+            Self::Through(slot) => slot.take(),
+            Self::Buffered(_) | Self::Replay(_) => return,
+        };
+        if let Some(body) = body {
+            *self = Self::Replay(Replay::new(body, cap));
+        }
+    }
+
+    /// Sends a streamed body through the plugins that stream request bodies, which get a copy
+    /// of the request as it is now; false if the body is not streamed (a plugin read it whole).
+    fn stream_through(&mut self, chain: &Arc<Chain>, state: &RequestState) -> bool {
         let Self::Streaming(slot, limit) = self else {
-            return;
+            return false;
         };
+        // A request without a body (most GETs) stays without one.
+        if slot.as_ref().is_none_or(|body| body.is_end_stream()) {
+            return false;
+        }
         let Some(body) = slot.take() else {
-            return;
+            return false;
         };
-        *self = Self::Replay(Replay::new(capped(body, *limit), cap));
+        let chain = Arc::clone(chain);
+        let stream = ChunkStream::new(capped(body, *limit), chain, BodyOf::Request, state.view());
+        *self = Self::Through(Some(ProxyBody::Chunked(Box::new(stream))));
+        true
     }
 
     fn replayable(&self) -> bool {
         match self {
             Self::Buffered(_) => true,
             Self::Replay(replay) => replay.replayable(),
-            Self::Streaming(..) => false,
+            Self::Streaming(..) | Self::Through(_) => false,
         }
     }
 
@@ -781,6 +811,7 @@ impl RequestBody {
                 .replayable()
                 .then(|| ProxyBody::Replay(Box::new(replay.attempt()))),
             Self::Streaming(body, limit) => body.take().map(|body| capped(body, *limit)),
+            Self::Through(body) => body.take(),
         }
     }
 }

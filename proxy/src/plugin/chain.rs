@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::bindings::{AttemptOutcome, Decision, LocalResponse};
 use super::host::RequestState;
 use super::instance::HookCall;
-use super::{Hook, Plugin};
+use super::{BodyOf, Hook, Plugin};
 use crate::config::OnError;
 use crate::telemetry::ROUTE_CONTEXT_KEY;
 
@@ -81,21 +81,38 @@ impl Chain {
         self.every_plugin().any(|p| p.streams_response)
     }
 
-    /// Passes one piece of the response body through the plugins that stream it, in response
-    /// order; `end` on the last call. The bytes to send, or the fail-closed plugin that failed
-    /// (the response is then cut off: its head is gone already).
-    pub async fn on_response_chunk(
+    /// Whether any plugin rewrites request bodies chunk by chunk (the upstream then gets the
+    /// request without `content-length`).
+    pub fn streams_request(&self) -> bool {
+        self.every_plugin().any(|p| p.streams_request)
+    }
+
+    /// Passes one piece of a body through the plugins that stream it — a request body in chain
+    /// order, a response body in response order; `end` on the last call. The bytes to send, or
+    /// the fail-closed plugin that failed (the body is then cut off: its head has gone already).
+    pub async fn on_chunk(
         &self,
         mut state: Box<RequestState>,
+        body: BodyOf,
         chunk: bytes::Bytes,
         end: bool,
     ) -> (Box<RequestState>, Result<bytes::Bytes, Arc<str>>) {
         let routed = self.chain_of(&state);
-        let path = response_path(routed.as_deref().unwrap_or(&self.plugins), &state);
-        let streaming: Vec<Arc<Plugin>> = path.filter(|p| p.streams_response).cloned().collect();
+        let chain = routed.as_deref().unwrap_or(&self.plugins);
+        let streaming: Vec<Arc<Plugin>> = match body {
+            BodyOf::Request => chain
+                .iter()
+                .filter(|p| p.streams_request)
+                .cloned()
+                .collect(),
+            BodyOf::Response => response_path(chain, &state)
+                .filter(|p| p.streams_response)
+                .cloned()
+                .collect(),
+        };
         let mut chunk = chunk;
         for plugin in streaming {
-            let (back, result) = plugin.response_chunk(state, chunk.to_vec(), end).await;
+            let (back, result) = plugin.chunk(state, body, chunk.to_vec(), end).await;
             state = back;
             match result {
                 Ok(Some(replacement)) => chunk = replacement.into(),

@@ -54,6 +54,48 @@ pub struct RequestState {
     pub response_headers_to_add: Vec<(http::HeaderName, HeaderValue)>,
 }
 
+impl RequestState {
+    /// A copy for hooks that run beside the request rather than in its flow (body chunks): the
+    /// heads, identity, destination and context as they are now. What those hooks change stays
+    /// in the copy; its telemetry is never reported.
+    pub fn view(&self) -> Box<RequestState> {
+        let mut head = http::Request::new(());
+        *head.method_mut() = self.head.method.clone();
+        *head.uri_mut() = self.head.uri.clone();
+        *head.version_mut() = self.head.version;
+        *head.headers_mut() = self.head.headers.clone();
+        let response = self.response.as_ref().map(|r| {
+            let mut response = http::Response::new(());
+            *response.status_mut() = r.status;
+            *response.version_mut() = r.version;
+            *response.headers_mut() = r.headers.clone();
+            response.into_parts().0
+        });
+        Box::new(RequestState {
+            head: head.into_parts().0,
+            response,
+            listener: Arc::clone(&self.listener),
+            peer: self.peer,
+            request_id: self.request_id.clone(),
+            attempt: self.attempt,
+            destination: self.destination.clone(),
+            tls: self.tls.clone(),
+            clusters: Arc::clone(&self.clusters),
+            timeout: self.timeout,
+            per_try_timeout: self.per_try_timeout,
+            context: self.context.clone(),
+            bad_destination: None,
+            plugins_reached: self.plugins_reached,
+            routed_chain: self.routed_chain.clone(),
+            exchange: crate::telemetry::Exchange::new(
+                self.exchange.method.clone(),
+                self.exchange.version,
+            ),
+            response_headers_to_add: Vec::new(),
+        })
+    }
+}
+
 /// What every instance of one plugin shares.
 #[derive(Debug)]
 pub struct PluginEnv {
@@ -94,6 +136,8 @@ pub struct HostState {
     pub tick_every: Option<Duration>,
     /// Whether the plugin asked in `init` for response bodies chunk by chunk.
     pub streams_response: bool,
+    /// Whether the plugin asked in `init` for request bodies chunk by chunk.
+    pub streams_request: bool,
     /// The clusters `http.call` reaches during a tick, when no request is in scope.
     pub tick_clusters: Option<Arc<Clusters>>,
     /// Header names the plugin set that are not standard ones, so setting `x-hello` on every
@@ -144,6 +188,7 @@ impl HostState {
             in_init: false,
             tick_every: None,
             streams_response: false,
+            streams_request: false,
             tick_clusters: None,
         }
     }
@@ -682,6 +727,14 @@ impl streaming::Host for HostState {
             self.streams_response = true;
         } else {
             tracing::warn!(plugin = %self.env.name, "streaming.stream-response-body is only heeded during init; ignored");
+        }
+    }
+
+    fn stream_request_body(&mut self) {
+        if self.in_init {
+            self.streams_request = true;
+        } else {
+            tracing::warn!(plugin = %self.env.name, "streaming.stream-request-body is only heeded during init; ignored");
         }
     }
 }

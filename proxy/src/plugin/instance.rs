@@ -72,8 +72,9 @@ pub struct Instance {
     sync_hooks: Option<SyncHooks>,
     /// `on-tick`, which plugins built before ticks existed do not export.
     on_tick: Option<TypedFunc<(), (Decision,)>>,
-    /// `on-response-chunk`, likewise.
+    /// `on-response-chunk` and `on-request-chunk`, likewise.
     on_response_chunk: Option<ChunkFunc>,
+    on_request_chunk: Option<ChunkFunc>,
     calls: u32,
     /// This instance's share of the plugin's slots; freed when the instance is dropped.
     _slot: OwnedSemaphorePermit,
@@ -92,6 +93,18 @@ impl Instance {
     pub fn streams_response(&self) -> bool {
         self.store.data().streams_response && self.on_response_chunk.is_some()
     }
+
+    /// Whether the plugin asked in `init` for request bodies chunk by chunk.
+    pub fn streams_request(&self) -> bool {
+        self.store.data().streams_request && self.on_request_chunk.is_some()
+    }
+}
+
+/// Which body a chunk belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyOf {
+    Request,
+    Response,
 }
 
 /// The exported interface holding `on-tick` (world `plugin`).
@@ -199,12 +212,16 @@ impl InstancePool {
             let interface = instance.get_export_index(&mut store, None, interface)?;
             instance.get_export_index(&mut store, Some(&interface), name)
         };
-        let (tick, chunk) = (
+        let (tick, response_chunk, request_chunk) = (
             export(TICK_INTERFACE, "on-tick"),
             export(CHUNKS_INTERFACE, "on-response-chunk"),
+            export(CHUNKS_INTERFACE, "on-request-chunk"),
         );
         let on_tick = tick.and_then(|f| instance.get_typed_func(&mut store, f).ok());
-        let on_response_chunk = chunk.and_then(|f| instance.get_typed_func(&mut store, f).ok());
+        let on_response_chunk =
+            response_chunk.and_then(|f| instance.get_typed_func(&mut store, f).ok());
+        let on_request_chunk =
+            request_chunk.and_then(|f| instance.get_typed_func(&mut store, f).ok());
         store.data_mut().in_init = true;
         let interest = filter
             .call_init(&mut store, &self.config_json)
@@ -220,6 +237,7 @@ impl InstancePool {
                 sync_hooks,
                 on_tick,
                 on_response_chunk,
+                on_request_chunk,
                 calls: 0,
                 _slot: slot,
             },
@@ -318,11 +336,12 @@ impl InstancePool {
         }
     }
 
-    /// Runs `on-response-chunk` on a pooled instance, the request in scope: the replacement for
-    /// `chunk`, if the plugin made one.
-    pub async fn response_chunk(
+    /// Runs `on-request-chunk` or `on-response-chunk` on a pooled instance, `state` in scope:
+    /// the replacement for `chunk`, if the plugin made one.
+    pub async fn chunk(
         &self,
         state: Box<RequestState>,
+        body: BodyOf,
         chunk: Vec<u8>,
         end: bool,
     ) -> (Box<RequestState>, Result<Option<Vec<u8>>, HookError>) {
@@ -333,7 +352,11 @@ impl InstancePool {
                 Err(e) => return (state, Err(e)),
             },
         };
-        let Some(on_chunk) = instance.on_response_chunk else {
+        let on_chunk = match body {
+            BodyOf::Request => instance.on_request_chunk,
+            BodyOf::Response => instance.on_response_chunk,
+        };
+        let Some(on_chunk) = on_chunk else {
             self.checkin(instance);
             return (state, Ok(None));
         };

@@ -172,7 +172,10 @@ pub async fn load(
         },
     })?;
     let tick_every = first.tick_every();
-    let streams_response = first.streams_response();
+    let streams = super::Streams {
+        request: first.streams_request(),
+        response: first.streams_response(),
+    };
     pool.checkin_fresh(first);
     Ok(Plugin::new(
         config,
@@ -181,7 +184,7 @@ pub async fn load(
         pool,
         interest,
         tick_every,
-        streams_response,
+        streams,
     ))
 }
 

@@ -18,7 +18,7 @@ mod ticker;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU16, Ordering};
 
 use wasmtime::Engine;
 use wasmtime::component::{HasSelf, Linker};
@@ -34,6 +34,7 @@ use engine::CompileCache;
 pub use engine::hex;
 pub use failures::LastFailure;
 use host::{HostState, PluginEnv};
+pub use instance::BodyOf;
 use instance::{HookCall, InstancePool};
 use shared::SharedState;
 pub use stats::PluginStats;
@@ -53,10 +54,12 @@ pub enum Hook {
     Tick,
     /// A piece of the response body, for plugins that stream it.
     ResponseChunk,
+    /// A piece of the request body, for plugins that stream it.
+    RequestChunk,
 }
 
 impl Hook {
-    const ALL: [Hook; 8] = [
+    const ALL: [Hook; 9] = [
         Hook::Request,
         Hook::RequestBody,
         Hook::UpstreamResponse,
@@ -65,10 +68,11 @@ impl Hook {
         Hook::Log,
         Hook::Tick,
         Hook::ResponseChunk,
+        Hook::RequestChunk,
     ];
 
-    fn bit(self) -> u8 {
-        1 << (self as u8)
+    fn bit(self) -> u16 {
+        1 << (self as u16)
     }
 
     pub fn name(self) -> &'static str {
@@ -81,6 +85,7 @@ impl Hook {
             Hook::Log => "on_log",
             Hook::Tick => "on_tick",
             Hook::ResponseChunk => "on_response_chunk",
+            Hook::RequestChunk => "on_request_chunk",
         }
     }
 }
@@ -100,12 +105,14 @@ pub struct Plugin {
     fingerprint: String,
     pool: InstancePool,
     /// Hooks the plugin does not implement (learned from its first answer) or did not ask for.
-    skipped: AtomicU8,
+    skipped: AtomicU16,
     metrics: PluginMetrics,
     /// The ticks the plugin asked for in `init`, if any.
     ticker: Option<ticker::Ticker>,
     /// Whether the plugin asked in `init` for response bodies chunk by chunk.
     pub streams_response: bool,
+    /// Whether the plugin asked in `init` for request bodies chunk by chunk.
+    pub streams_request: bool,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -131,7 +138,7 @@ impl Plugin {
         pool: InstancePool,
         interest: BodyInterest,
         tick_every: Option<std::time::Duration>,
-        streams_response: bool,
+        streams: Streams,
     ) -> Self {
         let name: Arc<str> = config.name.as_str().into();
         let mut skipped = 0;
@@ -166,10 +173,11 @@ impl Plugin {
             failures: failures::Failures::default(),
             fingerprint,
             pool,
-            skipped: AtomicU8::new(skipped),
+            skipped: AtomicU16::new(skipped),
             metrics,
             ticker: tick_every.map(ticker::Ticker::new),
-            streams_response,
+            streams_response: streams.response,
+            streams_request: streams.request,
         }
     }
 
@@ -205,26 +213,38 @@ impl Plugin {
 }
 
 impl Plugin {
-    /// Runs `on-response-chunk` with `state` in scope: the replacement bytes, if any.
-    async fn response_chunk(
+    /// Runs `on-request-chunk` or `on-response-chunk` with `state` in scope: the replacement
+    /// bytes, if any.
+    async fn chunk(
         &self,
         state: Box<RequestState>,
+        body: BodyOf,
         chunk: Vec<u8>,
         end: bool,
     ) -> (Box<RequestState>, Result<Option<Vec<u8>>, HookError>) {
-        let (state, result) = self.pool.response_chunk(state, chunk, end).await;
-        self.metrics.calls[Hook::ResponseChunk as usize].increment(1);
+        let (state, result) = self.pool.chunk(state, body, chunk, end).await;
+        let hook = match body {
+            BodyOf::Request => Hook::RequestChunk,
+            BodyOf::Response => Hook::ResponseChunk,
+        };
+        self.metrics.calls[hook as usize].increment(1);
         self.stats.record(None, result.is_err());
         if let Err(error) = &result {
             if let Some(counter) = self.metrics.errors.get(error.kind()) {
                 counter.increment(1);
             }
             let request_id = state.request_id.to_str().ok();
-            self.failures
-                .record(&self.name, Hook::ResponseChunk, error, request_id);
+            self.failures.record(&self.name, hook, error, request_id);
         }
         (state, result)
     }
+}
+
+/// Which bodies a plugin asked in `init` to get chunk by chunk.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Streams {
+    pub request: bool,
+    pub response: bool,
 }
 
 /// Every plugin of a config, loaded and ready, by name.

@@ -39,6 +39,9 @@ pub struct Config {
     /// Stream response bodies: ASCII letters upper-cased chunk by chunk, and `<END>` appended.
     #[serde(default)]
     pub stream_upper: bool,
+    /// Stream request bodies: ASCII letters lower-cased chunk by chunk, and `<end>` appended.
+    #[serde(default)]
+    pub stream_lower_requests: bool,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -70,7 +73,18 @@ impl Plugin for Testkit {
         if config.stream_upper {
             switchyard_sdk::streaming::stream_response_body();
         }
+        if config.stream_lower_requests {
+            switchyard_sdk::streaming::stream_request_body();
+        }
         Ok(Self { config })
+    }
+
+    fn on_request_chunk(&self, _: &Request, chunk: &[u8], end: bool) -> Chunk {
+        let mut out = chunk.to_ascii_lowercase();
+        if end {
+            out.extend_from_slice(b"<end>");
+        }
+        Chunk::Replace(out)
     }
 
     fn on_response_chunk(&self, _: &Request, _: &Response, chunk: &[u8], end: bool) -> Chunk {
