@@ -69,33 +69,64 @@ pub trait Plugin: Sized + 'static {
 
     /// The request head arrived. Route it, check it, change it, or answer it.
     fn on_request(&self, req: &mut Request) -> Action {
+        self.try_on_request(req).into()
+    }
+
+    /// [`Plugin::on_request`] where `?` works: implement one or the other. An `Err` is logged
+    /// and handled by the plugin's failure policy (`on_error`), as [`Action::Fail`] is.
+    fn try_on_request(&self, req: &mut Request) -> HookResult {
         let _ = req;
-        action::not_implemented()
+        Ok(action::not_implemented())
     }
 
     /// The whole request body (only with `BODY_INTEREST.request_body`).
     fn on_request_body(&self, req: &mut Request, body: &[u8]) -> Action {
+        self.try_on_request_body(req, body).into()
+    }
+
+    /// [`Plugin::on_request_body`] where `?` works: implement one or the other.
+    fn try_on_request_body(&self, req: &mut Request, body: &[u8]) -> HookResult {
         let _ = (req, body);
-        action::not_implemented()
+        Ok(action::not_implemented())
     }
 
     /// One attempt finished: a response head (read it with [`Request::attempt_response`]) or an
     /// error. Return [`Action::Retry`] to try again.
     fn on_upstream_response(&self, req: &mut Request, outcome: Outcome) -> Action {
+        self.try_on_upstream_response(req, outcome).into()
+    }
+
+    /// [`Plugin::on_upstream_response`] where `?` works: implement one or the other.
+    fn try_on_upstream_response(&self, req: &mut Request, outcome: Outcome) -> HookResult {
         let _ = (req, outcome);
-        action::not_implemented()
+        Ok(action::not_implemented())
     }
 
     /// The response head is about to go to the client; change it or replace it.
     fn on_response(&self, req: &mut Request, resp: &mut Response) -> Action {
+        self.try_on_response(req, resp).into()
+    }
+
+    /// [`Plugin::on_response`] where `?` works: implement one or the other.
+    fn try_on_response(&self, req: &mut Request, resp: &mut Response) -> HookResult {
         let _ = (req, resp);
-        action::not_implemented()
+        Ok(action::not_implemented())
     }
 
     /// The whole response body (only with `BODY_INTEREST.response_body`).
     fn on_response_body(&self, req: &mut Request, resp: &mut Response, body: &[u8]) -> Action {
+        self.try_on_response_body(req, resp, body).into()
+    }
+
+    /// [`Plugin::on_response_body`] where `?` works: implement one or the other.
+    fn try_on_response_body(
+        &self,
+        req: &mut Request,
+        resp: &mut Response,
+        body: &[u8],
+    ) -> HookResult {
         let _ = (req, resp, body);
-        action::not_implemented()
+        Ok(action::not_implemented())
     }
 
     /// The response is complete. Count, log, export; nothing here delays the client.
@@ -125,9 +156,19 @@ pub trait Plugin: Sized + 'static {
     /// such as refreshing keys before they expire. No request is in scope. An
     /// [`Action::Fail`] is logged and counted as a failure; other answers mean nothing here.
     fn on_tick(&self) -> Action {
-        action::not_implemented()
+        self.try_on_tick().into()
+    }
+
+    /// [`Plugin::on_tick`] where `?` works: implement one or the other.
+    fn try_on_tick(&self) -> HookResult {
+        Ok(action::not_implemented())
     }
 }
+
+/// What the `try_` hooks return: an [`Action`], or any error (`?` converts the SDK's
+/// [`HostError`], `std` errors and strings), which the proxy logs and handles by the plugin's
+/// failure policy.
+pub type HookResult = Result<Action, Box<dyn std::error::Error>>;
 
 /// Exports `$plugin` (a type implementing [`Plugin`]) as the component's `filter` world.
 #[macro_export]

@@ -737,8 +737,14 @@ mod tests {
         weight: u32,
     }
 
-    impl Stateful {
-        fn decide(req: &mut Request) -> Result<Action, HostError> {
+    impl Plugin for Stateful {
+        type Config = serde_json::Value;
+
+        fn new(_: serde_json::Value) -> Result<Self, String> {
+            Ok(Stateful)
+        }
+
+        fn try_on_request(&self, req: &mut Request) -> crate::HookResult {
             let name = req.header("x-header-name").unwrap_or_default();
             req.set_header(&name, "1")?;
             req.set_state(
@@ -749,18 +755,6 @@ mod tests {
                 },
             );
             Ok(Action::Continue)
-        }
-    }
-
-    impl Plugin for Stateful {
-        type Config = serde_json::Value;
-
-        fn new(_: serde_json::Value) -> Result<Self, String> {
-            Ok(Stateful)
-        }
-
-        fn on_request(&self, req: &mut Request) -> Action {
-            Self::decide(req).into()
         }
 
         fn on_response(&self, req: &mut Request, resp: &mut Response) -> Action {
