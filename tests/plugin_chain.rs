@@ -210,6 +210,62 @@ async fn a_plugin_rewrites_response_bodies_chunk_by_chunk() {
 }
 
 #[tokio::test]
+async fn a_failing_chunk_hook_follows_the_failure_policy() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = Upstream::echo("app").await;
+    let plugin = |on_error: &str| {
+        format!(
+            "[[plugin]]\nname = \"failing\"\npath = \"{}\"\non_error = \"{on_error}\"\nconfig = {{ stream_fail = true }}\n",
+            plugin_path("testkit").display()
+        )
+    };
+    // Fail open: the chunk passes as it was, and the failure is logged.
+    let open = Proxy::start(
+        &[
+            listener("public", "app", &["failing"]),
+            cluster("app", &[app.addr.to_string()], ""),
+            plugin("fail_open"),
+        ]
+        .join("\n"),
+    );
+    let reply = get(open.addr(), "/").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.echo_name(), "app", "the body passed unchanged");
+    assert!(
+        open.wait_for_log("testkit fails on response chunks", Duration::from_secs(5))
+            .await
+    );
+
+    // Fail closed: the response is cut off (no last chunk): its head was committed already.
+    let closed = Proxy::start(
+        &[
+            listener("public", "app", &["failing"]),
+            cluster("app", &[app.addr.to_string()], ""),
+            plugin("fail_closed"),
+        ]
+        .join("\n"),
+    );
+    let mut stream = tokio::net::TcpStream::connect(closed.addr()).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: example.test\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the connection was not closed");
+    let answer = String::from_utf8_lossy(&answer);
+    // (hyper sends the head with the first chunk, so the client may get nothing at all.)
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 200"),
+        "{answer}"
+    );
+    assert!(
+        !answer.ends_with("0\r\n\r\n"),
+        "the body was not cut off: {answer}"
+    );
+}
+
+#[tokio::test]
 async fn a_plugin_rewrites_request_bodies_chunk_by_chunk() {
     use http_body_util::{BodyExt, Full};
     // Answers with the body it got, and how it came (content-length or chunked).

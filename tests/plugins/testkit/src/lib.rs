@@ -42,6 +42,9 @@ pub struct Config {
     /// Stream request bodies: ASCII letters lower-cased chunk by chunk, and `<end>` appended.
     #[serde(default)]
     pub stream_lower_requests: bool,
+    /// Stream response bodies and fail on every chunk.
+    #[serde(default)]
+    pub stream_fail: bool,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -70,7 +73,7 @@ impl Plugin for Testkit {
         if let Some(ms) = config.tick_ms {
             switchyard_sdk::timer::tick_every(Duration::from_millis(u64::from(ms)));
         }
-        if config.stream_upper {
+        if config.stream_upper || config.stream_fail {
             switchyard_sdk::streaming::stream_response_body();
         }
         if config.stream_lower_requests {
@@ -88,6 +91,9 @@ impl Plugin for Testkit {
     }
 
     fn on_response_chunk(&self, _: &Request, _: &Response, chunk: &[u8], end: bool) -> Chunk {
+        if self.config.stream_fail {
+            return Chunk::Fail("testkit fails on response chunks".into());
+        }
         let mut out = chunk.to_ascii_uppercase();
         if end {
             out.extend_from_slice(b"<END>");
