@@ -322,6 +322,29 @@ async fn a_plugin_rewrites_request_bodies_chunk_by_chunk() {
 }
 
 #[tokio::test]
+async fn a_plugin_built_on_the_bare_filter_world_runs_beside_sdk_plugins() {
+    let app = Upstream::echo("app").await;
+    let legacy = format!(
+        "[[plugin]]\nname = \"legacy\"\npath = \"{}\"\n",
+        plugin_path("legacy").display()
+    );
+    let proxy = Proxy::start(
+        &[
+            listener("public", "app", &["legacy", "a"]),
+            cluster("app", &[app.addr.to_string()], ""),
+            legacy,
+            testkit("a", r#"tag = "a", tick_ms = 50"#),
+        ]
+        .join("\n"),
+    );
+    let reply = get(proxy.addr(), "/").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let headers = &reply.json()["headers"];
+    assert_eq!(headers["x-legacy"], "filter-world", "{headers}");
+    assert_eq!(headers["x-chain"], "a", "{headers}");
+}
+
+#[tokio::test]
 async fn respond_short_circuits_the_chain_and_the_upstream() {
     let (app, mut arrived) = Upstream::announcing(Duration::ZERO).await;
     let proxy = Proxy::start(

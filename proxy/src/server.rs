@@ -75,15 +75,8 @@ pub async fn serve_with(
     shutdown: impl Future<Output = ()>,
     on_start: impl FnOnce(Arc<Reloader>) -> Option<Arc<dyn StatusSection>>,
 ) -> Result<(), ServerError> {
-    // Polled once now, so the signal handlers are in place before anything is bound: a SIGTERM
-    // that comes the moment the proxy is ready drains it instead of killing it (a signal's
-    // default action) — a race a loaded machine loses.
     let mut shutdown = std::pin::pin!(shutdown);
-    let signalled_early = tokio::select! {
-        biased;
-        () = &mut shutdown => true,
-        () = std::future::ready(()) => false,
-    };
+    let signalled_early = install_signal_handlers(shutdown.as_mut()).await;
     let metrics = crate::telemetry::install_metrics();
     let admin_listen = config.admin.listen;
     let drain_timeout = config.runtime.drain_timeout;
@@ -185,6 +178,20 @@ async fn drain(graceful: Arc<GracefulShutdown>, deadline: std::time::Duration) {
 }
 
 /// Completes on SIGTERM or SIGINT (Ctrl-C).
+/// Polls `shutdown` once, so the signal handlers it registers are in place before anything is
+/// bound: a SIGTERM that comes the moment a server is ready then drains it instead of killing
+/// it (a signal's default action) — a race a loaded machine loses. True if it has come already.
+pub async fn install_signal_handlers(
+    shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> bool {
+    let mut shutdown = shutdown;
+    tokio::select! {
+        biased;
+        () = &mut shutdown => true,
+        () = std::future::ready(()) => false,
+    }
+}
+
 pub async fn shutdown_signal() {
     let ctrl_c = async {
         if let Err(e) = tokio::signal::ctrl_c().await {

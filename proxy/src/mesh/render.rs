@@ -167,6 +167,7 @@ pub fn render(
         )
     };
     let checked = crate::config::load_str(&w.config, &check)?;
+    check_mesh_listeners(mesh, w, &checked)?;
 
     let bundled: Vec<Value> = plugins
         .plugins
@@ -333,6 +334,54 @@ fn fill_in_discovered(table: &mut Table, discovered: &DiscoveredEndpoints) {
     }
 }
 
+/// A `mesh_listeners` written in mesh.toml names listeners of the workload: a name that is none
+/// would leave the listener it meant without mesh mTLS.
+fn check_mesh_listeners(
+    mesh: &MeshSettings,
+    w: &WorkloadSpec,
+    checked: &crate::config::Config,
+) -> Result<(), ConfigErrors> {
+    use crate::config::locate::{Step, error_at};
+    if !w.mesh_listeners_explicit {
+        return Ok(());
+    }
+    let index = mesh
+        .workloads
+        .iter()
+        .position(|o| o.name == w.name && o.namespace == w.namespace)
+        .unwrap_or(0);
+    let names: Vec<&str> = checked.listeners.iter().map(|l| l.name.as_str()).collect();
+    let errors: Vec<_> = w
+        .mesh_listeners
+        .iter()
+        .enumerate()
+        .filter(|(_, name)| !names.contains(&name.as_str()))
+        .map(|(j, name)| {
+            let at = [
+                Step::Key("workload".into()),
+                Step::Index(index),
+                Step::Key("mesh_listeners".into()),
+                Step::Index(j),
+            ];
+            error_at(
+                &mesh.source,
+                &at,
+                format!("workload[{index}].mesh_listeners[{j}]"),
+                format!(
+                    "{name:?} is no listener of {} (its listeners: {}); it would be served without mesh mTLS",
+                    w.config.display(),
+                    names.join(", ")
+                ),
+            )
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
 /// Mesh mTLS by default: the workload's mesh listeners (without their own `tls`) require a
 /// client certificate from the mesh CA and forward the caller's identity; its clusters named
 /// after another workload (without their own `tls`) present this workload's identity and accept
@@ -404,6 +453,7 @@ mod tests {
             token: format!("{name}-token-0123456789"),
             config: config.to_path_buf(),
             mesh_listeners: vec!["inbound".into()],
+            mesh_listeners_explicit: false,
             inputs: Vec::new(),
         }
     }
@@ -477,6 +527,46 @@ mod tests {
             Some("spiffe://mesh.test/ns/default/sa/api")
         );
         assert_eq!(bundle.config_sha256, sha256_hex(bundle.config.as_bytes()));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_explicit_mesh_listener_that_is_no_listener_is_refused_at_its_line() {
+        let dir = scratch();
+        std::fs::write(
+            dir.join("web.toml"),
+            "[[listener]]\nname = \"inbound\"\nlisten = \"127.0.0.1:8443\"\ndefault_cluster = \"local\"\n\n[[cluster]]\nname = \"local\"\nendpoints = [\"127.0.0.1:9000\"]\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("mesh.toml"),
+            "[control]\n\n[[workload]]\nname = \"web\"\nmesh_listeners = [\"inbound\", \"inbund\"]\n",
+        )
+        .unwrap();
+        let mut mesh = mesh(&dir, Vec::new());
+        mesh.workloads[0].mesh_listeners = vec!["inbound".into(), "inbund".into()];
+        mesh.workloads[0].mesh_listeners_explicit = true;
+        let plugins = MeshPlugins::read(&mesh).unwrap();
+        let render_web = |mesh: &MeshSettings| {
+            render(
+                mesh,
+                &plugins,
+                &WeightOverrides::new(),
+                &DiscoveredEndpoints::default(),
+                &mesh.workloads[0],
+            )
+        };
+        let errors = render_web(&mesh).unwrap_err().to_string();
+        assert!(
+            errors.contains("mesh.toml:5:")
+                && errors.contains("workload[0].mesh_listeners[1]")
+                && errors.contains("\"inbund\" is no listener"),
+            "{errors}"
+        );
+        // The default (not written) is no error for a workload without that listener.
+        mesh.workloads[0].mesh_listeners = vec!["nothing".into()];
+        mesh.workloads[0].mesh_listeners_explicit = false;
+        assert!(render_web(&mesh).is_ok());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

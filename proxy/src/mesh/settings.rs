@@ -88,6 +88,9 @@ pub struct WorkloadSpec {
     pub config: PathBuf,
     /// Listeners served with mesh mTLS (client certificates required, from the mesh CA).
     pub mesh_listeners: Vec<String>,
+    /// Whether `mesh_listeners` was written (each name must then be a listener of the
+    /// workload's config: a typo would leave a listener without mesh mTLS).
+    pub mesh_listeners_explicit: bool,
     /// The files this workload was read from (its config, its token file), for the watcher.
     pub inputs: Vec<PathBuf>,
 }
@@ -315,6 +318,7 @@ pub fn load(path: &Path) -> Result<MeshSettings, ConfigErrors> {
             namespace,
             token,
             config: base.join(w.config),
+            mesh_listeners_explicit: w.mesh_listeners.is_some(),
             mesh_listeners: w
                 .mesh_listeners
                 .unwrap_or_else(|| vec![DEFAULT_MESH_LISTENER.to_owned()]),

@@ -112,13 +112,17 @@ pub fn run(mesh_path: PathBuf) -> Result<(), ControlError> {
         .build()
         .map_err(ControlError::Runtime)?;
     runtime.block_on(async {
+        let mut shutdown = std::pin::pin!(crate::server::shutdown_signal());
+        if crate::server::install_signal_handlers(shutdown.as_mut()).await {
+            return Ok(());
+        }
         let (api, admin, plane) = ControlPlane::start(mesh_path, settings).await?;
         tokio::spawn(Arc::clone(&plane).serve_api(api));
         tokio::spawn(Arc::clone(&plane).serve_admin(admin));
         tokio::spawn(Arc::clone(&plane).follow_discovery());
         crate::watch::spawn(Arc::clone(&plane));
         info!("switchyard control plane ready");
-        crate::server::shutdown_signal().await;
+        shutdown.await;
         Ok(())
     })
 }
