@@ -20,6 +20,7 @@ pub mod echo;
 pub mod file_access;
 pub mod grpc;
 pub mod headers;
+pub mod hex;
 pub mod kubernetes;
 pub mod listener;
 pub mod local_response;

@@ -19,8 +19,9 @@ use tracing::{info, warn};
 use crate::config::{Config, ListenerConfig};
 use tokio_rustls::TlsAcceptor;
 
+use crate::hex::hex;
 use crate::listener::{Listener, ListenerTls, Serving, ServingSlot};
-use crate::plugin::{PluginRuntime, Plugins, hex};
+use crate::plugin::{PluginRuntime, Plugins};
 use crate::proxy::ListenerProxy;
 use crate::telemetry::{ListenerTelemetry, Telemetry};
 use crate::upstream::Clusters;

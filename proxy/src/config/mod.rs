@@ -8,6 +8,7 @@ mod load;
 pub mod locate;
 mod raw;
 mod resilience;
+mod service_ref;
 mod telemetry;
 mod tls;
 mod validate;
@@ -21,6 +22,7 @@ use serde::Serialize;
 pub(crate) use error::Diagnostics;
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{load, load_str};
+pub use service_ref::{PortRef, ServiceRef};
 
 /// Parses a duration written as in config ("250ms", "2s"); used by the echo server's knobs too.
 pub use duration::parse as parse_duration;
@@ -355,9 +357,9 @@ pub struct ClusterConfig {
     pub name: String,
     pub endpoints: Vec<EndpointConfig>,
     /// Endpoints from this Service's EndpointSlices instead of `endpoints`.
-    pub kubernetes_service: Option<crate::kubernetes::ServiceRef>,
+    pub kubernetes_service: Option<ServiceRef>,
     /// The Service the control plane discovered `endpoints` from (which may then be empty).
-    pub discovered_from: Option<crate::kubernetes::ServiceRef>,
+    pub discovered_from: Option<ServiceRef>,
     /// The addresses clients dial for this service (e.g. its Kubernetes ClusterIP:port): a
     /// connection captured on an `original_destination` listener to one of them goes to this
     /// cluster.

@@ -331,7 +331,7 @@ fn routes(
 fn cluster(i: usize, raw: &RawCluster, base: &Path, d: &mut Diagnostics<'_>) -> ClusterConfig {
     let key = |k: &str| format!("cluster[{i}].{k}");
     let kubernetes_service = raw.kubernetes_service.as_ref().and_then(|s| {
-        let parsed = crate::kubernetes::ServiceRef::parse(s.get_ref());
+        let parsed = super::ServiceRef::parse(s.get_ref());
         if parsed.is_none() {
             d.error(
                 s.span(),
@@ -345,7 +345,7 @@ fn cluster(i: usize, raw: &RawCluster, base: &Path, d: &mut Diagnostics<'_>) -> 
         parsed
     });
     let discovered_from = raw.discovered_from.as_ref().and_then(|s| {
-        let parsed = crate::kubernetes::ServiceRef::parse(s.get_ref());
+        let parsed = super::ServiceRef::parse(s.get_ref());
         if parsed.is_none() || raw.kubernetes_service.is_some() {
             d.error(
                 s.span(),

@@ -76,5 +76,5 @@ pub struct Report {
 
 /// Lowercase hex sha256, as plugins are pinned in config.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    crate::plugin::hex(&Sha256::digest(bytes))
+    crate::hex::hex(&Sha256::digest(bytes))
 }

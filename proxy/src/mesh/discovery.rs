@@ -12,7 +12,8 @@ use tokio::sync::Notify;
 use tracing::info;
 
 use super::render::DiscoveredEndpoints;
-use crate::kubernetes::{self, ServiceRef};
+use crate::config::ServiceRef;
+use crate::kubernetes;
 use crate::upstream::discovery::Resolved;
 
 /// How long a new Service's first list is waited for before bundles are rendered without it.

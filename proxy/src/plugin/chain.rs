@@ -31,6 +31,9 @@ pub struct Chain {
     plugins: Vec<Arc<Plugin>>,
     /// By route name (`[[listener.route]]`).
     routes: HashMap<String, RoutePlan>,
+    /// Whether some plugin streams request bodies, response bodies (asked per request).
+    streams_request: bool,
+    streams_response: bool,
 }
 
 /// What one route changes in the chain for its requests.
@@ -48,7 +51,17 @@ impl Chain {
 
     /// A chain whose requests, once a plugin names their route, run that route's plan.
     pub fn with_routes(plugins: Vec<Arc<Plugin>>, routes: HashMap<String, RoutePlan>) -> Self {
-        Self { plugins, routes }
+        let mut chain = Self {
+            plugins,
+            routes,
+            streams_request: false,
+            streams_response: false,
+        };
+        let streams_request = chain.every_plugin().any(|p| p.streams_request);
+        let streams_response = chain.every_plugin().any(|p| p.streams_response);
+        chain.streams_request = streams_request;
+        chain.streams_response = streams_response;
+        chain
     }
 
     pub fn is_empty(&self) -> bool {
@@ -78,13 +91,13 @@ impl Chain {
     /// Whether any plugin rewrites response bodies chunk by chunk (the response then goes out
     /// without `content-length`).
     pub fn streams_response(&self) -> bool {
-        self.every_plugin().any(|p| p.streams_response)
+        self.streams_response
     }
 
     /// Whether any plugin rewrites request bodies chunk by chunk (the upstream then gets the
     /// request without `content-length`).
     pub fn streams_request(&self) -> bool {
-        self.every_plugin().any(|p| p.streams_request)
+        self.streams_request
     }
 
     /// Passes one piece of a body through the plugins that stream it — a request body in chain

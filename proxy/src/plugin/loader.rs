@@ -11,10 +11,11 @@ use wasmtime::component::Linker;
 
 use super::Plugin;
 use super::bindings::FilterPre;
-use super::engine::{CompileCache, hex};
+use super::engine::CompileCache;
 use super::host::{HostState, PluginEnv};
 use super::instance::{HookError, InstancePool};
 use crate::config::PluginConfig;
+use crate::hex::hex;
 
 /// Why a plugin was refused.
 #[derive(Debug, thiserror::Error)]

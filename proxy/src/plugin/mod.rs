@@ -31,7 +31,6 @@ pub use loader::{LoadError, componentize};
 
 use bindings::{BodyInterest, Decision, Filter};
 use engine::CompileCache;
-pub use engine::hex;
 pub use failures::LastFailure;
 use host::{HostState, PluginEnv};
 pub use instance::BodyOf;

@@ -5,7 +5,7 @@
 use http::HeaderMap;
 use http::header::{HeaderName, HeaderValue};
 
-use crate::plugin::hex;
+use crate::hex::hex;
 
 pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 pub static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");

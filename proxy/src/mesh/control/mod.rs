@@ -460,7 +460,7 @@ fn inputs_hash(mesh_path: &Path, settings: &MeshSettings) -> String {
         hasher.update(file.as_os_str().as_encoded_bytes());
         hasher.update(std::fs::read(&file).unwrap_or_default());
     }
-    crate::plugin::hex(&hasher.finalize())
+    crate::hex::hex(&hasher.finalize())
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
