@@ -83,6 +83,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Plugin(#[from] crate::plugin::LoadError),
+    #[error(transparent)]
+    Cluster(#[from] crate::upstream::ClusterStartError),
     #[error("{0}")]
     Tls(String),
     #[error("{0}")]
@@ -116,7 +118,7 @@ impl Reloader {
         graceful: Arc<GracefulShutdown>,
     ) -> Result<Arc<Self>, StartError> {
         let plugin_runtime = PluginRuntime::new(&config)?;
-        let clusters = Arc::new(Clusters::start(&config).await.map_err(StartError::Tls)?);
+        let clusters = Arc::new(Clusters::start(&config).await?);
         let plugins = Arc::new(
             plugin_runtime
                 .load(&config, &Plugins::default(), &HashMap::new())
@@ -277,7 +279,11 @@ impl Reloader {
             .map(|(name, o)| (name.clone(), o.bytes.clone()))
             .collect();
 
-        let clusters = Arc::new(Clusters::start_from(&config, &old.clusters).await?);
+        let clusters = Arc::new(
+            Clusters::start_from(&config, &old.clusters)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
         let plugins = Arc::new(
             self.plugin_runtime
                 .load(&config, &old.plugins, &overrides)
@@ -419,11 +425,7 @@ fn serving(
         }),
         None => None,
     };
-    let forward_client_cert = l
-        .tls
-        .as_ref()
-        .and_then(|t| t.forward_client_cert.as_deref())
-        .and_then(|h| http::HeaderName::from_bytes(h.as_bytes()).ok());
+    let forward_client_cert = l.tls.as_ref().and_then(|t| t.forward_client_cert.clone());
     let listener: Arc<str> = l.name.as_str().into();
     let proxy = ListenerProxy {
         telemetry: Arc::new(ListenerTelemetry::new(

@@ -279,7 +279,8 @@ pub struct ListenerTlsConfig {
     pub require_client_cert: bool,
     /// Request header carrying the verified client identity to the upstream; clients' own
     /// values of it are always removed.
-    pub forward_client_cert: Option<String>,
+    #[serde(serialize_with = "header_name_text::serialize")]
+    pub forward_client_cert: Option<http::HeaderName>,
     #[serde(with = "duration_text")]
     pub handshake_timeout: Duration,
 }
@@ -473,6 +474,18 @@ impl Config {
 }
 
 /// Durations are shown the way they are written in config.
+/// Header names are shown as written (lower case).
+mod header_name_text {
+    use serde::Serializer;
+
+    pub fn serialize<S: Serializer>(h: &Option<http::HeaderName>, s: S) -> Result<S::Ok, S::Error> {
+        match h {
+            Some(name) => s.serialize_some(name.as_str()),
+            None => s.serialize_none(),
+        }
+    }
+}
+
 mod duration_text {
     use serde::Serializer;
     use std::time::Duration;

@@ -58,15 +58,15 @@ pub(super) fn listener_tls(
         });
     }
     let forward_client_cert = raw.forward_client_cert.as_ref().and_then(|h| {
-        if http::HeaderName::from_bytes(h.get_ref().as_bytes()).is_err() {
+        let parsed = http::HeaderName::from_bytes(h.get_ref().as_bytes());
+        if parsed.is_err() {
             d.error(
                 h.span(),
                 format!("{key}.forward_client_cert"),
                 format!("{:?} is not a valid header name", h.get_ref()),
             );
-            return None;
         }
-        Some(h.get_ref().to_ascii_lowercase())
+        parsed.ok()
     });
     let client_ca = raw.client_ca.as_ref().map(|c| base.join(c.get_ref()));
     if client_ca.is_none()

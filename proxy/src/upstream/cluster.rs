@@ -316,10 +316,25 @@ pub struct Clusters {
     clusters: Vec<Arc<Cluster>>,
 }
 
+/// Why a cluster could not start, naming it.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterStartError {
+    #[error("cluster {cluster:?}: {source}")]
+    Tls {
+        cluster: String,
+        source: crate::tls::TlsError,
+    },
+    #[error("cluster {cluster:?}: Kubernetes discovery: {source}")]
+    Kubernetes {
+        cluster: String,
+        source: crate::kubernetes::KubernetesError,
+    },
+}
+
 impl Clusters {
     /// Resolves every cluster's endpoints and starts its background upkeep (DNS refresh, idle
     /// connection eviction). The tasks end when the cluster is dropped.
-    pub async fn start(config: &Config) -> Result<Self, String> {
+    pub async fn start(config: &Config) -> Result<Self, ClusterStartError> {
         Self::start_from(config, &Self::default()).await
     }
 
@@ -328,7 +343,10 @@ impl Clusters {
     /// the endpoints it still has, as long as its connection settings are the same. Clusters
     /// with TLS are always rebuilt, so rotated certificates and CAs apply to new connections.
     /// Fails on unusable TLS material, naming the cluster and file.
-    pub async fn start_from(config: &Config, previous: &Clusters) -> Result<Self, String> {
+    pub async fn start_from(
+        config: &Config,
+        previous: &Clusters,
+    ) -> Result<Self, ClusterStartError> {
         let mut clusters = Vec::with_capacity(config.clusters.len());
         for c in &config.clusters {
             let before = previous.by_name(&c.name).filter(|_| c.tls.is_none());
@@ -339,17 +357,25 @@ impl Clusters {
             let tls = match &c.tls {
                 Some(tls) => {
                     let host = c.endpoints.first().map_or("localhost", |e| e.host.as_str());
-                    let built = crate::tls::client::upstream_tls(tls, host, c.protocol)
-                        .map_err(|e| format!("cluster {:?}: {e}", c.name))?;
+                    let built = crate::tls::client::upstream_tls(tls, host, c.protocol).map_err(
+                        |source| ClusterStartError::Tls {
+                            cluster: c.name.clone(),
+                            source,
+                        },
+                    )?;
                     Some(Arc::new(built))
                 }
                 None => None,
             };
             let (resolved, kubernetes) = match &c.kubernetes_service {
                 Some(service) => {
-                    let mut endpoints = crate::kubernetes::endpoints(service)
-                        .await
-                        .map_err(|e| format!("cluster {:?}: {e}", c.name))?;
+                    let mut endpoints =
+                        crate::kubernetes::endpoints(service)
+                            .await
+                            .map_err(|source| ClusterStartError::Kubernetes {
+                                cluster: c.name.clone(),
+                                source,
+                            })?;
                     let first =
                         crate::kubernetes::first_endpoints(&mut endpoints, KUBERNETES_FIRST_LIST)
                             .await

@@ -9,7 +9,7 @@ mod limits;
 mod pool;
 mod stream;
 
-pub use cluster::{Cluster, Clusters, EndpointState};
+pub use cluster::{Cluster, ClusterStartError, Clusters, EndpointState};
 pub use endpoint::{Endpoint, InFlight};
 pub use health::Observed;
 pub use limits::{Admission, ClusterLimits};
