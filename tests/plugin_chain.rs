@@ -345,6 +345,31 @@ async fn a_plugin_built_on_the_bare_filter_world_runs_beside_sdk_plugins() {
 }
 
 #[tokio::test]
+async fn a_plugin_failing_on_request_still_gets_the_response_hooks_of_those_before_it() {
+    let app = Upstream::echo("app").await;
+    let proxy = Proxy::start(
+        &[
+            listener("public", "app", &["a", "bad"]),
+            cluster("app", &[app.addr.to_string()], ""),
+            testkit("a", r#"tag = "a""#),
+            testkit("bad", r#"misbehave = "trap""#),
+        ]
+        .join("\n"),
+    );
+    let reply = get(proxy.addr(), "/").await;
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        reply.text()
+    );
+    assert_eq!(reply.header("x-switchyard-error"), Some("plugin bad"));
+    // As when a plugin fails in on_request_body or answers itself: the answer goes back
+    // through the response hooks of the plugins that saw the request.
+    assert_eq!(reply.header_values("x-chain-response"), vec!["a"]);
+}
+
+#[tokio::test]
 async fn respond_short_circuits_the_chain_and_the_upstream() {
     let (app, mut arrived) = Upstream::announcing(Duration::ZERO).await;
     let proxy = Proxy::start(

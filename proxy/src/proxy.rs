@@ -35,7 +35,7 @@ use crate::listener::TlsSession;
 use crate::local_response::{LocalError, X_SWITCHYARD_OVERLOADED, text_response};
 use crate::path::PathNormalization;
 use crate::plugin::{
-    AttemptOutcome, BodyOf, Chain, LocalResponse, RequestState, Step, UpstreamError,
+    AttemptOutcome, BodyOf, Chain, Decided, LocalResponse, RequestState, Step, UpstreamError,
 };
 use crate::replay::Replay;
 use crate::telemetry::exchange::AttemptSpan;
@@ -241,25 +241,23 @@ impl ListenerProxy {
         web_text: bool,
     ) -> (Box<RequestState>, Response<ProxyBody>) {
         let chain = &self.chain;
-        let (mut state, step) = if chain.is_empty() {
-            (state, Step::Continue)
+        let (mut state, decided) = if chain.is_empty() {
+            (state, Decided::Continue)
         } else {
             chain.on_request(state).await
         };
-        let (state, answer) = match step {
-            Step::Continue => {
+        // Whatever answers — the upstream, a plugin, a plugin's failure — the response hooks
+        // of the plugins that saw the request run on it, as after on_request_body.
+        let (state, answer) = match decided {
+            Decided::Continue => {
                 self.forward(state, body, downstream_upgrade, web_text)
                     .await
             }
-            Step::Respond(local) => (state, local_answer(local)),
-            Step::Failed(plugin) => {
+            Decided::Respond(local) => (state, local_answer(local)),
+            Decided::Failed(plugin) => {
                 self.record_error(&mut state, ErrorKind::Plugin);
-                return (state, plugin_failed(&plugin));
+                (state, plugin_failed_answer(&plugin))
             }
-            Step::Retry(_) => (
-                state,
-                error_answer(LocalError::BadRequest, "unexpected retry"),
-            ),
         };
         self.respond(state, answer).await
     }
@@ -284,9 +282,9 @@ impl ListenerProxy {
             let (back, step) = self.chain.on_request_body(state, &bytes).await;
             state = back;
             match step {
-                Step::Continue | Step::Retry(_) => {}
-                Step::Respond(local) => return (state, local_answer(local)),
-                Step::Failed(plugin) => {
+                Decided::Continue => {}
+                Decided::Respond(local) => return (state, local_answer(local)),
+                Decided::Failed(plugin) => {
                     self.record_error(&mut state, ErrorKind::Plugin);
                     return (state, plugin_failed_answer(&plugin));
                 }
@@ -644,19 +642,19 @@ fn host_problem<B>(req: &Request<B>) -> Option<&'static str> {
 /// Applies a response hook's decision: a plugin's own answer replaces head and body. Returns
 /// the name of a fail-closed plugin that failed, whose 503 then becomes the response.
 fn apply_response_step(
-    step: Step,
+    decided: Decided,
     state: &mut RequestState,
     body: &mut ProxyBody,
 ) -> Option<Arc<str>> {
-    match step {
-        Step::Continue | Step::Retry(_) => None,
-        Step::Respond(local) => {
+    match decided {
+        Decided::Continue => None,
+        Decided::Respond(local) => {
             let replaced = local_answer(local);
             state.response = Some(replaced.head);
             *body = replaced.body;
             None
         }
-        Step::Failed(plugin) => Some(plugin),
+        Decided::Failed(plugin) => Some(plugin),
     }
 }
 

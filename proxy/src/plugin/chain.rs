@@ -12,7 +12,7 @@ use super::{BodyOf, Hook, Plugin};
 use crate::config::OnError;
 use crate::telemetry::ROUTE_CONTEXT_KEY;
 
-/// What the chain decided after running one hook over its plugins.
+/// What the chain decided in on-upstream-response, the one hook that may ask for a retry.
 #[derive(Debug)]
 pub enum Step {
     /// Every plugin continued.
@@ -23,6 +23,29 @@ pub enum Step {
     Retry(Duration),
     /// A fail-closed plugin failed; the request gets a 503 naming it.
     Failed(Arc<str>),
+}
+
+/// What the chain decided in every other hook: go on, answer, or fail. (A plugin that answers
+/// `retry` there is logged and ignored while the chain runs.)
+#[derive(Debug)]
+pub enum Decided {
+    /// Every plugin continued.
+    Continue,
+    /// A plugin answered the request itself.
+    Respond(LocalResponse),
+    /// A fail-closed plugin failed; the request gets a 503 naming it.
+    Failed(Arc<str>),
+}
+
+impl Decided {
+    /// `step` from a hook that cannot retry: [`run`] turned any retry there into "continue".
+    fn of(step: Step) -> Self {
+        match step {
+            Step::Continue | Step::Retry(_) => Self::Continue,
+            Step::Respond(response) => Self::Respond(response),
+            Step::Failed(plugin) => Self::Failed(plugin),
+        }
+    }
 }
 
 /// The plugins of one listener, in order, and how named routes change them.
@@ -156,19 +179,22 @@ impl Chain {
             .any(|p| LATER.iter().any(|hook| p.wants(*hook)))
     }
 
-    pub async fn on_request(&self, state: Box<RequestState>) -> (Box<RequestState>, Step) {
+    pub async fn on_request(&self, state: Box<RequestState>) -> (Box<RequestState>, Decided) {
         if !self.routes.is_empty() {
             return self.on_request_routed(state).await;
         }
         let call = || HookCall::Request;
         let (mut state, step, reached) = run(self.plugins.iter(), state, Hook::Request, call).await;
         state.plugins_reached = reached;
-        (state, step)
+        (state, Decided::of(step))
     }
 
     /// [`Chain::on_request`] one plugin at a time, so that once a plugin names the request's
     /// route the rest of the chain follows the route's plan.
-    async fn on_request_routed(&self, mut state: Box<RequestState>) -> (Box<RequestState>, Step) {
+    async fn on_request_routed(
+        &self,
+        mut state: Box<RequestState>,
+    ) -> (Box<RequestState>, Decided) {
         let mut chain = self.plugins.clone();
         let mut planned = false;
         let mut next = 0;
@@ -196,7 +222,7 @@ impl Chain {
         if planned {
             state.routed_chain = Some(chain.into());
         }
-        (state, step)
+        (state, Decided::of(step))
     }
 
     /// The plan of the route a plugin named for this request, if this listener has one for it.
@@ -214,12 +240,12 @@ impl Chain {
         &self,
         state: Box<RequestState>,
         body: &[u8],
-    ) -> (Box<RequestState>, Step) {
+    ) -> (Box<RequestState>, Decided) {
         let routed = self.chain_of(&state);
         let plugins = routed.as_deref().unwrap_or(&self.plugins);
         let call = || HookCall::RequestBody(body.to_vec());
         let (state, step, _) = run(plugins.iter(), state, Hook::RequestBody, call).await;
-        (state, step)
+        (state, Decided::of(step))
     }
 
     pub async fn on_upstream_response(
@@ -234,23 +260,23 @@ impl Chain {
         (state, step)
     }
 
-    pub async fn on_response(&self, state: Box<RequestState>) -> (Box<RequestState>, Step) {
+    pub async fn on_response(&self, state: Box<RequestState>) -> (Box<RequestState>, Decided) {
         let routed = self.chain_of(&state);
         let path = response_path(routed.as_deref().unwrap_or(&self.plugins), &state);
         let (state, step, _) = run(path, state, Hook::Response, || HookCall::Response).await;
-        (state, step)
+        (state, Decided::of(step))
     }
 
     pub async fn on_response_body(
         &self,
         state: Box<RequestState>,
         body: &[u8],
-    ) -> (Box<RequestState>, Step) {
+    ) -> (Box<RequestState>, Decided) {
         let routed = self.chain_of(&state);
         let path = response_path(routed.as_deref().unwrap_or(&self.plugins), &state);
         let call = || HookCall::ResponseBody(body.to_vec());
         let (state, step, _) = run(path, state, Hook::ResponseBody, call).await;
-        (state, step)
+        (state, Decided::of(step))
     }
 
     pub async fn on_log(&self, state: Box<RequestState>) {

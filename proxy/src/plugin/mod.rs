@@ -24,7 +24,7 @@ use wasmtime::Engine;
 use wasmtime::component::{HasSelf, Linker};
 
 pub use bindings::{AttemptOutcome, LocalResponse, UpstreamError};
-pub use chain::{Chain, Step};
+pub use chain::{Chain, Decided, Step};
 pub use host::RequestState;
 pub use instance::HookError;
 pub use loader::{LoadError, componentize};
