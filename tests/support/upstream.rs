@@ -137,8 +137,15 @@ impl Upstream {
     }
 }
 
-/// An address nothing listens on (bound, then released).
+/// An address nothing listens on, where a connection is refused. The port stays bound (not
+/// listening) for the rest of the test process: released, it could be handed to the next
+/// listener bound to port 0 — the proxy's own, which then forwarded to itself until its request
+/// head was too large (a 431 instead of the 502 a test expected).
 pub async fn closed_port() -> SocketAddr {
-    let socket = bind().await;
-    socket.local_addr().expect("bound socket has an address")
+    let reserved = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+    let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+    reserved.bind(any_port).expect("bind a port, without listening");
+    let addr = reserved.local_addr().expect("bound socket has an address");
+    std::mem::forget(reserved);
+    addr
 }
