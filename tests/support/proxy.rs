@@ -122,7 +122,8 @@ pub fn refused(config: &str) -> String {
     }
 }
 
-/// A fresh directory for one test's files.
+/// A fresh directory for one test's files. Emptied first: process ids come around again, and a
+/// directory left by an earlier run (a controlled proxy's state, say) must not leak into this one.
 pub fn scratch_dir() -> PathBuf {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
@@ -130,6 +131,7 @@ pub fn scratch_dir() -> PathBuf {
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     ));
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create scratch dir");
     dir
 }
