@@ -144,7 +144,9 @@ impl Upstream {
 pub async fn closed_port() -> SocketAddr {
     let reserved = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
     let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
-    reserved.bind(any_port).expect("bind a port, without listening");
+    reserved
+        .bind(any_port)
+        .expect("bind a port, without listening");
     let addr = reserved.local_addr().expect("bound socket has an address");
     std::mem::forget(reserved);
     addr

@@ -27,10 +27,6 @@ pub use service_ref::{PortRef, ServiceRef};
 /// Parses a duration written as in config ("250ms", "2s"); used by the echo server's knobs too.
 pub use duration::parse as parse_duration;
 
-/// The largest `limits.memory` a plugin may ask for (the instance pool reserves this much
-/// address space per slot).
-pub const MAX_PLUGIN_MEMORY: usize = 256 * 1024 * 1024;
-
 /// Where the admin API listens when `[admin]` is absent: loopback only.
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
 

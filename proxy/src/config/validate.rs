@@ -8,6 +8,8 @@ use std::time::Duration;
 use toml::Spanned;
 
 use crate::path::{EscapedSlashes, PathNormalization};
+// Sizes in config (plugin memory, request bodies) take the range of a plugin's memory cap.
+use crate::plugin::limits::{MAX_MEMORY, MIN_MEMORY};
 
 use super::error::{ConfigErrors, Diagnostics};
 use super::raw::{RawCluster, RawConfig, RawListener, RawPlugin};
@@ -574,12 +576,12 @@ fn plugin(i: usize, raw: &RawPlugin, base: &Path, d: &mut Diagnostics<'_>) -> Pl
     let limits = raw.limits.as_ref();
     let time_limit = limits
         .and_then(|l| l.time.as_ref())
-        .map_or(Duration::from_millis(10), |t| {
+        .map_or(crate::plugin::limits::DEFAULT_TIME, |t| {
             duration(t, &key("limits.time"), d)
         });
     let memory_limit = limits
         .and_then(|l| l.memory.as_ref())
-        .map_or(32 * 1024 * 1024, |m| {
+        .map_or(crate::plugin::limits::DEFAULT_MEMORY, |m| {
             memory_size(m, &key("limits.memory"), d)
         });
     PluginConfig {
@@ -727,7 +729,7 @@ fn memory_size(raw: &Spanned<String>, key: &str, d: &mut Diagnostics<'_>) -> usi
         .zip(multiplier)
         .and_then(|(n, m)| n.checked_mul(m));
     match bytes {
-        Some(b) if (64 * 1024..=super::MAX_PLUGIN_MEMORY).contains(&b) => b,
+        Some(b) if (MIN_MEMORY..=MAX_MEMORY).contains(&b) => b,
         Some(_) => {
             d.error(
                 raw.span(),

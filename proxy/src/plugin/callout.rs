@@ -13,11 +13,10 @@ use crate::config::UpstreamProtocol;
 use crate::headers;
 use crate::upstream::Clusters;
 
-/// Callouts without a timeout get this; none may wait longer than `MAX_TIMEOUT`.
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
-const MAX_TIMEOUT: Duration = Duration::from_secs(30);
-/// Largest callout response body a plugin receives.
-const MAX_BODY: usize = 1024 * 1024;
+use super::limits::{
+    CALLOUT_DEFAULT_TIMEOUT as DEFAULT_TIMEOUT, CALLOUT_MAX_BODY as MAX_BODY,
+    CALLOUT_MAX_TIMEOUT as MAX_TIMEOUT,
+};
 
 pub async fn call(
     clusters: &Clusters,

@@ -3,7 +3,6 @@
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use crate::hex::hex;
 use sha2::{Digest, Sha256};
@@ -11,13 +10,8 @@ use tracing::{debug, warn};
 use wasmtime::component::Component;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use crate::config::MAX_PLUGIN_MEMORY;
-
-/// How often the epoch advances; a hook's CPU deadline is checked at this granularity.
-pub const EPOCH_TICK: Duration = Duration::from_millis(1);
-
-/// Instance slots in the pool, across all plugins.
-const POOLED_INSTANCES: u32 = 256;
+pub use super::limits::EPOCH_TICK;
+use super::limits::{MAX_MEMORY as MAX_PLUGIN_MEMORY, POOLED_INSTANCES};
 
 /// How many live instances each of `plugins` plugins may have, leaving half the slots free so a
 /// new generation of plugins can start while the old one drains.

@@ -591,8 +591,7 @@ impl routing::Host for HostState {
     }
 }
 
-/// Per-request context is for small values; refuse what would turn it into a cache.
-const MAX_CONTEXT_BYTES: usize = 64 * 1024;
+use super::limits::MAX_CONTEXT_BYTES;
 
 impl context::Host for HostState {
     fn get(&mut self, key: String) -> Option<Vec<u8>> {
@@ -708,8 +707,7 @@ impl clock::Host for HostState {
     }
 }
 
-/// The shortest tick interval a plugin gets.
-const MIN_TICK: Duration = Duration::from_millis(10);
+use super::limits::MIN_TICK;
 
 impl timer::Host for HostState {
     fn tick_every(&mut self, ms: u32) {

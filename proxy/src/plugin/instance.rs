@@ -13,12 +13,7 @@ use super::bindings::{AttemptOutcome, BodyInterest, Decision, Filter, FilterPre}
 use super::host::{HostState, PluginEnv, RequestState};
 use crate::upstream::Clusters;
 
-/// An instance is replaced after this many calls, to bound fragmentation and leaks.
-const MAX_CALLS_PER_INSTANCE: u32 = 100_000;
-/// Idle instances kept per plugin (about two per worker thread).
-const MAX_IDLE: usize = 16;
-/// CPU time allowed for `init` (parsing config), more than a hook gets.
-const INIT_TIME_LIMIT: Duration = Duration::from_secs(1);
+use super::limits::{INIT_TIME as INIT_TIME_LIMIT, MAX_CALLS_PER_INSTANCE, MAX_IDLE};
 /// One hook call in this many is timed for the hook-time histograms and the admin API's
 /// percentiles: two clock reads and a histogram update per call were a measurable share of a
 /// small hook's cost under load, and a sample of one in eight describes the distribution as

@@ -10,6 +10,7 @@ mod engine;
 mod failures;
 mod host;
 mod instance;
+pub mod limits;
 mod loader;
 mod metric_imports;
 mod shared;

@@ -7,8 +7,7 @@ use rustc_hash::FxHashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Entries beyond this are refused (a misbehaving plugin must not eat the proxy's memory).
-const MAX_KV_ENTRIES: usize = 100_000;
+use super::limits::MAX_KV_ENTRIES;
 
 #[derive(Debug, Default)]
 pub struct SharedState {
