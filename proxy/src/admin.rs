@@ -83,7 +83,7 @@ async fn route(state: &AdminState, req: Request<Incoming>) -> Response<ProxyBody
     match (method, path.as_str()) {
         (Method::POST, "/reload") => match state.reloader.reload("admin").await {
             Ok(version) => json(&serde_json::json!({ "result": "ok", "version": version })),
-            Err(error) => refused(&error),
+            Err(error) => refused(&error.to_string()),
         },
         (Method::PUT, path) if path.starts_with("/plugins/") => {
             let name = path.trim_start_matches("/plugins/").to_owned();

@@ -91,6 +91,24 @@ pub enum StartError {
     Telemetry(String),
 }
 
+/// Why a reload was refused; what runs stays as it was.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigErrors),
+    #[error(transparent)]
+    Cluster(#[from] crate::upstream::ClusterStartError),
+    #[error(transparent)]
+    Plugin(#[from] crate::plugin::LoadError),
+    /// A listener's TLS material is unusable, or its new address cannot be bound.
+    #[error("{0}")]
+    Listener(String),
+    #[error("{0}")]
+    Telemetry(String),
+    #[error("shutting down; not reloading")]
+    ShuttingDown,
+}
+
 /// Owns the running state and every way of changing it.
 pub struct Reloader {
     config_path: PathBuf,
@@ -211,11 +229,11 @@ impl Reloader {
     }
 
     /// Reads the config file again and applies it.
-    pub async fn reload(&self, trigger: &str) -> Result<u64, String> {
+    pub async fn reload(&self, trigger: &str) -> Result<u64, ReloadError> {
         let mut live = self.live.lock().await;
         let result = match crate::config::load(&self.config_path) {
             Ok(config) => self.apply(&mut live, config).await,
-            Err(errors) => Err(errors.to_string()),
+            Err(errors) => Err(errors.into()),
         };
         let refused = result
             .is_err()
@@ -233,16 +251,12 @@ impl Reloader {
         let Some(plugin) = config.plugins.iter().find(|p| p.name == name) else {
             return Err(SwapError::NoSuchPlugin(name.to_owned()));
         };
-        let sha256 = self
-            .plugin_runtime
-            .check(plugin, &bytes)
-            .await
-            .map_err(|e| SwapError::Refused(e.to_string()));
-        let sha256 = match sha256 {
+        let sha256 = match self.plugin_runtime.check(plugin, &bytes).await {
             Ok(sha256) => sha256,
             Err(e) => {
-                self.record("plugin swap", &Err(e.to_string()));
-                return Err(e);
+                let refused = SwapError::Refused(e.to_string());
+                self.record("plugin swap", &Err(e.into()));
+                return Err(refused);
             }
         };
         let file_sha256 = file_sha256(&plugin.path);
@@ -254,15 +268,15 @@ impl Reloader {
             Ok(_) => Ok(sha256),
             Err(e) => {
                 live.overrides.remove(name);
-                Err(SwapError::Refused(e))
+                Err(SwapError::Refused(e.to_string()))
             }
         }
     }
 
     /// Builds everything for `config` and swaps it in, or changes nothing.
-    async fn apply(&self, live: &mut Live, config: Config) -> Result<u64, String> {
+    async fn apply(&self, live: &mut Live, config: Config) -> Result<u64, ReloadError> {
         let Some(graceful) = self.graceful.upgrade() else {
-            return Err("shutting down; not reloading".into());
+            return Err(ReloadError::ShuttingDown);
         };
         let old = self.current();
         warn_about_restart_only_changes(&old.config, &config);
@@ -279,24 +293,21 @@ impl Reloader {
             .map(|(name, o)| (name.clone(), o.bytes.clone()))
             .collect();
 
-        let clusters = Arc::new(
-            Clusters::start_from(&config, &old.clusters)
-                .await
-                .map_err(|e| e.to_string())?,
-        );
+        let clusters = Arc::new(Clusters::start_from(&config, &old.clusters).await?);
         let plugins = Arc::new(
             self.plugin_runtime
                 .load(&config, &old.plugins, &overrides)
-                .await
-                .map_err(|e| e.to_string())?,
+                .await?,
         );
 
         // Everything each listener will serve with, then the sockets that are new: all before
         // touching what runs, so bad TLS material or a taken port refuses the reload whole.
-        let telemetry = Arc::new(Telemetry::from_config(&config)?);
+        let telemetry = Arc::new(Telemetry::from_config(&config).map_err(ReloadError::Telemetry)?);
         let mut servings = HashMap::new();
         for l in &config.listeners {
-            servings.insert(l.name.clone(), serving(l, &clusters, &plugins, &telemetry)?);
+            let serving =
+                serving(l, &clusters, &plugins, &telemetry).map_err(ReloadError::Listener)?;
+            servings.insert(l.name.clone(), serving);
         }
         let mut fresh = Vec::new();
         for l in &config.listeners {
@@ -306,7 +317,10 @@ impl Reloader {
                 .is_some_and(|r| r.listen == l.listen);
             if !kept && let Some(serving) = servings.remove(&l.name) {
                 let listener = Listener::bind(l, serving).await.map_err(|e| {
-                    format!("listener {:?} cannot listen on {}: {e}", l.name, l.listen)
+                    ReloadError::Listener(format!(
+                        "listener {:?} cannot listen on {}: {e}",
+                        l.name, l.listen
+                    ))
                 })?;
                 fresh.push((l.listen, listener));
             }
@@ -358,7 +372,7 @@ impl Reloader {
         self.applied.subscribe()
     }
 
-    fn record(&self, trigger: &str, result: &Result<u64, String>) {
+    fn record(&self, trigger: &str, result: &Result<u64, ReloadError>) {
         let mut status = lock(&self.status);
         status.last_trigger = Some(trigger.to_owned());
         status.last_at = SystemTime::now()
@@ -379,7 +393,7 @@ impl Reloader {
                     "reload refused; still serving the previous config:\n{error}"
                 );
                 status.last_result = "error";
-                status.last_error = Some(error.clone());
+                status.last_error = Some(error.to_string());
                 metrics::counter!("switchyard_config_reload_total", "result" => "error")
                     .increment(1);
             }

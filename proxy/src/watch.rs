@@ -55,7 +55,8 @@ const DEBOUNCE: Duration = Duration::from_millis(50);
 /// files in the same directories.
 type Relevant = Arc<RwLock<BTreeSet<PathBuf>>>;
 
-/// Starts watching; runs for the life of the process.
+/// Starts watching; runs for the life of the process. The directories are watched before this
+/// returns, so a file changed the moment the server says it is ready is not missed.
 pub fn spawn<W: Watched>(reloader: Arc<W>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let relevant: Relevant = Arc::default();
@@ -70,8 +71,10 @@ pub fn spawn<W: Watched>(reloader: Arc<W>) {
         }
     });
     match watcher {
-        Ok(watcher) => {
-            tokio::spawn(run(reloader, watcher, rx, relevant));
+        Ok(mut watcher) => {
+            let mut watched = BTreeSet::new();
+            rewatch(reloader.as_ref(), &mut watcher, &mut watched, &relevant);
+            tokio::spawn(run(reloader, watcher, watched, rx, relevant));
         }
         Err(e) => warn!(error = %e, "cannot watch files; reload with SIGHUP or the admin API"),
     }
@@ -80,11 +83,10 @@ pub fn spawn<W: Watched>(reloader: Arc<W>) {
 async fn run<W: Watched>(
     reloader: Arc<W>,
     mut watcher: RecommendedWatcher,
+    mut watched: BTreeSet<PathBuf>,
     mut events: mpsc::UnboundedReceiver<()>,
     relevant: Relevant,
 ) {
-    let mut watched = BTreeSet::new();
-    rewatch(reloader.as_ref(), &mut watcher, &mut watched, &relevant);
     let mut applied = reloader.applied();
     loop {
         tokio::select! {

@@ -257,7 +257,7 @@ impl Agent {
         let previous_bundle = std::fs::read(&bundle_path).ok();
         let previous_etag = lock(&self.etag).clone();
         let result = match self.write(bundle).await {
-            Ok(()) => reloader.reload("control").await,
+            Ok(()) => reloader.reload("control").await.map_err(|e| e.to_string()),
             Err(e) => Err(e),
         };
         match result {
