@@ -143,6 +143,17 @@ async fn a_trap_fails_one_request_and_the_next_one_works() {
             .is_some_and(|e| e.contains("testkit traps on odd calls")),
         "{plugins}"
     );
+    // ... which `switchyard ctl plugins` shows under its table.
+    let ctl = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["ctl", "--admin", &proxy.admin.to_string(), "plugins"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&ctl.stdout);
+    assert!(
+        table.contains("last failure of bad:")
+            && table.contains("in on_request: trapped: panicked at"),
+        "{table}"
+    );
 }
 
 #[tokio::test]

@@ -373,17 +373,35 @@ fn plugins_table(answer: &Value) -> String {
         "P99".to_owned(),
     ]];
     let micros = |v: &Value| v.as_f64().map_or("-".to_owned(), |us| format!("{us:.0}us"));
+    let mut failures = String::new();
     for p in answer.as_array().into_iter().flatten() {
+        let name = p["name"].as_str().unwrap_or("-");
         rows.push([
-            p["name"].as_str().unwrap_or("-").to_owned(),
+            name.to_owned(),
             short(p["sha256"].as_str().unwrap_or("-")).to_owned(),
             p["calls"].to_string(),
             p["traps"].to_string(),
             micros(&p["p50_us"]),
             micros(&p["p99_us"]),
         ]);
+        let last = &p["last_failure"];
+        if let (Some(at), Some(error)) = (last["at_unix"].as_u64(), last["error"].as_str()) {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            failures.push_str(&format!(
+                "last failure of {name}: {}s ago in {}: {error}\n",
+                now.saturating_sub(at),
+                last["hook"].as_str().unwrap_or("-"),
+            ));
+        }
     }
-    table(rows)
+    let mut out = table(rows);
+    if !failures.is_empty() {
+        out.push('\n');
+        out.push_str(&failures);
+    }
+    out
 }
 
 /// Rows as columns aligned by the widest cell.
