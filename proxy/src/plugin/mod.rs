@@ -283,11 +283,19 @@ impl Plugins {
         Chain::with_routes(self.named(names), plans)
     }
 
-    /// The plugins called `names`, in that order (validation made sure they all exist).
+    /// The plugins called `names`, in that order. Validation made sure they all exist and
+    /// every configured plugin is loaded, so a missing one is a bug, reported rather than
+    /// silently left out of a chain.
     fn named(&self, names: &[String]) -> Vec<Arc<Plugin>> {
         names
             .iter()
-            .filter_map(|n| self.by_name.get(n).cloned())
+            .filter_map(|n| {
+                let plugin = self.by_name.get(n).cloned();
+                if plugin.is_none() {
+                    tracing::error!(plugin = %n, "a chain names a plugin that is not loaded; it is left out");
+                }
+                plugin
+            })
             .collect()
     }
 
