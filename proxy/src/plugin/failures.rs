@@ -119,7 +119,11 @@ fn is_runtime_frame(name: &str) -> bool {
         "<switchyard_sdk::",
         "wit_bindgen",
     ];
-    RUNTIME.iter().any(|prefix| name.starts_with(prefix)) || name.contains("{{closure}}")
+    // The SDK's glue is generic over the plugin, so its frames carry the plugin's crate name:
+    // `<my_filter::_::Glue as switchyard_sdk::__private::bindings::Guest>::on_request`.
+    RUNTIME.iter().any(|prefix| name.starts_with(prefix))
+        || name.contains("{{closure}}")
+        || name.contains("switchyard_sdk::__private")
 }
 
 #[cfg(test)]
@@ -142,6 +146,12 @@ mod tests {
     fn runtime_frames_are_skipped() {
         assert!(is_runtime_frame("core::panicking::panic_fmt"));
         assert!(is_runtime_frame("switchyard_sdk::__private::on_request"));
+        assert!(is_runtime_frame(
+            "<my_filter::_::Glue as switchyard_sdk::__private::bindings::Guest>::on_request"
+        ));
+        assert!(!is_runtime_frame(
+            "<my_filter::Filter as switchyard_sdk::Plugin>::on_request"
+        ));
         assert!(!is_runtime_frame("my_filter::MyFilter::on_request"));
         let mangled = "_ZN9my_filter10on_request17h0123456789abcdefE";
         assert_eq!(
