@@ -241,10 +241,7 @@ fn control_link(control: &Value) -> String {
     let text = |v: &Value| v.as_str().unwrap_or("-").to_owned();
     let ago = |v: &Value| {
         v.as_u64().map_or("never".to_owned(), |at| {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            format!("{}s ago", now.saturating_sub(at))
+            format!("{}s ago", switchyard::unix_time::now().saturating_sub(at))
         })
     };
     let mut out = format!(
@@ -386,12 +383,9 @@ fn plugins_table(answer: &Value) -> String {
         ]);
         let last = &p["last_failure"];
         if let (Some(at), Some(error)) = (last["at_unix"].as_u64(), last["error"].as_str()) {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
             failures.push_str(&format!(
                 "last failure of {name}: {}s ago in {}: {error}\n",
-                now.saturating_sub(at),
+                switchyard::unix_time::now().saturating_sub(at),
                 last["hook"].as_str().unwrap_or("-"),
             ));
         }

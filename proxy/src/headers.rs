@@ -258,6 +258,25 @@ pub fn set_upstream_target<B>(req: &mut Request<B>, http2: bool) -> Result<(), h
     Ok(())
 }
 
+/// A fresh request with a copy of `head` and `body` (the original head stays readable).
+pub fn copy_request<B>(head: &http::request::Parts, body: B) -> Request<B> {
+    let mut req = Request::new(body);
+    *req.method_mut() = head.method.clone();
+    *req.uri_mut() = head.uri.clone();
+    *req.version_mut() = head.version;
+    *req.headers_mut() = head.headers.clone();
+    req
+}
+
+/// A copy of a response head (the parts have no `Clone`: their extensions may not be).
+pub fn copy_response_head(head: &http::response::Parts) -> http::response::Parts {
+    let mut response = http::Response::new(());
+    *response.status_mut() = head.status;
+    *response.version_mut() = head.version;
+    *response.headers_mut() = head.headers.clone();
+    response.into_parts().0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,5 +34,6 @@ pub mod server;
 pub mod tcp;
 pub mod telemetry;
 pub mod tls;
+pub mod unix_time;
 pub mod upstream;
 pub mod watch;

@@ -186,7 +186,7 @@ impl ListenerProxy {
         if self.chain.streams_response() && !body.is_end_stream() {
             // Plugins that rewrite the body chunk by chunk may change its length.
             head.headers.remove(http::header::CONTENT_LENGTH);
-            state.response = Some(copy_response_head(&head));
+            state.response = Some(headers::copy_response_head(&head));
             let chain = Arc::clone(&self.chain);
             let stream = ChunkStream::new(body, chain, BodyOf::Response, state.view());
             body = ProxyBody::Chunked(Box::new(stream));
@@ -450,7 +450,7 @@ impl ListenerProxy {
         let mut req = if !self.chain.reads_request_after_send() {
             take_head(&mut state.head, body)
         } else {
-            copy_head(&state.head, body)
+            headers::copy_request(&state.head, body)
         };
         if req.headers().contains_key(&grpc::GRPC_TIMEOUT) {
             req.headers_mut()
@@ -619,7 +619,7 @@ impl ListenerProxy {
             return (state, LocalError::BadRequest.response("no response"));
         };
         if self.chain.wants_log() {
-            state.response = Some(copy_response_head(&head));
+            state.response = Some(headers::copy_response_head(&head));
         }
         (state, Response::from_parts(head, body))
     }
@@ -826,28 +826,10 @@ fn capped(body: Incoming, limit: Option<u64>) -> ProxyBody {
     }
 }
 
-/// A fresh request with a copy of `head` (the original stays readable by later hooks).
-fn copy_head(head: &http::request::Parts, body: ProxyBody) -> Request<ProxyBody> {
-    let mut req = Request::new(body);
-    *req.method_mut() = head.method.clone();
-    *req.uri_mut() = head.uri.clone();
-    *req.version_mut() = head.version;
-    *req.headers_mut() = head.headers.clone();
-    req
-}
-
 /// The request head itself, leaving an empty one behind.
 fn take_head(head: &mut http::request::Parts, body: ProxyBody) -> Request<ProxyBody> {
     let empty = Request::new(()).into_parts().0;
     Request::from_parts(std::mem::replace(head, empty), body)
-}
-
-fn copy_response_head(head: &http::response::Parts) -> http::response::Parts {
-    let mut response = Response::new(());
-    *response.status_mut() = head.status;
-    *response.version_mut() = head.version;
-    *response.headers_mut() = head.headers.clone();
-    response.into_parts().0
 }
 
 type AttemptSendResult = Result<(Response<Incoming>, Attempted), AttemptError>;

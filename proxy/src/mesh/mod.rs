@@ -15,10 +15,3 @@ pub mod discovery;
 mod render;
 pub mod settings;
 mod toml_errors;
-
-/// Seconds since the Unix epoch: the times in reports and in both sides' `/status`.
-pub(crate) fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}

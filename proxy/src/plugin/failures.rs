@@ -43,7 +43,7 @@ impl Failures {
     pub fn record(&self, plugin: &str, hook: Hook, error: &HookError, request_id: Option<&str>) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         state.last = Some(LastFailure {
-            at_unix: crate::mesh::unix_now(),
+            at_unix: crate::unix_time::now(),
             hook: hook.name(),
             kind: error.kind(),
             error: error.to_string(),

@@ -59,21 +59,12 @@ impl RequestState {
     /// heads, identity, destination and context as they are now. What those hooks change stays
     /// in the copy; its telemetry is never reported.
     pub fn view(&self) -> Box<RequestState> {
-        let mut head = http::Request::new(());
-        *head.method_mut() = self.head.method.clone();
-        *head.uri_mut() = self.head.uri.clone();
-        *head.version_mut() = self.head.version;
-        *head.headers_mut() = self.head.headers.clone();
-        let response = self.response.as_ref().map(|r| {
-            let mut response = http::Response::new(());
-            *response.status_mut() = r.status;
-            *response.version_mut() = r.version;
-            *response.headers_mut() = r.headers.clone();
-            response.into_parts().0
-        });
         Box::new(RequestState {
-            head: head.into_parts().0,
-            response,
+            head: crate::headers::copy_request(&self.head, ()).into_parts().0,
+            response: self
+                .response
+                .as_ref()
+                .map(crate::headers::copy_response_head),
             listener: Arc::clone(&self.listener),
             peer: self.peer,
             request_id: self.request_id.clone(),

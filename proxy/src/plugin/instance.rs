@@ -242,10 +242,7 @@ impl InstancePool {
 
     /// Runs `on-tick` on a pooled instance, with `clusters` reachable by `http.call`.
     pub async fn tick(&self, clusters: Arc<Clusters>) -> Result<Decision, HookError> {
-        let mut instance = match self.pop_idle() {
-            Some(instance) => instance,
-            None => Box::pin(self.checkout()).await?,
-        };
+        let mut instance = self.instance().await?;
         let Some(on_tick) = instance.on_tick else {
             self.checkin(instance);
             return Ok(Decision::Unimplemented);
@@ -272,6 +269,15 @@ impl InstancePool {
 
     fn pop_idle(&self) -> Option<Box<Instance>> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()
+    }
+
+    /// An idle instance at once, else [`InstancePool::checkout`] (boxed: its future is large,
+    /// and the callers' futures stay small without it).
+    async fn instance(&self) -> Result<Box<Instance>, HookError> {
+        match self.pop_idle() {
+            Some(instance) => Ok(instance),
+            None => Box::pin(self.checkout()).await,
+        }
     }
 
     /// An idle instance, else a new one if the plugin has a free slot, else the first of the two
@@ -340,12 +346,9 @@ impl InstancePool {
         chunk: Vec<u8>,
         end: bool,
     ) -> (Box<RequestState>, Result<Option<Vec<u8>>, HookError>) {
-        let mut instance = match self.pop_idle() {
-            Some(instance) => instance,
-            None => match Box::pin(self.checkout()).await {
-                Ok(instance) => instance,
-                Err(e) => return (state, Err(e)),
-            },
+        let mut instance = match self.instance().await {
+            Ok(instance) => instance,
+            Err(e) => return (state, Err(e)),
         };
         let on_chunk = match body {
             BodyOf::Request => instance.on_request_chunk,
@@ -389,11 +392,7 @@ impl InstancePool {
         // The common case (an idle instance, a hook without async imports) runs without
         // building the async machinery's large futures; the slow paths are boxed so they do not
         // bloat this future, which every request's chain moves around.
-        let instance = match self.pop_idle() {
-            Some(instance) => Ok(instance),
-            None => Box::pin(self.checkout()).await,
-        };
-        let mut instance = match instance {
+        let mut instance = match self.instance().await {
             Ok(instance) => instance,
             Err(e) => return (state, Err(e), None),
         };

@@ -197,22 +197,24 @@ impl Plugin {
         call: HookCall,
     ) -> (Box<RequestState>, Result<Decision, HookError>) {
         let (state, result, took) = self.pool.call(state, call).await;
+        self.count(hook, took, result.as_ref().err());
+        (state, result)
+    }
+
+    /// Counts a call of `hook` in the metrics and the admin API's stats: its time when it was
+    /// timed, and its error's kind when it failed.
+    fn count(&self, hook: Hook, took: Option<std::time::Duration>, error: Option<&HookError>) {
         let i = hook as usize;
         self.metrics.calls[i].increment(1);
         if let Some(took) = took {
             self.metrics.durations[i].record(took.as_secs_f64());
         }
-        self.stats.record(took, result.is_err());
-        if let Err(e) = &result
-            && let Some(counter) = self.metrics.errors.get(e.kind())
-        {
+        self.stats.record(took, error.is_some());
+        if let Some(counter) = error.and_then(|e| self.metrics.errors.get(e.kind())) {
             counter.increment(1);
         }
-        (state, result)
     }
-}
 
-impl Plugin {
     /// Runs `on-request-chunk` or `on-response-chunk` with `state` in scope: the replacement
     /// bytes, if any.
     async fn chunk(
@@ -227,12 +229,8 @@ impl Plugin {
             BodyOf::Request => Hook::RequestChunk,
             BodyOf::Response => Hook::ResponseChunk,
         };
-        self.metrics.calls[hook as usize].increment(1);
-        self.stats.record(None, result.is_err());
+        self.count(hook, None, result.as_ref().err());
         if let Err(error) = &result {
-            if let Some(counter) = self.metrics.errors.get(error.kind()) {
-                counter.increment(1);
-            }
             let request_id = state.request_id.to_str().ok();
             self.failures.record(&self.name, hook, error, request_id);
         }

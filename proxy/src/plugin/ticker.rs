@@ -50,8 +50,7 @@ impl Plugin {
             return;
         };
         let result = self.pool.tick(clusters).await;
-        self.metrics.calls[Hook::Tick as usize].increment(1);
-        self.stats.record(None, result.is_err());
+        self.count(Hook::Tick, None, result.as_ref().err());
         match result {
             Ok(Decision::Unimplemented) => {
                 tracing::warn!(plugin = %self.name, "the plugin asked for ticks but has no on_tick; ticks stop");
@@ -60,12 +59,7 @@ impl Plugin {
                 }
             }
             Ok(_) => {}
-            Err(error) => {
-                if let Some(counter) = self.metrics.errors.get(error.kind()) {
-                    counter.increment(1);
-                }
-                self.failures.record(&self.name, Hook::Tick, &error, None);
-            }
+            Err(error) => self.failures.record(&self.name, Hook::Tick, &error, None),
         }
     }
 }

@@ -12,7 +12,7 @@ use super::identity::{identity_span, spiffe_id};
 use super::{Agent, lock};
 use crate::admin::StatusSection;
 use crate::mesh::render::IDENTITY_FILE;
-use crate::mesh::unix_now;
+use crate::unix_time::{now as unix_now, secs as unix};
 
 /// Whether the last call to the control plane was answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -119,10 +119,6 @@ impl StatusSection for Agent {
     fn status(&self) -> serde_json::Value {
         let link = self.link.snapshot();
         let identity_file = self.path(IDENTITY_FILE);
-        let unix = |t: SystemTime| {
-            t.duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs())
-        };
         let identity = identity_span(&identity_file).map(|(_, renew_at, expires)| {
             let expires_in = expires
                 .duration_since(SystemTime::now())

@@ -159,9 +159,7 @@ impl Agent {
                     Err(e) => {
                         warn!("bundle refused: {e}");
                         self.link.refused(&bundle.etag, &e);
-                        if let Err(e) = self.report(&bundle.etag, 0, &e).await {
-                            warn!(error = %e, "cannot report to the control plane");
-                        }
+                        self.report_or_warn(&bundle.etag, 0, &e).await;
                     }
                 },
                 Ok(None) => {
@@ -266,9 +264,7 @@ impl Agent {
                 metrics::counter!("switchyard_control_bundles_total", "result" => "applied")
                     .increment(1);
                 self.link.applied();
-                if let Err(e) = self.report(&bundle.etag, version, "ok").await {
-                    warn!(error = %e, "cannot report to the control plane");
-                }
+                self.report_or_warn(&bundle.etag, version, "ok").await;
             }
             Err(e) => {
                 warn!(etag = %bundle.etag, "bundle refused; still serving the last good one: {e}");
@@ -285,9 +281,7 @@ impl Agent {
                 *lock(&self.refused) = Some(bundle.etag.clone());
                 self.link.refused(&bundle.etag, &e);
                 let version = reloader.current().version;
-                if let Err(e) = self.report(&bundle.etag, version, &e).await {
-                    warn!(error = %e, "cannot report to the control plane");
-                }
+                self.report_or_warn(&bundle.etag, version, &e).await;
             }
         }
     }
@@ -399,6 +393,13 @@ impl Agent {
             ));
         }
         write_atomically(&path, &answer.body).map_err(|e| e.to_string())
+    }
+
+    /// [`Agent::report`], logging a failure: the next (re)connect reports again.
+    async fn report_or_warn(&self, etag: &str, version: u64, result: &str) {
+        if let Err(e) = self.report(etag, version, result).await {
+            warn!(error = %e, "cannot report to the control plane");
+        }
     }
 
     /// Sends a [`Report`]; an error says the control plane did not take it.

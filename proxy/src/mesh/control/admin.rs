@@ -159,7 +159,7 @@ impl ControlPlane {
     fn status(&self) -> serde_json::Value {
         let state = self.state.load();
         let proxies = lock(&self.proxies).clone();
-        let now = crate::mesh::unix_now();
+        let now = crate::unix_time::now();
         let trust_domain = &state.settings.control.trust_domain;
         let workloads: Vec<serde_json::Value> = state
             .settings

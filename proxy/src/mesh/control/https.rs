@@ -23,9 +23,9 @@ use super::respond::{bearer, json, read_body, text};
 use super::{ControlError, ControlPlane, ProxySeen, lock};
 use crate::mesh::api::{self, IdentityGrant, Report};
 use crate::mesh::settings::{self, MeshSettings};
-use crate::mesh::unix_now;
 use crate::tls::issue::{MeshCa, Workload};
 use crate::tls::{PeerIdentity, provider};
+use crate::unix_time::now as unix_now;
 
 /// A TLS handshake that takes longer than this is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
