@@ -183,6 +183,56 @@ async fn a_spinning_plugin_does_not_stall_other_requests() {
     }
 }
 
+/// The context switches of the proxy's epoch ticker thread so far.
+fn ticker_switches(pid: u32) -> u64 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the proxy's threads");
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        // The kernel keeps 15 bytes of a thread name: "switchyard-epoc".
+        if comm.trim() == &"switchyard-epoch"[..15] {
+            let status = std::fs::read_to_string(task.path().join("status")).expect("status");
+            return status
+                .lines()
+                .find_map(|line| line.strip_prefix("voluntary_ctxt_switches:"))
+                .and_then(|n| n.trim().parse().ok())
+                .expect("voluntary_ctxt_switches");
+        }
+    }
+    panic!("the proxy has no epoch ticker thread");
+}
+
+#[tokio::test]
+async fn an_idle_proxy_stops_ticking_and_a_hook_that_spins_after_the_pause_is_still_stopped() {
+    let app = Upstream::echo("app").await;
+    let proxy = Proxy::start(&config(&app, r#"misbehave = "spin""#, "fail_closed"));
+
+    // Ticking, the thread wakes every millisecond; parked, not at all.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let before = ticker_switches(proxy.pid());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if ticker_switches(proxy.pid()) == before {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the epoch ticker of an idle proxy never stopped"
+        );
+    }
+
+    // The first hook wakes it, and its CPU deadline still fires.
+    let reply = tokio::time::timeout(Duration::from_secs(10), get(proxy.listener("public"), "/"))
+        .await
+        .expect("a spinning hook after the ticker parked was never stopped");
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        reply.text()
+    );
+    assert_eq!(reply.header("x-switchyard-error"), Some("plugin bad"));
+}
+
 fn one_plugin(path: &str, extra: &str) -> String {
     listener("public", "app", &["p"])
         + &cluster("app", &["127.0.0.1:9"], "")

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
+use notify::event::{AccessKind, AccessMode};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
@@ -65,6 +66,9 @@ pub fn spawn<W: Watched>(reloader: Arc<W>) {
         let Ok(event) = event else {
             return;
         };
+        if !may_change_content(&event.kind) {
+            return;
+        }
         let files = files.read().unwrap_or_else(PoisonError::into_inner);
         if event.paths.iter().any(|path| concerns(path, &files)) {
             let _ = tx.send(());
@@ -141,6 +145,18 @@ fn rewatch<W: Watched>(
     *watched = wanted;
 }
 
+/// Whether an event of this kind may change what a file holds. Opening, reading and closing a
+/// file unwritten do not: counting them made the watcher a loop, since checking the files opens
+/// them — once anything had read the config (`cat`, `switchyard validate`), the proxy re-read and
+/// re-hashed every watched file every [`DEBOUNCE`] for the rest of its life.
+fn may_change_content(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
 /// Whether an event about `path` may change a watched file: the file itself (written in place,
 /// or renamed over by an editor or `sed -i`), or an entry of Kubernetes' atomic writer (`..data`,
 /// `..2026_01_01_...`), whose swap changes every file behind the `..data` symlink. Anything else
@@ -181,5 +197,41 @@ mod tests {
         assert!(!concerns(Path::new("/etc/sy/access.log"), &files));
         assert!(!concerns(Path::new("/etc/sy/.config.toml.swp"), &files));
         assert!(!concerns(Path::new("/etc/sy/sedAbC123"), &files));
+    }
+
+    /// A real inotify watcher on a directory: a file read (as checking the inputs reads them)
+    /// yields events, and none of them counts; the write that follows does.
+    #[test]
+    fn reading_a_watched_file_is_not_a_change_and_writing_it_is() {
+        let dir = std::env::temp_dir().join(format!("sy-watch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("config.toml");
+        std::fs::write(&file, "a = 1").unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                let _ = tx.send(event.unwrap().kind);
+            })
+            .unwrap();
+        watcher.watch(&dir, RecursiveMode::NonRecursive).unwrap();
+
+        std::fs::read(&file).unwrap();
+        std::fs::write(&file, "a = 2").unwrap();
+        let mut kinds = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !kinds.iter().any(may_change_content) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            kinds.push(rx.recv_timeout(left).expect("no event for the write"));
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+        let first_counted = kinds.iter().position(may_change_content).unwrap();
+        assert!(
+            first_counted > 0,
+            "the read produced no events, so this test shows nothing: {kinds:?}"
+        );
+        assert!(
+            matches!(kinds[first_counted], EventKind::Modify(_)),
+            "the first counted event is the write's: {kinds:?}"
+        );
     }
 }

@@ -1,5 +1,5 @@
-//! The sandbox in one place: the wasmtime engine, its pooling allocator, the epoch ticker that
-//! enforces per-hook CPU deadlines, and the on-disk cache of compiled plugins.
+//! The engine every plugin runs on: wasmtime's settings, its pooling allocator, and the on-disk
+//! cache of compiled plugins (the epoch ticker that enforces CPU deadlines is in `epoch`).
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -10,7 +10,6 @@ use tracing::{debug, warn};
 use wasmtime::component::Component;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-pub use super::limits::EPOCH_TICK;
 use super::limits::{MAX_MEMORY as MAX_PLUGIN_MEMORY, POOLED_INSTANCES};
 
 /// How many live instances each of `plugins` plugins may have, leaving half the slots free so a
@@ -20,7 +19,7 @@ pub fn instances_per_plugin(plugins: usize) -> usize {
 }
 
 /// Builds the engine every plugin runs on. Its epoch ticker starts with the first plugin
-/// ([`start_epoch_ticker`]), so a proxy without plugins has no thread waking every millisecond.
+/// ([`super::epoch::start`]), so a proxy without plugins has no ticker at all.
 pub fn new_engine() -> wasmtime::Result<Engine> {
     let mut config = Config::new();
     config.wasm_component_model(true);
@@ -38,29 +37,6 @@ pub fn new_engine() -> wasmtime::Result<Engine> {
         .max_memory_size(MAX_PLUGIN_MEMORY);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&config)
-}
-
-/// Starts the thread that advances `engine`'s epoch every [`EPOCH_TICK`], once per process (the
-/// engine is one per process too); hook CPU deadlines are checked on its ticks.
-pub fn start_epoch_ticker(engine: &Engine) {
-    static STARTED: std::sync::Once = std::sync::Once::new();
-    STARTED.call_once(|| spawn_epoch_ticker(engine));
-}
-
-fn spawn_epoch_ticker(engine: &Engine) {
-    let weak = engine.weak();
-    let spawned = std::thread::Builder::new()
-        .name("switchyard-epoch".into())
-        .spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                std::thread::sleep(EPOCH_TICK);
-            }
-        });
-    if let Err(e) = spawned {
-        warn!(error = %e, "cannot start the epoch ticker; plugin CPU deadlines will not fire");
-    }
 }
 
 /// Compiled components on disk, keyed by the component's sha256 and the engine's compatibility

@@ -244,6 +244,8 @@ impl HostState {
     pub fn configure(store: &mut Store<Self>) {
         store.limiter(|state| state);
         store.epoch_deadline_callback(|mut ctx: StoreContextMut<'_, Self>| {
+            // A hook running this long keeps the ticker awake until it ends or is stopped.
+            super::epoch::hook_running();
             let state = ctx.data_mut();
             if state.cpu_used() >= state.time_limit_override.unwrap_or(state.env.time_limit) {
                 state.timed_out = true;
@@ -265,7 +267,7 @@ impl HostState {
                 // Before the first check the clock was not read (a hook that ends within a tick,
                 // nearly all, never reads it): count one whole tick for the stretch so far, as
                 // the check comes about a tick after the stretch starts.
-                self.cpu_before += super::engine::EPOCH_TICK;
+                self.cpu_before += super::epoch::EPOCH_TICK;
                 self.stretch_cpu_base = Some(now);
                 self.cpu_before
             }
@@ -282,10 +284,12 @@ impl HostState {
     /// Opens a new stretch after waiting, possibly on another thread.
     fn resume_cpu_clock(&mut self) {
         self.stretch_cpu_base = None;
+        super::epoch::hook_running();
     }
 
     /// Starts the CPU clock for one hook call, which starts running now.
     pub fn start_hook(&mut self, request: Option<Box<RequestState>>) {
+        super::epoch::hook_running();
         self.request = request;
         self.cpu_before = Duration::ZERO;
         self.stretch_cpu_base = None;

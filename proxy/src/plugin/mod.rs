@@ -7,6 +7,7 @@ mod bindings;
 mod callout;
 mod chain;
 mod engine;
+mod epoch;
 mod failures;
 mod host;
 mod instance;
@@ -370,7 +371,7 @@ impl PluginRuntime {
         overrides: &HashMap<String, Vec<u8>>,
     ) -> Result<Plugins, LoadError> {
         if !config.plugins.is_empty() {
-            engine::start_epoch_ticker(&self.wasm()?.engine);
+            epoch::start(&self.wasm()?.engine);
         }
         let mut by_name = HashMap::new();
         for (index, p) in config.plugins.iter().enumerate() {
