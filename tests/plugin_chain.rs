@@ -45,6 +45,34 @@ async fn three_plugins_run_in_order_and_in_reverse_on_the_way_back() {
 }
 
 #[tokio::test]
+async fn a_plugin_reads_its_own_changes_back_in_the_order_it_made_them() {
+    // The SDK sends a hook's header, context and metric changes to the proxy in one call; what
+    // the hook reads in between must still see every change made before the read.
+    let app = Upstream::echo("app").await;
+    let proxy = Proxy::start(
+        &[
+            listener("public", "app", &["mine", "next"]),
+            cluster("app", &[app.addr.to_string()], ""),
+            testkit("mine", "read_back = true"),
+            testkit("next", r#"tag = "next""#),
+        ]
+        .join("\n"),
+    );
+
+    let reply = get(proxy.addr(), "/").await;
+
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let headers = &reply.json()["headers"];
+    assert_eq!(
+        headers["x-read-back"],
+        "set|set+added|none|kept|invalid header name \"bad name\"",
+        "{headers}"
+    );
+    assert_eq!(headers["x-mine"], serde_json::Value::Null, "{headers}");
+    assert_eq!(headers["x-chain"], "next");
+}
+
+#[tokio::test]
 async fn a_route_named_by_the_routing_plugin_skips_and_adds_plugins() {
     let app = Upstream::echo("app").await;
     let routing = format!(

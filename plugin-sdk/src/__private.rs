@@ -2,10 +2,11 @@
 //! from the generated `Guest` trait to a [`Plugin`]. Not a public API.
 #![allow(unsafe_code, missing_docs)]
 
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
 use std::time::Duration;
 
 use crate::action::{self, Action, Outcome, UpstreamError};
+use crate::batch::Batch;
 use crate::head::{HostError, PeerIdentity, Request, Response};
 use crate::host::{HostApi, Side, http, log, metrics, shared};
 use crate::{BodyInterest, Plugin};
@@ -39,6 +40,40 @@ fn refused(r: Result<(), String>) -> Result<(), HostError> {
     r.map_err(HostError)
 }
 
+thread_local! {
+    /// The changes of the request hook running now (a component has one thread).
+    static BATCH: RefCell<Batch> = RefCell::default();
+}
+
+/// Gathers a change with `add` while a request hook runs; false when it must go to the host
+/// now (outside request hooks, or a change `add` declines).
+fn gather(add: impl FnOnce(&mut Batch) -> Option<()>) -> bool {
+    BATCH.with_borrow_mut(|batch| batch.open && add(batch).is_some())
+}
+
+/// Sends the gathered changes: before a call that could see them, and when the hook returns.
+/// The host refuses only what the SDK should not have gathered, a bug: the hook fails with it.
+fn flush() {
+    BATCH.with_borrow_mut(|batch| {
+        if let Some(changes) = batch.pending() {
+            let applied = wit::batch::apply(changes);
+            batch.clear();
+            if let Err(e) = applied {
+                fail(&e);
+            }
+        }
+    });
+}
+
+/// Runs a request hook with changes gathered, sending them when it returns.
+fn gathering<R>(hook: impl FnOnce() -> R) -> R {
+    BATCH.with_borrow_mut(|batch| batch.open = true);
+    let result = hook();
+    flush();
+    BATCH.with_borrow_mut(|batch| batch.open = false);
+    result
+}
+
 impl HostApi for WasmHost {
     fn method(&mut self) -> String {
         wit::request::method()
@@ -50,6 +85,7 @@ impl HostApi for WasmHost {
         refused(wit::request::set_path(path))
     }
     fn authority(&mut self) -> Option<String> {
+        flush();
         wit::request::authority()
     }
     fn status(&mut self) -> Option<u16> {
@@ -59,39 +95,63 @@ impl HostApi for WasmHost {
         refused(wit::response::set_status(status))
     }
     fn header(&mut self, side: Side, name: &str) -> Option<String> {
+        flush();
         match side {
             Side::Request => wit::request::header(name),
             Side::Response => wit::response::header(name),
         }
     }
     fn header_all(&mut self, side: Side, name: &str) -> Vec<String> {
+        flush();
         match side {
             Side::Request => wit::request::header_all(name),
             Side::Response => wit::response::header_all(name),
         }
     }
     fn header_names(&mut self, side: Side) -> Vec<String> {
+        flush();
         match side {
             Side::Request => wit::request::header_names(),
             Side::Response => wit::response::header_names(),
         }
     }
     fn set_header(&mut self, side: Side, name: &str, value: &str) -> Result<(), HostError> {
+        if side == Side::Request && gather(|b| b.request_header(false, name, value)) {
+            return Ok(());
+        }
+        flush();
         refused(match side {
             Side::Request => wit::request::set_header(name, value),
             Side::Response => wit::response::set_header(name, value),
         })
     }
     fn add_header(&mut self, side: Side, name: &str, value: &str) -> Result<(), HostError> {
+        if side == Side::Request && gather(|b| b.request_header(true, name, value)) {
+            return Ok(());
+        }
+        flush();
         refused(match side {
             Side::Request => wit::request::add_header(name, value),
             Side::Response => wit::response::add_header(name, value),
         })
     }
     fn add_response_header(&mut self, name: &str, value: &str) -> Result<(), HostError> {
+        if gather(|b| b.client_response_header(name, value)) {
+            return Ok(());
+        }
+        flush();
         refused(wit::request::add_response_header(name, value))
     }
     fn remove_header(&mut self, side: Side, name: &str) {
+        if side == Side::Request
+            && gather(|b| {
+                b.remove_request_header(name);
+                Some(())
+            })
+        {
+            return;
+        }
+        flush();
         match side {
             Side::Request => wit::request::remove_header(name),
             Side::Response => wit::response::remove_header(name),
@@ -132,9 +192,16 @@ impl HostApi for WasmHost {
         wit::routing::set_per_try_timeout(ms);
     }
     fn context_get(&mut self, key: &str) -> Option<Vec<u8>> {
+        flush();
         wit::context::get(key)
     }
     fn context_set(&mut self, key: &str, value: &[u8]) {
+        if gather(|b| {
+            b.set_context(key, value);
+            Some(())
+        }) {
+            return;
+        }
         wit::context::set(key, value);
     }
     fn counter_add(&mut self, name: &str, delta: i64) -> i64 {
@@ -165,6 +232,9 @@ impl HostApi for WasmHost {
         wit::shared::kv_delete(key);
     }
     fn metric(&mut self, kind: metrics::Kind, name: &str, labels: &[(&str, &str)], value: f64) {
+        if gather(|b| b.metric(kind, name, labels, value)) {
+            return;
+        }
         let labels: Vec<(String, String)> = labels
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -271,6 +341,11 @@ fn with_plugin<P: Plugin>(cell: &OnceCell<P>, f: impl FnOnce(&P) -> Action) -> D
     }
 }
 
+/// A request hook: as [`with_plugin`], with its changes gathered into one host call.
+fn request_hook<P: Plugin>(cell: &OnceCell<P>, f: impl FnOnce(&P) -> Action) -> Decision {
+    gathering(|| with_plugin(cell, f))
+}
+
 pub fn init<P: Plugin>(cell: &OnceCell<P>, config: &str) -> Result<BodyInterestFlags, String> {
     report_panics();
     let plugin = crate::load::<P>(config)?;
@@ -290,11 +365,11 @@ pub fn init<P: Plugin>(cell: &OnceCell<P>, config: &str) -> Result<BodyInterestF
 }
 
 pub fn on_request<P: Plugin>(cell: &OnceCell<P>) -> Decision {
-    with_plugin(cell, |p| p.on_request(&mut Request::handle()))
+    request_hook(cell, |p| p.on_request(&mut Request::handle()))
 }
 
 pub fn on_request_body<P: Plugin>(cell: &OnceCell<P>, body: &[u8]) -> Decision {
-    with_plugin(cell, |p| p.on_request_body(&mut Request::handle(), body))
+    request_hook(cell, |p| p.on_request_body(&mut Request::handle(), body))
 }
 
 pub fn on_upstream_response<P: Plugin>(cell: &OnceCell<P>, outcome: AttemptOutcome) -> Decision {
@@ -305,19 +380,19 @@ pub fn on_upstream_response<P: Plugin>(cell: &OnceCell<P>, outcome: AttemptOutco
         AttemptOutcome::Error(E::Reset) => Outcome::Error(UpstreamError::Reset),
         AttemptOutcome::Error(E::PerTryTimeout) => Outcome::Error(UpstreamError::PerTryTimeout),
     };
-    with_plugin(cell, |p| {
+    request_hook(cell, |p| {
         p.on_upstream_response(&mut Request::handle(), outcome)
     })
 }
 
 pub fn on_response<P: Plugin>(cell: &OnceCell<P>) -> Decision {
-    with_plugin(cell, |p| {
+    request_hook(cell, |p| {
         p.on_response(&mut Request::handle(), &mut Response::handle())
     })
 }
 
 pub fn on_response_body<P: Plugin>(cell: &OnceCell<P>, body: &[u8]) -> Decision {
-    with_plugin(cell, |p| {
+    request_hook(cell, |p| {
         p.on_response_body(&mut Request::handle(), &mut Response::handle(), body)
     })
 }
@@ -350,7 +425,7 @@ pub fn on_tick<P: Plugin>(cell: &OnceCell<P>) -> Decision {
 }
 
 pub fn on_log<P: Plugin>(cell: &OnceCell<P>) -> Decision {
-    with_plugin(cell, |p| {
+    request_hook(cell, |p| {
         p.on_log(&Request::handle(), &Response::handle());
         Action::Continue
     })

@@ -39,6 +39,7 @@
 extern crate self as switchyard_sdk;
 
 mod action;
+mod batch;
 pub mod config;
 pub mod grpc;
 mod head;

@@ -73,9 +73,6 @@ impl Plugin for Auth {
     }
 
     fn on_request(&self, req: &mut Request) -> Action {
-        for name in &self.identity_headers {
-            req.remove_header(name);
-        }
         // Only read the token when some provider can check it.
         let bearer = (!self.config.jwt.is_empty())
             .then(|| req.header("authorization"))
@@ -86,6 +83,11 @@ impl Plugin for Auth {
             .api_keys
             .as_ref()
             .and_then(|keys| req.header(&keys.header));
+        // After reading the credentials, so the removals go to the proxy with this hook's other
+        // changes in one call rather than before the reads.
+        for name in &self.identity_headers {
+            req.remove_header(name);
+        }
         let outcome = self
             .authenticate(bearer.as_deref(), presented_key.as_deref())
             .and_then(|credentials| self.authorize(req, &credentials).map(|()| credentials));

@@ -220,7 +220,7 @@ impl HostState {
     fn parse_header(
         &mut self,
         name: &str,
-        value: String,
+        value: bytes::Bytes,
     ) -> Result<(HeaderName, HeaderValue), String> {
         let name = match self.custom_header_names.iter().find(|n| n.as_str() == name) {
             Some(known) => known.clone(),
@@ -235,7 +235,7 @@ impl HostState {
                 parsed
             }
         };
-        let value = HeaderValue::from_maybe_shared(bytes::Bytes::from(value))
+        let value = HeaderValue::from_maybe_shared(value)
             .map_err(|_| format!("invalid value for header {name}"))?;
         Ok((name, value))
     }
@@ -417,8 +417,43 @@ impl request::Host for HostState {
     }
 
     fn set_header(&mut self, name: String, value: String) -> Result<(), String> {
-        let (name, value) = self.parse_header(&name, value)?;
+        self.change_request_header(HeaderChange::Set, &name, value.into())
+    }
+
+    fn add_header(&mut self, name: String, value: String) -> Result<(), String> {
+        self.change_request_header(HeaderChange::Add, &name, value.into())
+    }
+
+    fn add_response_header(&mut self, name: String, value: String) -> Result<(), String> {
+        self.add_client_response_header(&name, value.into())
+    }
+
+    fn remove_header(&mut self, name: String) {
+        self.remove_request_header(&name);
+    }
+}
+
+/// Whether a header change replaces the header's values or adds one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum HeaderChange {
+    Set,
+    Add,
+}
+
+/// The request changes a plugin may make one by one (`request` imports) or in a batch.
+impl HostState {
+    pub(super) fn change_request_header(
+        &mut self,
+        change: HeaderChange,
+        name: &str,
+        value: bytes::Bytes,
+    ) -> Result<(), String> {
+        let (name, value) = self.parse_header(name, value)?;
         let head = &mut self.req_mut().ok_or(NO_REQUEST)?.head;
+        if change == HeaderChange::Add {
+            head.headers.append(name, value);
+            return Ok(());
+        }
         if name == http::header::HOST && head.uri.authority().is_some() {
             // HTTP/2 and absolute-form requests carry the authority in the URI, which wins over
             // Host: a host rewrite must change it there too.
@@ -433,18 +468,12 @@ impl request::Host for HostState {
         Ok(())
     }
 
-    fn add_header(&mut self, name: String, value: String) -> Result<(), String> {
-        let (name, value) = self.parse_header(&name, value)?;
-        self.req_mut()
-            .ok_or(NO_REQUEST)?
-            .head
-            .headers
-            .append(name, value);
-        Ok(())
-    }
-
-    fn add_response_header(&mut self, name: String, value: String) -> Result<(), String> {
-        let (name, value) = self.parse_header(&name, value)?;
+    pub(super) fn add_client_response_header(
+        &mut self,
+        name: &str,
+        value: bytes::Bytes,
+    ) -> Result<(), String> {
+        let (name, value) = self.parse_header(name, value)?;
         self.req_mut()
             .ok_or(NO_REQUEST)?
             .response_headers_to_add
@@ -452,9 +481,9 @@ impl request::Host for HostState {
         Ok(())
     }
 
-    fn remove_header(&mut self, name: String) {
+    pub(super) fn remove_request_header(&mut self, name: &str) {
         if let Some(req) = self.req_mut() {
-            req.head.headers.remove(name.as_str());
+            req.head.headers.remove(name);
         }
     }
 }
@@ -492,13 +521,13 @@ impl response::Host for HostState {
     }
 
     fn set_header(&mut self, name: String, value: String) -> Result<(), String> {
-        let (name, value) = self.parse_header(&name, value)?;
+        let (name, value) = self.parse_header(&name, value.into())?;
         self.response_headers_mut()?.insert(name, value);
         Ok(())
     }
 
     fn add_header(&mut self, name: String, value: String) -> Result<(), String> {
-        let (name, value) = self.parse_header(&name, value)?;
+        let (name, value) = self.parse_header(&name, value.into())?;
         self.response_headers_mut()?.append(name, value);
         Ok(())
     }

@@ -109,14 +109,24 @@ fn update(
             apply(handle);
             return Ok(());
         }
-        let labels = labels
-            .iter()
-            .map(|(k, v)| (k.clone().into_owned(), v.clone().into_owned()))
-            .collect();
-        (kind, name.into_owned(), labels)
+        lookup.to_key()
     };
     apply(store.data_mut().metric(key));
     Ok(())
+}
+
+/// Applies `apply` to the handle of the metric named by borrowed parts (from a batch of
+/// changes), copying them only the first time the metric is seen.
+pub fn update_borrowed(
+    state: &mut HostState,
+    lookup: &MetricLookup<'_>,
+    apply: impl Fn(&MetricHandle),
+) {
+    if let Some(handle) = state.cached_metric(lookup) {
+        apply(handle);
+        return;
+    }
+    apply(state.metric(lookup.to_key()));
 }
 
 /// A [`MetricKey`] of borrowed parts; hashes as the key does (a `Cow<str>` and a `String` both
@@ -125,6 +135,26 @@ pub struct MetricLookup<'a> {
     kind: MetricKind,
     name: &'a str,
     labels: &'a [(Cow<'a, str>, Cow<'a, str>)],
+}
+
+impl<'a> MetricLookup<'a> {
+    pub fn new(
+        kind: MetricKind,
+        name: &'a str,
+        labels: &'a [(Cow<'a, str>, Cow<'a, str>)],
+    ) -> Self {
+        Self { kind, name, labels }
+    }
+
+    /// The owned key, for a metric seen the first time.
+    fn to_key(&self) -> MetricKey {
+        let labels = self
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone().into_owned(), v.clone().into_owned()))
+            .collect();
+        (self.kind, self.name.to_owned(), labels)
+    }
 }
 
 impl Hash for MetricLookup<'_> {

@@ -3,6 +3,7 @@
 //! plugins can call, `instance` the per-plugin instance pools, `loader` how a .wasm becomes a
 //! plugin, `chain` how a listener runs its plugins.
 
+mod batch;
 mod bindings;
 mod callout;
 mod chain;

@@ -45,6 +45,10 @@ pub struct Config {
     /// Stream response bodies and fail on every chunk.
     #[serde(default)]
     pub stream_fail: bool,
+    /// In on_request, change the request and read the changes back in the same hook; what it
+    /// saw goes upstream in `x-read-back`.
+    #[serde(default)]
+    pub read_back: bool,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -123,6 +127,9 @@ impl Plugin for Testkit {
         if let Some(tag) = &self.config.tag {
             let _ = req.add_header("x-chain", tag);
         }
+        if self.config.read_back {
+            read_back(req);
+        }
         if self.config.tick_ms.is_some() {
             let ticks = shared::counter_get("testkit.ticks").to_string();
             let _ = req.add_response_header("x-ticks", &ticks);
@@ -187,6 +194,30 @@ impl Testkit {
 fn fail_with_question_mark(req: &mut Request) -> Result<Action, switchyard_sdk::HostError> {
     req.set_header("not a header name", "x")?;
     Ok(Action::Continue)
+}
+
+/// Each change is read back before the next: a plugin sees its own changes in order.
+fn read_back(req: &mut Request) {
+    let shown = |value: Option<String>| value.unwrap_or_else(|| "none".into());
+    let _ = req.set_header("x-mine", "set");
+    let set = shown(req.header("x-mine"));
+    let _ = req.add_header("x-mine", "added");
+    let added = req.header_all("x-mine").join("+");
+    req.remove_header("x-mine");
+    let removed = shown(req.header("x-mine"));
+    req.context_set("testkit.mine", b"kept");
+    let context = shown(
+        req.context_get("testkit.mine")
+            .map(|v| String::from_utf8_lossy(&v).into_owned()),
+    );
+    let refused = match req.set_header("bad name", "v") {
+        Ok(()) => "accepted".to_owned(),
+        Err(e) => e.to_string(),
+    };
+    let _ = req.set_header(
+        "x-read-back",
+        &format!("{set}|{added}|{removed}|{context}|{refused}"),
+    );
 }
 
 fn misbehave(m: Misbehave) {

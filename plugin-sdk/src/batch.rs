@@ -1,0 +1,157 @@
+//! The changes a hook makes, gathered and sent to the host in one call (the WIT's `batch`
+//! interface) instead of one host call each: a request header set, a header for the client's
+//! response, the request context, a counter. Only changes that cannot fail once checked here
+//! are gathered; the wasm host sends them before any call that could see them and when the hook
+//! returns.
+#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+
+use crate::host::metrics::Kind;
+
+const SET_REQUEST_HEADER: u8 = 1;
+const ADD_REQUEST_HEADER: u8 = 2;
+const REMOVE_REQUEST_HEADER: u8 = 3;
+const ADD_CLIENT_RESPONSE_HEADER: u8 = 4;
+const SET_CONTEXT: u8 = 5;
+const METRIC: u8 = 6;
+
+/// The encoded changes of the hook running now; the buffer is kept between hooks.
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    bytes: Vec<u8>,
+    /// Whether a request hook is running, the only time changes are gathered.
+    pub(crate) open: bool,
+}
+
+impl Batch {
+    /// A request header set (`add` false) or added; `None` if it must go to the host at once:
+    /// `host` (which also changes the URI's authority and can fail) or a name or value the host
+    /// would refuse (its error is the one the plugin gets).
+    pub(crate) fn request_header(&mut self, add: bool, name: &str, value: &str) -> Option<()> {
+        if name.eq_ignore_ascii_case("host") || !valid_header(name, value) {
+            return None;
+        }
+        self.bytes.push(if add {
+            ADD_REQUEST_HEADER
+        } else {
+            SET_REQUEST_HEADER
+        });
+        self.string(name.as_bytes());
+        self.string(value.as_bytes());
+        Some(())
+    }
+
+    pub(crate) fn remove_request_header(&mut self, name: &str) {
+        self.bytes.push(REMOVE_REQUEST_HEADER);
+        self.string(name.as_bytes());
+    }
+
+    /// A header for the client's response; `None` if the host would refuse it.
+    pub(crate) fn client_response_header(&mut self, name: &str, value: &str) -> Option<()> {
+        if !valid_header(name, value) {
+            return None;
+        }
+        self.bytes.push(ADD_CLIENT_RESPONSE_HEADER);
+        self.string(name.as_bytes());
+        self.string(value.as_bytes());
+        Some(())
+    }
+
+    pub(crate) fn set_context(&mut self, key: &str, value: &[u8]) {
+        self.bytes.push(SET_CONTEXT);
+        self.string(key.as_bytes());
+        self.string(value);
+    }
+
+    /// A metric update; `None` with more labels than the encoding counts (255).
+    pub(crate) fn metric(
+        &mut self,
+        kind: Kind,
+        name: &str,
+        labels: &[(&str, &str)],
+        value: f64,
+    ) -> Option<()> {
+        let count = u8::try_from(labels.len()).ok()?;
+        self.bytes.push(METRIC);
+        self.bytes.push(match kind {
+            Kind::Counter => 0,
+            Kind::Gauge => 1,
+            Kind::Histogram => 2,
+        });
+        self.string(name.as_bytes());
+        self.bytes.push(count);
+        for (key, value) in labels {
+            self.string(key.as_bytes());
+            self.string(value.as_bytes());
+        }
+        let raw = match kind {
+            // Counters take whole numbers (`metrics::counter` passes a u64).
+            Kind::Counter => value as u64,
+            Kind::Gauge | Kind::Histogram => value.to_bits(),
+        };
+        self.bytes.extend_from_slice(&raw.to_le_bytes());
+        Some(())
+    }
+
+    /// The changes gathered so far, if any; the caller sends them and then calls `clear`.
+    pub(crate) fn pending(&self) -> Option<&[u8]> {
+        (!self.bytes.is_empty()).then_some(&self.bytes[..])
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.bytes.clear();
+    }
+
+    fn string(&mut self, s: &[u8]) {
+        // Strings from a plugin are far below 4 GiB (a wasm32 memory is at most that).
+        self.bytes
+            .extend_from_slice(&(s.len() as u32).to_le_bytes());
+        self.bytes.extend_from_slice(s);
+    }
+}
+
+/// Whether the host takes this header as it is: a name of token characters (upper case is
+/// lowered) and a value of visible characters, spaces and tabs — the `http` crate's rules.
+pub(crate) fn valid_header(name: &str, value: &str) -> bool {
+    let token = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
+    let visible = |b: &u8| (*b >= 0x20 && *b != 0x7f) || *b == b'\t';
+    !name.is_empty()
+        && name.len() < (1 << 16)
+        && name.as_bytes().iter().all(token)
+        && value.as_bytes().iter().all(visible)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_are_encoded_as_the_host_reads_them() {
+        let mut batch = Batch::default();
+        assert_eq!(batch.pending(), None);
+        batch.request_header(false, "x-a", "1").unwrap();
+        batch.remove_request_header("x-b");
+        batch
+            .metric(Kind::Counter, "hits", &[("route", "api")], 3.0)
+            .unwrap();
+        let mut expected = vec![1, 3, 0, 0, 0, b'x', b'-', b'a', 1, 0, 0, 0, b'1'];
+        expected.extend_from_slice(&[3, 3, 0, 0, 0, b'x', b'-', b'b']);
+        expected.extend_from_slice(&[6, 0, 4, 0, 0, 0, b'h', b'i', b't', b's', 1]);
+        expected.extend_from_slice(&[5, 0, 0, 0, b'r', b'o', b'u', b't', b'e']);
+        expected.extend_from_slice(&[3, 0, 0, 0, b'a', b'p', b'i']);
+        expected.extend_from_slice(&3u64.to_le_bytes());
+        assert_eq!(batch.pending(), Some(&expected[..]));
+        batch.clear();
+        assert_eq!(batch.pending(), None);
+    }
+
+    #[test]
+    fn what_the_host_could_refuse_is_not_gathered() {
+        let mut batch = Batch::default();
+        assert_eq!(batch.request_header(false, "Host", "example.com"), None);
+        assert_eq!(batch.request_header(true, "bad name", "v"), None);
+        assert_eq!(batch.request_header(false, "x-ok", "line\nbreak"), None);
+        assert_eq!(batch.client_response_header("", "v"), None);
+        assert_eq!(batch.pending(), None);
+        assert!(valid_header("X-Upper_Case", "tab\tand visible ~ é"));
+    }
+}
