@@ -59,13 +59,14 @@ async fn a_plugin_reads_its_own_changes_back_in_the_order_it_made_them() {
         .join("\n"),
     );
 
-    let reply = get(proxy.addr(), "/").await;
+    let reply = get(proxy.addr(), "/here").await;
 
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.json()["path"], "/moved/here", "{}", reply.text());
     let headers = &reply.json()["headers"];
     assert_eq!(
         headers["x-read-back"],
-        "set|set+added|none|kept|invalid header name \"bad name\"",
+        "set|set+added|none|kept|invalid header name \"bad name\"|/moved/here",
         "{headers}"
     );
     assert_eq!(headers["x-mine"], serde_json::Value::Null, "{headers}");

@@ -43,6 +43,26 @@ fn refused(r: Result<(), String>) -> Result<(), HostError> {
 thread_local! {
     /// The changes of the request hook running now (a component has one thread).
     static BATCH: RefCell<Batch> = RefCell::default();
+    /// The method and path, read once per request hook: route tables test the path once per
+    /// rule, and each read was a host call. Only `set_path` changes them, and it updates this.
+    static HEAD_READS: RefCell<HeadReads> = RefCell::default();
+}
+
+#[derive(Default)]
+struct HeadReads {
+    method: Option<String>,
+    path: Option<String>,
+}
+
+/// `read` from the cache while a request hook runs, from the host (and kept) the first time.
+fn cached(
+    field: fn(&mut HeadReads) -> &mut Option<String>,
+    read: impl FnOnce() -> String,
+) -> String {
+    if !BATCH.with_borrow(|batch| batch.open) {
+        return read();
+    }
+    HEAD_READS.with_borrow_mut(|reads| field(reads).get_or_insert_with(read).clone())
 }
 
 /// Gathers a change with `add` while a request hook runs; false when it must go to the host
@@ -71,17 +91,19 @@ fn gathering<R>(hook: impl FnOnce() -> R) -> R {
     let result = hook();
     flush();
     BATCH.with_borrow_mut(|batch| batch.open = false);
+    HEAD_READS.take();
     result
 }
 
 impl HostApi for WasmHost {
     fn method(&mut self) -> String {
-        wit::request::method()
+        cached(|reads| &mut reads.method, wit::request::method)
     }
     fn path(&mut self) -> String {
-        wit::request::path()
+        cached(|reads| &mut reads.path, wit::request::path)
     }
     fn set_path(&mut self, path: &str) -> Result<(), HostError> {
+        HEAD_READS.with_borrow_mut(|reads| reads.path = None);
         refused(wit::request::set_path(path))
     }
     fn authority(&mut self) -> Option<String> {

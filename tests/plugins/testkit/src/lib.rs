@@ -214,9 +214,12 @@ fn read_back(req: &mut Request) {
         Ok(()) => "accepted".to_owned(),
         Err(e) => e.to_string(),
     };
+    let first_path = req.path();
+    let _ = req.set_path(&format!("/moved{first_path}"));
+    let moved = req.path();
     let _ = req.set_header(
         "x-read-back",
-        &format!("{set}|{added}|{removed}|{context}|{refused}"),
+        &format!("{set}|{added}|{removed}|{context}|{refused}|{moved}"),
     );
 }
 
