@@ -1,0 +1,403 @@
+//! Attempts: sending the request to an endpoint until one attempt is final — per-try and
+//! total deadlines, the retry a plugin asks for and why one is refused, and the answer the last
+//! attempt makes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use http::header::HeaderValue;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use tracing::{debug, warn};
+
+use crate::balance::hash_bytes;
+use crate::body::ProxyBody;
+use crate::config::UpstreamProtocol;
+use crate::grpc;
+use crate::headers;
+use crate::local_response::LocalError;
+use crate::plugin::{AttemptOutcome, RequestState, Step, UpstreamError};
+use crate::telemetry::exchange::AttemptSpan;
+use crate::telemetry::trace_context::new_span_id;
+use crate::telemetry::{AttemptResult, ErrorKind};
+use crate::upstream::{
+    Admission, Cluster, Endpoint, InFlight, Lent, Observed, UpstreamError as SendError,
+};
+
+use super::ListenerProxy;
+use super::answers::{
+    Answer, downstream_body_error, error_answer, local_answer, overloaded, plugin_failed_answer,
+    upstream_answer,
+};
+use super::request_body::RequestBody;
+
+/// Most attempts one request may make, whatever plugins ask.
+const MAX_ATTEMPTS: u32 = 25;
+
+/// The endpoint an attempt reached, its in-flight count, and the connection lent to it.
+pub(super) struct Attempted {
+    pub(super) endpoint: Arc<Endpoint>,
+    pub(super) in_flight: InFlight,
+    pub(super) connection: Lent,
+}
+
+/// Why an attempt has no response.
+pub(super) enum AttemptError {
+    NoEndpoint,
+    /// A circuit breaker of the cluster is open.
+    Overloaded(&'static str),
+    Send(SendError),
+    Timeout,
+    NotReplayable,
+    BadRequest(String),
+}
+
+/// Why a retry a plugin asked for was not made: the access log's `retry_refused` and the
+/// `reason` label of `switchyard_retries_refused_total`.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum RetryRefused {
+    /// The request body went over the cluster's `max_replay_body` (or a plugin read it whole
+    /// and it was over the buffer), so it cannot be sent again.
+    BodyNotKept,
+    MaxAttempts,
+    /// The wait before the retry would pass the request's deadline.
+    Deadline,
+    /// The cluster's `max_retries` circuit breaker is full.
+    CircuitBreaker,
+}
+
+impl RetryRefused {
+    pub(super) fn label(self) -> &'static str {
+        match self {
+            Self::BodyNotKept => "body-too-large",
+            Self::MaxAttempts => "max-attempts",
+            Self::Deadline => "deadline",
+            Self::CircuitBreaker => "circuit-breaker",
+        }
+    }
+}
+
+/// The request head itself, leaving an empty one behind.
+pub(super) fn take_head(head: &mut http::request::Parts, body: ProxyBody) -> Request<ProxyBody> {
+    let empty = Request::new(()).into_parts().0;
+    Request::from_parts(std::mem::replace(head, empty), body)
+}
+
+pub(super) type AttemptSendResult = Result<(Response<Incoming>, Attempted), AttemptError>;
+
+pub(super) type HeadlessResult = Result<(Incoming, Attempted), AttemptError>;
+
+/// Takes the response head out of an attempt so plugins can read and change it.
+pub(super) fn split_head(
+    result: AttemptSendResult,
+) -> (HeadlessResult, Option<http::response::Parts>) {
+    match result {
+        Ok((response, attempted)) => {
+            let (head, body) = response.into_parts();
+            (Ok((body, attempted)), Some(head))
+        }
+        Err(e) => (Err(e), None),
+    }
+}
+
+pub(super) fn rejoin_head(
+    result: HeadlessResult,
+    head: Option<http::response::Parts>,
+) -> AttemptSendResult {
+    match (result, head) {
+        (Ok((body, attempted)), Some(head)) => Ok((Response::from_parts(head, body), attempted)),
+        (Ok(_), None) => Err(AttemptError::BadRequest(
+            "the response head went missing".into(),
+        )),
+        (Err(e), _) => Err(e),
+    }
+}
+
+/// The key `ring_hash` uses: the configured header's value, else the client's IP address.
+pub(super) fn request_hash(
+    head: &http::request::Parts,
+    cluster: &Cluster,
+    peer: SocketAddr,
+) -> u64 {
+    let header: Option<&HeaderValue> = cluster
+        .config
+        .hash_header
+        .as_deref()
+        .and_then(|name| head.headers.get(name));
+    match header {
+        Some(value) => hash_bytes(value.as_bytes()),
+        None => hash_bytes(peer.ip().to_string().as_bytes()),
+    }
+}
+
+impl ListenerProxy {
+    /// Sends the request until an attempt is final: no plugin asks for a retry, the request
+    /// cannot be replayed, or the deadline or attempt cap is reached.
+    pub(super) async fn attempts(
+        &self,
+        mut state: Box<RequestState>,
+        mut body: RequestBody,
+        cluster: &Arc<Cluster>,
+        mut downstream_upgrade: Option<OnUpgrade>,
+    ) -> (Box<RequestState>, Answer) {
+        let mut total = state.timeout.unwrap_or(cluster.config.timeout);
+        // A gRPC client's own deadline bounds the request too; each attempt tells the upstream
+        // what is left of it.
+        let grpc_timeout = state
+            .head
+            .headers
+            .get(&grpc::GRPC_TIMEOUT)
+            .and_then(grpc::parse_timeout);
+        if let Some(client) = grpc_timeout {
+            total = total.min(client);
+        }
+        let deadline = Instant::now() + total;
+        let Some(admission) = cluster.limits.admit_request() else {
+            self.record_error(&mut state, ErrorKind::Overloaded);
+            return (state, overloaded(cluster, "requests"));
+        };
+        let mut admission = Some(admission);
+        // The circuit-breaker slot of the retry in progress, if this attempt is one.
+        let mut _retry_slot = None;
+        loop {
+            state.attempt += 1;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let per_try = state
+                .per_try_timeout
+                .map_or(remaining, |t| t.min(remaining));
+            let result = self.attempt(&mut state, &mut body, cluster, per_try).await;
+
+            let overload = matches!(result, Err(AttemptError::Overloaded(_)));
+            if !self.chain.may_retry() || overload {
+                let answer = self.finish_attempt(
+                    result,
+                    cluster,
+                    &mut downstream_upgrade,
+                    per_try,
+                    admission.take(),
+                );
+                return (state, answer);
+            }
+            let outcome = match &result {
+                Ok((response, _)) => AttemptOutcome::Response(response.status().as_u16()),
+                Err(AttemptError::Timeout) => AttemptOutcome::Error(UpstreamError::PerTryTimeout),
+                Err(AttemptError::Send(e)) if e.is_connect() => {
+                    AttemptOutcome::Error(UpstreamError::ConnectFailure)
+                }
+                Err(_) => AttemptOutcome::Error(UpstreamError::Reset),
+            };
+            // Plugins read the attempt's response head through the response interface.
+            let (result, head) = split_head(result);
+            state.response = head;
+            let (back, step) = self.chain.on_upstream_response(state, outcome).await;
+            state = back;
+            let head = state.response.take();
+            let result = rejoin_head(result, head);
+            match step {
+                Step::Retry(delay) => {
+                    let refused = if !body.replayable() {
+                        Err(RetryRefused::BodyNotKept)
+                    } else if state.attempt >= MAX_ATTEMPTS {
+                        Err(RetryRefused::MaxAttempts)
+                    } else if Instant::now() + delay >= deadline {
+                        Err(RetryRefused::Deadline)
+                    } else {
+                        cluster
+                            .limits
+                            .admit_retry()
+                            .ok_or(RetryRefused::CircuitBreaker)
+                    };
+                    match refused {
+                        Ok(retry_slot) => {
+                            _retry_slot = Some(retry_slot);
+                            cluster.metrics.retries.increment(1);
+                            debug!(attempt = state.attempt, ?delay, cluster = %cluster.name(), "retrying");
+                            drop(result);
+                            tokio::time::sleep(delay).await;
+                            continue;
+                        }
+                        Err(reason) => {
+                            debug!(
+                                attempt = state.attempt,
+                                reason = reason.label(),
+                                "retry not possible"
+                            );
+                            state.exchange.retry_refused = Some(reason.label());
+                            cluster.metrics.retry_refused(reason.label());
+                        }
+                    }
+                }
+                Step::Respond(local) => return (state, local_answer(local)),
+                Step::Failed(plugin) => {
+                    self.record_error(&mut state, ErrorKind::Plugin);
+                    return (state, plugin_failed_answer(&plugin));
+                }
+                Step::Continue => {}
+            }
+            let answer = self.finish_attempt(
+                result,
+                cluster,
+                &mut downstream_upgrade,
+                per_try,
+                admission.take(),
+            );
+            return (state, answer);
+        }
+    }
+
+    /// One attempt: pick an endpoint, send a copy of the head with the body, wait for the head.
+    pub(super) async fn attempt(
+        &self,
+        state: &mut RequestState,
+        body: &mut RequestBody,
+        cluster: &Arc<Cluster>,
+        per_try: Duration,
+    ) -> Result<(Response<Incoming>, Attempted), AttemptError> {
+        let hash = cluster
+            .wants_hash()
+            .then(|| request_hash(&state.head, cluster, state.peer));
+        let Some(endpoint) = cluster.pick(hash) else {
+            self.record_error(state, ErrorKind::NoEndpoint);
+            return Err(AttemptError::NoEndpoint);
+        };
+        let Some(body) = body.for_attempt() else {
+            self.record_error(state, ErrorKind::Reset);
+            return Err(AttemptError::NotReplayable);
+        };
+        // When no hook runs after sending (no plugins, or plugins with request hooks only)
+        // nothing reads the head again and nothing retries: move it, don't copy.
+        let mut req = if !self.chain.reads_request_after_send() {
+            take_head(&mut state.head, body)
+        } else {
+            headers::copy_request(&state.head, body)
+        };
+        if req.headers().contains_key(&grpc::GRPC_TIMEOUT) {
+            req.headers_mut()
+                .insert(&grpc::GRPC_TIMEOUT, grpc::format_timeout(per_try));
+        }
+        let http2 = cluster.config.protocol == UpstreamProtocol::Http2;
+        headers::set_upstream_target(&mut req, http2)
+            .map_err(|e| AttemptError::BadRequest(e.to_string()))?;
+        let span_id = state.exchange.trace.as_ref().map(|trace| {
+            let span_id = new_span_id();
+            trace.inject(req.headers_mut(), span_id);
+            span_id
+        });
+        state.exchange.upstream = Some(endpoint.addr);
+
+        let in_flight = endpoint.start_request();
+        let started = Instant::now();
+        let recording = span_id.is_some()
+            && self
+                .telemetry
+                .shared
+                .records_attempts(state.exchange.trace.as_ref());
+        let started_at = recording.then(SystemTime::now);
+        let sent = tokio::time::timeout(per_try, endpoint.send(req)).await;
+        let took = started.elapsed();
+        let result = match &sent {
+            Ok(Ok((response, _))) => AttemptResult::Status(response.status().as_u16()),
+            Ok(Err(SendError::Overloaded { .. })) => AttemptResult::Error(ErrorKind::Overloaded),
+            Ok(Err(SendError::Tls { .. })) => AttemptResult::Error(ErrorKind::Tls),
+            Ok(Err(e)) if e.is_connect() => AttemptResult::Error(ErrorKind::Connect),
+            Ok(Err(_)) => AttemptResult::Error(ErrorKind::Reset),
+            Err(_) => AttemptResult::Error(ErrorKind::Timeout),
+        };
+        match result {
+            AttemptResult::Status(_) => state.exchange.error = None,
+            AttemptResult::Error(kind) => self.record_error(state, kind),
+        }
+        if !matches!(result, AttemptResult::Error(ErrorKind::Overloaded)) {
+            cluster.metrics.record_attempt(result, took);
+        }
+        if let (Some(span_id), Some(start)) = (span_id, started_at) {
+            state.exchange.attempts.push(AttemptSpan {
+                span_id,
+                start,
+                end: SystemTime::now(),
+                endpoint: endpoint.addr,
+                result,
+            });
+        }
+        match sent {
+            Ok(Ok((response, connection))) => {
+                endpoint.observe_latency(took);
+                cluster.observe(&endpoint, Observed::Status(response.status().as_u16()));
+                Ok((
+                    response,
+                    Attempted {
+                        endpoint,
+                        in_flight,
+                        connection,
+                    },
+                ))
+            }
+            Ok(Err(SendError::Overloaded { limit })) => Err(AttemptError::Overloaded(limit)),
+            Ok(Err(e)) => {
+                cluster.observe(
+                    &endpoint,
+                    if e.is_connect() {
+                        Observed::ConnectFailure
+                    } else {
+                        Observed::Other
+                    },
+                );
+                // A failing endpoint should look slow to `ewma`, not fast.
+                endpoint.observe_latency(took.max(cluster.config.connect_timeout));
+                warn!(listener = %self.listener, cluster = %cluster.name(), error = %e, "upstream request failed");
+                Err(AttemptError::Send(e))
+            }
+            Err(_) => {
+                endpoint.observe_latency(per_try);
+                warn!(listener = %self.listener, cluster = %cluster.name(), endpoint = %endpoint.addr, ?per_try, "upstream timed out");
+                Err(AttemptError::Timeout)
+            }
+        }
+    }
+
+    /// Turns the last attempt into the answer for the client.
+    pub(super) fn finish_attempt(
+        &self,
+        result: Result<(Response<Incoming>, Attempted), AttemptError>,
+        cluster: &Cluster,
+        downstream_upgrade: &mut Option<OnUpgrade>,
+        per_try: Duration,
+        admission: Option<Admission>,
+    ) -> Answer {
+        let name = cluster.name();
+        match result {
+            Ok((response, attempted)) => {
+                upstream_answer(response, attempted, admission, downstream_upgrade)
+            }
+            Err(AttemptError::Overloaded(limit)) => overloaded(cluster, limit),
+            Err(AttemptError::Send(e)) if let Some(answer) = downstream_body_error(&e) => answer,
+            Err(AttemptError::NoEndpoint) => error_answer(
+                LocalError::NoEndpoint,
+                &format!("cluster {name:?} has no endpoint to send to"),
+            ),
+            Err(AttemptError::Send(e)) if e.is_connect() => error_answer(
+                LocalError::ConnectFailure,
+                &format!("cluster {name:?}: {e}"),
+            ),
+            Err(AttemptError::Send(e)) => {
+                error_answer(LocalError::UpstreamReset, &format!("cluster {name:?}: {e}"))
+            }
+            Err(AttemptError::Timeout) => error_answer(
+                LocalError::UpstreamTimeout,
+                &format!("cluster {name:?} did not answer within {per_try:?}"),
+            ),
+            Err(AttemptError::NotReplayable) => error_answer(
+                LocalError::UpstreamReset,
+                &format!(
+                    "cluster {name:?}: the request body was already sent and cannot be retried"
+                ),
+            ),
+            Err(AttemptError::BadRequest(e)) => error_answer(
+                LocalError::BadRequest,
+                &format!("cannot forward this request: {e}"),
+            ),
+        }
+    }
+}

@@ -1,0 +1,365 @@
+//! One request end to end, in the order of DESIGN.md's request flow:
+//!
+//! ```text
+//! request id -> hop-by-hop/forwarding headers -> chain.on_request -> [chain.on_request_body]
+//!   -> destination (last set by a plugin, else the listener's default_cluster)
+//!   -> attempts: pick endpoint -> send under per-try and total deadlines
+//!                -> chain.on_upstream_response (may ask for a retry)
+//!   -> chain.on_response -> [chain.on_response_body] -> stream to client -> chain.on_log
+//! ```
+//!
+//! The core enforces every deadline; plugins only ask.
+//!
+//! The phases are here, in that order; beside them, `attempts` (sending until an attempt is
+//! final, and why a retry is refused), `request_body` (the body across attempts), `answers`
+//! (what the client gets before the response hooks: the upstream's response, a plugin's, or an
+//! error) and `upgrade` (tunnels for switched protocols).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::header::{HeaderName, HeaderValue};
+use http::{Request, Response};
+use http_body::Body as _;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+
+use crate::body::{Done, ProxyBody, ServedBody};
+use crate::chunks::ChunkStream;
+use crate::grpc;
+use crate::headers;
+use crate::listener::TlsSession;
+use crate::local_response::LocalError;
+use crate::path::PathNormalization;
+use crate::plugin::{BodyOf, Chain, Decided, RequestState};
+use crate::telemetry::{ErrorKind, ListenerTelemetry};
+use crate::upstream::{Cluster, Clusters};
+
+mod answers;
+mod attempts;
+mod request_body;
+mod upgrade;
+
+use answers::{
+    Answer, apply_response_step, error_answer, local_answer, plugin_failed, plugin_failed_answer,
+};
+use request_body::RequestBody;
+
+/// Everything a listener needs to forward a request.
+pub struct ListenerProxy {
+    pub listener: Arc<str>,
+    /// The scheme clients used to reach this listener, for `x-forwarded-proto`.
+    pub scheme: &'static str,
+    pub default_cluster: Option<Arc<Cluster>>,
+    /// Every cluster of the config this listener was built from.
+    pub clusters: Arc<Clusters>,
+    pub chain: Arc<Chain>,
+    /// Largest body buffered for plugins that read bodies; larger gets 413.
+    pub max_buffered_body: usize,
+    /// Longest request target accepted; longer gets 414.
+    pub max_uri_length: usize,
+    /// How the request path is cleaned before any plugin sees it.
+    pub path_normalization: PathNormalization,
+    /// gRPC-Web requests are served as gRPC upstream.
+    pub grpc_web: bool,
+    /// Largest request body accepted; larger gets 413. `None`: unlimited.
+    pub max_request_body: Option<u64>,
+    /// The header that carries a verified client identity upstream (`[listener.tls]
+    /// forward_client_cert`); clients' own copies are always removed.
+    pub forward_client_cert: Option<HeaderName>,
+    /// Metrics, access log and spans of this listener's requests.
+    pub telemetry: Arc<ListenerTelemetry>,
+}
+
+impl std::fmt::Debug for ListenerProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenerProxy")
+            .field("listener", &self.listener)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ListenerProxy {
+    /// Serves one downstream request; never fails (errors become local responses).
+    pub async fn handle(
+        &self,
+        peer: SocketAddr,
+        tls: Option<Arc<TlsSession>>,
+        dialed: Option<SocketAddr>,
+        mut req: Request<Incoming>,
+    ) -> Response<ServedBody> {
+        let web = self
+            .grpc_web
+            .then(|| grpc::web::WebCall::of(req.headers()))
+            .flatten();
+        if let Some(call) = &web {
+            grpc::web::to_grpc_request(req.headers_mut(), call.encoding);
+        }
+        let exchange = self.telemetry.start(&req);
+        let request_id = headers::ensure_request_id(req.headers_mut());
+        let mut refusal = self.refuse_oversized(&req);
+        if refusal.is_none() {
+            match self.path_normalization.normalize_uri(req.uri()) {
+                Ok(None) => {}
+                Ok(Some(normalized)) => *req.uri_mut() = normalized,
+                Err(e) => refusal = Some(LocalError::BadRequest.response(&e.to_string())),
+            }
+        }
+        let upgrade = headers::is_upgrade_request(&req);
+        let accepts_trailers = headers::accepts_trailers(&req);
+        let downstream_upgrade =
+            (upgrade && refusal.is_none()).then(|| hyper::upgrade::on(&mut req));
+        let version = req.version();
+        headers::strip_hop_by_hop(req.headers_mut(), upgrade);
+        headers::add_forwarding(req.headers_mut(), peer.ip(), self.scheme, version);
+        if let Some(header) = &self.forward_client_cert {
+            req.headers_mut().remove(header);
+            let identity = tls.as_ref().and_then(|t| t.identity.as_ref());
+            if let Some(value) =
+                identity.and_then(|id| HeaderValue::from_str(&id.header_value()).ok())
+            {
+                req.headers_mut().insert(header.clone(), value);
+            }
+        }
+
+        let (head, body) = req.into_parts();
+        let state = Box::new(RequestState {
+            head,
+            response: None,
+            listener: Arc::clone(&self.listener),
+            peer,
+            request_id: request_id.clone(),
+            attempt: 0,
+            // On a capture listener, the cluster serving the address the client dialed.
+            destination: dialed
+                .and_then(|addr| self.clusters.by_service_address(addr))
+                .or(self.default_cluster.as_ref())
+                .cloned(),
+            clusters: Arc::clone(&self.clusters),
+            tls,
+            timeout: None,
+            per_try_timeout: None,
+            context: HashMap::new(),
+            bad_destination: None,
+            plugins_reached: usize::MAX,
+            routed_chain: None,
+            exchange,
+            response_headers_to_add: Vec::new(),
+        });
+        let (mut state, mut response) = match refusal {
+            Some(refusal) => (state, refusal),
+            None => {
+                let web_text = web
+                    .as_ref()
+                    .is_some_and(|c| c.encoding == grpc::web::Encoding::Text);
+                self.run(state, body, downstream_upgrade, web_text).await
+            }
+        };
+        response
+            .headers_mut()
+            .entry(&headers::X_REQUEST_ID)
+            .or_insert(request_id);
+        for (name, value) in state.response_headers_to_add.drain(..) {
+            response.headers_mut().append(name, value);
+        }
+        if state.exchange.grpc {
+            response = grpc::local_error_as_grpc(response);
+            state.exchange.grpc_status = grpc::status(response.headers());
+        }
+        if let Some(call) = &web {
+            response = grpc::web::to_web_response(response, call);
+        }
+        if accepts_trailers && !response.body().is_end_stream() {
+            headers::announce_grpc_trailers(response.headers_mut());
+        }
+        let status = response.status().as_u16();
+        let (mut head, mut body) = response.into_parts();
+        if self.chain.streams_response() && !body.is_end_stream() {
+            // Plugins that rewrite the body chunk by chunk may change its length.
+            head.headers.remove(http::header::CONTENT_LENGTH);
+            state.response = Some(headers::copy_response_head(&head));
+            let chain = Arc::clone(&self.chain);
+            let stream = ChunkStream::new(body, chain, BodyOf::Response, state.view());
+            body = ProxyBody::Chunked(Box::new(stream));
+        }
+        let done = Done {
+            state,
+            status,
+            telemetry: Arc::clone(&self.telemetry),
+            log_chain: self.chain.wants_log().then(|| Arc::clone(&self.chain)),
+        };
+        Response::from_parts(head, ServedBody::new(body, Some(done)))
+    }
+
+    /// Counts an error and remembers it as the reason for the request's outcome.
+    fn record_error(&self, state: &mut RequestState, kind: ErrorKind) {
+        state.exchange.error = Some(kind);
+        self.telemetry
+            .metrics
+            .record_error(state.exchange.cluster.as_ref(), kind);
+    }
+
+    /// 400 for an HTTP/1.1 request without exactly one Host, 414 for a request target over
+    /// `max_uri_length`, 413 for a declared body over
+    /// `max_request_body` (a chunked one is capped as it streams). Ambiguous framing never gets
+    /// here: hyper refuses it, or (Content-Length with chunked) drops the length, frames by the
+    /// chunks and closes the connection after the response (RFC 9112 §6.1).
+    fn refuse_oversized(&self, req: &Request<Incoming>) -> Option<Response<ProxyBody>> {
+        if let Some(problem) = host_problem(req) {
+            return Some(LocalError::BadRequest.response(problem));
+        }
+        let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+        if target > self.max_uri_length {
+            return Some(LocalError::UriTooLong.response(&format!(
+                "the request target is {target} bytes; this listener accepts {}",
+                self.max_uri_length
+            )));
+        }
+        let limit = self.max_request_body?;
+        let declared = req.body().size_hint().lower();
+        (declared > limit).then(|| {
+            LocalError::BodyTooLarge.response(&format!(
+                "the request body is {declared} bytes; this listener accepts {limit}"
+            ))
+        })
+    }
+
+    async fn run(
+        &self,
+        state: Box<RequestState>,
+        body: Incoming,
+        downstream_upgrade: Option<OnUpgrade>,
+        web_text: bool,
+    ) -> (Box<RequestState>, Response<ProxyBody>) {
+        let chain = &self.chain;
+        let (mut state, decided) = if chain.is_empty() {
+            (state, Decided::Continue)
+        } else {
+            chain.on_request(state).await
+        };
+        // Whatever answers — the upstream, a plugin, a plugin's failure — the response hooks
+        // of the plugins that saw the request run on it, as after on_request_body.
+        let (state, answer) = match decided {
+            Decided::Continue => {
+                self.forward(state, body, downstream_upgrade, web_text)
+                    .await
+            }
+            Decided::Respond(local) => (state, local_answer(local)),
+            Decided::Failed(plugin) => {
+                self.record_error(&mut state, ErrorKind::Plugin);
+                (state, plugin_failed_answer(&plugin))
+            }
+        };
+        self.respond(state, answer).await
+    }
+
+    /// Runs the request body hook if wanted, then the attempt loop.
+    async fn forward(
+        &self,
+        mut state: Box<RequestState>,
+        body: Incoming,
+        downstream_upgrade: Option<OnUpgrade>,
+        web_text: bool,
+    ) -> (Box<RequestState>, Answer) {
+        let mut body = RequestBody::new(body, self.max_request_body);
+        if web_text && let Err(answer) = body.decode_grpc_web_text(self.max_buffered_body).await {
+            return (state, answer);
+        }
+        if self.chain.wants_request_body() {
+            let bytes = match body.buffer(self.max_buffered_body).await {
+                Ok(bytes) => bytes,
+                Err(answer) => return (state, answer),
+            };
+            let (back, step) = self.chain.on_request_body(state, &bytes).await;
+            state = back;
+            match step {
+                Decided::Continue => {}
+                Decided::Respond(local) => return (state, local_answer(local)),
+                Decided::Failed(plugin) => {
+                    self.record_error(&mut state, ErrorKind::Plugin);
+                    return (state, plugin_failed_answer(&plugin));
+                }
+            }
+        }
+
+        if let Some(detail) = state.bad_destination.clone() {
+            self.record_error(&mut state, ErrorKind::Plugin);
+            return (state, error_answer(LocalError::UnknownDestination, &detail));
+        }
+        let Some(cluster) = state.destination.clone() else {
+            self.record_error(&mut state, ErrorKind::NoRoute);
+            let detail = format!("listener {:?} has no route for this request", self.listener);
+            return (state, error_answer(LocalError::NoRoute, &detail));
+        };
+        state.exchange.cluster = Some(Arc::clone(&cluster.label));
+        if self.chain.streams_request() && body.stream_through(&self.chain, &state) {
+            // Plugins that rewrite the body chunk by chunk may change its length.
+            state.head.headers.remove(http::header::CONTENT_LENGTH);
+        }
+        if self.chain.may_retry() {
+            body.keep_for_replay(cluster.config.max_replay_body);
+        }
+        self.attempts(state, body, &cluster, downstream_upgrade)
+            .await
+    }
+
+    /// Runs the response hooks and builds what the client gets.
+    async fn respond(
+        &self,
+        mut state: Box<RequestState>,
+        answer: Answer,
+    ) -> (Box<RequestState>, Response<ProxyBody>) {
+        if self.chain.is_empty() {
+            return (state, Response::from_parts(answer.head, answer.body));
+        }
+        let Answer { head, mut body } = answer;
+        state.response = Some(head);
+        let (back, step) = self.chain.on_response(state).await;
+        state = back;
+        if let Some(plugin) = apply_response_step(step, &mut state, &mut body) {
+            self.record_error(&mut state, ErrorKind::Plugin);
+            return (state, plugin_failed(&plugin));
+        }
+        if self.chain.wants_response_body() {
+            let bytes = match Limited::new(body, self.max_buffered_body).collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(_) => {
+                    let response = LocalError::UpstreamReset.response(
+                        "the response body was too large or failed for a plugin that reads bodies",
+                    );
+                    return (state, response);
+                }
+            };
+            let (back, step) = self.chain.on_response_body(state, &bytes).await;
+            state = back;
+            body = ProxyBody::full(bytes);
+            if let Some(plugin) = apply_response_step(step, &mut state, &mut body) {
+                self.record_error(&mut state, ErrorKind::Plugin);
+                return (state, plugin_failed(&plugin));
+            }
+        }
+        let Some(head) = state.response.take() else {
+            return (state, LocalError::BadRequest.response("no response"));
+        };
+        if self.chain.wants_log() {
+            state.response = Some(headers::copy_response_head(&head));
+        }
+        (state, Response::from_parts(head, body))
+    }
+}
+
+/// Why an HTTP/1.1 request's Host is unacceptable (RFC 9112 §3.2: a request without one, or
+/// with more than one, gets 400). HTTP/2 carries `:authority` instead, and HTTP/1.0 may omit it.
+fn host_problem<B>(req: &Request<B>) -> Option<&'static str> {
+    if req.version() != http::Version::HTTP_11 {
+        return None;
+    }
+    let mut hosts = req.headers().get_all(http::header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (None, _) => Some("an HTTP/1.1 request needs a Host header"),
+        (Some(_), Some(_)) => Some("the request has more than one Host header"),
+        (Some(_), None) => None,
+    }
+}
