@@ -24,40 +24,140 @@ impl batch::Host for HostState {
         let mut reader = Reader { rest: &changes };
         let mut index = 0usize;
         while !reader.rest.is_empty() {
-            self.apply_one(&mut reader)
-                .map_err(|e| format!("change {index} of the batch: {e}"))?;
+            let change = Change::read(&mut reader)
+                .and_then(|change| self.apply_change(change))
+                .map_err(|e| format!("change {index} of the batch: {e}"));
+            change?;
             index += 1;
         }
         Ok(())
     }
 }
 
-impl HostState {
-    fn apply_one(&mut self, reader: &mut Reader<'_>) -> Result<(), String> {
-        match reader.u8()? {
-            tag @ (SET_REQUEST_HEADER | ADD_REQUEST_HEADER) => {
-                let change = if tag == SET_REQUEST_HEADER {
+/// One change, read in place from the batch.
+// A metric's labels are kept inline, so a change is a few hundred bytes on the stack, one at a
+// time; boxing them would allocate on every metric update, which is what the batch avoids.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, PartialEq)]
+enum Change<'a> {
+    RequestHeader {
+        change: HeaderChange,
+        name: &'a str,
+        value: &'a [u8],
+    },
+    RemoveRequestHeader(&'a str),
+    ClientResponseHeader {
+        name: &'a str,
+        value: &'a [u8],
+    },
+    SetContext {
+        key: &'a str,
+        value: &'a [u8],
+    },
+    Metric {
+        kind: MetricKind,
+        name: &'a str,
+        labels: Labels<'a>,
+        /// A counter's increment, or a gauge's or histogram's value as `f64` bits.
+        raw: u64,
+    },
+}
+
+/// A metric's labels as borrowed pairs: up to [`INLINE_LABELS`] without allocating.
+#[derive(Debug, PartialEq)]
+struct Labels<'a> {
+    inline: [(Cow<'a, str>, Cow<'a, str>); INLINE_LABELS],
+    spilled: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    count: usize,
+}
+
+impl<'a> Labels<'a> {
+    fn read(reader: &mut Reader<'a>) -> Result<Self, String> {
+        let count = usize::from(reader.u8()?);
+        let mut labels = Labels {
+            inline: std::array::from_fn(|_| (Cow::Borrowed(""), Cow::Borrowed(""))),
+            spilled: Vec::new(),
+            count,
+        };
+        for i in 0..count {
+            let pair = (Cow::Borrowed(reader.str()?), Cow::Borrowed(reader.str()?));
+            match labels.inline.get_mut(i) {
+                Some(slot) => *slot = pair,
+                None => labels.spilled.push(pair),
+            }
+        }
+        if count > INLINE_LABELS {
+            let inline = std::mem::replace(
+                &mut labels.inline,
+                std::array::from_fn(|_| (Cow::Borrowed(""), Cow::Borrowed(""))),
+            );
+            labels.spilled.splice(0..0, inline);
+        }
+        Ok(labels)
+    }
+
+    fn as_slice(&self) -> &[(Cow<'a, str>, Cow<'a, str>)] {
+        if self.count > INLINE_LABELS {
+            &self.spilled
+        } else {
+            &self.inline[..self.count]
+        }
+    }
+}
+
+impl<'a> Change<'a> {
+    fn read(reader: &mut Reader<'a>) -> Result<Self, String> {
+        Ok(match reader.u8()? {
+            tag @ (SET_REQUEST_HEADER | ADD_REQUEST_HEADER) => Change::RequestHeader {
+                change: if tag == SET_REQUEST_HEADER {
                     HeaderChange::Set
                 } else {
                     HeaderChange::Add
-                };
-                let name = reader.str()?;
-                let value = reader.bytes()?;
-                self.change_request_header(change, name, bytes::Bytes::copy_from_slice(value))
-            }
-            REMOVE_REQUEST_HEADER => {
-                let name = reader.str()?;
+                },
+                name: reader.str()?,
+                value: reader.bytes()?,
+            },
+            REMOVE_REQUEST_HEADER => Change::RemoveRequestHeader(reader.str()?),
+            ADD_CLIENT_RESPONSE_HEADER => Change::ClientResponseHeader {
+                name: reader.str()?,
+                value: reader.bytes()?,
+            },
+            SET_CONTEXT => Change::SetContext {
+                key: reader.str()?,
+                value: reader.bytes()?,
+            },
+            METRIC => Change::Metric {
+                kind: match reader.u8()? {
+                    0 => MetricKind::Counter,
+                    1 => MetricKind::Gauge,
+                    2 => MetricKind::Histogram,
+                    other => return Err(format!("unknown metric kind {other}")),
+                },
+                name: reader.str()?,
+                labels: Labels::read(reader)?,
+                raw: reader.u64()?,
+            },
+            other => return Err(format!("unknown change tag {other}")),
+        })
+    }
+}
+
+impl HostState {
+    fn apply_change(&mut self, change: Change<'_>) -> Result<(), String> {
+        match change {
+            Change::RequestHeader {
+                change,
+                name,
+                value,
+            } => self.change_request_header(change, name, bytes::Bytes::copy_from_slice(value)),
+            Change::RemoveRequestHeader(name) => {
                 self.remove_request_header(name);
                 Ok(())
             }
-            ADD_CLIENT_RESPONSE_HEADER => {
-                let name = reader.str()?;
-                let value = reader.bytes()?;
+            Change::ClientResponseHeader { name, value } => {
                 self.add_client_response_header(name, bytes::Bytes::copy_from_slice(value))
             }
-            SET_CONTEXT => {
-                let key = reader.str()?;
-                let value = reader.bytes()?;
+            Change::SetContext { key, value } => {
                 super::bindings::switchyard::plugin::context::Host::set(
                     self,
                     key.to_owned(),
@@ -65,44 +165,21 @@ impl HostState {
                 );
                 Ok(())
             }
-            METRIC => self.apply_metric(reader),
-            other => Err(format!("unknown change tag {other}")),
-        }
-    }
-
-    fn apply_metric(&mut self, reader: &mut Reader<'_>) -> Result<(), String> {
-        let kind = match reader.u8()? {
-            0 => MetricKind::Counter,
-            1 => MetricKind::Gauge,
-            2 => MetricKind::Histogram,
-            other => return Err(format!("unknown metric kind {other}")),
-        };
-        let name = reader.str()?;
-        let count = usize::from(reader.u8()?);
-        let mut inline: [(Cow<'_, str>, Cow<'_, str>); INLINE_LABELS] =
-            std::array::from_fn(|_| (Cow::Borrowed(""), Cow::Borrowed("")));
-        let mut spilled = Vec::new();
-        for i in 0..count {
-            let pair = (Cow::Borrowed(reader.str()?), Cow::Borrowed(reader.str()?));
-            match inline.get_mut(i) {
-                Some(slot) => *slot = pair,
-                None => spilled.push(pair),
+            Change::Metric {
+                kind,
+                name,
+                labels,
+                raw,
+            } => {
+                let lookup = MetricLookup::new(kind, name, labels.as_slice());
+                update_borrowed(self, &lookup, |handle| match handle {
+                    MetricHandle::Counter(c) => c.increment(raw),
+                    MetricHandle::Gauge(g) => g.set(f64::from_bits(raw)),
+                    MetricHandle::Histogram(h) => h.record(f64::from_bits(raw)),
+                });
+                Ok(())
             }
         }
-        let labels = if count > INLINE_LABELS {
-            spilled.splice(0..0, inline);
-            &spilled[..]
-        } else {
-            &inline[..count]
-        };
-        let raw = reader.u64()?;
-        let lookup = MetricLookup::new(kind, name, labels);
-        update_borrowed(self, &lookup, |handle| match handle {
-            MetricHandle::Counter(c) => c.increment(raw),
-            MetricHandle::Gauge(g) => g.set(f64::from_bits(raw)),
-            MetricHandle::Histogram(h) => h.record(f64::from_bits(raw)),
-        });
-        Ok(())
     }
 }
 
@@ -152,6 +229,91 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every change the SDK writes (`plugin-sdk/src/batch.rs` has the same bytes in its test),
+    /// read back in order.
+    #[test]
+    fn a_batch_reads_as_the_changes_the_sdk_wrote() {
+        let mut bytes = vec![1];
+        string(&mut bytes, b"x-a");
+        string(&mut bytes, b"1");
+        bytes.push(3);
+        string(&mut bytes, b"x-b");
+        bytes.extend_from_slice(&[6, 0]);
+        string(&mut bytes, b"hits");
+        bytes.push(1);
+        string(&mut bytes, b"route");
+        string(&mut bytes, b"api");
+        bytes.extend_from_slice(&3u64.to_le_bytes());
+        let mut reader = Reader { rest: &bytes };
+        assert_eq!(
+            Change::read(&mut reader),
+            Ok(Change::RequestHeader {
+                change: HeaderChange::Set,
+                name: "x-a",
+                value: b"1"
+            })
+        );
+        assert_eq!(
+            Change::read(&mut reader),
+            Ok(Change::RemoveRequestHeader("x-b"))
+        );
+        let Ok(Change::Metric {
+            kind,
+            name,
+            labels,
+            raw,
+        }) = Change::read(&mut reader)
+        else {
+            panic!("a metric");
+        };
+        assert_eq!((kind, name, raw), (MetricKind::Counter, "hits", 3));
+        assert_eq!(
+            labels.as_slice(),
+            &[(Cow::Borrowed("route"), Cow::Borrowed("api"))]
+        );
+        assert!(reader.rest.is_empty());
+    }
+
+    #[test]
+    fn more_labels_than_fit_inline_keep_their_order() {
+        let mut bytes = vec![20];
+        for i in 0..20u8 {
+            string(&mut bytes, format!("k{i}").as_bytes());
+            string(&mut bytes, b"v");
+        }
+        let labels = Labels::read(&mut Reader { rest: &bytes }).unwrap();
+        let keys: Vec<&str> = labels.as_slice().iter().map(|(k, _)| k.as_ref()).collect();
+        let expected: Vec<String> = (0..20).map(|i| format!("k{i}")).collect();
+        assert_eq!(keys, expected);
+    }
+
+    /// The bytes come from a plugin: whatever they are, reading them ends in changes or an
+    /// error, never a panic.
+    #[test]
+    fn arbitrary_bytes_never_panic_the_reader() {
+        let mut rng = fastrand::Rng::with_seed(21);
+        for _ in 0..20_000 {
+            let len = rng.usize(0..64);
+            let mut bytes: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
+            // Bias towards valid tags and small lengths so reads get past the first field.
+            if let Some(first) = bytes.first_mut() {
+                *first = rng.u8(0..8);
+            }
+            for chunk in bytes.chunks_mut(5).skip(1) {
+                if rng.bool() {
+                    chunk[0] = rng.u8(0..6);
+                    chunk.iter_mut().skip(1).take(3).for_each(|b| *b = 0);
+                }
+            }
+            let mut reader = Reader { rest: &bytes };
+            while !reader.rest.is_empty() {
+                if Change::read(&mut reader).is_err() {
+                    break;
+                }
+            }
+        }
+    }
 
     fn string(out: &mut Vec<u8>, s: &[u8]) {
         out.extend_from_slice(&(s.len() as u32).to_le_bytes());
