@@ -9,11 +9,9 @@
 // (see plugin/engine.rs).
 #![deny(unsafe_code)]
 
-pub mod admin;
 pub mod authoring;
 pub mod balance;
 pub mod body;
-pub mod capture;
 pub mod chunks;
 pub mod config;
 pub mod echo;
@@ -25,15 +23,13 @@ pub mod kubernetes;
 pub mod listener;
 pub mod local_response;
 pub mod mesh;
+pub mod operations;
 pub mod path;
 pub mod plugin;
 pub mod proxy;
-pub mod reload;
 pub mod replay;
 pub mod server;
-pub mod tcp;
 pub mod telemetry;
 pub mod tls;
 pub mod unix_time;
 pub mod upstream;
-pub mod watch;

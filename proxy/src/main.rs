@@ -363,7 +363,7 @@ fn certs(command: CertsCommand) -> ExitCode {
 }
 
 fn iptables(args: IptablesArgs) -> ExitCode {
-    let rules = switchyard::capture::CaptureRules {
+    let rules = switchyard::listener::capture::CaptureRules {
         inbound_port: args.inbound_port,
         outbound_port: args.outbound_port,
         exclude_uids: args.exclude_uids,

@@ -12,9 +12,9 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-use crate::admin::{self, AdminState, StatusSection};
 use crate::config::Config;
-use crate::reload::{Reloader, StartError};
+use crate::operations::admin::{self, AdminState, StatusSection};
+use crate::operations::reload::{Reloader, StartError};
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -100,7 +100,7 @@ pub async fn serve_with(
     tokio::spawn(admin::serve(admin_socket, Arc::clone(&state)));
     tokio::spawn(keep_timer_horizon());
     tokio::spawn(reload_on_sighup(Arc::clone(&reloader)));
-    crate::watch::spawn(Arc::clone(&reloader));
+    crate::operations::watch::spawn(Arc::clone(&reloader));
 
     state.ready.store(true, Ordering::Release);
     let current = reloader.current();

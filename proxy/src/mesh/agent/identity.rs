@@ -13,7 +13,7 @@ use super::settings::Token;
 use super::{Agent, Backoff, write_atomically};
 use crate::mesh::api::{self, IdentityGrant};
 use crate::mesh::render::{IDENTITY_FILE, MESH_CA_FILE};
-use crate::reload::Reloader;
+use crate::operations::reload::Reloader;
 
 impl Agent {
     /// A new key, a certificate for it from the control plane, both written in one rename.

@@ -10,8 +10,8 @@ use tracing::info;
 
 use super::identity::{identity_span, spiffe_id};
 use super::{Agent, lock};
-use crate::admin::StatusSection;
 use crate::mesh::render::IDENTITY_FILE;
+use crate::operations::admin::StatusSection;
 use crate::unix_time::{now as unix_now, secs as unix};
 
 /// Whether the last call to the control plane was answered.

@@ -36,7 +36,7 @@ use super::api::{self, Bundle, Report, sha256_hex};
 use super::client::{CallError, ControlClient};
 use super::render::IDENTITY_FILE;
 use crate::config::{Config, ConfigErrors};
-use crate::reload::Reloader;
+use crate::operations::reload::Reloader;
 use identity::{identity_span, publish_identity_expiry};
 use link::Link;
 pub use settings::{AgentSettings, is_controlled, load};

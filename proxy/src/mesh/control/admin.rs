@@ -131,7 +131,14 @@ impl ControlPlane {
             ));
         };
         match bearer(req) {
-            Some(t) if crate::admin::constant_time_eq(t.as_bytes(), expected.as_bytes()) => None,
+            Some(t)
+                if crate::operations::admin::constant_time_eq(
+                    t.as_bytes(),
+                    expected.as_bytes(),
+                ) =>
+            {
+                None
+            }
             _ => Some(text(
                 StatusCode::UNAUTHORIZED,
                 "a valid bearer token is required\n",

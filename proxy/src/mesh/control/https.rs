@@ -163,7 +163,7 @@ impl ControlPlane {
     ) -> Result<Option<settings::WorkloadSpec>, String> {
         let by_bootstrap = settings.workloads.iter().find(|w| {
             !w.token.is_empty()
-                && crate::admin::constant_time_eq(w.token.as_bytes(), token.as_bytes())
+                && crate::operations::admin::constant_time_eq(w.token.as_bytes(), token.as_bytes())
         });
         if let Some(w) = by_bootstrap {
             return Ok(Some(w.clone()));

@@ -120,7 +120,7 @@ pub fn run(mesh_path: PathBuf) -> Result<(), ControlError> {
         tokio::spawn(Arc::clone(&plane).serve_api(api));
         tokio::spawn(Arc::clone(&plane).serve_admin(admin));
         tokio::spawn(Arc::clone(&plane).follow_discovery());
-        crate::watch::spawn(Arc::clone(&plane));
+        crate::operations::watch::spawn(Arc::clone(&plane));
         info!("switchyard control plane ready");
         shutdown.await;
         Ok(())
@@ -322,7 +322,7 @@ impl ControlPlane {
     }
 }
 
-impl crate::watch::Watched for ControlPlane {
+impl crate::operations::watch::Watched for ControlPlane {
     fn watched_files(&self) -> Vec<PathBuf> {
         input_files(&self.mesh_path, &self.state.load().settings)
     }

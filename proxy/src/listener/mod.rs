@@ -1,6 +1,9 @@
 //! Accepting downstream connections and serving HTTP/1.1 and HTTP/2 on them: h2c with prior
 //! knowledge on plain listeners, ALPN on TLS listeners (with mTLS when configured).
 
+pub mod capture;
+pub mod tcp;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -142,7 +145,7 @@ impl Listener {
             let serving = slot.load_full();
             let dialed = serving
                 .original_destination
-                .then(|| crate::capture::original_destination(&stream))
+                .then(|| crate::listener::capture::original_destination(&stream))
                 .flatten();
             let as_tcp = serving.protocol == ListenerProtocol::Tcp
                 || (serving.original_destination && !speaks_http(&serving, &stream, dialed).await);
@@ -240,7 +243,7 @@ async fn serve_tcp(
 ) {
     match &serving.tls {
         None => {
-            crate::tcp::proxy_connection(
+            crate::listener::tcp::proxy_connection(
                 &serving.proxy,
                 stream,
                 peer,
@@ -251,7 +254,7 @@ async fn serve_tcp(
         }
         Some(tls) => {
             if let Some((stream, _session)) = handshake(tls, stream, peer, listener).await {
-                crate::tcp::proxy_connection(
+                crate::listener::tcp::proxy_connection(
                     &serving.proxy,
                     stream,
                     peer,

@@ -15,7 +15,7 @@ use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
-use crate::reload::Reloader;
+use crate::operations::reload::Reloader;
 
 /// Something rebuilt from files: the proxy's [`Reloader`], the control plane's mesh state.
 pub trait Watched: Send + Sync + 'static {

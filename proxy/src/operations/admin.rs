@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
 use crate::body::ProxyBody;
-use crate::reload::{Reloader, Snapshot, SwapError};
+use crate::operations::reload::{Reloader, Snapshot, SwapError};
 use crate::telemetry::scrape;
 
 /// The largest plugin binary `PUT /plugins/{name}` accepts.
