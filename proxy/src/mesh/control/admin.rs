@@ -16,6 +16,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tracing::{debug, info};
 
+use crate::operations::admin::constant_time_eq;
+
 use super::respond::{bearer, json, read_body, text};
 use super::{ControlPlane, lock};
 
@@ -131,14 +133,7 @@ impl ControlPlane {
             ));
         };
         match bearer(req) {
-            Some(t)
-                if crate::operations::admin::constant_time_eq(
-                    t.as_bytes(),
-                    expected.as_bytes(),
-                ) =>
-            {
-                None
-            }
+            Some(t) if constant_time_eq(t.as_bytes(), expected.as_bytes()) => None,
             _ => Some(text(
                 StatusCode::UNAUTHORIZED,
                 "a valid bearer token is required\n",
