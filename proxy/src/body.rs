@@ -94,7 +94,8 @@ impl Drop for ServedBody {
         let Some(done) = self.done.take() else {
             return;
         };
-        done.telemetry.finish(&done.state, done.status, self.bytes);
+        done.telemetry
+            .finish(&done.state.finished(), done.status, self.bytes);
         if let (Some(chain), Ok(runtime)) = (done.log_chain, tokio::runtime::Handle::try_current())
         {
             let state = done.state;

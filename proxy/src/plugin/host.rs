@@ -55,6 +55,21 @@ pub struct RequestState {
 }
 
 impl RequestState {
+    /// What telemetry reports when the request is done.
+    pub fn finished(&self) -> crate::telemetry::exchange::Finished<'_> {
+        crate::telemetry::exchange::Finished {
+            exchange: &self.exchange,
+            peer: self.peer,
+            request_id: &self.request_id,
+            attempts: self.attempt,
+            route: self
+                .context
+                .get(crate::telemetry::exchange::ROUTE_CONTEXT_KEY)
+                .and_then(|r| std::str::from_utf8(r).ok()),
+            identity: self.tls.as_ref().and_then(|t| t.identity.as_ref()),
+        }
+    }
+
     /// A copy for hooks that run beside the request rather than in its flow (body chunks): the
     /// heads, identity, destination and context as they are now. What those hooks change stays
     /// in the copy; its telemetry is never reported.

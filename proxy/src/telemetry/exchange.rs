@@ -12,11 +12,26 @@ use super::golden::{AttemptResult, ErrorKind, ListenerMetrics, method_label};
 use super::otlp::{SpanExporter, int_attribute, string_attribute};
 use super::trace_context::{SpanId, TraceContext};
 use crate::config::Config;
-use crate::plugin::RequestState;
 
 /// The request-context key a plugin sets to name the route a request took (the SDK's
 /// `Request::set_route`); it becomes the `route` label and log field.
 pub const ROUTE_CONTEXT_KEY: &str = "switchyard.route";
+
+/// A finished request as telemetry reads it: its [`Exchange`] and the few facts the proxy kept
+/// beside it. Borrowed from the request's state, so telemetry does not depend on the proxy's
+/// (or the plugins') types.
+#[derive(Debug, Clone, Copy)]
+pub struct Finished<'a> {
+    pub exchange: &'a Exchange,
+    pub peer: SocketAddr,
+    pub request_id: &'a http::HeaderValue,
+    /// How many attempts were made.
+    pub attempts: u32,
+    /// The route a plugin named ([`ROUTE_CONTEXT_KEY`]), if any.
+    pub route: Option<&'a str>,
+    /// The verified client identity, on mTLS listeners.
+    pub identity: Option<&'a crate::tls::PeerIdentity>,
+}
 
 /// What the proxy learns about one request on its way.
 #[derive(Debug)]
@@ -162,13 +177,10 @@ impl ListenerTelemetry {
     }
 
     /// Reports a finished request: metrics always, the access log line and spans if configured.
-    pub fn finish(&self, state: &RequestState, status: u16, bytes: u64) {
-        let exchange = &state.exchange;
+    pub fn finish(&self, state: &Finished<'_>, status: u16, bytes: u64) {
+        let exchange = state.exchange;
         let took = exchange.started.elapsed();
-        let route = state
-            .context
-            .get(ROUTE_CONTEXT_KEY)
-            .and_then(|r| std::str::from_utf8(r).ok());
+        let route = state.route;
         self.metrics.in_flight.decrement(1.0);
         self.metrics.record_request(
             route,
@@ -192,13 +204,13 @@ impl ListenerTelemetry {
 
     fn entry<'a>(
         &'a self,
-        state: &'a RequestState,
+        state: &Finished<'a>,
         route: Option<&'a str>,
         status: u16,
         bytes: u64,
         took: Duration,
     ) -> Entry<'a> {
-        let exchange = &state.exchange;
+        let exchange = state.exchange;
         Entry {
             time: access_log::timestamp(exchange.started_at.unwrap_or_else(SystemTime::now)),
             listener: &self.listener,
@@ -211,14 +223,10 @@ impl ListenerTelemetry {
             bytes,
             duration_ms: took.as_secs_f64() * 1000.0,
             upstream: exchange.upstream.map(|a| a.to_string()),
-            attempts: state.attempt,
+            attempts: state.attempts,
             destination: exchange.cluster.as_deref(),
             route,
-            identity: state
-                .tls
-                .as_ref()
-                .and_then(|t| t.identity.as_ref())
-                .map(|id| id.header_value()),
+            identity: state.identity.map(|id| id.header_value()),
             request_id: state.request_id.to_str().ok(),
             trace_id: exchange.trace.as_ref().map(TraceContext::trace_id_hex),
             plugins: exchange.decisions.clone(),
@@ -231,12 +239,12 @@ impl ListenerTelemetry {
     /// The request span (server) and one client span per attempt.
     fn spans(
         &self,
-        state: &RequestState,
+        state: &Finished<'_>,
         trace: &TraceContext,
         route: Option<&str>,
         status: u16,
     ) -> Vec<Span> {
-        let exchange = &state.exchange;
+        let exchange = state.exchange;
         let method = exchange.method.as_str();
         let mut attributes = vec![
             string_attribute("http.request.method", method),
@@ -251,7 +259,7 @@ impl ListenerTelemetry {
                 "switchyard.request_id",
                 state.request_id.to_str().unwrap_or_default(),
             ),
-            int_attribute("switchyard.attempts", i64::from(state.attempt)),
+            int_attribute("switchyard.attempts", i64::from(state.attempts)),
         ];
         if let Some(uri) = &exchange.uri {
             attributes.push(string_attribute("url.path", uri.path()));
