@@ -17,20 +17,15 @@ use crate::body::ProxyBody;
 use crate::config::UpstreamProtocol;
 use crate::grpc;
 use crate::headers;
-use crate::local_response::LocalError;
-use crate::plugin::{AttemptOutcome, RequestState, Step, UpstreamError};
+use crate::plugin::{AttemptOutcome, RequestState, Step};
 use crate::telemetry::exchange::AttemptSpan;
 use crate::telemetry::trace_context::new_span_id;
 use crate::telemetry::{AttemptResult, ErrorKind};
-use crate::upstream::{
-    Admission, Cluster, Endpoint, InFlight, Lent, Observed, UpstreamError as SendError,
-};
+use crate::upstream::{Admission, Cluster, Endpoint, InFlight, Lent, Observed};
 
 use super::ListenerProxy;
-use super::answers::{
-    Answer, downstream_body_error, error_answer, local_answer, overloaded, plugin_failed_answer,
-    upstream_answer,
-};
+use super::answers::{Answer, local_answer, overloaded, plugin_failed_answer, upstream_answer};
+use super::attempt_error::AttemptError;
 use super::request_body::RequestBody;
 
 /// Most attempts one request may make, whatever plugins ask.
@@ -41,17 +36,6 @@ pub(super) struct Attempted {
     pub(super) endpoint: Arc<Endpoint>,
     pub(super) in_flight: InFlight,
     pub(super) connection: Lent,
-}
-
-/// Why an attempt has no response.
-pub(super) enum AttemptError {
-    NoEndpoint,
-    /// A circuit breaker of the cluster is open.
-    Overloaded(&'static str),
-    Send(SendError),
-    Timeout,
-    NotReplayable,
-    BadRequest(String),
 }
 
 /// Why a retry a plugin asked for was not made: the access log's `retry_refused` and the
@@ -182,11 +166,7 @@ impl ListenerProxy {
             }
             let outcome = match &result {
                 Ok((response, _)) => AttemptOutcome::Response(response.status().as_u16()),
-                Err(AttemptError::Timeout) => AttemptOutcome::Error(UpstreamError::PerTryTimeout),
-                Err(AttemptError::Send(e)) if e.is_connect() => {
-                    AttemptOutcome::Error(UpstreamError::ConnectFailure)
-                }
-                Err(_) => AttemptOutcome::Error(UpstreamError::Reset),
+                Err(e) => e.outcome(),
             };
             // Plugins read the attempt's response head through the response interface.
             let (result, head) = split_head(result);
@@ -259,12 +239,10 @@ impl ListenerProxy {
             .wants_hash()
             .then(|| request_hash(&state.head, cluster, state.peer));
         let Some(endpoint) = cluster.pick(hash) else {
-            self.record_error(state, ErrorKind::NoEndpoint);
-            return Err(AttemptError::NoEndpoint);
+            return Err(self.failed(state, AttemptError::NoEndpoint));
         };
         let Some(body) = body.for_attempt() else {
-            self.record_error(state, ErrorKind::Reset);
-            return Err(AttemptError::NotReplayable);
+            return Err(self.failed(state, AttemptError::NotReplayable));
         };
         // When no hook runs after sending (no plugins, or plugins with request hooks only)
         // nothing reads the head again and nothing retries: move it, don't copy.
@@ -295,15 +273,15 @@ impl ListenerProxy {
                 .shared
                 .records_attempts(state.exchange.trace.as_ref());
         let started_at = recording.then(SystemTime::now);
-        let sent = tokio::time::timeout(per_try, endpoint.send(req)).await;
+        let sent = match tokio::time::timeout(per_try, endpoint.send(req)).await {
+            Ok(Ok(sent)) => Ok(sent),
+            Ok(Err(e)) => Err(AttemptError::from_send(e)),
+            Err(_) => Err(AttemptError::Timeout),
+        };
         let took = started.elapsed();
         let result = match &sent {
-            Ok(Ok((response, _))) => AttemptResult::Status(response.status().as_u16()),
-            Ok(Err(SendError::Overloaded { .. })) => AttemptResult::Error(ErrorKind::Overloaded),
-            Ok(Err(SendError::Tls { .. })) => AttemptResult::Error(ErrorKind::Tls),
-            Ok(Err(e)) if e.is_connect() => AttemptResult::Error(ErrorKind::Connect),
-            Ok(Err(_)) => AttemptResult::Error(ErrorKind::Reset),
-            Err(_) => AttemptResult::Error(ErrorKind::Timeout),
+            Ok((response, _)) => AttemptResult::Status(response.status().as_u16()),
+            Err(e) => AttemptResult::Error(e.kind().unwrap_or(ErrorKind::Reset)),
         };
         match result {
             AttemptResult::Status(_) => state.exchange.error = None,
@@ -322,7 +300,7 @@ impl ListenerProxy {
             });
         }
         match sent {
-            Ok(Ok((response, connection))) => {
+            Ok((response, connection)) => {
                 endpoint.observe_latency(took);
                 cluster.observe(&endpoint, Observed::Status(response.status().as_u16()));
                 Ok((
@@ -334,27 +312,29 @@ impl ListenerProxy {
                     },
                 ))
             }
-            Ok(Err(SendError::Overloaded { limit })) => Err(AttemptError::Overloaded(limit)),
-            Ok(Err(e)) => {
-                cluster.observe(
-                    &endpoint,
-                    if e.is_connect() {
-                        Observed::ConnectFailure
-                    } else {
-                        Observed::Other
-                    },
-                );
-                // A failing endpoint should look slow to `ewma`, not fast.
-                endpoint.observe_latency(took.max(cluster.config.connect_timeout));
-                warn!(listener = %self.listener, cluster = %cluster.name(), error = %e, "upstream request failed");
-                Err(AttemptError::Send(e))
-            }
-            Err(_) => {
+            Err(AttemptError::Timeout) => {
                 endpoint.observe_latency(per_try);
                 warn!(listener = %self.listener, cluster = %cluster.name(), endpoint = %endpoint.addr, ?per_try, "upstream timed out");
                 Err(AttemptError::Timeout)
             }
+            Err(error) => {
+                if let (Some(observed), AttemptError::Send(e)) = (error.observed(), &error) {
+                    cluster.observe(&endpoint, observed);
+                    // A failing endpoint should look slow to `ewma`, not fast.
+                    endpoint.observe_latency(took.max(cluster.config.connect_timeout));
+                    warn!(listener = %self.listener, cluster = %cluster.name(), error = %e, "upstream request failed");
+                }
+                Err(error)
+            }
         }
+    }
+
+    /// Records why an attempt failed before it was sent, and returns the reason.
+    fn failed(&self, state: &mut RequestState, error: AttemptError) -> AttemptError {
+        if let Some(kind) = error.kind() {
+            self.record_error(state, kind);
+        }
+        error
     }
 
     /// Turns the last attempt into the answer for the client.
@@ -366,38 +346,11 @@ impl ListenerProxy {
         per_try: Duration,
         admission: Option<Admission>,
     ) -> Answer {
-        let name = cluster.name();
         match result {
             Ok((response, attempted)) => {
                 upstream_answer(response, attempted, admission, downstream_upgrade)
             }
-            Err(AttemptError::Overloaded(limit)) => overloaded(cluster, limit),
-            Err(AttemptError::Send(e)) if let Some(answer) = downstream_body_error(&e) => answer,
-            Err(AttemptError::NoEndpoint) => error_answer(
-                LocalError::NoEndpoint,
-                &format!("cluster {name:?} has no endpoint to send to"),
-            ),
-            Err(AttemptError::Send(e)) if e.is_connect() => error_answer(
-                LocalError::ConnectFailure,
-                &format!("cluster {name:?}: {e}"),
-            ),
-            Err(AttemptError::Send(e)) => {
-                error_answer(LocalError::UpstreamReset, &format!("cluster {name:?}: {e}"))
-            }
-            Err(AttemptError::Timeout) => error_answer(
-                LocalError::UpstreamTimeout,
-                &format!("cluster {name:?} did not answer within {per_try:?}"),
-            ),
-            Err(AttemptError::NotReplayable) => error_answer(
-                LocalError::UpstreamReset,
-                &format!(
-                    "cluster {name:?}: the request body was already sent and cannot be retried"
-                ),
-            ),
-            Err(AttemptError::BadRequest(e)) => error_answer(
-                LocalError::BadRequest,
-                &format!("cannot forward this request: {e}"),
-            ),
+            Err(error) => error.answer(cluster, per_try),
         }
     }
 }

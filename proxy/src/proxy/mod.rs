@@ -38,6 +38,7 @@ use crate::telemetry::{ErrorKind, ListenerTelemetry};
 use crate::upstream::{Cluster, Clusters};
 
 mod answers;
+mod attempt_error;
 mod attempts;
 mod request_body;
 mod upgrade;
