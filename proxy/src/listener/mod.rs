@@ -22,7 +22,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::{ListenerConfig, ListenerProtocol};
 use crate::proxy::ListenerProxy;
-use crate::tls::PeerIdentity;
+use crate::tls::{PeerIdentity, TlsSession};
 
 /// HTTP/2 streams one client may have open at once.
 const MAX_CONCURRENT_STREAMS: u32 = 256;
@@ -45,15 +45,6 @@ pub struct Serving {
 pub struct ListenerTls {
     pub acceptor: TlsAcceptor,
     pub handshake_timeout: Duration,
-}
-
-/// What a request knows about the TLS session it came on.
-#[derive(Debug, Default)]
-pub struct TlsSession {
-    /// The server name the client asked for.
-    pub sni: Option<String>,
-    /// The verified client certificate's identity (mTLS).
-    pub identity: Option<PeerIdentity>,
 }
 
 impl Serving {

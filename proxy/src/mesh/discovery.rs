@@ -13,8 +13,8 @@ use tracing::info;
 
 use super::render::DiscoveredEndpoints;
 use crate::config::ServiceRef;
-use crate::kubernetes;
-use crate::upstream::discovery::Resolved;
+use crate::discovery::Resolved;
+use crate::discovery::kubernetes;
 
 /// How long a new Service's first list is waited for before bundles are rendered without it.
 const FIRST_LIST: Duration = Duration::from_secs(5);

@@ -32,7 +32,7 @@ pub struct RequestState {
     pub destination: Option<Arc<Cluster>>,
     /// The TLS session the request came on (SNI, verified client identity); none on plain
     /// listeners.
-    pub tls: Option<Arc<crate::listener::TlsSession>>,
+    pub tls: Option<Arc<crate::tls::TlsSession>>,
     /// The clusters of the config this request started on: destinations and callouts resolve
     /// here, so a reload mid-request never mixes two configs.
     pub clusters: Arc<Clusters>,

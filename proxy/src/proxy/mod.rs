@@ -30,11 +30,11 @@ use crate::body::{Done, ProxyBody, ServedBody};
 use crate::chunks::ChunkStream;
 use crate::grpc;
 use crate::headers;
-use crate::listener::TlsSession;
 use crate::local_response::LocalError;
 use crate::path::PathNormalization;
 use crate::plugin::{BodyOf, Chain, Decided, RequestState};
 use crate::telemetry::{ErrorKind, ListenerTelemetry};
+use crate::tls::TlsSession;
 use crate::upstream::{Cluster, Clusters};
 
 mod answers;

@@ -48,3 +48,13 @@ impl PeerIdentity {
         parts.join(";")
     }
 }
+
+/// What a request knows about the TLS session it came on: made by the listener at the
+/// handshake, read by the proxy, plugins and telemetry.
+#[derive(Debug, Default)]
+pub struct TlsSession {
+    /// The server name the client asked for.
+    pub sni: Option<String>,
+    /// The verified client certificate's identity (mTLS).
+    pub identity: Option<PeerIdentity>,
+}

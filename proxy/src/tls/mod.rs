@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
 
-pub use identity::PeerIdentity;
+pub use identity::{PeerIdentity, TlsSession};
 
 /// The crypto provider every TLS config uses.
 pub fn provider() -> Arc<CryptoProvider> {

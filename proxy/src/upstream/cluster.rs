@@ -9,13 +9,13 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tracing::{info, warn};
 
-use super::discovery::{self, Resolved};
 use super::endpoint::Endpoint;
 use super::health::Observed;
 use super::limits::ClusterLimits;
 use super::pool::{Pool, PoolSettings};
 use crate::balance::Balancer;
 use crate::config::{ClusterConfig, Config, HealthCheckConfig};
+use crate::discovery::{self, Resolved};
 use crate::telemetry::ClusterMetrics;
 use crate::tls::client::UpstreamTls;
 
@@ -327,7 +327,7 @@ pub enum ClusterStartError {
     #[error("cluster {cluster:?}: Kubernetes discovery: {source}")]
     Kubernetes {
         cluster: String,
-        source: crate::kubernetes::KubernetesError,
+        source: crate::discovery::kubernetes::KubernetesError,
     },
 }
 
@@ -369,20 +369,21 @@ impl Clusters {
             };
             let (resolved, kubernetes) = match &c.kubernetes_service {
                 Some(service) => {
-                    let mut endpoints =
-                        crate::kubernetes::endpoints(service)
-                            .await
-                            .map_err(|source| ClusterStartError::Kubernetes {
-                                cluster: c.name.clone(),
-                                source,
-                            })?;
-                    let first =
-                        crate::kubernetes::first_endpoints(&mut endpoints, KUBERNETES_FIRST_LIST)
-                            .await
-                            .unwrap_or_default();
+                    let mut endpoints = crate::discovery::kubernetes::endpoints(service)
+                        .await
+                        .map_err(|source| ClusterStartError::Kubernetes {
+                            cluster: c.name.clone(),
+                            source,
+                        })?;
+                    let first = crate::discovery::kubernetes::first_endpoints(
+                        &mut endpoints,
+                        KUBERNETES_FIRST_LIST,
+                    )
+                    .await
+                    .unwrap_or_default();
                     (first, Some(endpoints))
                 }
-                None => (discovery::resolve(c).await.unwrap_or_default(), None),
+                None => (discovery::dns::resolve(c).await.unwrap_or_default(), None),
             };
             let reusable: Vec<Arc<Endpoint>> = before
                 .filter(|b| PoolSettings::from(&b.config) == PoolSettings::from(c))
@@ -430,7 +431,7 @@ fn spawn_upkeep(
     mut kubernetes: Option<tokio::sync::watch::Receiver<Option<Resolved>>>,
 ) {
     let Some(c) = cluster.upgrade() else { return };
-    let dns = discovery::needs_dns(&c.config).then_some(c.config.dns_refresh);
+    let dns = discovery::dns::needs_dns(&c.config).then_some(c.config.dns_refresh);
     let evict_every = (c.config.idle_timeout / 2).max(Duration::from_secs(1));
     let health_check = c.config.health_check.clone();
     let outlier = c.config.outlier.is_some();
@@ -455,7 +456,7 @@ fn spawn_upkeep(
                     let Some(c) = cluster.upgrade() else { return };
                     let config = c.config.clone();
                     drop(c);
-                    let resolved = discovery::resolve(&config).await;
+                    let resolved = discovery::dns::resolve(&config).await;
                     let Some(c) = cluster.upgrade() else { return };
                     if let Some(resolved) = resolved {
                         c.update(&resolved);

@@ -2,7 +2,6 @@
 //! connection pool per endpoint.
 
 mod cluster;
-pub mod discovery;
 mod endpoint;
 mod health;
 mod limits;

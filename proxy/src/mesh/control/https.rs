@@ -171,7 +171,7 @@ impl ControlPlane {
         if !settings.control.kubernetes_tokens || token.is_empty() {
             return Ok(None);
         }
-        let account = crate::kubernetes::review_token(token)
+        let account = crate::discovery::kubernetes::review_token(token)
             .await
             .map_err(|e| e.to_string())?;
         Ok(account.and_then(|(namespace, name)| {

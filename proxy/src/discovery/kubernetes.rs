@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::config::{PortRef, ServiceRef};
-use crate::upstream::discovery::Resolved;
+use crate::discovery::Resolved;
 
 /// Why discovery could not start.
 #[derive(Debug, thiserror::Error)]
