@@ -12,7 +12,6 @@
 pub mod authoring;
 pub mod balance;
 pub mod body;
-pub mod chunks;
 pub mod config;
 pub mod discovery;
 pub mod echo;
@@ -27,7 +26,6 @@ pub mod operations;
 pub mod path;
 pub mod plugin;
 pub mod proxy;
-pub mod replay;
 pub mod server;
 pub mod telemetry;
 pub mod tls;

@@ -3,7 +3,6 @@
 //! responses (HTTP 200 with `grpc-status` and `grpc-message`, one HEADERS frame), since a gRPC
 //! client reads a plain 504 as `UNAVAILABLE` at best and `UNKNOWN` at worst.
 
-pub mod health;
 pub mod web;
 
 use std::time::Duration;

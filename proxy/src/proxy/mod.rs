@@ -26,8 +26,8 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
+use crate::body::chunks::ChunkStream;
 use crate::body::{Done, ProxyBody, ServedBody};
-use crate::chunks::ChunkStream;
 use crate::grpc;
 use crate::headers;
 use crate::local_response::LocalError;

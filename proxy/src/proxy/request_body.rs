@@ -11,11 +11,11 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use crate::body::ProxyBody;
-use crate::chunks::ChunkStream;
+use crate::body::chunks::ChunkStream;
+use crate::body::replay::Replay;
 use crate::grpc;
 use crate::local_response::LocalError;
 use crate::plugin::{BodyOf, Chain, RequestState};
-use crate::replay::Replay;
 
 use super::answers::{Answer, error_answer, error_answer_status};
 

@@ -274,7 +274,7 @@ fn live_endpoints(config: &ClusterConfig, all: &[Arc<Endpoint>]) -> (Vec<Arc<End
 /// deadline.
 async fn probe(endpoint: &Endpoint, check: &HealthCheckConfig, cluster: &str) -> bool {
     if let Some(service) = &check.grpc_service {
-        return crate::grpc::health::probe(endpoint, service, cluster, check.timeout).await;
+        return super::grpc_health::probe(endpoint, service, cluster, check.timeout).await;
     }
     let request = http::Request::get(check.path.as_str())
         .header(http::header::HOST, cluster)

@@ -3,6 +3,7 @@
 
 mod cluster;
 mod endpoint;
+mod grpc_health;
 mod health;
 mod limits;
 mod pool;

@@ -8,8 +8,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{CONTENT_TYPE, HOST, HeaderValue, TE, USER_AGENT};
 use http_body_util::BodyExt;
 
+use super::Endpoint;
 use crate::body::ProxyBody;
-use crate::upstream::Endpoint;
 
 const CHECK_PATH: &str = "/grpc.health.v1.Health/Check";
 /// `HealthCheckResponse.ServingStatus.SERVING`.
@@ -34,9 +34,9 @@ pub async fn probe(endpoint: &Endpoint, service: &str, authority: &str, timeout:
         if response.status() != http::StatusCode::OK {
             return None;
         }
-        let head_status = super::status(response.headers());
+        let head_status = crate::grpc::status(response.headers());
         let collected = response.into_body().collect().await.ok()?;
-        let status = head_status.or_else(|| collected.trailers().and_then(super::status));
+        let status = head_status.or_else(|| collected.trailers().and_then(crate::grpc::status));
         (status == Some(0)).then(|| collected.to_bytes())
     };
     match tokio::time::timeout(timeout, call).await {

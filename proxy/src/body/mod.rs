@@ -1,6 +1,11 @@
 //! The one body type the proxy sends in either direction: streamed from a peer, or made locally.
 //!
 //! An enum rather than a boxed trait object keeps the hot path free of an allocation per request.
+//! Beside it: `chunks` (a body streamed through plugins' chunk hooks) and `replay` (the copy of a
+//! request body kept so a retry can send it again).
+
+pub mod chunks;
+pub mod replay;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -10,9 +15,9 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::body::replay::ReplayBody;
 use crate::grpc::web::WebBody;
 use crate::plugin::{Chain, RequestState};
-use crate::replay::ReplayBody;
 use crate::telemetry::ListenerTelemetry;
 use crate::upstream::{Admission, InFlight, Lent};
 
@@ -38,7 +43,7 @@ pub enum ProxyBody {
     /// A gRPC response on its way to a gRPC-Web client: trailers become a last data frame.
     GrpcWeb(Box<WebBody>),
     /// A body through the plugins that stream it, chunk by chunk.
-    Chunked(Box<crate::chunks::ChunkStream>),
+    Chunked(Box<crate::body::chunks::ChunkStream>),
     /// An upstream response body; holds the endpoint's in-flight count until the body ends or the
     /// client goes away, so least-request balancing sees streaming responses as load.
     Upstream {
