@@ -26,6 +26,7 @@ pub mod operations;
 pub mod path;
 pub mod plugin;
 pub mod proxy;
+pub mod sandbox;
 pub mod server;
 pub mod telemetry;
 pub mod tls;

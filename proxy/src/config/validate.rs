@@ -9,7 +9,7 @@ use toml::Spanned;
 
 use crate::path::{EscapedSlashes, PathNormalization};
 // Sizes in config (plugin memory, request bodies) take the range of a plugin's memory cap.
-use crate::plugin::limits::{MAX_MEMORY, MIN_MEMORY};
+use crate::sandbox::{MAX_MEMORY, MIN_MEMORY};
 
 use super::error::{ConfigErrors, Diagnostics};
 use super::raw::{RawCluster, RawConfig, RawListener, RawPlugin};
@@ -576,12 +576,12 @@ fn plugin(i: usize, raw: &RawPlugin, base: &Path, d: &mut Diagnostics<'_>) -> Pl
     let limits = raw.limits.as_ref();
     let time_limit = limits
         .and_then(|l| l.time.as_ref())
-        .map_or(crate::plugin::limits::DEFAULT_TIME, |t| {
+        .map_or(crate::sandbox::DEFAULT_TIME, |t| {
             duration(t, &key("limits.time"), d)
         });
     let memory_limit = limits
         .and_then(|l| l.memory.as_ref())
-        .map_or(crate::plugin::limits::DEFAULT_MEMORY, |m| {
+        .map_or(crate::sandbox::DEFAULT_MEMORY, |m| {
             memory_size(m, &key("limits.memory"), d)
         });
     PluginConfig {

@@ -362,7 +362,7 @@ const DASHBOARD: &str = include_str!("dashboard.html");
 /// The Prometheus exposition, with the cluster gauges read just now.
 fn render_metrics(state: &AdminState) -> Option<String> {
     let handle = state.metrics.as_ref()?;
-    scrape::observe_clusters(&state.reloader.current().clusters);
+    crate::upstream::gauges::observe_clusters(&state.reloader.current().clusters);
     Some(handle.render())
 }
 

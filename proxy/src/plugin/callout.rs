@@ -13,7 +13,7 @@ use crate::config::UpstreamProtocol;
 use crate::headers;
 use crate::upstream::Clusters;
 
-use super::limits::{
+use crate::sandbox::{
     CALLOUT_DEFAULT_TIMEOUT as DEFAULT_TIMEOUT, CALLOUT_MAX_BODY as MAX_BODY,
     CALLOUT_MAX_TIMEOUT as MAX_TIMEOUT,
 };

@@ -10,7 +10,7 @@ use tracing::{debug, warn};
 use wasmtime::component::Component;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use super::limits::{MAX_MEMORY as MAX_PLUGIN_MEMORY, POOLED_INSTANCES};
+use crate::sandbox::{MAX_MEMORY as MAX_PLUGIN_MEMORY, POOLED_INSTANCES};
 
 /// How many live instances each of `plugins` plugins may have, leaving half the slots free so a
 /// new generation of plugins can start while the old one drains.

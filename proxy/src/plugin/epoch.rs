@@ -16,7 +16,7 @@ use std::time::Duration;
 use tracing::warn;
 use wasmtime::{Engine, EngineWeak};
 
-pub use super::limits::EPOCH_TICK;
+pub use crate::sandbox::EPOCH_TICK;
 
 /// How long the ticker goes on without a hook before it parks.
 pub const IDLE_BEFORE_PARK: Duration = Duration::from_secs(1);

@@ -630,7 +630,7 @@ impl routing::Host for HostState {
     }
 }
 
-use super::limits::MAX_CONTEXT_BYTES;
+use crate::sandbox::MAX_CONTEXT_BYTES;
 
 impl context::Host for HostState {
     fn get(&mut self, key: String) -> Option<Vec<u8>> {
@@ -746,7 +746,7 @@ impl clock::Host for HostState {
     }
 }
 
-use super::limits::MIN_TICK;
+use crate::sandbox::MIN_TICK;
 
 impl timer::Host for HostState {
     fn tick_every(&mut self, ms: u32) {

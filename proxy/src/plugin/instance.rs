@@ -13,7 +13,7 @@ use super::bindings::{AttemptOutcome, BodyInterest, Decision, Filter, FilterPre}
 use super::host::{HostState, PluginEnv, RequestState};
 use crate::upstream::Clusters;
 
-use super::limits::{INIT_TIME as INIT_TIME_LIMIT, MAX_CALLS_PER_INSTANCE, MAX_IDLE};
+use crate::sandbox::{INIT_TIME as INIT_TIME_LIMIT, MAX_CALLS_PER_INSTANCE, MAX_IDLE};
 /// One hook call in this many is timed for the hook-time histograms and the admin API's
 /// percentiles: two clock reads and a histogram update per call were a measurable share of a
 /// small hook's cost under load, and a sample of one in eight describes the distribution as

@@ -12,7 +12,6 @@ mod epoch;
 mod failures;
 mod host;
 mod instance;
-pub mod limits;
 mod loader;
 mod metric_imports;
 mod shared;

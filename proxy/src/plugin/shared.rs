@@ -7,7 +7,7 @@ use rustc_hash::FxHashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::limits::MAX_KV_ENTRIES;
+use crate::sandbox::MAX_KV_ENTRIES;
 
 #[derive(Debug, Default)]
 pub struct SharedState {

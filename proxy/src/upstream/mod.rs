@@ -3,6 +3,7 @@
 
 mod cluster;
 mod endpoint;
+pub mod gauges;
 mod grpc_health;
 mod health;
 mod limits;
