@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use serde::de::DeserializeOwned;
 use toml::de::{DeTable, DeValue};
 
 use super::error::{ConfigError, ConfigErrors, Diagnostics};
@@ -12,16 +13,13 @@ use super::{Config, validate};
 /// Reads and validates the config file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let source = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors(vec![ConfigError {
-            file: path.to_path_buf(),
-            line: 0,
-            column: 0,
-            key: String::new(),
-            message: format!(
+        file_error(
+            path,
+            format!(
                 "cannot read config file: {}",
                 crate::file_access::describe(&e)
             ),
-        }])
+        )
     })?;
     load_str(path, &source)
 }
@@ -40,17 +38,32 @@ pub fn load_str(path: &Path, source: &str) -> Result<Config, ConfigErrors> {
         return Err(diagnostics.into_errors());
     }
 
+    let Some(raw) = read_toml::<RawConfig>(source, &mut diagnostics, super::fields::keys_of) else {
+        return Err(diagnostics.into_errors());
+    };
+    validate::validate(path, raw, diagnostics)
+}
+
+/// Reads TOML `source` into a `T`, every problem recorded in `diagnostics` with its line and
+/// key: a syntax or type error (and then `None`), or keys `T` does not have — named with the
+/// keys `expected` lists for their table — after which `T` is still returned, so validation can
+/// report its own errors beside them. The one TOML loader: the proxy's config and the mesh's
+/// files ([`deserialize`]) both read through it.
+pub(crate) fn read_toml<T: DeserializeOwned>(
+    source: &str,
+    diagnostics: &mut Diagnostics<'_>,
+    expected: fn(&[&str]) -> &'static [&'static str],
+) -> Option<T> {
     let mut unknown_keys: Vec<Vec<Segment>> = Vec::new();
-    let raw = match parse(source, &mut unknown_keys) {
-        Ok(raw) => raw,
+    let value = match parse(source, &mut unknown_keys) {
+        Ok(value) => value,
         Err(error) => {
             let span = error.inner().span().unwrap_or(0..0);
             let key = display_path(&error_segments(error.path()));
             diagnostics.error(span, key, error.inner().message().to_owned());
-            return Err(diagnostics.into_errors());
+            return None;
         }
     };
-
     if !unknown_keys.is_empty() {
         // The document parsed once already, so this cannot fail; if it somehow did we still report
         // the keys, just without a line number.
@@ -64,18 +77,51 @@ pub fn load_str(path: &Path, source: &str) -> Result<Config, ConfigErrors> {
             diagnostics.error(
                 span,
                 display_path(&segments),
-                format!("unknown key `{name}`{}", expected_keys(&parent)),
+                format!("unknown key `{name}`{}", expected_keys(&parent, expected)),
             );
         }
     }
-
-    validate::validate(path, raw, diagnostics)
+    Some(value)
 }
 
-fn parse(
+/// A whole TOML file other than the proxy's config (`mesh.toml`, a proxy's `[control]`
+/// settings) as a `T`, or every error with its file, line and key.
+pub fn deserialize<T: DeserializeOwned>(path: &Path, source: &str) -> Result<T, ConfigErrors> {
+    let mut diagnostics = Diagnostics::new(path, source);
+    match read_toml(source, &mut diagnostics, |_| &[]) {
+        Some(value) => diagnostics.into_result(value),
+        None => Err(diagnostics.into_errors()),
+    }
+}
+
+/// Where top-level key `key` is written in `source`, for an error about it.
+pub fn top_level_span(source: &str, key: &str) -> std::ops::Range<usize> {
+    DeTable::parse(source)
+        .ok()
+        .and_then(|t| {
+            t.get_ref()
+                .iter()
+                .find(|(k, _)| k.get_ref().as_ref() == key)
+                .map(|(k, _)| k.span())
+        })
+        .unwrap_or(0..0)
+}
+
+/// One error about a whole file (it cannot be read, say).
+pub fn file_error(path: &Path, message: impl Into<String>) -> ConfigErrors {
+    ConfigErrors(vec![ConfigError {
+        file: path.to_path_buf(),
+        line: 0,
+        column: 0,
+        key: String::new(),
+        message: message.into(),
+    }])
+}
+
+fn parse<T: DeserializeOwned>(
     source: &str,
     unknown_keys: &mut Vec<Vec<Segment>>,
-) -> Result<RawConfig, serde_path_to_error::Error<toml::de::Error>> {
+) -> Result<T, serde_path_to_error::Error<toml::de::Error>> {
     let de = toml::Deserializer::parse(source).map_err(|e| {
         let track = serde_path_to_error::Track::new();
         serde_path_to_error::Error::new(track.path(), e)
@@ -156,7 +202,7 @@ fn split_last(segments: &[Segment]) -> (Vec<Segment>, String) {
 }
 
 /// The keys allowed where an unknown one was found, so the message says what was expected.
-fn expected_keys(parent: &[Segment]) -> String {
+fn expected_keys(parent: &[Segment], keys_of: fn(&[&str]) -> &'static [&'static str]) -> String {
     let table: Vec<&str> = parent
         .iter()
         .filter_map(|s| match s {
@@ -164,7 +210,7 @@ fn expected_keys(parent: &[Segment]) -> String {
             Segment::Index(_) => None,
         })
         .collect();
-    let keys = super::fields::keys_of(&table);
+    let keys = keys_of(&table);
     if keys.is_empty() {
         String::new()
     } else {

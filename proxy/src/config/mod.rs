@@ -21,7 +21,7 @@ use serde::Serialize;
 
 pub(crate) use error::Diagnostics;
 pub use error::{ConfigError, ConfigErrors};
-pub use load::{load, load_str};
+pub use load::{deserialize, file_error, load, load_str, top_level_span};
 pub use service_ref::{PortRef, ServiceRef};
 
 /// Parses a duration written as in config ("250ms", "2s"); used by the echo server's knobs too.

@@ -14,4 +14,3 @@ pub mod control;
 pub mod discovery;
 mod render;
 pub mod settings;
-mod toml_errors;

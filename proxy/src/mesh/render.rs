@@ -11,9 +11,9 @@ use toml::{Table, Value};
 
 use super::api::{Bundle, PluginRef, sha256_hex};
 use super::settings::{MeshSettings, WorkloadSpec};
-use super::toml_errors::{file_error, top_level_span};
 use crate::config::ServiceRef;
 use crate::config::{ConfigErrors, Diagnostics};
+use crate::config::{file_error, top_level_span};
 
 /// Where an agent keeps its identity, relative to its state directory (and so to the config it
 /// writes there): the certificate chain and its key in one file, so a renewal is one rename.

@@ -34,8 +34,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::toml_errors::{deserialize, file_error};
 use crate::config::{ConfigErrors, Diagnostics, parse_duration};
+use crate::config::{deserialize, file_error};
 
 /// Where the control plane's admin API listens when `[control] admin` is absent: loopback only.
 pub const DEFAULT_CONTROL_ADMIN: SocketAddr =

@@ -7,8 +7,8 @@ use http::Uri;
 use serde::Deserialize;
 
 use crate::config::{ConfigErrors, Diagnostics, parse_duration};
+use crate::config::{deserialize, file_error, top_level_span};
 use crate::mesh::api;
-use crate::mesh::toml_errors::{deserialize, file_error, top_level_span};
 
 /// Sections of a controlled proxy's own file that are not `[control]` and stay local.
 const LOCAL_SECTIONS: [&str; 4] = ["admin", "runtime", "access_log", "tracing"];

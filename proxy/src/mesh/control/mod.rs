@@ -420,7 +420,7 @@ impl PluginCheck {
             config.runtime.plugin_cache = dir.clone();
         }
         let refused = |e: crate::plugin::LoadError| {
-            super::toml_errors::file_error(&state.settings.source, e.to_string())
+            crate::config::file_error(&state.settings.source, e.to_string())
         };
         let mut loaded = self.loaded.lock().await;
         if loaded.is_none() {
