@@ -5,7 +5,8 @@
 use std::borrow::Cow;
 
 use super::bindings::switchyard::plugin::batch;
-use super::host::{HeaderChange, HostState, MetricHandle, MetricKind};
+use super::heads::HeaderChange;
+use super::host::{HostState, MetricHandle, MetricKind};
 use super::metric_imports::{MetricLookup, update_borrowed};
 
 /// The tag of each change; the SDK writes the same numbers.

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::bindings::{AttemptOutcome, Decision, LocalResponse};
-use super::host::RequestState;
 use super::instance::HookCall;
+use super::request_state::RequestState;
 use super::{BodyOf, Hook, Plugin};
 use crate::config::OnError;
 use crate::telemetry::ROUTE_CONTEXT_KEY;

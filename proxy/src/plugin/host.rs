@@ -1,8 +1,7 @@
-//! What plugins can call: the host side of every import, acting on the request the current hook
-//! runs for.
+//! What plugins can call: the host side of the imports, acting on the request the current hook
+//! runs for (the request and response heads' imports are in `heads`), and the per-instance state
+//! behind them — the CPU deadline, the memory limiter, cached metric handles.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,96 +10,15 @@ use rustc_hash::FxBuildHasher;
 use wasmtime::{ResourceLimiter, Store, StoreContextMut, UpdateDeadline};
 
 use super::bindings::switchyard::plugin::{
-    clock, context, http as wit_http, log, metrics as wit_metrics, properties, random, request,
-    response, routing, shared, streaming, timer, types,
+    clock, context, http as wit_http, log, metrics as wit_metrics, properties, random, routing,
+    shared, streaming, timer, types,
 };
 use super::bindings::{HttpCallError, HttpRequest, HttpResponse, KvEntry, LogLevel, PeerIdentity};
 use super::callout;
+use super::heads::NO_REQUEST;
+use super::request_state::RequestState;
 use super::shared::SharedState;
-use crate::upstream::{Cluster, Clusters};
-
-/// One request as plugins see it. Owned by the proxy; lent to an instance for each hook call.
-#[derive(Debug)]
-pub struct RequestState {
-    pub head: http::request::Parts,
-    /// The attempt's response head in on-upstream-response, the client's in on-response.
-    pub response: Option<http::response::Parts>,
-    pub listener: Arc<str>,
-    pub peer: SocketAddr,
-    pub request_id: HeaderValue,
-    pub attempt: u32,
-    pub destination: Option<Arc<Cluster>>,
-    /// The TLS session the request came on (SNI, verified client identity); none on plain
-    /// listeners.
-    pub tls: Option<Arc<crate::tls::TlsSession>>,
-    /// The clusters of the config this request started on: destinations and callouts resolve
-    /// here, so a reload mid-request never mixes two configs.
-    pub clusters: Arc<Clusters>,
-    pub timeout: Option<Duration>,
-    pub per_try_timeout: Option<Duration>,
-    pub context: HashMap<String, Vec<u8>>,
-    /// Set when the last `set-destination` named no cluster: the request then gets a 500.
-    pub bad_destination: Option<String>,
-    /// How many plugins of the chain saw on-request (all, unless one answered early); only
-    /// those see the response.
-    pub plugins_reached: usize,
-    /// The chain this request runs when its route changed it (`[[listener.route]]`): the
-    /// listener's plugins less those skipped, then those added. `None`: the listener's chain.
-    pub routed_chain: Option<Arc<[Arc<super::Plugin>]>>,
-    /// What telemetry reports when the request is done.
-    pub exchange: crate::telemetry::Exchange,
-    /// Headers plugins added for the client's response (`add-response-header`), appended to
-    /// whatever response goes out.
-    pub response_headers_to_add: Vec<(http::HeaderName, HeaderValue)>,
-}
-
-impl RequestState {
-    /// What telemetry reports when the request is done.
-    pub fn finished(&self) -> crate::telemetry::exchange::Finished<'_> {
-        crate::telemetry::exchange::Finished {
-            exchange: &self.exchange,
-            peer: self.peer,
-            request_id: &self.request_id,
-            attempts: self.attempt,
-            route: self
-                .context
-                .get(crate::telemetry::exchange::ROUTE_CONTEXT_KEY)
-                .and_then(|r| std::str::from_utf8(r).ok()),
-            identity: self.tls.as_ref().and_then(|t| t.identity.as_ref()),
-        }
-    }
-
-    /// A copy for hooks that run beside the request rather than in its flow (body chunks): the
-    /// heads, identity, destination and context as they are now. What those hooks change stays
-    /// in the copy; its telemetry is never reported.
-    pub fn view(&self) -> Box<RequestState> {
-        Box::new(RequestState {
-            head: crate::headers::copy_request(&self.head, ()).into_parts().0,
-            response: self
-                .response
-                .as_ref()
-                .map(crate::headers::copy_response_head),
-            listener: Arc::clone(&self.listener),
-            peer: self.peer,
-            request_id: self.request_id.clone(),
-            attempt: self.attempt,
-            destination: self.destination.clone(),
-            tls: self.tls.clone(),
-            clusters: Arc::clone(&self.clusters),
-            timeout: self.timeout,
-            per_try_timeout: self.per_try_timeout,
-            context: self.context.clone(),
-            bad_destination: None,
-            plugins_reached: self.plugins_reached,
-            routed_chain: self.routed_chain.clone(),
-            exchange: crate::telemetry::Exchange::new(
-                self.exchange.method.clone(),
-                self.exchange.version,
-            ),
-            response_headers_to_add: Vec::new(),
-        })
-    }
-}
+use crate::upstream::Clusters;
 
 /// What every instance of one plugin shares.
 #[derive(Debug)]
@@ -232,7 +150,7 @@ impl HostState {
 
     /// Parses a header a plugin sets: standard and recently used names without allocating, the
     /// value without copying the string the plugin passed.
-    fn parse_header(
+    pub(super) fn parse_header(
         &mut self,
         name: &str,
         value: bytes::Bytes,
@@ -310,19 +228,19 @@ impl HostState {
         self.stretch_cpu_base = None;
     }
 
-    fn req(&self) -> Option<&RequestState> {
+    pub(super) fn req(&self) -> Option<&RequestState> {
         self.request.as_deref()
     }
 
-    fn req_mut(&mut self) -> Option<&mut RequestState> {
+    pub(super) fn req_mut(&mut self) -> Option<&mut RequestState> {
         self.request.as_deref_mut()
     }
 
-    fn response_headers(&self) -> Option<&http::HeaderMap> {
+    pub(super) fn response_headers(&self) -> Option<&http::HeaderMap> {
         self.req()?.response.as_ref().map(|r| &r.headers)
     }
 
-    fn response_headers_mut(&mut self) -> Result<&mut http::HeaderMap, String> {
+    pub(super) fn response_headers_mut(&mut self) -> Result<&mut http::HeaderMap, String> {
         self.req_mut()
             .and_then(|r| r.response.as_mut())
             .map(|r| &mut r.headers)
@@ -352,205 +270,6 @@ impl ResourceLimiter for HostState {
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
-    }
-}
-
-fn header_first(headers: &http::HeaderMap, name: &str) -> Option<String> {
-    headers.get(name).map(header_text)
-}
-
-fn header_all(headers: &http::HeaderMap, name: &str) -> Vec<String> {
-    headers.get_all(name).iter().map(header_text).collect()
-}
-
-/// A header value as text for a plugin. Values are nearly always ASCII, which `from_utf8`
-/// checks a word at a time; only a value that is not UTF-8 takes the slower lossy path.
-fn header_text(value: &http::HeaderValue) -> String {
-    match std::str::from_utf8(value.as_bytes()) {
-        Ok(text) => text.to_owned(),
-        Err(_) => String::from_utf8_lossy(value.as_bytes()).into_owned(),
-    }
-}
-
-fn header_names(headers: &http::HeaderMap) -> Vec<String> {
-    headers.keys().map(|k| k.as_str().to_owned()).collect()
-}
-
-const NO_REQUEST: &str = "no request in this hook";
-
-impl request::Host for HostState {
-    fn method(&mut self) -> String {
-        self.req()
-            .map(|r| r.head.method.to_string())
-            .unwrap_or_default()
-    }
-
-    fn path(&mut self) -> String {
-        self.req()
-            .and_then(|r| r.head.uri.path_and_query())
-            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned())
-    }
-
-    fn set_path(&mut self, path_and_query: String) -> Result<(), String> {
-        let req = self.req_mut().ok_or(NO_REQUEST)?;
-        if !path_and_query.starts_with('/') {
-            return Err(format!("{path_and_query:?} must start with '/'"));
-        }
-        let mut parts = req.head.uri.clone().into_parts();
-        parts.path_and_query = Some(
-            path_and_query
-                .parse()
-                .map_err(|e| format!("invalid path {path_and_query:?}: {e}"))?,
-        );
-        req.head.uri = http::Uri::from_parts(parts).map_err(|e| e.to_string())?;
-        Ok(())
-    }
-
-    fn authority(&mut self) -> Option<String> {
-        let req = self.req()?;
-        req.head
-            .uri
-            .authority()
-            .map(|a| a.as_str().to_owned())
-            .or_else(|| header_first(&req.head.headers, "host"))
-    }
-
-    fn header(&mut self, name: String) -> Option<String> {
-        header_first(&self.req()?.head.headers, &name)
-    }
-
-    fn header_all(&mut self, name: String) -> Vec<String> {
-        self.req()
-            .map(|r| header_all(&r.head.headers, &name))
-            .unwrap_or_default()
-    }
-
-    fn header_names(&mut self) -> Vec<String> {
-        self.req()
-            .map(|r| header_names(&r.head.headers))
-            .unwrap_or_default()
-    }
-
-    fn set_header(&mut self, name: String, value: String) -> Result<(), String> {
-        self.change_request_header(HeaderChange::Set, &name, value.into())
-    }
-
-    fn add_header(&mut self, name: String, value: String) -> Result<(), String> {
-        self.change_request_header(HeaderChange::Add, &name, value.into())
-    }
-
-    fn add_response_header(&mut self, name: String, value: String) -> Result<(), String> {
-        self.add_client_response_header(&name, value.into())
-    }
-
-    fn remove_header(&mut self, name: String) {
-        self.remove_request_header(&name);
-    }
-}
-
-/// Whether a header change replaces the header's values or adds one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum HeaderChange {
-    Set,
-    Add,
-}
-
-/// The request changes a plugin may make one by one (`request` imports) or in a batch.
-impl HostState {
-    pub(super) fn change_request_header(
-        &mut self,
-        change: HeaderChange,
-        name: &str,
-        value: bytes::Bytes,
-    ) -> Result<(), String> {
-        let (name, value) = self.parse_header(name, value)?;
-        let head = &mut self.req_mut().ok_or(NO_REQUEST)?.head;
-        if change == HeaderChange::Add {
-            head.headers.append(name, value);
-            return Ok(());
-        }
-        if name == http::header::HOST && head.uri.authority().is_some() {
-            // HTTP/2 and absolute-form requests carry the authority in the URI, which wins over
-            // Host: a host rewrite must change it there too.
-            let mut parts = head.uri.clone().into_parts();
-            parts.authority = Some(
-                http::uri::Authority::try_from(value.as_bytes())
-                    .map_err(|e| format!("invalid host {value:?}: {e}"))?,
-            );
-            head.uri = http::Uri::from_parts(parts).map_err(|e| e.to_string())?;
-        }
-        head.headers.insert(name, value);
-        Ok(())
-    }
-
-    pub(super) fn add_client_response_header(
-        &mut self,
-        name: &str,
-        value: bytes::Bytes,
-    ) -> Result<(), String> {
-        let (name, value) = self.parse_header(name, value)?;
-        self.req_mut()
-            .ok_or(NO_REQUEST)?
-            .response_headers_to_add
-            .push((name, value));
-        Ok(())
-    }
-
-    pub(super) fn remove_request_header(&mut self, name: &str) {
-        if let Some(req) = self.req_mut() {
-            req.head.headers.remove(name);
-        }
-    }
-}
-
-impl response::Host for HostState {
-    fn status(&mut self) -> Option<u16> {
-        self.req()?.response.as_ref().map(|r| r.status.as_u16())
-    }
-
-    fn set_status(&mut self, status: u16) -> Result<(), String> {
-        let status = http::StatusCode::from_u16(status)
-            .map_err(|_| format!("{status} is not an HTTP status"))?;
-        let response = self
-            .req_mut()
-            .and_then(|r| r.response.as_mut())
-            .ok_or("there is no response head in this hook")?;
-        response.status = status;
-        Ok(())
-    }
-
-    fn header(&mut self, name: String) -> Option<String> {
-        header_first(self.response_headers()?, &name)
-    }
-
-    fn header_all(&mut self, name: String) -> Vec<String> {
-        self.response_headers()
-            .map(|h| header_all(h, &name))
-            .unwrap_or_default()
-    }
-
-    fn header_names(&mut self) -> Vec<String> {
-        self.response_headers()
-            .map(header_names)
-            .unwrap_or_default()
-    }
-
-    fn set_header(&mut self, name: String, value: String) -> Result<(), String> {
-        let (name, value) = self.parse_header(&name, value.into())?;
-        self.response_headers_mut()?.insert(name, value);
-        Ok(())
-    }
-
-    fn add_header(&mut self, name: String, value: String) -> Result<(), String> {
-        let (name, value) = self.parse_header(&name, value.into())?;
-        self.response_headers_mut()?.append(name, value);
-        Ok(())
-    }
-
-    fn remove_header(&mut self, name: String) {
-        if let Ok(headers) = self.response_headers_mut() {
-            headers.remove(name.as_str());
-        }
     }
 }
 

@@ -10,7 +10,8 @@ use wasmtime::Store;
 use wasmtime::component::TypedFunc;
 
 use super::bindings::{AttemptOutcome, BodyInterest, Decision, Filter, FilterPre};
-use super::host::{HostState, PluginEnv, RequestState};
+use super::host::{HostState, PluginEnv};
+use super::request_state::RequestState;
 use crate::upstream::Clusters;
 
 use crate::sandbox::{INIT_TIME as INIT_TIME_LIMIT, MAX_CALLS_PER_INSTANCE, MAX_IDLE};

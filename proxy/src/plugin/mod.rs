@@ -10,10 +10,12 @@ mod chain;
 mod engine;
 mod epoch;
 mod failures;
+mod heads;
 mod host;
 mod instance;
 mod loader;
 mod metric_imports;
+mod request_state;
 mod shared;
 mod stats;
 mod ticker;
@@ -27,9 +29,9 @@ use wasmtime::component::{HasSelf, Linker};
 
 pub use bindings::{AttemptOutcome, LocalResponse, UpstreamError};
 pub use chain::{Chain, Decided, Step};
-pub use host::RequestState;
 pub use instance::HookError;
 pub use loader::{LoadError, componentize};
+pub use request_state::RequestState;
 
 use bindings::{BodyInterest, Decision, Filter};
 use engine::CompileCache;

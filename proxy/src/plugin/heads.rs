@@ -1,0 +1,204 @@
+//! The `request` and `response` imports: plugins reading and changing the request head, the
+//! response head, and the headers added to the client's response.
+
+use super::bindings::switchyard::plugin::{request, response};
+use super::host::HostState;
+
+fn header_first(headers: &http::HeaderMap, name: &str) -> Option<String> {
+    headers.get(name).map(header_text)
+}
+
+fn header_all(headers: &http::HeaderMap, name: &str) -> Vec<String> {
+    headers.get_all(name).iter().map(header_text).collect()
+}
+
+/// A header value as text for a plugin. Values are nearly always ASCII, which `from_utf8`
+/// checks a word at a time; only a value that is not UTF-8 takes the slower lossy path.
+fn header_text(value: &http::HeaderValue) -> String {
+    match std::str::from_utf8(value.as_bytes()) {
+        Ok(text) => text.to_owned(),
+        Err(_) => String::from_utf8_lossy(value.as_bytes()).into_owned(),
+    }
+}
+
+fn header_names(headers: &http::HeaderMap) -> Vec<String> {
+    headers.keys().map(|k| k.as_str().to_owned()).collect()
+}
+
+pub(super) const NO_REQUEST: &str = "no request in this hook";
+
+impl request::Host for HostState {
+    fn method(&mut self) -> String {
+        self.req()
+            .map(|r| r.head.method.to_string())
+            .unwrap_or_default()
+    }
+
+    fn path(&mut self) -> String {
+        self.req()
+            .and_then(|r| r.head.uri.path_and_query())
+            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned())
+    }
+
+    fn set_path(&mut self, path_and_query: String) -> Result<(), String> {
+        let req = self.req_mut().ok_or(NO_REQUEST)?;
+        if !path_and_query.starts_with('/') {
+            return Err(format!("{path_and_query:?} must start with '/'"));
+        }
+        let mut parts = req.head.uri.clone().into_parts();
+        parts.path_and_query = Some(
+            path_and_query
+                .parse()
+                .map_err(|e| format!("invalid path {path_and_query:?}: {e}"))?,
+        );
+        req.head.uri = http::Uri::from_parts(parts).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    fn authority(&mut self) -> Option<String> {
+        let req = self.req()?;
+        req.head
+            .uri
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .or_else(|| header_first(&req.head.headers, "host"))
+    }
+
+    fn header(&mut self, name: String) -> Option<String> {
+        header_first(&self.req()?.head.headers, &name)
+    }
+
+    fn header_all(&mut self, name: String) -> Vec<String> {
+        self.req()
+            .map(|r| header_all(&r.head.headers, &name))
+            .unwrap_or_default()
+    }
+
+    fn header_names(&mut self) -> Vec<String> {
+        self.req()
+            .map(|r| header_names(&r.head.headers))
+            .unwrap_or_default()
+    }
+
+    fn set_header(&mut self, name: String, value: String) -> Result<(), String> {
+        self.change_request_header(HeaderChange::Set, &name, value.into())
+    }
+
+    fn add_header(&mut self, name: String, value: String) -> Result<(), String> {
+        self.change_request_header(HeaderChange::Add, &name, value.into())
+    }
+
+    fn add_response_header(&mut self, name: String, value: String) -> Result<(), String> {
+        self.add_client_response_header(&name, value.into())
+    }
+
+    fn remove_header(&mut self, name: String) {
+        self.remove_request_header(&name);
+    }
+}
+
+/// Whether a header change replaces the header's values or adds one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum HeaderChange {
+    Set,
+    Add,
+}
+
+/// The request changes a plugin may make one by one (`request` imports) or in a batch.
+impl HostState {
+    pub(super) fn change_request_header(
+        &mut self,
+        change: HeaderChange,
+        name: &str,
+        value: bytes::Bytes,
+    ) -> Result<(), String> {
+        let (name, value) = self.parse_header(name, value)?;
+        let head = &mut self.req_mut().ok_or(NO_REQUEST)?.head;
+        if change == HeaderChange::Add {
+            head.headers.append(name, value);
+            return Ok(());
+        }
+        if name == http::header::HOST && head.uri.authority().is_some() {
+            // HTTP/2 and absolute-form requests carry the authority in the URI, which wins over
+            // Host: a host rewrite must change it there too.
+            let mut parts = head.uri.clone().into_parts();
+            parts.authority = Some(
+                http::uri::Authority::try_from(value.as_bytes())
+                    .map_err(|e| format!("invalid host {value:?}: {e}"))?,
+            );
+            head.uri = http::Uri::from_parts(parts).map_err(|e| e.to_string())?;
+        }
+        head.headers.insert(name, value);
+        Ok(())
+    }
+
+    pub(super) fn add_client_response_header(
+        &mut self,
+        name: &str,
+        value: bytes::Bytes,
+    ) -> Result<(), String> {
+        let (name, value) = self.parse_header(name, value)?;
+        self.req_mut()
+            .ok_or(NO_REQUEST)?
+            .response_headers_to_add
+            .push((name, value));
+        Ok(())
+    }
+
+    pub(super) fn remove_request_header(&mut self, name: &str) {
+        if let Some(req) = self.req_mut() {
+            req.head.headers.remove(name);
+        }
+    }
+}
+
+impl response::Host for HostState {
+    fn status(&mut self) -> Option<u16> {
+        self.req()?.response.as_ref().map(|r| r.status.as_u16())
+    }
+
+    fn set_status(&mut self, status: u16) -> Result<(), String> {
+        let status = http::StatusCode::from_u16(status)
+            .map_err(|_| format!("{status} is not an HTTP status"))?;
+        let response = self
+            .req_mut()
+            .and_then(|r| r.response.as_mut())
+            .ok_or("there is no response head in this hook")?;
+        response.status = status;
+        Ok(())
+    }
+
+    fn header(&mut self, name: String) -> Option<String> {
+        header_first(self.response_headers()?, &name)
+    }
+
+    fn header_all(&mut self, name: String) -> Vec<String> {
+        self.response_headers()
+            .map(|h| header_all(h, &name))
+            .unwrap_or_default()
+    }
+
+    fn header_names(&mut self) -> Vec<String> {
+        self.response_headers()
+            .map(header_names)
+            .unwrap_or_default()
+    }
+
+    fn set_header(&mut self, name: String, value: String) -> Result<(), String> {
+        let (name, value) = self.parse_header(&name, value.into())?;
+        self.response_headers_mut()?.insert(name, value);
+        Ok(())
+    }
+
+    fn add_header(&mut self, name: String, value: String) -> Result<(), String> {
+        let (name, value) = self.parse_header(&name, value.into())?;
+        self.response_headers_mut()?.append(name, value);
+        Ok(())
+    }
+
+    fn remove_header(&mut self, name: String) {
+        if let Ok(headers) = self.response_headers_mut() {
+            headers.remove(name.as_str());
+        }
+    }
+}

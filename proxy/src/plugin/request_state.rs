@@ -1,0 +1,93 @@
+//! One request as plugins see it: what the proxy lends an instance for each hook call.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::HeaderValue;
+
+use crate::upstream::{Cluster, Clusters};
+
+/// One request as plugins see it. Owned by the proxy; lent to an instance for each hook call.
+#[derive(Debug)]
+pub struct RequestState {
+    pub head: http::request::Parts,
+    /// The attempt's response head in on-upstream-response, the client's in on-response.
+    pub response: Option<http::response::Parts>,
+    pub listener: Arc<str>,
+    pub peer: SocketAddr,
+    pub request_id: HeaderValue,
+    pub attempt: u32,
+    pub destination: Option<Arc<Cluster>>,
+    /// The TLS session the request came on (SNI, verified client identity); none on plain
+    /// listeners.
+    pub tls: Option<Arc<crate::tls::TlsSession>>,
+    /// The clusters of the config this request started on: destinations and callouts resolve
+    /// here, so a reload mid-request never mixes two configs.
+    pub clusters: Arc<Clusters>,
+    pub timeout: Option<Duration>,
+    pub per_try_timeout: Option<Duration>,
+    pub context: HashMap<String, Vec<u8>>,
+    /// Set when the last `set-destination` named no cluster: the request then gets a 500.
+    pub bad_destination: Option<String>,
+    /// How many plugins of the chain saw on-request (all, unless one answered early); only
+    /// those see the response.
+    pub plugins_reached: usize,
+    /// The chain this request runs when its route changed it (`[[listener.route]]`): the
+    /// listener's plugins less those skipped, then those added. `None`: the listener's chain.
+    pub routed_chain: Option<Arc<[Arc<super::Plugin>]>>,
+    /// What telemetry reports when the request is done.
+    pub exchange: crate::telemetry::Exchange,
+    /// Headers plugins added for the client's response (`add-response-header`), appended to
+    /// whatever response goes out.
+    pub response_headers_to_add: Vec<(http::HeaderName, HeaderValue)>,
+}
+
+impl RequestState {
+    /// What telemetry reports when the request is done.
+    pub fn finished(&self) -> crate::telemetry::exchange::Finished<'_> {
+        crate::telemetry::exchange::Finished {
+            exchange: &self.exchange,
+            peer: self.peer,
+            request_id: &self.request_id,
+            attempts: self.attempt,
+            route: self
+                .context
+                .get(crate::telemetry::exchange::ROUTE_CONTEXT_KEY)
+                .and_then(|r| std::str::from_utf8(r).ok()),
+            identity: self.tls.as_ref().and_then(|t| t.identity.as_ref()),
+        }
+    }
+
+    /// A copy for hooks that run beside the request rather than in its flow (body chunks): the
+    /// heads, identity, destination and context as they are now. What those hooks change stays
+    /// in the copy; its telemetry is never reported.
+    pub fn view(&self) -> Box<RequestState> {
+        Box::new(RequestState {
+            head: crate::headers::copy_request(&self.head, ()).into_parts().0,
+            response: self
+                .response
+                .as_ref()
+                .map(crate::headers::copy_response_head),
+            listener: Arc::clone(&self.listener),
+            peer: self.peer,
+            request_id: self.request_id.clone(),
+            attempt: self.attempt,
+            destination: self.destination.clone(),
+            tls: self.tls.clone(),
+            clusters: Arc::clone(&self.clusters),
+            timeout: self.timeout,
+            per_try_timeout: self.per_try_timeout,
+            context: self.context.clone(),
+            bad_destination: None,
+            plugins_reached: self.plugins_reached,
+            routed_chain: self.routed_chain.clone(),
+            exchange: crate::telemetry::Exchange::new(
+                self.exchange.method.clone(),
+                self.exchange.version,
+            ),
+            response_headers_to_add: Vec::new(),
+        })
+    }
+}
