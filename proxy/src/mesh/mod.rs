@@ -14,3 +14,4 @@ pub mod control;
 pub mod discovery;
 mod render;
 pub mod settings;
+pub mod weights;

@@ -24,8 +24,9 @@ use tracing::{info, warn};
 
 use super::api::Bundle;
 use super::discovery::MeshDiscovery;
-use super::render::{self, DiscoveredEndpoints, MeshPlugins, WeightOverrides};
+use super::render::{self, DiscoveredEndpoints, MeshPlugins};
 use super::settings::{self, MeshSettings};
+use super::weights::{self, WeightOverrides};
 use crate::config::{Config, ConfigError, ConfigErrors};
 use crate::plugin::{PluginRuntime, Plugins};
 use crate::tls::issue::MeshCa;
@@ -360,7 +361,7 @@ fn warn_shadowed(before: &MeshSettings, after: &MeshSettings, held: &WeightOverr
 
 /// What `mesh.toml` says of the clusters whose weights are held for `plugin`.
 fn shadowed(mesh: &MeshSettings, plugin: &str, held: &BTreeMap<String, u32>) -> Vec<(String, u32)> {
-    render::file_weights(mesh, plugin)
+    weights::file_weights(mesh, plugin)
         .into_iter()
         .filter(|(cluster, _)| held.contains_key(cluster))
         .collect()
