@@ -55,7 +55,28 @@ fn root() -> PathBuf {
 fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(root());
+    // `cargo run` (how `cargo xtask` starts) gives xtask its own package's variables. Passed on,
+    // build scripts that watch them (ring's watches CARGO_MANIFEST_DIR) see a change from a plain
+    // `cargo build`, and everything above them (rustls, kube, the proxy) is built again.
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(set_by_cargo_run) {
+            cmd.env_remove(name);
+        }
+    }
     cmd
+}
+
+/// Whether `name` is one of the variables `cargo run` sets for the program it runs.
+fn set_by_cargo_run(name: &str) -> bool {
+    name.starts_with("CARGO_PKG_")
+        || matches!(
+            name,
+            "CARGO_MANIFEST_DIR"
+                | "CARGO_MANIFEST_PATH"
+                | "CARGO_CRATE_NAME"
+                | "CARGO_BIN_NAME"
+                | "CARGO_PRIMARY_PACKAGE"
+        )
 }
 
 fn run(cmd: &mut Command) -> Result<()> {
