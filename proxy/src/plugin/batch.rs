@@ -82,17 +82,11 @@ impl<'a> Labels<'a> {
         };
         for i in 0..count {
             let pair = (Cow::Borrowed(reader.str()?), Cow::Borrowed(reader.str()?));
-            match labels.inline.get_mut(i) {
-                Some(slot) => *slot = pair,
-                None => labels.spilled.push(pair),
+            if count > INLINE_LABELS {
+                labels.spilled.push(pair);
+            } else {
+                labels.inline[i] = pair;
             }
-        }
-        if count > INLINE_LABELS {
-            let inline = std::mem::replace(
-                &mut labels.inline,
-                std::array::from_fn(|_| (Cow::Borrowed(""), Cow::Borrowed(""))),
-            );
-            labels.spilled.splice(0..0, inline);
         }
         Ok(labels)
     }

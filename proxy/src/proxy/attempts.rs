@@ -142,10 +142,9 @@ impl ListenerProxy {
             self.record_error(&mut state, ErrorKind::Overloaded);
             return (state, overloaded(cluster, "requests"));
         };
-        let mut admission = Some(admission);
         // The circuit-breaker slot of the retry in progress, if this attempt is one.
         let mut _retry_slot = None;
-        loop {
+        let (result, per_try) = loop {
             state.attempt += 1;
             let remaining = deadline.saturating_duration_since(Instant::now());
             let per_try = state
@@ -155,14 +154,7 @@ impl ListenerProxy {
 
             let overload = matches!(result, Err(AttemptError::Overloaded(_)));
             if !self.chain.may_retry() || overload {
-                let answer = self.finish_attempt(
-                    result,
-                    cluster,
-                    &mut downstream_upgrade,
-                    per_try,
-                    admission.take(),
-                );
-                return (state, answer);
+                break (result, per_try);
             }
             let outcome = match &result {
                 Ok((response, _)) => AttemptOutcome::Response(response.status().as_u16()),
@@ -216,15 +208,11 @@ impl ListenerProxy {
                 }
                 Step::Continue => {}
             }
-            let answer = self.finish_attempt(
-                result,
-                cluster,
-                &mut downstream_upgrade,
-                per_try,
-                admission.take(),
-            );
-            return (state, answer);
-        }
+            break (result, per_try);
+        };
+        let answer =
+            self.finish_attempt(result, cluster, &mut downstream_upgrade, per_try, admission);
+        (state, answer)
     }
 
     /// One attempt: pick an endpoint, send a copy of the head with the body, wait for the head.
@@ -344,11 +332,11 @@ impl ListenerProxy {
         cluster: &Cluster,
         downstream_upgrade: &mut Option<OnUpgrade>,
         per_try: Duration,
-        admission: Option<Admission>,
+        admission: Admission,
     ) -> Answer {
         match result {
             Ok((response, attempted)) => {
-                upstream_answer(response, attempted, admission, downstream_upgrade)
+                upstream_answer(response, attempted, Some(admission), downstream_upgrade)
             }
             Err(error) => error.answer(cluster, per_try),
         }
