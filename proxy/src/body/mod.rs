@@ -19,7 +19,7 @@ use crate::body::replay::ReplayBody;
 use crate::grpc::web::WebBody;
 use crate::plugin::{Chain, RequestState};
 use crate::telemetry::ListenerTelemetry;
-use crate::upstream::{Admission, InFlight, Lent};
+use crate::upstream::{Admission, InFlight, UpstreamBody};
 
 /// A request or response body as the proxy forwards it.
 #[derive(Debug)]
@@ -47,10 +47,9 @@ pub enum ProxyBody {
     /// An upstream response body; holds the endpoint's in-flight count until the body ends or the
     /// client goes away, so least-request balancing sees streaming responses as load.
     Upstream {
-        body: Incoming,
-        /// The keep-alive connection the body comes on; back in its pool when this is dropped,
-        /// which hyper does as soon as the body has been sent to the end.
-        _connection: Lent,
+        /// On HTTP/1.1 it holds the keep-alive connection, back in its pool as soon as the body
+        /// has been read to the end.
+        body: UpstreamBody,
         _in_flight: InFlight,
         /// The cluster's circuit-breaker slot for this request, held until the body is done.
         _admission: Option<Admission>,
@@ -172,7 +171,8 @@ impl Body for ProxyBody {
             Self::Replay(body) => return Pin::new(body.as_mut()).poll_frame(cx),
             Self::GrpcWeb(body) => return Pin::new(body.as_mut()).poll_frame(cx),
             Self::Chunked(body) => return Pin::new(body.as_mut()).poll_frame(cx),
-            Self::Streaming(body) | Self::Upstream { body, .. } => Pin::new(body).poll_frame(cx),
+            Self::Upstream { body, .. } => return Pin::new(body).poll_frame(cx),
+            Self::Streaming(body) => Pin::new(body).poll_frame(cx),
             Self::Capped {
                 body,
                 remaining,
@@ -201,9 +201,8 @@ impl Body for ProxyBody {
             Self::Replay(body) => body.is_end_stream(),
             Self::GrpcWeb(body) => body.is_end_stream(),
             Self::Chunked(body) => body.is_end_stream(),
-            Self::Streaming(body) | Self::Upstream { body, .. } | Self::Capped { body, .. } => {
-                body.is_end_stream()
-            }
+            Self::Upstream { body, .. } => body.is_end_stream(),
+            Self::Streaming(body) | Self::Capped { body, .. } => body.is_end_stream(),
         }
     }
 
@@ -214,9 +213,8 @@ impl Body for ProxyBody {
             Self::Replay(body) => body.size_hint(),
             Self::GrpcWeb(body) => body.size_hint(),
             Self::Chunked(body) => body.size_hint(),
-            Self::Streaming(body) | Self::Upstream { body, .. } | Self::Capped { body, .. } => {
-                body.size_hint()
-            }
+            Self::Upstream { body, .. } => body.size_hint(),
+            Self::Streaming(body) | Self::Capped { body, .. } => body.size_hint(),
         }
     }
 }

@@ -54,7 +54,7 @@ pub async fn call(
 
     let _in_flight = endpoint.start_request();
     let exchange = async {
-        let (response, _lent) = endpoint.send(req).await.map_err(|e| {
+        let response = endpoint.send(req).await.map_err(|e| {
             if e.is_connect() {
                 HttpCallError::ConnectFailure
             } else {

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use http::header::{HeaderName, HeaderValue};
 use http::{Response, StatusCode};
-use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use tracing::warn;
 
@@ -13,7 +12,7 @@ use crate::body::{BodyTooLarge, ProxyBody};
 use crate::headers;
 use crate::local_response::{LocalError, X_SWITCHYARD_OVERLOADED, text_response};
 use crate::plugin::{Decided, LocalResponse, RequestState};
-use crate::upstream::{Admission, Cluster, UpstreamError as SendError};
+use crate::upstream::{Admission, Cluster, UpstreamBody, UpstreamError as SendError};
 
 use super::attempts::Attempted;
 use super::upgrade::tunnel;
@@ -27,19 +26,21 @@ pub(super) struct Answer {
 /// The upstream's response as the client will get it: hop-by-hop headers stripped, `via`
 /// added, upgrades wired up.
 pub(super) fn upstream_answer(
-    mut response: Response<Incoming>,
+    response: Response<UpstreamBody>,
     attempted: Attempted,
     admission: Option<Admission>,
     downstream_upgrade: &mut Option<OnUpgrade>,
 ) -> Answer {
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-    if switching {
-        match downstream_upgrade.take() {
-            Some(downstream) => {
-                let upstream = hyper::upgrade::on(&mut response);
+    let version = response.version();
+    let (mut head, body) = response.into_parts();
+    let body = if switching {
+        match (downstream_upgrade.take(), body.into_upgraded()) {
+            (Some(downstream), Some(upstream)) => {
                 tokio::spawn(tunnel(downstream, upstream, attempted.endpoint.addr));
+                None
             }
-            None => {
+            _ => {
                 let detail = format!(
                     "{} switched protocols without being asked to",
                     attempted.endpoint.addr
@@ -47,20 +48,18 @@ pub(super) fn upstream_answer(
                 return error_answer(LocalError::UpstreamReset, &detail);
             }
         }
-    }
-    let version = response.version();
-    let (mut head, body) = response.into_parts();
+    } else {
+        Some(body)
+    };
     headers::strip_hop_by_hop(&mut head.headers, switching);
     headers::append_via(&mut head.headers, version);
-    let body = if switching {
-        ProxyBody::Empty
-    } else {
-        ProxyBody::Upstream {
+    let body = match body {
+        None => ProxyBody::Empty,
+        Some(body) => ProxyBody::Upstream {
             body,
-            _connection: attempted.connection,
             _in_flight: attempted.in_flight,
             _admission: admission,
-        }
+        },
     };
     Answer { head, body }
 }
@@ -85,7 +84,7 @@ pub(super) fn downstream_body_error(error: &SendError) -> Option<Answer> {
     let SendError::Reset { source, .. } = error else {
         return None;
     };
-    if !source.is_user() {
+    if !source.is_request_body() {
         return None;
     }
     let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(source);

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use http::header::HeaderValue;
 use http::{Request, Response};
-use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use tracing::{debug, warn};
 
@@ -21,7 +20,7 @@ use crate::plugin::{AttemptOutcome, RequestState, Step};
 use crate::telemetry::exchange::AttemptSpan;
 use crate::telemetry::trace_context::new_span_id;
 use crate::telemetry::{AttemptResult, ErrorKind};
-use crate::upstream::{Admission, Cluster, Endpoint, InFlight, Lent, Observed};
+use crate::upstream::{Admission, Cluster, Endpoint, InFlight, Observed, UpstreamBody};
 
 use super::ListenerProxy;
 use super::answers::{Answer, local_answer, overloaded, plugin_failed_answer, upstream_answer};
@@ -31,11 +30,10 @@ use super::request_body::RequestBody;
 /// Most attempts one request may make, whatever plugins ask.
 const MAX_ATTEMPTS: u32 = 25;
 
-/// The endpoint an attempt reached, its in-flight count, and the connection lent to it.
+/// The endpoint an attempt reached, and its in-flight count.
 pub(super) struct Attempted {
     pub(super) endpoint: Arc<Endpoint>,
     pub(super) in_flight: InFlight,
-    pub(super) connection: Lent,
 }
 
 /// Why a retry a plugin asked for was not made: the access log's `retry_refused` and the
@@ -69,9 +67,9 @@ pub(super) fn take_head(head: &mut http::request::Parts, body: ProxyBody) -> Req
     Request::from_parts(std::mem::replace(head, empty), body)
 }
 
-pub(super) type AttemptSendResult = Result<(Response<Incoming>, Attempted), AttemptError>;
+pub(super) type AttemptSendResult = Result<(Response<UpstreamBody>, Attempted), AttemptError>;
 
-pub(super) type HeadlessResult = Result<(Incoming, Attempted), AttemptError>;
+pub(super) type HeadlessResult = Result<(UpstreamBody, Attempted), AttemptError>;
 
 /// Takes the response head out of an attempt so plugins can read and change it.
 pub(super) fn split_head(
@@ -222,7 +220,7 @@ impl ListenerProxy {
         body: &mut RequestBody,
         cluster: &Arc<Cluster>,
         per_try: Duration,
-    ) -> Result<(Response<Incoming>, Attempted), AttemptError> {
+    ) -> Result<(Response<UpstreamBody>, Attempted), AttemptError> {
         let hash = cluster
             .wants_hash()
             .then(|| request_hash(&state.head, cluster, state.peer));
@@ -268,7 +266,7 @@ impl ListenerProxy {
         };
         let took = started.elapsed();
         let result = match &sent {
-            Ok((response, _)) => AttemptResult::Status(response.status().as_u16()),
+            Ok(response) => AttemptResult::Status(response.status().as_u16()),
             Err(e) => AttemptResult::Error(e.kind().unwrap_or(ErrorKind::Reset)),
         };
         match result {
@@ -288,7 +286,7 @@ impl ListenerProxy {
             });
         }
         match sent {
-            Ok((response, connection)) => {
+            Ok(response) => {
                 endpoint.observe_latency(took);
                 cluster.observe(&endpoint, Observed::Status(response.status().as_u16()));
                 Ok((
@@ -296,7 +294,6 @@ impl ListenerProxy {
                     Attempted {
                         endpoint,
                         in_flight,
-                        connection,
                     },
                 ))
             }
@@ -328,7 +325,7 @@ impl ListenerProxy {
     /// Turns the last attempt into the answer for the client.
     pub(super) fn finish_attempt(
         &self,
-        result: Result<(Response<Incoming>, Attempted), AttemptError>,
+        result: Result<(Response<UpstreamBody>, Attempted), AttemptError>,
         cluster: &Cluster,
         downstream_upgrade: &mut Option<OnUpgrade>,
         per_try: Duration,

@@ -6,17 +6,22 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tracing::debug;
 
+use crate::upstream::Http1Upgraded;
+
 /// Copies bytes both ways between the upgraded client and upstream connections (WebSocket etc.).
-pub(super) async fn tunnel(downstream: OnUpgrade, upstream: OnUpgrade, endpoint: SocketAddr) {
-    let (downstream, upstream) = match tokio::try_join!(downstream, upstream) {
-        Ok(both) => both,
+pub(super) async fn tunnel(
+    downstream: OnUpgrade,
+    mut upstream: Http1Upgraded,
+    endpoint: SocketAddr,
+) {
+    let downstream = match downstream.await {
+        Ok(downstream) => downstream,
         Err(e) => {
             debug!(%endpoint, error = %e, "upgrade did not complete");
             return;
         }
     };
     let mut downstream = TokioIo::new(downstream);
-    let mut upstream = TokioIo::new(upstream);
     match tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await {
         Ok((to_upstream, to_client)) => {
             debug!(%endpoint, to_upstream, to_client, "upgraded connection closed");

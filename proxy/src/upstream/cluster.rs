@@ -284,7 +284,7 @@ async fn probe(endpoint: &Endpoint, check: &HealthCheckConfig, cluster: &str) ->
         return false;
     };
     match tokio::time::timeout(check.timeout, endpoint.send(request)).await {
-        Ok(Ok((response, _lent))) => {
+        Ok(Ok(response)) => {
             let status = response.status().as_u16();
             // Read the body so the connection can be reused.
             let _ = http_body_util::BodyExt::collect(response.into_body()).await;

@@ -6,11 +6,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use http::{Request, Response};
-use hyper::body::Incoming;
 
 use super::health::Health;
 use super::limits::Admission;
-use super::pool::{Lent, Pool, UpstreamError};
+use super::pool::{Pool, UpstreamBody, UpstreamError};
 use super::stream::UpstreamStream;
 use crate::balance::{PeakEwma, Target};
 use crate::body::ProxyBody;
@@ -61,11 +60,12 @@ impl Endpoint {
         self.pool.connect_stream().await
     }
 
-    /// Sends one request over a pooled (or new) connection, lent to it while [`Lent`] lives.
+    /// Sends one request over a pooled (or new) connection, held by the response body until
+    /// it has been read.
     pub async fn send(
         &self,
         req: Request<ProxyBody>,
-    ) -> Result<(Response<Incoming>, Lent), UpstreamError> {
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
         self.pool.send(req).await
     }
 }

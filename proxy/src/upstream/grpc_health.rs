@@ -30,7 +30,7 @@ pub async fn probe(endpoint: &Endpoint, service: &str, authority: &str, timeout:
         return false;
     };
     let call = async {
-        let (response, _lent) = endpoint.send(request).await.ok()?;
+        let response = endpoint.send(request).await.ok()?;
         if response.status() != http::StatusCode::OK {
             return None;
         }

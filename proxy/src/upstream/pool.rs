@@ -1,25 +1,34 @@
 //! Keep-alive connections to one endpoint.
 //!
-//! HTTP/1.1: a stack of idle connections; a connection is lent to one request ([`Lent`]) and
-//! returns to the stack once its response body is finished (hyper reports it ready), and the most
-//! recently used is reused first. HTTP/2: one multiplexed connection shared by all requests,
+//! HTTP/1.1 (Switchyard's own engine, [`crate::http1`]): a stack of idle connections; a
+//! connection is lent to one request, held by its response body, and back on the stack as soon as
+//! that body has been read to the end; the most recently used is reused first, after a check that
+//! the endpoint has not closed it meanwhile. HTTP/2: one multiplexed connection shared by all requests,
 //! re-established when it closes.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
 use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::ReadBuf;
 use tokio::net::TcpStream;
 use tracing::debug;
 
 use super::limits::{Admission, ClusterLimits};
 use super::stream::UpstreamStream;
-use crate::body::ProxyBody;
+use crate::body::{BodyError, ProxyBody};
 use crate::config::{ClusterConfig, UpstreamProtocol};
+use crate::http1;
+use crate::http1::client::{Connection, Keep, ResponseBody, SendError, Upgraded};
 use crate::tls::client::UpstreamTls;
 
 /// Why a request could not be sent to an endpoint or got no response head.
@@ -44,7 +53,7 @@ pub enum UpstreamError {
     #[error("{addr} closed or reset the connection before answering: {source}")]
     Reset {
         addr: SocketAddr,
-        source: hyper::Error,
+        source: ExchangeError,
     },
 }
 
@@ -81,51 +90,99 @@ impl From<&ClusterConfig> for PoolSettings {
     }
 }
 
-/// An HTTP/1.1 connection lent to one request. Dropped once the response body has been read to
-/// the end — the usual case — it is back on the idle stack at once; dropped earlier (the body
-/// still streaming, or abandoned), a task waits until hyper has it ready again, or lets it go if
-/// it closes. Requests on the shared HTTP/2 connection borrow nothing.
+/// An HTTP/1.1 connection to an endpoint, as the pool keeps it.
+pub type Http1Connection = Connection<UpstreamStream>;
+
+/// A response body from an endpoint, read as the client takes it.
+pub type Http1Body = ResponseBody<UpstreamStream, ProxyBody, BackToPool>;
+
+/// A connection switched to another protocol after a 101.
+pub type Http1Upgraded = Upgraded<UpstreamStream, BackToPool>;
+
+/// Where an HTTP/1.1 connection goes when the response on it has ended and it can carry another
+/// request: back on its pool's idle stack, still counted against the cluster's connection limit.
+/// Dropped instead (the body abandoned, the connection not reusable), the connection closes and
+/// its place under the limit is freed.
 #[derive(Debug)]
-pub struct Lent {
-    sender: Option<http1::SendRequest<ProxyBody>>,
+pub struct BackToPool {
     pool: Weak<Pool>,
+    open: Admission,
 }
 
-impl Lent {
-    fn shared() -> Self {
-        Self {
-            sender: None,
-            pool: Weak::new(),
+impl Keep<UpstreamStream> for BackToPool {
+    fn keep(self, connection: Http1Connection) {
+        if let Some(pool) = self.pool.upgrade() {
+            pool.checkin(connection, self.open);
         }
     }
 }
 
-impl Drop for Lent {
-    fn drop(&mut self) {
-        let Some(mut sender) = self.sender.take() else {
-            return;
-        };
-        if sender.is_closed() {
-            return;
+/// A response body as an endpoint sends it: read by Switchyard's own HTTP/1.1 engine, or by
+/// hyper from the shared HTTP/2 connection.
+#[derive(Debug)]
+pub enum UpstreamBody {
+    Http1(Http1Body),
+    Http2(Incoming),
+}
+
+impl UpstreamBody {
+    /// After a 101 on HTTP/1.1: the connection, now carrying the new protocol.
+    pub fn into_upgraded(self) -> Option<Http1Upgraded> {
+        match self {
+            Self::Http1(body) => body.into_upgraded(),
+            Self::Http2(_) => None,
         }
-        if sender.is_ready() {
-            if let Some(pool) = self.pool.upgrade() {
-                pool.checkin(sender);
-            }
-            return;
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            Self::Http1(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Self::Http2(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let pool = std::mem::take(&mut self.pool);
-        runtime.spawn(async move {
-            if sender.ready().await.is_err() {
-                return; // closed, upgraded, or the body was abandoned mid-way
-            }
-            if let Some(pool) = pool.upgrade() {
-                pool.checkin(sender);
-            }
-        });
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Http1(body) => body.is_end_stream(),
+            Self::Http2(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Http1(body) => body.size_hint(),
+            Self::Http2(body) => body.size_hint(),
+        }
+    }
+}
+
+/// Why an exchange with an endpoint failed once the request was on its way.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    #[error(transparent)]
+    Http1(#[from] http1::client::Error),
+    #[error(transparent)]
+    Http2(#[from] hyper::Error),
+}
+
+impl ExchangeError {
+    /// Whether it was the request body (the client's side) that failed, not the endpoint.
+    pub fn is_request_body(&self) -> bool {
+        match self {
+            Self::Http1(e) => matches!(
+                e,
+                http1::client::Error::RequestBody(_) | http1::client::Error::RequestBodyLength
+            ),
+            Self::Http2(e) => e.is_user(),
+        }
     }
 }
 
@@ -144,8 +201,30 @@ pub struct Pool {
 
 #[derive(Debug)]
 struct IdleConnection {
-    sender: http1::SendRequest<ProxyBody>,
+    connection: Http1Connection,
+    open: Admission,
     since: Instant,
+}
+
+impl IdleConnection {
+    /// Whether the connection can still be used: not idle too long, and nothing (neither an
+    /// end of stream nor stray bytes) has arrived on it since its last response.
+    fn usable(&self, idle_timeout: Duration) -> bool {
+        self.since.elapsed() < idle_timeout && quiet(self.connection.io())
+    }
+}
+
+/// Whether nothing has arrived on an idle connection. Costs no system call in the usual case:
+/// the runtime knows the socket has not become readable since the last read drained it.
+fn quiet(stream: &UpstreamStream) -> bool {
+    let tcp = match stream {
+        UpstreamStream::Plain(tcp) => tcp,
+        UpstreamStream::Tls(tls) => tls.get_ref().0,
+    };
+    let mut byte = [0u8; 1];
+    let mut buf = ReadBuf::new(&mut byte);
+    let mut cx = Context::from_waker(Waker::noop());
+    tcp.poll_peek(&mut cx, &mut buf).is_pending()
 }
 
 impl Pool {
@@ -165,66 +244,84 @@ impl Pool {
         })
     }
 
-    /// Sends one request; the connection stays lent to it until the returned [`Lent`] is dropped
-    /// (hold it as long as the response body is read).
+    /// Sends one request and waits for the response head. On HTTP/1.1 the response body holds
+    /// the connection until it has been read to the end.
     pub async fn send(
         self: &Arc<Self>,
         req: Request<ProxyBody>,
-    ) -> Result<(Response<Incoming>, Lent), UpstreamError> {
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
         match self.settings.protocol {
             UpstreamProtocol::Http1 => self.send_http1(req).await,
-            UpstreamProtocol::Http2 => Ok((self.send_http2(req).await?, Lent::shared())),
+            UpstreamProtocol::Http2 => Ok(self.send_http2(req).await?.map(UpstreamBody::Http2)),
         }
     }
 
     async fn send_http1(
         self: &Arc<Self>,
-        mut req: Request<ProxyBody>,
-    ) -> Result<(Response<Incoming>, Lent), UpstreamError> {
-        loop {
-            let (mut sender, reused) = match self.checkout_http1() {
-                Some(sender) => (sender, true),
-                None => (self.connect_http1().await?, false),
-            };
-            match sender.try_send_request(req).await {
-                Ok(response) => {
-                    let lent = Lent {
-                        sender: Some(sender),
-                        pool: Arc::downgrade(self),
-                    };
-                    return Ok((response, lent));
-                }
-                Err(mut e) => match e.take_message() {
-                    // A pooled connection the upstream had closed: the request was never written,
-                    // so it is safe to send it again on another connection.
-                    Some(unsent) if reused => req = unsent,
-                    _ => {
-                        return Err(UpstreamError::Reset {
-                            addr: self.addr,
-                            source: e.into_error(),
-                        });
-                    }
-                },
+        req: Request<ProxyBody>,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        let (connection, open, reused) = match self.checkout_http1() {
+            Some((connection, open)) => (connection, open, true),
+            None => {
+                let (stream, open) = self.connect_stream().await?;
+                (Connection::new(stream), open, false)
             }
+        };
+        let back = BackToPool {
+            pool: Arc::downgrade(self),
+            open,
+        };
+        match connection.send(req, back).await {
+            Ok(response) => Ok(response.map(UpstreamBody::Http1)),
+            // A kept connection the endpoint closed while it sat idle, seen only now: nothing
+            // was answered, so a request without a body and safe to repeat goes again, once,
+            // on a new connection.
+            Err(SendError {
+                unanswered: Some(head),
+                ..
+            }) if reused && head.method.is_idempotent() => {
+                debug!(addr = %self.addr, "a kept connection had closed; sending on a new one");
+                let (stream, open) = self.connect_stream().await?;
+                let back = BackToPool {
+                    pool: Arc::downgrade(self),
+                    open,
+                };
+                let req = Request::from_parts(head, ProxyBody::Empty);
+                match Connection::new(stream).send(req, back).await {
+                    Ok(response) => Ok(response.map(UpstreamBody::Http1)),
+                    Err(e) => Err(self.reset(e.error)),
+                }
+            }
+            Err(e) => Err(self.reset(e.error)),
         }
     }
 
-    fn checkout_http1(&self) -> Option<http1::SendRequest<ProxyBody>> {
+    fn reset(&self, error: http1::client::Error) -> UpstreamError {
+        UpstreamError::Reset {
+            addr: self.addr,
+            source: error.into(),
+        }
+    }
+
+    /// The most recently used idle connection that is still usable; older or closed ones met
+    /// on the way are dropped.
+    fn checkout_http1(&self) -> Option<(Http1Connection, Admission)> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         while let Some(conn) = idle.pop() {
-            if conn.since.elapsed() < self.settings.idle_timeout && conn.sender.is_ready() {
-                return Some(conn.sender);
+            if conn.usable(self.settings.idle_timeout) {
+                return Some((conn.connection, conn.open));
             }
         }
         None
     }
 
     /// Puts a connection that can take another request on the idle stack.
-    fn checkin(&self, sender: http1::SendRequest<ProxyBody>) {
+    fn checkin(&self, connection: Http1Connection, open: Admission) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < self.settings.max_idle {
             idle.push(IdleConnection {
-                sender,
+                connection,
+                open,
                 since: Instant::now(),
             });
         }
@@ -235,30 +332,11 @@ impl Pool {
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
-    /// Closes idle connections older than the idle timeout.
+    /// Closes idle connections older than the idle timeout, or closed by the endpoint.
     pub fn evict_expired(&self) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let timeout = self.settings.idle_timeout;
-        idle.retain(|c| c.since.elapsed() < timeout && !c.sender.is_closed());
-    }
-
-    async fn connect_http1(&self) -> Result<http1::SendRequest<ProxyBody>, UpstreamError> {
-        let (io, open) = self.connect_tcp().await?;
-        let (sender, connection) = http1::Builder::new()
-            .handshake(io)
-            .await
-            .map_err(|source| UpstreamError::Handshake {
-                addr: self.addr,
-                source,
-            })?;
-        let addr = self.addr;
-        tokio::spawn(async move {
-            if let Err(e) = connection.with_upgrades().await {
-                debug!(%addr, error = %e, "upstream connection ended with an error");
-            }
-            drop(open);
-        });
-        Ok(sender)
+        idle.retain(|c| c.usable(timeout));
     }
 
     async fn send_http2(
@@ -274,7 +352,7 @@ impl Pool {
             .await
             .map_err(|source| UpstreamError::Reset {
                 addr: self.addr,
-                source,
+                source: source.into(),
             })
     }
 
@@ -284,7 +362,8 @@ impl Pool {
     }
 
     async fn connect_http2(&self) -> Result<http2::SendRequest<ProxyBody>, UpstreamError> {
-        let (io, open) = self.connect_tcp().await?;
+        let (stream, open) = self.connect_stream().await?;
+        let io = TokioIo::new(stream);
         let (sender, connection) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(30))
@@ -304,13 +383,6 @@ impl Pool {
         });
         *self.shared_h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender.clone());
         Ok(sender)
-    }
-
-    /// A new connection, counted against the cluster's `max_connections` for as long as the
-    /// returned guard lives; waiting for it counts against `max_pending_requests`.
-    async fn connect_tcp(&self) -> Result<(TokioIo<UpstreamStream>, Admission), UpstreamError> {
-        let (stream, open) = self.connect_stream().await?;
-        Ok((TokioIo::new(stream), open))
     }
 
     /// A new connection (TLS when the cluster has it), counted against the cluster's

@@ -1,0 +1,788 @@
+//! The upstream side of the HTTP/1.1 engine: one request at a time on a kept-alive connection.
+//!
+//! The task that owns the request writes it — the head and the first piece of the body in one
+//! vectored write — and reads the response head; the response body then owns the connection and
+//! reads it as the client takes the bytes, sending whatever is left of the request body on the
+//! way (full duplex). There is no connection task and no channel between the two halves. When
+//! the response has been read to its end on a connection that can stay open, the body hands the
+//! connection back through [`Keep`] at once — before the client has been sent the last bytes.
+
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::chunked::{self, ChunkedDecoder, ChunkedError, Decoded};
+
+/// The largest response head accepted (status line and fields).
+pub const MAX_HEAD: usize = 64 * 1024;
+/// The most response header fields accepted (hyper's default too).
+pub const MAX_HEADERS: usize = 100;
+/// How much the read buffer grows by when it runs out of room.
+const READ_CHUNK: usize = 8 * 1024;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why an exchange on a connection failed. The connection is gone with it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the connection closed before any response")]
+    Closed,
+    #[error("the connection closed in the middle of the response head")]
+    IncompleteHead,
+    #[error("the connection closed before the response body ended")]
+    IncompleteBody,
+    #[error("malformed response head: {0}")]
+    BadHead(httparse::Error),
+    #[error("the response head is larger than {MAX_HEAD} bytes")]
+    HeadTooLarge,
+    #[error("the response has an invalid content-length")]
+    BadContentLength,
+    #[error("malformed chunked response body: {0}")]
+    Chunked(#[from] ChunkedError),
+    #[error("the request body failed: {0}")]
+    RequestBody(#[source] BoxError),
+    #[error("the request body does not match its content-length")]
+    RequestBodyLength,
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// A failed exchange, with the request head back when it is known that no response was begun
+/// to a request without a body: the connection closed before a single byte came back. (A kept
+/// connection the endpoint closed while idle fails this way; an idempotent request can then be
+/// sent again on another connection.)
+#[derive(Debug)]
+pub struct SendError {
+    pub error: Error,
+    pub unanswered: Option<http::request::Parts>,
+}
+
+impl From<Error> for SendError {
+    fn from(error: Error) -> Self {
+        Self {
+            error,
+            unanswered: None,
+        }
+    }
+}
+
+/// Takes a connection back when a response on it has ended and it can carry another request
+/// (the pool implements it). Dropped unused when the connection cannot be kept.
+pub trait Keep<S>: Send + Unpin + 'static {
+    fn keep(self, connection: Connection<S>);
+}
+
+/// One HTTP/1.1 connection to an upstream, idle between requests.
+#[derive(Debug)]
+pub struct Connection<S> {
+    io: S,
+    /// Bytes read and not yet parsed.
+    read: BytesMut,
+    /// The buffer request heads are written into, kept for the next request.
+    head: Vec<u8>,
+}
+
+impl<S> Connection<S> {
+    pub fn new(io: S) -> Self {
+        Self {
+            io,
+            read: BytesMut::with_capacity(READ_CHUNK),
+            head: Vec::with_capacity(512),
+        }
+    }
+
+    /// The byte stream, to check it is still open while the connection is idle.
+    pub fn io(&self) -> &S {
+        &self.io
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    /// Sends `req` and waits for the response head. The response's body owns the connection from
+    /// then on; `keeper` gets it back when it can carry another request.
+    pub async fn send<B, K>(
+        mut self,
+        req: Request<B>,
+        keeper: K,
+    ) -> Result<Response<ResponseBody<S, B, K>>, SendError>
+    where
+        B: Body<Data = Bytes> + Unpin,
+        B::Error: Into<BoxError>,
+        K: Keep<S>,
+    {
+        let (parts, body) = req.into_parts();
+        let head_request = parts.method == Method::HEAD;
+        let wants_close = has_token(&parts.headers, "close");
+        let mut writer = RequestWriter::new(&parts, body, std::mem::take(&mut self.head));
+        let mut write_error = None;
+        let parsed = poll_fn(|cx| {
+            if !writer.done && write_error.is_none() {
+                match writer.poll_write(cx, &mut self.io) {
+                    Poll::Ready(Ok(())) => {}
+                    // The client's body failed: the request cannot be completed, and the
+                    // endpoint may be waiting for the rest of it.
+                    Poll::Ready(Err(e @ (Error::RequestBody(_) | Error::RequestBodyLength))) => {
+                        return Poll::Ready(Err(e));
+                    }
+                    // The endpoint may have answered early and stopped reading: read on.
+                    Poll::Ready(Err(e)) => write_error = Some(e),
+                    Poll::Pending => {}
+                }
+            }
+            self.poll_head(cx, head_request)
+        })
+        .await;
+        let parsed = match (parsed, write_error) {
+            (Ok(parsed), write_error) => (parsed, write_error.is_some()),
+            (Err(read_error), write_error) => {
+                // The failed write explains a missing response best.
+                let error = match (read_error, write_error) {
+                    (Error::Closed, Some(e)) => e,
+                    (e, _) => e,
+                };
+                let unanswered = matches!(writer.framing, RequestFraming::Empty)
+                    && self.read.is_empty()
+                    && matches!(error, Error::Closed | Error::Io(_));
+                return Err(SendError {
+                    error,
+                    unanswered: unanswered.then_some(parts),
+                });
+            }
+        };
+        drop(parts);
+        let ((head, framing, keep_alive), write_failed) = parsed;
+        let writer = if writer.done {
+            self.head = writer.into_buffer();
+            None
+        } else if write_failed {
+            None
+        } else {
+            Some(Box::new(writer))
+        };
+        let mut body = ResponseBody {
+            conn: Some(self),
+            framing,
+            keep_alive: keep_alive && !write_failed && !wants_close,
+            writer,
+            keeper: Some(keeper),
+        };
+        if body.framing.is_empty() {
+            // Nothing to read: the connection can take the next request now, whether or not
+            // anybody polls this body.
+            body.finish();
+        }
+        Ok(Response::from_parts(head, body))
+    }
+
+    /// Reads until a final response head is complete (interim 1xx responses are skipped).
+    fn poll_head(
+        &mut self,
+        cx: &mut Context<'_>,
+        head_request: bool,
+    ) -> Poll<Result<(http::response::Parts, Framing, bool), Error>> {
+        loop {
+            if let Some(parsed) = parse_head(&mut self.read, head_request)? {
+                let status = parsed.0.status;
+                if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+                    continue;
+                }
+                return Poll::Ready(Ok(parsed));
+            }
+            if ready!(self.poll_fill(cx))? == 0 {
+                return Poll::Ready(Err(if self.read.is_empty() {
+                    Error::Closed
+                } else {
+                    Error::IncompleteHead
+                }));
+            }
+        }
+    }
+
+    /// Reads what the connection has into the buffer; 0 at the end of the stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.read.capacity() - self.read.len() < 1024 {
+            self.read.reserve(READ_CHUNK);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read)
+    }
+}
+
+/// How the response body is delimited (RFC 9112 §6.3).
+#[derive(Debug)]
+enum Framing {
+    /// No body: HEAD, 204, 304.
+    Empty,
+    /// `content-length`: this many bytes left.
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    /// Until the upstream closes the connection.
+    UntilClose,
+    /// 101: the connection now carries another protocol.
+    Upgrade,
+}
+
+impl Framing {
+    fn is_empty(&self) -> bool {
+        matches!(self, Self::Empty | Self::Length(0))
+    }
+}
+
+/// A complete response head at the start of `read`, consumed from it; `None` while partial.
+fn parse_head(
+    read: &mut BytesMut,
+    head_request: bool,
+) -> Result<Option<(http::response::Parts, Framing, bool)>, Error> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut fields);
+    let len = match response.parse(read) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if read.len() > MAX_HEAD => return Err(Error::HeadTooLarge),
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(Error::BadHead(e)),
+    };
+    if len > MAX_HEAD {
+        return Err(Error::HeadTooLarge);
+    }
+    let status = response
+        .code
+        .and_then(|code| StatusCode::from_u16(code).ok())
+        .ok_or(Error::BadHead(httparse::Error::Status))?;
+    let version = match response.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    // Field values become slices of the head's bytes: no copy per value.
+    let start = read.as_ptr() as usize;
+    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+    let count = response.headers.len();
+    for (span, field) in spans.iter_mut().zip(response.headers.iter()) {
+        let name = field.name.as_ptr() as usize - start;
+        let value = field.value.as_ptr() as usize - start;
+        *span = (
+            name,
+            name + field.name.len(),
+            value,
+            value + field.value.len(),
+        );
+    }
+    let bytes = read.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(count);
+    for &(name_start, name_end, value_start, value_end) in &spans[..count] {
+        let name = HeaderName::from_bytes(&bytes[name_start..name_end])
+            .map_err(|_| Error::BadHead(httparse::Error::HeaderName))?;
+        let value = HeaderValue::from_maybe_shared(bytes.slice(value_start..value_end))
+            .map_err(|_| Error::BadHead(httparse::Error::HeaderValue))?;
+        headers.append(name, value);
+    }
+    let mut keep_alive = match version {
+        Version::HTTP_10 => has_token(&headers, "keep-alive"),
+        _ => !has_token(&headers, "close"),
+    };
+    let framing = if status == StatusCode::SWITCHING_PROTOCOLS {
+        keep_alive = false;
+        Framing::Upgrade
+    } else if head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        Framing::Empty
+    } else if headers.contains_key(header::TRANSFER_ENCODING) {
+        // Transfer-Encoding wins over Content-Length, which must not reach the client beside a
+        // body of another length; a message with both does not get to reuse the connection.
+        if headers.remove(header::CONTENT_LENGTH).is_some() {
+            keep_alive = false;
+        }
+        if chunked_last(&headers) {
+            Framing::Chunked(ChunkedDecoder::default())
+        } else {
+            keep_alive = false;
+            Framing::UntilClose
+        }
+    } else if headers.contains_key(header::CONTENT_LENGTH) {
+        Framing::Length(content_length(&headers).ok_or(Error::BadContentLength)?)
+    } else {
+        keep_alive = false;
+        Framing::UntilClose
+    };
+    let mut parts = Response::new(()).into_parts().0;
+    parts.status = status;
+    parts.version = version;
+    parts.headers = headers;
+    Ok(Some((parts, framing, keep_alive)))
+}
+
+/// The one length all `content-length` fields agree on (repeats and lists of the same number
+/// are allowed, anything else is not).
+pub fn content_length(headers: &HeaderMap) -> Option<u64> {
+    let mut length = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        for item in value.as_bytes().split(|&b| b == b',') {
+            let item = item.trim_ascii();
+            if item.is_empty() || item.len() > 19 || !item.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            let n: u64 = std::str::from_utf8(item).ok()?.parse().ok()?;
+            if length.is_some_and(|l| l != n) {
+                return None;
+            }
+            length = Some(n);
+        }
+    }
+    length
+}
+
+/// Whether the last transfer coding is `chunked`.
+fn chunked_last(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .next_back()
+        .and_then(|v| v.as_bytes().rsplit(|&b| b == b',').next())
+        .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+}
+
+/// Whether the `connection` header lists `token`.
+fn has_token(headers: &HeaderMap, token: &str) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    })
+}
+
+/// How the request body is delimited on the wire.
+#[derive(Debug, Clone, Copy)]
+enum RequestFraming {
+    Empty,
+    /// This many bytes left to send.
+    Length(u64),
+    Chunked,
+}
+
+/// The request on its way out: the head, then the body frame by frame, each piece with its
+/// framing in one vectored write.
+struct RequestWriter<B> {
+    body: Option<B>,
+    framing: RequestFraming,
+    /// Bytes before `data`: the head, a chunk-size line, the last chunk and trailers.
+    prefix: Vec<u8>,
+    written: usize,
+    data: Bytes,
+    /// Bytes after `data` (the CRLF that ends a chunk).
+    suffix: &'static [u8],
+    /// The body's first frame has been asked for before the head went out.
+    coalesced: bool,
+    done: bool,
+}
+
+impl<B> RequestWriter<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    fn new(parts: &http::request::Parts, body: B, mut out: Vec<u8>) -> Self {
+        let declared = parts
+            .headers
+            .contains_key(header::CONTENT_LENGTH)
+            .then(|| content_length(&parts.headers))
+            .flatten();
+        let framing = if body.is_end_stream() {
+            RequestFraming::Empty
+        } else if let Some(length) = declared.or(body.size_hint().exact()) {
+            RequestFraming::Length(length)
+        } else {
+            RequestFraming::Chunked
+        };
+        out.clear();
+        out.extend_from_slice(parts.method.as_str().as_bytes());
+        out.push(b' ');
+        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        out.extend_from_slice(target.as_bytes());
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        for (name, value) in &parts.headers {
+            if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+                continue;
+            }
+            write_field(&mut out, name.as_str().as_bytes(), value.as_bytes());
+        }
+        match framing {
+            RequestFraming::Empty => {
+                let says_body = declared.is_some()
+                    || matches!(parts.method, Method::POST | Method::PUT | Method::PATCH);
+                if says_body {
+                    out.extend_from_slice(b"content-length: 0\r\n");
+                }
+            }
+            RequestFraming::Length(length) => {
+                write_field(&mut out, b"content-length", itoa_u64(length).as_bytes());
+            }
+            RequestFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        }
+        out.extend_from_slice(b"\r\n");
+        let empty = matches!(framing, RequestFraming::Empty);
+        Self {
+            body: (!empty).then_some(body),
+            framing,
+            prefix: out,
+            written: 0,
+            data: Bytes::new(),
+            suffix: b"",
+            coalesced: empty,
+            done: false,
+        }
+    }
+
+    fn into_buffer(self) -> Vec<u8> {
+        self.prefix
+    }
+
+    fn pending(&self) -> bool {
+        self.written < self.prefix.len() || !self.data.is_empty() || !self.suffix.is_empty()
+    }
+
+    /// Writes what there is to write; ready when the whole request has gone out.
+    fn poll_write<S: AsyncWrite + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        io: &mut S,
+    ) -> Poll<Result<(), Error>> {
+        loop {
+            if !self.coalesced {
+                // The body's first piece rides with the head when it is already there.
+                self.coalesced = true;
+                if let Poll::Ready(frame) = self.poll_body(cx) {
+                    self.take_frame(frame)?;
+                }
+            }
+            if self.pending() {
+                let n = ready!(self.poll_write_pending(cx, io))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
+                }
+                self.advance(n);
+                continue;
+            }
+            if self.body.is_none() {
+                ready!(Pin::new(&mut *io).poll_flush(cx))?;
+                self.done = true;
+                return Poll::Ready(Ok(()));
+            }
+            let frame = ready!(self.poll_body(cx));
+            self.take_frame(frame)?;
+        }
+    }
+
+    fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        match &mut self.body {
+            Some(body) => Pin::new(body).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn poll_write_pending<S: AsyncWrite + Unpin>(
+        &self,
+        cx: &mut Context<'_>,
+        io: &mut S,
+    ) -> Poll<io::Result<usize>> {
+        let slices = [
+            IoSlice::new(&self.prefix[self.written..]),
+            IoSlice::new(&self.data),
+            IoSlice::new(self.suffix),
+        ];
+        Pin::new(io).poll_write_vectored(cx, &slices)
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        let from_prefix = n.min(self.prefix.len() - self.written);
+        self.written += from_prefix;
+        n -= from_prefix;
+        let from_data = n.min(self.data.len());
+        let _ = self.data.split_to(from_data);
+        n -= from_data;
+        self.suffix = &self.suffix[n.min(self.suffix.len())..];
+        if self.written == self.prefix.len() {
+            self.prefix.clear();
+            self.written = 0;
+        }
+    }
+
+    /// Queues one frame of the body (or its end) with its framing.
+    fn take_frame(&mut self, frame: Option<Result<Frame<Bytes>, B::Error>>) -> Result<(), Error> {
+        let frame = match frame {
+            Some(Ok(frame)) => frame,
+            Some(Err(e)) => {
+                self.body = None;
+                return Err(Error::RequestBody(e.into()));
+            }
+            None => return self.end_body(None),
+        };
+        let data = match frame.into_data() {
+            Ok(data) => data,
+            Err(frame) => {
+                let trailers = frame.into_trailers().ok();
+                return self.end_body(trailers.as_ref());
+            }
+        };
+        if data.is_empty() {
+            return Ok(());
+        }
+        match &mut self.framing {
+            RequestFraming::Length(left) => {
+                let len = data.len() as u64;
+                if len > *left {
+                    return Err(Error::RequestBodyLength);
+                }
+                *left -= len;
+            }
+            RequestFraming::Chunked => {
+                chunked::chunk_header(data.len(), &mut self.prefix);
+                self.suffix = b"\r\n";
+            }
+            RequestFraming::Empty => return Err(Error::RequestBodyLength),
+        }
+        self.data = data;
+        Ok(())
+    }
+
+    /// The body has ended (with trailers, perhaps): the last chunk, or a length check.
+    fn end_body(&mut self, trailers: Option<&HeaderMap>) -> Result<(), Error> {
+        self.body = None;
+        match self.framing {
+            RequestFraming::Chunked => chunked::last_chunk(trailers, &mut self.prefix),
+            RequestFraming::Length(0) | RequestFraming::Empty => {}
+            RequestFraming::Length(_) => return Err(Error::RequestBodyLength),
+        }
+        Ok(())
+    }
+}
+
+fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A number's decimal digits without a formatter.
+fn itoa_u64(mut n: u64) -> Digits {
+    let mut digits = Digits {
+        buf: [0; 20],
+        start: 20,
+    };
+    loop {
+        digits.start -= 1;
+        digits.buf[digits.start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return digits;
+        }
+    }
+}
+
+struct Digits {
+    buf: [u8; 20],
+    start: usize,
+}
+
+impl Digits {
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+}
+
+/// A response body read off the connection as the client takes it. Holds the connection (and
+/// what is left to send of the request body) until the response ends.
+pub struct ResponseBody<S, B, K> {
+    conn: Option<Connection<S>>,
+    framing: Framing,
+    keep_alive: bool,
+    /// The rest of a request body still being sent while the response streams back.
+    writer: Option<Box<RequestWriter<B>>>,
+    keeper: Option<K>,
+}
+
+impl<S, B, K> std::fmt::Debug for ResponseBody<S, B, K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseBody")
+            .field("framing", &self.framing)
+            .field("keep_alive", &self.keep_alive)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, B, K: Keep<S>> ResponseBody<S, B, K> {
+    /// The response has been read to its end: the connection goes back when it can be kept.
+    fn finish(&mut self) {
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        let reusable = self.keep_alive && self.writer.is_none() && conn.read.is_empty();
+        self.writer = None;
+        if reusable && let Some(keeper) = self.keeper.take() {
+            keeper.keep(conn);
+        }
+    }
+
+    /// After a 101: the connection, with any bytes the upstream sent past the head.
+    pub fn into_upgraded(mut self) -> Option<Upgraded<S, K>> {
+        if !matches!(self.framing, Framing::Upgrade) {
+            return None;
+        }
+        let conn = self.conn.take()?;
+        Some(Upgraded {
+            io: conn.io,
+            read_ahead: conn.read.freeze(),
+            _keeper: self.keeper.take(),
+        })
+    }
+}
+
+impl<S, B, K> Body for ResponseBody<S, B, K>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+    K: Keep<S>,
+{
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let this = self.get_mut();
+        if let (Some(writer), Some(conn)) = (&mut this.writer, &mut this.conn) {
+            match writer.poll_write(cx, &mut conn.io) {
+                Poll::Ready(Ok(())) => this.writer = None,
+                Poll::Ready(Err(_)) => {
+                    this.writer = None;
+                    this.keep_alive = false;
+                }
+                Poll::Pending => {}
+            }
+        }
+        loop {
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match &mut this.framing {
+                Framing::Empty | Framing::Length(0) | Framing::Upgrade => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Framing::Length(left) if !conn.read.is_empty() => {
+                    let take =
+                        usize::try_from(*left).map_or(conn.read.len(), |l| l.min(conn.read.len()));
+                    *left -= take as u64;
+                    let data = conn.read.split_to(take).freeze();
+                    if *left == 0 {
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Framing::Chunked(decoder) => match decoder.decode(&mut conn.read) {
+                    Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                    Ok(Decoded::Trailers(trailers)) => {
+                        this.finish();
+                        return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                    }
+                    Ok(Decoded::End) => {
+                        this.finish();
+                        return Poll::Ready(None);
+                    }
+                    Ok(Decoded::NeedMore) => {}
+                    Err(e) => {
+                        this.conn = None;
+                        return Poll::Ready(Some(Err(e.into())));
+                    }
+                },
+                Framing::UntilClose if !conn.read.is_empty() => {
+                    let data = conn.read.split().freeze();
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Framing::Length(_) | Framing::UntilClose => {}
+            }
+            match ready!(conn.poll_fill(cx)) {
+                Ok(0) if matches!(this.framing, Framing::UntilClose) => {
+                    this.conn = None;
+                    return Poll::Ready(None);
+                }
+                Ok(0) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(Error::IncompleteBody)));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.conn.is_none() || self.framing.is_empty() || matches!(self.framing, Framing::Upgrade)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Length(left) if self.conn.is_some() => SizeHint::with_exact(left),
+            Framing::Empty | Framing::Upgrade | Framing::Length(_) => SizeHint::with_exact(0),
+            _ if self.conn.is_none() => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+/// A connection switched to another protocol (WebSocket and the like) after a 101.
+pub struct Upgraded<S, K> {
+    io: S,
+    /// Bytes of the new protocol that came with the 101's head.
+    read_ahead: Bytes,
+    /// Whatever the connection held (its place under the cluster's connection limit) lives as
+    /// long as the tunnel.
+    _keeper: Option<K>,
+}
+
+impl<S: AsyncRead + Unpin, K: Unpin> AsyncRead for Upgraded<S, K> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.read_ahead.is_empty() {
+            let n = this.read_ahead.len().min(buf.remaining());
+            buf.put_slice(&this.read_ahead.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin, K: Unpin> AsyncWrite for Upgraded<S, K> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
