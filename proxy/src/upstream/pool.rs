@@ -271,6 +271,9 @@ impl Pool {
             pool: Arc::downgrade(self),
             open,
         };
+        // Let the other requests ready in this turn of the runtime reach this point first, so
+        // the endpoint gets their requests together and wakes once for all of them.
+        tokio::task::yield_now().await;
         match connection.send(req, back).await {
             Ok(response) => Ok(response.map(UpstreamBody::Http1)),
             // A kept connection the endpoint closed while it sat idle, seen only now: nothing
