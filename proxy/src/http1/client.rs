@@ -216,7 +216,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
 /// How the response body is delimited (RFC 9112 §6.3).
 #[derive(Debug)]
-enum Framing {
+pub(super) enum Framing {
     /// No body: HEAD, 204, 304.
     Empty,
     /// `content-length`: this many bytes left.
@@ -235,7 +235,7 @@ impl Framing {
 }
 
 /// A complete response head at the start of `read`, consumed from it; `None` while partial.
-fn parse_head(
+pub(super) fn parse_head(
     read: &mut BytesMut,
     head_request: bool,
 ) -> Result<Option<(http::response::Parts, Framing, bool)>, Error> {

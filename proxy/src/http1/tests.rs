@@ -520,5 +520,61 @@ async fn responses_read_the_same_as_hyper_reads_them() {
             assert_eq!(ours.is_some(), theirs.is_some(), "input {i}: {shown:?}");
         }
     }
+    eprintln!("refused {stricter} responses hyper reads");
     assert!(stricter < 60, "refused {stricter} responses hyper reads");
+}
+
+/// Arbitrary bytes, most of them near HTTP, through the head parser and the chunked decoder:
+/// answers or errors, never a panic, and never more consumed than was given.
+#[test]
+fn arbitrary_bytes_are_answered_or_refused_never_a_panic() {
+    use super::chunked::{ChunkedDecoder, Decoded};
+    use bytes::BytesMut;
+
+    const PIECES: &[&[u8]] = &[
+        b"HTTP/1.1 ",
+        b"200 OK",
+        b"\r\n",
+        b"\n",
+        b"content-length: ",
+        b"transfer-encoding: ",
+        b"chunked",
+        b"0",
+        b"ffffffffffffffff",
+        b"5",
+        b";x=y",
+        b"hello",
+        b": ",
+        b" ",
+        b"\t",
+        b"\x00",
+        b"\xff",
+        b"101 Switching",
+        b"204",
+        b"connection: close",
+    ];
+    let mut rng = fastrand::Rng::with_seed(0x0b5e_55ed);
+    for _ in 0..20_000 {
+        let mut input = Vec::new();
+        for _ in 0..rng.usize(..24) {
+            if rng.u8(..8) == 0 {
+                input.push(rng.u8(..));
+            } else {
+                input.extend_from_slice(PIECES[rng.usize(..PIECES.len())]);
+            }
+        }
+        let mut head = BytesMut::from(&input[..]);
+        let _ = super::client::parse_head(&mut head, rng.bool());
+        assert!(head.len() <= input.len());
+
+        let mut body = BytesMut::from(&input[..]);
+        let mut decoder = ChunkedDecoder::default();
+        for _ in 0..64 {
+            let before = body.len();
+            match decoder.decode(&mut body) {
+                Ok(Decoded::Data(data)) => assert!(data.len() <= before),
+                Ok(Decoded::NeedMore | Decoded::End | Decoded::Trailers(_)) | Err(_) => break,
+            }
+        }
+    }
 }
