@@ -1,14 +1,13 @@
 //! The one body type the proxy sends in either direction: streamed from a peer, or made locally.
 //!
-//! An enum rather than a boxed trait object keeps the hot path free of an allocation per request.
-//! Beside it: `chunks` (a body streamed through plugins' chunk hooks) and `replay` (the copy of a
-//! request body kept so a retry can send it again).
+//! An enum rather than a boxed trait object keeps the hot path free of an allocation per request;
+//! the rarer kinds that are boxed anyway (a body through plugins' chunk hooks, a gRPC-Web
+//! response) are one [`ProxyBody::Boxed`] variant, so this module knows nothing of plugins or
+//! gRPC. Beside it: `replay` (the copy of a request body kept so a retry can send it again).
 
-pub mod chunks;
 pub mod replay;
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -16,13 +15,9 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::body::replay::ReplayBody;
-use crate::grpc::web::WebBody;
-use crate::plugin::{Chain, RequestState};
-use crate::telemetry::ListenerTelemetry;
 use crate::upstream::{Admission, InFlight, UpstreamBody};
 
 /// A request or response body as the proxy forwards it.
-#[derive(Debug)]
 pub enum ProxyBody {
     /// No body at all.
     Empty,
@@ -40,10 +35,9 @@ pub enum ProxyBody {
     /// A request body sent by one attempt while a copy is kept for retries. Boxed: attempts
     /// that can be retried are the rarer kind, and the enum stays small for the rest.
     Replay(Box<ReplayBody<ProxyBody>>),
-    /// A gRPC response on its way to a gRPC-Web client: trailers become a last data frame.
-    GrpcWeb(Box<WebBody>),
-    /// A body through the plugins that stream it, chunk by chunk.
-    Chunked(Box<crate::body::chunks::ChunkStream>),
+    /// A body that is a transformation of another, boxed: through the plugins that stream it
+    /// chunk by chunk, or a gRPC response on its way to a gRPC-Web client.
+    Boxed(BoxedBody),
     /// An upstream response body; holds the endpoint's in-flight count until the body ends or the
     /// client goes away, so least-request balancing sees streaming responses as load.
     Upstream {
@@ -56,86 +50,18 @@ pub enum ProxyBody {
     },
 }
 
-/// The response body as the client gets it: counts the bytes sent and, once done with (ended,
-/// or abandoned by the client), reports the request to telemetry and runs the `on_log` hooks,
-/// off the request path. Inline, not boxed: no allocation per request.
-#[derive(Debug)]
-pub struct ServedBody {
-    body: ProxyBody,
-    bytes: u64,
-    done: Option<Done>,
-}
-
-/// What is reported when a served body is done with.
-pub struct Done {
-    pub state: Box<RequestState>,
-    pub status: u16,
-    pub telemetry: Arc<ListenerTelemetry>,
-    /// Set when some plugin of the chain has an `on_log` hook.
-    pub log_chain: Option<Arc<Chain>>,
-}
-
-impl std::fmt::Debug for Done {
+impl std::fmt::Debug for ProxyBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Done")
-            .field("status", &self.status)
-            .finish_non_exhaustive()
-    }
-}
-
-impl ServedBody {
-    pub fn new(body: ProxyBody, done: Option<Done>) -> Self {
-        Self {
-            body,
-            bytes: 0,
-            done,
-        }
-    }
-}
-
-impl Drop for ServedBody {
-    fn drop(&mut self) {
-        let Some(done) = self.done.take() else {
-            return;
+        let kind = match self {
+            Self::Empty => "Empty",
+            Self::Full(_) => "Full",
+            Self::Streaming(_) => "Streaming",
+            Self::Capped { .. } => "Capped",
+            Self::Replay(_) => "Replay",
+            Self::Boxed(_) => "Boxed",
+            Self::Upstream { .. } => "Upstream",
         };
-        done.telemetry
-            .finish(&done.state.finished(), done.status, self.bytes);
-        if let (Some(chain), Ok(runtime)) = (done.log_chain, tokio::runtime::Handle::try_current())
-        {
-            let state = done.state;
-            runtime.spawn(async move { chain.on_log(state).await });
-        }
-    }
-}
-
-impl Body for ServedBody {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.body).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(data) = frame.data_ref() {
-                this.bytes += data.len() as u64;
-            } else if let (Some(trailers), Some(done)) = (frame.trailers_ref(), &mut this.done)
-                && done.state.exchange.grpc
-            {
-                done.state.exchange.grpc_status = crate::grpc::status(trailers);
-            }
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        f.debug_tuple("ProxyBody").field(&kind).finish()
     }
 }
 
@@ -148,6 +74,16 @@ impl ProxyBody {
 
 /// Errors a [`ProxyBody`] can yield: the peer's, or the proxy's own cap.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A body of any kind behind a pointer, for the variants that are boxed anyway.
+pub type BoxedBody = Pin<Box<dyn Body<Data = Bytes, Error = BodyError> + Send>>;
+
+impl ProxyBody {
+    /// A transformation of another body (`ProxyBody::Boxed`).
+    pub fn boxed(body: impl Body<Data = Bytes, Error = BodyError> + Send + 'static) -> Self {
+        Self::Boxed(Box::pin(body))
+    }
+}
 
 /// The request body went over the listener's `max_request_body`.
 #[derive(Debug, thiserror::Error)]
@@ -169,8 +105,7 @@ impl Body for ProxyBody {
             Self::Empty => return Poll::Ready(None),
             Self::Full(bytes) => return Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Self::Replay(body) => return Pin::new(body.as_mut()).poll_frame(cx),
-            Self::GrpcWeb(body) => return Pin::new(body.as_mut()).poll_frame(cx),
-            Self::Chunked(body) => return Pin::new(body.as_mut()).poll_frame(cx),
+            Self::Boxed(body) => return body.as_mut().poll_frame(cx),
             Self::Upstream { body, .. } => return Pin::new(body).poll_frame(cx),
             Self::Streaming(body) => Pin::new(body).poll_frame(cx),
             Self::Capped {
@@ -199,8 +134,7 @@ impl Body for ProxyBody {
             Self::Empty => true,
             Self::Full(bytes) => bytes.is_none(),
             Self::Replay(body) => body.is_end_stream(),
-            Self::GrpcWeb(body) => body.is_end_stream(),
-            Self::Chunked(body) => body.is_end_stream(),
+            Self::Boxed(body) => body.is_end_stream(),
             Self::Upstream { body, .. } => body.is_end_stream(),
             Self::Streaming(body) | Self::Capped { body, .. } => body.is_end_stream(),
         }
@@ -211,8 +145,7 @@ impl Body for ProxyBody {
             Self::Empty => SizeHint::with_exact(0),
             Self::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Self::Replay(body) => body.size_hint(),
-            Self::GrpcWeb(body) => body.size_hint(),
-            Self::Chunked(body) => body.size_hint(),
+            Self::Boxed(body) => body.size_hint(),
             Self::Upstream { body, .. } => body.size_hint(),
             Self::Streaming(body) | Self::Capped { body, .. } => body.size_hint(),
         }

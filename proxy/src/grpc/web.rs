@@ -117,12 +117,12 @@ pub fn to_web_response(response: Response<ProxyBody>, call: &WebCall) -> Respons
         // Trailers-only: the status is in the head, where gRPC-Web clients read it too.
         body
     } else {
-        ProxyBody::GrpcWeb(Box::new(WebBody {
+        ProxyBody::boxed(WebBody {
             inner: body,
             text: encoding == Encoding::Text,
             carry: BytesMut::new(),
             finished: false,
-        }))
+        })
     };
     Response::from_parts(head, body)
 }

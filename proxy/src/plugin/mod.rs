@@ -7,6 +7,7 @@ mod batch;
 mod bindings;
 mod callout;
 mod chain;
+mod chunks;
 mod engine;
 mod epoch;
 mod failures;
@@ -29,6 +30,7 @@ use wasmtime::component::{HasSelf, Linker};
 
 pub use bindings::{AttemptOutcome, LocalResponse, UpstreamError};
 pub use chain::{Chain, Decided, Step};
+pub use chunks::ChunkStream;
 pub use instance::HookError;
 pub use loader::{LoadError, componentize};
 pub use request_state::RequestState;

@@ -26,13 +26,12 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
-use crate::body::chunks::ChunkStream;
-use crate::body::{Done, ProxyBody, ServedBody};
+use crate::body::ProxyBody;
 use crate::grpc;
 use crate::headers;
 use crate::local_response::LocalError;
 use crate::path::PathNormalization;
-use crate::plugin::{BodyOf, Chain, Decided, RequestState};
+use crate::plugin::{BodyOf, Chain, ChunkStream, Decided, RequestState};
 use crate::telemetry::{ErrorKind, ListenerTelemetry};
 use crate::tls::TlsSession;
 use crate::upstream::{Cluster, Clusters};
@@ -41,12 +40,14 @@ mod answers;
 mod attempt_error;
 mod attempts;
 mod request_body;
+mod served;
 mod upgrade;
 
 use answers::{
     Answer, apply_response_step, error_answer, local_answer, plugin_failed, plugin_failed_answer,
 };
 use request_body::RequestBody;
+use served::{Done, ServedBody};
 
 /// Everything a listener needs to forward a request.
 pub struct ListenerProxy {
@@ -183,7 +184,7 @@ impl ListenerProxy {
             state.response = Some(headers::copy_response_head(&head));
             let chain = Arc::clone(&self.chain);
             let stream = ChunkStream::new(body, chain, BodyOf::Response, state.view());
-            body = ProxyBody::Chunked(Box::new(stream));
+            body = ProxyBody::boxed(stream);
         }
         let done = Done {
             state,

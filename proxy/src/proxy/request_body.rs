@@ -11,11 +11,10 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use crate::body::ProxyBody;
-use crate::body::chunks::ChunkStream;
 use crate::body::replay::Replay;
 use crate::grpc;
 use crate::local_response::LocalError;
-use crate::plugin::{BodyOf, Chain, RequestState};
+use crate::plugin::{BodyOf, Chain, ChunkStream, RequestState};
 
 use super::answers::{Answer, error_answer, error_answer_status};
 
@@ -107,7 +106,7 @@ impl RequestBody {
         };
         let chain = Arc::clone(chain);
         let stream = ChunkStream::new(capped(body, *limit), chain, BodyOf::Request, state.view());
-        *self = Self::Through(Some(ProxyBody::Chunked(Box::new(stream))));
+        *self = Self::Through(Some(ProxyBody::boxed(stream)));
         true
     }
 

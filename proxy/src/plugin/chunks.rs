@@ -11,8 +11,8 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
+use super::{BodyOf, Chain, RequestState};
 use crate::body::{BodyError, ProxyBody};
-use crate::plugin::{BodyOf, Chain, RequestState};
 
 /// A chunk on its way through the plugins, with the request copy they are lent.
 type Pending = Pin<Box<dyn Future<Output = (Box<RequestState>, Result<Bytes, Arc<str>>)> + Send>>;
