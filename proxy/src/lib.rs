@@ -19,7 +19,6 @@ pub mod file_access;
 pub mod grpc;
 pub mod headers;
 pub mod hex;
-pub mod http1;
 pub mod listener;
 pub mod local_response;
 pub mod mesh;

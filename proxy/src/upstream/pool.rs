@@ -1,6 +1,6 @@
 //! Keep-alive connections to one endpoint.
 //!
-//! HTTP/1.1 (Switchyard's own engine, [`crate::http1`]): a stack of idle connections; a
+//! HTTP/1.1 (Switchyard's own engine, the `switchyard-http1` crate): a stack of idle connections; a
 //! connection is lent to one request, held by its response body, and back on the stack as soon as
 //! that body has been read to the end; the most recently used is reused first, after a check that
 //! the endpoint has not closed it meanwhile. HTTP/2: one multiplexed connection shared by all requests,
@@ -27,8 +27,8 @@ use super::limits::{Admission, ClusterLimits};
 use super::stream::UpstreamStream;
 use crate::body::{BodyError, ProxyBody};
 use crate::config::{ClusterConfig, UpstreamProtocol};
-use crate::http1;
-use crate::http1::client::{Connection, Keep, ResponseBody, SendError, Upgraded};
+use switchyard_http1 as http1;
+use switchyard_http1::client::{Connection, Keep, ResponseBody, SendError, Upgraded};
 use crate::tls::client::UpstreamTls;
 
 /// Why a request could not be sent to an endpoint or got no response head.

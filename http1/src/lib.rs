@@ -2,6 +2,9 @@
 //! write by the task that owns them, responses parsed with `httparse` straight off the
 //! connection's buffer and streamed back by the body that owns the connection. hyper still
 //! serves clients (HTTP/1.1 and HTTP/2) and speaks HTTP/2 to upstreams.
+//!
+//! A crate of its own so that it is built, tested and fuzzed (`fuzz/`) without the proxy.
+#![forbid(unsafe_code)]
 
 pub mod chunked;
 pub mod client;

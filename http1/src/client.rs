@@ -216,7 +216,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
 /// How the response body is delimited (RFC 9112 §6.3).
 #[derive(Debug)]
-pub(super) enum Framing {
+pub enum Framing {
     /// No body: HEAD, 204, 304.
     Empty,
     /// `content-length`: this many bytes left.
@@ -235,7 +235,10 @@ impl Framing {
 }
 
 /// A complete response head at the start of `read`, consumed from it; `None` while partial.
-pub(super) fn parse_head(
+/// Parses a complete response head at the start of `read`, consuming it; `None` while it is
+/// partial. `head_request` says the request was HEAD (no body follows whatever the head says).
+/// Public for the fuzz target; [`Connection::send`] is the way in otherwise.
+pub fn parse_head(
     read: &mut BytesMut,
     head_request: bool,
 ) -> Result<Option<(http::response::Parts, Framing, bool)>, Error> {
