@@ -3,7 +3,8 @@
 //! connection's buffer and streamed back by the body that owns the connection. hyper still
 //! serves clients (HTTP/1.1 and HTTP/2) and speaks HTTP/2 to upstreams.
 //!
-//! A crate of its own so that it is built, tested and fuzzed (`fuzz/`) without the proxy.
+//! A crate of its own so that it is built and tested without the proxy (the fuzz targets in
+//! `fuzz/` use it too).
 #![forbid(unsafe_code)]
 
 pub mod chunked;
