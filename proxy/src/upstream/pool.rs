@@ -260,6 +260,11 @@ impl Pool {
         self: &Arc<Self>,
         req: Request<ProxyBody>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        // Let the other requests ready in this turn of the runtime reach this point first, so
+        // the endpoint gets their requests together and wakes once for all of them. (Today's
+        // tokio resumes the task after it has polled for I/O events, so the idle connections'
+        // state is fresh too; correctness does not depend on it.)
+        tokio::task::yield_now().await;
         let (connection, open, reused) = match self.checkout_http1() {
             Some((connection, open)) => (connection, open, true),
             None => {
@@ -271,9 +276,6 @@ impl Pool {
             pool: Arc::downgrade(self),
             open,
         };
-        // Let the other requests ready in this turn of the runtime reach this point first, so
-        // the endpoint gets their requests together and wakes once for all of them.
-        tokio::task::yield_now().await;
         match connection.send(req, back).await {
             Ok(response) => Ok(response.map(UpstreamBody::Http1)),
             // A kept connection the endpoint closed while it sat idle, seen only now: nothing
