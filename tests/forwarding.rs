@@ -181,46 +181,13 @@ async fn upstream_connections_are_kept_alive_and_reused() {
     );
 }
 
-/// An upstream that answers one request per connection and then closes it, without saying so
-/// (no `connection: close`): every kept connection goes stale while idle.
-async fn one_answer_per_connection() -> (
-    std::net::SocketAddr,
-    std::sync::Arc<std::sync::atomic::AtomicUsize>,
-) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
-    let counter = std::sync::Arc::clone(&accepted);
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
-                return;
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
-            tokio::spawn(async move {
-                let mut seen = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = stream
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n")
-                    .await;
-            });
-        }
-    });
-    (addr, accepted)
-}
-
 #[tokio::test]
 async fn a_kept_connection_the_upstream_closed_while_idle_costs_no_request() {
-    let (upstream, accepted) = one_answer_per_connection().await;
-    let proxy = crate::support::Proxy::start(&proxy_to(upstream, ""));
+    // One answer per connection, then the upstream closes it without saying so (no
+    // `connection: close`): every kept connection goes stale while idle.
+    let (upstream, accepted) =
+        Upstream::raw_counting(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n").await;
+    let proxy = Proxy::start(&proxy_to(upstream.addr, ""));
     // Each request finds the connection the last one kept, closed by now or closing as it is
     // reused: the proxy notices the close before sending, or sends a bodiless GET again on a new
     // connection when the close is all that comes back.

@@ -64,15 +64,6 @@ pub struct SendError {
     pub unanswered: Option<http::request::Parts>,
 }
 
-impl From<Error> for SendError {
-    fn from(error: Error) -> Self {
-        Self {
-            error,
-            unanswered: None,
-        }
-    }
-}
-
 /// Takes a connection back when a response on it has ended and it can carry another request
 /// (the pool implements it). Dropped unused when the connection cannot be kept.
 pub trait Keep<S>: Send + Unpin + 'static {
@@ -234,7 +225,6 @@ impl Framing {
     }
 }
 
-/// A complete response head at the start of `read`, consumed from it; `None` while partial.
 /// Parses a complete response head at the start of `read`, consuming it; `None` while it is
 /// partial. `head_request` says the request was HEAD (no body follows whatever the head says).
 /// Public for the fuzz target; [`Connection::send`] is the way in otherwise.
@@ -392,11 +382,7 @@ where
     B::Error: Into<BoxError>,
 {
     fn new(parts: &http::request::Parts, body: B, mut out: Vec<u8>) -> Self {
-        let declared = parts
-            .headers
-            .contains_key(header::CONTENT_LENGTH)
-            .then(|| content_length(&parts.headers))
-            .flatten();
+        let declared = content_length(&parts.headers);
         let framing = if body.is_end_stream() {
             RequestFraming::Empty
         } else if let Some(length) = declared.or(body.size_hint().exact()) {
@@ -425,7 +411,11 @@ where
                 }
             }
             RequestFraming::Length(length) => {
-                write_field(&mut out, b"content-length", itoa_u64(length).as_bytes());
+                write_field(
+                    &mut out,
+                    b"content-length",
+                    itoa::Buffer::new().format(length).as_bytes(),
+                );
             }
             RequestFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         }
@@ -572,33 +562,6 @@ fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
-}
-
-/// A number's decimal digits without a formatter.
-fn itoa_u64(mut n: u64) -> Digits {
-    let mut digits = Digits {
-        buf: [0; 20],
-        start: 20,
-    };
-    loop {
-        digits.start -= 1;
-        digits.buf[digits.start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return digits;
-        }
-    }
-}
-
-struct Digits {
-    buf: [u8; 20],
-    start: usize,
-}
-
-impl Digits {
-    fn as_bytes(&self) -> &[u8] {
-        &self.buf[self.start..]
-    }
 }
 
 /// A response body read off the connection as the client takes it. Holds the connection (and

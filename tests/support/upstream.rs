@@ -3,6 +3,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -66,13 +67,21 @@ impl Upstream {
     /// Reads one request head per connection, then writes `answer` verbatim and closes. An empty
     /// answer plays an upstream that resets the connection.
     pub async fn raw(answer: &'static [u8]) -> Self {
+        Self::raw_counting(answer).await.0
+    }
+
+    /// [`Upstream::raw`], with the number of connections it has accepted.
+    pub async fn raw_counting(answer: &'static [u8]) -> (Self, Arc<AtomicUsize>) {
         let socket = bind().await;
         let addr = socket.local_addr().expect("bound socket has an address");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&accepted);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((mut stream, _)) = socket.accept().await else {
                     continue;
                 };
+                counter.fetch_add(1, Ordering::Relaxed);
                 tokio::spawn(async move {
                     let mut head = Vec::new();
                     let mut buf = [0u8; 4096];
@@ -87,7 +96,7 @@ impl Upstream {
                 });
             }
         });
-        Self { addr, task }
+        (Self { addr, task }, accepted)
     }
 
     /// An HTTP server that reports each request's path on `arrived` as it comes in, then answers

@@ -38,7 +38,7 @@ pub(super) fn upstream_answer(
         match (downstream_upgrade.take(), body.into_upgraded()) {
             (Some(downstream), Some(upstream)) => {
                 tokio::spawn(tunnel(downstream, upstream, attempted.endpoint.addr));
-                None
+                ProxyBody::Empty
             }
             _ => {
                 let detail = format!(
@@ -49,18 +49,14 @@ pub(super) fn upstream_answer(
             }
         }
     } else {
-        Some(body)
-    };
-    headers::strip_hop_by_hop(&mut head.headers, switching);
-    headers::append_via(&mut head.headers, version);
-    let body = match body {
-        None => ProxyBody::Empty,
-        Some(body) => ProxyBody::Upstream {
+        ProxyBody::Upstream {
             body,
             _in_flight: attempted.in_flight,
             _admission: admission,
-        },
+        }
     };
+    headers::strip_hop_by_hop(&mut head.headers, switching);
+    headers::append_via(&mut head.headers, version);
     Answer { head, body }
 }
 

@@ -27,9 +27,9 @@ use super::limits::{Admission, ClusterLimits};
 use super::stream::UpstreamStream;
 use crate::body::{BodyError, ProxyBody};
 use crate::config::{ClusterConfig, UpstreamProtocol};
+use crate::tls::client::UpstreamTls;
 use switchyard_http1 as http1;
 use switchyard_http1::client::{Connection, Keep, ResponseBody, SendError, Upgraded};
-use crate::tls::client::UpstreamTls;
 
 /// Why a request could not be sent to an endpoint or got no response head.
 #[derive(Debug, thiserror::Error)]
@@ -268,15 +268,11 @@ impl Pool {
         let (connection, open, reused) = match self.checkout_http1() {
             Some((connection, open)) => (connection, open, true),
             None => {
-                let (stream, open) = self.connect_stream().await?;
-                (Connection::new(stream), open, false)
+                let (connection, open) = self.connect_http1().await?;
+                (connection, open, false)
             }
         };
-        let back = BackToPool {
-            pool: Arc::downgrade(self),
-            open,
-        };
-        match connection.send(req, back).await {
+        match connection.send(req, self.back_to_pool(open)).await {
             Ok(response) => Ok(response.map(UpstreamBody::Http1)),
             // A kept connection the endpoint closed while it sat idle, seen only now: nothing
             // was answered, so a request without a body and safe to repeat goes again, once,
@@ -286,18 +282,28 @@ impl Pool {
                 ..
             }) if reused && head.method.is_idempotent() => {
                 debug!(addr = %self.addr, "a kept connection had closed; sending on a new one");
-                let (stream, open) = self.connect_stream().await?;
-                let back = BackToPool {
-                    pool: Arc::downgrade(self),
-                    open,
-                };
+                let (connection, open) = self.connect_http1().await?;
                 let req = Request::from_parts(head, ProxyBody::Empty);
-                match Connection::new(stream).send(req, back).await {
+                match connection.send(req, self.back_to_pool(open)).await {
                     Ok(response) => Ok(response.map(UpstreamBody::Http1)),
                     Err(e) => Err(self.reset(e.error)),
                 }
             }
             Err(e) => Err(self.reset(e.error)),
+        }
+    }
+
+    /// A new HTTP/1.1 connection, counted against the cluster's connection limit.
+    async fn connect_http1(&self) -> Result<(Http1Connection, Admission), UpstreamError> {
+        let (stream, open) = self.connect_stream().await?;
+        Ok((Connection::new(stream), open))
+    }
+
+    /// Where a connection goes back to once a response on it has ended.
+    fn back_to_pool(self: &Arc<Self>, open: Admission) -> BackToPool {
+        BackToPool {
+            pool: Arc::downgrade(self),
+            open,
         }
     }
 
