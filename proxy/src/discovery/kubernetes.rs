@@ -33,9 +33,34 @@ pub struct KubernetesError(String);
 pub async fn endpoints(
     service: &ServiceRef,
 ) -> Result<watch::Receiver<Option<Resolved>>, KubernetesError> {
-    static WATCHES: OnceLock<Mutex<HashMap<ServiceRef, watch::Receiver<Option<Resolved>>>>> =
-        OnceLock::new();
-    let watches = WATCHES.get_or_init(Default::default);
+    static WATCHES: Watches<Resolved> = OnceLock::new();
+    shared_watch(&WATCHES, service, follow).await
+}
+
+/// The addresses clients dial for `service` — its cluster IPs on the Service port that leads to
+/// `service.port` — kept current: what a sidecar's outbound capture recognizes the Service by.
+/// `None` until the Service has been read; empty for a headless Service or none at all.
+pub async fn service_addresses(
+    service: &ServiceRef,
+) -> Result<watch::Receiver<Option<Vec<SocketAddr>>>, KubernetesError> {
+    static WATCHES: Watches<Vec<SocketAddr>> = OnceLock::new();
+    shared_watch(&WATCHES, service, follow_service).await
+}
+
+/// One watch per service of what `follow` publishes, made on first use.
+type Watches<T> = OnceLock<Mutex<HashMap<ServiceRef, watch::Receiver<Option<T>>>>>;
+
+/// The watch of `service` in `watches`, started with `follow` if there is none yet.
+async fn shared_watch<T, F, Fut>(
+    watches: &Watches<T>,
+    service: &ServiceRef,
+    follow: F,
+) -> Result<watch::Receiver<Option<T>>, KubernetesError>
+where
+    F: FnOnce(kube::Client, ServiceRef, watch::Sender<Option<T>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let watches = watches.get_or_init(Default::default);
     if let Some(existing) = lock(watches).get(service) {
         return Ok(existing.clone());
     }
@@ -46,29 +71,6 @@ pub async fn endpoints(
     }
     let (tx, rx) = watch::channel(None);
     tokio::spawn(follow(client, service.clone(), tx));
-    watches.insert(service.clone(), rx.clone());
-    Ok(rx)
-}
-
-/// The addresses clients dial for `service` — its cluster IPs on the Service port that leads to
-/// `service.port` — kept current: what a sidecar's outbound capture recognizes the Service by.
-/// `None` until the Service has been read; empty for a headless Service or none at all.
-pub async fn service_addresses(
-    service: &ServiceRef,
-) -> Result<watch::Receiver<Option<Vec<SocketAddr>>>, KubernetesError> {
-    type Watches = Mutex<HashMap<ServiceRef, watch::Receiver<Option<Vec<SocketAddr>>>>>;
-    static WATCHES: OnceLock<Watches> = OnceLock::new();
-    let watches = WATCHES.get_or_init(Default::default);
-    if let Some(existing) = lock(watches).get(service) {
-        return Ok(existing.clone());
-    }
-    let client = client().await?;
-    let mut watches = lock(watches);
-    if let Some(existing) = watches.get(service) {
-        return Ok(existing.clone());
-    }
-    let (tx, rx) = watch::channel(None);
-    tokio::spawn(follow_service(client, service.clone(), tx));
     watches.insert(service.clone(), rx.clone());
     Ok(rx)
 }
