@@ -8,7 +8,7 @@
 //! connection back through [`Keep`] at once — before the client has been sent the last bytes.
 
 use std::future::poll_fn;
-use std::io::{self, IoSlice};
+use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
@@ -18,7 +18,10 @@ use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::chunked::{self, ChunkedDecoder, ChunkedError, Decoded};
+use super::chunked::{ChunkedDecoder, ChunkedError};
+pub use super::framing::Framing;
+use super::framing::{Piece, has_token};
+use super::writer::{BodyWriter, Outbound, WriteError, write_field, write_length};
 
 /// The largest response head accepted (status line and fields).
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -52,6 +55,16 @@ pub enum Error {
     RequestBodyLength,
     #[error(transparent)]
     Io(#[from] io::Error),
+}
+
+impl From<WriteError> for Error {
+    fn from(error: WriteError) -> Self {
+        match error {
+            WriteError::Body(e) => Self::RequestBody(e),
+            WriteError::Length => Self::RequestBodyLength,
+            WriteError::Io(e) => Self::Io(e),
+        }
+    }
 }
 
 /// A failed exchange, with the request head back when it is known that no response was begun
@@ -111,11 +124,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let (parts, body) = req.into_parts();
         let head_request = parts.method == Method::HEAD;
         let wants_close = has_token(&parts.headers, "close");
-        let mut writer = RequestWriter::new(&parts, body, std::mem::take(&mut self.head));
+        let mut writer = request_writer(&parts, body, std::mem::take(&mut self.head));
         let mut write_error = None;
         let parsed = poll_fn(|cx| {
             if !writer.done && write_error.is_none() {
-                match writer.poll_write(cx, &mut self.io) {
+                match writer.poll_write(cx, &mut self.io).map_err(Error::from) {
                     Poll::Ready(Ok(())) => {}
                     // The client's body failed: the request cannot be completed, and the
                     // endpoint may be waiting for the rest of it.
@@ -138,7 +151,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     (Error::Closed, Some(e)) => e,
                     (e, _) => e,
                 };
-                let unanswered = matches!(writer.framing, RequestFraming::Empty)
+                let unanswered = writer.framing == Outbound::Empty
                     && self.read.is_empty()
                     && matches!(error, Error::Closed | Error::Io(_));
                 return Err(SendError {
@@ -202,26 +215,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             self.read.reserve(READ_CHUNK);
         }
         tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read)
-    }
-}
-
-/// How the response body is delimited (RFC 9112 §6.3).
-#[derive(Debug)]
-pub enum Framing {
-    /// No body: HEAD, 204, 304.
-    Empty,
-    /// `content-length`: this many bytes left.
-    Length(u64),
-    Chunked(ChunkedDecoder),
-    /// Until the upstream closes the connection.
-    UntilClose,
-    /// 101: the connection now carries another protocol.
-    Upgrade,
-}
-
-impl Framing {
-    fn is_empty(&self) -> bool {
-        matches!(self, Self::Empty | Self::Length(0))
     }
 }
 
@@ -342,226 +335,47 @@ fn chunked_last(headers: &HeaderMap) -> bool {
         .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
 }
 
-/// Whether the `connection` header lists `token`.
-fn has_token(headers: &HeaderMap, token: &str) -> bool {
-    headers.get_all(header::CONNECTION).iter().any(|v| {
-        v.as_bytes()
-            .split(|&b| b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-    })
-}
-
-/// How the request body is delimited on the wire.
-#[derive(Debug, Clone, Copy)]
-enum RequestFraming {
-    Empty,
-    /// This many bytes left to send.
-    Length(u64),
-    Chunked,
-}
-
-/// The request on its way out: the head, then the body frame by frame, each piece with its
-/// framing in one vectored write.
-struct RequestWriter<B> {
-    body: Option<B>,
-    framing: RequestFraming,
-    /// Bytes before `data`: the head, a chunk-size line, the last chunk and trailers.
-    prefix: Vec<u8>,
-    written: usize,
-    data: Bytes,
-    /// Bytes after `data` (the CRLF that ends a chunk).
-    suffix: &'static [u8],
-    /// The body's first frame has been asked for before the head went out.
-    coalesced: bool,
-    done: bool,
-}
-
-impl<B> RequestWriter<B>
+/// The request head, encoded into `out` (reused from the last request), and the writer that
+/// sends it with the body.
+fn request_writer<B>(parts: &http::request::Parts, body: B, mut out: Vec<u8>) -> BodyWriter<B>
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
-    fn new(parts: &http::request::Parts, body: B, mut out: Vec<u8>) -> Self {
-        let declared = content_length(&parts.headers);
-        let framing = if body.is_end_stream() {
-            RequestFraming::Empty
-        } else if let Some(length) = declared.or(body.size_hint().exact()) {
-            RequestFraming::Length(length)
-        } else {
-            RequestFraming::Chunked
-        };
-        out.clear();
-        out.extend_from_slice(parts.method.as_str().as_bytes());
-        out.push(b' ');
-        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        out.extend_from_slice(target.as_bytes());
-        out.extend_from_slice(b" HTTP/1.1\r\n");
-        for (name, value) in &parts.headers {
-            if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
-                continue;
-            }
-            write_field(&mut out, name.as_str().as_bytes(), value.as_bytes());
+    let declared = content_length(&parts.headers);
+    let framing = if body.is_end_stream() {
+        Outbound::Empty
+    } else if let Some(length) = declared.or(body.size_hint().exact()) {
+        Outbound::Length(length)
+    } else {
+        Outbound::Chunked
+    };
+    out.clear();
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &parts.headers {
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            continue;
         }
-        match framing {
-            RequestFraming::Empty => {
-                let says_body = declared.is_some()
-                    || matches!(parts.method, Method::POST | Method::PUT | Method::PATCH);
-                if says_body {
-                    out.extend_from_slice(b"content-length: 0\r\n");
-                }
+        write_field(&mut out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    match framing {
+        Outbound::Empty => {
+            let says_body = declared.is_some()
+                || matches!(parts.method, Method::POST | Method::PUT | Method::PATCH);
+            if says_body {
+                out.extend_from_slice(b"content-length: 0\r\n");
             }
-            RequestFraming::Length(length) => {
-                write_field(
-                    &mut out,
-                    b"content-length",
-                    itoa::Buffer::new().format(length).as_bytes(),
-                );
-            }
-            RequestFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         }
-        out.extend_from_slice(b"\r\n");
-        let empty = matches!(framing, RequestFraming::Empty);
-        Self {
-            body: (!empty).then_some(body),
-            framing,
-            prefix: out,
-            written: 0,
-            data: Bytes::new(),
-            suffix: b"",
-            coalesced: empty,
-            done: false,
-        }
+        Outbound::Length(length) => write_length(&mut out, length),
+        Outbound::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Outbound::UntilClose => {}
     }
-
-    fn into_buffer(self) -> Vec<u8> {
-        self.prefix
-    }
-
-    fn pending(&self) -> bool {
-        self.written < self.prefix.len() || !self.data.is_empty() || !self.suffix.is_empty()
-    }
-
-    /// Writes what there is to write; ready when the whole request has gone out.
-    fn poll_write<S: AsyncWrite + Unpin>(
-        &mut self,
-        cx: &mut Context<'_>,
-        io: &mut S,
-    ) -> Poll<Result<(), Error>> {
-        loop {
-            if !self.coalesced {
-                // The body's first piece rides with the head when it is already there.
-                self.coalesced = true;
-                if let Poll::Ready(frame) = self.poll_body(cx) {
-                    self.take_frame(frame)?;
-                }
-            }
-            if self.pending() {
-                let n = ready!(self.poll_write_pending(cx, io))?;
-                if n == 0 {
-                    return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
-                }
-                self.advance(n);
-                continue;
-            }
-            if self.body.is_none() {
-                ready!(Pin::new(&mut *io).poll_flush(cx))?;
-                self.done = true;
-                return Poll::Ready(Ok(()));
-            }
-            let frame = ready!(self.poll_body(cx));
-            self.take_frame(frame)?;
-        }
-    }
-
-    fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        match &mut self.body {
-            Some(body) => Pin::new(body).poll_frame(cx),
-            None => Poll::Ready(None),
-        }
-    }
-
-    fn poll_write_pending<S: AsyncWrite + Unpin>(
-        &self,
-        cx: &mut Context<'_>,
-        io: &mut S,
-    ) -> Poll<io::Result<usize>> {
-        let slices = [
-            IoSlice::new(&self.prefix[self.written..]),
-            IoSlice::new(&self.data),
-            IoSlice::new(self.suffix),
-        ];
-        Pin::new(io).poll_write_vectored(cx, &slices)
-    }
-
-    fn advance(&mut self, mut n: usize) {
-        let from_prefix = n.min(self.prefix.len() - self.written);
-        self.written += from_prefix;
-        n -= from_prefix;
-        let from_data = n.min(self.data.len());
-        let _ = self.data.split_to(from_data);
-        n -= from_data;
-        self.suffix = &self.suffix[n.min(self.suffix.len())..];
-        if self.written == self.prefix.len() {
-            self.prefix.clear();
-            self.written = 0;
-        }
-    }
-
-    /// Queues one frame of the body (or its end) with its framing.
-    fn take_frame(&mut self, frame: Option<Result<Frame<Bytes>, B::Error>>) -> Result<(), Error> {
-        let frame = match frame {
-            Some(Ok(frame)) => frame,
-            Some(Err(e)) => {
-                self.body = None;
-                return Err(Error::RequestBody(e.into()));
-            }
-            None => return self.end_body(None),
-        };
-        let data = match frame.into_data() {
-            Ok(data) => data,
-            Err(frame) => {
-                let trailers = frame.into_trailers().ok();
-                return self.end_body(trailers.as_ref());
-            }
-        };
-        if data.is_empty() {
-            return Ok(());
-        }
-        match &mut self.framing {
-            RequestFraming::Length(left) => {
-                let len = data.len() as u64;
-                if len > *left {
-                    return Err(Error::RequestBodyLength);
-                }
-                *left -= len;
-            }
-            RequestFraming::Chunked => {
-                chunked::chunk_header(data.len(), &mut self.prefix);
-                self.suffix = b"\r\n";
-            }
-            RequestFraming::Empty => return Err(Error::RequestBodyLength),
-        }
-        self.data = data;
-        Ok(())
-    }
-
-    /// The body has ended (with trailers, perhaps): the last chunk, or a length check.
-    fn end_body(&mut self, trailers: Option<&HeaderMap>) -> Result<(), Error> {
-        self.body = None;
-        match self.framing {
-            RequestFraming::Chunked => chunked::last_chunk(trailers, &mut self.prefix),
-            RequestFraming::Length(0) | RequestFraming::Empty => {}
-            RequestFraming::Length(_) => return Err(Error::RequestBodyLength),
-        }
-        Ok(())
-    }
-}
-
-fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
+    BodyWriter::new(out, body, framing)
 }
 
 /// A response body read off the connection as the client takes it. Holds the connection (and
@@ -571,7 +385,7 @@ pub struct ResponseBody<S, B, K> {
     framing: Framing,
     keep_alive: bool,
     /// The rest of a request body still being sent while the response streams back.
-    writer: Option<Box<RequestWriter<B>>>,
+    writer: Option<Box<BodyWriter<B>>>,
     keeper: Option<K>,
 }
 
@@ -640,42 +454,26 @@ where
             let Some(conn) = this.conn.as_mut() else {
                 return Poll::Ready(None);
             };
-            match &mut this.framing {
-                Framing::Empty | Framing::Length(0) | Framing::Upgrade => {
+            match this.framing.next(&mut conn.read) {
+                Ok(Piece::Data(data)) => {
+                    if this.framing.is_done() {
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Ok(Piece::Trailers(trailers)) => {
+                    this.finish();
+                    return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                }
+                Ok(Piece::End) => {
                     this.finish();
                     return Poll::Ready(None);
                 }
-                Framing::Length(left) if !conn.read.is_empty() => {
-                    let take =
-                        usize::try_from(*left).map_or(conn.read.len(), |l| l.min(conn.read.len()));
-                    *left -= take as u64;
-                    let data = conn.read.split_to(take).freeze();
-                    if *left == 0 {
-                        this.finish();
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                Ok(Piece::NeedMore) => {}
+                Err(e) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(e.into())));
                 }
-                Framing::Chunked(decoder) => match decoder.decode(&mut conn.read) {
-                    Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
-                    Ok(Decoded::Trailers(trailers)) => {
-                        this.finish();
-                        return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
-                    }
-                    Ok(Decoded::End) => {
-                        this.finish();
-                        return Poll::Ready(None);
-                    }
-                    Ok(Decoded::NeedMore) => {}
-                    Err(e) => {
-                        this.conn = None;
-                        return Poll::Ready(Some(Err(e.into())));
-                    }
-                },
-                Framing::UntilClose if !conn.read.is_empty() => {
-                    let data = conn.read.split().freeze();
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Framing::Length(_) | Framing::UntilClose => {}
             }
             match ready!(conn.poll_fill(cx)) {
                 Ok(0) if matches!(this.framing, Framing::UntilClose) => {

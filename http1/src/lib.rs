@@ -9,6 +9,9 @@
 
 pub mod chunked;
 pub mod client;
+mod framing;
+pub mod server;
+mod writer;
 
 #[cfg(test)]
 mod tests;

@@ -5,6 +5,7 @@
 //! response) are one [`ProxyBody::Boxed`] variant, so this module knows nothing of plugins or
 //! gRPC. Beside it: `replay` (the copy of a request body kept so a retry can send it again).
 
+pub mod client;
 pub mod replay;
 
 use std::pin::Pin;
@@ -12,8 +13,8 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 
+pub use crate::body::client::ClientBody;
 use crate::body::replay::ReplayBody;
 use crate::upstream::{Admission, InFlight, UpstreamBody};
 
@@ -24,11 +25,11 @@ pub enum ProxyBody {
     /// A small body made by the proxy itself (errors, admin answers).
     Full(Option<Bytes>),
     /// Streamed from the peer frame by frame, never buffered whole.
-    Streaming(Incoming),
+    Streaming(ClientBody),
     /// A request body streamed with a size cap (`max_request_body`): past it the stream fails
     /// with [`BodyTooLarge`], which the proxy answers with 413.
     Capped {
-        body: Incoming,
+        body: ClientBody,
         remaining: u64,
         limit: u64,
     },
@@ -100,13 +101,12 @@ impl Body for ProxyBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let this = self.get_mut();
-        let polled = match this {
-            Self::Empty => return Poll::Ready(None),
-            Self::Full(bytes) => return Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Self::Replay(body) => return Pin::new(body.as_mut()).poll_frame(cx),
-            Self::Boxed(body) => return body.as_mut().poll_frame(cx),
-            Self::Upstream { body, .. } => return Pin::new(body).poll_frame(cx),
+        match self.get_mut() {
+            Self::Empty => Poll::Ready(None),
+            Self::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Self::Replay(body) => Pin::new(body.as_mut()).poll_frame(cx),
+            Self::Boxed(body) => body.as_mut().poll_frame(cx),
+            Self::Upstream { body, .. } => Pin::new(body).poll_frame(cx),
             Self::Streaming(body) => Pin::new(body).poll_frame(cx),
             Self::Capped {
                 body,
@@ -125,8 +125,7 @@ impl Body for ProxyBody {
                 }
                 polled
             }
-        };
-        polled.map(|frame| frame.map(|result| result.map_err(Into::into)))
+        }
     }
 
     fn is_end_stream(&self) -> bool {

@@ -2,21 +2,18 @@
 //! knowledge on plain listeners, ALPN on TLS listeners (with mTLS when configured).
 
 pub mod capture;
+pub mod http;
 pub mod tcp;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use tokio_rustls::TlsAcceptor;
 
@@ -24,15 +21,14 @@ use crate::config::{ListenerConfig, ListenerProtocol};
 use crate::proxy::ListenerProxy;
 use crate::tls::{PeerIdentity, TlsSession};
 
-/// HTTP/2 streams one client may have open at once.
-const MAX_CONCURRENT_STREAMS: u32 = 256;
+use self::http::{HttpSettings, Peer, serve_http};
 
 /// What a listener serves with: the proxy for its requests, the HTTP settings for its
 /// connections, and its TLS settings. A reload swaps it whole; connections read it once,
 /// requests once each.
 pub struct Serving {
     pub proxy: Arc<ListenerProxy>,
-    http: auto::Builder<TokioExecutor>,
+    http: HttpSettings,
     tls: Option<ListenerTls>,
     protocol: ListenerProtocol,
     /// Capture listener: connections go where their client dialed.
@@ -51,7 +47,7 @@ impl Serving {
     pub fn new(config: &ListenerConfig, proxy: ListenerProxy, tls: Option<ListenerTls>) -> Self {
         Self {
             proxy: Arc::new(proxy),
-            http: http_builder(config),
+            http: HttpSettings::new(config),
             tls,
             protocol: config.protocol,
             original_destination: config.original_destination,
@@ -113,7 +109,9 @@ impl Listener {
                 _ = stop.wait_for(|stop| *stop) => break,
             };
             match accepted {
-                Ok((stream, peer)) => self.spawn_connection(stream, peer, graceful.watcher()),
+                Ok((stream, peer)) => {
+                    self.spawn_connection(stream, peer, graceful.watcher(), stop.clone());
+                }
                 Err(e) => {
                     // Usually out of file descriptors: back off instead of spinning.
                     warn!(listener = %self.name, error = %e, "accept failed");
@@ -124,7 +122,13 @@ impl Listener {
         info!(listener = %self.name, "stopped accepting");
     }
 
-    fn spawn_connection(&self, stream: TcpStream, peer: SocketAddr, watcher: Watcher) {
+    fn spawn_connection(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        watcher: Watcher,
+        stop: watch::Receiver<bool>,
+    ) {
         let _ = stream.set_nodelay(true);
         let slot = Arc::clone(&self.slot);
         let listener = self.name.clone();
@@ -146,23 +150,33 @@ impl Listener {
                 let _draining = watcher;
                 return serve_tcp(&serving, stream, peer, dialed, &listener).await;
             }
+            let peer = Peer {
+                addr: peer,
+                tls: None,
+                dialed,
+                alpn_h2: false,
+            };
             match &serving.tls {
-                None => serve_http(&serving, slot, stream, peer, None, dialed, watcher).await,
+                None => {
+                    let (reader, writer) = stream.into_split();
+                    let halves = (Box::new(reader) as _, Box::new(writer) as _);
+                    serve_http(&serving.http, slot, halves, peer, watcher, stop).await;
+                }
                 Some(tls) => {
-                    let Some((stream, session)) = handshake(tls, stream, peer, &listener).await
+                    let Some((stream, session)) =
+                        handshake(tls, stream, peer.addr, &listener).await
                     else {
                         return;
                     };
-                    serve_http(
-                        &serving,
-                        slot,
-                        stream,
-                        peer,
-                        Some(Arc::new(session)),
-                        dialed,
-                        watcher,
-                    )
-                    .await;
+                    let alpn_h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                    let peer = Peer {
+                        tls: Some(Arc::new(session)),
+                        alpn_h2,
+                        ..peer
+                    };
+                    let (reader, writer) = tokio::io::split(stream);
+                    let halves = (Box::new(reader) as _, Box::new(writer) as _);
+                    serve_http(&serving.http, slot, halves, peer, watcher, stop).await;
                 }
             }
         });
@@ -258,105 +272,6 @@ async fn serve_tcp(
     }
 }
 
-/// Serves HTTP on an accepted (and, for TLS, handshaken) connection.
-async fn serve_http<S>(
-    serving: &Serving,
-    slot: ServingSlot,
-    stream: S,
-    peer: SocketAddr,
-    tls: Option<Arc<TlsSession>>,
-    dialed: Option<SocketAddr>,
-    watcher: Watcher,
-) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let cancels = Arc::new(CancelTracker::default());
-    let tracker = Arc::clone(&cancels);
-    // Each request takes the listener's current proxy, so a long-lived keep-alive or h2
-    // connection follows reloads, while a request in flight keeps the one it started on.
-    let service = service_fn(move |req| {
-        let proxy = Arc::clone(&slot.load().proxy);
-        let tls = tls.clone();
-        let mut guard = CancelGuard::new(Arc::clone(&tracker));
-        async move {
-            let response = proxy.handle(peer, tls, dialed, req).await;
-            guard.complete();
-            Ok::<_, Infallible>(response)
-        }
-    });
-    let connection = serving
-        .http
-        .serve_connection_with_upgrades(TokioIo::new(stream), service);
-    tokio::select! {
-        result = watcher.watch(connection) => {
-            if let Err(e) = result {
-                debug!(%peer, error = %e, "downstream connection ended with an error");
-            }
-        }
-        () = cancels.abusive.notified() => {
-            warn!(%peer, "closing a connection that cancels requests as fast as it sends them (rapid reset)");
-            metrics::counter!("switchyard_downstream_rapid_reset_closed_total").increment(1);
-        }
-    }
-}
-
-/// Requests a client cancels in a short time on one connection — HTTP/2 rapid reset
-/// (CVE-2023-44487): each costs the proxy work and the client nothing. Past the limit the
-/// connection is closed.
-#[derive(Default)]
-struct CancelTracker {
-    /// (window start in ms since the connection began, cancels in the window)
-    window: std::sync::Mutex<(u64, u32)>,
-    started: std::sync::OnceLock<std::time::Instant>,
-    abusive: tokio::sync::Notify,
-}
-
-/// Cancelled requests per second on one connection that close it.
-const MAX_CANCELS_PER_SECOND: u32 = 100;
-
-impl CancelTracker {
-    fn cancelled(&self) {
-        let started = *self.started.get_or_init(std::time::Instant::now);
-        let now = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let mut window = self.window.lock().unwrap_or_else(|p| p.into_inner());
-        if now.saturating_sub(window.0) > 1000 {
-            *window = (now, 0);
-        }
-        window.1 += 1;
-        if window.1 > MAX_CANCELS_PER_SECOND {
-            self.abusive.notify_one();
-        }
-    }
-}
-
-/// Marks a request whose handler was dropped before it finished: the client cancelled it.
-struct CancelGuard {
-    tracker: Arc<CancelTracker>,
-    completed: bool,
-}
-
-impl CancelGuard {
-    fn new(tracker: Arc<CancelTracker>) -> Self {
-        Self {
-            tracker,
-            completed: false,
-        }
-    }
-
-    /// The request got its response: not a cancellation.
-    fn complete(&mut self) {
-        self.completed = true;
-    }
-}
-
-impl Drop for CancelGuard {
-    fn drop(&mut self) {
-        if !self.completed {
-            self.tracker.cancelled();
-        }
-    }
-}
-
 /// The TLS handshake, bounded in time; failures are logged with the peer and the reason and
 /// counted by reason.
 async fn handshake(
@@ -421,28 +336,6 @@ fn handshake_failure_reason(error: &std::io::Error) -> &'static str {
         rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => "not_tls",
         _ => "other",
     }
-}
-
-/// HTTP settings with safe limits: slow heads are cut off, oversized heads get 431.
-fn http_builder(config: &ListenerConfig) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.request_header_timeout)
-        .max_buf_size(config.max_request_head)
-        .max_headers(config.max_request_headers)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(config.max_request_head).unwrap_or(u32::MAX))
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        .max_pending_accept_reset_streams(Some(50))
-        .max_local_error_reset_streams(Some(256))
-        .keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(10));
-    builder
 }
 
 #[cfg(test)]

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
+use super::upgrade::DownstreamUpgrade;
 use http::header::{HeaderName, HeaderValue};
 use http::{Response, StatusCode};
-use hyper::upgrade::OnUpgrade;
 use tracing::warn;
 
 use crate::body::{BodyTooLarge, ProxyBody};
@@ -29,7 +29,7 @@ pub(super) fn upstream_answer(
     response: Response<UpstreamBody>,
     attempted: Attempted,
     admission: Option<Admission>,
-    downstream_upgrade: &mut Option<OnUpgrade>,
+    downstream_upgrade: &mut Option<DownstreamUpgrade>,
 ) -> Answer {
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     let version = response.version();

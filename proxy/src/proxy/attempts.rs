@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use super::upgrade::DownstreamUpgrade;
 use http::header::HeaderValue;
 use http::{Request, Response};
-use hyper::upgrade::OnUpgrade;
 use tracing::{debug, warn};
 
 use crate::balance::hash_bytes;
@@ -122,7 +122,7 @@ impl ListenerProxy {
         mut state: Box<RequestState>,
         mut body: RequestBody,
         cluster: &Arc<Cluster>,
-        mut downstream_upgrade: Option<OnUpgrade>,
+        mut downstream_upgrade: Option<DownstreamUpgrade>,
     ) -> (Box<RequestState>, Answer) {
         let mut total = state.timeout.unwrap_or(cluster.config.timeout);
         // A gRPC client's own deadline bounds the request too; each attempt tells the upstream
@@ -327,7 +327,7 @@ impl ListenerProxy {
         &self,
         result: Result<(Response<UpstreamBody>, Attempted), AttemptError>,
         cluster: &Cluster,
-        downstream_upgrade: &mut Option<OnUpgrade>,
+        downstream_upgrade: &mut Option<DownstreamUpgrade>,
         per_try: Duration,
         admission: Admission,
     ) -> Answer {

@@ -19,12 +19,12 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::body::ClientBody;
 use http::header::{HeaderName, HeaderValue};
 use http::{Request, Response};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
-use hyper::upgrade::OnUpgrade;
+use upgrade::DownstreamUpgrade;
 
 use crate::body::ProxyBody;
 use crate::grpc;
@@ -47,7 +47,8 @@ use answers::{
     Answer, apply_response_step, error_answer, local_answer, plugin_failed, plugin_failed_answer,
 };
 use request_body::RequestBody;
-use served::{Done, ServedBody};
+use served::Done;
+pub use served::ServedBody;
 
 /// Everything a listener needs to forward a request.
 pub struct ListenerProxy {
@@ -90,7 +91,7 @@ impl ListenerProxy {
         peer: SocketAddr,
         tls: Option<Arc<TlsSession>>,
         dialed: Option<SocketAddr>,
-        mut req: Request<Incoming>,
+        mut req: Request<ClientBody>,
     ) -> Response<ServedBody> {
         let web = self
             .grpc_web
@@ -112,7 +113,7 @@ impl ListenerProxy {
         let upgrade = headers::is_upgrade_request(&req);
         let accepts_trailers = headers::accepts_trailers(&req);
         let downstream_upgrade =
-            (upgrade && refusal.is_none()).then(|| hyper::upgrade::on(&mut req));
+            (upgrade && refusal.is_none()).then(|| DownstreamUpgrade::of(&mut req));
         let version = req.version();
         headers::strip_hop_by_hop(req.headers_mut(), upgrade);
         headers::add_forwarding(req.headers_mut(), peer.ip(), self.scheme, version);
@@ -206,9 +207,9 @@ impl ListenerProxy {
     /// 400 for an HTTP/1.1 request without exactly one Host, 414 for a request target over
     /// `max_uri_length`, 413 for a declared body over
     /// `max_request_body` (a chunked one is capped as it streams). Ambiguous framing never gets
-    /// here: hyper refuses it, or (Content-Length with chunked) drops the length, frames by the
-    /// chunks and closes the connection after the response (RFC 9112 §6.1).
-    fn refuse_oversized(&self, req: &Request<Incoming>) -> Option<Response<ProxyBody>> {
+    /// here: the HTTP/1.1 engine refuses it (Content-Length with chunked included) and hyper's
+    /// HTTP/2 server refuses a length that disagrees with the stream's data.
+    fn refuse_oversized(&self, req: &Request<ClientBody>) -> Option<Response<ProxyBody>> {
         if let Some(problem) = host_problem(req) {
             return Some(LocalError::BadRequest.response(problem));
         }
@@ -231,8 +232,8 @@ impl ListenerProxy {
     async fn run(
         &self,
         state: Box<RequestState>,
-        body: Incoming,
-        downstream_upgrade: Option<OnUpgrade>,
+        body: ClientBody,
+        downstream_upgrade: Option<DownstreamUpgrade>,
         web_text: bool,
     ) -> (Box<RequestState>, Response<ProxyBody>) {
         let chain = &self.chain;
@@ -261,8 +262,8 @@ impl ListenerProxy {
     async fn forward(
         &self,
         mut state: Box<RequestState>,
-        body: Incoming,
-        downstream_upgrade: Option<OnUpgrade>,
+        body: ClientBody,
+        downstream_upgrade: Option<DownstreamUpgrade>,
         web_text: bool,
     ) -> (Box<RequestState>, Answer) {
         let mut body = RequestBody::new(body, self.max_request_body);

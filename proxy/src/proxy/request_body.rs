@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
+use crate::body::ClientBody;
 use bytes::Bytes;
 use http::StatusCode;
 use http::header::HeaderValue;
 use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 
 use crate::body::ProxyBody;
 use crate::body::replay::Replay;
@@ -21,7 +21,7 @@ use super::answers::{Answer, error_answer, error_answer_status};
 /// The request body across attempts: streamed once, read whole for plugins, or streamed while a
 /// copy is kept (up to a cap) so a retry can send it again.
 pub(super) enum RequestBody {
-    Streaming(Option<Incoming>, Option<u64>),
+    Streaming(Option<ClientBody>, Option<u64>),
     /// Streamed once, through the plugins that stream request bodies.
     Through(Option<ProxyBody>),
     Buffered(Bytes),
@@ -30,7 +30,7 @@ pub(super) enum RequestBody {
 
 impl RequestBody {
     /// `cap`: the listener's `max_request_body`, enforced as the body streams.
-    pub(super) fn new(body: Incoming, cap: Option<u64>) -> Self {
+    pub(super) fn new(body: ClientBody, cap: Option<u64>) -> Self {
         Self::Streaming(Some(body), cap)
     }
 
@@ -132,7 +132,7 @@ impl RequestBody {
 }
 
 /// The client's body, cut off with [`BodyTooLarge`] past `limit` when there is one.
-pub(super) fn capped(body: Incoming, limit: Option<u64>) -> ProxyBody {
+pub(super) fn capped(body: ClientBody, limit: Option<u64>) -> ProxyBody {
     match limit {
         None => ProxyBody::Streaming(body),
         Some(limit) => ProxyBody::Capped {

@@ -163,7 +163,7 @@ impl ListenerTelemetry {
     }
 
     /// Starts the record of a request.
-    pub fn start(&self, req: &http::Request<hyper::body::Incoming>) -> Exchange {
+    pub fn start<B>(&self, req: &http::Request<B>) -> Exchange {
         self.metrics.in_flight.increment(1.0);
         let mut exchange = Exchange::new(req.method().clone(), req.version());
         if self.shared.wants_target() {
