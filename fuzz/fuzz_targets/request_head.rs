@@ -1,33 +1,36 @@
-//! Any bytes as a request head: what parses is put through the proxy's head checks and
-//! rewrites (hop-by-hop stripping, forwarding headers, request id, upstream target), which
-//! must never panic and must leave a head that can be sent.
+//! Any bytes as a request head, read by the HTTP/1.1 engine as a client's request is: parsed
+//! or refused with a status, never a panic, never more consumed than given. What parses is put
+//! through the proxy's head checks and rewrites (hop-by-hop stripping, forwarding headers,
+//! request id, upstream target), which must never panic either.
 #![no_main]
 
+use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut parsed = httparse::Request::new(&mut headers);
-    let Ok(httparse::Status::Complete(_)) = parsed.parse(data) else {
+    let Some((&flags, input)) = data.split_first() else {
         return;
     };
-    let mut builder = http::Request::builder()
-        .method(parsed.method.unwrap_or("GET"))
-        .uri(parsed.path.unwrap_or("/"));
-    for h in parsed.headers.iter() {
-        builder = builder.header(h.name, h.value);
-    }
-    let Ok(mut req) = builder.body(()) else {
-        return;
+    let mut read = BytesMut::from(input);
+    let max_headers = 8 + usize::from(flags & 0x3f);
+    let head = match switchyard_http1::server::parse_head(&mut read, 8 * 1024, max_headers) {
+        Ok(Some(head)) => head,
+        Ok(None) => return,
+        Err(refusal) => {
+            assert!(refusal.status.is_client_error() || refusal.status.is_server_error());
+            return;
+        }
     };
+    assert!(read.len() < input.len());
+    let mut req = http::Request::from_parts(head.parts, ());
     let upgrade = switchyard::headers::is_upgrade_request(&req);
     switchyard::headers::strip_hop_by_hop(req.headers_mut(), upgrade);
     switchyard::headers::add_forwarding(
         req.headers_mut(),
         std::net::IpAddr::from([127, 0, 0, 1]),
         "http",
-        http::Version::HTTP_11,
+        req.version(),
     );
     switchyard::headers::ensure_request_id(req.headers_mut());
-    let _ = switchyard::headers::set_upstream_target(&mut req, data.len() % 2 == 0);
+    let _ = switchyard::headers::set_upstream_target(&mut req, flags & 0x40 != 0);
 });

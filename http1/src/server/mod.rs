@@ -88,6 +88,9 @@ where
     };
     let mut drain = pin!(drain);
     let mut timer = pin!(tokio::time::sleep(config.header_timeout));
+    // The service's future for the request in flight, in one place for the connection's life:
+    // it is large (the whole proxy path), and moving it per request would cost a copy of it.
+    let mut in_flight: Pin<Box<Option<Fut>>> = Box::pin(None);
     loop {
         let head = match connection
             .read_head(config, drain.as_mut(), timer.as_mut())
@@ -103,7 +106,7 @@ where
         };
         connection.first = false;
         match connection
-            .exchange(head, &mut service, drain.as_mut())
+            .exchange(head, &mut service, in_flight.as_mut(), drain.as_mut())
             .await
         {
             After::Next => {}
@@ -226,6 +229,7 @@ impl Connection {
         &mut self,
         head: Head,
         service: &mut F,
+        mut in_flight: Pin<&mut Option<Fut>>,
         drain: Pin<&mut impl Future<Output = ()>>,
     ) -> After
     where
@@ -263,8 +267,12 @@ impl Connection {
                 RequestBody::empty()
             }
         };
-        let future = service(Request::from_parts(parts, body));
-        let Some(response) = self.await_response(future, expects_continue, drain).await else {
+        in_flight.set(Some(service(Request::from_parts(parts, body))));
+        let response = self
+            .await_response(in_flight.as_mut(), expects_continue, drain)
+            .await;
+        in_flight.set(None);
+        let Some(response) = response else {
             return After::Gone;
         };
 
@@ -326,16 +334,18 @@ impl Connection {
     /// Runs the service until its response head, meanwhile sending a `100 Continue` when the
     /// body asks for one and watching a bodiless request's connection: a client that closes it
     /// has given up, and the service is dropped (`None`).
-    async fn await_response<B>(
+    async fn await_response<B, Fut: Future<Output = Response<B>>>(
         &mut self,
-        future: impl Future<Output = Response<B>>,
+        mut in_flight: Pin<&mut Option<Fut>>,
         expects_continue: bool,
         mut drain: Pin<&mut impl Future<Output = ()>>,
     ) -> Option<Response<B>> {
-        let mut future = pin!(future);
         let mut interim: &[u8] = b"";
         poll_fn(|cx| {
-            if let Poll::Ready(response) = future.as_mut().poll(cx) {
+            let Some(future) = in_flight.as_mut().as_pin_mut() else {
+                return Poll::Ready(None);
+            };
+            if let Poll::Ready(response) = future.poll(cx) {
                 return Poll::Ready(Some(response));
             }
             if !self.draining && drain.as_mut().poll(cx).is_ready() {
@@ -421,5 +431,7 @@ fn skip_buffered(framing: &mut Framing, read: &mut bytes::BytesMut) -> bool {
     }
 }
 
+#[cfg(test)]
+mod differential;
 #[cfg(test)]
 mod tests;

@@ -151,7 +151,7 @@ fn request_target(method: &Method, target: Bytes) -> Result<Uri, Refusal> {
 }
 
 /// How the request body is delimited. Anything two parsers could read two ways is refused:
-/// a length beside chunked, lengths that disagree, a transfer coding other than a single
+/// a length beside chunked, more than one length, a transfer coding other than a single
 /// final `chunked`, and Transfer-Encoding in HTTP/1.0.
 fn body_framing(headers: &HeaderMap, version: Version) -> Result<Framing, Refusal> {
     let coded = headers.contains_key(header::TRANSFER_ENCODING);
@@ -192,10 +192,16 @@ fn body_framing(headers: &HeaderMap, version: Version) -> Result<Framing, Refusa
         return Ok(Framing::Chunked(ChunkedDecoder::default()));
     }
     if has_length {
-        return match content_length(headers) {
+        // One field with one number: a list or a repeat, even of the same number, is refused
+        // (RFC 9110 §8.6 allows it, and a request has no reason to send one).
+        let single = headers.get_all(header::CONTENT_LENGTH).iter().count() == 1
+            && !headers[header::CONTENT_LENGTH].as_bytes().contains(&b',');
+        return match content_length(headers).filter(|_| single) {
             Some(0) => Ok(Framing::Empty),
             Some(length) => Ok(Framing::Length(length)),
-            None => Err(Refusal::bad("invalid or conflicting Content-Length")),
+            None => Err(Refusal::bad(
+                "invalid, repeated or conflicting Content-Length",
+            )),
         };
     }
     Ok(Framing::Empty)
