@@ -24,12 +24,13 @@ fuzz_target!(|data: &[u8]| {
     assert!(read.len() < input.len());
     let mut req = http::Request::from_parts(head.parts, ());
     let upgrade = switchyard::headers::is_upgrade_request(&req);
+    let version = req.version();
     switchyard::headers::strip_hop_by_hop(req.headers_mut(), upgrade);
     switchyard::headers::add_forwarding(
         req.headers_mut(),
         std::net::IpAddr::from([127, 0, 0, 1]),
         "http",
-        req.version(),
+        version,
     );
     switchyard::headers::ensure_request_id(req.headers_mut());
     let _ = switchyard::headers::set_upstream_target(&mut req, flags & 0x40 != 0);

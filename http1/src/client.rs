@@ -225,9 +225,14 @@ pub fn parse_head(
     read: &mut BytesMut,
     head_request: bool,
 ) -> Result<Option<(http::response::Parts, Framing, bool)>, Error> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut fields);
-    let len = match response.parse(read) {
+    let mut fields = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        read,
+        &mut fields,
+    );
+    let len = match parsed {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if read.len() > MAX_HEAD => return Err(Error::HeadTooLarge),
         Ok(httparse::Status::Partial) => return Ok(None),
@@ -244,29 +249,20 @@ pub fn parse_head(
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
-    // Field values become slices of the head's bytes: no copy per value.
+    // The head is copied once (the read buffer stays the connection's own, to be reused) and
+    // every field value is a slice of the copy.
+    let head = Bytes::copy_from_slice(&read[..len]);
     let start = read.as_ptr() as usize;
-    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
-    let count = response.headers.len();
-    for (span, field) in spans.iter_mut().zip(response.headers.iter()) {
-        let name = field.name.as_ptr() as usize - start;
-        let value = field.value.as_ptr() as usize - start;
-        *span = (
-            name,
-            name + field.name.len(),
-            value,
-            value + field.value.len(),
-        );
-    }
-    let bytes = read.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(count);
-    for &(name_start, name_end, value_start, value_end) in &spans[..count] {
-        let name = HeaderName::from_bytes(&bytes[name_start..name_end])
+    let mut headers = HeaderMap::with_capacity(response.headers.len());
+    for field in response.headers.iter() {
+        let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| Error::BadHead(httparse::Error::HeaderName))?;
-        let value = HeaderValue::from_maybe_shared(bytes.slice(value_start..value_end))
+        let at = field.value.as_ptr() as usize - start;
+        let value = HeaderValue::from_maybe_shared(head.slice(at..at + field.value.len()))
             .map_err(|_| Error::BadHead(httparse::Error::HeaderValue))?;
         headers.append(name, value);
     }
+    let _ = read.split_to(len);
     let mut keep_alive = match version {
         Version::HTTP_10 => has_token(&headers, "keep-alive"),
         _ => !has_token(&headers, "close"),
