@@ -1,5 +1,6 @@
 //! HTTP edge cases real clients hit: path normalization before plugins (a prefix rule cannot be
-//! bypassed with dot segments or escapes), Host rules of RFC 9112, and trailers end to end.
+//! bypassed with dot segments or escapes), Host rules of RFC 9112, trailers end to end,
+//! `Expect: 100-continue` and pipelining.
 
 use std::time::Duration;
 
@@ -257,4 +258,67 @@ async fn an_oversized_http2_frame_is_a_connection_error() {
         Some(6),
         "GOAWAY FRAME_SIZE_ERROR; got {received:?}"
     );
+}
+
+/// Reads from `stream` until `needle` has arrived (or fails after 5 s), returning all read.
+async fn read_until(stream: &mut TcpStream, needle: &str) -> String {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let found = tokio::time::timeout(Duration::from_secs(5), async {
+        while !String::from_utf8_lossy(&seen).contains(needle) {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+        true
+    })
+    .await;
+    let text = String::from_utf8_lossy(&seen).into_owned();
+    assert_eq!(found, Ok(true), "{needle:?} never came: {text:?}");
+    text
+}
+
+/// curl sends `Expect: 100-continue` with any body over 1 KiB and waits for the 100 before
+/// sending it: the proxy gives it when it starts forwarding the body.
+#[tokio::test]
+async fn a_client_expecting_100_continue_gets_it_and_its_body_reaches_the_upstream() {
+    let app = Upstream::echo("app").await;
+    let proxy = Proxy::start(&(listener("public", "app", &[]) + &cluster("app", &[app.addr], "")));
+    let mut stream = TcpStream::connect(proxy.addr()).await.unwrap();
+    stream
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2048\r\n\r\n")
+        .await
+        .unwrap();
+    let interim = read_until(&mut stream, "\r\n\r\n").await;
+    assert!(
+        interim.starts_with("HTTP/1.1 100 Continue\r\n\r\n"),
+        "{interim:?}"
+    );
+    stream.write_all(&[b'x'; 2048]).await.unwrap();
+    let answer = read_until(&mut stream, "\"body_bytes\": 2048").await;
+    assert_eq!(status_of(&answer), 200, "{answer}");
+}
+
+/// Requests a client sends back to back on one connection, before any answer, are answered in
+/// order.
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order() {
+    let app = Upstream::echo("app").await;
+    let proxy = Proxy::start(&(listener("public", "app", &[]) + &cluster("app", &[app.addr], "")));
+    let answer = raw_exchange(
+        &proxy,
+        b"GET /one HTTP/1.1\r\nHost: x\r\n\r\nPOST /two HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGET /three HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let at = |path: &str| {
+        answer
+            .find(&format!("\"path\": \"{path}\""))
+            .unwrap_or_else(|| panic!("no answer for {path}: {answer}"))
+    };
+    assert!(
+        at("/one") < at("/two") && at("/two") < at("/three"),
+        "{answer}"
+    );
+    assert_eq!(answer.matches("HTTP/1.1 200 OK").count(), 3, "{answer}");
 }

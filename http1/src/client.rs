@@ -253,7 +253,8 @@ pub fn parse_head(
     // every field value is a slice of the copy.
     let head = Bytes::copy_from_slice(&read[..len]);
     let start = read.as_ptr() as usize;
-    let mut headers = HeaderMap::with_capacity(response.headers.len());
+    // Room for the fields a proxy adds (via, request id) without growing.
+    let mut headers = HeaderMap::with_capacity(response.headers.len() + 4);
     for field in response.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| Error::BadHead(httparse::Error::HeaderName))?;

@@ -10,6 +10,9 @@ use crate::chunked::ChunkedDecoder;
 use crate::client::content_length;
 use crate::framing::{Framing, has_token, lists_token};
 
+/// Fields a request's map has room for beyond those it came with.
+const ROOM_TO_ADD: usize = 6;
+
 /// The most header fields a listener may be configured to accept.
 pub const MAX_HEADERS_LIMIT: usize = 1000;
 
@@ -92,7 +95,8 @@ pub fn parse_head(
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
-    let mut headers = HeaderMap::with_capacity(request.headers.len());
+    // Room for the fields a proxy adds (forwarding, request id, tracing) without growing.
+    let mut headers = HeaderMap::with_capacity(request.headers.len() + ROOM_TO_ADD);
     for field in request.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| Refusal::bad("malformed header field name"))?;
