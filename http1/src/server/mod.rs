@@ -20,7 +20,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, Sleep};
 
 pub use body::{BodyError, Reader, RequestBody};
@@ -396,11 +396,13 @@ impl Connection {
         let Some(inbound) = self.inbound.as_mut() else {
             return;
         };
-        let mut scratch = [0u8; 4096];
         let mut dropped = 0;
         let _ = tokio::time::timeout(LINGER, async {
             while dropped < LINGER_BYTES {
-                match inbound.io.read(&mut scratch).await {
+                // Read into the connection's own buffer, emptied each time: no scratch buffer
+                // in this future (it would be as large as the buffer).
+                inbound.read.clear();
+                match poll_fn(|cx| inbound.poll_fill(cx)).await {
                     Ok(0) | Err(_) => return,
                     Ok(n) => dropped += n,
                 }
