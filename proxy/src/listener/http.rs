@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use http::{Request, Response};
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
@@ -109,9 +110,10 @@ pub async fn serve_http(
             Ended::Http2(io) => io,
         }
     };
+    // `map`, not an async block around the future: the block would hold it twice (as what it
+    // captured and as what it awaits), doubling what hyper moves per stream.
     let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-        let response = handle(req.map(ClientBody::Http2));
-        async move { Ok::<_, Infallible>(response.await) }
+        handle(req.map(ClientBody::Http2)).map(Ok::<_, Infallible>)
     });
     let connection = settings.http2.serve_connection(TokioIo::new(io), service);
     tokio::select! {

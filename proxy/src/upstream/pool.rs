@@ -268,7 +268,9 @@ impl Pool {
         let (connection, open, reused) = match self.checkout_http1() {
             Some((connection, open)) => (connection, open, true),
             None => {
-                let (connection, open) = self.connect_http1().await?;
+                // Boxed: connecting is the rare path, and its future would otherwise make every
+                // request's future (moved from caller to caller) a kilobyte and more larger.
+                let (connection, open) = Box::pin(self.connect_http1()).await?;
                 (connection, open, false)
             }
         };
@@ -282,7 +284,7 @@ impl Pool {
                 ..
             }) if reused && head.method.is_idempotent() => {
                 debug!(addr = %self.addr, "a kept connection had closed; sending on a new one");
-                let (connection, open) = self.connect_http1().await?;
+                let (connection, open) = Box::pin(self.connect_http1()).await?;
                 let req = Request::from_parts(head, ProxyBody::Empty);
                 match connection.send(req, self.back_to_pool(open)).await {
                     Ok(response) => Ok(response.map(UpstreamBody::Http1)),
@@ -356,7 +358,7 @@ impl Pool {
     ) -> Result<Response<Incoming>, UpstreamError> {
         let mut sender = match self.checkout_http2() {
             Some(sender) => sender,
-            None => self.connect_http2().await?,
+            None => Box::pin(self.connect_http2()).await?,
         };
         sender
             .send_request(req)
