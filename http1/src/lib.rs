@@ -1,7 +1,9 @@
-//! Switchyard's own HTTP/1.1 engine, on the upstream side: requests written with one vectored
-//! write by the task that owns them, responses parsed with `httparse` straight off the
-//! connection's buffer and streamed back by the body that owns the connection. hyper still
-//! serves clients (HTTP/1.1 and HTTP/2) and speaks HTTP/2 to upstreams.
+//! Switchyard's own HTTP/1.1 engine, both sides. Toward clients (`server`): one task per
+//! connection reads each request head with `httparse` off the connection's buffer, calls the
+//! service in the same task and writes the response head with the body's first piece in one
+//! vectored write; the request body reads the connection itself. Toward upstreams (`client`):
+//! the request's own task writes it the same way, and the response body owns the connection.
+//! No connection task and no channel on either side. hyper speaks HTTP/2 beside it.
 //!
 //! A crate of its own so that it is built and tested without the proxy (the fuzz targets in
 //! `fuzz/` use it too).
@@ -10,8 +12,11 @@
 pub mod chunked;
 pub mod client;
 mod framing;
+mod read_ahead;
 pub mod server;
 mod writer;
 
+#[cfg(test)]
+mod test_inputs;
 #[cfg(test)]
 mod tests;

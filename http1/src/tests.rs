@@ -15,6 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, duplex};
 use tokio::sync::mpsc;
 
 use super::client::{Connection, Error, Keep};
+use super::test_inputs;
 
 /// Records the connection the engine hands back.
 #[derive(Clone, Default)]
@@ -442,69 +443,21 @@ fn reading(head: http::response::Parts, collected: http_body_util::Collected<Byt
     )
 }
 
-/// A response built from random parts: status, fields, a body framed by length or by chunks
-/// of random sizes with extensions and trailers.
+/// A response built from random parts: status, fields, a body framed by length or by chunks.
 fn generated(rng: &mut fastrand::Rng) -> Vec<u8> {
     let status = [200, 201, 204, 301, 404, 500, 503][rng.usize(..7)];
     let mut out = format!("HTTP/1.1 {status} Reason\r\n").into_bytes();
-    for i in 0..rng.usize(..6) {
-        out.extend_from_slice(format!("x-field-{i}: {}\r\n", rng.u32(..)).as_bytes());
-    }
-    let body: Vec<u8> = (0..rng.usize(..300))
-        .map(|_| rng.alphanumeric() as u8)
-        .collect();
-    if status == 204 || rng.bool() {
-        out.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
-        out.extend_from_slice(&body);
-    } else {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
-        let mut rest = &body[..];
-        while !rest.is_empty() {
-            let n = rng.usize(1..=rest.len());
-            let ext = if rng.bool() { ";a=b" } else { "" };
-            out.extend_from_slice(format!("{n:X}{ext}\r\n").as_bytes());
-            out.extend_from_slice(&rest[..n]);
-            out.extend_from_slice(b"\r\n");
-            rest = &rest[n..];
-        }
-        out.extend_from_slice(b"0\r\n");
-        if rng.bool() {
-            out.extend_from_slice(b"x-trailer: t\r\n");
-        }
-        out.extend_from_slice(b"\r\n");
-    }
+    test_inputs::fields(rng, &mut out);
+    let by_length = status == 204 || rng.bool();
+    test_inputs::body(rng, by_length, &mut out);
     out
-}
-
-/// One random change: a byte flipped, removed, or put in.
-fn mutated(rng: &mut fastrand::Rng, mut bytes: Vec<u8>) -> Vec<u8> {
-    let at = rng.usize(..bytes.len());
-    let byte = *[b'\r', b'\n', b' ', b':', b';', b'0', b'a', b'\t', 0x80][rng.usize(..9)..]
-        .first()
-        .unwrap();
-    match rng.u8(..3) {
-        0 => bytes[at] = byte,
-        1 => {
-            bytes.remove(at);
-        }
-        _ => bytes.insert(at, byte),
-    }
-    bytes
 }
 
 /// The same bytes through hyper's client and ours: whatever both accept, they read alike, and
 /// nothing hyper refuses is accepted by ours. (Ours may refuse more: that is the strict side.)
 #[tokio::test]
 async fn responses_read_the_same_as_hyper_reads_them() {
-    let mut rng = fastrand::Rng::with_seed(0x5317_c4a2);
-    let mut inputs: Vec<Vec<u8>> = SHAPES.iter().map(|s| s.to_vec()).collect();
-    for _ in 0..300 {
-        inputs.push(generated(&mut rng));
-    }
-    for i in 0..600 {
-        let base = inputs[i % inputs.len()].clone();
-        inputs.push(mutated(&mut rng, base));
-    }
+    let inputs = test_inputs::inputs(0x5317_c4a2, SHAPES, generated);
     let mut stricter = 0;
     for (i, input) in inputs.into_iter().enumerate() {
         let ours = read_with_ours(input.clone()).await;

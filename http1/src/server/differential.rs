@@ -14,6 +14,7 @@ use tokio::io::{AsyncWriteExt, duplex};
 use tokio::sync::oneshot;
 
 use super::{Config, RequestBody, serve};
+use crate::test_inputs;
 
 /// What a service was given, written out; `None` when no request reached it.
 type Reading = Option<String>;
@@ -145,8 +146,8 @@ const SHAPES: &[&[u8]] = &[
     b"GET * HTTP/1.1\r\nHost: a\r\n\r\n",
 ];
 
-/// A request built from random parts: method, target, fields, a body framed by length or by
-/// chunks of random sizes with extensions and trailers.
+/// A request built from random parts: method, target, version, fields, a body framed by length
+/// or by chunks.
 fn generated(rng: &mut fastrand::Rng) -> Vec<u8> {
     let method = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"][rng.usize(..6)];
     let version = if rng.u8(..8) == 0 { "1.0" } else { "1.1" };
@@ -156,62 +157,15 @@ fn generated(rng: &mut fastrand::Rng) -> Vec<u8> {
         rng.u8(..)
     )
     .into_bytes();
-    for i in 0..rng.usize(..6) {
-        out.extend_from_slice(format!("x-field-{i}: {}\r\n", rng.u32(..)).as_bytes());
-    }
-    let body: Vec<u8> = (0..rng.usize(..300))
-        .map(|_| rng.alphanumeric() as u8)
-        .collect();
-    if version == "1.0" || rng.bool() {
-        out.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
-        out.extend_from_slice(&body);
-    } else {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
-        let mut rest = &body[..];
-        while !rest.is_empty() {
-            let n = rng.usize(1..=rest.len());
-            let ext = if rng.bool() { ";a=b" } else { "" };
-            out.extend_from_slice(format!("{n:x}{ext}\r\n").as_bytes());
-            out.extend_from_slice(&rest[..n]);
-            out.extend_from_slice(b"\r\n");
-            rest = &rest[n..];
-        }
-        out.extend_from_slice(b"0\r\n");
-        if rng.bool() {
-            out.extend_from_slice(b"x-trailer: t\r\n");
-        }
-        out.extend_from_slice(b"\r\n");
-    }
+    test_inputs::fields(rng, &mut out);
+    let by_length = version == "1.0" || rng.bool();
+    test_inputs::body(rng, by_length, &mut out);
     out
-}
-
-/// One random change: a byte flipped, removed, or put in.
-fn mutated(rng: &mut fastrand::Rng, mut bytes: Vec<u8>) -> Vec<u8> {
-    let at = rng.usize(..bytes.len());
-    let byte = [
-        b'\r', b'\n', b' ', b':', b';', b'0', b'a', b'\t', 0x80, b'/',
-    ][rng.usize(..10)];
-    match rng.u8(..3) {
-        0 => bytes[at] = byte,
-        1 => {
-            bytes.remove(at);
-        }
-        _ => bytes.insert(at, byte),
-    }
-    bytes
 }
 
 #[tokio::test]
 async fn requests_read_the_same_as_hyper_reads_them() {
-    let mut rng = fastrand::Rng::with_seed(0x5e4e_d1ff);
-    let mut inputs: Vec<Vec<u8>> = SHAPES.iter().map(|s| s.to_vec()).collect();
-    for _ in 0..300 {
-        inputs.push(generated(&mut rng));
-    }
-    for i in 0..600 {
-        let base = inputs[i % inputs.len()].clone();
-        inputs.push(mutated(&mut rng, base));
-    }
+    let inputs = test_inputs::inputs(0x5e4e_d1ff, SHAPES, generated);
     let mut both = 0;
     let mut stricter = Vec::new();
     for (i, input) in inputs.iter().enumerate() {

@@ -41,9 +41,7 @@ impl AsyncRead for Rewound {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if !this.read_ahead.is_empty() {
-            let n = this.read_ahead.len().min(buf.remaining());
-            buf.put_slice(&this.read_ahead.split_to(n));
+        if crate::read_ahead::give(&mut this.read_ahead, buf) {
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut this.reader).poll_read(cx, buf)

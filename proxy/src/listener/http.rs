@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use http::{Request, Response};
+use http_body_util::Either;
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -102,7 +103,7 @@ pub async fn serve_http(
             let _ = stop.wait_for(|stop| *stop).await;
         };
         let ended = http1::serve(reader, writer, &settings.http1, drain, |req| {
-            handle(req.map(ClientBody::Http1))
+            handle(req.map(Either::Left))
         })
         .await;
         match ended {
@@ -113,7 +114,7 @@ pub async fn serve_http(
     // `map`, not an async block around the future: the block would hold it twice (as what it
     // captured and as what it awaits), doubling what hyper moves per stream.
     let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-        handle(req.map(ClientBody::Http2)).map(Ok::<_, Infallible>)
+        handle(req.map(Either::Right)).map(Ok::<_, Infallible>)
     });
     let connection = settings.http2.serve_connection(TokioIo::new(io), service);
     tokio::select! {
