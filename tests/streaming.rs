@@ -101,3 +101,60 @@ async fn download(addr: std::net::SocketAddr, bytes: u64) -> u64 {
     }
     total
 }
+
+/// A client that goes away in the middle of a response that streams slowly (server-sent events,
+/// a long poll) ends the stream upstream too: the proxy closes its connection to the upstream
+/// at once, not at the next event.
+#[tokio::test]
+async fn a_client_leaving_an_idle_stream_closes_the_upstream_connection() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_addr = upstream.local_addr().unwrap();
+    let closed = Arc::new(AtomicBool::new(false));
+    let seen_closed = Arc::clone(&closed);
+    tokio::spawn(async move {
+        let (mut stream, _) = upstream.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.ends_with(b"\r\n\r\n") {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the proxy closed before sending its request");
+            head.extend_from_slice(&buf[..n]);
+        }
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\nd\r\ndata: first\n\n\r\n")
+            .await
+            .unwrap();
+        // No more events: wait for the proxy to give up on the stream.
+        if let Ok(0) | Err(_) = stream.read(&mut buf).await {
+            seen_closed.store(true, Ordering::SeqCst);
+        }
+    });
+    let proxy = Proxy::start(&proxy_to(upstream_addr, ""));
+    let mut client = TcpStream::connect(proxy.addr()).await.unwrap();
+    client
+        .write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&seen).contains("data: first") {
+        let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf))
+            .await
+            .expect("the first event arrives")
+            .unwrap();
+        assert!(n > 0, "the proxy closed the stream");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    drop(client);
+    assert!(
+        crate::support::eventually(Duration::from_secs(5), async || closed
+            .load(Ordering::SeqCst))
+        .await,
+        "the upstream connection stayed open after the client left"
+    );
+}

@@ -14,7 +14,7 @@ mod upgrade;
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -62,6 +62,8 @@ const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const LINGER: Duration = Duration::from_secs(2);
 /// The most bytes read and dropped while lingering.
 const LINGER_BYTES: usize = 256 * 1024;
+/// The most bytes a pipelining client may send ahead of the request being served.
+const READ_AHEAD: usize = 256 * 1024;
 
 /// Serves HTTP/1.1 on a connection until it closes, goes HTTP/2, or `drain` completes (then the
 /// request in flight, if any, is answered with `connection: close`).
@@ -301,8 +303,15 @@ impl Connection {
         if !accepts_trailers {
             writer = writer.without_trailers();
         }
-        let written = poll_fn(|cx| writer.poll_write(cx, &mut self.writer)).await;
-        if written.is_err() {
+        // While the response goes out, a client that closes its connection has gone: a stream
+        // it was given (server-sent events, a long poll) stops now, not at its next write.
+        let written = poll_fn(|cx| match writer.poll_write(cx, &mut self.writer) {
+            Poll::Ready(result) => Poll::Ready(result.is_ok()),
+            Poll::Pending if client_gone(&mut self.inbound, cx) => Poll::Ready(false),
+            Poll::Pending => Poll::Pending,
+        })
+        .await;
+        if !written {
             return After::Gone;
         }
         self.out = writer.into_buffer();
@@ -364,15 +373,8 @@ impl Connection {
                     break;
                 }
             }
-            if let Some(inbound) = self.inbound.as_mut() {
-                // Bytes a pipelining client sent ahead are kept for the next request.
-                while inbound.read.len() < LINGER_BYTES {
-                    match inbound.poll_fill(cx) {
-                        Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(None),
-                        Poll::Ready(Ok(_)) => {}
-                        Poll::Pending => break,
-                    }
-                }
+            if client_gone(&mut self.inbound, cx) {
+                return Poll::Ready(None);
             }
             Poll::Pending
         })
@@ -420,6 +422,24 @@ impl Connection {
             None => Ended::Closed,
         }
     }
+}
+
+/// Reads what a client sends while its request is served, when the connection holds the read
+/// side (a request without a body, or one read to its end): bytes a pipelining client sends
+/// ahead are kept for the next request (up to [`READ_AHEAD`]); the end of the stream means the
+/// client has gone (true).
+fn client_gone(inbound: &mut Option<Inbound>, cx: &mut Context<'_>) -> bool {
+    let Some(inbound) = inbound.as_mut() else {
+        return false;
+    };
+    while inbound.read.len() < READ_AHEAD {
+        match inbound.poll_fill(cx) {
+            Poll::Ready(Ok(0) | Err(_)) => return true,
+            Poll::Ready(Ok(_)) => {}
+            Poll::Pending => break,
+        }
+    }
+    false
 }
 
 /// Reads the rest of a body out of the buffer, if it is all there; whether it was.

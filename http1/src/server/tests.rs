@@ -548,3 +548,48 @@ async fn head_and_bodiless_statuses_carry_no_body() {
     assert!(!answers[1].contains("content-length"), "{all}");
     assert!(answers[2].ends_with("twelve bytes"), "{all}");
 }
+
+#[tokio::test]
+async fn a_client_that_closes_during_a_streamed_response_stops_the_stream() {
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&dropped);
+    /// A body that sends one piece and then nothing, ever; counts its drop.
+    struct Endless(Arc<AtomicUsize>, bool);
+    impl http_body::Body for Endless {
+        type Data = Bytes;
+        type Error = BoxError;
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+            if std::mem::replace(&mut self.1, true) {
+                return std::task::Poll::Pending;
+            }
+            std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(
+                b"data: first\n\n",
+            )))))
+        }
+    }
+    impl Drop for Endless {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let (mut client, ended) = start_with(config(), pending(), move |_req| {
+        let body = Endless(Arc::clone(&seen), false).boxed_unsync();
+        async move { Response::new(body) }
+    });
+    client
+        .write_all(b"GET /events HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = vec![0u8; 512];
+    let n = client.read(&mut first).await.unwrap();
+    assert!(first[..n].starts_with(b"HTTP/1.1 200 OK\r\n"));
+    drop(client);
+    let ended = tokio::time::timeout(Duration::from_secs(5), ended)
+        .await
+        .expect("the engine notices the close while the stream is idle");
+    assert!(matches!(ended, Ok(Ended::Closed)));
+    assert_eq!(dropped.load(Ordering::SeqCst), 1, "the stream was dropped");
+}
