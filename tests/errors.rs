@@ -124,6 +124,20 @@ async fn malformed_requests_get_400() {
         StatusCode::OK,
         "still serving"
     );
+    // Refused before they became requests, they are counted as errors of the listener.
+    let admin = proxy.admin;
+    let counted = crate::support::eventually(Duration::from_secs(5), async || {
+        crate::support::prometheus_value(
+            &crate::support::proxy::admin_get(admin, "/metrics"),
+            r#"switchyard_errors_total{listener="public",cluster="",kind="malformed"}"#,
+        ) == Some(3.0)
+    })
+    .await;
+    assert!(
+        counted,
+        "{}",
+        crate::support::proxy::admin_get(admin, "/metrics")
+    );
 }
 
 #[tokio::test]

@@ -51,6 +51,8 @@ pub struct Config {
 pub enum Ended {
     /// The connection is closed (or was handed to an upgraded request).
     Closed,
+    /// A request head was refused with this status (answered, and the connection closed).
+    Refused(Refusal),
     /// The client spoke HTTP/2 (prior knowledge): the connection, its first bytes put back.
     Http2(Rewound),
 }
@@ -103,7 +105,7 @@ where
             Next::Http2 => return connection.into_http2(),
             Next::Refused(refusal) => {
                 connection.refuse(refusal.status, refusal.reason).await;
-                return Ended::Closed;
+                return Ended::Refused(refusal);
             }
         };
         connection.first = false;

@@ -21,6 +21,7 @@ use tracing::{debug, warn};
 use crate::body::ClientBody;
 use crate::config::ListenerConfig;
 use crate::proxy::ServedBody;
+use crate::telemetry::ErrorKind;
 use crate::tls::TlsSession;
 
 use super::ServingSlot;
@@ -84,6 +85,7 @@ pub async fn serve_http(
         dialed,
         alpn_h2,
     } = peer;
+    let listener = Arc::clone(&slot.load().proxy.listener);
     // Each request takes the listener's current proxy, so a long-lived keep-alive or h2
     // connection follows reloads, while a request in flight keeps the one it started on.
     let handle = move |req: Request<ClientBody>| {
@@ -108,6 +110,12 @@ pub async fn serve_http(
         .await;
         match ended {
             Ended::Closed => return,
+            Ended::Refused(refusal) => {
+                debug!(peer = %addr, status = %refusal.status, reason = refusal.reason, "refused a request head");
+                crate::telemetry::golden::error_counter(&listener, None, ErrorKind::Malformed)
+                    .increment(1);
+                return;
+            }
             Ended::Http2(io) => io,
         }
     };

@@ -51,6 +51,9 @@ pub enum ErrorKind {
     Overloaded,
     NoEndpoint,
     NoRoute,
+    /// A client's HTTP/1.1 request head refused before it became a request (400, 408, 431, 501,
+    /// 505 from the engine).
+    Malformed,
 }
 
 impl ErrorKind {
@@ -64,6 +67,7 @@ impl ErrorKind {
             Self::Overloaded => "overloaded",
             Self::NoEndpoint => "no_endpoint",
             Self::NoRoute => "no_route",
+            Self::Malformed => "malformed",
         }
     }
 }
