@@ -88,15 +88,18 @@ pub async fn serve_http(
     let listener = Arc::clone(&slot.load().proxy.listener);
     // Each request takes the listener's current proxy, so a long-lived keep-alive or h2
     // connection follows reloads, while a request in flight keeps the one it started on.
+    // The proxy's future is mapped, not wrapped in an async block: a block would be a second
+    // copy of it to move (it is kilobytes). The guard rides in the map's closure, so a request
+    // dropped before its response counts as cancelled.
     let handle = move |req: Request<ClientBody>| {
         let proxy = Arc::clone(&slot.load().proxy);
-        let tls = tls.clone();
         let mut guard = CancelGuard::new(Arc::clone(&tracker));
-        async move {
-            let response: Response<ServedBody> = proxy.handle(addr, tls, dialed, req).await;
-            guard.complete();
-            response
-        }
+        proxy
+            .handle(addr, tls.clone(), dialed, req)
+            .map(move |response: Response<ServedBody>| {
+                guard.complete();
+                response
+            })
     };
     let io = if alpn_h2 {
         Rewound::new(bytes::Bytes::new(), reader, writer)

@@ -87,7 +87,7 @@ impl std::fmt::Debug for ListenerProxy {
 impl ListenerProxy {
     /// Serves one downstream request; never fails (errors become local responses).
     pub async fn handle(
-        &self,
+        self: Arc<Self>,
         peer: SocketAddr,
         tls: Option<Arc<TlsSession>>,
         dialed: Option<SocketAddr>,

@@ -62,11 +62,14 @@ impl Endpoint {
 
     /// Sends one request over a pooled (or new) connection, held by the response body until
     /// it has been read.
-    pub async fn send(
+    ///
+    /// The pool's future itself, not one wrapping it: a request's futures are moved from caller
+    /// to caller, and each level of wrapping adds a copy of all it holds.
+    pub fn send(
         &self,
         req: Request<ProxyBody>,
-    ) -> Result<Response<UpstreamBody>, UpstreamError> {
-        self.pool.send(req).await
+    ) -> impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + Send + '_ {
+        self.pool.send(req)
     }
 }
 

@@ -14,6 +14,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
+use futures_util::TryFutureExt;
+use futures_util::future::Either;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -246,13 +248,18 @@ impl Pool {
 
     /// Sends one request and waits for the response head. On HTTP/1.1 the response body holds
     /// the connection until it has been read to the end.
-    pub async fn send(
+    ///
+    /// The protocol's own future, not one wrapping it (see [`super::Endpoint::send`]).
+    pub fn send(
         self: &Arc<Self>,
         req: Request<ProxyBody>,
-    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+    ) -> impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + Send + '_ {
         match self.settings.protocol {
-            UpstreamProtocol::Http1 => self.send_http1(req).await,
-            UpstreamProtocol::Http2 => Ok(self.send_http2(req).await?.map(UpstreamBody::Http2)),
+            UpstreamProtocol::Http1 => Either::Left(self.send_http1(req)),
+            UpstreamProtocol::Http2 => Either::Right(
+                self.send_http2(req)
+                    .map_ok(|response| response.map(UpstreamBody::Http2)),
+            ),
         }
     }
 
