@@ -19,8 +19,9 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::chunked::{ChunkedDecoder, ChunkedError};
+use super::fields::has_token;
 pub use super::framing::Framing;
-use super::framing::{Piece, has_token};
+use super::framing::Piece;
 use super::writer::{BodyWriter, Outbound, WriteError, write_field, write_length};
 
 /// The largest response head accepted (status line and fields).

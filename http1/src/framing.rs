@@ -68,17 +68,3 @@ impl Framing {
         })
     }
 }
-
-/// Whether the `connection` header lists `token`.
-pub(crate) fn has_token(headers: &HeaderMap, token: &str) -> bool {
-    lists_token(headers, &http::header::CONNECTION, token)
-}
-
-/// Whether the comma-separated list in the `name` fields holds `token` (any case).
-pub(crate) fn lists_token(headers: &HeaderMap, name: &http::HeaderName, token: &str) -> bool {
-    headers.get_all(name).iter().any(|v| {
-        v.as_bytes()
-            .split(|&b| b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-    })
-}

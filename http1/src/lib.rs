@@ -11,6 +11,7 @@
 
 pub mod chunked;
 pub mod client;
+pub mod fields;
 mod framing;
 mod read_ahead;
 pub mod server;

@@ -39,12 +39,11 @@ pub fn accepts_trailers<B>(req: &Request<B>) -> bool {
             .headers()
             .get_all(header::TE)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
             .any(|t| {
-                t.split(';')
+                t.split(|&b| b == b';')
                     .next()
-                    .is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))
+                    .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"))
             })
 }
 
@@ -69,16 +68,7 @@ fn is_fixed_hop_by_hop(token: &str) -> bool {
 pub fn is_upgrade_request<B>(req: &Request<B>) -> bool {
     req.version() == Version::HTTP_11
         && req.headers().contains_key(header::UPGRADE)
-        && connection_has_token(req.headers(), "upgrade")
-}
-
-fn connection_has_token(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+        && switchyard_http1::fields::has_token(req.headers(), "upgrade")
 }
 
 /// Removes hop-by-hop headers, including any the `Connection` header names. With `upgrade`, the
@@ -94,9 +84,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
+        // Token by token: a value with other bytes than ASCII still names its headers.
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .filter_map(|token| std::str::from_utf8(token.trim_ascii()).ok())
         .filter(|token| !is_fixed_hop_by_hop(token) && headers.contains_key(*token))
         .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
         .collect();
@@ -316,6 +306,18 @@ mod tests {
         strip_hop_by_hop(&mut h, false);
         let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, vec!["x-keep"]);
+    }
+
+    #[test]
+    fn a_connection_value_with_non_ascii_bytes_still_names_its_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_bytes(b"x-secret, caf\xe9").unwrap(),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.is_empty(), "{h:?}");
     }
 
     #[test]

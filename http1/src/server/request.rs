@@ -8,7 +8,8 @@ use http::{HeaderMap, Method, Request, StatusCode, Uri, Version};
 
 use crate::chunked::ChunkedDecoder;
 use crate::client::content_length;
-use crate::framing::{Framing, has_token, lists_token};
+use crate::fields::{has_token, lists_token};
+use crate::framing::Framing;
 
 /// Fields a request's map has room for beyond those it came with.
 const ROOM_TO_ADD: usize = 6;

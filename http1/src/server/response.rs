@@ -8,7 +8,7 @@ use http::header::{self, HeaderMap};
 use http::{StatusCode, Version};
 
 use crate::client::content_length;
-use crate::framing::has_token;
+use crate::fields::has_token;
 use crate::writer::{Outbound, write_field, write_length};
 
 /// What the response's framing depends on, besides the response.
