@@ -19,7 +19,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::chunked::{ChunkedDecoder, ChunkedError};
-use super::fields::has_token;
+use super::fields::{content_length, has_token};
 pub use super::framing::Framing;
 use super::framing::Piece;
 use super::writer::{BodyWriter, Outbound, WriteError, write_field, write_length};
@@ -301,26 +301,6 @@ pub fn parse_head(
     parts.version = version;
     parts.headers = headers;
     Ok(Some((parts, framing, keep_alive)))
-}
-
-/// The one length all `content-length` fields agree on (repeats and lists of the same number
-/// are allowed, anything else is not).
-pub fn content_length(headers: &HeaderMap) -> Option<u64> {
-    let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        for item in value.as_bytes().split(|&b| b == b',') {
-            let item = item.trim_ascii();
-            if item.is_empty() || item.len() > 19 || !item.iter().all(u8::is_ascii_digit) {
-                return None;
-            }
-            let n: u64 = std::str::from_utf8(item).ok()?.parse().ok()?;
-            if length.is_some_and(|l| l != n) {
-                return None;
-            }
-            length = Some(n);
-        }
-    }
-    length
 }
 
 /// Whether the last transfer coding is `chunked`.

@@ -34,17 +34,7 @@ static GRPC_TRAILERS: HeaderValue =
 
 /// Whether the request is HTTP/1.1 and its client accepts trailers (`TE: trailers`).
 pub fn accepts_trailers<B>(req: &Request<B>) -> bool {
-    req.version() == Version::HTTP_11
-        && req
-            .headers()
-            .get_all(header::TE)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-            .any(|t| {
-                t.split(|&b| b == b';')
-                    .next()
-                    .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"))
-            })
+    req.version() == Version::HTTP_11 && switchyard_http1::fields::accepts_trailers(req.headers())
 }
 
 /// Announces a gRPC response's trailers to an HTTP/1.1 client that accepts them: an HTTP/1.1

@@ -7,8 +7,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, StatusCode, Uri, Version};
 
 use crate::chunked::ChunkedDecoder;
-use crate::client::content_length;
-use crate::fields::{has_token, lists_token};
+use crate::fields::{accepts_trailers, content_length, has_token};
 use crate::framing::Framing;
 
 /// Fields a request's map has room for beyond those it came with.
@@ -119,7 +118,7 @@ pub fn parse_head(
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     let upgrade = method == Method::CONNECT
         || (headers.contains_key(header::UPGRADE) && has_token(&headers, "upgrade"));
-    let accepts_trailers = lists_token(&headers, &header::TE, "trailers");
+    let accepts_trailers = accepts_trailers(&headers);
     let mut parts = Request::new(()).into_parts().0;
     parts.method = method;
     parts.uri = uri;

@@ -7,8 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use http::header::{self, HeaderMap};
 use http::{StatusCode, Version};
 
-use crate::client::content_length;
-use crate::fields::has_token;
+use crate::fields::{content_length, has_token};
 use crate::writer::{Outbound, write_field, write_length};
 
 /// What the response's framing depends on, besides the response.
@@ -48,10 +47,7 @@ pub(crate) fn encode_head(
         || exchange.switching
         || exchange.method_is_head
         || status == StatusCode::NOT_MODIFIED;
-    let declared = headers
-        .contains_key(header::CONTENT_LENGTH)
-        .then(|| content_length(headers))
-        .flatten();
+    let declared = content_length(headers);
     let framing = if bodiless {
         Outbound::Empty
     } else if let Some(length) = declared {
