@@ -3,61 +3,20 @@
 //! change reaching every proxy within 2 s, serving on when the control plane is gone, and a
 //! tampered bundle or plugin refused.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::support::control::{
-    ADMIN_TOKEN, ControlPlane, controlled_proxy, mesh_toml, replace_file,
+    ADMIN_TOKEN, ControlPlane, MeshDir, controlled_proxy, mesh_toml, replace_file,
 };
 use crate::support::proxy::{plugin_path, scratch_dir};
 use crate::support::tls::{Pki, tls_get};
 use crate::support::{Proxy, Upstream, eventually, get};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
-
-/// A mesh directory: CA, mesh.toml, workload configs, and each proxy's state.
-struct MeshDir {
-    pki: Pki,
-    dir: PathBuf,
-}
-
-impl MeshDir {
-    fn new() -> Self {
-        let dir = scratch_dir();
-        std::fs::create_dir_all(dir.join("workloads")).unwrap();
-        Self {
-            pki: Pki::new(),
-            dir,
-        }
-    }
-
-    fn ca_dir(&self) -> PathBuf {
-        self.pki.dir.join("ca")
-    }
-
-    fn mesh(&self) -> PathBuf {
-        self.dir.join("mesh.toml")
-    }
-
-    fn write_mesh(&self, control_extra: &str, plugins: &str, workloads: &[&str]) {
-        replace_file(
-            &self.mesh(),
-            &mesh_toml(&self.ca_dir(), control_extra, plugins, workloads),
-        );
-    }
-
-    fn write_workload(&self, name: &str, config: &str) {
-        replace_file(&self.dir.join(format!("workloads/{name}.toml")), config);
-    }
-
-    fn proxy(&self, api: std::net::SocketAddr, workload: &str) -> Proxy {
-        let state = self.dir.join(format!("state-{workload}"));
-        controlled_proxy(api, &self.pki.ca(), workload, &state, 1)
-    }
-}
 
 /// The canary plugin splitting every host between clusters v1 and v2.
 fn canary(plugin: &Path, v1: u32, v2: u32) -> String {

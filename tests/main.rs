@@ -21,6 +21,7 @@ mod hot_reload;
 mod http_edges;
 mod lifecycle;
 mod mesh_capture;
+mod mesh_view;
 mod observability;
 mod plugin_chain;
 mod plugin_sandbox;

@@ -79,6 +79,7 @@ pub async fn serve_with(
     let signalled_early = install_signal_handlers(shutdown.as_mut()).await;
     let metrics = crate::telemetry::install_metrics();
     let admin_listen = config.admin.listen;
+    let history = crate::telemetry::history::History::start(config.admin.history_resolution);
     let drain_timeout = config.runtime.drain_timeout;
     let admin_socket =
         TcpListener::bind(admin_listen)
@@ -96,6 +97,7 @@ pub async fn serve_with(
         ready: AtomicBool::new(false),
         metrics,
         control,
+        history,
     });
     tokio::spawn(admin::serve(admin_socket, Arc::clone(&state)));
     tokio::spawn(keep_timer_horizon());

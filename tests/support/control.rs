@@ -7,7 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
-use super::proxy::{Proxy, plugin_cache};
+use super::proxy::{Proxy, plugin_cache, scratch_dir};
+use super::tls::Pki;
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 
@@ -149,7 +150,7 @@ pub fn controlled_proxy_with(
     let dir = super::proxy::scratch_dir();
     let path: PathBuf = dir.join("proxy.toml");
     let config = format!(
-        "[admin]\nlisten = \"127.0.0.1:0\"\n\n[runtime]\nplugin_cache = \"{}\"\n\n[control]\nurl = \"https://127.0.0.1:{}\"\nca = \"{}\"\nworkload = \"{workload}\"\ntoken = \"{}\"\nstate_dir = \"{}\"\npoll_timeout = \"2s\"\n\n{local}\n",
+        "[admin]\nlisten = \"127.0.0.1:0\"\nhistory_resolution = \"1s\"\n\n[runtime]\nplugin_cache = \"{}\"\n\n[control]\nurl = \"https://127.0.0.1:{}\"\nca = \"{}\"\nworkload = \"{workload}\"\ntoken = \"{}\"\nstate_dir = \"{}\"\npoll_timeout = \"2s\"\nstats_interval = \"1s\"\n\n{local}\n",
         plugin_cache().display(),
         api.port(),
         ca.display(),
@@ -182,4 +183,45 @@ pub fn replace_file(path: &Path, text: &str) {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text).expect("write");
     std::fs::rename(&tmp, path).expect("rename");
+}
+
+/// A mesh directory: CA, mesh.toml, workload configs, and each proxy's state.
+pub struct MeshDir {
+    pub pki: Pki,
+    pub dir: PathBuf,
+}
+
+impl MeshDir {
+    pub fn new() -> Self {
+        let dir = scratch_dir();
+        std::fs::create_dir_all(dir.join("workloads")).unwrap();
+        Self {
+            pki: Pki::new(),
+            dir,
+        }
+    }
+
+    pub fn ca_dir(&self) -> PathBuf {
+        self.pki.dir.join("ca")
+    }
+
+    pub fn mesh(&self) -> PathBuf {
+        self.dir.join("mesh.toml")
+    }
+
+    pub fn write_mesh(&self, control_extra: &str, plugins: &str, workloads: &[&str]) {
+        replace_file(
+            &self.mesh(),
+            &mesh_toml(&self.ca_dir(), control_extra, plugins, workloads),
+        );
+    }
+
+    pub fn write_workload(&self, name: &str, config: &str) {
+        replace_file(&self.dir.join(format!("workloads/{name}.toml")), config);
+    }
+
+    pub fn proxy(&self, api: std::net::SocketAddr, workload: &str) -> Proxy {
+        let state = self.dir.join(format!("state-{workload}"));
+        controlled_proxy(api, &self.pki.ca(), workload, &state, 1)
+    }
 }

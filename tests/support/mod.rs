@@ -2,6 +2,7 @@
 //! and small HTTP clients. Waits are polls with deadlines, never fixed sleeps.
 #![allow(dead_code)] // each test module uses part of the support code
 
+pub mod browser;
 pub mod client;
 pub mod config;
 pub mod control;

@@ -30,6 +30,9 @@ pub use duration::parse as parse_duration;
 /// Where the admin API listens when `[admin]` is absent: loopback only.
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
 
+/// The dashboard history's slot when `[admin] history_resolution` is absent.
+pub const DEFAULT_HISTORY_RESOLUTION: Duration = Duration::from_secs(10);
+
 /// A config that passed validation: every name resolves, every value is in range.
 #[derive(Debug, Clone, Serialize)]
 pub struct Config {
@@ -174,6 +177,9 @@ pub struct AdminConfig {
     /// `SWITCHYARD_ADMIN_TOKEN` environment variable is used when absent. Never shown.
     #[serde(serialize_with = "redacted")]
     pub token: Option<String>,
+    /// The slot length of the dashboard's history (`GET /history`: 90 slots); read at start.
+    #[serde(with = "duration_text")]
+    pub history_resolution: Duration,
 }
 
 /// Shows that a secret is set without showing it.

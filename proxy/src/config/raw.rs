@@ -45,6 +45,7 @@ pub struct RawTracing {
 pub struct RawAdmin {
     pub listen: Option<Spanned<String>>,
     pub token: Option<Spanned<String>>,
+    pub history_resolution: Option<Spanned<String>>,
 }
 
 /// `[runtime]`

@@ -7,9 +7,14 @@
 //! - `GET /v1/plugins/<sha256>`: a plugin binary a bundle names.
 //! - `POST /v1/report`: what the proxy applied ([`Report`]), sent after every bundle it applies
 //!   or refuses and whenever it (re)connects, so a restarted control plane lists it at once.
+//! - `POST /v1/stats`: the traffic a proxy handled since its last [`StatsReport`], every
+//!   `[control] stats_interval`, for the mesh view (`ctl stat`, `edges`, `top`, the dashboard).
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use crate::telemetry::traffic::PathCount;
+use crate::telemetry::window::Sample;
 
 /// Where a CSR is sent with a token, for an [`IdentityGrant`].
 pub const IDENTITY_PATH: &str = "/v1/identity";
@@ -19,6 +24,8 @@ pub const BUNDLE_PATH: &str = "/v1/bundle";
 pub const PLUGINS_PATH: &str = "/v1/plugins/";
 /// Where a proxy says what it did with a bundle ([`Report`]).
 pub const REPORT_PATH: &str = "/v1/report";
+/// Where a proxy sends its traffic ([`StatsReport`]).
+pub const STATS_PATH: &str = "/v1/stats";
 
 /// On bundle requests: which proxy of the workload is polling (the [`Report`]'s `instance`), so
 /// the control plane knows it is still there between reports.
@@ -74,7 +81,84 @@ pub struct Report {
     pub result: String,
 }
 
+/// The traffic one proxy handled since its last report: deltas, not totals, so reports from
+/// many proxies of a workload add up.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StatsReport {
+    /// Which proxy of the workload (as in [`Report`]).
+    pub instance: String,
+    /// How long the report covers, in milliseconds.
+    pub interval_ms: u64,
+    /// What each listener served.
+    pub listeners: Vec<ListenerStats>,
+    /// What was sent to each cluster.
+    pub clusters: Vec<ClusterStats>,
+    /// The busiest request paths, busiest first.
+    #[serde(default)]
+    pub paths: Vec<PathCount>,
+}
+
+/// One listener's traffic in a [`StatsReport`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ListenerStats {
+    pub name: String,
+    pub sample: Sample,
+}
+
+/// One cluster's traffic in a [`StatsReport`], with the identity its peers must have.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ClusterStats {
+    pub name: String,
+    /// The SPIFFE ID the cluster's endpoints must present (a mesh workload), if any.
+    pub peer_spiffe_id: Option<String>,
+    /// Whether requests to it go over mTLS (this proxy presents a certificate).
+    pub mtls: bool,
+    pub sample: Sample,
+}
+
 /// Lowercase hex sha256, as plugins are pinned in config.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     crate::hex::hex(&Sha256::digest(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stats_report_reads_back_as_sent() {
+        let mut sample = Sample {
+            requests: 3,
+            failures: 1,
+            mtls: 3,
+            latency: vec![0, 3],
+            ..Sample::default()
+        };
+        sample.grpc.insert(14, 1);
+        let report = StatsReport {
+            instance: "web-1:7".into(),
+            interval_ms: 1000,
+            listeners: vec![ListenerStats {
+                name: "inbound".into(),
+                sample: sample.clone(),
+            }],
+            clusters: vec![ClusterStats {
+                name: "b".into(),
+                peer_spiffe_id: Some("spiffe://cluster.local/ns/default/sa/b".into()),
+                mtls: true,
+                sample: sample.clone(),
+            }],
+            paths: vec![PathCount {
+                listener: "inbound".into(),
+                method: "GET".into(),
+                path: "/x".into(),
+                sample: sample.clone(),
+            }],
+        };
+        let json = serde_json::to_vec(&report).unwrap();
+        let back: StatsReport = serde_json::from_slice(&json).unwrap();
+        assert_eq!(back.clusters[0].sample, sample);
+        assert_eq!(back.paths[0].sample, sample);
+        assert_eq!(back.listeners[0].sample.grpc.get(&14), Some(&1));
+    }
 }

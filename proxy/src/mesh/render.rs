@@ -419,6 +419,8 @@ mod tests {
                 kubernetes_discovery: false,
                 kubernetes_tokens: false,
                 plugin_cache: None,
+                stats_resolution: std::time::Duration::from_secs(10),
+                stats_window: std::time::Duration::from_secs(900),
             },
             plugins,
             workloads: vec![

@@ -41,6 +41,9 @@ use crate::config::{deserialize, file_error};
 pub const DEFAULT_CONTROL_ADMIN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 15011);
 
+/// The most slots a mesh-view window may have (`stats_window / stats_resolution`).
+const MAX_STATS_SLOTS: u32 = 1000;
+
 /// Listeners of this name get mesh mTLS when the workload does not say otherwise.
 pub const DEFAULT_MESH_LISTENER: &str = "inbound";
 
@@ -76,6 +79,9 @@ pub struct ControlSettings {
     pub kubernetes_tokens: bool,
     /// Where the plugins the control plane checks are compiled to (default: as for a proxy).
     pub plugin_cache: Option<PathBuf>,
+    /// The mesh view's slot length (whole seconds) and how much of the past it keeps.
+    pub stats_resolution: Duration,
+    pub stats_window: Duration,
 }
 
 /// `[[workload]]`: one service account and the config its proxies run.
@@ -134,6 +140,8 @@ struct RawControl {
     kubernetes_discovery: Option<bool>,
     kubernetes_tokens: Option<bool>,
     plugin_cache: Option<PathBuf>,
+    stats_resolution: Option<Spanned<String>>,
+    stats_window: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -187,6 +195,36 @@ pub fn load(path: &Path) -> Result<MeshSettings, ConfigErrors> {
             td.get_ref().to_ascii_lowercase()
         }
     };
+    let stats_resolution = match &raw.control.stats_resolution {
+        None => Duration::from_secs(10),
+        Some(text) => match parse_duration(text.get_ref()) {
+            Some(t) if (1..=300).contains(&t.as_secs()) && t.subsec_nanos() == 0 => t,
+            _ => {
+                d.error(
+                    text.span(),
+                    "control.stats_resolution",
+                    "expected whole seconds from 1s to 300s, like \"10s\"",
+                );
+                Duration::from_secs(10)
+            }
+        },
+    };
+    let stats_window = match &raw.control.stats_window {
+        None => Duration::from_secs(15 * 60),
+        Some(text) => match parse_duration(text.get_ref()) {
+            Some(t) if t >= stats_resolution && t <= stats_resolution * MAX_STATS_SLOTS => t,
+            _ => {
+                d.error(
+                    text.span(),
+                    "control.stats_window",
+                    format!(
+                        "expected a duration from stats_resolution to {MAX_STATS_SLOTS} times it, like \"15m\""
+                    ),
+                );
+                Duration::from_secs(15 * 60)
+            }
+        },
+    };
     let listen = raw.control.listen;
     let server_names = raw.control.server_names.unwrap_or_else(|| {
         let mut names = vec!["switchyard-control".to_owned(), "localhost".to_owned()];
@@ -207,6 +245,8 @@ pub fn load(path: &Path) -> Result<MeshSettings, ConfigErrors> {
         kubernetes_discovery: raw.control.kubernetes_discovery.unwrap_or(false),
         kubernetes_tokens: raw.control.kubernetes_tokens.unwrap_or(false),
         plugin_cache: raw.control.plugin_cache.map(|p| base.join(p)),
+        stats_resolution,
+        stats_window,
     };
 
     let mut plugins = Vec::new();

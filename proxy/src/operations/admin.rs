@@ -33,6 +33,8 @@ pub struct AdminState {
     pub metrics: Option<crate::telemetry::MetricsHandle>,
     /// A controlled proxy's view of its control plane and identity, shown in `/status`.
     pub control: Option<Arc<dyn StatusSection>>,
+    /// The proxy's recent traffic, for the dashboard's charts (`/history`).
+    pub history: Arc<crate::telemetry::history::History>,
 }
 
 /// A part of `/status` that another component owns (a controlled proxy's agent reports its
@@ -133,12 +135,21 @@ fn read_only(state: &AdminState, path: &str) -> Response<ProxyBody> {
             );
             response
         }
+        "/history" => json_compact(&state.history.json()),
+        "/charts.js" => {
+            let mut response = Response::new(ProxyBody::full(crate::telemetry::history::CHARTS_JS));
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/javascript; charset=utf-8"),
+            );
+            response
+        }
         "/clusters" => json(&clusters(&state.reloader.current())),
         "/plugins" => json(&plugins(&state.reloader.current())),
         "/status" => json(&status(state)),
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try /live, /ready, /config, /clusters, /plugins, /status, /metrics, /metrics.json or /dashboard\n",
+            "not found; try /live, /ready, /config, /clusters, /plugins, /status, /metrics, /metrics.json, /history or /dashboard\n",
         ),
     }
 }

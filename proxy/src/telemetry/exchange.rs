@@ -11,6 +11,7 @@ use super::access_log::{self, AccessLog, Entry};
 use super::golden::{AttemptResult, ErrorKind, ListenerMetrics, method_label};
 use super::otlp::{SpanExporter, int_attribute, string_attribute};
 use super::trace_context::{SpanId, TraceContext};
+use super::traffic::{Counters, Outcome, traffic};
 use crate::config::Config;
 
 /// The request-context key a plugin sets to name the route a request took (the SDK's
@@ -151,12 +152,15 @@ pub struct ListenerTelemetry {
     pub listener: Arc<str>,
     pub metrics: ListenerMetrics,
     pub shared: Arc<Telemetry>,
+    /// What the listener served, for the history and the control plane's mesh view.
+    traffic: Arc<Counters>,
 }
 
 impl ListenerTelemetry {
     pub fn new(listener: Arc<str>, shared: Arc<Telemetry>) -> Self {
         Self {
             metrics: ListenerMetrics::new(Arc::clone(&listener)),
+            traffic: traffic().listener(&listener),
             listener,
             shared,
         }
@@ -170,6 +174,8 @@ impl ListenerTelemetry {
             exchange.started_at = Some(SystemTime::now());
             exchange.uri = Some(req.uri().clone());
             exchange.authority = authority(req);
+        } else if traffic().counts_paths() {
+            exchange.uri = Some(req.uri().clone());
         }
         exchange.trace = self.shared.trace_for(req.headers());
         exchange.grpc = crate::grpc::is_grpc(req.headers());
@@ -190,6 +196,19 @@ impl ListenerTelemetry {
             method_label(&exchange.method),
             took,
         );
+        let outcome = Outcome {
+            status,
+            grpc_status: exchange.grpc.then(|| exchange.grpc_status.unwrap_or(2)),
+            took,
+        };
+        self.traffic.record(&outcome, state.identity.is_some());
+        if let Some(cluster) = &exchange.cluster {
+            traffic().record_cluster(cluster, &outcome);
+        }
+        if let Some(uri) = &exchange.uri {
+            let method = method_label(&exchange.method);
+            traffic().record_path(&self.listener, method, uri.path(), &outcome);
+        }
         if let Some(log) = &self.shared.access_log {
             log.log(&self.entry(state, route, status, bytes, took));
         }

@@ -4,9 +4,12 @@ pub mod access_log;
 pub mod exchange;
 pub mod golden;
 pub mod histogram;
+pub mod history;
 pub mod otlp;
 pub mod scrape;
 pub mod trace_context;
+pub mod traffic;
+pub mod window;
 
 pub use exchange::{Exchange, ListenerTelemetry, ROUTE_CONTEXT_KEY, Telemetry};
 pub use golden::{AttemptResult, ClusterMetrics, ErrorKind};

@@ -13,8 +13,8 @@ use crate::path::{EscapedSlashes, PathNormalization};
 use super::error::{ConfigErrors, Diagnostics};
 use super::raw::{RawConfig, RawListener, RawPlugin};
 use super::{
-    AdminConfig, Config, DEFAULT_ADMIN_LISTEN, ListenerConfig, ListenerProtocol, OnError,
-    PluginConfig, RouteConfig, RuntimeConfig,
+    AdminConfig, Config, DEFAULT_ADMIN_LISTEN, DEFAULT_HISTORY_RESOLUTION, ListenerConfig,
+    ListenerProtocol, OnError, PluginConfig, RouteConfig, RuntimeConfig,
 };
 
 mod cluster;
@@ -128,7 +128,32 @@ fn admin(raw: &RawConfig, d: &mut Diagnostics<'_>) -> AdminConfig {
             "the token is too short: use at least 16 characters",
         );
     }
-    AdminConfig { listen, token }
+    let history_resolution = match raw
+        .admin
+        .as_ref()
+        .and_then(|a| a.get_ref().history_resolution.as_ref())
+    {
+        None => DEFAULT_HISTORY_RESOLUTION,
+        Some(raw) => {
+            let resolution = duration(raw, "admin.history_resolution", d);
+            let whole_seconds = resolution.subsec_nanos() == 0;
+            if resolution != Duration::ZERO
+                && (!whole_seconds || !(1..=60).contains(&resolution.as_secs()))
+            {
+                d.error(
+                    raw.span(),
+                    "admin.history_resolution",
+                    "expected whole seconds from 1s to 60s, like \"10s\"",
+                );
+            }
+            resolution
+        }
+    };
+    AdminConfig {
+        listen,
+        token,
+        history_resolution,
+    }
 }
 
 fn runtime(raw: &RawConfig, d: &mut Diagnostics<'_>) -> RuntimeConfig {

@@ -22,6 +22,7 @@
 mod identity;
 mod link;
 mod settings;
+mod stats;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -72,6 +73,7 @@ pub fn run(path: &Path) -> Result<(), AgentError> {
     let effective = agent.path(CONFIG_FILE);
     crate::server::run_with(config, effective, move |reloader| {
         tokio::spawn(Arc::clone(&agent).follow(Arc::clone(&reloader)));
+        tokio::spawn(Arc::clone(&agent).report_stats(Arc::clone(&reloader)));
         tokio::spawn(Arc::clone(&agent).renew(reloader));
         Some(agent)
     })?;

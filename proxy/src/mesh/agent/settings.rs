@@ -13,6 +13,9 @@ use crate::mesh::api;
 /// Sections of a controlled proxy's own file that are not `[control]` and stay local.
 const LOCAL_SECTIONS: [&str; 4] = ["admin", "runtime", "access_log", "tracing"];
 
+/// How often a controlled proxy reports its traffic when `[control] stats_interval` is absent.
+const DEFAULT_STATS_INTERVAL: Duration = Duration::from_secs(10);
+
 /// `[control]`, checked.
 #[derive(Debug, Clone)]
 pub struct AgentSettings {
@@ -23,6 +26,8 @@ pub struct AgentSettings {
     pub(super) token: Token,
     pub(super) state_dir: PathBuf,
     pub(super) poll_timeout: Duration,
+    /// How often the proxy's traffic is reported for the mesh view.
+    pub(super) stats_interval: Duration,
     /// The local sections, paths made absolute.
     pub(super) local: toml::Table,
 }
@@ -52,6 +57,7 @@ struct RawControl {
     token_file: Option<PathBuf>,
     pub(super) state_dir: Option<PathBuf>,
     pub(super) poll_timeout: Option<String>,
+    pub(super) stats_interval: Option<String>,
 }
 
 /// Whether the config file at `path` is a controlled proxy's (has `[control]`).
@@ -123,6 +129,18 @@ pub fn load(path: &Path) -> Result<AgentSettings, ConfigErrors> {
             Duration::from_secs(30)
         }
     };
+    let stats_interval = match raw.control.stats_interval.as_deref().map(parse_duration) {
+        None => DEFAULT_STATS_INTERVAL,
+        Some(Some(t)) if (1..=60).contains(&t.as_secs()) && t.subsec_nanos() == 0 => t,
+        Some(_) => {
+            d.error(
+                top_level_span(&source, "control"),
+                "control.stats_interval",
+                "expected whole seconds from 1s to 60s, like \"10s\"",
+            );
+            DEFAULT_STATS_INTERVAL
+        }
+    };
     let namespace = raw.control.namespace.unwrap_or_else(|| "default".into());
     let state_dir = raw.control.state_dir.map_or_else(
         || std::env::temp_dir().join(format!("switchyard-{namespace}-{}", raw.control.workload)),
@@ -138,6 +156,7 @@ pub fn load(path: &Path) -> Result<AgentSettings, ConfigErrors> {
         token,
         state_dir,
         poll_timeout,
+        stats_interval,
         local,
     });
     d.into_result(settings)?

@@ -1,4 +1,5 @@
 //! The control plane's admin API (plain HTTP, loopback by default): `/status`, `/metrics`,
+//! the mesh view (`/mesh...`, see [`super::view`]),
 //! `/ready`; with the admin token, `POST /reload`, `POST /plugins/{name}/weights` and
 //! `DELETE /plugins/{name}/weights` (back to `mesh.toml`'s).
 
@@ -62,7 +63,13 @@ impl ControlPlane {
                     None => text(StatusCode::NOT_FOUND, "metrics are off\n"),
                 },
                 "/ready" => text(StatusCode::OK, "ready\n"),
-                _ => text(StatusCode::NOT_FOUND, "GET /status, /metrics or /ready\n"),
+                p if p == "/mesh" || p.starts_with("/mesh/") => {
+                    self.mesh_view(p, req.uri().query())
+                }
+                _ => text(
+                    StatusCode::NOT_FOUND,
+                    "GET /status, /metrics, /ready, /mesh or /mesh/dashboard\n",
+                ),
             };
         }
         if let Some(refusal) = self.refuse_unauthorized(&req) {
@@ -158,7 +165,7 @@ impl ControlPlane {
     }
 
     /// Every workload, the bundle it should run, and what each of its proxies reported.
-    fn status(&self) -> serde_json::Value {
+    pub(super) fn status(&self) -> serde_json::Value {
         let state = self.state.load();
         let proxies = lock(&self.proxies).clone();
         let now = crate::unix_time::now();

@@ -99,6 +99,10 @@ impl ControlPlane {
                 Some(id) => self.report(id, remote, req).await,
                 None => no_identity(),
             },
+            (Method::POST, api::STATS_PATH) => match spiffe_id {
+                Some(id) => self.take_stats(id, req).await,
+                None => no_identity(),
+            },
             _ => text(StatusCode::NOT_FOUND, "no such API\n"),
         }
     }

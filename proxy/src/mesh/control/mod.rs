@@ -7,6 +7,8 @@
 mod admin;
 mod https;
 mod respond;
+mod traffic;
+mod view;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -102,6 +104,8 @@ pub struct ControlPlane {
     plugin_check: PluginCheck,
     /// Renders `/metrics`; `None` if another recorder was installed first.
     metrics: Option<crate::telemetry::MetricsHandle>,
+    /// What proxies report of their traffic, for the mesh view.
+    traffic: traffic::MeshTraffic,
 }
 
 /// Runs the control plane on `mesh.toml` until SIGTERM or SIGINT.
@@ -154,6 +158,12 @@ impl ControlPlane {
         let plugin_check = PluginCheck::default();
         let metrics = crate::telemetry::install_metrics();
         metrics::counter!("switchyard_control_identities_issued_total").increment(0);
+        let traffic = traffic::MeshTraffic::new(crate::telemetry::window::Resolution {
+            slot_secs: settings.control.stats_resolution.as_secs().max(1),
+            slots: (settings.control.stats_window.as_secs()
+                / settings.control.stats_resolution.as_secs().max(1))
+            .max(1),
+        });
         let state = build(settings, &WeightOverrides::new(), &discovery.snapshot())?;
         plugin_check.check(&state).await?;
         let plane = Arc::new(Self {
@@ -173,6 +183,7 @@ impl ControlPlane {
             discovery,
             plugin_check,
             metrics,
+            traffic,
         });
         Ok((
             TlsListener {

@@ -23,7 +23,12 @@ pub(super) fn bearer<B>(req: &Request<B>) -> Option<&str> {
 
 /// The whole body, or `None` past [`MAX_REQUEST_BODY`] or on a broken connection.
 pub(super) async fn read_body(req: Request<Incoming>) -> Option<Bytes> {
-    Limited::new(req.into_body(), MAX_REQUEST_BODY)
+    read_body_up_to(req, MAX_REQUEST_BODY).await
+}
+
+/// The whole body, or `None` past `limit` bytes or on a broken connection.
+pub(super) async fn read_body_up_to(req: Request<Incoming>, limit: usize) -> Option<Bytes> {
+    Limited::new(req.into_body(), limit)
         .collect()
         .await
         .ok()

@@ -10,6 +10,8 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
+mod mesh_view;
+
 /// `switchyard ctl [--admin ADDR] [--token T] [--json] COMMAND`
 #[derive(Args)]
 pub struct Ctl {
@@ -56,6 +58,25 @@ enum CtlCommand {
         #[arg(long)]
         clear: bool,
     },
+    /// Per workload (with --control): requests per second, success rate, p50/p95/p99 latency
+    /// and the share over mTLS, as its proxies served them.
+    Stat {
+        /// How far back: seconds or a duration ("60s", "5m"); default one minute.
+        #[arg(long)]
+        window: Option<String>,
+    },
+    /// Calls between workloads (with --control): source → destination with both identities.
+    Edges {
+        /// How far back, as for `stat`.
+        #[arg(long)]
+        window: Option<String>,
+    },
+    /// The busiest request paths right now (with --control; default the last 30 s).
+    Top {
+        /// How far back, as for `stat`.
+        #[arg(long)]
+        window: Option<String>,
+    },
 }
 
 fn parse_weight(text: &str) -> Result<(String, u32), String> {
@@ -94,6 +115,25 @@ impl Ctl {
             CtlCommand::Plugins => (Method::GET, "/plugins".to_owned(), Bytes::new()),
             CtlCommand::Status => (Method::GET, "/status".to_owned(), Bytes::new()),
             CtlCommand::Reload => (Method::POST, "/reload".to_owned(), Bytes::new()),
+            CtlCommand::Stat { window }
+            | CtlCommand::Edges { window }
+            | CtlCommand::Top { window } => {
+                if self.control.is_none() {
+                    bail!(
+                        "stat, edges and top read the mesh: give the control plane's admin address with --control"
+                    );
+                }
+                let view = match &self.command {
+                    CtlCommand::Stat { .. } => "stat",
+                    CtlCommand::Edges { .. } => "edges",
+                    _ => "top",
+                };
+                let query = match window {
+                    Some(w) => format!("?window={}", mesh_view::window_secs(w)?),
+                    None => String::new(),
+                };
+                (Method::GET, format!("/mesh/{view}{query}"), Bytes::new())
+            }
             CtlCommand::Swap { name, file } => {
                 let bytes = std::fs::read(file)
                     .with_context(|| format!("cannot read {}", file.display()))?;
@@ -181,6 +221,9 @@ fn render(command: &CtlCommand, answer: &Value) -> String {
     }
     match command {
         CtlCommand::Plugins => plugins_table(answer),
+        CtlCommand::Stat { .. } => mesh_view::stat_table(answer),
+        CtlCommand::Edges { .. } => mesh_view::edges_table(answer),
+        CtlCommand::Top { .. } => mesh_view::top_table(answer),
         CtlCommand::Status if answer.get("workloads").is_some() => mesh_status(answer),
         CtlCommand::Weights { plugin, clear, .. } => match answer["result"].as_str() {
             Some("ok") if !clear => format!(
@@ -399,7 +442,7 @@ fn plugins_table(answer: &Value) -> String {
 }
 
 /// Rows as columns aligned by the widest cell.
-fn table<const N: usize>(rows: Vec<[String; N]>) -> String {
+pub(super) fn table<const N: usize>(rows: Vec<[String; N]>) -> String {
     let widths: Vec<usize> = (0..N)
         .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
         .collect();
