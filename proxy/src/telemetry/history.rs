@@ -25,7 +25,7 @@ pub struct History {
     state: Mutex<State>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
     last: Reading,
     /// Every listener's traffic together: what the proxy served.
@@ -39,14 +39,17 @@ impl History {
     /// process.
     pub fn start(slot: Duration) -> Arc<Self> {
         let slot_secs = slot.as_secs().max(1);
+        let resolution = Resolution {
+            slot_secs,
+            slots: SLOTS,
+        };
         let history = Arc::new(Self {
-            resolution: Resolution {
-                slot_secs,
-                slots: SLOTS,
-            },
+            resolution,
             state: Mutex::new(State {
                 last: traffic().read(),
-                ..State::default()
+                served: Series::new(resolution),
+                listeners: BTreeMap::new(),
+                clusters: BTreeMap::new(),
             }),
         });
         let sampler = Arc::clone(&history);
@@ -69,7 +72,8 @@ impl History {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let delta = reading.since(&state.last);
         state.last = reading;
-        let slot = self.resolution.slot_of(now.saturating_sub(1));
+        let res = self.resolution;
+        let slot = res.slot_of(now.saturating_sub(1));
         let oldest = self.resolution.oldest_kept(now);
         let mut served = Sample::default();
         for (name, sample) in &delta.listeners {
@@ -77,7 +81,7 @@ impl History {
             state
                 .listeners
                 .entry(name.clone())
-                .or_default()
+                .or_insert_with(|| Series::new(res))
                 .add(slot, sample);
         }
         state.served.add(slot, &served);
@@ -85,7 +89,7 @@ impl History {
             state
                 .clusters
                 .entry(name.clone())
-                .or_default()
+                .or_insert_with(|| Series::new(res))
                 .add(slot, sample);
         }
         state.served.prune(oldest);

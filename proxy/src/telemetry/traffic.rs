@@ -159,10 +159,10 @@ impl Traffic {
     /// Counts a request sent to cluster `name` (whether it went over mTLS is the cluster's
     /// config: the reporter says so per cluster).
     pub fn record_cluster(&self, name: &Arc<str>, outcome: &Outcome) {
-        let known = read(&self.clusters).get(&**name).cloned();
-        known
-            .unwrap_or_else(|| counters(&self.clusters, name))
-            .record(outcome, false);
+        if let Some(known) = read(&self.clusters).get(&**name) {
+            return known.record(outcome, false);
+        }
+        counters(&self.clusters, name).record(outcome, false);
     }
 
     /// Starts counting paths (for `ctl top`): a controlled proxy does, once.

@@ -235,6 +235,8 @@ impl Slot {
 #[derive(Debug, Clone)]
 pub struct Series {
     slots: VecDeque<Slot>,
+    /// The most slots the window holds: the deque grows up to exactly this.
+    limit: usize,
 }
 
 /// How a window is cut: the slot length and how many slots are kept.
@@ -262,16 +264,12 @@ impl Resolution {
     }
 }
 
-impl Default for Series {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Series {
-    pub fn new() -> Self {
+    /// An empty series for a window of `resolution.slots` slots.
+    pub fn new(resolution: Resolution) -> Self {
         Self {
             slots: VecDeque::new(),
+            limit: usize::try_from(resolution.slots).unwrap_or(usize::MAX),
         }
     }
 
@@ -293,6 +291,12 @@ impl Series {
         }
         let mut slot = Slot::empty(index);
         slot.add(sample);
+        if self.slots.len() == self.slots.capacity() {
+            // Doubling, but never past the window: a full window holds exactly `limit` slots.
+            let target = (self.slots.len() * 2).max(4).min(self.limit);
+            self.slots
+                .reserve_exact(target.saturating_sub(self.slots.len()).max(1));
+        }
         self.slots.push_back(slot);
     }
 
@@ -389,7 +393,7 @@ mod tests {
             slot_secs: 10,
             slots: 3,
         };
-        let mut series = Series::new();
+        let mut series = Series::new(res);
         for t in [100, 105, 110, 120, 130] {
             series.add(res.slot_of(t), &sample(1, 0, 1.0));
         }
