@@ -201,3 +201,27 @@ endpoints = []
         );
     }
 }
+
+#[test]
+fn the_history_resolution_is_whole_seconds_up_to_a_minute() {
+    let config = |value: &str| {
+        format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\nhistory_resolution = \"{value}\"\n\n[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:0\"\ndefault_cluster = \"c\"\n\n[[cluster]]\nname = \"c\"\nendpoints = [\"127.0.0.1:1\"]\n"
+        )
+    };
+    let good =
+        switchyard::config::load_str(Path::new("h.toml"), &config("2s")).expect("2s is fine");
+    assert_eq!(
+        good.admin.history_resolution,
+        std::time::Duration::from_secs(2)
+    );
+    for bad in ["500ms", "2m", "soon"] {
+        let errors = switchyard::config::load_str(Path::new("h.toml"), &config(bad))
+            .expect_err(bad)
+            .to_string();
+        assert!(
+            errors.contains("h.toml:3:") && errors.contains("admin.history_resolution"),
+            "{bad}: {errors}"
+        );
+    }
+}

@@ -400,6 +400,8 @@ mod tests {
         assert_eq!(mesh.control.trust_domain, "cluster.local");
         assert_eq!(mesh.control.cert_lifetime, Duration::from_secs(24 * 3600));
         assert_eq!(mesh.control.admin, DEFAULT_CONTROL_ADMIN);
+        assert_eq!(mesh.control.stats_resolution, Duration::from_secs(10));
+        assert_eq!(mesh.control.stats_window, Duration::from_secs(900));
         let web = &mesh.workloads[0];
         assert_eq!(web.id(), "default/web");
         assert_eq!(
@@ -431,5 +433,27 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("at least 16 characters"), "{text}");
+    }
+
+    #[test]
+    fn the_mesh_view_window_is_checked_against_its_resolution() {
+        let mesh = load_text(&format!(
+            "{CONTROL}stats_resolution = \"2s\"\nstats_window = \"30m\"\n"
+        ))
+        .unwrap();
+        assert_eq!(mesh.control.stats_window, Duration::from_secs(1800));
+        let errors = load_text(&format!(
+            "{CONTROL}stats_resolution = \"500ms\"\nstats_window = \"5h\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            errors.contains(":5:") && errors.contains("control.stats_resolution"),
+            "{errors}"
+        );
+        assert!(
+            errors.contains(":6:") && errors.contains("control.stats_window"),
+            "{errors}"
+        );
     }
 }
