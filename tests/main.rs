@@ -26,6 +26,7 @@ mod observability;
 mod plugin_chain;
 mod plugin_sandbox;
 mod prometheus;
+mod proxy_wasm;
 mod ratelimit;
 mod resilience;
 mod retries;

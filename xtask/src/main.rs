@@ -181,6 +181,49 @@ fn build_plugins() -> Result<Vec<PathBuf>> {
         eprintln!("xtask: built {} ({kib} KiB)", out.display());
         built.push(out);
     }
+    built.extend(build_proxy_wasm_filters()?);
+    Ok(built)
+}
+
+/// Builds the proxy-wasm filters the tests run (tests/proxy-wasm, a workspace of its own: the
+/// `proxy-wasm` SDK from crates.io pins its own dependency versions) and writes each core module,
+/// as it is, to target/plugins/pw-<name>.wasm.
+fn build_proxy_wasm_filters() -> Result<Vec<PathBuf>> {
+    let workspace = root().join("tests/proxy-wasm");
+    if !workspace.join("Cargo.toml").exists() {
+        return Ok(Vec::new());
+    }
+    let target = root().join("target/proxy-wasm");
+    let mut build = cargo();
+    build
+        .args([
+            "build",
+            "--release",
+            "--target",
+            WASM_TARGET,
+            "--manifest-path",
+        ])
+        .arg(workspace.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &target);
+    run(&mut build)?;
+    let out_dir = root().join("target/plugins");
+    std::fs::create_dir_all(&out_dir)?;
+    let mut built = Vec::new();
+    for entry in std::fs::read_dir(target.join(WASM_TARGET).join("release"))? {
+        let path = entry?.path();
+        let Some(name) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".wasm"))
+            .filter(|n| n.starts_with("pw_"))
+        else {
+            continue;
+        };
+        let out = out_dir.join(format!("{}.wasm", name.replace('_', "-")));
+        std::fs::copy(&path, &out).with_context(|| format!("cannot write {}", out.display()))?;
+        eprintln!("xtask: built {} (proxy-wasm)", out.display());
+        built.push(out);
+    }
     Ok(built)
 }
 

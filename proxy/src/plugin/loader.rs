@@ -47,6 +47,12 @@ pub enum LoadError {
         path: PathBuf,
         reason: String,
     },
+    #[error("plugin {plugin:?}: {} is a proxy-wasm filter that cannot run here: {reason}", path.display())]
+    ProxyWasm {
+        plugin: String,
+        path: PathBuf,
+        reason: String,
+    },
     #[error("plugin {plugin:?}: {} does not compile: {reason}", path.display())]
     Compile {
         plugin: String,
@@ -93,6 +99,7 @@ const COMPONENT: [u8; 4] = [0x0d, 0, 1, 0];
 pub struct Load<'a> {
     pub engine: &'a Engine,
     pub linker: &'a Linker<HostState>,
+    pub filter_linker: &'a wasmtime::Linker<super::proxy_wasm::host_state::FilterState>,
     pub cache: &'a CompileCache,
     pub config: &'a PluginConfig,
     pub bytes: &'a [u8],
@@ -132,6 +139,7 @@ pub async fn load(
     let Load {
         engine,
         linker,
+        filter_linker,
         cache,
         config,
         bytes,
@@ -140,6 +148,17 @@ pub async fn load(
     } = load;
     let plugin = config.name.clone();
     let path = config.path.clone();
+    if super::proxy_wasm::is_proxy_wasm(bytes) {
+        return load_filter(
+            engine,
+            filter_linker,
+            config,
+            bytes,
+            env,
+            sha256,
+            fingerprint,
+        );
+    }
     let component_bytes = as_component(bytes, &plugin, &path)?;
     let component = cache
         .component(engine, &component_bytes)
@@ -182,8 +201,49 @@ pub async fn load(
         config,
         sha256,
         fingerprint,
-        pool,
+        super::Runner::Component(pool),
         interest,
+        tick_every,
+        streams,
+    ))
+}
+
+/// Loads a proxy-wasm filter: its `[plugin.config]` is its plugin configuration, as JSON.
+fn load_filter(
+    engine: &Engine,
+    linker: &wasmtime::Linker<super::proxy_wasm::host_state::FilterState>,
+    config: &PluginConfig,
+    bytes: &[u8],
+    env: Arc<PluginEnv>,
+    sha256: String,
+    fingerprint: String,
+) -> Result<Plugin, LoadError> {
+    use super::proxy_wasm::{FilterLoadError, ProxyWasmFilter};
+    let configuration = serde_json::to_vec(&config.config).unwrap_or_else(|_| b"{}".to_vec());
+    let filter =
+        ProxyWasmFilter::load(engine, linker, bytes, env, configuration).map_err(|e| match e {
+            FilterLoadError::Start(HookError::ConfigRefused(message)) => {
+                config_refused(config.name.clone(), &message)
+            }
+            e => LoadError::ProxyWasm {
+                plugin: config.name.clone(),
+                path: config.path.clone(),
+                reason: e.to_string(),
+            },
+        })?;
+    let tick_every = filter.tick_every;
+    // Whole-body and per-attempt hooks have no proxy-wasm counterpart: bodies stream through
+    // the filter piece by piece instead.
+    let streams = super::Streams {
+        request: true,
+        response: true,
+    };
+    Ok(Plugin::new(
+        config,
+        sha256,
+        fingerprint,
+        super::Runner::ProxyWasm(filter),
+        super::BodyInterest::empty(),
         tick_every,
         streams,
     ))

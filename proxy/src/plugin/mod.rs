@@ -16,6 +16,7 @@ mod host;
 mod instance;
 mod loader;
 mod metric_imports;
+pub mod proxy_wasm;
 mod request_state;
 mod shared;
 mod stats;
@@ -95,6 +96,13 @@ impl Hook {
     }
 }
 
+/// What runs a plugin's hooks: a pool of component instances (Switchyard's own plugins), or a
+/// proxy-wasm filter's instances.
+pub(crate) enum Runner {
+    Component(InstancePool),
+    ProxyWasm(proxy_wasm::ProxyWasmFilter),
+}
+
 /// A loaded plugin: its identity, failure policy, instance pool and what it has told us.
 pub struct Plugin {
     pub name: Arc<str>,
@@ -108,7 +116,7 @@ pub struct Plugin {
     /// Failed hooks: logged at most once a second, the last kept for the admin API.
     pub failures: failures::Failures,
     fingerprint: String,
-    pool: InstancePool,
+    runner: Runner,
     /// Hooks the plugin does not implement (learned from its first answer) or did not ask for.
     skipped: AtomicU16,
     metrics: PluginMetrics,
@@ -140,7 +148,7 @@ impl Plugin {
         config: &PluginConfig,
         sha256: String,
         fingerprint: String,
-        pool: InstancePool,
+        runner: Runner,
         interest: BodyInterest,
         tick_every: Option<std::time::Duration>,
         streams: Streams,
@@ -177,7 +185,7 @@ impl Plugin {
             stats: stats::PluginStats::default(),
             failures: failures::Failures::default(),
             fingerprint,
-            pool,
+            runner,
             skipped: AtomicU16::new(skipped),
             metrics,
             ticker: tick_every.map(ticker::Ticker::new),
@@ -201,7 +209,13 @@ impl Plugin {
         hook: Hook,
         call: HookCall,
     ) -> (Box<RequestState>, Result<Decision, HookError>) {
-        let (state, result, took) = self.pool.call(state, call).await;
+        let (state, result, took) = match &self.runner {
+            Runner::Component(pool) => pool.call(state, call).await,
+            Runner::ProxyWasm(filter) => {
+                let (state, result) = filter.call(state, call).await;
+                (state, result, None)
+            }
+        };
         self.count(hook, took, result.as_ref().err());
         (state, result)
     }
@@ -229,7 +243,10 @@ impl Plugin {
         chunk: Vec<u8>,
         end: bool,
     ) -> (Box<RequestState>, Result<Option<Vec<u8>>, HookError>) {
-        let (state, result) = self.pool.chunk(state, body, chunk, end).await;
+        let (state, result) = match &self.runner {
+            Runner::Component(pool) => pool.chunk(state, body, chunk, end).await,
+            Runner::ProxyWasm(filter) => filter.chunk(state, body, chunk, end).await,
+        };
         let hook = match body {
             BodyOf::Request => Hook::RequestChunk,
             BodyOf::Response => Hook::ResponseChunk,
@@ -336,6 +353,8 @@ pub struct PluginRuntime {
 struct Wasm {
     engine: Engine,
     linker: Linker<HostState>,
+    /// The proxy-wasm ABI's host functions, for filters.
+    filter_linker: wasmtime::Linker<proxy_wasm::host_state::FilterState>,
 }
 
 impl PluginRuntime {
@@ -361,7 +380,14 @@ impl PluginRuntime {
             .map_err(|e| LoadError::Runtime {
                 reason: format!("linking the host functions: {e:#}"),
             })?;
-        Ok(self.wasm.get_or_init(|| Wasm { engine, linker }))
+        let filter_linker = proxy_wasm::linker(&engine).map_err(|e| LoadError::Runtime {
+            reason: format!("linking the proxy-wasm host functions: {e:#}"),
+        })?;
+        Ok(self.wasm.get_or_init(|| Wasm {
+            engine,
+            linker,
+            filter_linker,
+        }))
     }
 
     /// Loads every `[[plugin]]` of `config`. A plugin whose binary, config, limits and failure
@@ -446,6 +472,7 @@ impl PluginRuntime {
         let load = loader::Load {
             engine: &wasm.engine,
             linker: &wasm.linker,
+            filter_linker: &wasm.filter_linker,
             cache: &self.cache,
             config,
             bytes,

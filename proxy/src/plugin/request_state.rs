@@ -42,6 +42,9 @@ pub struct RequestState {
     /// Headers plugins added for the client's response (`add-response-header`), appended to
     /// whatever response goes out.
     pub response_headers_to_add: Vec<(http::HeaderName, HeaderValue)>,
+    /// The request's contexts in the proxy-wasm filters it went through: which instance holds
+    /// each.
+    pub filter_contexts: Vec<Arc<super::proxy_wasm::FilterContext>>,
 }
 
 impl RequestState {
@@ -88,6 +91,7 @@ impl RequestState {
                 self.exchange.version,
             ),
             response_headers_to_add: Vec::new(),
+            filter_contexts: self.filter_contexts.clone(),
         })
     }
 }

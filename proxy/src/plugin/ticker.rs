@@ -49,7 +49,10 @@ impl Plugin {
         let Some(clusters) = self.ticker.as_ref().and_then(|t| t.clusters.load_full()) else {
             return;
         };
-        let result = self.pool.tick(clusters).await;
+        let result = match &self.runner {
+            super::Runner::Component(pool) => pool.tick(clusters).await,
+            super::Runner::ProxyWasm(filter) => filter.tick(clusters).await,
+        };
         self.count(Hook::Tick, None, result.as_ref().err());
         match result {
             Ok(Decision::Unimplemented) => {

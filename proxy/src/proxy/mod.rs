@@ -150,6 +150,7 @@ impl ListenerProxy {
             routed_chain: None,
             exchange,
             response_headers_to_add: Vec::new(),
+            filter_contexts: Vec::new(),
         });
         let (mut state, mut response) = match refusal {
             Some(refusal) => (state, refusal),

@@ -1,0 +1,704 @@
+//! Unmodified proxy-wasm filters (ABI 0.2.1, what Envoy, Istio and the Rust, Go and C++ SDKs
+//! speak) run beside Switchyard's own plugins, in the same chains and under the same sandbox: the
+//! CPU deadline per call, the memory cap, the failure policy, hot swap, per-plugin metrics.
+//!
+//! A proxy-wasm filter keeps each request's state in its own memory (its HTTP context), so a
+//! request stays on one instance from its headers to its log, as on one of Envoy's workers: a
+//! filter has a few long-lived instances ([`slots`](ProxyWasmFilter)), a request is given one
+//! when its headers arrive, and every call into an instance holds it only while the call runs.
+//! A call that pauses to wait for a callout (`dispatch_http_call`) releases the instance; the
+//! response is delivered to the same context when it comes. A filter that traps loses its
+//! instance (and the contexts in it); the next request gets a fresh one.
+//!
+//! Bodies reach filters piece by piece as they stream (`proxy_on_request_body`,
+//! `proxy_on_response_body`); a filter that answers `Pause` before the end gets the pieces
+//! together with the next ones, so one that waits for the end sees (and may rewrite) the whole
+//! body, as with Envoy's `StopIterationAndBuffer`.
+
+pub mod abi;
+mod host;
+
+/// The store data of a filter instance (named by the loader's linker).
+pub mod host_state {
+    pub use super::host::FilterState;
+}
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use wasmtime::{Engine, InstancePre, Linker, Module, Store, TypedFunc, UpdateDeadline};
+
+use super::bindings::{Decision, LocalResponse};
+use super::host::PluginEnv;
+use super::instance::{BodyOf, HookCall, HookError};
+use super::request_state::RequestState;
+use crate::upstream::Clusters;
+use host::{Callout, FilterShared, FilterState};
+
+/// The root context every instance makes first (plugin configuration, ticks, root callouts).
+const ROOT: i32 = 1;
+
+/// Whether `bytes` are a proxy-wasm filter: a core module exporting the ABI version marker.
+pub fn is_proxy_wasm(bytes: &[u8]) -> bool {
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        match payload {
+            Ok(wasmparser::Payload::Version {
+                encoding: wasmparser::Encoding::Component,
+                ..
+            }) => return false,
+            Ok(wasmparser::Payload::ExportSection(exports)) => {
+                return exports
+                    .into_iter()
+                    .flatten()
+                    .any(|e| e.name == abi::ABI_MARKER || e.name == abi::ABI_MARKER_0_2_0);
+            }
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+/// The linker every filter is instantiated with: the ABI's host functions.
+pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<FilterState>> {
+    let mut linker = Linker::new(engine);
+    host::define(&mut linker)?;
+    Ok(linker)
+}
+
+/// Why a filter could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum FilterLoadError {
+    #[error("{0}")]
+    Compile(String),
+    /// Imports this host does not provide, each as `module.name`.
+    #[error("it imports {}, which this host does not provide (supported: proxy-wasm ABI 0.2.1 in module `env`)", .0.join(", "))]
+    Unsupported(Vec<String>),
+    #[error("{0}")]
+    Start(HookError),
+}
+
+/// One request's context in one filter: which instance holds it. When the request ends without
+/// reaching the filter's log callback (the client left), the context is deleted at the
+/// instance's next call.
+#[derive(Debug)]
+pub struct FilterContext {
+    filter: u64,
+    slot: usize,
+    generation: u64,
+    id: i32,
+    deleted: AtomicBool,
+    orphans: Weak<Mutex<Vec<(usize, u64, i32)>>>,
+}
+
+impl Drop for FilterContext {
+    fn drop(&mut self) {
+        if !self.deleted.load(Ordering::Relaxed)
+            && let Some(orphans) = self.orphans.upgrade()
+        {
+            lock(&orphans).push((self.slot, self.generation, self.id));
+        }
+    }
+}
+
+/// A loaded filter.
+pub struct ProxyWasmFilter {
+    id: u64,
+    pre: InstancePre<FilterState>,
+    env: Arc<PluginEnv>,
+    shared: Arc<FilterShared>,
+    configuration: Arc<[u8]>,
+    slots: Vec<Mutex<Slot>>,
+    next_slot: AtomicUsize,
+    next_context: AtomicU32,
+    orphans: Arc<Mutex<Vec<(usize, u64, i32)>>>,
+    /// Body pieces a filter paused on, by context and body, until it continues.
+    held: Mutex<HashMap<(i32, bool), Vec<u8>>>,
+    /// The tick period the filter asked for when it started.
+    pub tick_every: Option<Duration>,
+}
+
+struct Slot {
+    live: Option<Live>,
+    generation: u64,
+}
+
+struct Live {
+    store: Store<FilterState>,
+    exports: Exports,
+}
+
+/// `proxy_on_http_call_response(context, token, headers, body size, trailers)`.
+type CallResponseFunc = TypedFunc<(i32, i32, i32, i32, i32), ()>;
+
+/// The filter's callbacks.
+struct Exports {
+    context_create: TypedFunc<(i32, i32), ()>,
+    request_headers: TypedFunc<(i32, i32, i32), i32>,
+    request_body: TypedFunc<(i32, i32, i32), i32>,
+    response_headers: TypedFunc<(i32, i32, i32), i32>,
+    response_body: TypedFunc<(i32, i32, i32), i32>,
+    log: Option<TypedFunc<i32, ()>>,
+    done: Option<TypedFunc<i32, i32>>,
+    delete: Option<TypedFunc<i32, ()>>,
+    tick: Option<TypedFunc<i32, ()>>,
+    call_response: Option<CallResponseFunc>,
+}
+
+/// What one call into a filter left behind.
+struct Outcome {
+    action: i32,
+    local: Option<LocalResponse>,
+    resumed: bool,
+    callouts: Vec<Callout>,
+    body: Option<Vec<u8>>,
+}
+
+impl ProxyWasmFilter {
+    /// Compiles and links the filter and starts its first instance (which runs
+    /// `proxy_on_vm_start` and `proxy_on_configure` with `configuration`).
+    pub fn load(
+        engine: &Engine,
+        linker: &Linker<FilterState>,
+        bytes: &[u8],
+        env: Arc<PluginEnv>,
+        configuration: Vec<u8>,
+    ) -> Result<Self, FilterLoadError> {
+        static IDS: AtomicU64 = AtomicU64::new(1);
+        let module =
+            Module::new(engine, bytes).map_err(|e| FilterLoadError::Compile(format!("{e:#}")))?;
+        let missing = host::missing_imports(&module);
+        if !missing.is_empty() {
+            return Err(FilterLoadError::Unsupported(missing));
+        }
+        let pre = linker
+            .instantiate_pre(&module)
+            .map_err(|e| FilterLoadError::Compile(format!("{e:#}")))?;
+        let slots = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .clamp(1, 4);
+        let mut filter = Self {
+            id: IDS.fetch_add(1, Ordering::Relaxed),
+            pre,
+            env,
+            shared: Arc::default(),
+            configuration: configuration.into(),
+            slots: (0..slots)
+                .map(|_| {
+                    Mutex::new(Slot {
+                        live: None,
+                        generation: 0,
+                    })
+                })
+                .collect(),
+            next_slot: AtomicUsize::new(0),
+            next_context: AtomicU32::new(ROOT as u32 + 1),
+            orphans: Arc::default(),
+            held: Mutex::default(),
+            tick_every: None,
+        };
+        let live = filter.start().map_err(FilterLoadError::Start)?;
+        filter.tick_every = live.store.data().tick_period;
+        lock(&filter.slots[0]).live = Some(live);
+        Ok(filter)
+    }
+
+    /// A new instance, started: the root context made, the VM started and configured.
+    fn start(&self) -> Result<Live, HookError> {
+        let engine = self.pre.module().engine();
+        let state = FilterState::new(
+            Arc::clone(&self.env),
+            Arc::clone(&self.shared),
+            Arc::clone(&self.configuration),
+        );
+        let mut store = Store::new(engine, state);
+        store.limiter(|s| s);
+        store.epoch_deadline_callback(|mut ctx| {
+            super::epoch::hook_running();
+            let state = ctx.data_mut();
+            state.ticks += 1;
+            if super::epoch::EPOCH_TICK * state.ticks >= state.limit {
+                state.timed_out = true;
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Continue(1))
+            }
+        });
+        let failed = |store: &mut Store<FilterState>, e: wasmtime::Error| {
+            HookError::Instantiate(classify(store, &e).to_string())
+        };
+        begin(&mut store, crate::sandbox::INIT_TIME);
+        let instance = match self.pre.instantiate(&mut store) {
+            Ok(instance) => instance,
+            Err(e) => return Err(failed(&mut store, e)),
+        };
+        let func =
+            |store: &mut Store<FilterState>, name: &str| instance.get_func(&mut *store, name);
+        let exports = Exports {
+            context_create: required(&instance, &mut store, "proxy_on_context_create")?,
+            request_headers: required(&instance, &mut store, "proxy_on_request_headers")?,
+            request_body: required(&instance, &mut store, "proxy_on_request_body")?,
+            response_headers: required(&instance, &mut store, "proxy_on_response_headers")?,
+            response_body: required(&instance, &mut store, "proxy_on_response_body")?,
+            log: instance.get_typed_func(&mut store, "proxy_on_log").ok(),
+            done: instance.get_typed_func(&mut store, "proxy_on_done").ok(),
+            delete: instance.get_typed_func(&mut store, "proxy_on_delete").ok(),
+            tick: instance.get_typed_func(&mut store, "proxy_on_tick").ok(),
+            call_response: instance
+                .get_typed_func(&mut store, "proxy_on_http_call_response")
+                .ok(),
+        };
+        let init = func(&mut store, "_initialize").or_else(|| func(&mut store, "_start"));
+        if let Some(init) = init.and_then(|f| f.typed::<(), ()>(&store).ok())
+            && let Err(e) = init.call(&mut store, ())
+        {
+            return Err(failed(&mut store, e));
+        }
+        let config_len = i32::try_from(self.configuration.len()).unwrap_or(i32::MAX);
+        let started = exports
+            .context_create
+            .call(&mut store, (ROOT, 0))
+            .and_then(|()| {
+                let vm_start: TypedFunc<(i32, i32), i32> =
+                    instance.get_typed_func(&mut store, "proxy_on_vm_start")?;
+                vm_start.call(&mut store, (ROOT, 0))
+            });
+        match started {
+            Ok(0) => {
+                return Err(HookError::Instantiate(
+                    "proxy_on_vm_start answered false".into(),
+                ));
+            }
+            Ok(_) => {}
+            Err(e) => return Err(failed(&mut store, e)),
+        }
+        let configure: Result<TypedFunc<(i32, i32), i32>, _> =
+            instance.get_typed_func(&mut store, "proxy_on_configure");
+        if let Ok(configure) = configure {
+            match configure.call(&mut store, (ROOT, config_len)) {
+                Ok(0) => {
+                    return Err(HookError::ConfigRefused(
+                        "proxy_on_configure answered false (see the filter's log)".into(),
+                    ));
+                }
+                Ok(_) => {}
+                Err(e) => return Err(failed(&mut store, e)),
+            }
+        }
+        Ok(Live { store, exports })
+    }
+
+    /// Runs one hook for `state`.
+    pub async fn call(
+        &self,
+        state: Box<RequestState>,
+        call: HookCall,
+    ) -> (Box<RequestState>, Result<Decision, HookError>) {
+        match call {
+            HookCall::Request => self.on_request_headers(state).await,
+            HookCall::Response => match self.context_of(&state) {
+                Some(context) => {
+                    let eos = i32::from(response_ends_with_head(&state));
+                    let headers = count_headers(state.response.as_ref().map(|r| &r.headers));
+                    let (state, outcome) = self.run(&context, Some(state), None, |live| {
+                        let store = &mut live.store;
+                        live.exports
+                            .response_headers
+                            .call(store, (context.id, headers + 1, eos))
+                    });
+                    self.settle(state, &context, outcome).await
+                }
+                None => (state, Ok(Decision::Continue)),
+            },
+            HookCall::Log => {
+                let Some(context) = self.context_of(&state) else {
+                    return (state, Ok(Decision::Continue));
+                };
+                let (state, outcome) = self.run(&context, Some(state), None, |live| {
+                    let store = &mut live.store;
+                    if let Some(log) = &live.exports.log {
+                        log.call(&mut *store, context.id)?;
+                    }
+                    if let Some(done) = &live.exports.done {
+                        done.call(&mut *store, context.id)?;
+                    }
+                    if let Some(delete) = &live.exports.delete {
+                        delete.call(&mut *store, context.id)?;
+                    }
+                    Ok(abi::ACTION_CONTINUE)
+                });
+                context.deleted.store(true, Ordering::Relaxed);
+                let mut state = returned(state);
+                state.filter_contexts.retain(|c| !Arc::ptr_eq(c, &context));
+                (state, outcome.map(|_| Decision::Continue))
+            }
+            HookCall::UpstreamResponse(_)
+            | HookCall::RequestBody(_)
+            | HookCall::ResponseBody(_) => (state, Ok(Decision::Unimplemented)),
+        }
+    }
+
+    async fn on_request_headers(
+        &self,
+        mut state: Box<RequestState>,
+    ) -> (Box<RequestState>, Result<Decision, HookError>) {
+        let slot = self.next_slot.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+        let id = self.next_context.fetch_add(1, Ordering::Relaxed) as i32;
+        let generation = lock(&self.slots[slot]).generation;
+        let context = Arc::new(FilterContext {
+            filter: self.id,
+            slot,
+            generation,
+            id,
+            deleted: AtomicBool::new(false),
+            orphans: Arc::downgrade(&self.orphans),
+        });
+        state.filter_contexts.push(Arc::clone(&context));
+        let eos = i32::from(request_ends_with_head(&state.head));
+        let headers = count_headers(Some(&state.head.headers)) + 4;
+        let (state, outcome) = self.run(&context, Some(state), None, |live| {
+            let store = &mut live.store;
+            live.exports.context_create.call(&mut *store, (id, ROOT))?;
+            live.exports.request_headers.call(store, (id, headers, eos))
+        });
+        self.settle(state, &context, outcome).await
+    }
+
+    /// Follows a call's outcome to a decision: answers what the filter answered, makes the
+    /// callouts it dispatched and delivers their responses to it, until it goes on.
+    async fn settle(
+        &self,
+        state: Option<Box<RequestState>>,
+        context: &Arc<FilterContext>,
+        outcome: Result<Outcome, HookError>,
+    ) -> (Box<RequestState>, Result<Decision, HookError>) {
+        let mut state = returned(state);
+        let mut outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(e) => return (state, Err(e)),
+        };
+        loop {
+            if let Some(local) = outcome.local.take() {
+                return (state, Ok(Decision::Respond(local)));
+            }
+            if outcome.callouts.is_empty() {
+                if outcome.action != abi::ACTION_CONTINUE && !outcome.resumed {
+                    tracing::debug!(plugin = %self.env.name, "the filter paused with nothing to wait for; going on");
+                }
+                return (state, Ok(Decision::Continue));
+            }
+            let clusters = Arc::clone(&state.clusters);
+            let answers = make_callouts(&clusters, std::mem::take(&mut outcome.callouts)).await;
+            let mut next = Outcome::empty();
+            for (token, answer) in answers {
+                let (back, delivered) = self.deliver(context, Some(state), token, answer);
+                state = returned(back);
+                match delivered {
+                    Ok(delivered) => next.merge(delivered),
+                    Err(e) => return (state, Err(e)),
+                }
+            }
+            if next.resumed && next.callouts.is_empty() && next.local.is_none() {
+                return (state, Ok(Decision::Continue));
+            }
+            outcome = next;
+        }
+    }
+
+    /// Hands a callout's response to the context that made it.
+    fn deliver(
+        &self,
+        context: &FilterContext,
+        state: Option<Box<RequestState>>,
+        token: u32,
+        answer: Option<super::bindings::HttpResponse>,
+    ) -> (Option<Box<RequestState>>, Result<Outcome, HookError>) {
+        let headers = answer.as_ref().map_or(0, |a| a.headers.len() as i32 + 1);
+        let body = answer.as_ref().map_or(0, |a| a.body.len() as i32);
+        self.run_with(context, state, None, answer, |live| {
+            if let Some(deliver) = &live.exports.call_response {
+                deliver.call(
+                    &mut live.store,
+                    (context.id, token as i32, headers, body, 0),
+                )?;
+            }
+            Ok(abi::ACTION_CONTINUE)
+        })
+    }
+
+    /// Passes one piece of a body through the filter: the bytes to send on (none while the
+    /// filter holds them), or `None` when the request never reached the filter.
+    pub async fn chunk(
+        &self,
+        state: Box<RequestState>,
+        body: BodyOf,
+        chunk: Vec<u8>,
+        end: bool,
+    ) -> (Box<RequestState>, Result<Option<Vec<u8>>, HookError>) {
+        let Some(context) = self.context_of(&state) else {
+            return (state, Ok(None));
+        };
+        let key = (context.id, body == BodyOf::Request);
+        let mut data = lock(&self.held).remove(&key).unwrap_or_default();
+        data.extend_from_slice(&chunk);
+        let len = i32::try_from(data.len()).unwrap_or(i32::MAX);
+        let (state, outcome) = self.run(&context, Some(state), Some(data), |live| {
+            let callback = match body {
+                BodyOf::Request => &live.exports.request_body,
+                BodyOf::Response => &live.exports.response_body,
+            };
+            callback.call(&mut live.store, (context.id, len, i32::from(end)))
+        });
+        let state = returned(state);
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(e) => return (state, Err(e)),
+        };
+        if outcome.local.is_some() {
+            let error = "answered from a body callback, after the head went on: not supported";
+            return (state, Err(HookError::Trap(error.into())));
+        }
+        if !outcome.callouts.is_empty() {
+            tracing::warn!(plugin = %self.env.name, "callouts from body callbacks are not made");
+        }
+        let data = outcome.body.unwrap_or_default();
+        if outcome.action != abi::ACTION_CONTINUE && !end {
+            lock(&self.held).insert(key, data);
+            return (state, Ok(Some(Vec::new())));
+        }
+        (state, Ok(Some(data)))
+    }
+
+    /// `proxy_on_tick` on the first instance, then the callouts it made, answered to it.
+    pub async fn tick(&self, clusters: Arc<Clusters>) -> Result<Decision, HookError> {
+        let root = FilterContext {
+            filter: self.id,
+            slot: 0,
+            generation: lock(&self.slots[0]).generation,
+            id: ROOT,
+            deleted: AtomicBool::new(true),
+            orphans: Weak::new(),
+        };
+        let (_, outcome) = self.run_with(&root, None, None, None, |live| {
+            live.store.data_mut().clusters = Some(Arc::clone(&clusters));
+            if let Some(tick) = &live.exports.tick {
+                tick.call(&mut live.store, ROOT)?;
+            }
+            Ok(abi::ACTION_CONTINUE)
+        });
+        let mut callouts = outcome?.callouts;
+        while !callouts.is_empty() {
+            let answers = make_callouts(&clusters, std::mem::take(&mut callouts)).await;
+            for (token, answer) in answers {
+                let (_, delivered) = self.deliver(&root, None, token, answer);
+                callouts.extend(delivered?.callouts);
+            }
+        }
+        Ok(Decision::Continue)
+    }
+
+    fn context_of(&self, state: &RequestState) -> Option<Arc<FilterContext>> {
+        state
+            .filter_contexts
+            .iter()
+            .find(|c| c.filter == self.id)
+            .cloned()
+    }
+
+    fn run(
+        &self,
+        context: &FilterContext,
+        state: Option<Box<RequestState>>,
+        body: Option<Vec<u8>>,
+        call: impl FnOnce(&mut Live) -> wasmtime::Result<i32>,
+    ) -> (Option<Box<RequestState>>, Result<Outcome, HookError>) {
+        self.run_with(context, state, body, None, call)
+    }
+
+    /// One call into the instance holding `context`, with `state` lent to it; the state always
+    /// comes back. An instance that fails is dropped (with every context in it).
+    fn run_with(
+        &self,
+        context: &FilterContext,
+        state: Option<Box<RequestState>>,
+        body: Option<Vec<u8>>,
+        call_response: Option<super::bindings::HttpResponse>,
+        call: impl FnOnce(&mut Live) -> wasmtime::Result<i32>,
+    ) -> (Option<Box<RequestState>>, Result<Outcome, HookError>) {
+        let mut slot = lock(&self.slots[context.slot]);
+        if slot.generation != context.generation {
+            let error =
+                HookError::Trap("the filter's instance was restarted after a failure".into());
+            return (state, Err(error));
+        }
+        if slot.live.is_none() {
+            match self.start() {
+                Ok(live) => slot.live = Some(live),
+                Err(e) => return (state, Err(e)),
+            }
+        }
+        let generation = slot.generation;
+        let Some(live) = slot.live.as_mut() else {
+            return (state, Err(HookError::Instantiate("no instance".into())));
+        };
+        self.delete_orphans(live, context.slot, generation);
+        begin(&mut live.store, self.env.time_limit);
+        let data = live.store.data_mut();
+        data.request = state;
+        data.body = body;
+        data.call_response = call_response;
+        let result = call(live);
+        let data = live.store.data_mut();
+        let state = data.request.take();
+        let outcome = Outcome {
+            action: 0,
+            local: data.local_response.take(),
+            resumed: std::mem::take(&mut data.resumed),
+            callouts: std::mem::take(&mut data.callouts),
+            body: data.body.take(),
+        };
+        data.call_response = None;
+        match result {
+            Ok(action) => (state, Ok(Outcome { action, ..outcome })),
+            Err(e) => {
+                let error = classify(&mut live.store, &e);
+                slot.live = None;
+                slot.generation += 1;
+                (state, Err(error))
+            }
+        }
+    }
+
+    /// Deletes the contexts of requests that ended without the filter's log callback.
+    fn delete_orphans(&self, live: &mut Live, slot: usize, generation: u64) {
+        let mine: Vec<i32> = {
+            let mut orphans = lock(&self.orphans);
+            let (mine, rest): (Vec<_>, Vec<_>) = orphans
+                .drain(..)
+                .partition(|(s, g, _)| *s == slot && *g == generation);
+            *orphans = rest
+                .into_iter()
+                .filter(|(s, g, _)| *s != slot || *g > generation)
+                .collect();
+            mine.into_iter().map(|(_, _, id)| id).collect()
+        };
+        if mine.is_empty() {
+            return;
+        }
+        begin(&mut live.store, self.env.time_limit);
+        for id in mine {
+            lock(&self.held).retain(|(context, _), _| *context != id);
+            if let Some(done) = &live.exports.done {
+                let _ = done.call(&mut live.store, id);
+            }
+            if let Some(delete) = &live.exports.delete {
+                let _ = delete.call(&mut live.store, id);
+            }
+        }
+    }
+}
+
+impl Outcome {
+    fn empty() -> Self {
+        Self {
+            action: abi::ACTION_CONTINUE,
+            local: None,
+            resumed: false,
+            callouts: Vec::new(),
+            body: None,
+        }
+    }
+
+    fn merge(&mut self, other: Outcome) {
+        self.local = self.local.take().or(other.local);
+        self.resumed |= other.resumed;
+        self.callouts.extend(other.callouts);
+    }
+}
+
+/// An export every filter has, typed.
+fn required<Params: wasmtime::WasmParams, Results: wasmtime::WasmResults>(
+    instance: &wasmtime::Instance,
+    store: &mut Store<FilterState>,
+    name: &str,
+) -> Result<TypedFunc<Params, Results>, HookError> {
+    instance
+        .get_typed_func(&mut *store, name)
+        .map_err(|e| HookError::Instantiate(format!("{name}: {e:#}")))
+}
+
+/// Prepares a store for a call: a fresh CPU budget of `limit`.
+fn begin(store: &mut Store<FilterState>, limit: Duration) {
+    super::epoch::hook_running();
+    let data = store.data_mut();
+    data.ticks = 0;
+    data.limit = limit;
+    data.timed_out = false;
+    store.set_epoch_deadline(1);
+}
+
+/// Makes the callouts at once; each answer (or `None`, for a failure) with its token.
+async fn make_callouts(
+    clusters: &Clusters,
+    callouts: Vec<Callout>,
+) -> Vec<(u32, Option<super::bindings::HttpResponse>)> {
+    let calls = callouts.into_iter().map(|c| async move {
+        let answer = super::callout::call(clusters, &c.cluster, c.request)
+            .await
+            .ok();
+        (c.token, answer)
+    });
+    futures_util::future::join_all(calls).await
+}
+
+fn classify(store: &mut Store<FilterState>, error: &wasmtime::Error) -> HookError {
+    let data = store.data_mut();
+    if data.timed_out {
+        HookError::Timeout
+    } else if data.out_of_memory {
+        HookError::OutOfMemory
+    } else {
+        HookError::Trap(super::failures::describe_trap(error, None))
+    }
+}
+
+fn count_headers(headers: Option<&http::HeaderMap>) -> i32 {
+    headers.map_or(0, |h| i32::try_from(h.len()).unwrap_or(i32::MAX))
+}
+
+/// Whether a request has no body to follow its head.
+fn request_ends_with_head(head: &http::request::Parts) -> bool {
+    let length = head
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    match length {
+        Some(n) => n == 0,
+        None => {
+            !head.headers.contains_key(http::header::TRANSFER_ENCODING)
+                && head.version != http::Version::HTTP_2
+        }
+    }
+}
+
+fn response_ends_with_head(state: &RequestState) -> bool {
+    state.response.as_ref().is_some_and(|r| {
+        r.headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() == b"0")
+    })
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The state lent for a call, back from it.
+fn returned(state: Option<Box<RequestState>>) -> Box<RequestState> {
+    // Cannot fail: `run_with` puts the state in the store and takes it back right after the
+    // call; host functions only borrow it. Every caller that lends a state gets it back here.
+    #[allow(clippy::expect_used)]
+    state.expect("the request state lent to a filter call comes back")
+}

@@ -1,0 +1,229 @@
+//! Unmodified proxy-wasm filters, built from the `proxy-wasm` crate (tests/proxy-wasm), run
+//! through the proxy in chains with Switchyard's own plugins: headers both ways, a local answer,
+//! a callout that resumes or denies, ticks with shared data, bodies rewritten whole; and a filter
+//! importing what no host has is refused at load, naming the import.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+
+use crate::support::proxy::{admin_get, plugin_path, scratch_dir};
+use crate::support::{Proxy, Upstream, eventually, get_with, send};
+
+/// A proxy whose `public` listener runs `chain` in front of `app`, with `authz` as a second
+/// cluster for callouts; `plugins` are `[[plugin]]` tables.
+fn proxy(app: &Upstream, authz: &Upstream, chain: &[&str], plugins: &str) -> Proxy {
+    let chain = chain
+        .iter()
+        .map(|p| format!("\"{p}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Proxy::start(&format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n\n[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\ndefault_cluster = \"app\"\nplugins = [{chain}]\n\n[[cluster]]\nname = \"app\"\nendpoints = [\"{}\"]\n\n[[cluster]]\nname = \"authz\"\nendpoints = [\"{}\"]\n\n{plugins}",
+        app.addr, authz.addr
+    ))
+}
+
+fn plugin(name: &str, file: &str, config: &str) -> String {
+    format!(
+        "[[plugin]]\nname = \"{name}\"\npath = \"{}\"\n{config}\n",
+        plugin_path(file).display()
+    )
+}
+
+#[tokio::test]
+async fn a_header_filter_runs_in_a_chain_with_our_own_plugins() {
+    let app = Upstream::echo("app").await;
+    let authz = Upstream::echo("authz").await;
+    let plugins = plugin(
+        "add",
+        "pw-add-header",
+        "[plugin.config]\nvalue = \"from-config\"",
+    ) + &plugin("hello", "hello", "[plugin.config]\ngreeting = \"hi\"");
+    let proxy = proxy(&app, &authz, &["hello", "add"], &plugins);
+
+    let reply = get_with(proxy.addr(), "/orders/7?x=1", &[]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let seen = &reply.json()["headers"];
+    assert_eq!(
+        seen["x-proxy-wasm"], "from-config",
+        "the filter's config reached it: {seen}"
+    );
+    assert_eq!(
+        seen["x-seen-path"], "/orders/7?x=1",
+        "it read the :path pseudo-header"
+    );
+    assert_eq!(reply.header("x-filtered-by"), Some("add-header"));
+    assert_eq!(
+        reply.header("x-hello"),
+        Some("hi"),
+        "our own plugin ran too"
+    );
+
+    // The filter's metric, and the hook counters every plugin has.
+    let metrics = admin_get(proxy.admin, "/metrics");
+    assert!(
+        metrics.lines().any(|l| l.contains("add_header_requests")
+            && l.contains("plugin=\"add\"")
+            && l.ends_with(" 1")),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains("switchyard_plugin_hook_calls_total{plugin=\"add\",hook=\"on_request\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_filter_answers_requests_itself_with_send_local_response() {
+    let app = Upstream::echo("app").await;
+    let authz = Upstream::echo("authz").await;
+    let plugins = plugin("deny", "pw-deny", "") + &plugin("hello", "hello", "");
+    let proxy = proxy(&app, &authz, &["deny", "hello"], &plugins);
+
+    let denied = get_with(proxy.addr(), "/", &[("x-deny", "1")]).await;
+    assert_eq!(denied.status, 403);
+    assert_eq!(denied.header("x-denied-by"), Some("deny"));
+    assert!(
+        denied.text().starts_with("denied for 127.0.0.1:"),
+        "{}",
+        denied.text()
+    );
+    assert_eq!(
+        denied.header("x-hello"),
+        None,
+        "plugins after it never saw the request"
+    );
+    let allowed = get_with(proxy.addr(), "/", &[]).await;
+    assert_eq!(allowed.status, 200);
+    assert_eq!(allowed.echo_name(), "app");
+}
+
+#[tokio::test]
+async fn a_filter_calls_a_cluster_and_resumes_or_denies_on_its_answer() {
+    let app = Upstream::echo("app").await;
+    let authz = Upstream::echo("authz-service").await;
+    let proxy = proxy(&app, &authz, &["authz"], &plugin("authz", "pw-callout", ""));
+
+    let allowed = get_with(proxy.addr(), "/", &[("x-user", "alice")]).await;
+    assert_eq!(allowed.status, 200, "{}", allowed.text());
+    assert_eq!(
+        allowed.json()["headers"]["x-authz"],
+        "authz-service",
+        "set from the callout's answer"
+    );
+    let refused = get_with(proxy.addr(), "/", &[("x-user", "mallory")]).await;
+    assert_eq!(refused.status, 403);
+    assert_eq!(refused.header("x-authz-status"), Some("403"));
+
+    // Many at once: each paused request gets its own answer.
+    let mut all = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let addr = proxy.addr();
+        all.spawn(async move {
+            let user = if i % 4 == 0 { "mallory" } else { "alice" };
+            (user, get_with(addr, "/", &[("x-user", user)]).await.status)
+        });
+    }
+    while let Some(done) = all.join_next().await {
+        let (user, status) = done.unwrap();
+        assert_eq!(status, if user == "mallory" { 403 } else { 200 }, "{user}");
+    }
+}
+
+#[tokio::test]
+async fn a_filter_ticks_and_keeps_shared_data() {
+    let app = Upstream::echo("app").await;
+    let authz = Upstream::echo("authz").await;
+    let proxy = proxy(
+        &app,
+        &authz,
+        &["ticks"],
+        &plugin("ticks", "pw-tick-shared", ""),
+    );
+    let mut ticks = 0;
+    let counted = eventually(Duration::from_secs(10), async || {
+        let reply = get_with(proxy.addr(), "/", &[]).await;
+        ticks = reply.json()["headers"]["x-ticks"]
+            .as_str()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0);
+        ticks >= 5
+    })
+    .await;
+    assert!(counted, "ticks every 50 ms never reached 5 (last {ticks})");
+}
+
+#[tokio::test]
+async fn a_filter_rewrites_whole_bodies_both_ways() {
+    // An upstream that answers with the body it got.
+    let app = Upstream::serve(|req: Request<hyper::body::Incoming>| async move {
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let mut reply = b"you said: ".to_vec();
+        reply.extend_from_slice(&body);
+        reply.extend_from_slice(b" and hello to you");
+        http::Response::new(Full::new(Bytes::from(reply)))
+    })
+    .await;
+    let authz = Upstream::echo("authz").await;
+    let proxy = proxy(
+        &app,
+        &authz,
+        &["rewrite"],
+        &plugin("rewrite", "pw-body-rewrite", ""),
+    );
+    // A body in several pieces: the filter holds them until the end, then rewrites the whole.
+    let pieces: Vec<Result<http_body::Frame<Bytes>, std::convert::Infallible>> =
+        ["hel", "lo, wor", "ld; hello"]
+            .into_iter()
+            .map(|p| Ok(http_body::Frame::data(Bytes::from(p))))
+            .collect();
+    let body = http_body_util::StreamBody::new(futures_util::stream::iter(pieces));
+    let req = Request::post("/echo")
+        .header("host", "app")
+        .body(body)
+        .unwrap();
+    let reply = send(proxy.addr(), req).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        reply.text(),
+        "you said: HELLO, world; HELLO and HELLO to you"
+    );
+}
+
+#[test]
+fn a_filter_importing_what_no_host_has_is_refused_naming_the_import() {
+    let dir = scratch_dir();
+    let config = dir.join("unsupported.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:0\"\ndefault_cluster = \"c\"\nplugins = [\"secret\"]\n\n[[cluster]]\nname = \"c\"\nendpoints = [\"127.0.0.1:1\"]\n\n{}",
+            plugin("secret", "pw-unsupported", "")
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("validate")
+        .arg(&config)
+        .env("SWITCHYARD_PLUGIN_CACHE", dir.join("cache"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a filter with an unknown import was accepted"
+    );
+    assert!(
+        stderr.contains("plugin \"secret\"") && stderr.contains("env.proxy_get_secret_key"),
+        "{stderr}"
+    );
+}
