@@ -17,6 +17,7 @@
 
 pub mod abi;
 mod host;
+mod instances;
 
 /// The store data of a filter instance (named by the loader's linker).
 pub mod host_state {
@@ -28,14 +29,15 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use wasmtime::{Engine, InstancePre, Linker, Module, Store, TypedFunc, UpdateDeadline};
+use wasmtime::{Engine, InstancePre, Linker, Module};
 
-use super::bindings::{Decision, LocalResponse};
+use super::bindings::Decision;
 use super::host::PluginEnv;
 use super::instance::{BodyOf, HookCall, HookError};
 use super::request_state::RequestState;
 use crate::upstream::Clusters;
 use host::{Callout, FilterShared, FilterState};
+use instances::{Outcome, Slot};
 
 /// The root context every instance makes first (plugin configuration, ticks, root callouts).
 const ROOT: i32 = 1;
@@ -120,42 +122,6 @@ pub struct ProxyWasmFilter {
     pub tick_every: Option<Duration>,
 }
 
-struct Slot {
-    live: Option<Live>,
-    generation: u64,
-}
-
-struct Live {
-    store: Store<FilterState>,
-    exports: Exports,
-}
-
-/// `proxy_on_http_call_response(context, token, headers, body size, trailers)`.
-type CallResponseFunc = TypedFunc<(i32, i32, i32, i32, i32), ()>;
-
-/// The filter's callbacks.
-struct Exports {
-    context_create: TypedFunc<(i32, i32), ()>,
-    request_headers: TypedFunc<(i32, i32, i32), i32>,
-    request_body: TypedFunc<(i32, i32, i32), i32>,
-    response_headers: TypedFunc<(i32, i32, i32), i32>,
-    response_body: TypedFunc<(i32, i32, i32), i32>,
-    log: Option<TypedFunc<i32, ()>>,
-    done: Option<TypedFunc<i32, i32>>,
-    delete: Option<TypedFunc<i32, ()>>,
-    tick: Option<TypedFunc<i32, ()>>,
-    call_response: Option<CallResponseFunc>,
-}
-
-/// What one call into a filter left behind.
-struct Outcome {
-    action: i32,
-    local: Option<LocalResponse>,
-    resumed: bool,
-    callouts: Vec<Callout>,
-    body: Option<Vec<u8>>,
-}
-
 impl ProxyWasmFilter {
     /// Compiles and links the filter and starts its first instance (which runs
     /// `proxy_on_vm_start` and `proxy_on_configure` with `configuration`).
@@ -205,92 +171,6 @@ impl ProxyWasmFilter {
         Ok(filter)
     }
 
-    /// A new instance, started: the root context made, the VM started and configured.
-    fn start(&self) -> Result<Live, HookError> {
-        let engine = self.pre.module().engine();
-        let state = FilterState::new(
-            Arc::clone(&self.env),
-            Arc::clone(&self.shared),
-            Arc::clone(&self.configuration),
-        );
-        let mut store = Store::new(engine, state);
-        store.limiter(|s| s);
-        store.epoch_deadline_callback(|mut ctx| {
-            super::epoch::hook_running();
-            let state = ctx.data_mut();
-            state.ticks += 1;
-            if super::epoch::EPOCH_TICK * state.ticks >= state.limit {
-                state.timed_out = true;
-                Ok(UpdateDeadline::Interrupt)
-            } else {
-                Ok(UpdateDeadline::Continue(1))
-            }
-        });
-        let failed = |store: &mut Store<FilterState>, e: wasmtime::Error| {
-            HookError::Instantiate(classify(store, &e).to_string())
-        };
-        begin(&mut store, crate::sandbox::INIT_TIME);
-        let instance = match self.pre.instantiate(&mut store) {
-            Ok(instance) => instance,
-            Err(e) => return Err(failed(&mut store, e)),
-        };
-        let func =
-            |store: &mut Store<FilterState>, name: &str| instance.get_func(&mut *store, name);
-        let exports = Exports {
-            context_create: required(&instance, &mut store, "proxy_on_context_create")?,
-            request_headers: required(&instance, &mut store, "proxy_on_request_headers")?,
-            request_body: required(&instance, &mut store, "proxy_on_request_body")?,
-            response_headers: required(&instance, &mut store, "proxy_on_response_headers")?,
-            response_body: required(&instance, &mut store, "proxy_on_response_body")?,
-            log: instance.get_typed_func(&mut store, "proxy_on_log").ok(),
-            done: instance.get_typed_func(&mut store, "proxy_on_done").ok(),
-            delete: instance.get_typed_func(&mut store, "proxy_on_delete").ok(),
-            tick: instance.get_typed_func(&mut store, "proxy_on_tick").ok(),
-            call_response: instance
-                .get_typed_func(&mut store, "proxy_on_http_call_response")
-                .ok(),
-        };
-        let init = func(&mut store, "_initialize").or_else(|| func(&mut store, "_start"));
-        if let Some(init) = init.and_then(|f| f.typed::<(), ()>(&store).ok())
-            && let Err(e) = init.call(&mut store, ())
-        {
-            return Err(failed(&mut store, e));
-        }
-        let config_len = i32::try_from(self.configuration.len()).unwrap_or(i32::MAX);
-        let started = exports
-            .context_create
-            .call(&mut store, (ROOT, 0))
-            .and_then(|()| {
-                let vm_start: TypedFunc<(i32, i32), i32> =
-                    instance.get_typed_func(&mut store, "proxy_on_vm_start")?;
-                vm_start.call(&mut store, (ROOT, 0))
-            });
-        match started {
-            Ok(0) => {
-                return Err(HookError::Instantiate(
-                    "proxy_on_vm_start answered false".into(),
-                ));
-            }
-            Ok(_) => {}
-            Err(e) => return Err(failed(&mut store, e)),
-        }
-        let configure: Result<TypedFunc<(i32, i32), i32>, _> =
-            instance.get_typed_func(&mut store, "proxy_on_configure");
-        if let Ok(configure) = configure {
-            match configure.call(&mut store, (ROOT, config_len)) {
-                Ok(0) => {
-                    return Err(HookError::ConfigRefused(
-                        "proxy_on_configure answered false (see the filter's log)".into(),
-                    ));
-                }
-                Ok(_) => {}
-                Err(e) => return Err(failed(&mut store, e)),
-            }
-        }
-        Ok(Live { store, exports })
-    }
-
-    /// Runs one hook for `state`.
     pub async fn call(
         &self,
         state: Box<RequestState>,
@@ -506,137 +386,6 @@ impl ProxyWasmFilter {
             .find(|c| c.filter == self.id)
             .cloned()
     }
-
-    fn run(
-        &self,
-        context: &FilterContext,
-        state: Option<Box<RequestState>>,
-        body: Option<Vec<u8>>,
-        call: impl FnOnce(&mut Live) -> wasmtime::Result<i32>,
-    ) -> (Option<Box<RequestState>>, Result<Outcome, HookError>) {
-        self.run_with(context, state, body, None, call)
-    }
-
-    /// One call into the instance holding `context`, with `state` lent to it; the state always
-    /// comes back. An instance that fails is dropped (with every context in it).
-    fn run_with(
-        &self,
-        context: &FilterContext,
-        state: Option<Box<RequestState>>,
-        body: Option<Vec<u8>>,
-        call_response: Option<super::bindings::HttpResponse>,
-        call: impl FnOnce(&mut Live) -> wasmtime::Result<i32>,
-    ) -> (Option<Box<RequestState>>, Result<Outcome, HookError>) {
-        let mut slot = lock(&self.slots[context.slot]);
-        if slot.generation != context.generation {
-            let error =
-                HookError::Trap("the filter's instance was restarted after a failure".into());
-            return (state, Err(error));
-        }
-        if slot.live.is_none() {
-            match self.start() {
-                Ok(live) => slot.live = Some(live),
-                Err(e) => return (state, Err(e)),
-            }
-        }
-        let generation = slot.generation;
-        let Some(live) = slot.live.as_mut() else {
-            return (state, Err(HookError::Instantiate("no instance".into())));
-        };
-        self.delete_orphans(live, context.slot, generation);
-        begin(&mut live.store, self.env.time_limit);
-        let data = live.store.data_mut();
-        data.request = state;
-        data.body = body;
-        data.call_response = call_response;
-        let result = call(live);
-        let data = live.store.data_mut();
-        let state = data.request.take();
-        let outcome = Outcome {
-            action: 0,
-            local: data.local_response.take(),
-            resumed: std::mem::take(&mut data.resumed),
-            callouts: std::mem::take(&mut data.callouts),
-            body: data.body.take(),
-        };
-        data.call_response = None;
-        match result {
-            Ok(action) => (state, Ok(Outcome { action, ..outcome })),
-            Err(e) => {
-                let error = classify(&mut live.store, &e);
-                slot.live = None;
-                slot.generation += 1;
-                (state, Err(error))
-            }
-        }
-    }
-
-    /// Deletes the contexts of requests that ended without the filter's log callback.
-    fn delete_orphans(&self, live: &mut Live, slot: usize, generation: u64) {
-        let mine: Vec<i32> = {
-            let mut orphans = lock(&self.orphans);
-            let (mine, rest): (Vec<_>, Vec<_>) = orphans
-                .drain(..)
-                .partition(|(s, g, _)| *s == slot && *g == generation);
-            *orphans = rest
-                .into_iter()
-                .filter(|(s, g, _)| *s != slot || *g > generation)
-                .collect();
-            mine.into_iter().map(|(_, _, id)| id).collect()
-        };
-        if mine.is_empty() {
-            return;
-        }
-        begin(&mut live.store, self.env.time_limit);
-        for id in mine {
-            lock(&self.held).retain(|(context, _), _| *context != id);
-            if let Some(done) = &live.exports.done {
-                let _ = done.call(&mut live.store, id);
-            }
-            if let Some(delete) = &live.exports.delete {
-                let _ = delete.call(&mut live.store, id);
-            }
-        }
-    }
-}
-
-impl Outcome {
-    fn empty() -> Self {
-        Self {
-            action: abi::ACTION_CONTINUE,
-            local: None,
-            resumed: false,
-            callouts: Vec::new(),
-            body: None,
-        }
-    }
-
-    fn merge(&mut self, other: Outcome) {
-        self.local = self.local.take().or(other.local);
-        self.resumed |= other.resumed;
-        self.callouts.extend(other.callouts);
-    }
-}
-
-/// An export every filter has, typed.
-fn required<Params: wasmtime::WasmParams, Results: wasmtime::WasmResults>(
-    instance: &wasmtime::Instance,
-    store: &mut Store<FilterState>,
-    name: &str,
-) -> Result<TypedFunc<Params, Results>, HookError> {
-    instance
-        .get_typed_func(&mut *store, name)
-        .map_err(|e| HookError::Instantiate(format!("{name}: {e:#}")))
-}
-
-/// Prepares a store for a call: a fresh CPU budget of `limit`.
-fn begin(store: &mut Store<FilterState>, limit: Duration) {
-    super::epoch::hook_running();
-    let data = store.data_mut();
-    data.ticks = 0;
-    data.limit = limit;
-    data.timed_out = false;
-    store.set_epoch_deadline(1);
 }
 
 /// Makes the callouts at once; each answer (or `None`, for a failure) with its token.
@@ -651,17 +400,6 @@ async fn make_callouts(
         (c.token, answer)
     });
     futures_util::future::join_all(calls).await
-}
-
-fn classify(store: &mut Store<FilterState>, error: &wasmtime::Error) -> HookError {
-    let data = store.data_mut();
-    if data.timed_out {
-        HookError::Timeout
-    } else if data.out_of_memory {
-        HookError::OutOfMemory
-    } else {
-        HookError::Trap(super::failures::describe_trap(error, None))
-    }
 }
 
 fn count_headers(headers: Option<&http::HeaderMap>) -> i32 {
