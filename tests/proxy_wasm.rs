@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 
-use crate::support::proxy::{admin_get, plugin_path, scratch_dir};
+use crate::support::proxy::{admin_get, admin_send, plugin_path, scratch_dir};
 use crate::support::{Proxy, Upstream, eventually, get_with, send};
 
 /// A proxy whose `public` listener runs `chain` in front of `app`, with `authz` as a second
@@ -225,5 +225,116 @@ fn a_filter_importing_what_no_host_has_is_refused_naming_the_import() {
     assert!(
         stderr.contains("plugin \"secret\"") && stderr.contains("env.proxy_get_secret_key"),
         "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_misbehaving_filter_fails_one_request_under_the_sandbox_and_its_instance_is_replaced() {
+    let app = Upstream::echo("app").await;
+    let authz = Upstream::echo("authz").await;
+    let limits = "limits = { time = \"50ms\", memory = \"16MiB\" }";
+    let plugins = plugin(
+        "closed",
+        "pw-misbehave",
+        &format!("on_error = \"fail_closed\"\n{limits}"),
+    ) + &plugin("hello", "hello", "");
+    let proxy = proxy(&app, &authz, &["closed", "hello"], &plugins);
+    assert_eq!(get_with(proxy.addr(), "/", &[]).await.status, 200);
+    for (header, kind) in [
+        ("x-panic", "trap"),
+        ("x-spin", "timeout"),
+        ("x-hog", "out_of_memory"),
+    ] {
+        let started = std::time::Instant::now();
+        let reply = get_with(proxy.addr(), "/", &[(header, "1")]).await;
+        assert_eq!(reply.status, 503, "{header}: {}", reply.text());
+        assert_eq!(
+            reply.header("x-switchyard-error"),
+            Some("plugin closed"),
+            "{header}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{header} was stopped in time"
+        );
+        // The next request gets a fresh instance (the old one's count started again).
+        let after = get_with(proxy.addr(), "/", &[]).await;
+        assert_eq!(after.status, 200, "after {header}: {}", after.text());
+        let metrics = admin_get(proxy.admin, "/metrics");
+        assert!(
+            metrics.contains(&format!(
+                "switchyard_plugin_hook_errors_total{{plugin=\"closed\",kind=\"{kind}\"}} 1"
+            )),
+            "{header} counted as {kind}: {metrics}"
+        );
+    }
+
+    // fail_open: the filter is skipped for the request it failed, and the chain goes on.
+    let open = plugin(
+        "open",
+        "pw-misbehave",
+        &format!("on_error = \"fail_open\"\n{limits}"),
+    ) + &plugin("hello", "hello", "");
+    let proxy = self::proxy(&app, &authz, &["open", "hello"], &open);
+    let reply = get_with(proxy.addr(), "/", &[("x-panic", "1")]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        reply.header("x-hello"),
+        Some("hello"),
+        "the plugins after it ran"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filter_is_swapped_at_run_time_without_a_failed_request() {
+    let app = Upstream::echo("app").await;
+    let authz = Upstream::echo("authz").await;
+    let token = "swap-token-0123456789";
+    let mut config = format!("[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{token}\"\n");
+    config.push_str(&format!(
+        "\n[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\ndefault_cluster = \"app\"\nplugins = [\"swappable\"]\n\n[[cluster]]\nname = \"app\"\nendpoints = [\"{}\"]\n\n[[cluster]]\nname = \"authz\"\nendpoints = [\"{}\"]\n\n{}",
+        app.addr,
+        authz.addr,
+        plugin("swappable", "pw-add-header", "[plugin.config]\nvalue = \"v\"")
+    ));
+    let proxy = Proxy::start(&config);
+    let (addr, admin) = (proxy.addr(), proxy.admin);
+    let load = tokio::spawn(async move {
+        let mut seen = std::collections::BTreeMap::<String, usize>::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while std::time::Instant::now() < deadline {
+            let reply = get_with(addr, "/", &[("x-deny", "1")]).await;
+            let key = format!(
+                "{} {}",
+                reply.status.as_u16(),
+                reply.header("x-denied-by").unwrap_or("-")
+            );
+            *seen.entry(key).or_default() += 1;
+        }
+        seen
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // One filter's binary replaced by another's while requests flow.
+    let deny = std::fs::read(plugin_path("pw-deny")).unwrap();
+    let (status, answer) = tokio::task::spawn_blocking(move || {
+        admin_send(admin, "PUT", "/plugins/swappable", Some(token), &deny)
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let seen = load.await.unwrap();
+    let failed: usize = seen
+        .iter()
+        .filter(|(k, _)| !(k.starts_with("200 ") || k.as_str() == "403 deny"))
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(failed, 0, "{seen:?}");
+    assert!(
+        seen.get("200 -").is_some_and(|n| *n > 0),
+        "served before the swap: {seen:?}"
+    );
+    assert!(
+        seen.get("403 deny").is_some_and(|n| *n > 0),
+        "the new filter answered: {seen:?}"
     );
 }

@@ -243,7 +243,14 @@ impl ProxyWasmFilter {
             live.exports.context_create.call(&mut *store, (id, ROOT))?;
             live.exports.request_headers.call(store, (id, headers, eos))
         });
-        self.settle(state, &context, outcome).await
+        let (mut state, decision) = self.settle(state, &context, outcome).await;
+        if decision.is_err() {
+            // Failed here, the request has no context in the filter any more (its instance is
+            // gone): its response and body pass the filter by, and the failure counts once.
+            context.deleted.store(true, Ordering::Relaxed);
+            state.filter_contexts.retain(|c| !Arc::ptr_eq(c, &context));
+        }
+        (state, decision)
     }
 
     /// Follows a call's outcome to a decision: answers what the filter answered, makes the
