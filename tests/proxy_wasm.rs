@@ -338,3 +338,32 @@ async fn a_filter_is_swapped_at_run_time_without_a_failed_request() {
         "the new filter answered: {seen:?}"
     );
 }
+
+#[test]
+fn a_filter_refusing_its_configuration_is_refused_at_load() {
+    let dir = scratch_dir();
+    let config = dir.join("refused.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:0\"\ndefault_cluster = \"c\"\nplugins = [\"add\"]\n\n[[cluster]]\nname = \"c\"\nendpoints = [\"127.0.0.1:1\"]\n\n{}",
+            plugin("add", "pw-add-header", "[plugin.config]\nvalue = 5")
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("validate")
+        .arg(&config)
+        .env("SWITCHYARD_PLUGIN_CACHE", dir.join("cache"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a refused configuration was accepted"
+    );
+    assert!(
+        stderr.contains("plugin \"add\"") && stderr.contains("proxy_on_configure answered false"),
+        "{stderr}"
+    );
+}

@@ -93,6 +93,13 @@ impl Body for ChunkStream {
             }
             match std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
                 Some(Ok(frame)) => match frame.into_data() {
+                    // A body that knows its last piece (a length, a whole buffer) says so with
+                    // it: one plugin call, not one more with nothing, and the piece goes out
+                    // with the body's end rather than in a write of its own.
+                    Ok(chunk) if this.inner.is_end_stream() => {
+                        this.ended = true;
+                        this.start(chunk, true);
+                    }
                     Ok(chunk) => this.start(chunk, false),
                     Err(frame) => {
                         this.trailers = frame.into_trailers().ok();

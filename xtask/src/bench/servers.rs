@@ -114,7 +114,8 @@ impl Server {
     }
 
     /// Every proxy configuration compared, nginx first (the ratios' base): the plain proxies,
-    /// Switchyard with 1 and 5 no-op plugins, the canary and the mission chain, and the program
+    /// Switchyard with 1 and 5 no-op plugins, one header plugin as a component and the same as
+    /// a proxy-wasm filter, the canary and the mission chain, and the program
     /// (API-key auth, /api/ only, an 80/20 canary) in nginx + Lua, nginx + njs, HAProxy + Lua
     /// and Switchyard with the shipped plugins.
     pub fn proxies() -> Result<Vec<Self>> {
@@ -145,6 +146,24 @@ impl Server {
                 "switchyard-noop5.toml",
                 Plain,
                 5,
+                "switchyard",
+            )?
+            .main_only(),
+            Self::new(
+                "switchyard+header",
+                Kind::Switchyard,
+                "switchyard-header.toml",
+                Plain,
+                1,
+                "switchyard",
+            )?
+            .main_only(),
+            Self::new(
+                "switchyard+pw-header",
+                Kind::Switchyard,
+                "switchyard-pw-header.toml",
+                Plain,
+                1,
                 "switchyard",
             )?
             .main_only(),

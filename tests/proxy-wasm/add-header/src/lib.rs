@@ -26,7 +26,14 @@ impl RootContext for Root {
         let Ok(json) = serde_json::from_slice::<serde_json::Value>(&config) else {
             return false;
         };
-        self.value = json["value"].as_str().unwrap_or("set").to_owned();
+        self.value = match &json["value"] {
+            serde_json::Value::String(value) => value.clone(),
+            serde_json::Value::Null => "set".to_owned(),
+            other => {
+                log::error!("`value` must be a string, not {other}");
+                return false;
+            }
+        };
         self.requests = proxy_wasm::hostcalls::define_metric(MetricType::Counter, "add_header_requests")
             .unwrap_or(0);
         true

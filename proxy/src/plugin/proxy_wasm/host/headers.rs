@@ -97,12 +97,39 @@ pub(super) fn get_map_value(
     ret_len: i32,
 ) -> HostResult {
     let key = read(&mut c, key, key_len)?.to_ascii_lowercase();
-    let value = map_pairs(c.data(), which)
-        .and_then(|pairs| pairs.into_iter().find(|(n, _)| *n == key).map(|(_, v)| v));
+    let value = if key.first() == Some(&b':') {
+        map_pairs(c.data(), which)
+            .and_then(|pairs| pairs.into_iter().find(|(n, _)| *n == key).map(|(_, v)| v))
+    } else {
+        plain_value(c.data(), which, &key)
+    };
     match value {
         Some(value) => give(&mut c, &value, ret_ptr, ret_len).map(|()| ok()),
         None => Ok(status(Status::NotFound)),
     }
+}
+
+/// One field of header map `which`, looked up without copying the map (the common read).
+fn plain_value(state: &FilterState, which: i32, key: &[u8]) -> Option<Vec<u8>> {
+    let request = state.request.as_ref();
+    let value = match which {
+        map::REQUEST_HEADERS => request?
+            .head
+            .headers
+            .get(HeaderName::from_bytes(key).ok()?)?,
+        map::RESPONSE_HEADERS => request?
+            .response
+            .as_ref()?
+            .headers
+            .get(HeaderName::from_bytes(key).ok()?)?,
+        _ => {
+            return map_pairs(state, which)?
+                .into_iter()
+                .find(|(n, _)| n == key)
+                .map(|(_, v)| v);
+        }
+    };
+    Some(value.as_bytes().to_vec())
 }
 
 /// How a header map is changed.

@@ -77,6 +77,8 @@ pub struct FilterState {
     pub limit: Duration,
     pub timed_out: bool,
     pub out_of_memory: bool,
+    /// The filter's allocator, found at its first use.
+    malloc: Option<wasmtime::TypedFunc<i32, i32>>,
 }
 
 impl FilterState {
@@ -98,6 +100,7 @@ impl FilterState {
             limit: Duration::ZERO,
             timed_out: false,
             out_of_memory: false,
+            malloc: None,
         }
     }
 }
@@ -377,12 +380,19 @@ fn write_u32(c: &mut Ctx<'_>, ptr: i32, value: u32) -> wasmtime::Result<()> {
 /// Hands `bytes` to the filter: memory from its allocator, the pointer and length written
 /// where it asked.
 fn give(c: &mut Ctx<'_>, bytes: &[u8], ret_ptr: i32, ret_len: i32) -> wasmtime::Result<()> {
-    let malloc = c
-        .get_export("malloc")
-        .or_else(|| c.get_export("proxy_on_memory_allocate"))
-        .and_then(Extern::into_func)
-        .ok_or_else(|| wasmtime::Error::msg("the filter exports no allocator (malloc)"))?
-        .typed::<i32, i32>(&*c)?;
+    let malloc = match c.data().malloc.clone() {
+        Some(malloc) => malloc,
+        None => {
+            let malloc = c
+                .get_export("malloc")
+                .or_else(|| c.get_export("proxy_on_memory_allocate"))
+                .and_then(Extern::into_func)
+                .ok_or_else(|| wasmtime::Error::msg("the filter exports no allocator (malloc)"))?
+                .typed::<i32, i32>(&*c)?;
+            c.data_mut().malloc = Some(malloc.clone());
+            malloc
+        }
+    };
     let len = i32::try_from(bytes.len()).map_err(|_| wasmtime::Error::msg("value too large"))?;
     let at = malloc.call(&mut *c, len.max(1))?;
     if at == 0 {
