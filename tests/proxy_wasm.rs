@@ -106,7 +106,8 @@ async fn a_filter_answers_requests_itself_with_send_local_response() {
 async fn a_filter_calls_a_cluster_and_resumes_or_denies_on_its_answer() {
     let app = Upstream::echo("app").await;
     let authz = Upstream::echo("authz-service").await;
-    let proxy = proxy(&app, &authz, &["authz"], &plugin("authz", "pw-callout", ""));
+    let plugins = plugin("authz", "pw-callout", "") + &plugin("hello", "hello", "");
+    let proxy = proxy(&app, &authz, &["authz", "hello"], &plugins);
 
     let allowed = get_with(proxy.addr(), "/", &[("x-user", "alice")]).await;
     assert_eq!(allowed.status, 200, "{}", allowed.text());
@@ -114,6 +115,11 @@ async fn a_filter_calls_a_cluster_and_resumes_or_denies_on_its_answer() {
         allowed.json()["headers"]["x-authz"],
         "authz-service",
         "set from the callout's answer"
+    );
+    assert_eq!(
+        allowed.header("x-hello"),
+        Some("hello"),
+        "our plugin after it ran"
     );
     let refused = get_with(proxy.addr(), "/", &[("x-user", "mallory")]).await;
     assert_eq!(refused.status, 403);
@@ -138,12 +144,8 @@ async fn a_filter_calls_a_cluster_and_resumes_or_denies_on_its_answer() {
 async fn a_filter_ticks_and_keeps_shared_data() {
     let app = Upstream::echo("app").await;
     let authz = Upstream::echo("authz").await;
-    let proxy = proxy(
-        &app,
-        &authz,
-        &["ticks"],
-        &plugin("ticks", "pw-tick-shared", ""),
-    );
+    let plugins = plugin("hello", "hello", "") + &plugin("ticks", "pw-tick-shared", "");
+    let proxy = proxy(&app, &authz, &["hello", "ticks"], &plugins);
     let mut ticks = 0;
     let counted = eventually(Duration::from_secs(10), async || {
         let reply = get_with(proxy.addr(), "/", &[]).await;
@@ -174,12 +176,8 @@ async fn a_filter_rewrites_whole_bodies_both_ways() {
     })
     .await;
     let authz = Upstream::echo("authz").await;
-    let proxy = proxy(
-        &app,
-        &authz,
-        &["rewrite"],
-        &plugin("rewrite", "pw-body-rewrite", ""),
-    );
+    let plugins = plugin("rewrite", "pw-body-rewrite", "") + &plugin("hello", "hello", "");
+    let proxy = proxy(&app, &authz, &["rewrite", "hello"], &plugins);
     // A body in several pieces: the filter holds them until the end, then rewrites the whole.
     let pieces: Vec<Result<http_body::Frame<Bytes>, std::convert::Infallible>> =
         ["hel", "lo, wor", "ld; hello"]
@@ -196,6 +194,11 @@ async fn a_filter_rewrites_whole_bodies_both_ways() {
     assert_eq!(
         reply.text(),
         "you said: HELLO, world; HELLO and HELLO to you"
+    );
+    assert_eq!(
+        reply.header("x-hello"),
+        Some("hello"),
+        "our plugin after it ran"
     );
 }
 
