@@ -370,3 +370,65 @@ fn a_filter_refusing_its_configuration_is_refused_at_load() {
         "{stderr}"
     );
 }
+
+/// Sends `request` as it is and reads the whole answer (the request asks to close).
+async fn raw_exchange(proxy: &Proxy, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("the proxy answered within 10 s")
+        .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn a_filter_reads_and_changes_trailers_both_ways() {
+    // Request trailers: the upstream reports the `x-checksum` trailer it got.
+    let app = Upstream::serve(|req: Request<hyper::body::Incoming>| async move {
+        let collected = req.into_body().collect().await.ok();
+        let seen = collected
+            .as_ref()
+            .and_then(|c| c.trailers())
+            .and_then(|t| t.get("x-checksum"))
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none")
+            .to_owned();
+        http::Response::new(Full::new(Bytes::from(format!("saw {seen}"))))
+    })
+    .await;
+    let authz = Upstream::echo("authz").await;
+    let plugins = plugin("rewrite", "pw-body-rewrite", "") + &plugin("hello", "hello", "");
+    let proxy = proxy(&app, &authz, &["rewrite", "hello"], &plugins);
+    let answer = raw_exchange(
+        &proxy,
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTrailer: x-checksum\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\nx-checksum: abc123\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.contains("saw ABC123"),
+        "the filter changed the request trailer: {answer}"
+    );
+
+    // Response trailers: the upstream sends `x-digest`; the filter adds one.
+    let app = Upstream::raw(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-digest\r\nConnection: close\r\n\r\n4\r\nbody\r\n0\r\nx-digest: d1\r\n\r\n",
+    )
+    .await;
+    let proxy = self::proxy(&app, &authz, &["rewrite", "hello"], &plugins);
+    let answer = raw_exchange(
+        &proxy,
+        b"GET / HTTP/1.1\r\nHost: x\r\nTE: trailers\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 200"), "{answer}");
+    assert!(answer.contains("x-digest: d1\r\n"), "{answer}");
+    assert!(
+        answer.contains("x-filter-trailer: yes\r\n"),
+        "the filter added a response trailer: {answer}"
+    );
+}

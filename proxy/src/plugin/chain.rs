@@ -162,6 +162,42 @@ impl Chain {
         (state, Ok(chunk))
     }
 
+    /// Passes a body's trailers through the plugins that stream it, in the order of its
+    /// pieces (proxy-wasm filters read and change them; Switchyard plugins see pieces only).
+    /// The trailers to send, or the fail-closed plugin that failed.
+    pub async fn on_trailers(
+        &self,
+        mut state: Box<RequestState>,
+        body: BodyOf,
+        mut trailers: http::HeaderMap,
+    ) -> (Box<RequestState>, Result<http::HeaderMap, Arc<str>>) {
+        let routed = self.chain_of(&state);
+        let chain = routed.as_deref().unwrap_or(&self.plugins);
+        let streaming: Vec<Arc<Plugin>> = match body {
+            BodyOf::Request => chain
+                .iter()
+                .filter(|p| p.streams_request)
+                .cloned()
+                .collect(),
+            BodyOf::Response => response_path(chain, &state)
+                .filter(|p| p.streams_response)
+                .cloned()
+                .collect(),
+        };
+        for plugin in streaming {
+            let (back, result) = plugin.trailers(state, body, trailers).await;
+            state = back;
+            match result {
+                Ok(changed) => trailers = changed,
+                Err(_) if plugin.on_error == OnError::FailClosed => {
+                    return (state, Err(Arc::clone(&plugin.name)));
+                }
+                Err((_, kept)) => trailers = kept,
+            }
+        }
+        (state, Ok(trailers))
+    }
+
     pub fn wants_log(&self) -> bool {
         self.every_plugin().any(|p| p.wants(Hook::Log))
     }

@@ -16,6 +16,9 @@ use crate::body::{BodyError, ProxyBody};
 
 /// A chunk on its way through the plugins, with the request copy they are lent.
 type Pending = Pin<Box<dyn Future<Output = (Box<RequestState>, Result<Bytes, Arc<str>>)> + Send>>;
+/// The trailers on their way through the plugins.
+type PendingTrailers =
+    Pin<Box<dyn Future<Output = (Box<RequestState>, Result<http::HeaderMap, Arc<str>>)> + Send>>;
 
 /// `inner`, chunk by chunk through `chain`'s streaming plugins.
 pub struct ChunkStream {
@@ -27,6 +30,8 @@ pub struct ChunkStream {
     pending: Option<Pending>,
     /// Trailers held back until the last chunk call has run.
     trailers: Option<http::HeaderMap>,
+    /// The trailers passing through the plugins, once the last chunk call has run.
+    pending_trailers: Option<PendingTrailers>,
     /// `inner` has ended and the last chunk call was made.
     ended: bool,
 }
@@ -49,6 +54,7 @@ impl ChunkStream {
             state: Some(view),
             pending: None,
             trailers: None,
+            pending_trailers: None,
             ended: false,
         }
     }
@@ -88,8 +94,25 @@ impl Body for ChunkStream {
                     }
                 }
             }
+            if let Some(pending) = this.pending_trailers.as_mut() {
+                let (state, result) = std::task::ready!(pending.as_mut().poll(cx));
+                this.pending_trailers = None;
+                this.state = Some(state);
+                return Poll::Ready(Some(match result {
+                    Ok(trailers) => Ok(Frame::trailers(trailers)),
+                    Err(plugin) => Err(format!("plugin {plugin:?} failed on the trailers").into()),
+                }));
+            }
             if this.ended {
-                return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))));
+                let (Some(trailers), Some(state)) = (this.trailers.take(), this.state.take())
+                else {
+                    return Poll::Ready(None);
+                };
+                let (chain, body) = (Arc::clone(&this.chain), this.body);
+                this.pending_trailers = Some(Box::pin(async move {
+                    chain.on_trailers(state, body, trailers).await
+                }));
+                continue;
             }
             match std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
                 Some(Ok(frame)) => match frame.into_data() {
@@ -117,7 +140,10 @@ impl Body for ChunkStream {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.ended && self.pending.is_none() && self.trailers.is_none()
+        self.ended
+            && self.pending.is_none()
+            && self.trailers.is_none()
+            && self.pending_trailers.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {

@@ -260,6 +260,36 @@ impl Plugin {
     }
 }
 
+impl Plugin {
+    /// A body's trailers through the plugin: proxy-wasm filters get them
+    /// (`proxy_on_*_trailers`); Switchyard plugins leave them as they are. On failure the
+    /// trailers come back unchanged beside the error.
+    async fn trailers(
+        &self,
+        state: Box<RequestState>,
+        body: BodyOf,
+        trailers: http::HeaderMap,
+    ) -> (
+        Box<RequestState>,
+        Result<http::HeaderMap, (HookError, http::HeaderMap)>,
+    ) {
+        let Runner::ProxyWasm(filter) = &self.runner else {
+            return (state, Ok(trailers));
+        };
+        let (state, result) = filter.trailers(state, body, trailers).await;
+        if let Err((error, _)) = &result {
+            let hook = match body {
+                BodyOf::Request => Hook::RequestChunk,
+                BodyOf::Response => Hook::ResponseChunk,
+            };
+            self.count(hook, None, Some(error));
+            let request_id = state.request_id.to_str().ok();
+            self.failures.record(&self.name, hook, error, request_id);
+        }
+        (state, result)
+    }
+}
+
 /// Which bodies a plugin asked in `init` to get chunk by chunk.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Streams {

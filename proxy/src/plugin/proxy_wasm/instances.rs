@@ -36,6 +36,8 @@ pub(super) struct Exports {
     pub(super) done: Option<TypedFunc<i32, i32>>,
     pub(super) delete: Option<TypedFunc<i32, ()>>,
     pub(super) tick: Option<TypedFunc<i32, ()>>,
+    pub(super) request_trailers: Option<TypedFunc<(i32, i32), i32>>,
+    pub(super) response_trailers: Option<TypedFunc<(i32, i32), i32>>,
     pub(super) call_response: Option<CallResponseFunc>,
 }
 
@@ -90,6 +92,12 @@ impl ProxyWasmFilter {
             done: instance.get_typed_func(&mut store, "proxy_on_done").ok(),
             delete: instance.get_typed_func(&mut store, "proxy_on_delete").ok(),
             tick: instance.get_typed_func(&mut store, "proxy_on_tick").ok(),
+            request_trailers: instance
+                .get_typed_func(&mut store, "proxy_on_request_trailers")
+                .ok(),
+            response_trailers: instance
+                .get_typed_func(&mut store, "proxy_on_response_trailers")
+                .ok(),
             call_response: instance
                 .get_typed_func(&mut store, "proxy_on_http_call_response")
                 .ok(),

@@ -358,6 +358,43 @@ impl ProxyWasmFilter {
         (state, Ok(Some(data)))
     }
 
+    /// Passes a body's trailers through the filter (`proxy_on_request_trailers`,
+    /// `proxy_on_response_trailers`): the trailers it leaves, or the error with them unchanged.
+    pub async fn trailers(
+        &self,
+        state: Box<RequestState>,
+        body: BodyOf,
+        trailers: http::HeaderMap,
+    ) -> (
+        Box<RequestState>,
+        Result<http::HeaderMap, (HookError, http::HeaderMap)>,
+    ) {
+        let Some(context) = self.context_of(&state) else {
+            return (state, Ok(trailers));
+        };
+        let count = count_headers(Some(&trailers));
+        let original = trailers.clone();
+        let mut changed = None;
+        let (state, outcome) = self.run(&context, Some(state), None, |live| {
+            live.store.data_mut().trailers = Some(trailers);
+            let callback = match body {
+                BodyOf::Request => &live.exports.request_trailers,
+                BodyOf::Response => &live.exports.response_trailers,
+            };
+            let result = match callback {
+                Some(callback) => callback.call(&mut live.store, (context.id, count)),
+                None => Ok(abi::ACTION_CONTINUE),
+            };
+            changed = live.store.data_mut().trailers.take();
+            result
+        });
+        let state = returned(state);
+        match outcome {
+            Ok(_) => (state, Ok(changed.unwrap_or(original))),
+            Err(e) => (state, Err((e, original))),
+        }
+    }
+
     /// `proxy_on_tick` on the first instance, then the callouts it made, answered to it.
     pub async fn tick(&self, clusters: Arc<Clusters>) -> Result<Decision, HookError> {
         let root = FilterContext {

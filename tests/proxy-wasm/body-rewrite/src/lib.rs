@@ -1,5 +1,6 @@
 //! Waits for the whole request body, then upper-cases every "hello" in it; does the same to the
-//! response body.
+//! response body. Upper-cases the request's `x-checksum` trailer, and adds `x-filter-trailer: yes`
+//! to the response's trailers.
 use proxy_wasm::traits::*;
 use proxy_wasm::types::*;
 
@@ -23,6 +24,18 @@ impl HttpContext for Rewrite {
         if let Some(body) = self.get_http_request_body(0, size) {
             self.set_http_request_body(0, size, &shout(&body));
         }
+        Action::Continue
+    }
+
+    fn on_http_request_trailers(&mut self, _: usize) -> Action {
+        if let Some(sum) = self.get_http_request_trailer("x-checksum") {
+            self.set_http_request_trailer("x-checksum", Some(&sum.to_uppercase()));
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_trailers(&mut self, _: usize) -> Action {
+        self.add_http_response_trailer("x-filter-trailer", "yes");
         Action::Continue
     }
 

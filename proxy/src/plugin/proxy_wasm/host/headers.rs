@@ -3,7 +3,7 @@
 
 use http::header::{HeaderName, HeaderValue};
 
-use super::{Ctx, FilterState, HostResult, give, ok, read, status, unimplemented};
+use super::{Ctx, FilterState, HostResult, give, ok, read, status};
 use crate::plugin::proxy_wasm::abi::{self, Status, map};
 use crate::plugin::request_state::RequestState;
 
@@ -63,9 +63,11 @@ fn map_pairs(state: &FilterState, which: i32) -> Option<Vec<(Vec<u8>, Vec<u8>)>>
             );
             Some(all)
         }
-        map::REQUEST_TRAILERS | map::RESPONSE_TRAILERS | map::CALL_RESPONSE_TRAILERS => {
-            Some(Vec::new())
+        // The trailers in scope, during a trailers callback; none otherwise.
+        map::REQUEST_TRAILERS | map::RESPONSE_TRAILERS => {
+            Some(state.trailers.as_ref().map(pairs).unwrap_or_default())
         }
+        map::CALL_RESPONSE_TRAILERS => Some(Vec::new()),
         _ => None,
     }
 }
@@ -147,20 +149,27 @@ fn change_map(
     value: &[u8],
     change: Change,
 ) -> i32 {
-    let Some(request) = state.request.as_mut() else {
-        return status(Status::NotFound);
-    };
-    if name.first() == Some(&b':') {
-        return change_pseudo(request, which, name, value);
-    }
     let headers = match which {
-        map::REQUEST_HEADERS => &mut request.head.headers,
-        map::RESPONSE_HEADERS => match request.response.as_mut() {
-            Some(response) => &mut response.headers,
+        map::REQUEST_TRAILERS | map::RESPONSE_TRAILERS => match state.trailers.as_mut() {
+            Some(trailers) => trailers,
             None => return status(Status::NotFound),
         },
-        map::REQUEST_TRAILERS | map::RESPONSE_TRAILERS => return unimplemented(),
-        _ => return status(Status::BadArgument),
+        _ => {
+            let Some(request) = state.request.as_mut() else {
+                return status(Status::NotFound);
+            };
+            if name.first() == Some(&b':') {
+                return change_pseudo(request, which, name, value);
+            }
+            match which {
+                map::REQUEST_HEADERS => &mut request.head.headers,
+                map::RESPONSE_HEADERS => match request.response.as_mut() {
+                    Some(response) => &mut response.headers,
+                    None => return status(Status::NotFound),
+                },
+                _ => return status(Status::BadArgument),
+            }
+        }
     };
     let Ok(name) = HeaderName::from_bytes(name) else {
         return status(Status::BadArgument);
@@ -263,6 +272,10 @@ pub(super) fn set_map_pairs(mut c: Ctx<'_>, which: i32, ptr: i32, len: i32) -> H
     };
     let state = c.data_mut();
     let headers = match (which, state.request.as_mut()) {
+        (map::REQUEST_TRAILERS | map::RESPONSE_TRAILERS, _) => match state.trailers.as_mut() {
+            Some(trailers) => trailers,
+            None => return Ok(status(Status::NotFound)),
+        },
         (map::REQUEST_HEADERS, Some(r)) => &mut r.head.headers,
         (map::RESPONSE_HEADERS, Some(r)) => match r.response.as_mut() {
             Some(response) => &mut response.headers,

@@ -62,6 +62,8 @@ pub struct FilterState {
     pub clusters: Option<Arc<Clusters>>,
     /// The body piece a body callback sees (and may replace).
     pub body: Option<Vec<u8>>,
+    /// The trailers a trailers callback sees (and may change).
+    pub trailers: Option<http::HeaderMap>,
     /// The response of the callout being delivered, in `proxy_on_http_call_response`.
     pub call_response: Option<HttpResponse>,
     /// Set by `proxy_send_local_response`.
@@ -90,6 +92,7 @@ impl FilterState {
             request: None,
             clusters: None,
             body: None,
+            trailers: None,
             call_response: None,
             local_response: None,
             resumed: false,
