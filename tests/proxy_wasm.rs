@@ -432,3 +432,28 @@ async fn a_filter_reads_and_changes_trailers_both_ways() {
         "the filter added a response trailer: {answer}"
     );
 }
+
+#[tokio::test]
+async fn a_filters_root_context_is_told_of_values_on_its_shared_queue() {
+    let app = Upstream::echo("app").await;
+    let authz = Upstream::echo("authz").await;
+    let plugins = plugin("queue", "pw-queue", "") + &plugin("hello", "hello", "");
+    let proxy = proxy(&app, &authz, &["queue", "hello"], &plugins);
+    // Each request enqueues its path; the root context drains the queue when told (before its
+    // instance's next call), so a later request sees the earlier ones counted.
+    let mut seen = serde_json::Value::Null;
+    let told = eventually(Duration::from_secs(10), async || {
+        let reply = get_with(proxy.addr(), "/event/7", &[]).await;
+        seen = reply.json()["headers"].clone();
+        seen["x-last-event"] == "/event/7"
+            && seen["x-events"]
+                .as_str()
+                .and_then(|n| n.parse::<u32>().ok())
+                >= Some(2)
+    })
+    .await;
+    assert!(
+        told,
+        "the queue's values never reached its root context: {seen}"
+    );
+}

@@ -36,6 +36,7 @@ pub(super) struct Exports {
     pub(super) done: Option<TypedFunc<i32, i32>>,
     pub(super) delete: Option<TypedFunc<i32, ()>>,
     pub(super) tick: Option<TypedFunc<i32, ()>>,
+    pub(super) queue_ready: Option<TypedFunc<(i32, i32), ()>>,
     pub(super) request_trailers: Option<TypedFunc<(i32, i32), i32>>,
     pub(super) response_trailers: Option<TypedFunc<(i32, i32), i32>>,
     pub(super) call_response: Option<CallResponseFunc>,
@@ -52,12 +53,13 @@ pub(super) struct Outcome {
 
 impl ProxyWasmFilter {
     /// A new instance, started: the root context made, the VM started and configured.
-    pub(super) fn start(&self) -> Result<Live, HookError> {
+    pub(super) fn start(&self, slot: usize) -> Result<Live, HookError> {
         let engine = self.pre.module().engine();
         let state = FilterState::new(
             Arc::clone(&self.env),
             Arc::clone(&self.shared),
             Arc::clone(&self.configuration),
+            slot,
         );
         let mut store = Store::new(engine, state);
         store.limiter(|s| s);
@@ -92,6 +94,9 @@ impl ProxyWasmFilter {
             done: instance.get_typed_func(&mut store, "proxy_on_done").ok(),
             delete: instance.get_typed_func(&mut store, "proxy_on_delete").ok(),
             tick: instance.get_typed_func(&mut store, "proxy_on_tick").ok(),
+            queue_ready: instance
+                .get_typed_func(&mut store, "proxy_on_queue_ready")
+                .ok(),
             request_trailers: instance
                 .get_typed_func(&mut store, "proxy_on_request_trailers")
                 .ok(),
@@ -170,7 +175,7 @@ impl ProxyWasmFilter {
             return (state, Err(error));
         }
         if slot.live.is_none() {
-            match self.start() {
+            match self.start(context.slot) {
                 Ok(live) => slot.live = Some(live),
                 Err(e) => return (state, Err(e)),
             }
@@ -180,6 +185,12 @@ impl ProxyWasmFilter {
             return (state, Err(HookError::Instantiate("no instance".into())));
         };
         self.delete_orphans(live, context.slot, generation);
+        if let Err(e) = self.tell_ready_queues(live, context.slot) {
+            let error = classify(&mut live.store, &e);
+            slot.live = None;
+            slot.generation += 1;
+            return (state, Err(error));
+        }
         begin(&mut live.store, self.env.time_limit);
         let data = live.store.data_mut();
         data.request = state;
@@ -205,6 +216,20 @@ impl ProxyWasmFilter {
                 (state, Err(error))
             }
         }
+    }
+
+    /// Tells the instance's root context of the queues it registered that got values
+    /// (`proxy_on_queue_ready`).
+    fn tell_ready_queues(&self, live: &mut Live, slot: usize) -> wasmtime::Result<()> {
+        let ready = self.shared.take_ready(slot);
+        let Some(queue_ready) = &live.exports.queue_ready else {
+            return Ok(());
+        };
+        for id in ready {
+            begin(&mut live.store, self.env.time_limit);
+            queue_ready.call(&mut live.store, (ROOT, id as i32))?;
+        }
+        Ok(())
     }
 
     /// Deletes the contexts of requests that ended without the filter's log callback.

@@ -165,7 +165,7 @@ impl ProxyWasmFilter {
             held: Mutex::default(),
             tick_every: None,
         };
-        let live = filter.start().map_err(FilterLoadError::Start)?;
+        let live = filter.start(0).map_err(FilterLoadError::Start)?;
         filter.tick_every = live.store.data().tick_period;
         lock(&filter.slots[0]).live = Some(live);
         Ok(filter)

@@ -27,7 +27,11 @@ use crate::upstream::Clusters;
 #[derive(Debug, Default)]
 pub struct FilterShared {
     metrics: Mutex<Vec<(String, i32, Metric)>>,
-    queues: Mutex<Vec<(String, VecDeque<Vec<u8>>)>>,
+    /// By queue id: its name, its values, and the instance (slot) whose root context
+    /// registered it last — the one told when values arrive.
+    queues: Mutex<Vec<SharedQueue>>,
+    /// Queues with values their owner has not been told of yet, as (slot, queue id).
+    ready: Mutex<Vec<(usize, u32)>>,
 }
 
 #[derive(Debug, Clone)]
@@ -36,6 +40,9 @@ enum Metric {
     Gauge(metrics::Gauge, Arc<std::sync::atomic::AtomicU64>),
     Histogram(metrics::Histogram),
 }
+
+/// A shared queue: its name, its values, the slot of the instance that registered it last.
+type SharedQueue = (String, VecDeque<Vec<u8>>, Option<usize>);
 
 /// Most metrics and queues one filter may define.
 const MAX_DEFINED: usize = 1024;
@@ -53,6 +60,8 @@ pub struct Callout {
 /// The data of one filter instance's store.
 pub struct FilterState {
     pub env: Arc<PluginEnv>,
+    /// Which of the filter's instances this is.
+    pub slot: usize,
     pub shared: Arc<FilterShared>,
     /// The plugin's `[plugin.config]` as JSON: the filter's plugin configuration.
     pub configuration: Arc<[u8]>,
@@ -83,9 +92,25 @@ pub struct FilterState {
     malloc: Option<wasmtime::TypedFunc<i32, i32>>,
 }
 
+impl FilterShared {
+    /// The queues that got values since `slot`'s instance was last told, forgotten here.
+    pub fn take_ready(&self, slot: usize) -> Vec<u32> {
+        let mut ready = lock(&self.ready);
+        let (mine, rest): (Vec<_>, Vec<_>) = ready.drain(..).partition(|(s, _)| *s == slot);
+        *ready = rest;
+        mine.into_iter().map(|(_, id)| id).collect()
+    }
+}
+
 impl FilterState {
-    pub fn new(env: Arc<PluginEnv>, shared: Arc<FilterShared>, configuration: Arc<[u8]>) -> Self {
+    pub fn new(
+        env: Arc<PluginEnv>,
+        shared: Arc<FilterShared>,
+        configuration: Arc<[u8]>,
+        slot: usize,
+    ) -> Self {
         Self {
+            slot,
             env,
             shared,
             configuration,

@@ -62,12 +62,16 @@ pub(super) fn set_shared_data(
 
 pub(super) fn register_queue(mut c: Ctx<'_>, ptr: i32, len: i32, ret: i32) -> HostResult {
     let name = read_string(&mut c, ptr, len)?;
+    let slot = c.data().slot;
     let id = {
         let mut queues = lock(&c.data().shared.queues);
-        match queues.iter().position(|(n, _)| *n == name) {
-            Some(id) => id,
+        match queues.iter().position(|(n, _, _)| *n == name) {
+            Some(id) => {
+                queues[id].2 = Some(slot);
+                id
+            }
             None if queues.len() < MAX_DEFINED => {
-                queues.push((name, VecDeque::new()));
+                queues.push((name, VecDeque::new(), Some(slot)));
                 queues.len() - 1
             }
             None => return Ok(status(Status::InternalFailure)),
@@ -88,7 +92,7 @@ pub(super) fn resolve_queue(
     let name = read_string(&mut c, ptr, len)?;
     let id = lock(&c.data().shared.queues)
         .iter()
-        .position(|(n, _)| *n == name);
+        .position(|(n, _, _)| *n == name);
     match id {
         Some(id) => write_u32(&mut c, ret, id as u32).map(|()| ok()),
         None => Ok(status(Status::NotFound)),
@@ -97,22 +101,33 @@ pub(super) fn resolve_queue(
 
 pub(super) fn enqueue(mut c: Ctx<'_>, id: i32, ptr: i32, len: i32) -> HostResult {
     let value = read(&mut c, ptr, len)?;
-    let mut queues = lock(&c.data().shared.queues);
-    match queues.get_mut(id as u32 as usize) {
-        Some((_, queue)) if queue.len() < MAX_QUEUED => {
-            queue.push_back(value);
-            Ok(ok())
+    let shared = &c.data().shared;
+    let owner = {
+        let mut queues = lock(&shared.queues);
+        match queues.get_mut(id as u32 as usize) {
+            Some((_, queue, owner)) if queue.len() < MAX_QUEUED => {
+                queue.push_back(value);
+                *owner
+            }
+            Some(_) => return Ok(status(Status::InternalFailure)),
+            None => return Ok(status(Status::NotFound)),
         }
-        Some(_) => Ok(status(Status::InternalFailure)),
-        None => Ok(status(Status::NotFound)),
+    };
+    // Its owner is told (`proxy_on_queue_ready`) before its instance's next call.
+    if let Some(slot) = owner {
+        let mut ready = lock(&shared.ready);
+        if !ready.contains(&(slot, id as u32)) {
+            ready.push((slot, id as u32));
+        }
     }
+    Ok(ok())
 }
 
 pub(super) fn dequeue(mut c: Ctx<'_>, id: i32, ret_ptr: i32, ret_len: i32) -> HostResult {
     let value = {
         let mut queues = lock(&c.data().shared.queues);
         match queues.get_mut(id as u32 as usize) {
-            Some((_, queue)) => queue.pop_front(),
+            Some((_, queue, _)) => queue.pop_front(),
             None => return Ok(status(Status::NotFound)),
         }
     };
