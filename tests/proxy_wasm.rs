@@ -202,15 +202,15 @@ async fn a_filter_rewrites_whole_bodies_both_ways() {
     );
 }
 
-#[test]
-fn a_filter_importing_what_no_host_has_is_refused_naming_the_import() {
+/// `switchyard validate` on a config whose listener runs plugin `name`: whether it passed, and
+/// what it said.
+fn validate_with(name: &str, plugin_table: &str) -> (bool, String) {
     let dir = scratch_dir();
-    let config = dir.join("unsupported.toml");
+    let config = dir.join("validate.toml");
     std::fs::write(
         &config,
         format!(
-            "[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:0\"\ndefault_cluster = \"c\"\nplugins = [\"secret\"]\n\n[[cluster]]\nname = \"c\"\nendpoints = [\"127.0.0.1:1\"]\n\n{}",
-            plugin("secret", "pw-unsupported", "")
+            "[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:0\"\ndefault_cluster = \"c\"\nplugins = [\"{name}\"]\n\n[[cluster]]\nname = \"c\"\nendpoints = [\"127.0.0.1:1\"]\n\n{plugin_table}"
         ),
     )
     .unwrap();
@@ -220,11 +220,16 @@ fn a_filter_importing_what_no_host_has_is_refused_naming_the_import() {
         .env("SWITCHYARD_PLUGIN_CACHE", dir.join("cache"))
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "a filter with an unknown import was accepted"
-    );
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_filter_importing_what_no_host_has_is_refused_naming_the_import() {
+    let (passed, stderr) = validate_with("secret", &plugin("secret", "pw-unsupported", ""));
+    assert!(!passed, "a filter with an unknown import was accepted");
     assert!(
         stderr.contains("plugin \"secret\"") && stderr.contains("env.proxy_get_secret_key"),
         "{stderr}"
@@ -344,27 +349,9 @@ async fn a_filter_is_swapped_at_run_time_without_a_failed_request() {
 
 #[test]
 fn a_filter_refusing_its_configuration_is_refused_at_load() {
-    let dir = scratch_dir();
-    let config = dir.join("refused.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[listener]]\nname = \"l\"\nlisten = \"127.0.0.1:0\"\ndefault_cluster = \"c\"\nplugins = [\"add\"]\n\n[[cluster]]\nname = \"c\"\nendpoints = [\"127.0.0.1:1\"]\n\n{}",
-            plugin("add", "pw-add-header", "[plugin.config]\nvalue = 5")
-        ),
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .arg("validate")
-        .arg(&config)
-        .env("SWITCHYARD_PLUGIN_CACHE", dir.join("cache"))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "a refused configuration was accepted"
-    );
+    let table = plugin("add", "pw-add-header", "[plugin.config]\nvalue = 5");
+    let (passed, stderr) = validate_with("add", &table);
+    assert!(!passed, "a refused configuration was accepted");
     assert!(
         stderr.contains("plugin \"add\"") && stderr.contains("proxy_on_configure answered false"),
         "{stderr}"

@@ -133,19 +133,7 @@ impl Chain {
         chunk: bytes::Bytes,
         end: bool,
     ) -> (Box<RequestState>, Result<bytes::Bytes, Arc<str>>) {
-        let routed = self.chain_of(&state);
-        let chain = routed.as_deref().unwrap_or(&self.plugins);
-        let streaming: Vec<Arc<Plugin>> = match body {
-            BodyOf::Request => chain
-                .iter()
-                .filter(|p| p.streams_request)
-                .cloned()
-                .collect(),
-            BodyOf::Response => response_path(chain, &state)
-                .filter(|p| p.streams_response)
-                .cloned()
-                .collect(),
-        };
+        let streaming = self.streaming(&state, body);
         let mut chunk = chunk;
         for plugin in streaming {
             let (back, result) = plugin.chunk(state, body, chunk.to_vec(), end).await;
@@ -171,19 +159,7 @@ impl Chain {
         body: BodyOf,
         mut trailers: http::HeaderMap,
     ) -> (Box<RequestState>, Result<http::HeaderMap, Arc<str>>) {
-        let routed = self.chain_of(&state);
-        let chain = routed.as_deref().unwrap_or(&self.plugins);
-        let streaming: Vec<Arc<Plugin>> = match body {
-            BodyOf::Request => chain
-                .iter()
-                .filter(|p| p.streams_request)
-                .cloned()
-                .collect(),
-            BodyOf::Response => response_path(chain, &state)
-                .filter(|p| p.streams_response)
-                .cloned()
-                .collect(),
-        };
+        let streaming = self.streaming(&state, body);
         for plugin in streaming {
             let (back, result) = plugin.trailers(state, body, trailers).await;
             state = back;
@@ -196,6 +172,24 @@ impl Chain {
             }
         }
         (state, Ok(trailers))
+    }
+
+    /// The plugins a body's pieces pass through: for a request body those of the chain that
+    /// stream it, in order; for a response body those that saw the request, last first.
+    fn streaming(&self, state: &RequestState, body: BodyOf) -> Vec<Arc<Plugin>> {
+        let routed = self.chain_of(state);
+        let chain = routed.as_deref().unwrap_or(&self.plugins);
+        match body {
+            BodyOf::Request => chain
+                .iter()
+                .filter(|p| p.streams_request)
+                .cloned()
+                .collect(),
+            BodyOf::Response => response_path(chain, state)
+                .filter(|p| p.streams_response)
+                .cloned()
+                .collect(),
+        }
     }
 
     pub fn wants_log(&self) -> bool {

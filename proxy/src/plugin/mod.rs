@@ -269,10 +269,7 @@ impl Plugin {
         state: Box<RequestState>,
         body: BodyOf,
         trailers: http::HeaderMap,
-    ) -> (
-        Box<RequestState>,
-        Result<http::HeaderMap, (HookError, http::HeaderMap)>,
-    ) {
+    ) -> (Box<RequestState>, proxy_wasm::TrailersResult) {
         let Runner::ProxyWasm(filter) = &self.runner else {
             return (state, Ok(trailers));
         };

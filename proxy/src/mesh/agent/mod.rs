@@ -412,12 +412,24 @@ impl Agent {
             version,
             result: result.to_owned(),
         };
+        self.post_json(api::REPORT_PATH, "report", &report).await?;
+        self.link.answered(None);
+        Ok(())
+    }
+
+    /// POSTs `value` as JSON to `path` over the proxy's identity; `what` names it in errors.
+    async fn post_json(
+        &self,
+        path: &str,
+        what: &str,
+        value: &impl serde::Serialize,
+    ) -> Result<(), CallError> {
         let client = self.client(true)?;
-        let body = Bytes::from(serde_json::to_vec(&report).unwrap_or_default());
+        let body = Bytes::from(serde_json::to_vec(value).unwrap_or_default());
         let answer = client
             .call(
                 Method::POST,
-                api::REPORT_PATH,
+                path,
                 &[("content-type", "application/json")],
                 body,
                 Duration::from_secs(5),
@@ -425,12 +437,11 @@ impl Agent {
             .await?;
         if !answer.status.is_success() {
             return Err(CallError::Refused(format!(
-                "report: {} {}",
+                "{what}: {} {}",
                 answer.status,
                 String::from_utf8_lossy(&answer.body).trim()
             )));
         }
-        self.link.answered(None);
         Ok(())
     }
 

@@ -5,8 +5,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::Method;
 use tracing::{debug, warn};
 
 use super::Agent;
@@ -85,24 +83,6 @@ impl Agent {
     }
 
     async fn send_stats(&self, report: &StatsReport) -> Result<(), CallError> {
-        let client = self.client(true)?;
-        let body = Bytes::from(serde_json::to_vec(report).unwrap_or_default());
-        let answer = client
-            .call(
-                Method::POST,
-                api::STATS_PATH,
-                &[("content-type", "application/json")],
-                body,
-                Duration::from_secs(5),
-            )
-            .await?;
-        if !answer.status.is_success() {
-            return Err(CallError::Refused(format!(
-                "stats: {} {}",
-                answer.status,
-                String::from_utf8_lossy(&answer.body).trim()
-            )));
-        }
-        Ok(())
+        self.post_json(api::STATS_PATH, "stats", report).await
     }
 }

@@ -70,6 +70,9 @@ pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<FilterState>> {
     Ok(linker)
 }
 
+/// The trailers a filter left, or why it failed with the trailers as they came.
+pub type TrailersResult = Result<http::HeaderMap, (HookError, http::HeaderMap)>;
+
 /// Why a filter could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum FilterLoadError {
@@ -365,10 +368,7 @@ impl ProxyWasmFilter {
         state: Box<RequestState>,
         body: BodyOf,
         trailers: http::HeaderMap,
-    ) -> (
-        Box<RequestState>,
-        Result<http::HeaderMap, (HookError, http::HeaderMap)>,
-    ) {
+    ) -> (Box<RequestState>, TrailersResult) {
         let Some(context) = self.context_of(&state) else {
             return (state, Ok(trailers));
         };
