@@ -53,6 +53,9 @@ async fn three_workloads(mesh: &MeshDir, app: &Upstream) -> (ControlPlane, [Prox
     let fault = format!(
         "[[plugin]]\nname = \"fault\"\npath = \"{}\"\n[[plugin.config.rules]]\nmatch = {{ path_prefix = \"/\" }}\nabort = {{ status = 503, percent = 10.0 }}\n",
         plugin_path("fault-injection").display()
+    ) + &format!(
+        "\n[[plugin]]\nname = \"canary\"\npath = \"{}\"\n[plugin.config]\n[[plugin.config.rules]]\nhosts = [\"*\"]\nbackends = [{{ cluster = \"b\", weight = 100 }}]\n",
+        plugin_path("canary").display()
     );
     let control_extra = "stats_resolution = \"1s\"\nstats_window = \"2m\"";
     mesh.write_workload(
@@ -87,7 +90,7 @@ async fn three_workloads(mesh: &MeshDir, app: &Upstream) -> (ControlPlane, [Prox
     mesh.write_workload(
         "a",
         &format!(
-            "[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\ndefault_cluster = \"b\"\n\n[[cluster]]\nname = \"b\"\nendpoints = [\"{}\"]\n",
+            "[[listener]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\ndefault_cluster = \"b\"\nplugins = [\"canary\"]\n\n[[cluster]]\nname = \"b\"\nendpoints = [\"{}\"]\n",
             b.listener("inbound")
         ),
     );
@@ -240,6 +243,21 @@ async fn stat_edges_top_and_the_mesh_dashboard_show_three_workloads_and_the_fail
     assert_eq!(orders["stats"]["requests"], REQUESTS / 3);
     assert_eq!(orders["method"], "GET");
     assert!(ctl(&control, &["top", "--window", "2m"]).contains("/api/users"));
+
+    // The canary split a's plugin runs: its configured weight beside what went where.
+    let view: Value =
+        serde_json::from_str(&crate::support::proxy::admin_get(control.admin, "/mesh"))
+            .expect("/mesh is JSON");
+    let split = &view["splits"][0];
+    assert_eq!(split["plugin"], "canary", "{view}");
+    assert_eq!(split["backends"][0]["cluster"], "b");
+    assert_eq!(split["backends"][0]["configured_share"], 1.0);
+    assert_eq!(split["backends"][0]["live_share"], 1.0);
+    assert_eq!(split["backends"][0]["requests"], REQUESTS, "{split}");
+    assert!(
+        view["out_of_sync"].as_array().is_some_and(Vec::is_empty),
+        "{view}"
+    );
 
     // The mesh dashboard: the graph has the two edges and marks the failing one; every
     // workload's charts have points.
