@@ -525,7 +525,7 @@ impl wit_http::Host for HostState {
 impl types::Host for HostState {}
 
 /// CPU time the calling thread has used.
-fn thread_cpu_time() -> Duration {
+pub(super) fn thread_cpu_time() -> Duration {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
     Duration::new(
         u64::try_from(t.tv_sec).unwrap_or(0),

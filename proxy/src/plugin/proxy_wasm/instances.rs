@@ -66,8 +66,13 @@ impl ProxyWasmFilter {
         store.epoch_deadline_callback(|mut ctx| {
             crate::plugin::epoch::hook_running();
             let state = ctx.data_mut();
-            state.ticks += 1;
-            if crate::plugin::epoch::EPOCH_TICK * state.ticks >= state.limit {
+            // CPU time by the thread's clock, as for Switchyard's plugins: a busy machine that
+            // keeps the thread waiting does not count against the filter. The clock is first
+            // read at the first tick, which stands for the tick before it.
+            let now = crate::plugin::host::thread_cpu_time();
+            let base = *state.cpu_base.get_or_insert(now);
+            let used = crate::plugin::epoch::EPOCH_TICK + now.saturating_sub(base);
+            if used >= state.limit {
                 state.timed_out = true;
                 Ok(UpdateDeadline::Interrupt)
             } else {
@@ -294,7 +299,7 @@ fn required<Params: wasmtime::WasmParams, Results: wasmtime::WasmResults>(
 fn begin(store: &mut Store<FilterState>, limit: Duration) {
     crate::plugin::epoch::hook_running();
     let data = store.data_mut();
-    data.ticks = 0;
+    data.cpu_base = None;
     data.limit = limit;
     data.timed_out = false;
     store.set_epoch_deadline(1);

@@ -83,8 +83,9 @@ pub struct FilterState {
     next_token: u32,
     /// Asked for by `proxy_set_tick_period_milliseconds`.
     pub tick_period: Option<Duration>,
-    /// Epoch ticks the current call has run, and the CPU time it may use.
-    pub ticks: u32,
+    /// The thread's CPU clock at the current call's first deadline check, and the CPU time the
+    /// call may use.
+    pub cpu_base: Option<Duration>,
     pub limit: Duration,
     pub timed_out: bool,
     pub out_of_memory: bool,
@@ -124,7 +125,7 @@ impl FilterState {
             callouts: Vec::new(),
             next_token: 1,
             tick_period: None,
-            ticks: 0,
+            cpu_base: None,
             limit: Duration::ZERO,
             timed_out: false,
             out_of_memory: false,
