@@ -76,6 +76,23 @@ impl Failures {
     }
 }
 
+/// Why a call into a plugin failed, from what its store noticed: the CPU limit, the memory
+/// cap, or else a trap (with the panic message the plugin reported, if any).
+pub fn hook_error(
+    timed_out: bool,
+    out_of_memory: bool,
+    error: &wasmtime::Error,
+    panic: Option<String>,
+) -> HookError {
+    if timed_out {
+        HookError::Timeout
+    } else if out_of_memory {
+        HookError::OutOfMemory
+    } else {
+        HookError::Trap(describe_trap(error, panic))
+    }
+}
+
 /// A trap in a few words: the plugin's panic message when the SDK sent one, else the trap
 /// itself; then the innermost frames of the plugin's own code, demangled (none when the plugin
 /// is stripped, as release plugins are).

@@ -466,11 +466,5 @@ async fn invoke(instance: &mut Instance, call: HookCall) -> wasmtime::Result<Dec
 
 fn classify(store: &mut Store<HostState>, error: &wasmtime::Error) -> HookError {
     let data = store.data_mut();
-    if data.timed_out {
-        HookError::Timeout
-    } else if data.out_of_memory {
-        HookError::OutOfMemory
-    } else {
-        HookError::Trap(super::failures::describe_trap(error, data.panic.take()))
-    }
+    super::failures::hook_error(data.timed_out, data.out_of_memory, error, data.panic.take())
 }

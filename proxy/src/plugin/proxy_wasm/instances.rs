@@ -306,12 +306,6 @@ fn begin(store: &mut Store<FilterState>, limit: Duration) {
 }
 
 fn classify(store: &mut Store<FilterState>, error: &wasmtime::Error) -> HookError {
-    let data = store.data_mut();
-    if data.timed_out {
-        HookError::Timeout
-    } else if data.out_of_memory {
-        HookError::OutOfMemory
-    } else {
-        HookError::Trap(crate::plugin::failures::describe_trap(error, None))
-    }
+    let data = store.data();
+    crate::plugin::failures::hook_error(data.timed_out, data.out_of_memory, error, None)
 }
