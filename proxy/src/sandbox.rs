@@ -25,6 +25,9 @@ pub const MAX_IDLE: usize = 16;
 /// An instance is replaced after this many calls, to bound fragmentation and leaks.
 pub const MAX_CALLS_PER_INSTANCE: u32 = 100_000;
 
+/// Elements a Wasm table may grow to.
+pub const MAX_TABLE_ELEMENTS: usize = 100_000;
+
 /// Per-request context is for small values; a larger value is dropped.
 pub const MAX_CONTEXT_BYTES: usize = 64 * 1024;
 /// Shared key-value entries per plugin; more are refused, so a misbehaving plugin cannot eat
@@ -40,3 +43,13 @@ pub const CALLOUT_MAX_BODY: usize = 1024 * 1024;
 
 /// The shortest tick interval a plugin gets (`timer.tick-every`).
 pub const MIN_TICK: Duration = Duration::from_millis(10);
+
+/// Long-lived instances per proxy-wasm filter (at most one per CPU): each request's context
+/// lives on one of them.
+pub const FILTER_INSTANCES: usize = 4;
+/// Metrics, and shared queues, one proxy-wasm filter may define.
+pub const FILTER_MAX_DEFINED: usize = 1024;
+/// Values one proxy-wasm shared queue holds; enqueueing more answers `InternalFailure`.
+pub const FILTER_MAX_QUEUED: usize = 10_000;
+/// The largest argument a proxy-wasm filter may pass the host in one call.
+pub const FILTER_MAX_ARGUMENT: usize = 64 * 1024 * 1024;

@@ -269,7 +269,7 @@ impl ResourceLimiter for HostState {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 100_000)
+        Ok(desired <= crate::sandbox::MAX_TABLE_ELEMENTS)
     }
 }
 

@@ -147,7 +147,7 @@ impl ProxyWasmFilter {
             .map_err(|e| FilterLoadError::Compile(format!("{e:#}")))?;
         let slots = std::thread::available_parallelism()
             .map_or(2, |n| n.get())
-            .clamp(1, 4);
+            .clamp(1, crate::sandbox::FILTER_INSTANCES);
         let mut filter = Self {
             id: IDS.fetch_add(1, Ordering::Relaxed),
             pre,

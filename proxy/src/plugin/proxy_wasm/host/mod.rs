@@ -20,6 +20,7 @@ use super::abi::{Status, buffer, stream};
 use crate::plugin::bindings::{HttpRequest, HttpResponse, LocalResponse};
 use crate::plugin::host::PluginEnv;
 use crate::plugin::request_state::RequestState;
+use crate::sandbox::{FILTER_MAX_DEFINED as MAX_DEFINED, FILTER_MAX_QUEUED as MAX_QUEUED};
 use crate::upstream::Clusters;
 
 /// What every instance of one filter shares: its metrics and shared queues (shared data is the
@@ -43,11 +44,6 @@ enum Metric {
 
 /// A shared queue: its name, its values, the slot of the instance that registered it last.
 type SharedQueue = (String, VecDeque<Vec<u8>>, Option<usize>);
-
-/// Most metrics and queues one filter may define.
-const MAX_DEFINED: usize = 1024;
-/// Most values one shared queue holds; enqueueing more answers `InternalFailure`.
-const MAX_QUEUED: usize = 10_000;
 
 /// A callout a filter dispatched during a call, for the host to make once the call returns.
 #[derive(Debug)]
@@ -154,7 +150,7 @@ impl ResourceLimiter for FilterState {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 100_000)
+        Ok(desired <= crate::sandbox::MAX_TABLE_ELEMENTS)
     }
 }
 
@@ -232,7 +228,8 @@ pub fn define(linker: &mut Linker<FilterState>) -> wasmtime::Result<()> {
         "proxy_set_tick_period_milliseconds",
         |mut c: Ctx<'_>, period: i32| {
             let ms = u64::try_from(period).unwrap_or(0);
-            c.data_mut().tick_period = (ms > 0).then(|| Duration::from_millis(ms.max(10)));
+            c.data_mut().tick_period =
+                (ms > 0).then(|| Duration::from_millis(ms).max(crate::sandbox::MIN_TICK));
             ok()
         },
     )?;
@@ -380,7 +377,7 @@ fn read(c: &mut Ctx<'_>, ptr: i32, len: i32) -> wasmtime::Result<Vec<u8>> {
     if len == 0 {
         return Ok(Vec::new());
     }
-    if len > 64 * 1024 * 1024 {
+    if len > crate::sandbox::FILTER_MAX_ARGUMENT {
         return Err(wasmtime::Error::msg("a filter passed more than 64 MiB"));
     }
     let memory = memory(c)?;
