@@ -10,7 +10,7 @@
 //!
 //! And `POST /v1/stats` on the HTTPS API, where proxies send their [`StatsReport`]s.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -110,9 +110,14 @@ impl ControlPlane {
         let now = crate::unix_time::now();
         let (from, seconds) = self.traffic.window(window, now);
         let totals = self.traffic.totals(from);
+        json!({ "window_secs": seconds, "workloads": self.stat_rows(&totals, seconds) })
+    }
+
+    /// One row per workload of the mesh, from a window's totals.
+    fn stat_rows(&self, totals: &Totals, seconds: f64) -> Vec<Value> {
         let state = self.state.load();
         let trust_domain = &state.settings.control.trust_domain;
-        let rows: Vec<Value> = state
+        state
             .settings
             .workloads
             .iter()
@@ -127,8 +132,7 @@ impl ControlPlane {
                     "grpc": served.grpc,
                 })
             })
-            .collect();
-        json!({ "window_secs": seconds, "workloads": rows })
+            .collect()
     }
 
     /// Calls from workload to workload (and to clusters outside the mesh, `destination` null)
@@ -143,29 +147,30 @@ impl ControlPlane {
     fn edge_rows(&self, totals: &Totals, seconds: f64) -> Vec<Value> {
         let state = self.state.load();
         let trust_domain = &state.settings.control.trust_domain;
-        let workload_of = |spiffe_id: &str| {
-            state
-                .settings
-                .workloads
-                .iter()
-                .find(|w| w.spiffe_id(trust_domain) == spiffe_id)
-                .map(|w| w.id())
-        };
+        // Workload id ↔ SPIFFE ID, made once rather than per edge.
+        let ids: Vec<(String, String)> = state
+            .settings
+            .workloads
+            .iter()
+            .map(|w| (w.id(), w.spiffe_id(trust_domain)))
+            .collect();
+        let by_spiffe: HashMap<&str, &str> = ids
+            .iter()
+            .map(|(id, spiffe)| (spiffe.as_str(), id.as_str()))
+            .collect();
+        let by_id: HashMap<&str, &str> = ids
+            .iter()
+            .map(|(id, spiffe)| (id.as_str(), spiffe.as_str()))
+            .collect();
         let mut rows: Vec<(String, String, Value)> = totals
             .edges
             .iter()
             .map(|(source, cluster, destination, mtls, sample)| {
-                let source_id = state
-                    .settings
-                    .workloads
-                    .iter()
-                    .find(|w| &w.id() == source)
-                    .map(|w| w.spiffe_id(trust_domain));
                 let row = json!({
                     "source": source,
-                    "source_spiffe_id": source_id,
+                    "source_spiffe_id": by_id.get(source.as_str()),
                     "cluster": cluster,
-                    "destination": destination.as_deref().and_then(workload_of),
+                    "destination": destination.as_deref().and_then(|d| by_spiffe.get(d)),
                     "destination_spiffe_id": destination,
                     "mtls": mtls,
                     "stats": sample.summary(seconds),
@@ -206,27 +211,25 @@ impl ControlPlane {
         let (from, seconds) = self.traffic.window(window, now);
         let (chart_from, _) = self.traffic.window(res.window_secs(), now);
         let to = res.slot_of(now);
-        let mut stat = self.stat(window);
-        if let Some(rows) = stat["workloads"].as_array_mut() {
-            for row in rows {
-                let workload = row["workload"].as_str().unwrap_or_default().to_owned();
-                let (served, edges) = self.traffic.points(&workload, chart_from, to);
-                row["points"] = json!(served);
-                row["edge_points"] = edges
-                    .into_iter()
-                    .map(|(cluster, points)| (cluster, json!(points)))
-                    .collect::<serde_json::Map<_, _>>()
-                    .into();
-            }
-        }
         let totals = self.traffic.totals(from);
+        let mut workloads = self.stat_rows(&totals, seconds);
+        for row in &mut workloads {
+            let workload = row["workload"].as_str().unwrap_or_default().to_owned();
+            let (served, edges) = self.traffic.points(&workload, chart_from, to);
+            row["points"] = json!(served);
+            row["edge_points"] = edges
+                .into_iter()
+                .map(|(cluster, points)| (cluster, json!(points)))
+                .collect::<serde_json::Map<_, _>>()
+                .into();
+        }
         let (series, bytes) = self.traffic.footprint();
         json!({
             "now": now,
             "slot_secs": res.slot_secs,
             "window_secs": seconds,
             "chart_secs": res.window_secs(),
-            "workloads": stat["workloads"],
+            "workloads": workloads,
             "edges": self.edge_rows(&totals, seconds),
             "splits": self.splits(&totals),
             "top": self.top(TOP_WINDOW_SECS)["paths"],
