@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, RwLock};
 use std::time::Duration;
 
-use rustc_hash::FxHashMap;
+use hashbrown::Equivalent;
+use rustc_hash::{FxBuildHasher, FxHashMap};
 use serde::{Deserialize, Serialize};
 
 use super::window::{BUCKETS, GRPC_CODES, Sample, bucket_of};
@@ -141,13 +142,28 @@ pub struct PathCount {
 
 type PathKey = (Arc<str>, &'static str, Box<str>);
 
+/// A [`PathKey`] of borrowed parts, to find a counted path without allocating. Its fields hash
+/// as the key's do (an `Arc<str>` and a `Box<str>` hash as their `str`).
+#[derive(Hash)]
+struct PathLookup<'a> {
+    listener: &'a str,
+    method: &'static str,
+    path: &'a str,
+}
+
+impl Equivalent<PathKey> for PathLookup<'_> {
+    fn equivalent(&self, key: &PathKey) -> bool {
+        self.listener == &*key.0 && self.method == key.1 && self.path == &*key.2
+    }
+}
+
 /// Every listener's and cluster's counters.
 #[derive(Debug, Default)]
 pub struct Traffic {
     listeners: RwLock<FxHashMap<Arc<str>, Arc<Counters>>>,
     clusters: RwLock<FxHashMap<Arc<str>, Arc<Counters>>>,
     paths_on: AtomicBool,
-    paths: Mutex<FxHashMap<PathKey, Sample>>,
+    paths: Mutex<hashbrown::HashMap<PathKey, Sample, FxBuildHasher>>,
 }
 
 impl Traffic {
@@ -186,23 +202,28 @@ impl Traffic {
         if !self.counts_paths() {
             return;
         }
-        let mut one = Sample {
-            requests: 1,
-            failures: u64::from(outcome.failed()),
-            ..Sample::default()
-        };
-        let mut latency = vec![0; BUCKETS];
-        latency[bucket_of(outcome.took.as_secs_f64() * 1000.0)] = 1;
-        one.latency = latency;
         let mut paths = self.paths.lock().unwrap_or_else(|p| p.into_inner());
-        let full = paths.len() >= MAX_PATHS;
-        let key = (Arc::clone(listener), method, Box::from(path));
-        let key = if full && !paths.contains_key(&key) {
-            (Arc::clone(listener), "*", Box::from(OTHER_PATHS))
-        } else {
-            key
+        // A path already counted is found and counted in place, without allocating.
+        let known = PathLookup {
+            listener,
+            method,
+            path,
         };
-        paths.entry(key).or_default().add(&one);
+        let sample = match paths.get_mut(&known) {
+            Some(sample) => sample,
+            None => {
+                let key = if paths.len() >= MAX_PATHS {
+                    (Arc::clone(listener), "*", Box::from(OTHER_PATHS))
+                } else {
+                    (Arc::clone(listener), method, Box::from(path))
+                };
+                paths.entry(key).or_default()
+            }
+        };
+        sample.requests += 1;
+        sample.failures += u64::from(outcome.failed());
+        sample.latency.resize(BUCKETS, 0);
+        sample.latency[bucket_of(outcome.took.as_secs_f64() * 1000.0)] += 1;
     }
 
     /// The paths counted since the last call, busiest first; the table starts empty again.
