@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 
 use crate::support::config::{cluster, listener};
 use crate::support::proxy::example_config;
-use crate::support::{Proxy, Upstream, get, get_with};
+use crate::support::{Proxy, Upstream, get, get_with, raw_exchange};
 
 /// The shipped routing example: `/v2/` (GET) goes to api-v2 with the prefix stripped, the rest
 /// to api-v1.
@@ -37,14 +37,6 @@ async fn routing_proxy(listener_extra: &str) -> (Proxy, Upstream, Upstream) {
 }
 
 /// Sends raw bytes and returns the whole answer's head and what body arrived within 5 s.
-async fn raw_exchange(proxy: &Proxy, request: &[u8]) -> String {
-    let mut stream = TcpStream::connect(proxy.addr()).await.expect("connect");
-    stream.write_all(request).await.expect("write");
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
-    String::from_utf8_lossy(&answer).into_owned()
-}
-
 fn status_of(answer: &str) -> u16 {
     answer
         .split_whitespace()
@@ -126,35 +118,12 @@ async fn http11_needs_exactly_one_host() {
     assert_eq!(reply.status, StatusCode::OK);
 }
 
-/// An upstream that answers with the `x-checksum` trailer of the request body it got (or `none`)
-/// in `x-seen-trailer`.
-async fn trailer_reporting_upstream() -> Upstream {
-    use http_body_util::BodyExt;
-    Upstream::serve(|req: http::Request<hyper::body::Incoming>| async move {
-        let collected = req.into_body().collect().await.ok();
-        let seen = collected
-            .as_ref()
-            .and_then(|c| c.trailers())
-            .and_then(|t| t.get("x-checksum"))
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("none")
-            .to_owned();
-        let mut response =
-            http::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(b"ok")));
-        response
-            .headers_mut()
-            .insert("x-seen-trailer", seen.parse().expect("value"));
-        response
-    })
-    .await
-}
-
 const CHUNKED_WITH_TRAILER: &[u8] = b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTrailer: x-checksum\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\nx-checksum: abc123\r\n\r\n";
 
 #[tokio::test]
 async fn a_chunked_requests_trailers_reach_http1_and_http2_upstreams() {
     for protocol in ["http1", "http2"] {
-        let upstream = trailer_reporting_upstream().await;
+        let upstream = Upstream::reporting_trailer("x-checksum").await;
         let proxy = Proxy::start(
             &(listener("public", "app", &[])
                 + &cluster(

@@ -10,7 +10,7 @@ use http::Request;
 use http_body_util::{BodyExt, Full};
 
 use crate::support::proxy::{admin_get, admin_send, plugin_path, scratch_dir};
-use crate::support::{Proxy, Upstream, eventually, get_with, send};
+use crate::support::{Proxy, Upstream, eventually, get_with, raw_exchange, send};
 
 /// A proxy whose `public` listener runs `chain` in front of `app`, with `authz` as a second
 /// cluster for callouts; `plugins` are `[[plugin]]` tables.
@@ -358,34 +358,10 @@ fn a_filter_refusing_its_configuration_is_refused_at_load() {
     );
 }
 
-/// Sends `request` as it is and reads the whole answer (the request asks to close).
-async fn raw_exchange(proxy: &Proxy, request: &[u8]) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
-    stream.write_all(request).await.unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
-        .await
-        .expect("the proxy answered within 10 s")
-        .unwrap();
-    String::from_utf8_lossy(&answer).into_owned()
-}
-
 #[tokio::test]
 async fn a_filter_reads_and_changes_trailers_both_ways() {
     // Request trailers: the upstream reports the `x-checksum` trailer it got.
-    let app = Upstream::serve(|req: Request<hyper::body::Incoming>| async move {
-        let collected = req.into_body().collect().await.ok();
-        let seen = collected
-            .as_ref()
-            .and_then(|c| c.trailers())
-            .and_then(|t| t.get("x-checksum"))
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("none")
-            .to_owned();
-        http::Response::new(Full::new(Bytes::from(format!("saw {seen}"))))
-    })
-    .await;
+    let app = Upstream::reporting_trailer("x-checksum").await;
     let authz = Upstream::echo("authz").await;
     let plugins = plugin("rewrite", "pw-body-rewrite", "") + &plugin("hello", "hello", "");
     let proxy = proxy(&app, &authz, &["rewrite", "hello"], &plugins);
@@ -396,7 +372,10 @@ async fn a_filter_reads_and_changes_trailers_both_ways() {
     .await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(
-        answer.contains("saw ABC123"),
+        answer
+            .to_ascii_lowercase()
+            .contains("x-seen-trailer: abc123\r\n")
+            && answer.contains("ABC123"),
         "the filter changed the request trailer: {answer}"
     );
 

@@ -175,3 +175,18 @@ async fn collect(response: http::Response<hyper::body::Incoming>) -> Reply {
         body,
     }
 }
+
+/// Sends `request` to `proxy` as it is and reads the answer until the proxy closes (the request
+/// asks it to) or 5 s pass.
+pub async fn raw_exchange(proxy: &super::Proxy, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(proxy.addr()).await.expect("connect");
+    stream.write_all(request).await.expect("write");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        stream.read_to_end(&mut answer),
+    )
+    .await;
+    String::from_utf8_lossy(&answer).into_owned()
+}

@@ -12,7 +12,7 @@ pub mod tls;
 pub mod unprivileged;
 pub mod upstream;
 
-pub use client::{get, get_with, h2c_send, send};
+pub use client::{get, get_with, h2c_send, raw_exchange, send};
 pub use proxy::Proxy;
 pub use upstream::Upstream;
 

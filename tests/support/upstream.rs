@@ -114,6 +114,27 @@ impl Upstream {
         (Self::serve(handler).await, rx)
     }
 
+    /// Answers with the request body's trailer `name` (or `none`) in `x-seen-trailer`.
+    pub async fn reporting_trailer(name: &'static str) -> Self {
+        use http_body_util::BodyExt;
+        Self::serve(move |req: Request<Incoming>| async move {
+            let collected = req.into_body().collect().await.ok();
+            let seen = collected
+                .as_ref()
+                .and_then(|c| c.trailers())
+                .and_then(|t| t.get(name))
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("none")
+                .to_owned();
+            let mut response = Response::new(Full::new(Bytes::from_static(b"ok")));
+            response
+                .headers_mut()
+                .insert("x-seen-trailer", seen.parse().expect("value"));
+            response
+        })
+        .await
+    }
+
     /// An HTTP/1.1 + h2c server answering with `handler`.
     pub async fn serve<F, Fut>(handler: F) -> Self
     where
