@@ -64,6 +64,18 @@ pub fn is_upgrade_request<B>(req: &Request<B>) -> bool {
 /// Removes hop-by-hop headers, including any the `Connection` header names. With `upgrade`, the
 /// `Connection: upgrade` and `Upgrade` pair is kept so the protocol switch reaches the other side.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // Most messages carry none of them (or only `connection`): one pass over the names, which
+    // hashes nothing, finds which are there, and only those are looked up and removed.
+    let fixed = fixed_hop_by_hop();
+    let mut present = [false; 6];
+    for name in headers.keys() {
+        if let Some(i) = fixed.iter().position(|hop| *hop == name) {
+            present[i] = true;
+        }
+    }
+    if !present.contains(&true) {
+        return;
+    }
     let upgrade_protocol = if upgrade {
         headers.get(header::UPGRADE).cloned()
     } else {
@@ -77,7 +89,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         // Token by token: a value with other bytes than ASCII still names its headers.
         .flat_map(|v| v.as_bytes().split(|&b| b == b','))
         .filter_map(|token| std::str::from_utf8(token.trim_ascii()).ok())
-        .filter(|token| !is_fixed_hop_by_hop(token) && headers.contains_key(*token))
+        .filter(|token| {
+            !is_fixed_hop_by_hop(token)
+                && !token.eq_ignore_ascii_case("close")
+                && headers.contains_key(*token)
+        })
         .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
         .collect();
     for name in &named {
@@ -87,8 +103,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     let te_trailers = headers
         .get(header::TE)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    for name in fixed_hop_by_hop() {
-        headers.remove(name);
+    for (name, _) in fixed.iter().zip(present).filter(|(_, present)| *present) {
+        headers.remove(*name);
     }
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
@@ -125,14 +141,42 @@ fn forwarded_for(previous: Option<&HeaderValue>, client: IpAddr) -> Option<Heade
         .filter(|v| !v.is_empty());
     // An address's text is at most 39 bytes.
     let mut address = [0u8; 64];
-    let mut cursor = std::io::Cursor::new(&mut address[..]);
-    write!(cursor, "{client}").ok()?;
-    let written = usize::try_from(cursor.position()).ok()?;
+    let written = match client {
+        // Digits by hand: the formatting machinery costs more than the rest of this function.
+        IpAddr::V4(v4) => write_ipv4(v4, &mut address),
+        IpAddr::V6(_) => {
+            let mut cursor = std::io::Cursor::new(&mut address[..]);
+            write!(cursor, "{client}").ok()?;
+            usize::try_from(cursor.position()).ok()?
+        }
+    };
     let address = &address[..written];
     match previous {
         None => HeaderValue::from_bytes(address).ok(),
         Some(previous) => HeaderValue::from_bytes(&[previous, b", ", address].concat()).ok(),
     }
+}
+
+/// Writes `address` in dotted-decimal form at the start of `out`; returns the length (at most 15).
+fn write_ipv4(address: std::net::Ipv4Addr, out: &mut [u8; 64]) -> usize {
+    let mut at = 0;
+    for (i, octet) in address.octets().into_iter().enumerate() {
+        if i > 0 {
+            out[at] = b'.';
+            at += 1;
+        }
+        if octet >= 100 {
+            out[at] = b'0' + octet / 100;
+            at += 1;
+        }
+        if octet >= 10 {
+            out[at] = b'0' + octet / 10 % 10;
+            at += 1;
+        }
+        out[at] = b'0' + octet % 10;
+        at += 1;
+    }
+    at
 }
 
 /// Appends `<version> switchyard` to `via` (RFC 9110 7.6.3).
@@ -174,15 +218,16 @@ fn new_request_id() -> HeaderValue {
     let mut bits = fastrand::u128(..);
     bits = (bits & !(0xf << 76)) | (0x4 << 76); // version 4
     bits = (bits & !(0x3 << 62)) | (0x2 << 62); // RFC 4122 variant
-    let mut text = [0u8; 36];
-    let mut nibble = 32;
-    for (i, byte) in text.iter_mut().enumerate() {
-        if matches!(i, 8 | 13 | 18 | 23) {
-            *byte = b'-';
-            continue;
+    let mut text = [b'-'; 36];
+    // Byte by byte, two digits each, into the five groups (8-4-4-4-12 digits).
+    let mut at = 0;
+    for (i, byte) in bits.to_be_bytes().into_iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            at += 1; // the dash already there
         }
-        nibble -= 1;
-        *byte = DIGITS[((bits >> (nibble * 4)) & 0xf) as usize];
+        text[at] = DIGITS[usize::from(byte >> 4)];
+        text[at + 1] = DIGITS[usize::from(byte & 0xf)];
+        at += 2;
     }
     // Owned by the `Bytes` itself: one allocation, and the copies for the response and the
     // request state are reference counts (a value copied from a slice allocates again when cloned).
@@ -279,6 +324,42 @@ mod tests {
             "RFC 4122 variant: {text}"
         );
         assert!(text.chars().all(|c| c == '-' || c.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn a_request_id_is_its_random_bits_in_hex() {
+        fastrand::seed(7);
+        let id = new_request_id();
+        fastrand::seed(7);
+        let mut bits = fastrand::u128(..);
+        bits = (bits & !(0xf << 76)) | (0x4 << 76);
+        bits = (bits & !(0x3 << 62)) | (0x2 << 62);
+        let hex = format!("{bits:032x}");
+        let expected = [
+            &hex[..8],
+            &hex[8..12],
+            &hex[12..16],
+            &hex[16..20],
+            &hex[20..],
+        ]
+        .join("-");
+        assert_eq!(id.to_str().unwrap(), expected);
+    }
+
+    #[test]
+    fn ipv4_addresses_are_written_as_display_writes_them() {
+        for text in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.0.100.9",
+            "1.20.3.199",
+            "127.0.0.1",
+        ] {
+            let address: std::net::Ipv4Addr = text.parse().unwrap();
+            let mut out = [0u8; 64];
+            let len = write_ipv4(address, &mut out);
+            assert_eq!(std::str::from_utf8(&out[..len]).unwrap(), text);
+        }
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::grpc;
 use crate::headers;
 use crate::plugin::{AttemptOutcome, RequestState, Step};
 use crate::telemetry::exchange::AttemptSpan;
-use crate::telemetry::trace_context::new_span_id;
+use crate::telemetry::trace_context::{SpanId, new_span_id};
 use crate::telemetry::{AttemptResult, ErrorKind};
 use crate::upstream::{Admission, Cluster, Endpoint, InFlight, Observed, UpstreamBody};
 
@@ -135,7 +135,9 @@ impl ListenerProxy {
         if let Some(client) = grpc_timeout {
             total = total.min(client);
         }
-        let deadline = Instant::now() + total;
+        // One clock reading starts the deadline and the first attempt's share of it.
+        let mut now = Instant::now();
+        let deadline = now + total;
         let Some(admission) = cluster.limits.admit_request() else {
             self.record_error(&mut state, ErrorKind::Overloaded);
             return (state, overloaded(cluster, "requests"));
@@ -144,7 +146,7 @@ impl ListenerProxy {
         let mut _retry_slot = None;
         let (result, per_try) = loop {
             state.attempt += 1;
-            let remaining = deadline.saturating_duration_since(Instant::now());
+            let remaining = deadline.saturating_duration_since(now);
             let per_try = state
                 .per_try_timeout
                 .map_or(remaining, |t| t.min(remaining));
@@ -186,6 +188,7 @@ impl ListenerProxy {
                             debug!(attempt = state.attempt, ?delay, cluster = %cluster.name(), "retrying");
                             drop(result);
                             tokio::time::sleep(delay).await;
+                            now = Instant::now();
                             continue;
                         }
                         Err(reason) => {
@@ -230,36 +233,21 @@ impl ListenerProxy {
         let Some(body) = body.for_attempt() else {
             return Err(self.failed(state, AttemptError::NotReplayable));
         };
-        // When no hook runs after sending (no plugins, or plugins with request hooks only)
-        // nothing reads the head again and nothing retries: move it, don't copy.
-        let mut req = if !self.chain.reads_request_after_send() {
-            take_head(&mut state.head, body)
-        } else {
-            headers::copy_request(&state.head, body)
-        };
-        if req.headers().contains_key(&grpc::GRPC_TIMEOUT) {
-            req.headers_mut()
-                .insert(&grpc::GRPC_TIMEOUT, grpc::format_timeout(per_try));
-        }
-        let http2 = cluster.config.protocol == UpstreamProtocol::Http2;
-        headers::set_upstream_target(&mut req, http2)
-            .map_err(|e| AttemptError::BadRequest(e.to_string()))?;
-        let span_id = state.exchange.trace.as_ref().map(|trace| {
-            let span_id = new_span_id();
-            trace.inject(req.headers_mut(), span_id);
-            span_id
-        });
+        // Built outside this async fn: a request borrowed here would keep its slot in this
+        // future's state across the send (every request's future is moved from caller to caller).
+        let (req, span_id) = self.upstream_request(state, body, cluster, per_try)?;
         state.exchange.upstream = Some(endpoint.addr);
 
         let in_flight = endpoint.start_request();
-        let started = Instant::now();
         let recording = span_id.is_some()
             && self
                 .telemetry
                 .shared
                 .records_attempts(state.exchange.trace.as_ref());
         let started_at = recording.then(SystemTime::now);
-        let sent = match tokio::time::timeout(per_try, endpoint.send(req)).await {
+        let started = Instant::now();
+        let per_try_deadline = tokio::time::Instant::from_std(started + per_try);
+        let sent = match tokio::time::timeout_at(per_try_deadline, endpoint.send(req)).await {
             Ok(Ok(sent)) => Ok(sent),
             Ok(Err(e)) => Err(AttemptError::from_send(e)),
             Err(_) => Err(AttemptError::Timeout),
@@ -287,7 +275,7 @@ impl ListenerProxy {
         }
         match sent {
             Ok(response) => {
-                endpoint.observe_latency(took);
+                cluster.observe_latency(&endpoint, took);
                 cluster.observe(&endpoint, Observed::Status(response.status().as_u16()));
                 Ok((
                     response,
@@ -298,7 +286,7 @@ impl ListenerProxy {
                 ))
             }
             Err(AttemptError::Timeout) => {
-                endpoint.observe_latency(per_try);
+                cluster.observe_latency(&endpoint, per_try);
                 warn!(listener = %self.listener, cluster = %cluster.name(), endpoint = %endpoint.addr, ?per_try, "upstream timed out");
                 Err(AttemptError::Timeout)
             }
@@ -306,12 +294,44 @@ impl ListenerProxy {
                 if let (Some(observed), AttemptError::Send(e)) = (error.observed(), &error) {
                     cluster.observe(&endpoint, observed);
                     // A failing endpoint should look slow to `ewma`, not fast.
-                    endpoint.observe_latency(took.max(cluster.config.connect_timeout));
+                    cluster.observe_latency(&endpoint, took.max(cluster.config.connect_timeout));
                     warn!(listener = %self.listener, cluster = %cluster.name(), error = %e, "upstream request failed");
                 }
                 Err(error)
             }
         }
+    }
+
+    /// The request an attempt sends: the head (moved when nothing reads it after sending,
+    /// else copied), the time left for a gRPC call, the upstream's target form, and the trace
+    /// context with the attempt's span id.
+    fn upstream_request(
+        &self,
+        state: &mut RequestState,
+        body: ProxyBody,
+        cluster: &Cluster,
+        per_try: Duration,
+    ) -> Result<(Request<ProxyBody>, Option<SpanId>), AttemptError> {
+        // When no hook runs after sending (no plugins, or plugins with request hooks only)
+        // nothing reads the head again and nothing retries: move it, don't copy.
+        let mut req = if !self.chain.reads_request_after_send() {
+            take_head(&mut state.head, body)
+        } else {
+            headers::copy_request(&state.head, body)
+        };
+        if req.headers().contains_key(&grpc::GRPC_TIMEOUT) {
+            req.headers_mut()
+                .insert(&grpc::GRPC_TIMEOUT, grpc::format_timeout(per_try));
+        }
+        let http2 = cluster.config.protocol == UpstreamProtocol::Http2;
+        headers::set_upstream_target(&mut req, http2)
+            .map_err(|e| AttemptError::BadRequest(e.to_string()))?;
+        let span_id = state.exchange.trace.as_ref().map(|trace| {
+            let span_id = new_span_id();
+            trace.inject(req.headers_mut(), span_id);
+            span_id
+        });
+        Ok((req, span_id))
     }
 
     /// Records why an attempt failed before it was sent, and returns the reason.

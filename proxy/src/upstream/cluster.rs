@@ -14,7 +14,7 @@ use super::health::Observed;
 use super::limits::ClusterLimits;
 use super::pool::{Pool, PoolSettings};
 use crate::balance::Balancer;
-use crate::config::{ClusterConfig, Config, HealthCheckConfig};
+use crate::config::{ClusterConfig, Config, HealthCheckConfig, LbPolicy};
 use crate::discovery::{self, Resolved};
 use crate::telemetry::ClusterMetrics;
 use crate::tls::client::UpstreamTls;
@@ -100,6 +100,15 @@ impl Cluster {
     /// Whether too few endpoints are usable and the cluster uses them all regardless.
     pub fn in_panic(&self) -> bool {
         self.endpoints.load().panic
+    }
+
+    /// Records how long `endpoint` took to answer (or to fail) when the cluster balances by
+    /// latency (`ewma`); no other policy reads the estimate, which costs a clock reading and a
+    /// lock per response.
+    pub fn observe_latency(&self, endpoint: &Endpoint, took: Duration) {
+        if self.config.lb == LbPolicy::Ewma {
+            endpoint.observe_latency(took);
+        }
     }
 
     /// Outlier detection: counts what a real request to `endpoint` showed and ejects it when
@@ -490,7 +499,7 @@ fn spawn_upkeep(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{EndpointConfig, LbPolicy, UpstreamProtocol};
+    use crate::config::{EndpointConfig, UpstreamProtocol};
 
     fn config() -> ClusterConfig {
         ClusterConfig {

@@ -291,13 +291,23 @@ impl Pool {
                 ..
             }) if reused && head.method.is_idempotent() => {
                 debug!(addr = %self.addr, "a kept connection had closed; sending on a new one");
-                let (connection, open) = Box::pin(self.connect_http1()).await?;
-                let req = Request::from_parts(head, ProxyBody::Empty);
-                match connection.send(req, self.back_to_pool(open)).await {
-                    Ok(response) => Ok(response.map(UpstreamBody::Http1)),
-                    Err(e) => Err(self.reset(e.error)),
-                }
+                Box::pin(self.resend_http1(head)).await
             }
+            Err(e) => Err(self.reset(e.error)),
+        }
+    }
+
+    /// The rare second try of [`Pool::send_http1`], on a new connection. Its own (boxed)
+    /// future: inline, a second send's state would make every request's future a kilobyte
+    /// larger, and that future is moved from caller to caller.
+    async fn resend_http1(
+        self: &Arc<Self>,
+        head: http::request::Parts,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        let (connection, open) = Box::pin(self.connect_http1()).await?;
+        let req = Request::from_parts(head, ProxyBody::Empty);
+        match connection.send(req, self.back_to_pool(open)).await {
+            Ok(response) => Ok(response.map(UpstreamBody::Http1)),
             Err(e) => Err(self.reset(e.error)),
         }
     }
