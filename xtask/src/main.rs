@@ -32,7 +32,9 @@ fn main() -> ExitCode {
                  test [ARGS]    build the plugins and run the whole test suite (ARGS go to the runner)\n  \
                  build-plugins  build every plugin under plugins/ into target/plugins/\n  \
                  bench [--quick | --duration S --rounds N]\n                \
-                 load benchmark against nginx and HAProxy; results in target/bench/"
+                 load benchmark against nginx and HAProxy; results in target/bench/\n  \
+                 bench --instructions\n                \
+                 user-space instructions a request without plugins (callgrind)"
             );
             return ExitCode::from(2);
         }

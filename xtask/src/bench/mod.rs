@@ -8,6 +8,7 @@
 //! h2load is installed, HTTP/2 with 64 streams. Rounds are interleaved (every server once per
 //! round) so machine noise hits all alike; the medians are reported as ratios to nginx.
 
+mod instructions;
 mod load;
 mod program;
 mod report;
@@ -66,6 +67,9 @@ impl Options {
 }
 
 pub fn bench(args: &[String]) -> Result<()> {
+    if args.iter().any(|a| a == "--instructions") {
+        return instructions::run();
+    }
     let options = Options::parse(args)?;
     crate::install_packages(PACKAGES);
     for (path, package) in &PACKAGES[..3] {

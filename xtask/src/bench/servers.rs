@@ -256,6 +256,12 @@ impl Server {
 
     /// Writes the config and starts the server; returns once it answers HTTP.
     pub fn start(&self, ctx: &Setup) -> Result<Running> {
+        self.start_wrapped(ctx, &[])
+    }
+
+    /// [`Server::start`], with Switchyard run under `wrapper` (a program and its arguments, e.g.
+    /// valgrind) when it is not empty.
+    pub fn start_wrapped(&self, ctx: &Setup, wrapper: &[String]) -> Result<Running> {
         let template = crate::root().join("benches/load").join(self.template);
         let text = std::fs::read_to_string(&template)
             .with_context(|| format!("cannot read {}", template.display()))?;
@@ -296,7 +302,14 @@ impl Server {
                         String::from_utf8_lossy(&validated.stderr)
                     );
                 }
-                let mut c = Command::new(&ctx.switchyard);
+                let mut c = match wrapper.split_first() {
+                    Some((program, args)) => {
+                        let mut c = Command::new(program);
+                        c.args(args).arg(&ctx.switchyard);
+                        c
+                    }
+                    None => Command::new(&ctx.switchyard),
+                };
                 c.args(["run", "--config"]).arg(&config);
                 c.env("RUST_LOG", "warn");
                 c

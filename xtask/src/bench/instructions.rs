@@ -1,0 +1,135 @@
+//! `cargo xtask bench --instructions`: the user-space instructions Switchyard executes per
+//! request without plugins, counted by callgrind.
+//!
+//! On a shared 2-core machine two runs of the same binary differ by about 5% in requests/s, so
+//! a change to the request path worth 1-2% cannot be seen in the load benchmark; the count of
+//! instructions is the same from run to run within about 0.5%. The counters are zeroed after a
+//! warm-up and dumped after a fixed load, so start-up is not counted. It counts user space only
+//! (the kernel's share is in the load benchmark's CPU column), and only without plugins: under
+//! valgrind the plugin runtime cannot reserve its instance pool.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use super::load::{self, Load, Requests};
+use super::servers::{Running, Server, Setup};
+
+/// Programs this measurement drives, by Debian package.
+const PACKAGES: &[(&str, &str)] = &[
+    ("/usr/sbin/nginx", "nginx"),
+    ("/usr/bin/wrk", "wrk"),
+    ("/usr/bin/valgrind", "valgrind"),
+];
+
+/// Connections of the measured load: enough to keep the proxy busy under valgrind's ~50x
+/// slowdown without the runtime's per-turn work being spread over many requests at once.
+const CONNECTIONS: u32 = 4;
+const WARMUP: Duration = Duration::from_secs(3);
+const MEASURED: Duration = Duration::from_secs(4);
+
+pub fn run() -> Result<()> {
+    crate::install_packages(PACKAGES);
+    for (path, package) in PACKAGES {
+        if !Path::new(path).exists() {
+            bail!("{path} is missing: install the Debian package {package}");
+        }
+    }
+    crate::run(crate::cargo().args(["build", "--release", "--package", "switchyard"]))?;
+
+    let out_dir = crate::root().join("target/bench");
+    let dir = out_dir.join("instructions");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let setup = Setup {
+        dir: dir.clone(),
+        origin_port: super::servers::free_port()?,
+        plugins: crate::root().join("target/plugins"),
+        public_key_pem: String::new(),
+        switchyard: crate::root().join("target/release/switchyard"),
+    };
+    let mut origin = Server::origin()?;
+    origin.port = setup.origin_port;
+    let _origin = origin.start(&setup)?;
+    let proxy = Server::proxies()?
+        .into_iter()
+        .find(|p| p.name == "switchyard")
+        .context("the benchmark has no plain switchyard configuration")?;
+    let out_file = dir.join("callgrind.out.%p");
+    let valgrind = [
+        "valgrind".to_owned(),
+        "--tool=callgrind".to_owned(),
+        "--dump-instr=no".to_owned(),
+        format!("--callgrind-out-file={}", out_file.display()),
+    ];
+    let running = proxy.start_wrapped(&setup, &valgrind)?;
+    let requests = Requests {
+        path: "/",
+        header: None,
+    };
+    let load = Load::Http1 {
+        connections: CONNECTIONS,
+    };
+    load::measure(load, proxy.port, WARMUP, &running, requests)?;
+    callgrind_control("-z", &running)?;
+    let sample = load::measure(load, proxy.port, MEASURED, &running, requests)?;
+    callgrind_control("-d", &running)?;
+    if sample.requests == 0 || sample.errors > 0 {
+        bail!(
+            "the measured load had {} requests and {} errors",
+            sample.requests,
+            sample.errors
+        );
+    }
+    let dump = dir.join(format!("callgrind.out.{}.1", running.pid()));
+    let instructions = summary(&dump)?;
+    let per_request = instructions as f64 / sample.requests as f64;
+    let line = format!(
+        "switchyard, no plugins, h1 x{CONNECTIONS}: {per_request:.0} user-space instructions a \
+         request ({instructions} over {} requests)",
+        sample.requests
+    );
+    println!("{line}");
+    println!(
+        "profile: callgrind_annotate --inclusive=yes {}",
+        dump.display()
+    );
+    std::fs::write(out_dir.join("instructions.txt"), format!("{line}\n"))?;
+    Ok(())
+}
+
+/// Zeroes (`-z`) or dumps (`-d`) the counters of the proxy running under callgrind.
+fn callgrind_control(action: &str, running: &Running) -> Result<()> {
+    let status = Command::new("callgrind_control")
+        .arg(action)
+        .arg(running.pid().to_string())
+        .output()
+        .context("cannot run callgrind_control")?
+        .status;
+    if !status.success() {
+        bail!("callgrind_control {action} failed ({status})");
+    }
+    Ok(())
+}
+
+/// The instruction count a callgrind dump totals (its `summary:` line), read once the file is
+/// complete: `callgrind_control -d` returns when callgrind has been asked, not when it wrote.
+fn summary(dump: &Path) -> Result<u64> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(dump)
+            && let Some(count) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("summary:"))
+                .and_then(|v| v.trim().parse().ok())
+        {
+            return Ok(count);
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("callgrind wrote no complete dump to {}", dump.display());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
