@@ -8,7 +8,7 @@ use crate::hex::hex;
 use sha2::{Digest, Sha256};
 use tracing::{debug, warn};
 use wasmtime::component::Component;
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, Module, PoolingAllocationConfig};
 
 use crate::sandbox::{MAX_MEMORY as MAX_PLUGIN_MEMORY, POOLED_INSTANCES};
 
@@ -56,26 +56,55 @@ impl CompileCache {
 
     /// Returns the compiled component, from the cache when possible.
     pub fn component(&self, engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
+        self.cached(
+            engine,
+            bytes,
+            || Component::new(engine, bytes),
+            Component::serialize,
+            load_precompiled_component,
+        )
+    }
+
+    /// Returns the compiled core module (a proxy-wasm filter), from the cache when possible:
+    /// compiling one at every start also left cranelift's code and memory in the proxy's RSS.
+    pub fn module(&self, engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Module> {
+        self.cached(
+            engine,
+            bytes,
+            || Module::new(engine, bytes),
+            Module::serialize,
+            load_precompiled_module,
+        )
+    }
+
+    fn cached<T>(
+        &self,
+        engine: &Engine,
+        bytes: &[u8],
+        compile: impl FnOnce() -> wasmtime::Result<T>,
+        serialize: impl FnOnce(&T) -> wasmtime::Result<Vec<u8>>,
+        load: impl FnOnce(&Engine, &Path) -> wasmtime::Result<T>,
+    ) -> wasmtime::Result<T> {
         let path = self.dir.join(format!("{}.cwasm", cache_key(engine, bytes)));
         if path.exists() {
-            match load_precompiled(engine, &path) {
-                Ok(component) => return Ok(component),
+            match load(engine, &path) {
+                Ok(compiled) => return Ok(compiled),
                 Err(e) => {
                     warn!(path = %path.display(), error = %e, "ignoring unusable cached plugin")
                 }
             }
         }
-        let component = Component::new(engine, bytes)?;
-        if let Err(e) = self.store(&path, &component) {
+        let compiled = compile()?;
+        let stored = serialize(&compiled)
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .and_then(|bytes| self.store(&path, &bytes));
+        if let Err(e) = stored {
             debug!(path = %path.display(), error = %e, "cannot cache compiled plugin");
         }
-        Ok(component)
+        Ok(compiled)
     }
 
-    fn store(&self, path: &Path, component: &Component) -> std::io::Result<()> {
-        let bytes = component
-            .serialize()
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
+    fn store(&self, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
         // Write then rename, so a concurrent reader never sees half a file.
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
@@ -91,9 +120,56 @@ fn cache_key(engine: &Engine, bytes: &[u8]) -> String {
 }
 
 #[allow(unsafe_code)]
-fn load_precompiled(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
+fn load_precompiled_component(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
     // SAFETY: `deserialize_file` trusts the file to be wasmtime's own output. Only this cache
     // writes here (atomically, via rename), file names carry the sha256 of the source and the
     // engine's compatibility hash, and wasmtime rejects files from another version or config.
     unsafe { Component::deserialize_file(engine, path) }
+}
+
+#[allow(unsafe_code)]
+fn load_precompiled_module(engine: &Engine, path: &Path) -> wasmtime::Result<Module> {
+    // SAFETY: as for components above; a file holding a component (or anything else) is
+    // refused by wasmtime's header check and compiled again.
+    unsafe { Module::deserialize_file(engine, path) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The smallest valid core module: the magic number and version.
+    const EMPTY_MODULE: &[u8] = b"\0asm\x01\0\0\0";
+
+    fn cached_files(dir: &Path) -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .map(|entries| entries.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_core_module_is_compiled_once_then_read_from_the_cache() {
+        let dir = std::env::temp_dir().join(format!("switchyard-cache-{}", fastrand::u64(..)));
+        let engine = new_engine().unwrap();
+        let cache = CompileCache::new(&dir);
+
+        cache.module(&engine, EMPTY_MODULE).unwrap();
+        let files = cached_files(&dir);
+        assert_eq!(files.len(), 1, "one compiled file: {files:?}");
+        let written = std::fs::metadata(&files[0]).unwrap().modified().unwrap();
+
+        cache.module(&engine, EMPTY_MODULE).unwrap();
+        assert_eq!(cached_files(&dir), files);
+        assert_eq!(
+            std::fs::metadata(&files[0]).unwrap().modified().unwrap(),
+            written,
+            "the second load read the file instead of compiling and writing it again"
+        );
+
+        // A damaged file is ignored: the module is compiled again and the file replaced.
+        std::fs::write(&files[0], b"not wasmtime's output").unwrap();
+        cache.module(&engine, EMPTY_MODULE).unwrap();
+        assert_ne!(std::fs::read(&files[0]).unwrap(), b"not wasmtime's output");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -136,10 +136,13 @@ pub async fn load(
     env: Arc<PluginEnv>,
     max_live: usize,
 ) -> Result<Plugin, LoadError> {
+    if super::proxy_wasm::is_proxy_wasm(load.bytes) {
+        return load_filter(load, env);
+    }
     let Load {
         engine,
         linker,
-        filter_linker,
+        filter_linker: _,
         cache,
         config,
         bytes,
@@ -148,17 +151,6 @@ pub async fn load(
     } = load;
     let plugin = config.name.clone();
     let path = config.path.clone();
-    if super::proxy_wasm::is_proxy_wasm(bytes) {
-        return load_filter(
-            engine,
-            filter_linker,
-            config,
-            bytes,
-            env,
-            sha256,
-            fingerprint,
-        );
-    }
     let component_bytes = as_component(bytes, &plugin, &path)?;
     let component = cache
         .component(engine, &component_bytes)
@@ -209,19 +201,28 @@ pub async fn load(
 }
 
 /// Loads a proxy-wasm filter: its `[plugin.config]` is its plugin configuration, as JSON.
-fn load_filter(
-    engine: &Engine,
-    linker: &wasmtime::Linker<super::proxy_wasm::host_state::FilterState>,
-    config: &PluginConfig,
-    bytes: &[u8],
-    env: Arc<PluginEnv>,
-    sha256: String,
-    fingerprint: String,
-) -> Result<Plugin, LoadError> {
+fn load_filter(load: Load<'_>, env: Arc<PluginEnv>) -> Result<Plugin, LoadError> {
     use super::proxy_wasm::{FilterLoadError, ProxyWasmFilter};
+    let Load {
+        engine,
+        linker: _,
+        filter_linker: linker,
+        cache,
+        config,
+        bytes,
+        sha256,
+        fingerprint,
+    } = load;
     let configuration = serde_json::to_vec(&config.config).unwrap_or_else(|_| b"{}".to_vec());
+    let module = cache
+        .module(engine, bytes)
+        .map_err(|e| LoadError::ProxyWasm {
+            plugin: config.name.clone(),
+            path: config.path.clone(),
+            reason: FilterLoadError::Compile(format!("{e:#}")).to_string(),
+        })?;
     let filter =
-        ProxyWasmFilter::load(engine, linker, bytes, env, configuration).map_err(|e| match e {
+        ProxyWasmFilter::load(linker, &module, env, configuration).map_err(|e| match e {
             FilterLoadError::Start(HookError::ConfigRefused(message)) => {
                 config_refused(config.name.clone(), &message)
             }

@@ -126,24 +126,21 @@ pub struct ProxyWasmFilter {
 }
 
 impl ProxyWasmFilter {
-    /// Compiles and links the filter and starts its first instance (which runs
+    /// Links the compiled filter and starts its first instance (which runs
     /// `proxy_on_vm_start` and `proxy_on_configure` with `configuration`).
     pub fn load(
-        engine: &Engine,
         linker: &Linker<FilterState>,
-        bytes: &[u8],
+        module: &Module,
         env: Arc<PluginEnv>,
         configuration: Vec<u8>,
     ) -> Result<Self, FilterLoadError> {
         static IDS: AtomicU64 = AtomicU64::new(1);
-        let module =
-            Module::new(engine, bytes).map_err(|e| FilterLoadError::Compile(format!("{e:#}")))?;
-        let missing = host::missing_imports(&module);
+        let missing = host::missing_imports(module);
         if !missing.is_empty() {
             return Err(FilterLoadError::Unsupported(missing));
         }
         let pre = linker
-            .instantiate_pre(&module)
+            .instantiate_pre(module)
             .map_err(|e| FilterLoadError::Compile(format!("{e:#}")))?;
         let slots = std::thread::available_parallelism()
             .map_or(2, |n| n.get())
