@@ -203,26 +203,18 @@ pub async fn load(
 /// Loads a proxy-wasm filter: its `[plugin.config]` is its plugin configuration, as JSON.
 fn load_filter(load: Load<'_>, env: Arc<PluginEnv>) -> Result<Plugin, LoadError> {
     use super::proxy_wasm::{FilterLoadError, ProxyWasmFilter};
-    let Load {
-        engine,
-        linker: _,
-        filter_linker: linker,
-        cache,
-        config,
-        bytes,
-        sha256,
-        fingerprint,
-    } = load;
+    let config = load.config;
     let configuration = serde_json::to_vec(&config.config).unwrap_or_else(|_| b"{}".to_vec());
-    let module = cache
-        .module(engine, bytes)
+    let module = load
+        .cache
+        .module(load.engine, load.bytes)
         .map_err(|e| LoadError::ProxyWasm {
             plugin: config.name.clone(),
             path: config.path.clone(),
             reason: FilterLoadError::Compile(format!("{e:#}")).to_string(),
         })?;
-    let filter =
-        ProxyWasmFilter::load(linker, &module, env, configuration).map_err(|e| match e {
+    let filter = ProxyWasmFilter::load(load.filter_linker, &module, env, configuration).map_err(
+        |e| match e {
             FilterLoadError::Start(HookError::ConfigRefused(message)) => {
                 config_refused(config.name.clone(), &message)
             }
@@ -231,7 +223,8 @@ fn load_filter(load: Load<'_>, env: Arc<PluginEnv>) -> Result<Plugin, LoadError>
                 path: config.path.clone(),
                 reason: e.to_string(),
             },
-        })?;
+        },
+    )?;
     let tick_every = filter.tick_every;
     // Whole-body and per-attempt hooks have no proxy-wasm counterpart: bodies stream through
     // the filter piece by piece instead.
@@ -241,8 +234,8 @@ fn load_filter(load: Load<'_>, env: Arc<PluginEnv>) -> Result<Plugin, LoadError>
     };
     Ok(Plugin::new(
         config,
-        sha256,
-        fingerprint,
+        load.sha256,
+        load.fingerprint,
         super::Runner::ProxyWasm(filter),
         super::BodyInterest::empty(),
         tick_every,
