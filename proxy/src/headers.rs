@@ -67,7 +67,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     // Most messages carry none of them (or only `connection`): one pass over the names, which
     // hashes nothing, finds which are there, and only those are looked up and removed.
     let fixed = fixed_hop_by_hop();
-    let mut present = [false; 6];
+    let mut present = fixed.map(|_| false);
     for name in headers.keys() {
         if let Some(i) = fixed.iter().position(|hop| *hop == name) {
             present[i] = true;

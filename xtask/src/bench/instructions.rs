@@ -10,7 +10,7 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
@@ -32,11 +32,7 @@ const MEASURED: Duration = Duration::from_secs(4);
 
 pub fn run() -> Result<()> {
     crate::install_packages(PACKAGES);
-    for (path, package) in PACKAGES {
-        if !Path::new(path).exists() {
-            bail!("{path} is missing: install the Debian package {package}");
-        }
-    }
+    super::require(PACKAGES)?;
     crate::run(crate::cargo().args(["build", "--release", "--package", "switchyard"]))?;
 
     let out_dir = crate::root().join("target/bench");
@@ -50,9 +46,7 @@ pub fn run() -> Result<()> {
         public_key_pem: String::new(),
         switchyard: crate::root().join("target/release/switchyard"),
     };
-    let mut origin = Server::origin()?;
-    origin.port = setup.origin_port;
-    let _origin = origin.start(&setup)?;
+    let _origin = setup.start_origin()?;
     let proxy = Server::proxies()?
         .into_iter()
         .find(|p| p.name == "switchyard")
@@ -117,7 +111,7 @@ fn callgrind_control(action: &str, running: &Running) -> Result<()> {
 /// The instruction count a callgrind dump totals (its `summary:` line), read once the file is
 /// complete: `callgrind_control -d` returns when callgrind has been asked, not when it wrote.
 fn summary(dump: &Path) -> Result<u64> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(text) = std::fs::read_to_string(dump)
             && let Some(count) = text
@@ -127,7 +121,7 @@ fn summary(dump: &Path) -> Result<u64> {
         {
             return Ok(count);
         }
-        if std::time::Instant::now() > deadline {
+        if Instant::now() > deadline {
             bail!("callgrind wrote no complete dump to {}", dump.display());
         }
         std::thread::sleep(Duration::from_millis(100));

@@ -72,11 +72,7 @@ pub fn bench(args: &[String]) -> Result<()> {
     }
     let options = Options::parse(args)?;
     crate::install_packages(PACKAGES);
-    for (path, package) in &PACKAGES[..3] {
-        if !std::path::Path::new(path).exists() {
-            bail!("{path} is missing: install the Debian package {package}");
-        }
-    }
+    require(&PACKAGES[..3])?;
     crate::build_plugins()?;
     crate::run(crate::cargo().args(["build", "--release", "--package", "switchyard"]))?;
 
@@ -95,9 +91,7 @@ pub fn bench(args: &[String]) -> Result<()> {
     setup.write_scripts()?;
     let token = format!("Bearer {}", mint_token(&keys.join("rsa-private.pem"))?);
 
-    let mut origin = Server::origin()?;
-    origin.port = setup.origin_port;
-    let _origin = origin.start(&setup)?;
+    let _origin = setup.start_origin()?;
     let proxies = Server::proxies()?;
     let mut loads = vec![
         Load::Http1 { connections: 1 },
@@ -203,6 +197,16 @@ pub fn bench(args: &[String]) -> Result<()> {
             json_path.display(),
             out_dir.join("chart.svg").display()
         ),
+    }
+    Ok(())
+}
+
+/// Fails naming the first of `packages` (program path, Debian package) that is not installed.
+fn require(packages: &[(&str, &str)]) -> Result<()> {
+    for (path, package) in packages {
+        if !std::path::Path::new(path).exists() {
+            bail!("{path} is missing: install the Debian package {package}");
+        }
     }
     Ok(())
 }

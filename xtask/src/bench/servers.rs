@@ -88,6 +88,13 @@ pub struct Setup {
 }
 
 impl Setup {
+    /// Starts the origin every proxy forwards to, on `origin_port`.
+    pub fn start_origin(&self) -> Result<Running> {
+        let mut origin = Server::origin()?;
+        origin.port = self.origin_port;
+        origin.start(self)
+    }
+
     /// Copies the scripts some configs load (the program for njs and HAProxy's Lua) next to
     /// the configs, once per run.
     pub fn write_scripts(&self) -> Result<()> {
