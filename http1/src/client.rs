@@ -19,7 +19,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::chunked::{ChunkedDecoder, ChunkedError};
-use super::fields::{content_length, has_token};
+use super::fields::FramingFields;
 pub use super::framing::Framing;
 use super::framing::Piece;
 use super::writer::{BodyWriter, Outbound, WriteError, write_field, write_length};
@@ -124,8 +124,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     {
         let (parts, body) = req.into_parts();
         let head_request = parts.method == Method::HEAD;
-        let wants_close = has_token(&parts.headers, "close");
-        let mut writer = request_writer(&parts, body, std::mem::take(&mut self.head));
+        let (mut writer, wants_close) =
+            request_writer(&parts, body, std::mem::take(&mut self.head));
         let mut write_error = None;
         let parsed = poll_fn(|cx| {
             if !writer.done && write_error.is_none() {
@@ -256,18 +256,20 @@ pub fn parse_head(
     let start = read.as_ptr() as usize;
     // Room for the fields a proxy adds (via, request id) without growing.
     let mut headers = HeaderMap::with_capacity(response.headers.len() + 4);
+    let mut fields = FramingFields::default();
     for field in response.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| Error::BadHead(httparse::Error::HeaderName))?;
         let at = field.value.as_ptr() as usize - start;
         let value = HeaderValue::from_maybe_shared(head.slice(at..at + field.value.len()))
             .map_err(|_| Error::BadHead(httparse::Error::HeaderValue))?;
+        fields.note(&name, field.value);
         headers.append(name, value);
     }
     let _ = read.split_to(len);
     let mut keep_alive = match version {
-        Version::HTTP_10 => has_token(&headers, "keep-alive"),
-        _ => !has_token(&headers, "close"),
+        Version::HTTP_10 => fields.keep_alive,
+        _ => !fields.close,
     };
     let framing = if status == StatusCode::SWITCHING_PROTOCOLS {
         keep_alive = false;
@@ -278,7 +280,7 @@ pub fn parse_head(
         || status == StatusCode::NOT_MODIFIED
     {
         Framing::Empty
-    } else if headers.contains_key(header::TRANSFER_ENCODING) {
+    } else if fields.transfer_encoding_fields > 0 {
         // Transfer-Encoding wins over Content-Length, which must not reach the client beside a
         // body of another length; a message with both does not get to reuse the connection.
         if headers.remove(header::CONTENT_LENGTH).is_some() {
@@ -290,8 +292,8 @@ pub fn parse_head(
             keep_alive = false;
             Framing::UntilClose
         }
-    } else if headers.contains_key(header::CONTENT_LENGTH) {
-        Framing::Length(content_length(&headers).ok_or(Error::BadContentLength)?)
+    } else if fields.length_fields > 0 {
+        Framing::Length(fields.content_length().ok_or(Error::BadContentLength)?)
     } else {
         keep_alive = false;
         Framing::UntilClose
@@ -314,13 +316,33 @@ fn chunked_last(headers: &HeaderMap) -> bool {
 }
 
 /// The request head, encoded into `out` (reused from the last request), and the writer that
-/// sends it with the body.
-fn request_writer<B>(parts: &http::request::Parts, body: B, mut out: Vec<u8>) -> BodyWriter<B>
+/// sends it with the body; and whether the request asks to close the connection after it.
+fn request_writer<B>(
+    parts: &http::request::Parts,
+    body: B,
+    mut out: Vec<u8>,
+) -> (BodyWriter<B>, bool)
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
-    let declared = content_length(&parts.headers);
+    out.clear();
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut fields = FramingFields::default();
+    for (name, value) in &parts.headers {
+        fields.note(name, value.as_bytes());
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        write_field(&mut out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    // Decided after the fields are written, from what they said: the framing's own field comes
+    // last.
+    let declared = fields.content_length();
     let framing = if body.is_end_stream() {
         Outbound::Empty
     } else if let Some(length) = declared.or(body.size_hint().exact()) {
@@ -328,18 +350,6 @@ where
     } else {
         Outbound::Chunked
     };
-    out.clear();
-    out.extend_from_slice(parts.method.as_str().as_bytes());
-    out.push(b' ');
-    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    out.extend_from_slice(target.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &parts.headers {
-        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
-            continue;
-        }
-        write_field(&mut out, name.as_str().as_bytes(), value.as_bytes());
-    }
     match framing {
         Outbound::Empty => {
             let says_body = declared.is_some()
@@ -353,7 +363,7 @@ where
         Outbound::UntilClose => {}
     }
     out.extend_from_slice(b"\r\n");
-    BodyWriter::new(out, body, framing)
+    (BodyWriter::new(out, body, framing), fields.close)
 }
 
 /// A response body read off the connection as the client takes it. Holds the connection (and

@@ -7,7 +7,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, StatusCode, Uri, Version};
 
 use crate::chunked::ChunkedDecoder;
-use crate::fields::{accepts_trailers, content_length, has_token};
+use crate::fields::FramingFields;
 use crate::framing::Framing;
 
 /// Fields a request's map has room for beyond those it came with.
@@ -97,28 +97,26 @@ pub fn parse_head(
     };
     // Room for the fields a proxy adds (forwarding, request id, tracing) without growing.
     let mut headers = HeaderMap::with_capacity(request.headers.len() + ROOM_TO_ADD);
+    let mut fields = FramingFields::default();
     for field in request.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| Refusal::bad("malformed header field name"))?;
         let value = HeaderValue::from_maybe_shared(slice(field.value))
             .map_err(|_| Refusal::bad("malformed header field value"))?;
+        fields.note(&name, field.value);
         headers.append(name, value);
     }
     let _ = read.split_to(len);
 
     let uri = request_target(&method, target)?;
-    let framing = body_framing(&headers, version)?;
+    let framing = body_framing(&headers, &fields, version)?;
     let keep_alive = match version {
-        Version::HTTP_10 => has_token(&headers, "keep-alive"),
-        _ => !has_token(&headers, "close"),
+        Version::HTTP_10 => fields.keep_alive,
+        _ => !fields.close,
     };
-    let expects_continue = version == Version::HTTP_11
-        && headers
-            .get(header::EXPECT)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    let upgrade = method == Method::CONNECT
-        || (headers.contains_key(header::UPGRADE) && has_token(&headers, "upgrade"));
-    let accepts_trailers = accepts_trailers(&headers);
+    let expects_continue = version == Version::HTTP_11 && fields.expect_continue;
+    let upgrade = method == Method::CONNECT || (fields.upgrade_field && fields.upgrade);
+    let accepts_trailers = fields.te_trailers;
     let mut parts = Request::new(()).into_parts().0;
     parts.method = method;
     parts.uri = uri;
@@ -157,9 +155,13 @@ fn request_target(method: &Method, target: Bytes) -> Result<Uri, Refusal> {
 /// How the request body is delimited. Anything two parsers could read two ways is refused:
 /// a length beside chunked, more than one length, a transfer coding other than a single
 /// final `chunked`, and Transfer-Encoding in HTTP/1.0.
-fn body_framing(headers: &HeaderMap, version: Version) -> Result<Framing, Refusal> {
-    let coded = headers.contains_key(header::TRANSFER_ENCODING);
-    let has_length = headers.contains_key(header::CONTENT_LENGTH);
+fn body_framing(
+    headers: &HeaderMap,
+    fields: &FramingFields,
+    version: Version,
+) -> Result<Framing, Refusal> {
+    let coded = fields.transfer_encoding_fields > 0;
+    let has_length = fields.length_fields > 0;
     if coded {
         if version == Version::HTTP_10 {
             return Err(Refusal::bad("Transfer-Encoding in an HTTP/1.0 request"));
@@ -183,7 +185,7 @@ fn body_framing(headers: &HeaderMap, version: Version) -> Result<Framing, Refusa
         if codings.any(|c| c.eq_ignore_ascii_case(b"chunked")) {
             return Err(Refusal::bad("chunked is applied more than once"));
         }
-        if headers.get_all(header::TRANSFER_ENCODING).iter().count() > 1
+        if fields.transfer_encoding_fields > 1
             || headers[header::TRANSFER_ENCODING]
                 .as_bytes()
                 .contains(&b',')
@@ -198,9 +200,8 @@ fn body_framing(headers: &HeaderMap, version: Version) -> Result<Framing, Refusa
     if has_length {
         // One field with one number: a list or a repeat, even of the same number, is refused
         // (RFC 9110 §8.6 allows it, and a request has no reason to send one).
-        let single = headers.get_all(header::CONTENT_LENGTH).iter().count() == 1
-            && !headers[header::CONTENT_LENGTH].as_bytes().contains(&b',');
-        return match content_length(headers).filter(|_| single) {
+        let single = fields.length_fields == 1 && !fields.length_list;
+        return match fields.content_length().filter(|_| single) {
             Some(0) => Ok(Framing::Empty),
             Some(length) => Ok(Framing::Length(length)),
             None => Err(Refusal::bad(

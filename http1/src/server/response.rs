@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use http::header::{self, HeaderMap};
 use http::{StatusCode, Version};
 
-use crate::fields::{content_length, has_token};
+use crate::fields::FramingFields;
 use crate::writer::{Outbound, write_field, write_length};
 
 /// What the response's framing depends on, besides the response.
@@ -42,12 +42,30 @@ pub(crate) fn encode_head(
     out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
     out.extend_from_slice(b"\r\n");
 
+    let mut fields = FramingFields::default();
+    let mut has_date = false;
+    for (name, value) in headers {
+        fields.note(name, value.as_bytes());
+        if name == header::TRANSFER_ENCODING || (name == header::CONNECTION && !exchange.switching)
+        {
+            continue;
+        }
+        if name == header::CONTENT_LENGTH {
+            // The engine writes the length it frames by; a 1xx or 204 has none.
+            continue;
+        }
+        has_date |= name == header::DATE;
+        write_field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+
+    // Decided after the fields are written, from what they said: the framing's own fields come
+    // last.
     let no_body_allowed = status.is_informational() || status == StatusCode::NO_CONTENT;
     let bodiless = no_body_allowed
         || exchange.switching
         || exchange.method_is_head
         || status == StatusCode::NOT_MODIFIED;
-    let declared = content_length(headers);
+    let declared = fields.content_length();
     let framing = if bodiless {
         Outbound::Empty
     } else if let Some(length) = declared {
@@ -62,22 +80,8 @@ pub(crate) fn encode_head(
         exchange.keep_alive = false;
         Outbound::UntilClose
     };
-    if has_token(headers, "close") {
+    if fields.close {
         exchange.keep_alive = false;
-    }
-
-    let mut has_date = false;
-    for (name, value) in headers {
-        if name == header::TRANSFER_ENCODING || (name == header::CONNECTION && !exchange.switching)
-        {
-            continue;
-        }
-        if name == header::CONTENT_LENGTH {
-            // The engine writes the length it frames by; a 1xx or 204 has none.
-            continue;
-        }
-        has_date |= name == header::DATE;
-        write_field(out, name.as_str().as_bytes(), value.as_bytes());
     }
     match framing {
         Outbound::Length(length) => write_length(out, length),
