@@ -440,4 +440,39 @@ mod tests {
         assert_eq!(&made.as_bytes()[14..15], b"4");
         assert_eq!(ensure_request_id(&mut h), made);
     }
+
+    #[test]
+    fn forwarding_fields_extend_what_came_and_replace_what_is_unusable() {
+        let client: IpAddr = "10.1.2.3".parse().unwrap();
+        let mut h = HeaderMap::new();
+        add_forwarding(&mut h, client, "https", Version::HTTP_11);
+        assert_eq!(h[&X_FORWARDED_FOR], "10.1.2.3");
+        assert_eq!(h[&X_FORWARDED_PROTO], "https");
+        assert_eq!(h[header::VIA], "1.1 switchyard");
+
+        let mut h = HeaderMap::new();
+        h.append(&X_FORWARDED_FOR, HeaderValue::from_static(" 192.0.2.1 "));
+        h.append(&X_FORWARDED_FOR, HeaderValue::from_static("192.0.2.2"));
+        h.insert(header::VIA, HeaderValue::from_static("1.0 edge"));
+        add_forwarding(&mut h, client, "http", Version::HTTP_10);
+        let all = |name| h.get_all(name).iter().cloned().collect::<Vec<_>>();
+        // The first field is extended and the others dropped, as before one value.
+        assert_eq!(all(&X_FORWARDED_FOR), ["192.0.2.1, 10.1.2.3"]);
+        assert_eq!(all(&header::VIA), ["1.0 edge, 1.0 switchyard"]);
+
+        let mut h = HeaderMap::new();
+        h.insert(header::VIA, HeaderValue::from_bytes(b"caf\xe9").unwrap());
+        h.insert(&X_FORWARDED_FOR, HeaderValue::from_static(""));
+        add_forwarding(&mut h, client, "http", Version::HTTP_2);
+        assert_eq!(h[header::VIA], "2 switchyard");
+        assert_eq!(h[&X_FORWARDED_FOR], "10.1.2.3");
+
+        let mut h = HeaderMap::new();
+        h.insert(&X_REQUEST_ID, HeaderValue::from_static(""));
+        let made = ensure_request_id(&mut h);
+        assert_eq!(made.len(), 36);
+        assert_eq!(h.get_all(&X_REQUEST_ID).iter().count(), 1);
+        h.insert(&X_REQUEST_ID, HeaderValue::from_static("abc"));
+        assert_eq!(ensure_request_id(&mut h), "abc");
+    }
 }
