@@ -334,9 +334,12 @@ where
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut fields = FramingFields::default();
     for (name, value) in &parts.headers {
-        fields.note(name, value.as_bytes());
         if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            fields.note(name, value.as_bytes());
             continue;
+        }
+        if name == header::CONNECTION {
+            fields.note(name, value.as_bytes());
         }
         write_field(&mut out, name.as_str().as_bytes(), value.as_bytes());
     }

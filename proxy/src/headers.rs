@@ -121,9 +121,11 @@ pub fn add_forwarding(headers: &mut HeaderMap, client: IpAddr, scheme: &str, ver
     if let Some(v) = forwarded_for(headers.get(&X_FORWARDED_FOR), client) {
         headers.insert(&X_FORWARDED_FOR, v);
     }
+    static HTTPS: HeaderValue = HeaderValue::from_static("https");
+    static HTTP: HeaderValue = HeaderValue::from_static("http");
     let proto = match scheme {
-        "https" => Some(HeaderValue::from_static("https")),
-        "http" => Some(HeaderValue::from_static("http")),
+        "https" => Some(HTTPS.clone()),
+        "http" => Some(HTTP.clone()),
         other => HeaderValue::from_str(other).ok(),
     };
     if let Some(v) = proto {
@@ -179,20 +181,30 @@ fn write_ipv4(address: std::net::Ipv4Addr, out: &mut [u8; 64]) -> usize {
     at
 }
 
+/// This proxy's `via` entry for each version (RFC 9110 7.6.3), made once: a value made from a
+/// `&'static str` at run time checks its bytes every time.
+static VIA_HOPS: [(&str, HeaderValue); 5] = [
+    ("0.9 switchyard", HeaderValue::from_static("0.9 switchyard")),
+    ("1.0 switchyard", HeaderValue::from_static("1.0 switchyard")),
+    ("1.1 switchyard", HeaderValue::from_static("1.1 switchyard")),
+    ("2 switchyard", HeaderValue::from_static("2 switchyard")),
+    ("3 switchyard", HeaderValue::from_static("3 switchyard")),
+];
+
 /// Appends `<version> switchyard` to `via` (RFC 9110 7.6.3).
 pub fn append_via(headers: &mut HeaderMap, version: Version) {
-    let hop = match version {
-        Version::HTTP_09 => "0.9 switchyard",
-        Version::HTTP_10 => "1.0 switchyard",
-        Version::HTTP_2 => "2 switchyard",
-        Version::HTTP_3 => "3 switchyard",
-        _ => "1.1 switchyard",
-    };
+    let (hop, hop_value) = &VIA_HOPS[match version {
+        Version::HTTP_09 => 0,
+        Version::HTTP_10 => 1,
+        Version::HTTP_2 => 3,
+        Version::HTTP_3 => 4,
+        _ => 2,
+    }];
     let via = match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
         Some(previous) => {
             HeaderValue::from_maybe_shared(bytes::Bytes::from(format!("{previous}, {hop}")))
         }
-        None => Ok(HeaderValue::from_static(hop)),
+        None => Ok(hop_value.clone()),
     };
     if let Ok(v) = via {
         headers.insert(header::VIA, v);

@@ -45,14 +45,17 @@ pub(crate) fn encode_head(
     let mut fields = FramingFields::default();
     let mut has_date = false;
     for (name, value) in headers {
-        fields.note(name, value.as_bytes());
-        if name == header::TRANSFER_ENCODING || (name == header::CONNECTION && !exchange.switching)
-        {
-            continue;
-        }
-        if name == header::CONTENT_LENGTH {
-            // The engine writes the length it frames by; a 1xx or 204 has none.
-            continue;
+        // The fields the engine writes itself; only those are noted.
+        let framing_field = name == header::TRANSFER_ENCODING
+            || name == header::CONNECTION
+            || name == header::CONTENT_LENGTH;
+        if framing_field {
+            fields.note(name, value.as_bytes());
+            // The engine writes the length it frames by (a 1xx or 204 has none) and its own
+            // `connection`, except the `upgrade` a protocol switch goes out with.
+            if name != header::CONNECTION || !exchange.switching {
+                continue;
+            }
         }
         has_date |= name == header::DATE;
         write_field(out, name.as_str().as_bytes(), value.as_bytes());
