@@ -296,6 +296,9 @@ impl HostApi for WasmHost {
     fn stream_request_body(&mut self) {
         wit::streaming::stream_request_body();
     }
+    fn upstream_failures_only(&mut self, min_status: u16, grpc_statuses: bool) {
+        wit::attempts::upstream_failures_only(min_status, grpc_statuses);
+    }
     fn http_call(
         &mut self,
         cluster: &str,

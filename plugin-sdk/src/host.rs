@@ -62,6 +62,7 @@ pub trait HostApi {
     fn tick_every(&mut self, ms: u32);
     fn stream_response_body(&mut self);
     fn stream_request_body(&mut self);
+    fn upstream_failures_only(&mut self, min_status: u16, grpc_statuses: bool);
     fn http_call(
         &mut self,
         cluster: &str,
@@ -264,6 +265,21 @@ pub mod timer {
     pub fn tick_every(every: std::time::Duration) {
         let ms = u32::try_from(every.as_millis()).unwrap_or(u32::MAX);
         super::with(|h| h.tick_every(ms));
+    }
+}
+
+/// Which attempts reach [`crate::Plugin::on_upstream_response`].
+pub mod attempts {
+    #[allow(unused_imports)]
+    use super::HostApi as _;
+
+    /// From [`crate::Plugin::new`] only: [`crate::Plugin::on_upstream_response`] is called only
+    /// for attempts that got no response, for responses whose status is `min_status` or above
+    /// and, with `grpc_statuses`, for gRPC responses whose head carries a `grpc-status` other
+    /// than 0. For plugins that act only on failures (retries, outlier detection): each success
+    /// they skip is a hook call fewer per request. Without it, every attempt.
+    pub fn upstream_failures_only(min_status: u16, grpc_statuses: bool) {
+        super::with(|h| h.upstream_failures_only(min_status, grpc_statuses));
     }
 }
 

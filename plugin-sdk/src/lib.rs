@@ -51,7 +51,7 @@ pub mod testing;
 
 pub use action::{Action, BodyInterest, Chunk, LocalResponse, Outcome, UpstreamError, run_hook};
 pub use head::{HostError, PeerIdentity, ROUTE_CONTEXT_KEY, Request, Response};
-pub use host::{clock, http, log, metrics, random, shared, streaming, timer};
+pub use host::{attempts, clock, http, log, metrics, random, shared, streaming, timer};
 
 /// A plugin: its config type and the hooks it implements.
 ///

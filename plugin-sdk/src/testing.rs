@@ -93,6 +93,10 @@ pub struct TestHost {
     pub streams_response: bool,
     /// Whether the plugin asked in `new` for request bodies chunk by chunk.
     pub streams_request: bool,
+    /// What the plugin asked in `new` with [`crate::attempts::upstream_failures_only`]
+    /// (`min_status`, `grpc_statuses`): [`TestHost::on_upstream_response`] then skips the
+    /// plugin for the other attempts, as the proxy does.
+    pub upstream_failures_only: Option<(u16, bool)>,
     /// Set when the plugin named a cluster that does not exist, as the proxy does: the call
     /// fails, and the request is answered 500 unless a later `set_destination` succeeds.
     pub bad_destination: Option<String>,
@@ -272,8 +276,23 @@ impl TestHost {
         self.hook(|| plugin.on_request_body(&mut Request::handle(), body))
     }
 
-    /// Runs the plugin's `on_upstream_response` with `outcome`.
+    /// Runs the plugin's `on_upstream_response` with `outcome` — unless the plugin asked for
+    /// failures only and this is not one (then `Continue`, as the proxy goes on without calling
+    /// it). The gRPC status is the response's `grpc-status` header, if any.
     pub fn on_upstream_response<P: Plugin>(&mut self, plugin: &P, outcome: Outcome) -> Action {
+        if let (Some((min_status, grpc_statuses)), Outcome::Response(status)) =
+            (self.upstream_failures_only, outcome)
+        {
+            let grpc_failed = grpc_statuses
+                && self.response.as_ref().is_some_and(|r| {
+                    r.headers.iter().any(|(name, value)| {
+                        name.eq_ignore_ascii_case("grpc-status") && value.trim() != "0"
+                    })
+                });
+            if status < min_status && !grpc_failed {
+                return Action::Continue;
+            }
+        }
         self.hook(|| plugin.on_upstream_response(&mut Request::handle(), outcome))
     }
 
@@ -585,6 +604,9 @@ impl HostApi for TestHost {
     fn stream_request_body(&mut self) {
         self.streams_request = true;
     }
+    fn upstream_failures_only(&mut self, min_status: u16, grpc_statuses: bool) {
+        self.upstream_failures_only = Some((min_status, grpc_statuses));
+    }
     fn tick_every(&mut self, ms: u32) {
         self.tick_every = Some(Duration::from_millis(u64::from(ms)).max(Duration::from_millis(10)));
     }
@@ -659,6 +681,61 @@ mod tests {
             crate::shared::counter_add("ticks", 1);
             Action::Continue
         }
+    }
+
+    /// Asks to see failed attempts only, and counts the calls it gets.
+    struct FailuresOnly;
+
+    impl Plugin for FailuresOnly {
+        type Config = serde_json::Value;
+
+        fn new(_: serde_json::Value) -> Result<Self, String> {
+            crate::attempts::upstream_failures_only(500, true);
+            Ok(FailuresOnly)
+        }
+
+        fn on_upstream_response(&self, _: &mut Request, _: Outcome) -> Action {
+            crate::shared::counter_add("seen", 1);
+            Action::Retry {
+                delay: Duration::ZERO,
+            }
+        }
+    }
+
+    #[test]
+    fn attempts_a_plugin_did_not_ask_for_are_not_shown_to_it() {
+        let mut host = TestHost::get("/").response(200);
+        let plugin = host.load::<FailuresOnly>("{}").unwrap();
+        assert_eq!(host.upstream_failures_only, Some((500, true)));
+        let seen = |host: &mut TestHost| host.counters.get("seen").copied().unwrap_or(0);
+        assert_eq!(
+            host.on_upstream_response(&plugin, Outcome::Response(200)),
+            Action::Continue
+        );
+        assert_eq!(
+            host.on_upstream_response(&plugin, Outcome::Response(499)),
+            Action::Continue
+        );
+        assert_eq!(seen(&mut host), 0);
+        let retry = Action::Retry {
+            delay: Duration::ZERO,
+        };
+        assert_eq!(
+            host.on_upstream_response(&plugin, Outcome::Response(503)),
+            retry
+        );
+        let reset = Outcome::Error(crate::UpstreamError::Reset);
+        assert_eq!(host.on_upstream_response(&plugin, reset), retry);
+        // A gRPC failure travels in a 200's head.
+        let mut grpc = TestHost::get("/")
+            .response(200)
+            .response_header("grpc-status", "14");
+        grpc.upstream_failures_only = host.upstream_failures_only;
+        assert_eq!(
+            grpc.on_upstream_response(&plugin, Outcome::Response(200)),
+            retry
+        );
+        assert_eq!(seen(&mut host), 2);
     }
 
     /// Streams response bodies, masking digits.

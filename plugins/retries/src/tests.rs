@@ -213,3 +213,31 @@ fn grpc_statuses_of_trailers_only_responses_are_retried_by_name() {
     let mut host = TestHost::request("POST", "/form").response(503);
     assert_eq!(tries(&plugin, &mut host, Outcome::Response(503)), 1);
 }
+
+#[test]
+fn only_attempts_it_could_retry_are_shown_to_it() {
+    let declared = |json: &str| {
+        let mut host = TestHost::get("/v1/users");
+        host.load::<Retries>(json).unwrap();
+        host.upstream_failures_only
+    };
+    assert_eq!(declared(LINKERD), Some((500, false)));
+    let codes = r#"{ "routes": [
+        { "name": "a", "retries": { "attempts": 2, "retry_on": ["gateway-error"] } },
+        { "name": "b", "retries": { "attempts": 2, "retry_on": ["retriable-status-codes", "unavailable"],
+                                    "retriable_status_codes": [429, 409] } } ] }"#;
+    assert_eq!(declared(codes), Some((409, true)));
+    let no_status =
+        r#"{ "routes": [ { "name": "a", "retries": { "attempts": 2, "retry_on": ["reset"] } } ] }"#;
+    assert_eq!(declared(no_status), Some((u16::MAX, false)));
+
+    // What it still sees is retried as before; a success goes by without a call.
+    let mut host = TestHost::get("/v1/users");
+    let plugin: Retries = host.load(LINKERD).unwrap();
+    assert_eq!(tries(&plugin, &mut host, Outcome::Response(503)), 4);
+    assert_eq!(tries(&plugin, &mut host, Outcome::Response(200)), 1);
+    assert_eq!(
+        tries(&plugin, &mut host, Outcome::Error(UpstreamError::Reset)),
+        4
+    );
+}

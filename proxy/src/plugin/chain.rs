@@ -278,6 +278,22 @@ impl Chain {
         (state, Decided::of(step))
     }
 
+    /// Whether some plugin's `on-upstream-response` is to see this attempt (`head`: its
+    /// response's, if it got one): when none is, the attempt's outcome stands as it is.
+    pub fn watches_attempt(
+        &self,
+        state: &RequestState,
+        outcome: AttemptOutcome,
+        head: Option<&http::HeaderMap>,
+    ) -> bool {
+        let routed = self.chain_of(state);
+        let plugins = routed.as_deref().unwrap_or(&self.plugins);
+        let grpc_failed = grpc_failed(plugins, head);
+        plugins.iter().any(|p| p.sees_attempt(outcome, grpc_failed))
+    }
+
+    /// Runs `on-upstream-response` over the plugins that are to see this attempt, last first;
+    /// the attempt's response head, if any, is the state's `response`.
     pub async fn on_upstream_response(
         &self,
         state: Box<RequestState>,
@@ -285,8 +301,13 @@ impl Chain {
     ) -> (Box<RequestState>, Step) {
         let routed = self.chain_of(&state);
         let plugins = routed.as_deref().unwrap_or(&self.plugins);
+        let grpc_failed = grpc_failed(plugins, state.response.as_ref().map(|h| &h.headers));
+        let watchers = plugins
+            .iter()
+            .rev()
+            .filter(|p| p.sees_attempt(outcome, grpc_failed));
         let call = || HookCall::UpstreamResponse(outcome);
-        let (state, step, _) = run(plugins.iter().rev(), state, Hook::UpstreamResponse, call).await;
+        let (state, step, _) = run(watchers, state, Hook::UpstreamResponse, call).await;
         (state, step)
     }
 
@@ -323,6 +344,15 @@ fn response_path<'a>(
 ) -> std::iter::Rev<std::slice::Iter<'a, Arc<Plugin>>> {
     let reached = state.plugins_reached.min(chain.len());
     chain[..reached].iter().rev()
+}
+
+/// Whether an attempt's response head carries a failed `grpc-status`, read only when some
+/// plugin of `plugins` filters its attempts by it.
+fn grpc_failed(plugins: &[Arc<Plugin>], head: Option<&http::HeaderMap>) -> bool {
+    plugins.iter().any(|p| p.reads_grpc_status())
+        && head
+            .and_then(crate::grpc::status)
+            .is_some_and(|status| status != 0)
 }
 
 /// Runs `hook` over `plugins`; also returns how many plugins were reached (including one that

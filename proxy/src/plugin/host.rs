@@ -10,8 +10,8 @@ use rustc_hash::FxBuildHasher;
 use wasmtime::{ResourceLimiter, Store, StoreContextMut, UpdateDeadline};
 
 use super::bindings::switchyard::plugin::{
-    clock, context, http as wit_http, log, metrics as wit_metrics, properties, random, routing,
-    shared, streaming, timer, types,
+    attempts, clock, context, http as wit_http, log, metrics as wit_metrics, properties, random,
+    routing, shared, streaming, timer, types,
 };
 use super::bindings::{HttpCallError, HttpRequest, HttpResponse, KvEntry, LogLevel, PeerIdentity};
 use super::callout;
@@ -62,6 +62,8 @@ pub struct HostState {
     pub streams_response: bool,
     /// Whether the plugin asked in `init` for request bodies chunk by chunk.
     pub streams_request: bool,
+    /// Which attempts the plugin asked in `init` to see in `on-upstream-response`.
+    pub attempt_filter: Option<super::AttemptFilter>,
     /// The clusters `http.call` reaches during a tick, when no request is in scope.
     pub tick_clusters: Option<Arc<Clusters>>,
     /// Header names the plugin set that are not standard ones, so setting `x-hello` on every
@@ -113,6 +115,7 @@ impl HostState {
             tick_every: None,
             streams_response: false,
             streams_request: false,
+            attempt_filter: None,
             tick_clusters: None,
         }
     }
@@ -491,6 +494,19 @@ impl streaming::Host for HostState {
             self.streams_request = true;
         } else {
             tracing::warn!(plugin = %self.env.name, "streaming.stream-request-body is only heeded during init; ignored");
+        }
+    }
+}
+
+impl attempts::Host for HostState {
+    fn upstream_failures_only(&mut self, min_status: u16, grpc_statuses: bool) {
+        if self.in_init {
+            self.attempt_filter = Some(super::AttemptFilter {
+                min_status,
+                grpc_statuses,
+            });
+        } else {
+            tracing::warn!(plugin = %self.env.name, "attempts.upstream-failures-only is only heeded during init; ignored");
         }
     }
 }

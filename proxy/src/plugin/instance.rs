@@ -94,6 +94,11 @@ impl Instance {
     pub fn streams_request(&self) -> bool {
         self.store.data().streams_request && self.on_request_chunk.is_some()
     }
+
+    /// Which attempts the plugin asked in `init` to see in `on-upstream-response`.
+    pub fn attempt_filter(&self) -> Option<super::AttemptFilter> {
+        self.store.data().attempt_filter
+    }
 }
 
 /// Which body a chunk belongs to.

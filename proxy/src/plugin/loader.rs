@@ -183,10 +183,13 @@ pub async fn load(
             reason: e.to_string(),
         },
     })?;
-    let tick_every = first.tick_every();
-    let streams = super::Streams {
-        request: first.streams_request(),
-        response: first.streams_response(),
+    let asked = super::Asked {
+        tick_every: first.tick_every(),
+        streams: super::Streams {
+            request: first.streams_request(),
+            response: first.streams_response(),
+        },
+        attempts: first.attempt_filter(),
     };
     pool.checkin_fresh(first);
     Ok(Plugin::new(
@@ -195,8 +198,7 @@ pub async fn load(
         fingerprint,
         super::Runner::Component(pool),
         interest,
-        tick_every,
-        streams,
+        asked,
     ))
 }
 
@@ -225,12 +227,15 @@ fn load_filter(load: Load<'_>, env: Arc<PluginEnv>) -> Result<Plugin, LoadError>
             },
         },
     )?;
-    let tick_every = filter.tick_every;
     // Whole-body and per-attempt hooks have no proxy-wasm counterpart: bodies stream through
     // the filter piece by piece instead.
-    let streams = super::Streams {
-        request: true,
-        response: true,
+    let asked = super::Asked {
+        tick_every: filter.tick_every,
+        streams: super::Streams {
+            request: true,
+            response: true,
+        },
+        attempts: None,
     };
     Ok(Plugin::new(
         config,
@@ -238,8 +243,7 @@ fn load_filter(load: Load<'_>, env: Arc<PluginEnv>) -> Result<Plugin, LoadError>
         load.fingerprint,
         super::Runner::ProxyWasm(filter),
         super::BodyInterest::empty(),
-        tick_every,
-        streams,
+        asked,
     ))
 }
 

@@ -126,6 +126,8 @@ pub struct Plugin {
     pub streams_response: bool,
     /// Whether the plugin asked in `init` for request bodies chunk by chunk.
     pub streams_request: bool,
+    /// Which attempts its `on-upstream-response` sees (`None`: every one).
+    attempt_filter: Option<AttemptFilter>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -150,8 +152,7 @@ impl Plugin {
         fingerprint: String,
         runner: Runner,
         interest: BodyInterest,
-        tick_every: Option<std::time::Duration>,
-        streams: Streams,
+        asked: Asked,
     ) -> Self {
         let name: Arc<str> = config.name.as_str().into();
         let mut skipped = 0;
@@ -188,15 +189,35 @@ impl Plugin {
             runner,
             skipped: AtomicU16::new(skipped),
             metrics,
-            ticker: tick_every.map(ticker::Ticker::new),
-            streams_response: streams.response,
-            streams_request: streams.request,
+            ticker: asked.tick_every.map(ticker::Ticker::new),
+            streams_response: asked.streams.response,
+            streams_request: asked.streams.request,
+            attempt_filter: asked.attempts,
         }
     }
 
     /// Whether calling `hook` can do anything.
     pub fn wants(&self, hook: Hook) -> bool {
         self.skipped.load(Ordering::Relaxed) & hook.bit() == 0
+    }
+
+    /// Whether `on-upstream-response` is to see this attempt; `grpc_failed`: the attempt's
+    /// response head carries a `grpc-status` other than 0.
+    fn sees_attempt(&self, outcome: AttemptOutcome, grpc_failed: bool) -> bool {
+        if !self.wants(Hook::UpstreamResponse) {
+            return false;
+        }
+        match (self.attempt_filter, outcome) {
+            (None, _) | (Some(_), AttemptOutcome::Error(_)) => true,
+            (Some(filter), AttemptOutcome::Response(status)) => {
+                status >= filter.min_status || (filter.grpc_statuses && grpc_failed)
+            }
+        }
+    }
+
+    /// Whether seeing an attempt may depend on its gRPC status.
+    fn reads_grpc_status(&self) -> bool {
+        self.attempt_filter.is_some_and(|f| f.grpc_statuses)
     }
 
     fn mark_unimplemented(&self, hook: Hook) {
@@ -292,6 +313,23 @@ impl Plugin {
 pub struct Streams {
     pub request: bool,
     pub response: bool,
+}
+
+/// The attempts a plugin's `on-upstream-response` sees, when it asked in `init` for failures
+/// only (`attempts.upstream-failures-only`): those without a response, responses of
+/// `min_status` and above and, with `grpc_statuses`, gRPC responses with a failed `grpc-status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptFilter {
+    pub min_status: u16,
+    pub grpc_statuses: bool,
+}
+
+/// What a plugin asked for in `init`, besides the whole bodies.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Asked {
+    pub tick_every: Option<std::time::Duration>,
+    pub streams: Streams,
+    pub attempts: Option<AttemptFilter>,
 }
 
 /// Every plugin of a config, loaded and ready, by name.

@@ -156,10 +156,17 @@ impl ListenerProxy {
             if !self.chain.may_retry() || overload {
                 break (result, per_try);
             }
-            let outcome = match &result {
-                Ok((response, _)) => AttemptOutcome::Response(response.status().as_u16()),
-                Err(e) => e.outcome(),
+            let (outcome, head) = match &result {
+                Ok((response, _)) => (
+                    AttemptOutcome::Response(response.status().as_u16()),
+                    Some(response.headers()),
+                ),
+                Err(e) => (e.outcome(), None),
             };
+            // Plugins that asked for failures only do not see a success.
+            if !self.chain.watches_attempt(&state, outcome, head) {
+                break (result, per_try);
+            }
             // Plugins read the attempt's response head through the response interface.
             let (result, head) = split_head(result);
             state.response = head;
