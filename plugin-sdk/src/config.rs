@@ -143,7 +143,7 @@ impl TryFrom<f64> for Percent {
 }
 
 impl Percent {
-    /// The ratio as a number between 0 and 1.
+    /// The percentage, from 0 to 100.
     pub fn value(self) -> f64 {
         self.0
     }

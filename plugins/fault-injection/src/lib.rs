@@ -64,6 +64,8 @@ fn default_status() -> u16 {
 /// Delays or aborts matched requests at the configured rates.
 pub struct FaultInjection {
     rules: Vec<(String, Rule)>,
+    /// Every rule is at 0%: nothing to match or draw.
+    inert: bool,
 }
 
 impl Plugin for FaultInjection {
@@ -99,10 +101,16 @@ impl Plugin for FaultInjection {
             let name = rule.name.clone().unwrap_or_else(|| i.to_string());
             rules.push((name, rule));
         }
-        Ok(Self { rules })
+        // Rules staged at 0% (to be raised by a reload) can never fire: with only those, no
+        // request needs its path read or a draw.
+        let inert = rules.iter().all(|(_, rule)| rule.never_fires());
+        Ok(Self { rules, inert })
     }
 
     fn on_request(&self, req: &mut Request) -> Action {
+        if self.inert {
+            return Action::Continue;
+        }
         let Some((name, rule)) = self
             .rules
             .iter()
@@ -126,6 +134,15 @@ impl Plugin for FaultInjection {
             return Action::Delay(delay.fixed.0);
         }
         Action::Continue
+    }
+}
+
+impl Rule {
+    /// Neither its abort nor its delay can be drawn.
+    fn never_fires(&self) -> bool {
+        let zero = |percent: Percent| percent.value() <= 0.0;
+        self.abort.as_ref().is_none_or(|a| zero(a.percent))
+            && self.delay.as_ref().is_none_or(|d| zero(d.percent))
     }
 }
 
@@ -227,6 +244,27 @@ mod tests {
             host.counter_total("faults", &[("rule", "0"), ("kind", "abort")]),
             aborted
         );
+    }
+
+    #[test]
+    fn rules_staged_at_zero_percent_cost_nothing_and_still_shadow_later_ones() {
+        let staged = faults(
+            r#"{ "rules": [ { "abort": { "percent": 0 }, "delay": { "fixed": "1s", "percent": 0 } } ] }"#,
+        );
+        assert!(staged.inert, "nothing can fire: not even the path is read");
+        let mut host = TestHost::get("/");
+        for _ in 0..100 {
+            assert_eq!(host.on_request(&staged), Action::Continue);
+        }
+        // The first matching rule decides, even at 0%: the 100% rule after it never applies.
+        let shadowing = faults(
+            r#"{ "rules": [ { "abort": { "percent": 0 } }, { "abort": { "percent": 100 } } ] }"#,
+        );
+        assert!(!shadowing.inert);
+        assert_eq!(host.on_request(&shadowing), Action::Continue);
+        let live = faults(r#"{ "rules": [ { "abort": { "percent": 100 } } ] }"#);
+        assert!(!live.inert);
+        assert!(matches!(host.on_request(&live), Action::Respond(_)));
     }
 
     #[test]
