@@ -56,13 +56,77 @@ fn invalid(reason: impl Into<String>) -> Invalid {
 }
 
 /// What a token must say besides carrying a good signature.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Expectations {
     pub issuer: Option<String>,
     /// The token's `aud` must name at least one of these (if any are given).
     pub audiences: Vec<String>,
     pub leeway: Duration,
     pub require_exp: bool,
+}
+
+/// What the claims checks read from a token's claims for one provider's expectations: read once
+/// for a token remembered as verified, so each later request compares two numbers with the clock
+/// instead of looking up four claims and comparing the issuer and audiences again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimFacts {
+    /// `exp`: absent (`None`), not a number (`Some(None)`), or the time.
+    exp: Option<Option<u64>>,
+    /// `nbf`, likewise.
+    nbf: Option<Option<u64>>,
+    /// `iss` is the expected issuer (or none is expected).
+    issuer_ok: bool,
+    /// `aud` names an expected audience (or none is expected).
+    audience_ok: bool,
+}
+
+impl ClaimFacts {
+    pub fn read(claims: &serde_json::Map<String, Value>, expect: &Expectations) -> Self {
+        let issuer_ok = expect.issuer.as_ref().is_none_or(|issuer| {
+            claims.get("iss").and_then(Value::as_str) == Some(issuer.as_str())
+        });
+        let named = |aud: &str| expect.audiences.iter().any(|a| a == aud);
+        let audience_ok = expect.audiences.is_empty()
+            || match claims.get("aud") {
+                Some(Value::String(aud)) => named(aud),
+                Some(Value::Array(auds)) => auds.iter().filter_map(Value::as_str).any(named),
+                _ => false,
+            };
+        Self {
+            exp: claims.get("exp").map(Value::as_u64),
+            nbf: claims.get("nbf").map(Value::as_u64),
+            issuer_ok,
+            audience_ok,
+        }
+    }
+
+    /// The claims checks at `now_secs` (Unix time), in their order: expiry, not-before, issuer,
+    /// audience.
+    pub fn check(&self, expect: &Expectations, now_secs: u64) -> Result<(), Invalid> {
+        let leeway = expect.leeway.as_secs();
+        match self.exp {
+            Some(Some(exp)) if exp.saturating_add(leeway) < now_secs => {
+                return Err(invalid("the token has expired"));
+            }
+            Some(None) => return Err(invalid("exp is not a number")),
+            None if expect.require_exp => return Err(invalid("the token has no exp")),
+            _ => {}
+        }
+        match self.nbf {
+            Some(Some(nbf)) if nbf > now_secs.saturating_add(leeway) => {
+                return Err(invalid("the token is not valid yet"));
+            }
+            Some(None) => return Err(invalid("nbf is not a number")),
+            _ => {}
+        }
+        if !self.issuer_ok {
+            return Err(invalid("wrong issuer"));
+        }
+        if !self.audience_ok {
+            return Err(invalid("wrong audience"));
+        }
+        Ok(())
+    }
 }
 
 /// The parts of a token, decoded but not yet trusted.
@@ -161,43 +225,6 @@ impl<'t> Token<'t> {
         } else {
             Err(invalid("bad signature"))
         }
-    }
-
-    /// Checks `iss`, `aud`, `exp` and `nbf` at `now_secs` (Unix time).
-    pub fn check_claims(&self, expect: &Expectations, now_secs: u64) -> Result<(), Invalid> {
-        let leeway = expect.leeway.as_secs();
-        match self.claims.get("exp").map(Value::as_u64) {
-            Some(Some(exp)) if exp.saturating_add(leeway) < now_secs => {
-                return Err(invalid("the token has expired"));
-            }
-            Some(None) => return Err(invalid("exp is not a number")),
-            None if expect.require_exp => return Err(invalid("the token has no exp")),
-            _ => {}
-        }
-        match self.claims.get("nbf").map(Value::as_u64) {
-            Some(Some(nbf)) if nbf > now_secs.saturating_add(leeway) => {
-                return Err(invalid("the token is not valid yet"));
-            }
-            Some(None) => return Err(invalid("nbf is not a number")),
-            _ => {}
-        }
-        if let Some(issuer) = &expect.issuer
-            && self.claims.get("iss").and_then(Value::as_str) != Some(issuer.as_str())
-        {
-            return Err(invalid("wrong issuer"));
-        }
-        if !expect.audiences.is_empty() {
-            let named = |aud: &str| expect.audiences.iter().any(|a| a == aud);
-            let ok = match self.claims.get("aud") {
-                Some(Value::String(aud)) => named(aud),
-                Some(Value::Array(auds)) => auds.iter().filter_map(Value::as_str).any(named),
-                _ => false,
-            };
-            if !ok {
-                return Err(invalid("wrong audience"));
-            }
-        }
-        Ok(())
     }
 
     /// A claim as header text: strings as they are, other JSON as JSON.

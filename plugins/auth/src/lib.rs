@@ -148,11 +148,9 @@ impl Auth {
         if let Some(known) = self.verified.get(token, now)
             && let Some(expected) = self.expectations.get(known.provider)
         {
+            known.facts.check(expected, now_secs).map_err(|e| e.0)?;
             let remembered = Token::remembered(token, &known.alg, Rc::clone(&known.claims));
-            return match remembered.check_claims(expected, now_secs) {
-                Ok(()) => Ok((known.provider, remembered)),
-                Err(e) => Err(e.0),
-            };
+            return Ok((known.provider, remembered));
         }
         let parsed = Token::parse(token).map_err(|e| e.0)?;
         let issuer = parsed.claims.get("iss").and_then(|v| v.as_str());
@@ -187,9 +185,12 @@ impl Auth {
                 last_error = "bad signature".into();
                 continue;
             }
+            let expected = &self.expectations[index];
+            let facts = jwt::ClaimFacts::read(&parsed.claims, expected);
+            let claims = Rc::clone(&parsed.claims);
             self.verified
-                .remember(token, index, &parsed.alg, Rc::clone(&parsed.claims), now);
-            return match parsed.check_claims(&self.expectations[index], now_secs) {
+                .remember(token, index, &parsed.alg, claims, facts, now);
+            return match facts.check(expected, now_secs) {
                 Ok(()) => Ok((index, parsed)),
                 Err(e) => Err(e.0),
             };

@@ -332,3 +332,37 @@ fn a_remembered_signature_still_has_its_claims_checked_every_time() {
     let mut host = TestHost::get("/api/orders").header("authorization", &bearer(&forged));
     assert!(matches!(host.on_request(&plugin), Action::Respond(r) if r.status == 401));
 }
+
+#[test]
+fn claim_facts_read_once_are_checked_against_the_clock_in_order() {
+    use crate::jwt::{ClaimFacts, Expectations};
+    let expect = Expectations {
+        issuer: Some("https://issuer".into()),
+        audiences: vec!["api".into()],
+        leeway: std::time::Duration::from_secs(5),
+        require_exp: true,
+    };
+    let read = |claims: serde_json::Value| {
+        ClaimFacts::read(claims.as_object().expect("an object"), &expect)
+    };
+    let reason = |facts: ClaimFacts, now: u64| facts.check(&expect, now).err().map(|e| e.0);
+
+    let good = read(json!({ "exp": 100, "nbf": 50, "iss": "https://issuer", "aud": ["x", "api"] }));
+    assert_eq!(reason(good, 60), None);
+    assert_eq!(reason(good, 104), None, "within the leeway");
+    assert_eq!(reason(good, 106).as_deref(), Some("the token has expired"));
+    assert_eq!(
+        reason(good, 40).as_deref(),
+        Some("the token is not valid yet")
+    );
+    // Time first, then issuer, then audience, as the errors were always named.
+    let wrong = read(json!({ "exp": 100, "iss": "other", "aud": "nope" }));
+    assert_eq!(reason(wrong, 200).as_deref(), Some("the token has expired"));
+    assert_eq!(reason(wrong, 60).as_deref(), Some("wrong issuer"));
+    let audience = read(json!({ "exp": 100, "iss": "https://issuer", "aud": "nope" }));
+    assert_eq!(reason(audience, 60).as_deref(), Some("wrong audience"));
+    let untyped = read(json!({ "exp": "soon", "iss": "https://issuer", "aud": "api" }));
+    assert_eq!(reason(untyped, 60).as_deref(), Some("exp is not a number"));
+    let no_exp = read(json!({ "iss": "https://issuer", "aud": "api" }));
+    assert_eq!(reason(no_exp, 60).as_deref(), Some("the token has no exp"));
+}

@@ -4,10 +4,11 @@
 //!
 //! The whole token is the key — never a part of it, or a good signature could vouch for other
 //! claims: entries are found by the token's hash and then compared whole, eight bytes at a time
-//! (the byte-at-a-time `memcmp` that Wasm code links compared a 400-byte token at ~0.8 us a
-//! request, more than the rest of a remembered token's checks). Only the signature's verdict and the parsed claims are remembered: the claims (`exp`,
-//! `nbf`, `iss`, `aud`) are checked on every request. An entry lives for [`TTL`], so a key removed
-//! from a JWKS stops being honoured within that time.
+//! (Wasm's `memcmp` compares a byte per loop turn: ~0.8 us a request for a 400-byte token).
+//! Remembered are the signature's verdict, the parsed claims and what the claims checks read from
+//! them for the provider ([`ClaimFacts`]); the checks themselves (expiry, not-before, issuer,
+//! audience) run on every request. An entry lives for [`TTL`], so a key removed from a JWKS stops
+//! being honoured within that time.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -17,6 +18,8 @@ use std::time::Duration;
 
 use rustc_hash::FxHasher;
 use serde_json::{Map, Value};
+
+use crate::jwt::ClaimFacts;
 
 /// How long a verified signature is trusted without checking it again.
 pub const TTL: Duration = Duration::from_secs(60);
@@ -31,6 +34,8 @@ pub struct Verified {
     pub provider: usize,
     pub alg: String,
     pub claims: Rc<Map<String, Value>>,
+    /// What the claims checks read from `claims` for the provider's expectations.
+    pub facts: ClaimFacts,
     at: Duration,
 }
 
@@ -61,6 +66,7 @@ impl VerifiedTokens {
         provider: usize,
         alg: &str,
         claims: Rc<Map<String, Value>>,
+        facts: ClaimFacts,
         now: Duration,
     ) {
         let mut entries = self.entries.borrow_mut();
@@ -72,6 +78,7 @@ impl VerifiedTokens {
             provider,
             alg: alg.to_owned(),
             claims,
+            facts,
             at: now,
         };
         entries.insert(Fx::default().hash_one(token), Rc::new(verified));
@@ -109,7 +116,8 @@ mod tests {
     fn entries_expire_and_are_per_token() {
         let cache = VerifiedTokens::default();
         let t0 = Duration::from_secs(100);
-        cache.remember("a.b.c", 1, "RS256", Rc::default(), t0);
+        let facts = ClaimFacts::read(&Map::new(), &crate::jwt::Expectations::default());
+        cache.remember("a.b.c", 1, "RS256", Rc::default(), facts, t0);
         let hit = cache.get("a.b.c", t0 + Duration::from_secs(59));
         assert_eq!(hit.map(|v| v.provider), Some(1));
         assert!(cache.get("a.b.c", t0 + TTL).is_none());
