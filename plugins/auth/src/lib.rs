@@ -74,10 +74,10 @@ impl Plugin for Auth {
 
     fn on_request(&self, req: &mut Request) -> Action {
         // Only read the token when some provider can check it.
-        let bearer = (!self.config.jwt.is_empty())
+        let authorization = (!self.config.jwt.is_empty())
             .then(|| req.header("authorization"))
-            .flatten()
-            .and_then(|value| bearer_token(&value));
+            .flatten();
+        let bearer = authorization.as_deref().and_then(bearer_token);
         let presented_key = self
             .config
             .api_keys
@@ -89,7 +89,7 @@ impl Plugin for Auth {
             req.remove_header(name);
         }
         let outcome = self
-            .authenticate(bearer.as_deref(), presented_key.as_deref())
+            .authenticate(bearer, presented_key.as_deref())
             .and_then(|credentials| self.authorize(req, &credentials).map(|()| credentials));
         match outcome {
             Ok(credentials) => {
@@ -315,11 +315,11 @@ impl Auth {
 }
 
 /// The token in `Authorization: Bearer <token>`.
-fn bearer_token(value: &str) -> Option<String> {
+fn bearer_token(value: &str) -> Option<&str> {
     let (scheme, token) = value.trim().split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim().to_owned())
+        .then(|| token.trim())
         .filter(|t| !t.is_empty())
 }
 
