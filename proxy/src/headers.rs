@@ -181,30 +181,32 @@ fn write_ipv4(address: std::net::Ipv4Addr, out: &mut [u8; 64]) -> usize {
     at
 }
 
-/// This proxy's `via` entry for each version (RFC 9110 7.6.3), made once: a value made from a
+/// This proxy's `via` entry for `version` (RFC 9110 7.6.3), made once: a value made from a
 /// `&'static str` at run time checks its bytes every time.
-static VIA_HOPS: [(&str, HeaderValue); 5] = [
-    ("0.9 switchyard", HeaderValue::from_static("0.9 switchyard")),
-    ("1.0 switchyard", HeaderValue::from_static("1.0 switchyard")),
-    ("1.1 switchyard", HeaderValue::from_static("1.1 switchyard")),
-    ("2 switchyard", HeaderValue::from_static("2 switchyard")),
-    ("3 switchyard", HeaderValue::from_static("3 switchyard")),
-];
+fn via_hop(version: Version) -> &'static HeaderValue {
+    static HTTP_09: HeaderValue = HeaderValue::from_static("0.9 switchyard");
+    static HTTP_10: HeaderValue = HeaderValue::from_static("1.0 switchyard");
+    static HTTP_11: HeaderValue = HeaderValue::from_static("1.1 switchyard");
+    static HTTP_2: HeaderValue = HeaderValue::from_static("2 switchyard");
+    static HTTP_3: HeaderValue = HeaderValue::from_static("3 switchyard");
+    match version {
+        Version::HTTP_09 => &HTTP_09,
+        Version::HTTP_10 => &HTTP_10,
+        Version::HTTP_2 => &HTTP_2,
+        Version::HTTP_3 => &HTTP_3,
+        _ => &HTTP_11,
+    }
+}
 
 /// Appends `<version> switchyard` to `via` (RFC 9110 7.6.3).
 pub fn append_via(headers: &mut HeaderMap, version: Version) {
-    let (hop, hop_value) = &VIA_HOPS[match version {
-        Version::HTTP_09 => 0,
-        Version::HTTP_10 => 1,
-        Version::HTTP_2 => 3,
-        Version::HTTP_3 => 4,
-        _ => 2,
-    }];
+    let hop = via_hop(version);
     let via = match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
         Some(previous) => {
-            HeaderValue::from_maybe_shared(bytes::Bytes::from(format!("{previous}, {hop}")))
+            let joined = [previous.as_bytes(), b", ", hop.as_bytes()].concat();
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(joined))
         }
-        None => Ok(hop_value.clone()),
+        None => Ok(hop.clone()),
     };
     if let Ok(v) = via {
         headers.insert(header::VIA, v);
