@@ -80,24 +80,18 @@ pub struct Instance {
 type ChunkFunc = TypedFunc<(Vec<u8>, bool), (Option<Vec<u8>>,)>;
 
 impl Instance {
-    /// The tick interval the plugin asked for in `init`.
-    pub fn tick_every(&self) -> Option<Duration> {
-        self.store.data().tick_every
-    }
-
-    /// Whether the plugin asked in `init` for response bodies chunk by chunk.
-    pub fn streams_response(&self) -> bool {
-        self.store.data().streams_response && self.on_response_chunk.is_some()
-    }
-
-    /// Whether the plugin asked in `init` for request bodies chunk by chunk.
-    pub fn streams_request(&self) -> bool {
-        self.store.data().streams_request && self.on_request_chunk.is_some()
-    }
-
-    /// Which attempts the plugin asked in `init` to see in `on-upstream-response`.
-    pub fn attempt_filter(&self) -> Option<super::AttemptFilter> {
-        self.store.data().attempt_filter
+    /// What the plugin asked for in `init`: ticks, bodies chunk by chunk (when it exports the
+    /// chunk hook that takes them), and which attempts it sees.
+    pub fn asked(&self) -> super::Asked {
+        let state = self.store.data();
+        super::Asked {
+            tick_every: state.tick_every,
+            streams: super::Streams {
+                request: state.streams_request && self.on_request_chunk.is_some(),
+                response: state.streams_response && self.on_response_chunk.is_some(),
+            },
+            attempts: state.attempt_filter,
+        }
     }
 }
 

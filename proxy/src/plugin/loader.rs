@@ -183,14 +183,7 @@ pub async fn load(
             reason: e.to_string(),
         },
     })?;
-    let asked = super::Asked {
-        tick_every: first.tick_every(),
-        streams: super::Streams {
-            request: first.streams_request(),
-            response: first.streams_response(),
-        },
-        attempts: first.attempt_filter(),
-    };
+    let asked = first.asked();
     pool.checkin_fresh(first);
     Ok(Plugin::new(
         config,
