@@ -283,12 +283,18 @@ impl TestHost {
         if let (Some((min_status, grpc_statuses)), Outcome::Response(status)) =
             (self.upstream_failures_only, outcome)
         {
+            // The first `grpc-status`, read as the proxy reads it.
             let grpc_failed = grpc_statuses
-                && self.response.as_ref().is_some_and(|r| {
-                    r.headers.iter().any(|(name, value)| {
-                        name.eq_ignore_ascii_case("grpc-status") && value.trim() != "0"
+                && self
+                    .response
+                    .as_ref()
+                    .and_then(|r| {
+                        r.headers
+                            .iter()
+                            .find(|(name, _)| name.eq_ignore_ascii_case(crate::grpc::STATUS_HEADER))
                     })
-                });
+                    .and_then(|(_, value)| crate::grpc::parse_status(value))
+                    .is_some_and(|status| status != crate::grpc::OK);
             if status < min_status && !grpc_failed {
                 return Action::Continue;
             }
@@ -734,6 +740,15 @@ mod tests {
         assert_eq!(
             grpc.on_upstream_response(&plugin, Outcome::Response(200)),
             retry
+        );
+        // As in the proxy, a status that is not a number is no failure.
+        let mut garbled = TestHost::get("/")
+            .response(200)
+            .response_header("grpc-status", "x");
+        garbled.upstream_failures_only = host.upstream_failures_only;
+        assert_eq!(
+            garbled.on_upstream_response(&plugin, Outcome::Response(200)),
+            Action::Continue
         );
         assert_eq!(seen(&mut host), 2);
     }

@@ -267,17 +267,10 @@ impl Plugin for Retries {
 }
 
 impl RetryPolicy {
-    /// The lowest response status [`RetryPolicy::retries`] can retry, if any.
+    /// The lowest response status [`RetryPolicy::retries`] retries, if any: read off that
+    /// function itself, so the two cannot disagree.
     fn lowest_retried_status(&self) -> Option<u16> {
-        self.retry_on
-            .iter()
-            .filter_map(|class| match class {
-                RetryOn::Status5xx => Some(500),
-                RetryOn::GatewayError => Some(502),
-                RetryOn::RetriableStatusCodes => self.retriable_status_codes.iter().copied().min(),
-                _ => None,
-            })
-            .min()
+        (100..=999).find(|&status| self.retries(Outcome::Response(status), None))
     }
 
     fn validate(&self, at: &str) -> Result<(), String> {
