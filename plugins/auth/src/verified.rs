@@ -2,9 +2,10 @@
 //! on every request pays for one RSA or ECDSA verification and one parse, not one per request (an
 //! RS256 check costs about a millisecond of Wasm CPU; a hit costs a hash-map lookup).
 //!
-//! The whole token is the key — never a part of it, or a good signature could vouch for other
-//! claims: entries are found by the token's hash and then compared whole, eight bytes at a time
-//! (Wasm's `memcmp` compares a byte per loop turn: ~0.8 us a request for a 400-byte token).
+//! The whole token decides a hit — never a part of it, or a good signature could vouch for other
+//! claims: entries are found by a hash of the token's length and last bytes, then compared whole,
+//! eight bytes at a time (Wasm's `memcmp` compares a byte per loop turn: ~0.8 us a request for a
+//! 400-byte token).
 //! Remembered are the signature's verdict, the parsed claims and what the claims checks read from
 //! them for the provider ([`ClaimFacts`]); the checks themselves (expiry, not-before, issuer,
 //! audience) run on every request. An entry lives for [`TTL`], so a key removed from a JWKS stops
@@ -41,10 +42,10 @@ pub struct Verified {
 
 type Fx = BuildHasherDefault<FxHasher>;
 
-/// Verified tokens, by the token's hash. Hashed with FxHash rather than SipHash, as a bearer token
-/// is hundreds of bytes hashed on every request. A keyed hash is not needed: a token whose hash
-/// matches another's is told apart by the comparison of the whole token, and a later token with
-/// the same hash only replaces the earlier entry.
+/// Verified tokens, by [`key`], hashed with FxHash rather than SipHash (a lookup on every request).
+/// A keyed hash is not needed: a token whose key matches another's is told apart by the
+/// comparison of the whole token, and a later token with the same key only replaces the earlier
+/// entry.
 #[derive(Default)]
 pub struct VerifiedTokens {
     entries: RefCell<HashMap<u64, Rc<Verified>, Fx>>,
@@ -101,13 +102,9 @@ fn same_bytes(a: &str, b: &str) -> bool {
     if a.len() != b.len() {
         return false;
     }
-    let (a_words, a_tail) = a.split_at(a.len() / 8 * 8);
-    let (b_words, b_tail) = b.split_at(b.len() / 8 * 8);
-    a_tail == b_tail
-        && a_words
-            .chunks_exact(8)
-            .zip(b_words.chunks_exact(8))
-            .all(|(x, y)| word(x) == word(y))
+    let (a_words, b_words) = (a.chunks_exact(8), b.chunks_exact(8));
+    a_words.remainder() == b_words.remainder()
+        && a_words.zip(b_words).all(|(x, y)| word(x) == word(y))
 }
 
 /// Eight bytes as one integer, for [`same_bytes`].
