@@ -733,23 +733,16 @@ mod tests {
         let reset = Outcome::Error(crate::UpstreamError::Reset);
         assert_eq!(host.on_upstream_response(&plugin, reset), retry);
         // A gRPC failure travels in a 200's head.
-        let mut grpc = TestHost::get("/")
-            .response(200)
-            .response_header("grpc-status", "14");
-        grpc.upstream_failures_only = host.upstream_failures_only;
-        assert_eq!(
-            grpc.on_upstream_response(&plugin, Outcome::Response(200)),
-            retry
-        );
+        let grpc_200 = |status: &str| {
+            let mut grpc = TestHost::get("/")
+                .response(200)
+                .response_header("grpc-status", status);
+            grpc.upstream_failures_only = host.upstream_failures_only;
+            grpc.on_upstream_response(&plugin, Outcome::Response(200))
+        };
+        assert_eq!(grpc_200("14"), retry);
         // As in the proxy, a status that is not a number is no failure.
-        let mut garbled = TestHost::get("/")
-            .response(200)
-            .response_header("grpc-status", "x");
-        garbled.upstream_failures_only = host.upstream_failures_only;
-        assert_eq!(
-            garbled.on_upstream_response(&plugin, Outcome::Response(200)),
-            Action::Continue
-        );
+        assert_eq!(grpc_200("x"), Action::Continue);
         assert_eq!(seen(&mut host), 2);
     }
 
