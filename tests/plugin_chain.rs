@@ -8,7 +8,7 @@ use http::StatusCode;
 use crate::support::config::{cluster, listener};
 use crate::support::proxy::{admin_get, plugin_path};
 use crate::support::upstream::closed_port;
-use crate::support::{Proxy, Upstream, get};
+use crate::support::{Proxy, Upstream, get, get_with};
 
 /// A `[[plugin]]` entry for the testkit plugin with an inline config table. These tests are not
 /// about deadlines, so the CPU limit is generous: a loaded CI machine must not make them flaky.
@@ -46,8 +46,9 @@ async fn three_plugins_run_in_order_and_in_reverse_on_the_way_back() {
 
 #[tokio::test]
 async fn a_plugin_reads_its_own_changes_back_in_the_order_it_made_them() {
-    // The SDK sends a hook's header, context and metric changes to the proxy in one call; what
-    // the hook reads in between must still see every change made before the read.
+    // The SDK sends a hook's header, context and metric changes to the proxy in one call and
+    // keeps the path it read for the rest of the hook; what the hook reads in between must still
+    // see every change made before the read, on every request an instance serves.
     let app = Upstream::echo("app").await;
     let proxy = Proxy::start(
         &[
@@ -59,18 +60,21 @@ async fn a_plugin_reads_its_own_changes_back_in_the_order_it_made_them() {
         .join("\n"),
     );
 
-    let reply = get(proxy.addr(), "/here").await;
+    for round in 0..4 {
+        let reply = get_with(proxy.addr(), "/here", &[("x-user", "alice")]).await;
 
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
-    assert_eq!(reply.json()["path"], "/moved/here", "{}", reply.text());
-    let headers = &reply.json()["headers"];
-    assert_eq!(
-        headers["x-read-back"],
-        "set|set+added|none|kept|invalid header name \"bad name\"|/moved/here",
-        "{headers}"
-    );
-    assert_eq!(headers["x-mine"], serde_json::Value::Null, "{headers}");
-    assert_eq!(headers["x-chain"], "next");
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        assert_eq!(reply.json()["path"], "/moved/here", "{}", reply.text());
+        let headers = &reply.json()["headers"];
+        assert_eq!(
+            headers["x-read-back"],
+            "alice>changed|example.test>moved.example|set|set+added|none|kept|invalid header name \"bad name\"|/moved/here",
+            "request {round}: {headers}"
+        );
+        assert_eq!(headers["x-user"], "changed", "{headers}");
+        assert_eq!(headers["x-mine"], serde_json::Value::Null, "{headers}");
+        assert_eq!(headers["x-chain"], "next");
+    }
 }
 
 #[tokio::test]

@@ -196,9 +196,16 @@ fn fail_with_question_mark(req: &mut Request) -> Result<Action, switchyard_sdk::
     Ok(Action::Continue)
 }
 
-/// Each change is read back before the next: a plugin sees its own changes in order.
+/// Each change is read back before the next: a plugin sees its own changes in order (a header
+/// and the authority read before and after a change, too).
 fn read_back(req: &mut Request) {
     let shown = |value: Option<String>| value.unwrap_or_else(|| "none".into());
+    let user = shown(req.header("x-user"));
+    let authority = shown(req.authority());
+    let _ = req.set_header("x-user", "changed");
+    let changed_user = shown(req.header("x-user"));
+    let _ = req.set_authority("moved.example");
+    let moved_authority = shown(req.authority());
     let _ = req.set_header("x-mine", "set");
     let set = shown(req.header("x-mine"));
     let _ = req.add_header("x-mine", "added");
@@ -219,7 +226,9 @@ fn read_back(req: &mut Request) {
     let moved = req.path();
     let _ = req.set_header(
         "x-read-back",
-        &format!("{set}|{added}|{removed}|{context}|{refused}|{moved}"),
+        &format!(
+            "{user}>{changed_user}|{authority}>{moved_authority}|{set}|{added}|{removed}|{context}|{refused}|{moved}"
+        ),
     );
 }
 
