@@ -47,17 +47,21 @@ async fn observe(
 }
 
 async fn fault_proxy() -> (Proxy, Upstream) {
+    fault_proxy_with(&[]).await
+}
+
+/// The shipped example with `changes` made to it as well.
+async fn fault_proxy_with(changes: &[(&str, String)]) -> (Proxy, Upstream) {
     let ratings = Upstream::echo("ratings").await;
-    let config = example_config(
-        "fault-injection.toml",
-        &[
-            ("127.0.0.1:9901", "127.0.0.1:0".into()),
-            ("127.0.0.1:8080", "127.0.0.1:0".into()),
-            ("127.0.0.1:9001", ratings.addr.to_string()),
-            // A shorter delay keeps the test quick; the rate is what is under test.
-            (r#"fixed = "2s""#, r#"fixed = "400ms""#.into()),
-        ],
-    );
+    let mut replacements = vec![
+        ("127.0.0.1:9901", "127.0.0.1:0".into()),
+        ("127.0.0.1:8080", "127.0.0.1:0".into()),
+        ("127.0.0.1:9001", ratings.addr.to_string()),
+        // A shorter delay keeps the test quick; the rate is what is under test.
+        (r#"fixed = "2s""#, r#"fixed = "400ms""#.into()),
+    ];
+    replacements.extend(changes.iter().cloned());
+    let config = example_config("fault-injection.toml", &replacements);
     (Proxy::start(&config), ratings)
 }
 
@@ -101,4 +105,51 @@ async fn unmatched_requests_are_untouched() {
     assert_eq!(aborted, 0, "on another path");
     let metrics = crate::support::proxy::admin_get(proxy.admin, "/metrics");
     assert!(!metrics.contains("switchyard_plugin_faults"), "{metrics}");
+}
+
+#[tokio::test]
+async fn rules_staged_at_zero_percent_are_not_called_until_a_reload_raises_them() {
+    let (proxy, _ratings) = fault_proxy_with(&[
+        ("percent = 10.0", "percent = 0.0".into()),
+        ("percent = 5.0", "percent = 0.0".into()),
+    ])
+    .await;
+    let calls = || {
+        let metrics = crate::support::proxy::admin_get(proxy.admin, "/metrics");
+        metrics
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix(
+                    r#"switchyard_plugin_hook_calls_total{plugin="fault",hook="on_request"} "#,
+                )
+            })
+            .map(str::to_owned)
+    };
+
+    let (aborted, _) = observe(&proxy, 200, "/ratings/1", &[("x-fault", "yes")]).await;
+    assert_eq!(aborted, 0);
+    // The first call told the proxy the hook has nothing to do with this config.
+    assert_eq!(calls().as_deref(), Some("1"));
+
+    let config = std::fs::read_to_string(&proxy.config_path).unwrap();
+    let raised = config.replace(
+        "abort = { status = 503, percent = 0.0 }",
+        "abort = { status = 503, percent = 100.0 }",
+    );
+    assert_ne!(raised, config, "the abort rule is in the config");
+    std::fs::write(&proxy.config_path, raised).unwrap();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &proxy.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let applied = crate::support::eventually(Duration::from_secs(5), async || {
+        let status = crate::support::proxy::admin_get(proxy.admin, "/status");
+        status.contains(r#""result": "ok""#)
+    })
+    .await;
+    assert!(applied, "the reload did not apply; log:\n{}", proxy.logs());
+
+    let (aborted, _) = observe(&proxy, 100, "/ratings/1", &[("x-fault", "yes")]).await;
+    assert_eq!(aborted, 100, "the reloaded plugin's hook runs again");
 }

@@ -102,14 +102,16 @@ impl Plugin for FaultInjection {
             rules.push((name, rule));
         }
         // Rules staged at 0% (to be raised by a reload) can never fire: with only those, no
-        // request needs its path read or a draw.
+        // request needs the hook at all.
         let inert = rules.iter().all(|(_, rule)| rule.never_fires());
         Ok(Self { rules, inert })
     }
 
     fn on_request(&self, req: &mut Request) -> Action {
         if self.inert {
-            return Action::Continue;
+            // Decided by the config alone: the proxy stops calling this hook until a reload
+            // loads other rules.
+            return Action::unused();
         }
         let Some((name, rule)) = self
             .rules
@@ -253,15 +255,18 @@ mod tests {
         );
         assert!(staged.inert, "nothing can fire: not even the path is read");
         let mut host = TestHost::get("/");
-        for _ in 0..100 {
-            assert_eq!(host.on_request(&staged), Action::Continue);
-        }
+        assert_eq!(host.on_request(&staged), Action::Continue);
+        assert!(
+            !host.last_hook_used,
+            "the proxy is told to stop calling the hook"
+        );
         // The first matching rule decides, even at 0%: the 100% rule after it never applies.
         let shadowing = faults(
             r#"{ "rules": [ { "abort": { "percent": 0 } }, { "abort": { "percent": 100 } } ] }"#,
         );
         assert!(!shadowing.inert);
         assert_eq!(host.on_request(&shadowing), Action::Continue);
+        assert!(host.last_hook_used, "a rule that matches must be drawn for");
         let live = faults(r#"{ "rules": [ { "abort": { "percent": 100 } } ] }"#);
         assert!(!live.inert);
         assert!(matches!(host.on_request(&live), Action::Respond(_)));
