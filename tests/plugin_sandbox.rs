@@ -298,3 +298,41 @@ fn bad_plugin_config_is_refused_naming_the_field() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn the_instance_pool_is_sized_by_an_environment_variable() {
+    // Each slot reserves address space for a plugin's largest memory; a smaller pool is what
+    // lets the proxy run where that space is limited (`ulimit -v`, valgrind).
+    let app = Upstream::echo("app").await;
+    let path = scratch_dir().join("slots.toml");
+    let plugin = format!(
+        "[[plugin]]\nname = \"tag\"\npath = \"{}\"\nconfig = {{ tag = \"small-pool\" }}\n",
+        plugin_path("testkit").display()
+    );
+    let text = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n[runtime]\nplugin_cache = \"{}\"\n{}{}{plugin}",
+        crate::support::proxy::plugin_cache().display(),
+        listener("public", "app", &["tag"]),
+        cluster("app", &[app.addr], "")
+    );
+    std::fs::write(&path, &text).unwrap();
+
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("SWITCHYARD_PLUGIN_SLOTS", "lots")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains(r#"SWITCHYARD_PLUGIN_SLOTS="lots": expected a whole number of instance slots from 16 to 4096"#),
+        "{stderr}"
+    );
+
+    let slots = std::ffi::OsStr::new("16");
+    let proxy = Proxy::start_with_env(path, 1, &[("SWITCHYARD_PLUGIN_SLOTS", slots)]);
+    let reply = get(proxy.listener("public"), "/").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.json()["headers"]["x-chain"], "small-pool");
+}

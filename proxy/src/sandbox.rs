@@ -18,8 +18,33 @@ pub const INIT_TIME: Duration = Duration::from_secs(1);
 /// How often the epoch advances: a hook's CPU deadline is checked at this granularity.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
-/// Instance slots in the engine's pool, across all plugins.
+/// Instance slots in the engine's pool, across all plugins, unless [`SLOTS_VARIABLE`] says
+/// otherwise.
 pub const POOLED_INSTANCES: u32 = 256;
+/// The environment variable that sets the pool's instance slots, read once at start. Each slot
+/// reserves address space for the largest memory a plugin may have: 256 slots reserve 128 GiB
+/// (two memories of [`MAX_MEMORY`] each), more than `ulimit -v` or valgrind allow.
+pub const SLOTS_VARIABLE: &str = "SWITCHYARD_PLUGIN_SLOTS";
+/// The fewest and most slots [`SLOTS_VARIABLE`] may ask for.
+pub const MIN_SLOTS: u32 = 16;
+pub const MAX_SLOTS: u32 = 4096;
+
+/// The pool's instance slots as [`SLOTS_VARIABLE`] gives them (`None`: not set).
+pub fn pool_slots(variable: Option<&str>) -> Result<u32, String> {
+    let Some(text) = variable else {
+        return Ok(POOLED_INSTANCES);
+    };
+    text.trim()
+        .parse()
+        .ok()
+        .filter(|n| (MIN_SLOTS..=MAX_SLOTS).contains(n))
+        .ok_or_else(|| {
+            format!(
+                "{SLOTS_VARIABLE}={text:?}: expected a whole number of instance slots from \
+                 {MIN_SLOTS} to {MAX_SLOTS}"
+            )
+        })
+}
 /// Idle instances kept per plugin (about two per worker thread).
 pub const MAX_IDLE: usize = 16;
 /// An instance is replaced after this many calls, to bound fragmentation and leaks.
@@ -53,3 +78,22 @@ pub const FILTER_MAX_DEFINED: usize = 1024;
 pub const FILTER_MAX_QUEUED: usize = 10_000;
 /// The largest argument a proxy-wasm filter may pass the host in one call.
 pub const FILTER_MAX_ARGUMENT: usize = 64 * 1024 * 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_slots_come_from_the_variable_within_bounds() {
+        assert_eq!(pool_slots(None), Ok(POOLED_INSTANCES));
+        assert_eq!(pool_slots(Some("32")), Ok(32));
+        assert_eq!(pool_slots(Some(" 4096 ")), Ok(MAX_SLOTS));
+        for bad in ["8", "4097", "-1", "lots", ""] {
+            let error = pool_slots(Some(bad)).unwrap_err();
+            assert!(
+                error.starts_with("SWITCHYARD_PLUGIN_SLOTS=") && error.contains("from 16 to 4096"),
+                "{bad:?}: {error}"
+            );
+        }
+    }
+}

@@ -33,8 +33,9 @@ fn main() -> ExitCode {
                  build-plugins  build every plugin under plugins/ into target/plugins/\n  \
                  bench [--quick | --duration S --rounds N]\n                \
                  load benchmark against nginx and HAProxy; results in target/bench/\n  \
-                 bench --instructions\n                \
-                 user-space instructions a request without plugins (callgrind)"
+                 bench --instructions [ROW]\n                \
+                 user-space instructions a request in one Switchyard row of the load benchmark\n                \
+                 (callgrind; ROW: switchyard (no plugins), switchyard+noop5, switchyard+program, ...)"
             );
             return ExitCode::from(2);
         }

@@ -10,12 +10,19 @@ use tracing::{debug, warn};
 use wasmtime::component::Component;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, Module, PoolingAllocationConfig};
 
-use crate::sandbox::{MAX_MEMORY as MAX_PLUGIN_MEMORY, POOLED_INSTANCES};
+use crate::sandbox::{MAX_MEMORY as MAX_PLUGIN_MEMORY, POOLED_INSTANCES, SLOTS_VARIABLE};
+
+/// The pool's instance slots: `SWITCHYARD_PLUGIN_SLOTS`, or the default.
+fn pool_slots() -> Result<u32, String> {
+    crate::sandbox::pool_slots(std::env::var(SLOTS_VARIABLE).ok().as_deref())
+}
 
 /// How many live instances each of `plugins` plugins may have, leaving half the slots free so a
 /// new generation of plugins can start while the old one drains.
 pub fn instances_per_plugin(plugins: usize) -> usize {
-    (POOLED_INSTANCES as usize / 2 / plugins.max(1)).max(4)
+    // A bad variable has already stopped the engine from starting.
+    let slots = pool_slots().unwrap_or(POOLED_INSTANCES);
+    (slots as usize / 2 / plugins.max(1)).max(4)
 }
 
 /// Builds the engine every plugin runs on. Its epoch ticker starts with the first plugin
@@ -29,11 +36,12 @@ pub fn new_engine() -> wasmtime::Result<Engine> {
     // the pool reserves modest (256 slots x 256 MiB).
     config.memory_reservation(MAX_PLUGIN_MEMORY as u64);
     config.memory_guard_size(64 * 1024);
+    let slots = pool_slots().map_err(wasmtime::Error::msg)?;
     let mut pool = PoolingAllocationConfig::default();
-    pool.total_component_instances(POOLED_INSTANCES)
-        .total_core_instances(POOLED_INSTANCES * 4)
-        .total_memories(POOLED_INSTANCES * 2)
-        .total_tables(POOLED_INSTANCES * 4)
+    pool.total_component_instances(slots)
+        .total_core_instances(slots * 4)
+        .total_memories(slots * 2)
+        .total_tables(slots * 4)
         .max_memory_size(MAX_PLUGIN_MEMORY);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&config)

@@ -1,12 +1,15 @@
-//! `cargo xtask bench --instructions`: the user-space instructions Switchyard executes per
-//! request without plugins, counted by callgrind.
+//! `cargo xtask bench --instructions [ROW]`: the user-space instructions Switchyard executes per
+//! request in one of the load benchmark's Switchyard rows (`switchyard`, without plugins, by
+//! default; `switchyard+noop5`, `switchyard+program`, `switchyard+chain`, ...), counted by
+//! callgrind.
 //!
 //! On a shared 2-core machine two runs of the same binary differ by about 5% in requests/s, so
 //! a change to the request path worth 1-2% cannot be seen in the load benchmark; the count of
 //! instructions is the same from run to run within about 0.5%. The counters are zeroed after a
 //! warm-up and dumped after a fixed load, so start-up is not counted. It counts user space only
-//! (the kernel's share is in the load benchmark's CPU column), and only without plugins: under
-//! valgrind the plugin runtime cannot reserve its instance pool.
+//! (the kernel's share is in the load benchmark's CPU column). The proxy runs with a small
+//! instance pool (`SWITCHYARD_PLUGIN_SLOTS`): valgrind cannot reserve the default pool's address
+//! space.
 
 use std::path::Path;
 use std::process::Command;
@@ -14,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use super::load::{self, Load, Requests};
-use super::servers::{Running, Server, Setup};
+use super::load::{self, Load};
+use super::servers::{Running, Server, Setup, Workload};
 
 /// Programs this measurement drives, by Debian package.
 const PACKAGES: &[(&str, &str)] = &[
@@ -30,39 +33,53 @@ const CONNECTIONS: u32 = 4;
 const WARMUP: Duration = Duration::from_secs(3);
 const MEASURED: Duration = Duration::from_secs(4);
 
-pub fn run() -> Result<()> {
+/// Instance slots for the proxy under valgrind: room for the chain's five plugins, 16 GiB of
+/// address space.
+const SLOTS: u32 = 32;
+
+pub fn run(row: &str) -> Result<()> {
     crate::install_packages(PACKAGES);
     super::require(PACKAGES)?;
+    let proxy = Server::proxies()?
+        .into_iter()
+        .find(|p| p.name == row && row.starts_with("switchyard"))
+        .with_context(|| format!("the load benchmark has no Switchyard row named {row}"))?;
+    if proxy.plugins > 0 {
+        crate::build_plugins()?;
+    }
     crate::run(crate::cargo().args(["build", "--release", "--package", "switchyard"]))?;
 
     let out_dir = crate::root().join("target/bench");
     let dir = out_dir.join("instructions");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
+    let keys = crate::root().join("plugins/auth/testdata");
     let setup = Setup {
         dir: dir.clone(),
         origin_port: super::servers::free_port()?,
         plugins: crate::root().join("target/plugins"),
-        public_key_pem: String::new(),
+        public_key_pem: std::fs::read_to_string(keys.join("rsa-public.pem"))?,
         switchyard: crate::root().join("target/release/switchyard"),
     };
+    let token = match proxy.workload {
+        Workload::Jwt => format!(
+            "Bearer {}",
+            super::mint_token(&keys.join("rsa-private.pem"))?
+        ),
+        Workload::Plain | Workload::Program => String::new(),
+    };
     let _origin = setup.start_origin()?;
-    let proxy = Server::proxies()?
-        .into_iter()
-        .find(|p| p.name == "switchyard")
-        .context("the benchmark has no plain switchyard configuration")?;
     let out_file = dir.join("callgrind.out.%p");
     let valgrind = [
+        "env".to_owned(),
+        format!("SWITCHYARD_PLUGIN_SLOTS={SLOTS}"),
         "valgrind".to_owned(),
         "--tool=callgrind".to_owned(),
         "--dump-instr=no".to_owned(),
         format!("--callgrind-out-file={}", out_file.display()),
     ];
     let running = proxy.start_wrapped(&setup, &valgrind)?;
-    let requests = Requests {
-        path: "/",
-        header: None,
-    };
+    let requests = super::requests(proxy.workload, &token);
     let load = Load::Http1 {
         connections: CONNECTIONS,
     };
@@ -81,8 +98,8 @@ pub fn run() -> Result<()> {
     let instructions = summary(&dump)?;
     let per_request = instructions as f64 / sample.requests as f64;
     let line = format!(
-        "switchyard, no plugins, h1 x{CONNECTIONS}: {per_request:.0} user-space instructions a \
-         request ({instructions} over {} requests)",
+        "{row}, h1 x{CONNECTIONS}: {per_request:.0} user-space instructions a request \
+         ({instructions} over {} requests)",
         sample.requests
     );
     println!("{line}");
@@ -90,7 +107,10 @@ pub fn run() -> Result<()> {
         "profile: callgrind_annotate --inclusive=yes {}",
         dump.display()
     );
-    std::fs::write(out_dir.join("instructions.txt"), format!("{line}\n"))?;
+    std::fs::write(
+        out_dir.join(format!("instructions-{row}.txt")),
+        format!("{line}\n"),
+    )?;
     Ok(())
 }
 

@@ -67,8 +67,9 @@ impl Options {
 }
 
 pub fn bench(args: &[String]) -> Result<()> {
-    if args.iter().any(|a| a == "--instructions") {
-        return instructions::run();
+    if let Some(at) = args.iter().position(|a| a == "--instructions") {
+        let row = args.get(at + 1).map_or("switchyard", String::as_str);
+        return instructions::run(row);
     }
     let options = Options::parse(args)?;
     crate::install_packages(PACKAGES);
@@ -104,20 +105,7 @@ pub fn bench(args: &[String]) -> Result<()> {
         eprintln!("xtask: h2load is not installed; skipping the HTTP/2 load");
     }
 
-    let requests_for = |workload: Workload| match workload {
-        Workload::Plain => Requests {
-            path: "/",
-            header: None,
-        },
-        Workload::Jwt => Requests {
-            path: "/",
-            header: Some(("authorization", token.as_str())),
-        },
-        Workload::Program => Requests {
-            path: "/api/bench",
-            header: Some(("x-api-key", PROGRAM_API_KEY)),
-        },
-    };
+    let requests_for = |workload: Workload| requests(workload, &token);
 
     // Every proxy that runs the program must behave alike before any is measured.
     for proxy in proxies.iter().filter(|p| p.workload == Workload::Program) {
@@ -209,6 +197,24 @@ fn require(packages: &[(&str, &str)]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// What each request of `workload` is; `token` is the chain's `authorization` value.
+fn requests(workload: Workload, token: &str) -> Requests<'_> {
+    match workload {
+        Workload::Plain => Requests {
+            path: "/",
+            header: None,
+        },
+        Workload::Jwt => Requests {
+            path: "/",
+            header: Some(("authorization", token)),
+        },
+        Workload::Program => Requests {
+            path: "/api/bench",
+            header: Some(("x-api-key", PROGRAM_API_KEY)),
+        },
+    }
 }
 
 /// A JWT (RS256) the chain configuration accepts, signed with openssl and the test key.
