@@ -115,17 +115,7 @@ async fn weights_changed_to_100_0_by_reload_send_everything_to_v1() {
         .replace("weight = 80", "weight = 100")
         .replace("weight = 20", "weight = 0");
     std::fs::write(&proxy.config_path, rolled_back).unwrap();
-    let hup = std::process::Command::new("kill")
-        .args(["-HUP", &proxy.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(hup.success());
-    let applied = crate::support::eventually(std::time::Duration::from_secs(5), async || {
-        let status = crate::support::proxy::admin_get(proxy.admin, "/status");
-        status.contains(r#""result": "ok""#)
-    })
-    .await;
-    assert!(applied, "the reload did not apply; log:\n{}", proxy.logs());
+    proxy.reload_by_hangup_ok().await;
 
     let counts = split(&proxy, 1_000, &[]).await;
     assert_eq!(counts.get("v1"), Some(&1_000), "{counts:?}");

@@ -138,17 +138,7 @@ async fn rules_staged_at_zero_percent_are_not_called_until_a_reload_raises_them(
     );
     assert_ne!(raised, config, "the abort rule is in the config");
     std::fs::write(&proxy.config_path, raised).unwrap();
-    let hup = std::process::Command::new("kill")
-        .args(["-HUP", &proxy.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(hup.success());
-    let applied = crate::support::eventually(Duration::from_secs(5), async || {
-        let status = crate::support::proxy::admin_get(proxy.admin, "/status");
-        status.contains(r#""result": "ok""#)
-    })
-    .await;
-    assert!(applied, "the reload did not apply; log:\n{}", proxy.logs());
+    proxy.reload_by_hangup_ok().await;
 
     let (aborted, _) = observe(&proxy, 100, "/ratings/1", &[("x-fault", "yes")]).await;
     assert_eq!(aborted, 100, "the reloaded plugin's hook runs again");

@@ -170,18 +170,12 @@ async fn swaps_under_load_fail_no_request() {
 
     // SIGHUP reloads the (unchanged) file; the last swap stays in place.
     let version_before = status_json(&proxy)["config_version"].as_u64().unwrap();
-    let hup = Command::new("kill")
-        .args(["-HUP", &proxy.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(hup.success());
-    let reloaded = eventually(Duration::from_secs(5), async || {
-        let status = status_json(&proxy);
+    let status = proxy.reload_by_hangup().await;
+    assert!(
         status["last_reload"]["trigger"] == "SIGHUP"
-            && status["config_version"].as_u64() > Some(version_before)
-    })
-    .await;
-    assert!(reloaded, "SIGHUP did not reload: {}", status_json(&proxy));
+            && status["config_version"].as_u64() > Some(version_before),
+        "SIGHUP did not reload: {status}"
+    );
     assert_eq!(observe(&probe).await, ("v1".to_owned(), true));
 
     let remaining = Duration::from_secs(10).saturating_sub(started.elapsed());

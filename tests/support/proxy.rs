@@ -284,6 +284,38 @@ impl Proxy {
         assert!(status.success(), "kill -TERM failed");
     }
 
+    /// Sends SIGHUP, as an operator does after editing the config file, and waits up to 5 s for
+    /// the reload it starts to be recorded: `/status` then (`last_reload.result` says how it went).
+    pub async fn reload_by_hangup(&self) -> serde_json::Value {
+        let status = || -> serde_json::Value {
+            serde_json::from_str(&admin_get(self.admin, "/status")).expect("/status is JSON")
+        };
+        let before = status()["config_version"].as_u64();
+        let hup = Command::new("kill")
+            .args(["-HUP", &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(hup.success(), "kill -HUP failed");
+        super::eventually(Duration::from_secs(5), async || {
+            let now = status();
+            now["last_reload"]["trigger"] == "SIGHUP"
+                && (now["config_version"].as_u64() > before || now["last_reload"]["result"] != "ok")
+        })
+        .await;
+        status()
+    }
+
+    /// [`Proxy::reload_by_hangup`], which must succeed (the edit was meant to apply).
+    pub async fn reload_by_hangup_ok(&self) {
+        let status = self.reload_by_hangup().await;
+        assert_eq!(
+            status["last_reload"]["result"],
+            "ok",
+            "the reload did not apply: {status}; log:\n{}",
+            self.logs()
+        );
+    }
+
     /// Waits for the process to exit.
     pub fn wait_exit(&mut self, deadline: Duration) -> Option<ExitStatus> {
         let end = Instant::now() + deadline;
