@@ -2,12 +2,10 @@
 //! `batch` interface describes the encoding). The bytes come from the plugin, so every length is
 //! checked, nothing here panics, and an error names the change that could not be applied.
 
-use std::borrow::Cow;
-
 use super::bindings::switchyard::plugin::batch;
 use super::heads::HeaderChange;
+use super::host::MetricKey;
 use super::host::{HostState, MetricHandle, MetricKind};
-use super::metric_imports::{MetricLookup, update_borrowed};
 
 /// The tag of each change; the SDK writes the same numbers.
 const SET_REQUEST_HEADER: u8 = 1;
@@ -16,9 +14,6 @@ const REMOVE_REQUEST_HEADER: u8 = 3;
 const ADD_CLIENT_RESPONSE_HEADER: u8 = 4;
 const SET_CONTEXT: u8 = 5;
 const METRIC: u8 = 6;
-
-/// Labels read in place; a metric with more is read into a vector.
-const INLINE_LABELS: usize = 8;
 
 impl batch::Host for HostState {
     fn apply(&mut self, changes: Vec<u8>) -> Result<(), String> {
@@ -36,9 +31,6 @@ impl batch::Host for HostState {
 }
 
 /// One change, read in place from the batch.
-// A metric's labels are kept inline, so a change is a few hundred bytes on the stack, one at a
-// time; boxing them would allocate on every metric update, which is what the batch avoids.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug, PartialEq)]
 enum Change<'a> {
     RequestHeader {
@@ -56,48 +48,13 @@ enum Change<'a> {
         value: &'a [u8],
     },
     Metric {
-        kind: MetricKind,
-        name: &'a str,
-        labels: Labels<'a>,
+        /// The metric as the SDK encoded it: kind, name, labels. Also its key in the instance's
+        /// cache of handles, so a hot update neither checks nor copies its text
+        /// ([`metric_key`] reads it the first time).
+        identity: &'a [u8],
         /// A counter's increment, or a gauge's or histogram's value as `f64` bits.
         raw: u64,
     },
-}
-
-/// A metric's labels as borrowed pairs: up to [`INLINE_LABELS`] without allocating.
-#[derive(Debug, PartialEq)]
-struct Labels<'a> {
-    inline: [(Cow<'a, str>, Cow<'a, str>); INLINE_LABELS],
-    spilled: Vec<(Cow<'a, str>, Cow<'a, str>)>,
-    count: usize,
-}
-
-impl<'a> Labels<'a> {
-    fn read(reader: &mut Reader<'a>) -> Result<Self, String> {
-        let count = usize::from(reader.u8()?);
-        let mut labels = Labels {
-            inline: std::array::from_fn(|_| (Cow::Borrowed(""), Cow::Borrowed(""))),
-            spilled: Vec::new(),
-            count,
-        };
-        for i in 0..count {
-            let pair = (Cow::Borrowed(reader.str()?), Cow::Borrowed(reader.str()?));
-            if count > INLINE_LABELS {
-                labels.spilled.push(pair);
-            } else {
-                labels.inline[i] = pair;
-            }
-        }
-        Ok(labels)
-    }
-
-    fn as_slice(&self) -> &[(Cow<'a, str>, Cow<'a, str>)] {
-        if self.count > INLINE_LABELS {
-            &self.spilled
-        } else {
-            &self.inline[..self.count]
-        }
-    }
 }
 
 impl<'a> Change<'a> {
@@ -121,17 +78,21 @@ impl<'a> Change<'a> {
                 key: reader.str()?,
                 value: reader.bytes()?,
             },
-            METRIC => Change::Metric {
-                kind: match reader.u8()? {
-                    0 => MetricKind::Counter,
-                    1 => MetricKind::Gauge,
-                    2 => MetricKind::Histogram,
-                    other => return Err(format!("unknown metric kind {other}")),
-                },
-                name: reader.str()?,
-                labels: Labels::read(reader)?,
-                raw: reader.u64()?,
-            },
+            METRIC => {
+                // Steps over the kind, name and labels by their lengths alone.
+                let start = reader.rest;
+                reader.u8()?;
+                reader.bytes()?;
+                for _ in 0..reader.u8()? {
+                    reader.bytes()?;
+                    reader.bytes()?;
+                }
+                let identity = &start[..start.len() - reader.rest.len()];
+                Change::Metric {
+                    identity,
+                    raw: reader.u64()?,
+                }
+            }
             other => return Err(format!("unknown change tag {other}")),
         })
     }
@@ -160,22 +121,35 @@ impl HostState {
                 );
                 Ok(())
             }
-            Change::Metric {
-                kind,
-                name,
-                labels,
-                raw,
-            } => {
-                let lookup = MetricLookup::new(kind, name, labels.as_slice());
-                update_borrowed(self, &lookup, |handle| match handle {
+            Change::Metric { identity, raw } => self.update_metric_by_identity(
+                identity,
+                || metric_key(identity),
+                |handle| match handle {
                     MetricHandle::Counter(c) => c.increment(raw),
                     MetricHandle::Gauge(g) => g.set(f64::from_bits(raw)),
                     MetricHandle::Histogram(h) => h.record(f64::from_bits(raw)),
-                });
-                Ok(())
-            }
+                },
+            ),
         }
     }
+}
+
+/// The metric a batch change's `identity` names, its text checked: kind, name, labels.
+fn metric_key(identity: &[u8]) -> Result<MetricKey, String> {
+    let mut reader = Reader { rest: identity };
+    let kind = match reader.u8()? {
+        0 => MetricKind::Counter,
+        1 => MetricKind::Gauge,
+        2 => MetricKind::Histogram,
+        other => return Err(format!("unknown metric kind {other}")),
+    };
+    let name = reader.str()?.to_owned();
+    let count = reader.u8()?;
+    let mut labels = Vec::with_capacity(usize::from(count));
+    for _ in 0..count {
+        labels.push((reader.str()?.to_owned(), reader.str()?.to_owned()));
+    }
+    Ok((kind, name, labels))
 }
 
 /// Reads the encoding's fields off the front of the batch.
@@ -253,34 +227,53 @@ mod tests {
             Change::read(&mut reader),
             Ok(Change::RemoveRequestHeader("x-b"))
         );
-        let Ok(Change::Metric {
-            kind,
-            name,
-            labels,
-            raw,
-        }) = Change::read(&mut reader)
-        else {
+        let Ok(Change::Metric { identity, raw }) = Change::read(&mut reader) else {
             panic!("a metric");
         };
-        assert_eq!((kind, name, raw), (MetricKind::Counter, "hits", 3));
+        assert_eq!(raw, 3);
         assert_eq!(
-            labels.as_slice(),
-            &[(Cow::Borrowed("route"), Cow::Borrowed("api"))]
+            metric_key(identity),
+            Ok((
+                MetricKind::Counter,
+                "hits".to_owned(),
+                vec![("route".to_owned(), "api".to_owned())]
+            ))
         );
         assert!(reader.rest.is_empty());
     }
 
     #[test]
-    fn more_labels_than_fit_inline_keep_their_order() {
-        let mut bytes = vec![20];
+    fn a_metric_key_keeps_its_labels_in_order_and_checks_its_text() {
+        let mut identity = vec![2];
+        string(&mut identity, b"latency");
+        identity.push(20);
         for i in 0..20u8 {
-            string(&mut bytes, format!("k{i}").as_bytes());
-            string(&mut bytes, b"v");
+            string(&mut identity, format!("k{i}").as_bytes());
+            string(&mut identity, b"v");
         }
-        let labels = Labels::read(&mut Reader { rest: &bytes }).unwrap();
-        let keys: Vec<&str> = labels.as_slice().iter().map(|(k, _)| k.as_ref()).collect();
+        let (kind, name, labels) = metric_key(&identity).unwrap();
+        assert_eq!((kind, name.as_str()), (MetricKind::Histogram, "latency"));
+        let keys: Vec<&str> = labels.iter().map(|(k, _)| k.as_str()).collect();
         let expected: Vec<String> = (0..20).map(|i| format!("k{i}")).collect();
         assert_eq!(keys, expected);
+
+        // Reading a change only steps over the text; a metric is checked when first used.
+        let mut bad = vec![METRIC, 0];
+        string(&mut bad, &[0xff, 0xfe]);
+        bad.push(0);
+        bad.extend_from_slice(&1u64.to_le_bytes());
+        let Ok(Change::Metric { identity, .. }) = Change::read(&mut Reader { rest: &bad }) else {
+            panic!("a metric");
+        };
+        assert!(metric_key(identity).unwrap_err().contains("UTF-8"));
+        let mut unknown = vec![7];
+        string(&mut unknown, b"x");
+        unknown.push(0);
+        assert!(
+            metric_key(&unknown)
+                .unwrap_err()
+                .contains("unknown metric kind 7")
+        );
     }
 
     /// The bytes come from a plugin: whatever they are, reading them ends in changes or an
@@ -303,8 +296,12 @@ mod tests {
             }
             let mut reader = Reader { rest: &bytes };
             while !reader.rest.is_empty() {
-                if Change::read(&mut reader).is_err() {
-                    break;
+                match Change::read(&mut reader) {
+                    Ok(Change::Metric { identity, .. }) => {
+                        let _ = metric_key(identity);
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
                 }
             }
         }

@@ -52,6 +52,9 @@ pub struct HostState {
     /// Handles of the plugin's own metrics, so a hot metric update is one hash lookup rather than
     /// building a name and labels and looking them up in the registry.
     metric_handles: hashbrown::HashMap<MetricKey, MetricHandle, FxBuildHasher>,
+    /// The same handles by the bytes a batch names a metric with (its kind, name and labels as
+    /// the SDK encodes them): a hot update from a batch hashes those bytes once, unchecked.
+    metric_identities: hashbrown::HashMap<Box<[u8]>, MetricHandle, FxBuildHasher>,
     /// The message of a panic the SDK reported just before its trap, for the failure's log line.
     pub panic: Option<String>,
     /// Set while `init` runs: the only time a plugin may ask for ticks.
@@ -81,6 +84,7 @@ pub(super) enum MetricKind {
     Histogram,
 }
 
+#[derive(Clone)]
 pub(super) enum MetricHandle {
     Counter(metrics::Counter),
     Gauge(metrics::Gauge),
@@ -109,6 +113,7 @@ impl HostState {
             cpu_before: Duration::ZERO,
             stretch_cpu_base: None,
             metric_handles: hashbrown::HashMap::default(),
+            metric_identities: hashbrown::HashMap::default(),
             custom_header_names: Vec::new(),
             panic: None,
             in_init: false,
@@ -141,6 +146,27 @@ impl HostState {
                     MetricKind::Histogram => MetricHandle::Histogram(metric.histogram()),
                 }
             })
+    }
+
+    /// Applies `apply` to the metric a batch names by its encoded `identity`; `key` reads the
+    /// identity (checking its text) only the first time it is seen, or after the cache filled.
+    pub(super) fn update_metric_by_identity(
+        &mut self,
+        identity: &[u8],
+        key: impl FnOnce() -> Result<MetricKey, String>,
+        apply: impl Fn(&MetricHandle),
+    ) -> Result<(), String> {
+        if let Some(handle) = self.metric_identities.get(identity) {
+            apply(handle);
+            return Ok(());
+        }
+        let handle = self.metric(key()?).clone();
+        apply(&handle);
+        if self.metric_identities.len() >= MAX_CACHED_METRICS {
+            self.metric_identities.clear();
+        }
+        self.metric_identities.insert(identity.into(), handle);
+        Ok(())
     }
 
     /// The handle of a metric already used, found without copying its name and labels.

@@ -115,37 +115,15 @@ fn update(
     Ok(())
 }
 
-/// Applies `apply` to the handle of the metric named by borrowed parts (from a batch of
-/// changes), copying them only the first time the metric is seen.
-pub fn update_borrowed(
-    state: &mut HostState,
-    lookup: &MetricLookup<'_>,
-    apply: impl Fn(&MetricHandle),
-) {
-    if let Some(handle) = state.cached_metric(lookup) {
-        apply(handle);
-        return;
-    }
-    apply(state.metric(lookup.to_key()));
-}
-
 /// A [`MetricKey`] of borrowed parts; hashes as the key does (a `Cow<str>` and a `String` both
 /// hash as their `str`, a slice and a `Vec` as their length and elements).
-pub struct MetricLookup<'a> {
+pub(super) struct MetricLookup<'a> {
     kind: MetricKind,
     name: &'a str,
     labels: &'a [(Cow<'a, str>, Cow<'a, str>)],
 }
 
-impl<'a> MetricLookup<'a> {
-    pub fn new(
-        kind: MetricKind,
-        name: &'a str,
-        labels: &'a [(Cow<'a, str>, Cow<'a, str>)],
-    ) -> Self {
-        Self { kind, name, labels }
-    }
-
+impl MetricLookup<'_> {
     /// The owned key, for a metric seen the first time.
     fn to_key(&self) -> MetricKey {
         let labels = self
