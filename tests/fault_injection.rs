@@ -115,21 +115,16 @@ async fn rules_staged_at_zero_percent_are_not_called_until_a_reload_raises_them(
     ])
     .await;
     let calls = || {
-        let metrics = crate::support::proxy::admin_get(proxy.admin, "/metrics");
-        metrics
-            .lines()
-            .find_map(|line| {
-                line.strip_prefix(
-                    r#"switchyard_plugin_hook_calls_total{plugin="fault",hook="on_request"} "#,
-                )
-            })
-            .map(str::to_owned)
+        crate::support::prometheus_value(
+            &crate::support::proxy::admin_get(proxy.admin, "/metrics"),
+            r#"switchyard_plugin_hook_calls_total{plugin="fault",hook="on_request"}"#,
+        )
     };
 
     let (aborted, _) = observe(&proxy, 200, "/ratings/1", &[("x-fault", "yes")]).await;
     assert_eq!(aborted, 0);
     // The first call told the proxy the hook has nothing to do with this config.
-    assert_eq!(calls().as_deref(), Some("1"));
+    assert_eq!(calls(), Some(1.0));
 
     let config = std::fs::read_to_string(&proxy.config_path).unwrap();
     let raised = config.replace(

@@ -215,25 +215,20 @@ async fn successes_are_not_shown_to_the_plugin() {
     let (upstream, seen) = scripted(|n| if n == 3 { 503 } else { 200 }).await;
     let proxy = retries_proxy(&upstream, |c| c);
     let calls = || {
-        let metrics = crate::support::proxy::admin_get(proxy.admin, "/metrics");
-        metrics
-            .lines()
-            .find(|l| {
-                l.starts_with("switchyard_plugin_hook_calls_total{")
-                    && l.contains(r#"plugin="retries""#)
-                    && l.contains(r#"hook="on_upstream_response""#)
-            })
-            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .unwrap_or(0)
+        crate::support::prometheus_value(
+            &crate::support::proxy::admin_get(proxy.admin, "/metrics"),
+            r#"switchyard_plugin_hook_calls_total{plugin="retries",hook="on_upstream_response"}"#,
+        )
+        .unwrap_or(0.0)
     };
 
     for _ in 0..3 {
         assert_eq!(get(proxy.addr(), "/v1/users").await.status, StatusCode::OK);
     }
-    assert_eq!(calls(), 0, "three successes, no call");
+    assert_eq!(calls(), 0.0, "three successes, no call");
 
     // The fourth request's first try fails (503): that attempt is shown and retried.
     assert_eq!(get(proxy.addr(), "/v1/users").await.status, StatusCode::OK);
     assert_eq!(seen.count.load(Ordering::SeqCst), 5);
-    assert_eq!(calls(), 1, "only the failed attempt");
+    assert_eq!(calls(), 1.0, "only the failed attempt");
 }

@@ -45,6 +45,7 @@ pub fn pool_slots(variable: Option<&str>) -> Result<u32, String> {
             )
         })
 }
+
 /// Idle instances kept per plugin (about two per worker thread).
 pub const MAX_IDLE: usize = 16;
 /// An instance is replaced after this many calls, to bound fragmentation and leaks.

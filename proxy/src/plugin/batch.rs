@@ -4,8 +4,7 @@
 
 use super::bindings::switchyard::plugin::batch;
 use super::heads::HeaderChange;
-use super::host::MetricKey;
-use super::host::{HostState, MetricHandle, MetricKind};
+use super::host::{HostState, MetricHandle, MetricKey, MetricKind};
 
 /// The tag of each change; the SDK writes the same numbers.
 const SET_REQUEST_HEADER: u8 = 1;

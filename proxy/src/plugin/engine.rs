@@ -3,6 +3,7 @@
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use crate::hex::hex;
 use sha2::{Digest, Sha256};
@@ -12,9 +13,13 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, Module, PoolingAlloca
 
 use crate::sandbox::{MAX_MEMORY as MAX_PLUGIN_MEMORY, POOLED_INSTANCES, SLOTS_VARIABLE};
 
-/// The pool's instance slots: `SWITCHYARD_PLUGIN_SLOTS`, or the default.
+/// The pool's instance slots: `SWITCHYARD_PLUGIN_SLOTS` as read the first time, or the default.
+/// Read once, so the engine and every plugin's share of it agree.
 fn pool_slots() -> Result<u32, String> {
-    crate::sandbox::pool_slots(std::env::var(SLOTS_VARIABLE).ok().as_deref())
+    static SLOTS: OnceLock<Result<u32, String>> = OnceLock::new();
+    SLOTS
+        .get_or_init(|| crate::sandbox::pool_slots(std::env::var(SLOTS_VARIABLE).ok().as_deref()))
+        .clone()
 }
 
 /// How many live instances each of `plugins` plugins may have, leaving half the slots free so a
