@@ -605,3 +605,52 @@ async fn the_hello_plugin_adds_its_header_and_counts_in_metrics() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn with_switchyard_perf_map_the_plugins_compiled_code_is_mapped_for_perf() {
+    let app = Upstream::echo("app").await;
+    let config = crate::support::proxy::scratch_dir().join("switchyard.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\n[runtime]\nplugin_cache = \"{}\"\n{}\n{}\n\
+             [[plugin]]\nname = \"hello\"\npath = \"{}\"\n",
+            crate::support::proxy::plugin_cache().display(),
+            listener("public", "app", &["hello"]),
+            cluster("app", &[app.addr.to_string()], ""),
+            plugin_path("hello").display()
+        ),
+    )
+    .expect("write config");
+    let map_of = |proxy: &Proxy| std::path::PathBuf::from(format!("/tmp/perf-{}.map", proxy.pid()));
+
+    let mapped = Proxy::start_with_env(config.clone(), 1, &[("SWITCHYARD_PERF_MAP", "1".as_ref())]);
+    assert_eq!(get(mapped.addr(), "/").await.status, StatusCode::OK);
+    // perf's convention: one "START SIZE NAME" line per function, in /tmp/perf-PID.map. The
+    // shipped plugins are stripped, so their functions are named by index; one built with its
+    // name section gets its own names.
+    let map = std::fs::read_to_string(map_of(&mapped)).unwrap_or_default();
+    let _ = std::fs::remove_file(map_of(&mapped));
+    let functions = map
+        .lines()
+        .filter(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            fields.len() == 3
+                && fields[0].starts_with("0x")
+                && u64::from_str_radix(fields[1], 16).is_ok_and(|size| size > 0)
+                && fields[2].starts_with("wasm[")
+        })
+        .count();
+    assert!(
+        functions > 10,
+        "{} lines, {functions} plugin functions:\n{map}",
+        map.lines().count()
+    );
+
+    let unmapped = Proxy::start_at(config);
+    assert_eq!(get(unmapped.addr(), "/").await.status, StatusCode::OK);
+    assert!(
+        !map_of(&unmapped).exists(),
+        "a perf map without SWITCHYARD_PERF_MAP"
+    );
+}

@@ -9,7 +9,9 @@ use crate::hex::hex;
 use sha2::{Digest, Sha256};
 use tracing::{debug, warn};
 use wasmtime::component::Component;
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, Module, PoolingAllocationConfig};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, Module, PoolingAllocationConfig, ProfilingStrategy,
+};
 
 use crate::sandbox::{MAX_MEMORY as MAX_PLUGIN_MEMORY, POOLED_INSTANCES, SLOTS_VARIABLE};
 
@@ -21,6 +23,11 @@ fn pool_slots() -> Result<u32, String> {
         .get_or_init(|| crate::sandbox::pool_slots(std::env::var(SLOTS_VARIABLE).ok().as_deref()))
         .clone()
 }
+
+/// Set to `1` to have the plugins' compiled functions named in `perf` profiles: wasmtime writes
+/// `/tmp/perf-PID.map` as plugins load (their own function names when built with the name
+/// section kept).
+const PERF_MAP_VARIABLE: &str = "SWITCHYARD_PERF_MAP";
 
 /// How many live instances each of `plugins` plugins may have, leaving half the slots free so a
 /// new generation of plugins can start while the old one drains.
@@ -49,6 +56,9 @@ pub fn new_engine() -> wasmtime::Result<Engine> {
         .total_tables(slots * 4)
         .max_memory_size(MAX_PLUGIN_MEMORY);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    if std::env::var_os(PERF_MAP_VARIABLE).is_some_and(|v| v == "1") {
+        config.profiler(ProfilingStrategy::PerfMap);
+    }
     Engine::new(&config)
 }
 
