@@ -1,10 +1,43 @@
 //! The `batch` import: the changes a hook made, in one host call instead of one each (the WIT's
 //! `batch` interface describes the encoding). The bytes come from the plugin, so every length is
 //! checked, nothing here panics, and an error names the change that could not be applied.
+//!
+//! The import is defined on the linker by hand ([`define`]): `bindgen!`'s host trait takes the
+//! batch as a new `Vec<u8>`, an allocation and a free on every hook that changes anything; here
+//! it is copied into a buffer the instance keeps.
+
+use wasmtime::StoreContextMut;
+use wasmtime::component::{Linker, WasmList};
 
 use super::bindings::switchyard::plugin::batch;
 use super::heads::HeaderChange;
 use super::host::{HostState, MetricHandle, MetricKey, MetricKind};
+
+/// The interface as the component names its import.
+const INTERFACE: &str = "switchyard:plugin/batch@0.1.0";
+/// A buffer grown past this by an unusually large batch is not kept for the next one.
+const KEPT_BUFFER_BYTES: usize = 16 * 1024;
+
+/// Replaces the generated `batch.apply` of `linker` with one that reads the batch into the
+/// instance's buffer.
+pub fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    linker.instance(INTERFACE)?.func_wrap(
+        "apply",
+        |mut store: StoreContextMut<'_, HostState>, (changes,): (WasmList<u8>,)| {
+            let mut buffer = std::mem::take(&mut store.data_mut().batch_buffer);
+            buffer.clear();
+            buffer.extend_from_slice(changes.as_le_slice(&store));
+            let applied = store.data_mut().apply_batch(&buffer);
+            if buffer.capacity() <= KEPT_BUFFER_BYTES {
+                store.data_mut().batch_buffer = buffer;
+            }
+            Ok((applied,))
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
 
 /// The tag of each change; the SDK writes the same numbers.
 const SET_REQUEST_HEADER: u8 = 1;
@@ -14,9 +47,17 @@ const ADD_CLIENT_RESPONSE_HEADER: u8 = 4;
 const SET_CONTEXT: u8 = 5;
 const METRIC: u8 = 6;
 
+/// The generated import, which [`define`] shadows; kept because the generated linking requires it.
 impl batch::Host for HostState {
     fn apply(&mut self, changes: Vec<u8>) -> Result<(), String> {
-        let mut reader = Reader { rest: &changes };
+        self.apply_batch(&changes)
+    }
+}
+
+impl HostState {
+    /// Applies a batch's changes in order, stopping at the first that cannot be applied.
+    fn apply_batch(&mut self, changes: &[u8]) -> Result<(), String> {
+        let mut reader = Reader { rest: changes };
         let mut index = 0usize;
         while !reader.rest.is_empty() {
             let change = Change::read(&mut reader)

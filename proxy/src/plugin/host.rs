@@ -72,6 +72,9 @@ pub struct HostState {
     /// Header names the plugin set that are not standard ones, so setting `x-hello` on every
     /// request does not allocate a new name each time.
     custom_header_names: Vec<HeaderName>,
+    /// A hook's batch of changes, copied here out of the plugin's memory ([`super::batch`]): one
+    /// buffer for the instance's life instead of an allocation per hook.
+    pub(super) batch_buffer: Vec<u8>,
 }
 
 /// A plugin metric as the plugin names it: kind, name, labels.
@@ -115,6 +118,7 @@ impl HostState {
             metric_handles: hashbrown::HashMap::default(),
             metric_identities: hashbrown::HashMap::default(),
             custom_header_names: Vec::new(),
+            batch_buffer: Vec::new(),
             panic: None,
             in_init: false,
             tick_every: None,

@@ -442,6 +442,7 @@ impl PluginRuntime {
         let mut linker = Linker::new(&engine);
         Filter::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
             .and_then(|()| metric_imports::define(&mut linker))
+            .and_then(|()| batch::define(&mut linker))
             .map_err(|e| LoadError::Runtime {
                 reason: format!("linking the host functions: {e:#}"),
             })?;
