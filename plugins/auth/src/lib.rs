@@ -143,15 +143,19 @@ impl Auth {
 
     /// Finds a provider whose keys verify `token` and whose claims checks pass.
     fn verify<'t>(&self, token: &'t str) -> Result<(usize, Token<'t>), String> {
-        let now_secs = clock::wall_ms() / 1000;
         let now = clock::monotonic();
         if let Some(known) = self.verified.get(token, now)
             && let Some(expected) = self.expectations.get(known.provider)
         {
-            known.facts.check(expected, now_secs).map_err(|e| e.0)?;
+            known
+                .facts
+                .check(expected, known.wall_secs(now))
+                .map_err(|e| e.0)?;
             let remembered = Token::remembered(token, &known.alg, Rc::clone(&known.claims));
             return Ok((known.provider, remembered));
         }
+        let wall_ms = clock::wall_ms();
+        let now_secs = wall_ms / 1000;
         let parsed = Token::parse(token).map_err(|e| e.0)?;
         let issuer = parsed.claims.get("iss").and_then(|v| v.as_str());
         let mut last_error = "no provider accepts this token".to_owned();
@@ -188,8 +192,12 @@ impl Auth {
             let expected = &self.expectations[index];
             let facts = jwt::ClaimFacts::read(&parsed.claims, expected);
             let claims = Rc::clone(&parsed.claims);
+            let verified_at = verified::ClockReading {
+                monotonic: now,
+                wall_ms,
+            };
             self.verified
-                .remember(token, index, &parsed.alg, claims, facts, now);
+                .remember(token, index, &parsed.alg, claims, facts, verified_at);
             return match facts.check(expected, now_secs) {
                 Ok(()) => Ok((index, parsed)),
                 Err(e) => Err(e.0),

@@ -37,7 +37,29 @@ pub struct Verified {
     pub claims: Rc<Map<String, Value>>,
     /// What the claims checks read from `claims` for the provider's expectations.
     pub facts: ClaimFacts,
+    /// Monotonic time when it was verified.
     at: Duration,
+    /// The wall clock (ms since the epoch) at `at`.
+    wall_ms_at: u64,
+}
+
+impl Verified {
+    /// The wall clock in seconds at monotonic `now`, from the one read when the token was
+    /// verified and the monotonic time since (under [`TTL`]): a hit then needs one clock read from
+    /// the host, not two. A step of the system clock since is not seen until the entry expires;
+    /// nor can one revive an expired token for a cached entry.
+    pub fn wall_secs(&self, now: Duration) -> u64 {
+        let since_ms = u64::try_from(now.saturating_sub(self.at).as_millis()).unwrap_or(u64::MAX);
+        self.wall_ms_at.saturating_add(since_ms) / 1000
+    }
+}
+
+/// Both clocks, read when a token is verified.
+#[derive(Debug, Clone, Copy)]
+pub struct ClockReading {
+    pub monotonic: Duration,
+    /// Milliseconds since the Unix epoch.
+    pub wall_ms: u64,
 }
 
 type Fx = BuildHasherDefault<FxHasher>;
@@ -68,7 +90,7 @@ impl VerifiedTokens {
         alg: &str,
         claims: Rc<Map<String, Value>>,
         facts: ClaimFacts,
-        now: Duration,
+        now: ClockReading,
     ) {
         let mut entries = self.entries.borrow_mut();
         if entries.len() >= MAX_ENTRIES {
@@ -80,7 +102,8 @@ impl VerifiedTokens {
             alg: alg.to_owned(),
             claims,
             facts,
-            at: now,
+            at: now.monotonic,
+            wall_ms_at: now.wall_ms,
         };
         entries.insert(key(token), Rc::new(verified));
     }
@@ -118,12 +141,19 @@ fn word(bytes: &[u8]) -> u64 {
 mod tests {
     use super::*;
 
+    fn at(monotonic: Duration) -> ClockReading {
+        ClockReading {
+            monotonic,
+            wall_ms: 0,
+        }
+    }
+
     #[test]
     fn entries_expire_and_are_per_token() {
         let cache = VerifiedTokens::default();
         let t0 = Duration::from_secs(100);
         let facts = ClaimFacts::read(&Map::new(), &crate::jwt::Expectations::default());
-        cache.remember("a.b.c", 1, "RS256", Rc::default(), facts, t0);
+        cache.remember("a.b.c", 1, "RS256", Rc::default(), facts, at(t0));
         let hit = cache.get("a.b.c", t0 + Duration::from_secs(59));
         assert_eq!(hit.map(|v| v.provider), Some(1));
         assert!(cache.get("a.b.c", t0 + TTL).is_none());
@@ -138,12 +168,28 @@ mod tests {
         let (first, second) = (format!("A.{tail}"), format!("B.{tail}"));
         assert_eq!(key(&first), key(&second), "same length and last 64 bytes");
         let facts = ClaimFacts::read(&Map::new(), &crate::jwt::Expectations::default());
-        cache.remember(&first, 1, "RS256", Rc::default(), facts, t0);
+        cache.remember(&first, 1, "RS256", Rc::default(), facts, at(t0));
         assert_eq!(cache.get(&first, t0).map(|v| v.provider), Some(1));
         assert!(cache.get(&second, t0).is_none(), "compared whole");
-        cache.remember(&second, 2, "RS256", Rc::default(), facts, t0);
+        cache.remember(&second, 2, "RS256", Rc::default(), facts, at(t0));
         assert_eq!(cache.get(&second, t0).map(|v| v.provider), Some(2));
         assert!(cache.get(&first, t0).is_none(), "replaced, not confused");
+    }
+
+    #[test]
+    fn a_hit_knows_the_wall_clock_from_the_monotonic_time_since_it_was_verified() {
+        let cache = VerifiedTokens::default();
+        let t0 = Duration::from_secs(100);
+        let facts = ClaimFacts::read(&Map::new(), &crate::jwt::Expectations::default());
+        let verified_at = ClockReading {
+            monotonic: t0,
+            wall_ms: 1_700_000_000_500,
+        };
+        cache.remember("a.b.c", 1, "RS256", Rc::default(), facts, verified_at);
+        let later = t0 + Duration::from_millis(2_600);
+        let hit = cache.get("a.b.c", later).expect("within the TTL");
+        assert_eq!(hit.wall_secs(later), 1_700_000_003);
+        assert_eq!(hit.wall_secs(t0), 1_700_000_000);
     }
 
     #[test]
