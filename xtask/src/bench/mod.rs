@@ -25,14 +25,30 @@ use load::{Load, Requests, Sample};
 use report::Row;
 use servers::{PROGRAM_API_KEY, Server, Setup, Workload};
 
-/// Programs the benchmark drives, by Debian package (h2load is optional).
+/// Programs the benchmark drives, by Debian package: the first [`REQUIRED`] it cannot run
+/// without (nginx's Lua and njs modules for the programmable peers; Debian's HAProxy has Lua
+/// built in), then the optional ones (h2load for HTTP/2, chromium for the chart's picture).
 const PACKAGES: &[(&str, &str)] = &[
     ("/usr/sbin/nginx", "nginx"),
     ("/usr/sbin/haproxy", "haproxy"),
     ("/usr/bin/wrk", "wrk"),
+    (
+        "/usr/lib/nginx/modules/ndk_http_module.so",
+        "libnginx-mod-http-ndk",
+    ),
+    (
+        "/usr/lib/nginx/modules/ngx_http_lua_module.so",
+        "libnginx-mod-http-lua",
+    ),
+    (
+        "/usr/lib/nginx/modules/ngx_http_js_module.so",
+        "libnginx-mod-http-js",
+    ),
     ("/usr/bin/h2load", "nghttp2-client"),
     ("/usr/bin/chromium", "chromium"),
 ];
+/// How many of [`PACKAGES`] the benchmark needs.
+const REQUIRED: usize = 6;
 
 struct Options {
     duration: Duration,
@@ -73,7 +89,7 @@ pub fn bench(args: &[String]) -> Result<()> {
     }
     let options = Options::parse(args)?;
     crate::install_packages(PACKAGES);
-    require(&PACKAGES[..3])?;
+    require(&PACKAGES[..REQUIRED])?;
     crate::build_plugins()?;
     crate::run(crate::cargo().args(["build", "--release", "--package", "switchyard"]))?;
 
