@@ -255,6 +255,21 @@ fn a_file_that_is_not_wasm_is_refused_naming_the_plugin_and_file() {
 }
 
 #[test]
+fn a_cpu_limit_shorter_than_the_deadline_check_is_refused_naming_the_key() {
+    let path = plugin_path("hello");
+    let stderr = refused(&one_plugin(
+        &path.display().to_string(),
+        "limits = { time = \"0ms\" }",
+    ));
+    assert!(
+        stderr.contains("plugin[0].limits.time")
+            && stderr.contains("\"0ms\" is shorter than 1ms")
+            && stderr.contains("expected at least 1ms"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn a_core_module_without_the_plugin_world_is_refused() {
     let file = scratch_dir().join("bare.wasm");
     // The smallest valid core module: magic and version, nothing else.

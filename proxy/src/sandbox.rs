@@ -6,6 +6,9 @@ use std::time::Duration;
 
 /// CPU time one hook call may use by default (`limits.time`).
 pub const DEFAULT_TIME: Duration = Duration::from_millis(10);
+/// The shortest `limits.time`: the deadline is checked once an epoch ([`EPOCH_TICK`]), so a
+/// shorter one would fail whichever hooks happen to span a tick rather than slow ones.
+pub const MIN_TIME: Duration = EPOCH_TICK;
 /// Linear memory one instance may grow to by default (`limits.memory`).
 pub const DEFAULT_MEMORY: usize = 32 * 1024 * 1024;
 /// The largest `limits.memory` a plugin may ask for; also the pool's memory slot size.

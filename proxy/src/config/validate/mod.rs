@@ -21,7 +21,7 @@ mod cluster;
 mod values;
 
 pub(in crate::config) use values::{duration, int_in_range, optional_duration};
-use values::{memory_size, one_of, socket_addr};
+use values::{duration_at_least, memory_size, one_of, socket_addr};
 
 const LISTENER_PROTOCOLS: &[(&str, ListenerProtocol)] = &[
     ("http", ListenerProtocol::Http),
@@ -368,11 +368,18 @@ fn plugin(i: usize, raw: &RawPlugin, base: &Path, d: &mut Diagnostics<'_>) -> Pl
         );
     }
     let limits = raw.limits.as_ref();
-    let time_limit = limits
-        .and_then(|l| l.time.as_ref())
-        .map_or(crate::sandbox::DEFAULT_TIME, |t| {
-            duration(t, &key("limits.time"), d)
-        });
+    let time_limit =
+        limits
+            .and_then(|l| l.time.as_ref())
+            .map_or(crate::sandbox::DEFAULT_TIME, |t| {
+                duration_at_least(
+                    t,
+                    &key("limits.time"),
+                    crate::sandbox::MIN_TIME,
+                    "the interval at which a hook's CPU deadline is checked",
+                    d,
+                )
+            });
     let memory_limit = limits
         .and_then(|l| l.memory.as_ref())
         .map_or(crate::sandbox::DEFAULT_MEMORY, |m| {

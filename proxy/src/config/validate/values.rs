@@ -45,6 +45,28 @@ pub(in crate::config) fn duration(
     })
 }
 
+/// [`duration`], and no shorter than `min` (`why` says what the minimum is).
+pub(super) fn duration_at_least(
+    raw: &Spanned<String>,
+    key: &str,
+    min: Duration,
+    why: &str,
+    d: &mut Diagnostics<'_>,
+) -> Duration {
+    let parsed = duration(raw, key, d);
+    if parsed < min && duration::parse(raw.get_ref()).is_some() {
+        d.error(
+            raw.span(),
+            key,
+            format!(
+                "{:?} is shorter than {min:?}, {why}; expected at least {min:?}",
+                raw.get_ref()
+            ),
+        );
+    }
+    parsed
+}
+
 /// Sizes as written in config: `"32MiB"`, `"512KiB"`, `"1GiB"` or a number of bytes.
 pub(super) fn memory_size(raw: &Spanned<String>, key: &str, d: &mut Diagnostics<'_>) -> usize {
     let text = raw.get_ref().trim();
