@@ -239,6 +239,14 @@ fn one_plugin(path: &str, extra: &str) -> String {
         + &format!("[[plugin]]\nname = \"p\"\npath = \"{path}\"\n{extra}\n")
 }
 
+/// Why the proxy refuses to start with the hello plugin configured with `extra`.
+fn hello_refused(extra: &str) -> String {
+    refused(&one_plugin(
+        &plugin_path("hello").display().to_string(),
+        extra,
+    ))
+}
+
 #[test]
 fn a_file_that_is_not_wasm_is_refused_naming_the_plugin_and_file() {
     let file = scratch_dir().join("not-a-plugin.wasm");
@@ -256,11 +264,7 @@ fn a_file_that_is_not_wasm_is_refused_naming_the_plugin_and_file() {
 
 #[test]
 fn a_cpu_limit_shorter_than_the_deadline_check_is_refused_naming_the_key() {
-    let path = plugin_path("hello");
-    let stderr = refused(&one_plugin(
-        &path.display().to_string(),
-        "limits = { time = \"0ms\" }",
-    ));
+    let stderr = hello_refused("limits = { time = \"0ms\" }");
     assert!(
         stderr.contains("plugin[0].limits.time")
             && stderr.contains("\"0ms\" is shorter than 1ms")
@@ -286,11 +290,7 @@ fn a_core_module_without_the_plugin_world_is_refused() {
 
 #[test]
 fn a_sha256_mismatch_is_refused() {
-    let path = plugin_path("hello");
-    let stderr = refused(&one_plugin(
-        &path.display().to_string(),
-        &format!("sha256 = \"{}\"", "0".repeat(64)),
-    ));
+    let stderr = hello_refused(&format!("sha256 = \"{}\"", "0".repeat(64)));
 
     assert!(stderr.contains("but the config pins 0000"), "{stderr}");
     assert!(stderr.contains("plugin \"p\""), "{stderr}");
@@ -298,11 +298,7 @@ fn a_sha256_mismatch_is_refused() {
 
 #[test]
 fn bad_plugin_config_is_refused_naming_the_field() {
-    let path = plugin_path("hello");
-    let stderr = refused(&one_plugin(
-        &path.display().to_string(),
-        "[plugin.config]\ngreeting = 42\n",
-    ));
+    let stderr = hello_refused("[plugin.config]\ngreeting = 42\n");
 
     assert!(
         stderr.contains("plugin \"p\" refused its config"),
