@@ -53,8 +53,11 @@ pub(super) fn duration_at_least(
     why: &str,
     d: &mut Diagnostics<'_>,
 ) -> Duration {
-    let parsed = duration(raw, key, d);
-    if parsed < min && duration::parse(raw.get_ref()).is_some() {
+    let Some(parsed) = duration::parse(raw.get_ref()) else {
+        // Not a duration at all: `duration` says so.
+        return duration(raw, key, d);
+    };
+    if parsed < min {
         d.error(
             raw.span(),
             key,
