@@ -31,8 +31,9 @@ fn main() -> ExitCode {
                  demo           build, start two echo upstreams and the proxy on config/demo.toml\n  \
                  test [ARGS]    build the plugins and run the whole test suite (ARGS go to the runner)\n  \
                  build-plugins  build every plugin under plugins/ into target/plugins/\n  \
-                 bench [--quick | --duration S --rounds N]\n                \
-                 load benchmark against nginx and HAProxy; results in target/bench/\n  \
+                 bench [--quick | --duration S --rounds N] [--io-uring]\n                \
+                 load benchmark against nginx and HAProxy; results in target/bench/\n                \
+                 (--io-uring: also benches/io-probe over epoll and over io_uring)\n  \
                  bench --instructions [ROW]\n                \
                  user-space instructions a request in one Switchyard row of the load benchmark\n                \
                  (callgrind; ROW: switchyard (no plugins), switchyard+noop5, switchyard+program, ...)"

@@ -54,13 +54,7 @@ pub fn run(row: &str) -> Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let keys = crate::root().join("plugins/auth/testdata");
-    let setup = Setup {
-        dir: dir.clone(),
-        origin_port: super::servers::free_port()?,
-        plugins: crate::root().join("target/plugins"),
-        public_key_pem: std::fs::read_to_string(keys.join("rsa-public.pem"))?,
-        switchyard: crate::root().join("target/release/switchyard"),
-    };
+    let setup = Setup::new(dir.clone())?;
     let token = match proxy.workload {
         Workload::Jwt => format!(
             "Bearer {}",

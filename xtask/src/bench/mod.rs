@@ -54,6 +54,8 @@ struct Options {
     duration: Duration,
     rounds: usize,
     warmup: Duration,
+    /// Also run benches/io-probe's epoll and io_uring loops (issue 22's io_uring measurement).
+    io_uring: bool,
 }
 
 impl Options {
@@ -62,6 +64,7 @@ impl Options {
             duration: Duration::from_secs(5),
             rounds: 3,
             warmup: Duration::from_secs(1),
+            io_uring: false,
         };
         let mut args = args.iter();
         while let Some(arg) = args.next() {
@@ -73,8 +76,9 @@ impl Options {
                     options.duration = Duration::from_secs(2);
                     options.rounds = 1;
                 }
+                "--io-uring" => options.io_uring = true,
                 other => bail!(
-                    "unknown option {other}; expected --duration SECONDS, --rounds N or --quick"
+                    "unknown option {other}; expected --duration SECONDS, --rounds N, --quick or --io-uring"
                 ),
             }
         }
@@ -92,24 +96,29 @@ pub fn bench(args: &[String]) -> Result<()> {
     require(&PACKAGES[..REQUIRED])?;
     crate::build_plugins()?;
     crate::run(crate::cargo().args(["build", "--release", "--package", "switchyard"]))?;
+    if options.io_uring {
+        crate::run(crate::cargo().args([
+            "build",
+            "--release",
+            "--package",
+            "switchyard-io-probe",
+        ]))?;
+    }
 
     let out_dir = crate::root().join("target/bench");
     let dir = out_dir.join("run");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let keys = crate::root().join("plugins/auth/testdata");
-    let setup = Setup {
-        dir: dir.clone(),
-        origin_port: servers::free_port()?,
-        plugins: crate::root().join("target/plugins"),
-        public_key_pem: std::fs::read_to_string(keys.join("rsa-public.pem"))?,
-        switchyard: crate::root().join("target/release/switchyard"),
-    };
+    let setup = Setup::new(dir.clone())?;
     setup.write_scripts()?;
     let token = format!("Bearer {}", mint_token(&keys.join("rsa-private.pem"))?);
 
     let _origin = setup.start_origin()?;
-    let proxies = Server::proxies()?;
+    let mut proxies = Server::proxies()?;
+    if options.io_uring {
+        proxies.extend(Server::io_probes()?);
+    }
     let mut loads = vec![
         Load::Http1 { connections: 1 },
         Load::Http1Awake,

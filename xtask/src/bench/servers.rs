@@ -40,6 +40,8 @@ enum Kind {
     Nginx,
     Haproxy,
     Switchyard,
+    /// benches/io-probe, whose template is its command line.
+    IoProbe,
 }
 
 /// The requests a configuration is driven with.
@@ -85,9 +87,25 @@ pub struct Setup {
     pub plugins: PathBuf,
     pub public_key_pem: String,
     pub switchyard: PathBuf,
+    pub io_probe: PathBuf,
 }
 
 impl Setup {
+    /// Configs and logs in `dir`, the origin on a free port, the release binaries and plugins.
+    pub fn new(dir: PathBuf) -> Result<Self> {
+        let root = crate::root();
+        let public_key = root.join("plugins/auth/testdata/rsa-public.pem");
+        Ok(Self {
+            dir,
+            origin_port: free_port()?,
+            plugins: root.join("target/plugins"),
+            public_key_pem: std::fs::read_to_string(&public_key)
+                .with_context(|| format!("cannot read {}", public_key.display()))?,
+            switchyard: root.join("target/release/switchyard"),
+            io_probe: root.join("target/release/switchyard-io-probe"),
+        })
+    }
+
     /// Starts the origin every proxy forwards to, on `origin_port`.
     pub fn start_origin(&self) -> Result<Running> {
         let mut origin = Server::origin()?;
@@ -229,6 +247,31 @@ impl Server {
         ])
     }
 
+    /// The I/O probe's two loops (`--io-uring`): the same minimal forwarder over epoll and over
+    /// io_uring, to measure what the completion model saves on this traffic.
+    pub fn io_probes() -> Result<Vec<Self>> {
+        Ok(vec![
+            Self::new(
+                "probe-epoll",
+                Kind::IoProbe,
+                "io-probe-epoll.args",
+                Workload::Plain,
+                0,
+                "probe-epoll",
+            )?
+            .main_only(),
+            Self::new(
+                "probe-io-uring",
+                Kind::IoProbe,
+                "io-probe-io-uring.args",
+                Workload::Plain,
+                0,
+                "probe-io-uring",
+            )?
+            .main_only(),
+        ])
+    }
+
     fn main_only(mut self) -> Self {
         self.main_load_only = true;
         self
@@ -281,7 +324,7 @@ impl Server {
             .replace("PLUGINS", &ctx.plugins.display().to_string())
             .replace("PUBLIC_KEY_PEM", &ctx.public_key_pem);
         let config = ctx.dir.join(format!("{}-{}", self.name, self.template));
-        std::fs::write(&config, text)?;
+        std::fs::write(&config, &text)?;
         let mut command = match self.kind {
             Kind::Nginx => {
                 let mut c = Command::new("nginx");
@@ -319,6 +362,15 @@ impl Server {
                 };
                 c.args(["run", "--config"]).arg(&config);
                 c.env("RUST_LOG", "warn");
+                c
+            }
+            Kind::IoProbe => {
+                let mut c = Command::new(&ctx.io_probe);
+                c.args(
+                    text.lines()
+                        .filter(|line| !line.trim_start().starts_with('#'))
+                        .flat_map(str::split_whitespace),
+                );
                 c
             }
         };

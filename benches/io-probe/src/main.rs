@@ -1,0 +1,53 @@
+//! `switchyard-io-probe`: what io_uring would save on the proxy's loopback I/O pattern (issue 22,
+//! step 3). A minimal HTTP/1.1 keep-alive forwarder — each client connection with an upstream
+//! connection of its own, requests and responses forwarded unchanged — with two I/O loops that
+//! share everything else: `--mode epoll` (readiness, one system call per receive and send, as
+//! the proxy and nginx make them) and `--mode io-uring` (completions, one system call per turn
+//! of the loop). `cargo xtask bench --io-uring` runs both beside nginx and Switchyard; the
+//! difference between the two modes is what the completion model saves for this traffic.
+//! It is a measuring tool, not a proxy: no header rewriting, no limits, no TLS.
+
+mod conn;
+mod epoll;
+mod message;
+mod uring;
+
+use std::net::{SocketAddr, TcpStream};
+
+use clap::{Parser, ValueEnum};
+
+#[derive(Parser)]
+#[command(about = "A minimal HTTP/1.1 forwarder to measure epoll against io_uring")]
+struct Args {
+    /// Where clients connect.
+    #[arg(long)]
+    listen: SocketAddr,
+    /// Where every request is forwarded.
+    #[arg(long)]
+    origin: SocketAddr,
+    /// The I/O loop.
+    #[arg(long, value_enum)]
+    mode: Mode,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Mode {
+    Epoll,
+    IoUring,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    match args.mode {
+        Mode::Epoll => epoll::serve(args.listen, args.origin)?,
+        Mode::IoUring => uring::serve(args.listen, args.origin)?,
+    }
+    Ok(())
+}
+
+/// A connection to the origin for one client, with Nagle off as for the client side.
+fn connect_upstream(origin: SocketAddr) -> std::io::Result<TcpStream> {
+    let upstream = TcpStream::connect(origin)?;
+    upstream.set_nodelay(true)?;
+    Ok(upstream)
+}
