@@ -46,7 +46,10 @@ pub fn serve(listen: SocketAddr, origin: SocketAddr) -> io::Result<()> {
         .register(&mut listener, LISTENER, Interest::READABLE)?;
     let mut pairs: Vec<Option<Pair>> = Vec::new();
     loop {
-        poll.poll(&mut events, None)?;
+        match poll.poll(&mut events, None) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            polled => polled?,
+        }
         for event in &events {
             if event.token() == LISTENER {
                 accept(&listener, &poll, &mut pairs, origin)?;

@@ -3,7 +3,7 @@
 //! connection of its own, requests and responses forwarded unchanged — with two I/O loops that
 //! share everything else: `--mode epoll` (readiness, one system call per receive and send, as
 //! the proxy and nginx make them) and `--mode io-uring` (completions, one system call per turn
-//! of the loop). `cargo xtask bench --io-uring` runs both beside nginx and Switchyard; the
+//! of the loop; `io-uring-eager` without deferred task running). `cargo xtask bench --io-uring` runs both beside nginx and Switchyard; the
 //! difference between the two modes is what the completion model saves for this traffic.
 //! It is a measuring tool, not a proxy: no header rewriting, no limits, no TLS.
 
@@ -33,14 +33,18 @@ struct Args {
 #[derive(Clone, Copy, ValueEnum)]
 enum Mode {
     Epoll,
+    /// io_uring with deferred task running: completions are gathered at each enter.
     IoUring,
+    /// io_uring with the kernel's default task running, for comparison.
+    IoUringEager,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     match args.mode {
         Mode::Epoll => epoll::serve(args.listen, args.origin)?,
-        Mode::IoUring => uring::serve(args.listen, args.origin)?,
+        Mode::IoUring => uring::serve(args.listen, args.origin, uring::TaskRun::Deferred)?,
+        Mode::IoUringEager => uring::serve(args.listen, args.origin, uring::TaskRun::Eager)?,
     }
     Ok(())
 }

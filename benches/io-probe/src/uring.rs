@@ -33,15 +33,32 @@ struct Pair {
     in_flight: Op,
 }
 
+/// When the kernel completes the operations that had to wait (a `recv` whose data came later).
+#[derive(Debug, Clone, Copy)]
+pub enum TaskRun {
+    /// As the data arrives, interrupting the loop (io_uring's default).
+    Eager,
+    /// At the loop's next `io_uring_enter`, in one batch (`IORING_SETUP_DEFER_TASKRUN`, for a
+    /// ring only one thread uses; Linux 6.1).
+    Deferred,
+}
+
 /// Serves on `listen`, forwarding to `origin`, until the process is killed.
-pub fn serve(listen: SocketAddr, origin: SocketAddr) -> io::Result<()> {
-    let mut ring = IoUring::new(ENTRIES)?;
+pub fn serve(listen: SocketAddr, origin: SocketAddr, task_run: TaskRun) -> io::Result<()> {
+    let mut builder = IoUring::builder();
+    if let TaskRun::Deferred = task_run {
+        builder.setup_single_issuer().setup_defer_taskrun();
+    }
+    let mut ring = builder.build(ENTRIES)?;
     let listener = TcpListener::bind(listen)?;
     let mut pairs: Vec<Option<Pair>> = Vec::new();
     let mut completions: Vec<(u64, i32)> = Vec::with_capacity(ENTRIES as usize);
     queue(&mut ring, accept(listener.as_raw_fd()))?;
     loop {
-        ring.submit_and_wait(1)?;
+        match ring.submit_and_wait(1) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            submitted => submitted?,
+        };
         completions.extend(ring.completion().map(|c| (c.user_data(), c.result())));
         for (tag, result) in completions.drain(..) {
             if tag == ACCEPT {
