@@ -3,7 +3,7 @@
 //! or out of which bytes) and is told what each did. Requests and responses are forwarded
 //! unchanged, one exchange at a time; a pipelined request waits in the buffer for its turn.
 
-use crate::message::{request_len, response_len};
+use crate::message::{request, response};
 
 /// How many bytes of a message may be in flight on one side: the benchmark's messages are a few
 /// hundred bytes.
@@ -65,6 +65,8 @@ impl Buffer {
 /// A client connection's exchange with its upstream.
 pub struct Conn {
     phase: Phase,
+    /// The exchange in flight ends the connection (a `Connection: close` either way).
+    last: bool,
     /// From the client: a request being read, and any pipelined after it.
     request: Buffer,
     /// From the upstream: a response being read.
@@ -75,6 +77,7 @@ impl Default for Conn {
     fn default() -> Self {
         Self {
             phase: Phase::ReadRequest,
+            last: false,
             request: Buffer::new(),
             response: Buffer::new(),
         }
@@ -86,8 +89,14 @@ impl Conn {
     pub fn next(&mut self) -> Op {
         loop {
             match self.phase {
-                Phase::ReadRequest => match request_len(self.request.filled()) {
-                    Ok(Some(end)) => self.phase = Phase::SendRequest { end, sent: 0 },
+                Phase::ReadRequest => match request(self.request.filled()) {
+                    Ok(Some(whole)) => {
+                        self.last = whole.close;
+                        self.phase = Phase::SendRequest {
+                            end: whole.len,
+                            sent: 0,
+                        };
+                    }
                     Ok(None) if self.request.filled < BUFFER_BYTES => {
                         return Op::Recv(Side::Client);
                     }
@@ -98,8 +107,14 @@ impl Conn {
                     self.phase = Phase::ReadResponse;
                 }
                 Phase::SendRequest { .. } => return Op::Send(Side::Upstream),
-                Phase::ReadResponse => match response_len(self.response.filled()) {
-                    Ok(Some(end)) => self.phase = Phase::SendResponse { end, sent: 0 },
+                Phase::ReadResponse => match response(self.response.filled()) {
+                    Ok(Some(whole)) => {
+                        self.last |= whole.close;
+                        self.phase = Phase::SendResponse {
+                            end: whole.len,
+                            sent: 0,
+                        };
+                    }
                     Ok(None) if self.response.filled < BUFFER_BYTES => {
                         return Op::Recv(Side::Upstream);
                     }
@@ -107,7 +122,11 @@ impl Conn {
                 },
                 Phase::SendResponse { end, sent } if sent == end => {
                     self.response.consume(end);
-                    self.phase = Phase::ReadRequest;
+                    self.phase = if self.last {
+                        Phase::Closed
+                    } else {
+                        Phase::ReadRequest
+                    };
                 }
                 Phase::SendResponse { .. } => return Op::Send(Side::Client),
                 Phase::Closed => return Op::Close,
@@ -195,6 +214,26 @@ mod tests {
         receive(&mut conn, Side::Client, b"TP/1.1\r\n\r\n");
         assert_eq!(conn.next(), Op::Send(Side::Upstream));
         assert_eq!(conn.unsent(), b"GET /b HTTP/1.1\r\n\r\n");
+    }
+
+    #[test]
+    fn a_response_to_a_request_that_asked_to_close_is_the_last() {
+        let mut conn = Conn::default();
+        receive(
+            &mut conn,
+            Side::Client,
+            b"GET / HTTP/1.1\r\nconnection: close\r\n\r\n",
+        );
+        assert_eq!(conn.next(), Op::Send(Side::Upstream));
+        conn.sent(conn.unsent().len());
+        receive(
+            &mut conn,
+            Side::Upstream,
+            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+        );
+        assert_eq!(conn.next(), Op::Send(Side::Client));
+        conn.sent(conn.unsent().len());
+        assert_eq!(conn.next(), Op::Close);
     }
 
     #[test]
