@@ -1,15 +1,17 @@
 //! `switchyard-io-probe`: what io_uring would save on the proxy's loopback I/O pattern (issue 22,
-//! step 3). A minimal HTTP/1.1 keep-alive forwarder — each client connection with an upstream
-//! connection of its own, requests and responses forwarded unchanged — with two I/O loops that
-//! share everything else: `--mode epoll` (readiness, one system call per receive and send, as
-//! the proxy and nginx make them) and `--mode io-uring` (completions, one system call per turn
-//! of the loop; `io-uring-eager` without deferred task running). `cargo xtask bench --io-uring` runs both beside nginx and Switchyard; the
-//! difference between the two modes is what the completion model saves for this traffic.
+//! step 3), and what the async runtime costs. A minimal HTTP/1.1 keep-alive forwarder — each
+//! client connection with an upstream connection of its own, requests and responses forwarded
+//! unchanged — with one state machine and three ways of doing its I/O: `--mode epoll`
+//! (readiness, one system call per receive and send, as the proxy and nginx make them),
+//! `--mode io-uring` (completions, one system call per turn of the loop; `io-uring-eager`
+//! without deferred task running) and `--mode tokio` (tokio tasks over epoll, as the proxy runs).
+//! `cargo xtask bench --io-uring` runs the first two beside nginx and Switchyard.
 //! It is a measuring tool, not a proxy: no header rewriting, no limits, no TLS.
 
 mod conn;
 mod epoll;
 mod message;
+mod runtime;
 mod uring;
 
 use std::net::{SocketAddr, TcpStream};
@@ -37,6 +39,8 @@ enum Mode {
     IoUring,
     /// io_uring with the kernel's default task running, for comparison.
     IoUringEager,
+    /// tokio's current-thread runtime over epoll, as the proxy runs: what the runtime costs.
+    Tokio,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -45,6 +49,7 @@ fn main() -> anyhow::Result<()> {
         Mode::Epoll => epoll::serve(args.listen, args.origin)?,
         Mode::IoUring => uring::serve(args.listen, args.origin, uring::TaskRun::Deferred)?,
         Mode::IoUringEager => uring::serve(args.listen, args.origin, uring::TaskRun::Eager)?,
+        Mode::Tokio => runtime::serve(args.listen, args.origin)?,
     }
     Ok(())
 }
