@@ -11,7 +11,7 @@ use super::bindings::{HttpCallError, HttpRequest, HttpResponse};
 use crate::body::ProxyBody;
 use crate::config::UpstreamProtocol;
 use crate::headers;
-use crate::upstream::Clusters;
+use crate::upstream::{Clusters, Pace};
 
 use crate::sandbox::{
     CALLOUT_DEFAULT_TIMEOUT as DEFAULT_TIMEOUT, CALLOUT_MAX_BODY as MAX_BODY,
@@ -54,7 +54,7 @@ pub async fn call(
 
     let _in_flight = endpoint.start_request();
     let exchange = async {
-        let response = endpoint.send(req).await.map_err(|e| {
+        let response = endpoint.send(req, Pace::Now).await.map_err(|e| {
             if e.is_connect() {
                 HttpCallError::ConnectFailure
             } else {

@@ -20,7 +20,7 @@ use crate::plugin::{AttemptOutcome, RequestState, Step};
 use crate::telemetry::exchange::AttemptSpan;
 use crate::telemetry::trace_context::{SpanId, new_span_id};
 use crate::telemetry::{AttemptResult, ErrorKind};
-use crate::upstream::{Admission, Cluster, Endpoint, InFlight, Observed, UpstreamBody};
+use crate::upstream::{Admission, Cluster, Endpoint, InFlight, Observed, Pace, UpstreamBody};
 
 use super::ListenerProxy;
 use super::answers::{Answer, local_answer, overloaded, plugin_failed_answer, upstream_answer};
@@ -257,7 +257,14 @@ impl ListenerProxy {
         // The send future (the pool's and the HTTP/1.1 client's state, 2.3 KB) is boxed: every
         // level of the request path above it holds this future's state, and each moves it into
         // its own when first awaited — one allocation costs less than those copies.
-        let send = Box::pin(endpoint.send(req));
+        // Without plugins a request is written as soon as it is ready; with them, after the
+        // other ready requests (see `Pace`).
+        let pace = if self.chain.is_empty() && state.routed_chain.is_none() {
+            Pace::Now
+        } else {
+            Pace::AfterReadyRequests
+        };
+        let send = Box::pin(endpoint.send(req, pace));
         let sent = match tokio::time::timeout_at(per_try_deadline, send).await {
             Ok(Ok(sent)) => Ok(sent),
             Ok(Err(e)) => Err(AttemptError::from_send(e)),

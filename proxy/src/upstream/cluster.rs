@@ -12,7 +12,7 @@ use tracing::{info, warn};
 use super::endpoint::Endpoint;
 use super::health::Observed;
 use super::limits::ClusterLimits;
-use super::pool::{Pool, PoolSettings};
+use super::pool::{Pace, Pool, PoolSettings};
 use crate::balance::Balancer;
 use crate::config::{ClusterConfig, Config, HealthCheckConfig, LbPolicy};
 use crate::discovery::{self, Resolved};
@@ -292,7 +292,7 @@ async fn probe(endpoint: &Endpoint, check: &HealthCheckConfig, cluster: &str) ->
     let Ok(request) = request else {
         return false;
     };
-    match tokio::time::timeout(check.timeout, endpoint.send(request)).await {
+    match tokio::time::timeout(check.timeout, endpoint.send(request, Pace::Now)).await {
         Ok(Ok(response)) => {
             let status = response.status().as_u16();
             // Read the body so the connection can be reused.

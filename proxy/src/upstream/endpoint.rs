@@ -9,7 +9,7 @@ use http::{Request, Response};
 
 use super::health::Health;
 use super::limits::Admission;
-use super::pool::{Pool, UpstreamBody, UpstreamError};
+use super::pool::{Pace, Pool, UpstreamBody, UpstreamError};
 use super::stream::UpstreamStream;
 use crate::balance::{PeakEwma, Target};
 use crate::body::ProxyBody;
@@ -68,8 +68,9 @@ impl Endpoint {
     pub fn send(
         &self,
         req: Request<ProxyBody>,
+        pace: Pace,
     ) -> impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + Send + '_ {
-        self.pool.send(req)
+        self.pool.send(req, pace)
     }
 }
 

@@ -14,5 +14,5 @@ pub use cluster::{Cluster, ClusterStartError, Clusters, EndpointState};
 pub use endpoint::{Endpoint, InFlight};
 pub use health::Observed;
 pub use limits::{Admission, ClusterLimits};
-pub use pool::{ExchangeError, Http1Upgraded, UpstreamBody, UpstreamError};
+pub use pool::{ExchangeError, Http1Upgraded, Pace, UpstreamBody, UpstreamError};
 pub use stream::UpstreamStream;
