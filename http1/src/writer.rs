@@ -1,5 +1,6 @@
 //! Sending a message: its head, then its body frame by frame, each piece with its framing in one
-//! vectored write. Both sides use it — the client for requests, the server for responses.
+//! write (a plain one when it all fits one buffer, vectored when a piece is large). Both sides use
+//! it — the client for requests, the server for responses.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
