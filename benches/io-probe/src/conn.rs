@@ -27,12 +27,26 @@ pub enum Op {
     Close,
 }
 
+impl Side {
+    /// Where what this side sends goes.
+    fn peer(self) -> Self {
+        match self {
+            Self::Client => Self::Upstream,
+            Self::Upstream => Self::Client,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    ReadRequest,
-    SendRequest { end: usize, sent: usize },
-    ReadResponse,
-    SendResponse { end: usize, sent: usize },
+    /// Reading a message from this side: a request from the client, a response from upstream.
+    Read(Side),
+    /// Forwarding the first `end` bytes read from the other side to this one.
+    Send {
+        to: Side,
+        end: usize,
+        sent: usize,
+    },
     Closed,
 }
 
@@ -76,7 +90,7 @@ pub struct Conn {
 impl Default for Conn {
     fn default() -> Self {
         Self {
-            phase: Phase::ReadRequest,
+            phase: Phase::Read(Side::Client),
             last: false,
             request: Buffer::new(),
             response: Buffer::new(),
@@ -89,46 +103,37 @@ impl Conn {
     pub fn next(&mut self) -> Op {
         loop {
             match self.phase {
-                Phase::ReadRequest => match request(self.request.filled()) {
-                    Ok(Some(whole)) => {
-                        self.last = whole.close;
-                        self.phase = Phase::SendRequest {
-                            end: whole.len,
-                            sent: 0,
-                        };
+                Phase::Read(from) => {
+                    let read = self.buffer(from);
+                    let room = read.filled < BUFFER_BYTES;
+                    let parsed = match from {
+                        Side::Client => request(read.filled()),
+                        Side::Upstream => response(read.filled()),
+                    };
+                    match parsed {
+                        Ok(Some(whole)) => {
+                            // Either message may end the connection after this exchange (a
+                            // request is read only while `last` is false).
+                            self.last |= whole.close;
+                            self.phase = Phase::Send {
+                                to: from.peer(),
+                                end: whole.len,
+                                sent: 0,
+                            };
+                        }
+                        Ok(None) if room => return Op::Recv(from),
+                        Ok(None) | Err(_) => self.phase = Phase::Closed,
                     }
-                    Ok(None) if self.request.filled < BUFFER_BYTES => {
-                        return Op::Recv(Side::Client);
-                    }
-                    Ok(None) | Err(_) => self.phase = Phase::Closed,
-                },
-                Phase::SendRequest { end, sent } if sent == end => {
-                    self.request.consume(end);
-                    self.phase = Phase::ReadResponse;
                 }
-                Phase::SendRequest { .. } => return Op::Send(Side::Upstream),
-                Phase::ReadResponse => match response(self.response.filled()) {
-                    Ok(Some(whole)) => {
-                        self.last |= whole.close;
-                        self.phase = Phase::SendResponse {
-                            end: whole.len,
-                            sent: 0,
-                        };
-                    }
-                    Ok(None) if self.response.filled < BUFFER_BYTES => {
-                        return Op::Recv(Side::Upstream);
-                    }
-                    Ok(None) | Err(_) => self.phase = Phase::Closed,
-                },
-                Phase::SendResponse { end, sent } if sent == end => {
-                    self.response.consume(end);
-                    self.phase = if self.last {
-                        Phase::Closed
-                    } else {
-                        Phase::ReadRequest
+                Phase::Send { to, end, sent } if sent == end => {
+                    self.buffer(to.peer()).consume(end);
+                    self.phase = match to {
+                        Side::Upstream => Phase::Read(Side::Upstream),
+                        Side::Client if self.last => Phase::Closed,
+                        Side::Client => Phase::Read(Side::Client),
                     };
                 }
-                Phase::SendResponse { .. } => return Op::Send(Side::Client),
+                Phase::Send { to, .. } => return Op::Send(to),
                 Phase::Closed => return Op::Close,
             }
         }
@@ -143,9 +148,14 @@ impl Conn {
     /// What an [`Op::Send`] sends.
     pub fn unsent(&self) -> &[u8] {
         match self.phase {
-            Phase::SendRequest { end, sent } => &self.request.bytes[sent..end],
-            Phase::SendResponse { end, sent } => &self.response.bytes[sent..end],
-            _ => &[],
+            Phase::Send { to, end, sent } => {
+                let read = match to.peer() {
+                    Side::Client => &self.request,
+                    Side::Upstream => &self.response,
+                };
+                &read.bytes[sent..end]
+            }
+            Phase::Read(_) | Phase::Closed => &[],
         }
     }
 
@@ -161,9 +171,7 @@ impl Conn {
 
     /// An [`Op::Send`] sent `n` bytes.
     pub fn sent(&mut self, n: usize) {
-        if let Phase::SendRequest { end, sent } | Phase::SendResponse { end, sent } =
-            &mut self.phase
-        {
+        if let Phase::Send { end, sent, .. } = &mut self.phase {
             *sent = (*sent + n).min(*end);
         }
     }
@@ -173,6 +181,7 @@ impl Conn {
         self.phase = Phase::Closed;
     }
 
+    /// What has been read from `side`.
     fn buffer(&mut self, side: Side) -> &mut Buffer {
         match side {
             Side::Client => &mut self.request,

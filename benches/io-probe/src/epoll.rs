@@ -10,7 +10,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
 use crate::conn::{Conn, Op, Side};
-use crate::connect_upstream;
+use crate::{connect_upstream, free_slot};
 
 const LISTENER: Token = Token(usize::MAX);
 
@@ -90,10 +90,7 @@ fn accept(
         let upstream = connect_upstream(origin)?;
         upstream.set_nonblocking(true)?;
         let upstream = TcpStream::from_std(upstream);
-        let index = pairs.iter().position(Option::is_none).unwrap_or_else(|| {
-            pairs.push(None);
-            pairs.len() - 1
-        });
+        let index = free_slot(pairs);
         let mut pair = Pair {
             conn: Conn::default(),
             client: Socket::new(client),

@@ -54,6 +54,14 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The index of a free slot in `slots` (a closed pair's, or a new one at the end).
+fn free_slot<T>(slots: &mut Vec<Option<T>>) -> usize {
+    slots.iter().position(Option::is_none).unwrap_or_else(|| {
+        slots.push(None);
+        slots.len() - 1
+    })
+}
+
 /// A connection to the origin for one client, with Nagle off as for the client side.
 fn connect_upstream(origin: SocketAddr) -> std::io::Result<TcpStream> {
     let upstream = TcpStream::connect(origin)?;

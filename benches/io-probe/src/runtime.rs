@@ -31,22 +31,25 @@ pub fn serve(listen: SocketAddr, origin: SocketAddr) -> io::Result<()> {
 async fn forward(mut client: TcpStream, mut upstream: TcpStream) {
     let mut conn = Box::new(Conn::default());
     loop {
-        let op = conn.next();
-        let stream = match op {
-            Op::Recv(Side::Client) | Op::Send(Side::Client) => &mut client,
-            Op::Recv(Side::Upstream) | Op::Send(Side::Upstream) => &mut upstream,
+        let (side, receive) = match conn.next() {
+            Op::Recv(side) => (side, true),
+            Op::Send(side) => (side, false),
             Op::Close => return,
         };
-        match op {
-            Op::Recv(side) => match stream.read(conn.spare(side)).await {
+        let stream = match side {
+            Side::Client => &mut client,
+            Side::Upstream => &mut upstream,
+        };
+        if receive {
+            match stream.read(conn.spare(side)).await {
                 Ok(n) => conn.received(side, n),
                 Err(_) => conn.failed(),
-            },
-            Op::Send(_) => match stream.write(conn.unsent()).await {
+            }
+        } else {
+            match stream.write(conn.unsent()).await {
                 Ok(n) => conn.sent(n),
                 Err(_) => conn.failed(),
-            },
-            Op::Close => return,
+            }
         }
     }
 }

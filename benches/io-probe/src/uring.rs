@@ -17,7 +17,7 @@ use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use io_uring::{IoUring, opcode, squeue, types};
 
 use crate::conn::{Conn, Op, Side};
-use crate::connect_upstream;
+use crate::{connect_upstream, free_slot};
 
 /// The accept operation's tag; a pair's operation is tagged with the pair's index.
 const ACCEPT: u64 = u64::MAX;
@@ -93,10 +93,7 @@ fn add_pair(
 ) -> io::Result<usize> {
     client.set_nodelay(true)?;
     let upstream = connect_upstream(origin)?;
-    let index = pairs.iter().position(Option::is_none).unwrap_or_else(|| {
-        pairs.push(None);
-        pairs.len() - 1
-    });
+    let index = free_slot(pairs);
     pairs[index] = Some(Pair {
         conn: Box::default(),
         client,
