@@ -54,13 +54,17 @@ pub async fn call(
 
     let _in_flight = endpoint.start_request();
     let exchange = async {
-        let response = endpoint.send(req, Pace::Now).await.map_err(|e| {
-            if e.is_connect() {
-                HttpCallError::ConnectFailure
-            } else {
-                HttpCallError::Reset
-            }
-        })?;
+        // Made by a plugin's hook, so paced as requests on a listener with plugins are.
+        let response = endpoint
+            .send(req, Pace::AfterReadyRequests)
+            .await
+            .map_err(|e| {
+                if e.is_connect() {
+                    HttpCallError::ConnectFailure
+                } else {
+                    HttpCallError::Reset
+                }
+            })?;
         let (parts, body) = response.into_parts();
         let body = Limited::new(body, MAX_BODY)
             .collect()
