@@ -1,7 +1,6 @@
 //! The request both plugin benches run through the runtime: a GET with eight typical headers,
 //! and the response head the upstream "sent".
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use http::header::HeaderValue;
@@ -50,7 +49,7 @@ pub fn request_state(headers: &[(&'static str, String)]) -> Box<RequestState> {
         tls: None,
         timeout: None,
         per_try_timeout: None,
-        context: HashMap::new(),
+        context: Default::default(),
         bad_destination: None,
         plugins_reached: usize::MAX,
         routed_chain: None,

@@ -275,10 +275,14 @@ impl Connection {
         let response = self
             .await_response(in_flight.as_mut(), expects_continue, drain)
             .await;
-        in_flight.set(None);
         let Some(response) = response else {
+            // Dropped now: the service sees its request cancelled.
+            in_flight.set(None);
             return After::Gone;
         };
+        // A future that has answered stays in its slot until the next request's replaces it:
+        // finished, it holds nothing, and emptying the slot would copy a whole `None` of the
+        // future's size (kilobytes) into it.
 
         let (parts, body) = response.into_parts();
         let switching =

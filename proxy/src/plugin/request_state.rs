@@ -1,11 +1,11 @@
 //! One request as plugins see it: what the proxy lends an instance for each hook call.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::HeaderValue;
+use rustc_hash::FxHashMap;
 
 use crate::upstream::{Cluster, Clusters};
 
@@ -28,7 +28,9 @@ pub struct RequestState {
     pub clusters: Arc<Clusters>,
     pub timeout: Option<Duration>,
     pub per_try_timeout: Option<Duration>,
-    pub context: HashMap<String, Vec<u8>>,
+    /// What plugins pass each other (`context.set`), by key. Fx-hashed: SipHash took 0.4k
+    /// instructions a lookup here, and the keys come from the plugins, which the operator chose.
+    pub context: FxHashMap<String, Vec<u8>>,
     /// Set when the last `set-destination` named no cluster: the request then gets a 500.
     pub bad_destination: Option<String>,
     /// How many plugins of the chain saw on-request (all, unless one answered early); only

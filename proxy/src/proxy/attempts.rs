@@ -150,7 +150,9 @@ impl ListenerProxy {
             let per_try = state
                 .per_try_timeout
                 .map_or(remaining, |t| t.min(remaining));
-            let result = self.attempt(&mut state, &mut body, cluster, per_try).await;
+            let result = self
+                .attempt(&mut state, &mut body, cluster, per_try, now)
+                .await;
 
             let overload = matches!(result, Err(AttemptError::Overloaded(_)));
             if !self.chain.may_retry() || overload {
@@ -224,12 +226,14 @@ impl ListenerProxy {
     }
 
     /// One attempt: pick an endpoint, send a copy of the head with the body, wait for the head.
+    /// `started` is when the attempt began (the clock reading its deadline was taken from).
     pub(super) async fn attempt(
         &self,
         state: &mut RequestState,
         body: &mut RequestBody,
         cluster: &Arc<Cluster>,
         per_try: Duration,
+        started: Instant,
     ) -> Result<(Response<UpstreamBody>, Attempted), AttemptError> {
         let hash = cluster
             .wants_hash()
@@ -252,7 +256,6 @@ impl ListenerProxy {
                 .shared
                 .records_attempts(state.exchange.trace.as_ref());
         let started_at = recording.then(SystemTime::now);
-        let started = Instant::now();
         let per_try_deadline = tokio::time::Instant::from_std(started + per_try);
         // The send future (the pool's and the HTTP/1.1 client's state, 2.3 KB) is boxed: every
         // level of the request path above it holds this future's state, and each moves it into

@@ -15,7 +15,7 @@
 //! (what the client gets before the response hooks: the upstream's response, a plugin's, or an
 //! error) and `upgrade` (tunnels for switched protocols).
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -144,7 +144,7 @@ impl ListenerProxy {
             tls,
             timeout: None,
             per_try_timeout: None,
-            context: HashMap::new(),
+            context: FxHashMap::default(),
             bad_destination: None,
             plugins_reached: usize::MAX,
             routed_chain: None,

@@ -95,11 +95,26 @@ struct SeriesLookup<'a> {
 
 impl Equivalent<SeriesKey> for SeriesLookup<'_> {
     fn equivalent(&self, key: &SeriesKey) -> bool {
-        self.route == key.route.as_deref()
-            && self.cluster == key.cluster.as_deref()
-            && self.status_class == key.status_class
-            && self.grpc_status == key.grpc_status
-            && self.method == key.method
+        same_label(self.route, key.route.as_deref())
+            && same_label(self.cluster, key.cluster.as_deref())
+            && same(self.status_class, key.status_class)
+            && same(self.grpc_status, key.grpc_status)
+            && same(self.method, key.method)
+    }
+}
+
+/// Label equality that skips the byte comparison when both are the same string in memory, as
+/// they are on every request after a series' first: the labels are static strings and the
+/// cluster's shared name. (Comparing the bytes was 1% of the proxy's CPU without plugins.)
+fn same(a: &str, b: &str) -> bool {
+    std::ptr::eq(a, b) || a == b
+}
+
+fn same_label(a: Option<&str>, b: Option<&str>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => same(a, b),
+        (None, None) => true,
+        _ => false,
     }
 }
 
