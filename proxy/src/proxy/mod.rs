@@ -15,7 +15,6 @@
 //! (what the client gets before the response hooks: the upstream's response, a plugin's, or an
 //! error) and `upgrade` (tunnels for switched protocols).
 
-use rustc_hash::FxHashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -24,6 +23,7 @@ use http::header::{HeaderName, HeaderValue};
 use http::{Request, Response};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
+use rustc_hash::FxHashMap;
 use upgrade::DownstreamUpgrade;
 
 use crate::body::ProxyBody;
