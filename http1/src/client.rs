@@ -112,11 +112,14 @@ impl<S> Connection<S> {
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Sends `req` and waits for the response head. The response's body owns the connection from
     /// then on; `keeper` gets it back when it can carry another request.
-    pub async fn send<B, K>(
+    ///
+    /// The head is encoded before the future exists, so the future holds the encoded request,
+    /// not the request too (a caller's future holds this one, and moves it).
+    pub fn send<B, K>(
         mut self,
         req: Request<B>,
         keeper: K,
-    ) -> Result<Response<ResponseBody<S, B, K>>, SendError>
+    ) -> impl Future<Output = Result<Response<ResponseBody<S, B, K>>, SendError>>
     where
         B: Body<Data = Bytes> + Unpin,
         B::Error: Into<BoxError>,
@@ -126,64 +129,69 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let head_request = parts.method == Method::HEAD;
         let (mut writer, wants_close) =
             request_writer(&parts, body, std::mem::take(&mut self.head));
-        let mut write_error = None;
-        let parsed = poll_fn(|cx| {
-            if !writer.done && write_error.is_none() {
-                match writer.poll_write(cx, &mut self.io).map_err(Error::from) {
-                    Poll::Ready(Ok(())) => {}
-                    // The client's body failed: the request cannot be completed, and the
-                    // endpoint may be waiting for the rest of it.
-                    Poll::Ready(Err(e @ (Error::RequestBody(_) | Error::RequestBodyLength))) => {
-                        return Poll::Ready(Err(e));
+        // A block, not an `async fn`: an async fn's future keeps its arguments twice.
+        async move {
+            let mut write_error = None;
+            let parsed = poll_fn(|cx| {
+                if !writer.done && write_error.is_none() {
+                    match writer.poll_write(cx, &mut self.io).map_err(Error::from) {
+                        Poll::Ready(Ok(())) => {}
+                        // The client's body failed: the request cannot be completed, and the
+                        // endpoint may be waiting for the rest of it.
+                        Poll::Ready(Err(
+                            e @ (Error::RequestBody(_) | Error::RequestBodyLength),
+                        )) => {
+                            return Poll::Ready(Err(e));
+                        }
+                        // The endpoint may have answered early and stopped reading: read on.
+                        Poll::Ready(Err(e)) => write_error = Some(e),
+                        Poll::Pending => {}
                     }
-                    // The endpoint may have answered early and stopped reading: read on.
-                    Poll::Ready(Err(e)) => write_error = Some(e),
-                    Poll::Pending => {}
                 }
+                self.poll_head(cx, head_request)
+            })
+            .await;
+            let parsed = match (parsed, write_error) {
+                (Ok(parsed), write_error) => (parsed, write_error.is_some()),
+                (Err(read_error), write_error) => {
+                    // The failed write explains a missing response best.
+                    let error = match (read_error, write_error) {
+                        (Error::Closed, Some(e)) => e,
+                        (e, _) => e,
+                    };
+                    let unanswered = writer.framing == Outbound::Empty
+                        && self.read.is_empty()
+                        && matches!(error, Error::Closed | Error::Io(_));
+                    return Err(SendError {
+                        error,
+                        unanswered: unanswered.then_some(parts),
+                    });
+                }
+            };
+            drop(parts);
+            let ((head, framing, keep_alive), write_failed) = parsed;
+            let writer = if writer.done {
+                self.head = writer.into_buffer();
+                None
+            } else if write_failed {
+                None
+            } else {
+                Some(Box::new(writer))
+            };
+            let mut body = ResponseBody {
+                conn: Some(self),
+                framing,
+                keep_alive: keep_alive && !write_failed && !wants_close,
+                writer,
+                keeper: Some(keeper),
+            };
+            if body.framing.is_empty() {
+                // Nothing to read: the connection can take the next request now, whether or not
+                // anybody polls this body.
+                body.finish();
             }
-            self.poll_head(cx, head_request)
-        })
-        .await;
-        let parsed = match (parsed, write_error) {
-            (Ok(parsed), write_error) => (parsed, write_error.is_some()),
-            (Err(read_error), write_error) => {
-                // The failed write explains a missing response best.
-                let error = match (read_error, write_error) {
-                    (Error::Closed, Some(e)) => e,
-                    (e, _) => e,
-                };
-                let unanswered = writer.framing == Outbound::Empty
-                    && self.read.is_empty()
-                    && matches!(error, Error::Closed | Error::Io(_));
-                return Err(SendError {
-                    error,
-                    unanswered: unanswered.then_some(parts),
-                });
-            }
-        };
-        drop(parts);
-        let ((head, framing, keep_alive), write_failed) = parsed;
-        let writer = if writer.done {
-            self.head = writer.into_buffer();
-            None
-        } else if write_failed {
-            None
-        } else {
-            Some(Box::new(writer))
-        };
-        let mut body = ResponseBody {
-            conn: Some(self),
-            framing,
-            keep_alive: keep_alive && !write_failed && !wants_close,
-            writer,
-            keeper: Some(keeper),
-        };
-        if body.framing.is_empty() {
-            // Nothing to read: the connection can take the next request now, whether or not
-            // anybody polls this body.
-            body.finish();
+            Ok(Response::from_parts(head, body))
         }
-        Ok(Response::from_parts(head, body))
     }
 
     /// Reads until a final response head is complete (interim 1xx responses are skipped).

@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Uri, Version};
 
 /// The request id header; generated when the client sent none.
@@ -118,8 +118,18 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 /// Appends the client's address to `x-forwarded-for`, sets `x-forwarded-proto` to the scheme the
 /// client used, and appends this proxy to `via`.
 pub fn add_forwarding(headers: &mut HeaderMap, client: IpAddr, scheme: &str, version: Version) {
-    if let Some(v) = forwarded_for(headers.get(&X_FORWARDED_FOR), client) {
-        headers.insert(&X_FORWARDED_FOR, v);
+    // Each edit finds its field once (an entry), where a lookup then an insert hash twice.
+    match headers.entry(&X_FORWARDED_FOR) {
+        Entry::Occupied(mut field) => {
+            if let Some(v) = forwarded_for(Some(field.get()), client) {
+                field.insert(v);
+            }
+        }
+        Entry::Vacant(field) => {
+            if let Some(v) = forwarded_for(None, client) {
+                field.insert(v);
+            }
+        }
     }
     static HTTPS: HeaderValue = HeaderValue::from_static("https");
     static HTTP: HeaderValue = HeaderValue::from_static("http");
@@ -201,29 +211,37 @@ fn via_hop(version: Version) -> &'static HeaderValue {
 /// Appends `<version> switchyard` to `via` (RFC 9110 7.6.3).
 pub fn append_via(headers: &mut HeaderMap, version: Version) {
     let hop = via_hop(version);
-    let via = match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
-        Some(previous) => {
+    match headers.entry(header::VIA) {
+        Entry::Occupied(mut field) => {
+            let Ok(previous) = field.get().to_str() else {
+                // Not text: replaced, as a value that cannot be extended.
+                field.insert(hop.clone());
+                return;
+            };
             let joined = [previous.as_bytes(), b", ", hop.as_bytes()].concat();
-            HeaderValue::from_maybe_shared(bytes::Bytes::from(joined))
+            if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(joined)) {
+                field.insert(v);
+            }
         }
-        None => Ok(hop.clone()),
-    };
-    if let Ok(v) = via {
-        headers.insert(header::VIA, v);
+        Entry::Vacant(field) => {
+            field.insert(hop.clone());
+        }
     }
 }
 
 /// Returns the request's id, generating and inserting one when absent or unusable.
 pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
-    if let Some(id) = headers.get(&X_REQUEST_ID)
-        && !id.is_empty()
-        && id.len() <= 128
-    {
-        return id.clone();
+    match headers.entry(&X_REQUEST_ID) {
+        Entry::Occupied(field) if !field.get().is_empty() && field.get().len() <= 128 => {
+            field.get().clone()
+        }
+        Entry::Occupied(mut field) => {
+            let id = new_request_id();
+            field.insert(id.clone());
+            id
+        }
+        Entry::Vacant(field) => field.insert(new_request_id()).clone(),
     }
-    let id = new_request_id();
-    headers.insert(&X_REQUEST_ID, id.clone());
-    id
 }
 
 /// A random 128-bit id in UUID v4 text form.

@@ -232,8 +232,11 @@ impl Plugin {
     ) -> (Box<RequestState>, Result<Decision, HookError>) {
         let (state, result, took) = match &self.runner {
             Runner::Component(pool) => pool.call(state, call).await,
+            // Boxed: a proxy-wasm filter's future (0.7 KB) would otherwise be part of every
+            // future above this one on every request, with or without filters, and each level
+            // copies it when it is first awaited.
             Runner::ProxyWasm(filter) => {
-                let (state, result) = filter.call(state, call).await;
+                let (state, result) = Box::pin(filter.call(state, call)).await;
                 (state, result, None)
             }
         };
@@ -266,7 +269,7 @@ impl Plugin {
     ) -> (Box<RequestState>, Result<Option<Vec<u8>>, HookError>) {
         let (state, result) = match &self.runner {
             Runner::Component(pool) => pool.chunk(state, body, chunk, end).await,
-            Runner::ProxyWasm(filter) => filter.chunk(state, body, chunk, end).await,
+            Runner::ProxyWasm(filter) => Box::pin(filter.chunk(state, body, chunk, end)).await,
         };
         let hook = match body {
             BodyOf::Request => Hook::RequestChunk,

@@ -50,6 +50,27 @@ use request_body::RequestBody;
 use served::Done;
 pub use served::ServedBody;
 
+/// A request readied by [`ListenerProxy::handle`] before its future runs.
+struct Start {
+    state: Box<RequestState>,
+    next: Next,
+    /// A gRPC-Web call, translated back on the way out.
+    web: Option<grpc::web::WebCall>,
+    /// The client takes trailers (`te: trailers`).
+    accepts_trailers: bool,
+}
+
+/// What happens to a readied request.
+enum Next {
+    /// The listener refuses it with this response.
+    Refuse(Box<Response<ProxyBody>>),
+    /// The phases run on it.
+    Run {
+        body: ClientBody,
+        downstream_upgrade: Option<DownstreamUpgrade>,
+    },
+}
+
 /// Everything a listener needs to forward a request.
 pub struct ListenerProxy {
     pub listener: Arc<str>,
@@ -86,13 +107,53 @@ impl std::fmt::Debug for ListenerProxy {
 
 impl ListenerProxy {
     /// Serves one downstream request; never fails (errors become local responses).
-    pub async fn handle(
+    ///
+    /// What needs no waiting (the checks, the forwarding headers, the request state) is done
+    /// here, before the future exists: the future then holds only what the later phases need.
+    /// Every level of the request path holds the state of the levels below it, and the future
+    /// is moved before it first runs (into the connection's slot, or hyper's stream task), so
+    /// its size is copied on every request.
+    pub fn handle(
         self: Arc<Self>,
         peer: SocketAddr,
         tls: Option<Arc<TlsSession>>,
         dialed: Option<SocketAddr>,
+        req: Request<ClientBody>,
+    ) -> impl Future<Output = Response<ServedBody>> + Send + 'static {
+        let start = self.start(peer, tls, dialed, req);
+        async move {
+            let Start {
+                state,
+                next,
+                web,
+                accepts_trailers,
+            } = start;
+            let (state, response) = match next {
+                Next::Refuse(refusal) => (state, *refusal),
+                Next::Run {
+                    body,
+                    downstream_upgrade,
+                } => {
+                    let web_text = web
+                        .as_ref()
+                        .is_some_and(|c| c.encoding == grpc::web::Encoding::Text);
+                    self.run(state, body, downstream_upgrade, web_text).await
+                }
+            };
+            self.finish(state, response, web, accepts_trailers)
+        }
+    }
+
+    /// The request's state and what comes next for it, from the request as it came: the
+    /// listener's refusals, gRPC-Web translated, the request id, the path normalized, and the
+    /// hop-by-hop and forwarding headers.
+    fn start(
+        &self,
+        peer: SocketAddr,
+        tls: Option<Arc<TlsSession>>,
+        dialed: Option<SocketAddr>,
         mut req: Request<ClientBody>,
-    ) -> Response<ServedBody> {
+    ) -> Start {
         let web = self
             .grpc_web
             .then(|| grpc::web::WebCall::of(req.headers()))
@@ -133,7 +194,7 @@ impl ListenerProxy {
             response: None,
             listener: Arc::clone(&self.listener),
             peer,
-            request_id: request_id.clone(),
+            request_id,
             attempt: 0,
             // On a capture listener, the cluster serving the address the client dialed.
             destination: dialed
@@ -152,19 +213,36 @@ impl ListenerProxy {
             response_headers_to_add: Vec::new(),
             filter_contexts: Vec::new(),
         });
-        let (mut state, mut response) = match refusal {
-            Some(refusal) => (state, refusal),
-            None => {
-                let web_text = web
-                    .as_ref()
-                    .is_some_and(|c| c.encoding == grpc::web::Encoding::Text);
-                self.run(state, body, downstream_upgrade, web_text).await
-            }
+        let next = match refusal {
+            // Boxed: rare, and the future carries what comes next until it first runs.
+            Some(refusal) => Next::Refuse(Box::new(refusal)),
+            None => Next::Run {
+                body,
+                downstream_upgrade,
+            },
         };
+        Start {
+            state,
+            next,
+            web,
+            accepts_trailers,
+        }
+    }
+
+    /// What the client gets from the response the phases made: the request id, the headers
+    /// plugins added, gRPC and gRPC-Web framing, and the response body hooks and final phases
+    /// riding on its body.
+    fn finish(
+        &self,
+        mut state: Box<RequestState>,
+        mut response: Response<ProxyBody>,
+        web: Option<grpc::web::WebCall>,
+        accepts_trailers: bool,
+    ) -> Response<ServedBody> {
         response
             .headers_mut()
             .entry(&headers::X_REQUEST_ID)
-            .or_insert(request_id);
+            .or_insert_with(|| state.request_id.clone());
         for (name, value) in state.response_headers_to_add.drain(..) {
             response.headers_mut().append(name, value);
         }
@@ -256,6 +334,10 @@ impl ListenerProxy {
                 (state, plugin_failed_answer(&plugin))
             }
         };
+        if chain.is_empty() {
+            // No response hooks: the answer as it is, without the hooks' future.
+            return (state, Response::from_parts(answer.head, answer.body));
+        }
         self.respond(state, answer).await
     }
 
@@ -309,15 +391,12 @@ impl ListenerProxy {
             .await
     }
 
-    /// Runs the response hooks and builds what the client gets.
+    /// Runs the response hooks (of a chain that is not empty) and builds what the client gets.
     async fn respond(
         &self,
         mut state: Box<RequestState>,
         answer: Answer,
     ) -> (Box<RequestState>, Response<ProxyBody>) {
-        if self.chain.is_empty() {
-            return (state, Response::from_parts(answer.head, answer.body));
-        }
         let Answer { head, mut body } = answer;
         state.response = Some(head);
         let (back, step) = self.chain.on_response(state).await;
