@@ -109,7 +109,7 @@ pub fn run(row: &str) -> Result<()> {
 }
 
 /// Zeroes (`-z`) or dumps (`-d`) the counters of the proxy running under callgrind.
-fn callgrind_control(action: &str, running: &Running) -> Result<()> {
+pub(super) fn callgrind_control(action: &str, running: &Running) -> Result<()> {
     let status = Command::new("callgrind_control")
         .arg(action)
         .arg(running.pid().to_string())
@@ -124,7 +124,7 @@ fn callgrind_control(action: &str, running: &Running) -> Result<()> {
 
 /// The instruction count a callgrind dump totals (its `summary:` line), read once the file is
 /// complete: `callgrind_control -d` returns when callgrind has been asked, not when it wrote.
-fn summary(dump: &Path) -> Result<u64> {
+pub(super) fn summary(dump: &Path) -> Result<u64> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(text) = std::fs::read_to_string(dump)

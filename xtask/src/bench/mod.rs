@@ -8,6 +8,7 @@
 //! h2load is installed, HTTP/2 with 64 streams. Rounds are interleaved (every server once per
 //! round) so machine noise hits all alike; the medians are reported as ratios to nginx.
 
+mod code_order;
 mod instructions;
 mod load;
 mod program;
@@ -90,6 +91,9 @@ pub fn bench(args: &[String]) -> Result<()> {
     if let Some(at) = args.iter().position(|a| a == "--instructions") {
         let row = args.get(at + 1).map_or("switchyard", String::as_str);
         return instructions::run(row);
+    }
+    if args.iter().any(|a| a == "--code-order") {
+        return code_order::run();
     }
     let options = Options::parse(args)?;
     crate::install_packages(PACKAGES);

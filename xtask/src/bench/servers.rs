@@ -32,7 +32,8 @@ pub struct Server {
     pub port: u16,
     /// Where h2c (prior knowledge) is served; the same port for Switchyard.
     pub h2_port: u16,
-    admin_port: u16,
+    /// Switchyard's admin API (metrics); unused by the others.
+    pub admin_port: u16,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +61,15 @@ pub const PROGRAM_API_KEY: &str = "bench-key-alice";
 
 /// Files some configs load besides their own, copied next to them.
 const SCRIPTS: &[&str] = &["program.js", "program.lua"];
+
+/// The variables a wrapper starting with `env NAME=value ...` sets.
+fn wrapper_env(wrapper: &[String]) -> impl Iterator<Item = (&str, &str)> {
+    let assignments = match wrapper.split_first() {
+        Some((program, rest)) if program == "env" => rest,
+        _ => &[],
+    };
+    assignments.iter().map_while(|a| a.split_once('='))
+}
 
 /// A started server, stopped when dropped.
 pub struct Running {
@@ -340,7 +350,10 @@ impl Server {
                 // Compiles the plugins into the cache first (and refuses a bad config early):
                 // a proxy that compiled at start carries cranelift's memory in its RSS, which
                 // would make the RSS column depend on whether the cache was warm.
+                // In the proxy's environment (a wrapper's `env NAME=value ...`): the engine's
+                // settings are part of the cache's key.
                 let validated = Command::new(&ctx.switchyard)
+                    .envs(wrapper_env(wrapper))
                     .arg("validate")
                     .arg(&config)
                     .output()
