@@ -6,12 +6,13 @@
 //! binary. Measured with the mission chain: 11.4 MiB of the binary resident without the order,
 //! 7.2 MiB with it, RSS 21.1 -> 17.3 MiB (docs/performance.md, twelfth pass).
 //!
-//! Only for release builds for x86_64 Linux with Rust's own linker (rust-lld, the default there):
-//! the option is lld's (mold's too, not GNU ld's). A configured linker, or
-//! `SWITCHYARD_NO_CODE_ORDER=1`, leaves the order to the compiler.
+//! Only for release builds for x86_64 Linux with Rust's own linker (rust-lld, the default there
+//! when the toolchain ships it): the option is lld's (mold's too, not GNU ld's). A configured
+//! linker, or `SWITCHYARD_NO_CODE_ORDER=1`, leaves the order to the compiler.
 
 use std::env;
 use std::path::Path;
+use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=code-order.txt");
@@ -44,5 +45,21 @@ fn wants_code_order() -> bool {
         || ["linker", "link-self-contained", "fuse-ld"]
             .iter()
             .any(|flag| var("CARGO_ENCODED_RUSTFLAGS").contains(flag));
-    release && target && !opted_out && !linker_chosen
+    release && target && !opted_out && !linker_chosen && has_rust_lld()
+}
+
+/// Whether the toolchain ships rust-lld, which it links with by default on x86_64 Linux (a
+/// toolchain built without it links with the system's `ld`, which has no such option).
+fn has_rust_lld() -> bool {
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
+    let Ok(printed) = Command::new(rustc).args(["--print", "sysroot"]).output() else {
+        return false;
+    };
+    let sysroot = String::from_utf8_lossy(&printed.stdout).trim().to_owned();
+    let host = env::var("HOST").unwrap_or_default();
+    Path::new(&sysroot)
+        .join("lib/rustlib")
+        .join(host)
+        .join("bin/gcc-ld/ld.lld")
+        .exists()
 }
