@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use http::{Request, Response};
+use http::Request;
 use http_body_util::Either;
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
@@ -20,7 +20,6 @@ use tracing::{debug, warn};
 
 use crate::body::ClientBody;
 use crate::config::ListenerConfig;
-use crate::proxy::ServedBody;
 use crate::telemetry::ErrorKind;
 use crate::tls::TlsSession;
 
@@ -88,18 +87,13 @@ pub async fn serve_http(
     let listener = Arc::clone(&slot.load().proxy.listener);
     // Each request takes the listener's current proxy, so a long-lived keep-alive or h2
     // connection follows reloads, while a request in flight keeps the one it started on.
-    // The proxy's future is mapped, not wrapped in an async block: a block would be a second
-    // copy of it to move (it is kilobytes). The guard rides in the map's closure, so a request
-    // dropped before its response counts as cancelled.
+    // The proxy's future is neither wrapped in an async block nor mapped: either would be a
+    // second copy of it to move (it is kilobytes). The guard rides in the closure the proxy runs
+    // when the response is ready, so a request dropped before its response counts as cancelled.
     let handle = move |req: Request<ClientBody>| {
         let proxy = Arc::clone(&slot.load().proxy);
         let mut guard = CancelGuard::new(Arc::clone(&tracker));
-        proxy
-            .handle(addr, tls.clone(), dialed, req)
-            .map(move |response: Response<ServedBody>| {
-                guard.complete();
-                response
-            })
+        proxy.handle(addr, tls.clone(), dialed, req, move || guard.complete())
     };
     let io = if alpn_h2 {
         Rewound::new(bytes::Bytes::new(), reader, writer)

@@ -107,18 +107,22 @@ impl std::fmt::Debug for ListenerProxy {
 
 impl ListenerProxy {
     /// Serves one downstream request; never fails (errors become local responses).
+    /// `answered` runs when the response is ready; dropped unrun, the future was dropped first
+    /// (the listener counts that as a cancellation).
     ///
     /// What needs no waiting (the checks, the forwarding headers, the request state) is done
     /// here, before the future exists: the future then holds only what the later phases need.
     /// Every level of the request path holds the state of the levels below it, and the future
     /// is moved before it first runs (into the connection's slot, or hyper's stream task), so
-    /// its size is copied on every request.
+    /// its size is copied on every request — and would be once more by a wrapper around it,
+    /// hence `answered`.
     pub fn handle(
         self: Arc<Self>,
         peer: SocketAddr,
         tls: Option<Arc<TlsSession>>,
         dialed: Option<SocketAddr>,
         req: Request<ClientBody>,
+        answered: impl FnOnce() + Send + 'static,
     ) -> impl Future<Output = Response<ServedBody>> + Send + 'static {
         let start = self.start(peer, tls, dialed, req);
         async move {
@@ -140,7 +144,9 @@ impl ListenerProxy {
                     self.run(state, body, downstream_upgrade, web_text).await
                 }
             };
-            self.finish(state, response, web, accepts_trailers)
+            let response = self.finish(state, response, web, accepts_trailers);
+            answered();
+            response
         }
     }
 
