@@ -19,16 +19,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use super::instructions::{callgrind_control, summary};
+use super::instructions::{PACKAGES, callgrind_control, summary, under_callgrind};
 use super::load::{self, Load};
-use super::servers::{Server, Setup, Workload};
-
-/// Programs this drives, by Debian package.
-const PACKAGES: &[(&str, &str)] = &[
-    ("/usr/sbin/nginx", "nginx"),
-    ("/usr/bin/wrk", "wrk"),
-    ("/usr/bin/valgrind", "valgrind"),
-];
+use super::servers::{Server, Setup};
 
 /// Load on each row: enough requests under valgrind to run every path they take, at the
 /// benchmark's main concurrency (so instances are made on demand as there).
@@ -36,8 +29,6 @@ const LOAD: Duration = Duration::from_secs(3);
 const CONNECTIONS: u32 = 64;
 /// HTTP/2 streams of the base row's second load, when h2load is installed.
 const STREAMS: u32 = 16;
-/// Instance slots for the proxy under valgrind (see `instructions`).
-const SLOTS: u32 = 32;
 
 pub fn run() -> Result<()> {
     crate::install_packages(PACKAGES);
@@ -63,24 +54,11 @@ pub fn run() -> Result<()> {
         .filter(|p| p.base == "switchyard");
     for proxy in rows {
         let out_file = dir.join(format!("{}.callgrind.%p", proxy.name));
-        let valgrind = [
-            "env".to_owned(),
-            format!("SWITCHYARD_PLUGIN_SLOTS={SLOTS}"),
-            // The log level users run with (the benchmark's is `warn`): start-up's log lines
-            // run the formatting code.
-            "RUST_LOG=info".to_owned(),
-            "valgrind".to_owned(),
-            "--tool=callgrind".to_owned(),
-            "--dump-instr=no".to_owned(),
-            "--demangle=no".to_owned(),
-            format!("--callgrind-out-file={}", out_file.display()),
-        ];
+        // The log level users run with (the benchmark's is `warn`): start-up's log lines run
+        // the formatting code. Names as the linker knows them: not demangled.
+        let valgrind = under_callgrind(&out_file, &["RUST_LOG=info"], &["--demangle=no"]);
         let running = proxy.start_wrapped(&setup, &valgrind)?;
-        let token = match proxy.workload {
-            Workload::Jwt => token.as_str(),
-            Workload::Plain | Workload::Program => "",
-        };
-        let requests = super::requests(proxy.workload, token);
+        let requests = super::requests(proxy.workload, &token);
         let mut loads = vec![Load::Http1 {
             connections: CONNECTIONS,
         }];

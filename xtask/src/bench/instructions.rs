@@ -20,8 +20,8 @@ use anyhow::{Context, Result, bail};
 use super::load::{self, Load};
 use super::servers::{Running, Server, Setup, Workload};
 
-/// Programs this measurement drives, by Debian package.
-const PACKAGES: &[(&str, &str)] = &[
+/// Programs this measurement drives, by Debian package (`--code-order` too).
+pub(super) const PACKAGES: &[(&str, &str)] = &[
     ("/usr/sbin/nginx", "nginx"),
     ("/usr/bin/wrk", "wrk"),
     ("/usr/bin/valgrind", "valgrind"),
@@ -36,6 +36,17 @@ const MEASURED: Duration = Duration::from_secs(4);
 /// Instance slots for the proxy under valgrind: room for the chain's five plugins, 16 GiB of
 /// address space.
 const SLOTS: u32 = 32;
+
+/// The wrapper that runs the proxy under callgrind, writing to `out_file`: a small instance
+/// pool, `env` settings added before valgrind, and `options` added to callgrind's.
+pub(super) fn under_callgrind(out_file: &Path, env: &[&str], options: &[&str]) -> Vec<String> {
+    let mut wrapper = vec!["env".to_owned(), format!("SWITCHYARD_PLUGIN_SLOTS={SLOTS}")];
+    wrapper.extend(env.iter().map(|&e| e.to_owned()));
+    wrapper.extend(["valgrind", "--tool=callgrind", "--dump-instr=no"].map(str::to_owned));
+    wrapper.extend(options.iter().map(|&o| o.to_owned()));
+    wrapper.push(format!("--callgrind-out-file={}", out_file.display()));
+    wrapper
+}
 
 pub fn run(row: &str) -> Result<()> {
     crate::install_packages(PACKAGES);
@@ -64,14 +75,7 @@ pub fn run(row: &str) -> Result<()> {
     };
     let _origin = setup.start_origin()?;
     let out_file = dir.join("callgrind.out.%p");
-    let valgrind = [
-        "env".to_owned(),
-        format!("SWITCHYARD_PLUGIN_SLOTS={SLOTS}"),
-        "valgrind".to_owned(),
-        "--tool=callgrind".to_owned(),
-        "--dump-instr=no".to_owned(),
-        format!("--callgrind-out-file={}", out_file.display()),
-    ];
+    let valgrind = under_callgrind(&out_file, &[], &[]);
     let running = proxy.start_wrapped(&setup, &valgrind)?;
     let requests = super::requests(proxy.workload, &token);
     let load = Load::Http1 {
