@@ -92,9 +92,6 @@ where
     };
     let mut drain = pin!(drain);
     let mut timer = pin!(tokio::time::sleep(config.header_timeout));
-    // The service's future for the request in flight, in one place for the connection's life:
-    // it is large (the whole proxy path), and moving it per request would cost a copy of it.
-    let mut in_flight: Pin<Box<Option<Fut>>> = Box::pin(None);
     loop {
         let head = match connection
             .read_head(config, drain.as_mut(), timer.as_mut())
@@ -110,7 +107,7 @@ where
         };
         connection.first = false;
         match connection
-            .exchange(head, &mut service, in_flight.as_mut(), drain.as_mut())
+            .exchange(head, &mut service, drain.as_mut())
             .await
         {
             After::Next => {}
@@ -233,7 +230,6 @@ impl Connection {
         &mut self,
         head: Head,
         service: &mut F,
-        mut in_flight: Pin<&mut Option<Fut>>,
         drain: Pin<&mut impl Future<Output = ()>>,
     ) -> After
     where
@@ -271,18 +267,16 @@ impl Connection {
                 RequestBody::empty()
             }
         };
-        in_flight.set(Some(service(Request::from_parts(parts, body))));
+        // The service's future (the whole proxy path, kilobytes) is made where it stays, in
+        // this exchange's state: moving it anywhere would cost a copy of all of it.
+        let in_flight = pin!(service(Request::from_parts(parts, body)));
         let response = self
-            .await_response(in_flight.as_mut(), expects_continue, drain)
+            .await_response(in_flight, expects_continue, drain)
             .await;
         let Some(response) = response else {
-            // Dropped now: the service sees its request cancelled.
-            in_flight.set(None);
+            // Dropped on return: the service sees its request cancelled.
             return After::Gone;
         };
-        // A future that has answered stays in its slot until the next request's replaces it:
-        // finished, it holds nothing, and emptying the slot would copy a whole `None` of the
-        // future's size (kilobytes) into it.
 
         let (parts, body) = response.into_parts();
         let switching =
@@ -351,16 +345,13 @@ impl Connection {
     /// has given up, and the service is dropped (`None`).
     async fn await_response<B, Fut: Future<Output = Response<B>>>(
         &mut self,
-        mut in_flight: Pin<&mut Option<Fut>>,
+        mut in_flight: Pin<&mut Fut>,
         expects_continue: bool,
         mut drain: Pin<&mut impl Future<Output = ()>>,
     ) -> Option<Response<B>> {
         let mut interim: &[u8] = b"";
         poll_fn(|cx| {
-            let Some(future) = in_flight.as_mut().as_pin_mut() else {
-                return Poll::Ready(None);
-            };
-            if let Poll::Ready(response) = future.poll(cx) {
+            if let Poll::Ready(response) = in_flight.as_mut().poll(cx) {
                 return Poll::Ready(Some(response));
             }
             if !self.draining && drain.as_mut().poll(cx).is_ready() {

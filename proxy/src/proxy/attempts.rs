@@ -3,6 +3,7 @@
 //! attempt makes.
 
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -257,21 +258,22 @@ impl ListenerProxy {
                 .records_attempts(state.exchange.trace.as_ref());
         let started_at = recording.then(SystemTime::now);
         let per_try_deadline = tokio::time::Instant::from_std(started + per_try);
-        // The send future (the pool's and the HTTP/1.1 client's state, 2.3 KB) is boxed: every
-        // level of the request path above it holds this future's state, and each moves it into
-        // its own when first awaited — one allocation costs less than those copies.
-        // Without plugins a request is written as soon as it is ready; with them, after the
+        // The send future (the pool's and the HTTP/1.1 client's state, 1.7 KB) is pinned where
+        // it is made, in this future's state: the timeout holds only a reference to it, so it
+        // is neither moved into the timeout nor boxed. Without plugins a request is written as soon as it is ready; with them, after the
         // other ready requests (see `Pace`).
         let pace = if self.chain.is_empty() && state.routed_chain.is_none() {
             Pace::Now
         } else {
             Pace::AfterReadyRequests
         };
-        let send = Box::pin(endpoint.send(req, pace));
-        let sent = match tokio::time::timeout_at(per_try_deadline, send).await {
-            Ok(Ok(sent)) => Ok(sent),
-            Ok(Err(e)) => Err(AttemptError::from_send(e)),
-            Err(_) => Err(AttemptError::Timeout),
+        let sent = {
+            let send = pin!(endpoint.send(req, pace));
+            match tokio::time::timeout_at(per_try_deadline, send).await {
+                Ok(Ok(sent)) => Ok(sent),
+                Ok(Err(e)) => Err(AttemptError::from_send(e)),
+                Err(_) => Err(AttemptError::Timeout),
+            }
         };
         let took = started.elapsed();
         let result = match &sent {

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
@@ -300,7 +300,9 @@ impl Pool {
                 (connection, open, false)
             }
         };
-        match connection.send(req, self.back_to_pool(open)).await {
+        // Pinned where it is made: awaited as a value, the client's send future is moved twice.
+        let sent = pin!(connection.send(req, self.back_to_pool(open)));
+        match sent.await {
             Ok(response) => Ok(response.map(UpstreamBody::Http1)),
             // A kept connection the endpoint closed while it sat idle, seen only now: nothing
             // was answered, so a request without a body and safe to repeat goes again, once,
