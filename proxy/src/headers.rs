@@ -18,6 +18,7 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 /// trailer fields end to end (RFC 9110 §6.6.2), and an HTTP/1.1 hop sends only the trailer
 /// fields it names.
 fn fixed_hop_by_hop() -> [&'static HeaderName; 6] {
+    // In this order: [`CONNECTION_AT`] and [`TE_AT`] index it.
     [
         &header::CONNECTION,
         &KEEP_ALIVE,
@@ -27,6 +28,10 @@ fn fixed_hop_by_hop() -> [&'static HeaderName; 6] {
         &header::UPGRADE,
     ]
 }
+
+/// Where `Connection` and `TE` are in [`fixed_hop_by_hop`].
+const CONNECTION_AT: usize = 0;
+const TE_AT: usize = 3;
 
 /// The trailer fields every gRPC response ends with.
 static GRPC_TRAILERS: HeaderValue =
@@ -45,6 +50,22 @@ pub fn announce_grpc_trailers(headers: &mut HeaderMap) {
     if crate::grpc::is_grpc(headers) && !headers.contains_key(header::TRAILER) {
         headers.insert(header::TRAILER, GRPC_TRAILERS.clone());
     }
+}
+
+/// Whether a `Connection` value names a token other than `close` and the fixed hop-by-hop
+/// headers (`keep-alive`, `upgrade`, ...): a header of its own that must go too.
+fn names_other_headers(value: &HeaderValue) -> bool {
+    value
+        .as_bytes()
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .any(|token| {
+            !token.is_empty()
+                && !token.eq_ignore_ascii_case(b"close")
+                && !fixed_hop_by_hop()
+                    .iter()
+                    .any(|name| token.eq_ignore_ascii_case(name.as_str().as_bytes()))
+        })
 }
 
 fn is_fixed_hop_by_hop(token: &str) -> bool {
@@ -68,9 +89,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     // hashes nothing, finds which are there, and only those are looked up and removed.
     let fixed = fixed_hop_by_hop();
     let mut present = fixed.map(|_| false);
-    for name in headers.keys() {
+    // Whether `Connection` names a header of its own (not only `close`, `keep-alive` and the
+    // like): read in the same pass, so the common `connection: keep-alive` costs no lookup.
+    let mut names_others = false;
+    for (name, value) in headers.iter() {
         if let Some(i) = fixed.iter().position(|hop| *hop == name) {
             present[i] = true;
+            if i == CONNECTION_AT && !names_others {
+                names_others = names_other_headers(value);
+            }
         }
     }
     if !present.contains(&true) {
@@ -81,28 +108,31 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     } else {
         None
     };
-    // Most messages name only tokens with no header of their own (`keep-alive`, `close`) or
-    // fixed hop-by-hop ones: the list stays empty then, and empty lists do not allocate.
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        // Token by token: a value with other bytes than ASCII still names its headers.
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .filter_map(|token| std::str::from_utf8(token.trim_ascii()).ok())
-        .filter(|token| {
-            !is_fixed_hop_by_hop(token)
-                && !token.eq_ignore_ascii_case("close")
-                && headers.contains_key(*token)
-        })
-        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
-        .collect();
+    let named: Vec<HeaderName> = if !names_others {
+        Vec::new()
+    } else {
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            // Token by token: a value with other bytes than ASCII still names its headers.
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .filter_map(|token| std::str::from_utf8(token.trim_ascii()).ok())
+            .filter(|token| {
+                !is_fixed_hop_by_hop(token)
+                    && !token.eq_ignore_ascii_case("close")
+                    && headers.contains_key(*token)
+            })
+            .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
+            .collect()
+    };
     for name in &named {
         headers.remove(name);
     }
     // `te: trailers` is end-to-end for gRPC; any other TE value is hop-by-hop.
-    let te_trailers = headers
-        .get(header::TE)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    let te_trailers = present[TE_AT]
+        && headers
+            .get(header::TE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     for (name, _) in fixed.iter().zip(present).filter(|(_, present)| *present) {
         headers.remove(*name);
     }
@@ -246,19 +276,17 @@ pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
 
 /// A random 128-bit id in UUID v4 text form.
 fn new_request_id() -> HeaderValue {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut bits = fastrand::u128(..);
     bits = (bits & !(0xf << 76)) | (0x4 << 76); // version 4
     bits = (bits & !(0x3 << 62)) | (0x2 << 62); // RFC 4122 variant
     let mut text = [b'-'; 36];
-    // Byte by byte, two digits each, into the five groups (8-4-4-4-12 digits).
+    // Byte by byte, two digits each (one lookup), into the five groups (8-4-4-4-12 digits).
     let mut at = 0;
     for (i, byte) in bits.to_be_bytes().into_iter().enumerate() {
         if matches!(i, 4 | 6 | 8 | 10) {
             at += 1; // the dash already there
         }
-        text[at] = DIGITS[usize::from(byte >> 4)];
-        text[at + 1] = DIGITS[usize::from(byte & 0xf)];
+        text[at..at + 2].copy_from_slice(&crate::hex::digits(byte));
         at += 2;
     }
     // Owned by the `Bytes` itself: one allocation, and the copies for the response and the
