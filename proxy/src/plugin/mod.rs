@@ -233,8 +233,7 @@ impl Plugin {
         let (state, result, took) = match &self.runner {
             Runner::Component(pool) => pool.call(state, call).await,
             // Boxed: a proxy-wasm filter's future (0.7 KB) would otherwise be part of every
-            // future above this one on every request, with or without filters, and each level
-            // copies it when it is first awaited.
+            // future above this one on every request, with or without filters.
             Runner::ProxyWasm(filter) => {
                 let (state, result) = Box::pin(filter.call(state, call)).await;
                 (state, result, None)

@@ -246,7 +246,7 @@ impl ListenerProxy {
             return Err(self.failed(state, AttemptError::NotReplayable));
         };
         // Built outside this async fn: a request borrowed here would keep its slot in this
-        // future's state across the send (every request's future is moved from caller to caller).
+        // future's state across the send.
         let (req, span_id) = self.upstream_request(state, body, cluster, per_try)?;
         state.exchange.upstream = Some(endpoint.addr);
 

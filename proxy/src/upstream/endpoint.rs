@@ -63,8 +63,9 @@ impl Endpoint {
     /// Sends one request over a pooled (or new) connection, held by the response body until
     /// it has been read.
     ///
-    /// The pool's future itself, not one wrapping it: a request's futures are moved from caller
-    /// to caller, and each level of wrapping adds a copy of all it holds.
+    /// The pool's future itself, not one wrapping it: a future returned by a plain function is
+    /// moved into its caller's state when awaited, and each level of wrapping adds such a copy
+    /// of all it holds.
     pub fn send(
         &self,
         req: Request<ProxyBody>,

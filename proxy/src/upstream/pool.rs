@@ -295,7 +295,7 @@ impl Pool {
             Some((connection, open)) => (connection, open, true),
             None => {
                 // Boxed: connecting is the rare path, and its future would otherwise make every
-                // request's future (moved from caller to caller) a kilobyte and more larger.
+                // request's future (part of each connection's task) a kilobyte and more larger.
                 let (connection, open) = Box::pin(self.connect_http1()).await?;
                 (connection, open, false)
             }
@@ -319,8 +319,8 @@ impl Pool {
     }
 
     /// The rare second try of [`Pool::send_http1`], on a new connection. Its own (boxed)
-    /// future: inline, a second send's state would make every request's future a kilobyte
-    /// larger, and that future is moved from caller to caller.
+    /// future: inline, a second send's state would make every request's future (part of each
+    /// connection's task) a kilobyte larger.
     async fn resend_http1(
         self: &Arc<Self>,
         head: http::request::Parts,
