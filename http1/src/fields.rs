@@ -67,9 +67,17 @@ impl FramingFields {
             }
         } else if *name == header::CONNECTION {
             for token in list_items(value) {
-                self.close |= token.eq_ignore_ascii_case(b"close");
-                self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
-                self.upgrade |= token.eq_ignore_ascii_case(b"upgrade");
+                // Tokens as they are usually written first: comparing without case is a loop.
+                match token {
+                    b"keep-alive" => self.keep_alive = true,
+                    b"close" => self.close = true,
+                    b"upgrade" => self.upgrade = true,
+                    _ => {
+                        self.close |= token.eq_ignore_ascii_case(b"close");
+                        self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                        self.upgrade |= token.eq_ignore_ascii_case(b"upgrade");
+                    }
+                }
             }
         } else if *name == header::TRANSFER_ENCODING {
             self.transfer_encoding_fields += 1;
