@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderName, HeaderValue};
+use http::header;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -258,23 +258,19 @@ pub fn parse_head(
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
-    // The head is copied once (the read buffer stays the connection's own, to be reused) and
-    // every field value is a slice of the copy.
-    let head = Bytes::copy_from_slice(&read[..len]);
-    let start = read.as_ptr() as usize;
-    // Room for the fields a proxy adds (via, request id) without growing.
-    let mut headers = HeaderMap::with_capacity(response.headers.len() + 4);
+    let start = read.as_ptr();
     let mut fields = FramingFields::default();
+    let mut pending = crate::pending::take();
     for field in response.headers.iter() {
-        let name = HeaderName::from_bytes(field.name.as_bytes())
+        let name = crate::names::header_name(field.name.as_bytes())
             .map_err(|_| Error::BadHead(httparse::Error::HeaderName))?;
-        let at = field.value.as_ptr() as usize - start;
-        let value = HeaderValue::from_maybe_shared(head.slice(at..at + field.value.len()))
-            .map_err(|_| Error::BadHead(httparse::Error::HeaderValue))?;
         fields.note(&name, field.value);
-        headers.append(name, value);
+        pending.push((name, crate::pending::range_of(field.value, start)));
     }
-    let _ = read.split_to(len);
+    // The head leaves the buffer (shared, not copied), with room in its map for the fields a
+    // proxy adds (via, request id).
+    let (_, mut headers) = crate::pending::split_head(read, len, pending, 4)
+        .map_err(|_| Error::BadHead(httparse::Error::HeaderValue))?;
     let mut keep_alive = match version {
         Version::HTTP_10 => fields.keep_alive,
         _ => !fields.close,

@@ -13,6 +13,8 @@ pub mod chunked;
 pub mod client;
 pub mod fields;
 mod framing;
+mod names;
+mod pending;
 mod read_ahead;
 pub mod server;
 mod writer;

@@ -3,12 +3,13 @@
 //! how requests get smuggled (RFC 9112 §6.3, §11.2).
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderName, HeaderValue};
+use http::header;
 use http::{HeaderMap, Method, Request, StatusCode, Uri, Version};
 
 use crate::chunked::ChunkedDecoder;
 use crate::fields::FramingFields;
 use crate::framing::Framing;
+use crate::pending;
 
 /// Fields a request's map has room for beyond those it came with.
 const ROOM_TO_ADD: usize = 6;
@@ -81,32 +82,26 @@ pub fn parse_head(
         }
         Err(_) => return Err(Refusal::bad("malformed request head")),
     };
-    // The head is copied once; the target and every field value are slices of the copy.
-    let head = Bytes::copy_from_slice(&read[..len]);
-    let start = read.as_ptr() as usize;
-    let slice = |part: &[u8]| {
-        let at = part.as_ptr() as usize - start;
-        head.slice(at..at + part.len())
-    };
+    let start = read.as_ptr();
     let method = Method::from_bytes(request.method.unwrap_or_default().as_bytes())
         .map_err(|_| Refusal::bad("malformed method"))?;
-    let target = slice(request.path.unwrap_or_default().as_bytes());
+    let target_at = pending::range_of(request.path.unwrap_or_default().as_bytes(), start);
     let version = match request.version {
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
-    // Room for the fields a proxy adds (forwarding, request id, tracing) without growing.
-    let mut headers = HeaderMap::with_capacity(request.headers.len() + ROOM_TO_ADD);
     let mut fields = FramingFields::default();
+    let mut pending = pending::take();
     for field in request.headers.iter() {
-        let name = HeaderName::from_bytes(field.name.as_bytes())
+        let name = crate::names::header_name(field.name.as_bytes())
             .map_err(|_| Refusal::bad("malformed header field name"))?;
-        let value = HeaderValue::from_maybe_shared(slice(field.value))
-            .map_err(|_| Refusal::bad("malformed header field value"))?;
         fields.note(&name, field.value);
-        headers.append(name, value);
+        pending.push((name, pending::range_of(field.value, start)));
     }
-    let _ = read.split_to(len);
+    // The head leaves the buffer (shared, not copied); the target is a slice of it too.
+    let (head, headers) = pending::split_head(read, len, pending, ROOM_TO_ADD)
+        .map_err(|_| Refusal::bad("malformed header field value"))?;
+    let target = head.slice(target_at);
 
     let uri = request_target(&method, target)?;
     let framing = body_framing(&headers, &fields, version)?;

@@ -1,0 +1,85 @@
+//! Field names as a head is parsed: the ones most messages carry are matched whole, in the
+//! spellings clients and servers write them, before `http`'s parser — which folds every name's
+//! case byte by byte into a scratch buffer and then matches it — is asked.
+
+use http::header::{self, HeaderName, InvalidHeaderName};
+
+/// The name `bytes` spell; what `HeaderName::from_bytes` gives, sooner for the usual names.
+pub fn header_name(bytes: &[u8]) -> Result<HeaderName, InvalidHeaderName> {
+    let known = match bytes {
+        b"host" | b"Host" => header::HOST,
+        b"user-agent" | b"User-Agent" => header::USER_AGENT,
+        b"accept" | b"Accept" => header::ACCEPT,
+        b"accept-encoding" | b"Accept-Encoding" => header::ACCEPT_ENCODING,
+        b"accept-language" | b"Accept-Language" => header::ACCEPT_LANGUAGE,
+        b"authorization" | b"Authorization" => header::AUTHORIZATION,
+        b"cookie" | b"Cookie" => header::COOKIE,
+        b"content-type" | b"Content-Type" => header::CONTENT_TYPE,
+        b"content-length" | b"Content-Length" => header::CONTENT_LENGTH,
+        b"connection" | b"Connection" => header::CONNECTION,
+        b"transfer-encoding" | b"Transfer-Encoding" => header::TRANSFER_ENCODING,
+        b"date" | b"Date" => header::DATE,
+        b"server" | b"Server" => header::SERVER,
+        b"cache-control" | b"Cache-Control" => header::CACHE_CONTROL,
+        b"content-encoding" | b"Content-Encoding" => header::CONTENT_ENCODING,
+        b"etag" | b"ETag" => header::ETAG,
+        b"last-modified" | b"Last-Modified" => header::LAST_MODIFIED,
+        b"location" | b"Location" => header::LOCATION,
+        b"set-cookie" | b"Set-Cookie" => header::SET_COOKIE,
+        b"vary" | b"Vary" => header::VARY,
+        _ => return HeaderName::from_bytes(bytes),
+    };
+    Ok(known)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::header_name;
+    use http::header::HeaderName;
+
+    #[test]
+    fn every_spelling_gives_what_http_parses() {
+        let names = [
+            "host",
+            "user-agent",
+            "accept",
+            "accept-encoding",
+            "accept-language",
+            "authorization",
+            "cookie",
+            "content-type",
+            "content-length",
+            "connection",
+            "transfer-encoding",
+            "date",
+            "server",
+            "cache-control",
+            "content-encoding",
+            "etag",
+            "last-modified",
+            "location",
+            "set-cookie",
+            "vary",
+            "x-request-id",
+            "X-Custom-Thing",
+        ];
+        for name in names {
+            let title: String = name
+                .split('-')
+                .map(|word| word[..1].to_uppercase() + &word[1..])
+                .collect::<Vec<_>>()
+                .join("-");
+            for spelling in [name.to_owned(), title, name.to_uppercase()] {
+                assert_eq!(
+                    header_name(spelling.as_bytes()).ok(),
+                    HeaderName::from_bytes(spelling.as_bytes()).ok(),
+                    "{spelling}"
+                );
+            }
+        }
+        assert_eq!(header_name(b"ETag").ok(), Some(http::header::ETAG));
+        for bad in [&b""[..], b"bad name", b"a:b", b"\xff"] {
+            assert!(header_name(bad).is_err(), "{bad:?}");
+        }
+    }
+}
