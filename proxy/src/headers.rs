@@ -52,28 +52,25 @@ pub fn announce_grpc_trailers(headers: &mut HeaderMap) {
     }
 }
 
-/// Whether a `Connection` value names a token other than `close` and the fixed hop-by-hop
-/// headers (`keep-alive`, `upgrade`, ...): a header of its own that must go too.
+/// Whether a `Connection` value names a header of its own: a token other than `close` and the
+/// fixed hop-by-hop names (`keep-alive`, `upgrade`, ...), which must go too.
 fn names_other_headers(value: &HeaderValue) -> bool {
     value
         .as_bytes()
         .split(|&b| b == b',')
         .map(<[u8]>::trim_ascii)
-        .any(|token| {
-            // The usual tokens as they are usually written first: comparing without case is
-            // a byte-by-byte loop.
-            !matches!(token, b"" | b"keep-alive" | b"close" | b"upgrade")
-                && !token.eq_ignore_ascii_case(b"close")
-                && !fixed_hop_by_hop()
-                    .iter()
-                    .any(|name| token.eq_ignore_ascii_case(name.as_str().as_bytes()))
-        })
+        .any(|token| !token.is_empty() && !is_connection_only(token))
 }
 
-fn is_fixed_hop_by_hop(token: &str) -> bool {
-    fixed_hop_by_hop()
-        .iter()
-        .any(|name| token.eq_ignore_ascii_case(name.as_str()))
+/// A `Connection` token that names no header of its own: `close` or a fixed hop-by-hop name.
+fn is_connection_only(token: &[u8]) -> bool {
+    // The usual tokens as they are usually written first: comparing without case is a
+    // byte-by-byte loop.
+    matches!(token, b"keep-alive" | b"close" | b"upgrade")
+        || token.eq_ignore_ascii_case(b"close")
+        || fixed_hop_by_hop()
+            .iter()
+            .any(|name| token.eq_ignore_ascii_case(name.as_str().as_bytes()))
 }
 
 /// Whether the request asks to switch protocols (e.g. WebSocket): `Connection: upgrade` plus an
@@ -119,11 +116,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
             // Token by token: a value with other bytes than ASCII still names its headers.
             .flat_map(|v| v.as_bytes().split(|&b| b == b','))
             .filter_map(|token| std::str::from_utf8(token.trim_ascii()).ok())
-            .filter(|token| {
-                !is_fixed_hop_by_hop(token)
-                    && !token.eq_ignore_ascii_case("close")
-                    && headers.contains_key(*token)
-            })
+            .filter(|token| !is_connection_only(token.as_bytes()) && headers.contains_key(*token))
             .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
             .collect()
     };

@@ -112,10 +112,9 @@ impl ListenerProxy {
     ///
     /// What needs no waiting (the checks, the forwarding headers, the request state) is done
     /// here, before the future exists: the future then holds only what the later phases need.
-    /// Every level of the request path holds the state of the levels below it, and the future
-    /// is moved before it first runs (into the connection's slot, or hyper's stream task), so
-    /// its size is copied on every request — and would be once more by a wrapper around it,
-    /// hence `answered`.
+    /// Every level of the request path holds the state of the levels below it; the HTTP/1.1
+    /// engine makes the future where it stays, but hyper moves it into its stream task, and a
+    /// wrapper around it (a `map` to run `answered`) would be one more copy of all of it.
     pub fn handle(
         self: Arc<Self>,
         peer: SocketAddr,
