@@ -48,6 +48,7 @@ mod host;
 pub mod matching;
 pub mod params;
 pub mod testing;
+pub mod text;
 
 pub use action::{Action, BodyInterest, Chunk, LocalResponse, Outcome, UpstreamError, run_hook};
 pub use head::{HostError, PeerIdentity, ROUTE_CONTEXT_KEY, Request, Response};

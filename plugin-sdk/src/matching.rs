@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use crate::Request;
 use crate::config::HostPattern;
+use crate::text;
 
 /// A request condition; every field given must hold (an empty match holds for every request).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -99,7 +100,7 @@ impl ValueMatch {
     /// Whether `value` (None: absent) satisfies this condition.
     pub fn matches(&self, value: Option<&str>) -> bool {
         match self {
-            Self::Exact(exact) => value == Some(exact.as_str()),
+            Self::Exact(exact) => value.is_some_and(|v| text::same(v.as_bytes(), exact.as_bytes())),
             Self::Spec(spec) => spec.matches(value),
         }
     }
@@ -116,8 +117,13 @@ impl ValueSpec {
             // Only `present = false` (checked above) matches an absent value.
             return self.present == Some(false);
         };
-        self.exact.as_deref().is_none_or(|e| e == value)
-            && self.prefix.as_deref().is_none_or(|p| value.starts_with(p))
+        self.exact
+            .as_deref()
+            .is_none_or(|e| text::same(e.as_bytes(), value.as_bytes()))
+            && self
+                .prefix
+                .as_deref()
+                .is_none_or(|p| text::starts_with(value.as_bytes(), p.as_bytes()))
             && self.regex.as_ref().is_none_or(|r| r.is_match(value))
     }
 }
@@ -173,12 +179,18 @@ impl RequestMatch {
             || !self.query.is_empty();
         if wants_path {
             let full = req.path();
-            let (path, query) = full.split_once('?').unwrap_or((&full, ""));
-            if self.path.as_deref().is_some_and(|p| p != path)
+            let (path, query) = match text::find(full.as_bytes(), b'?') {
+                Some(at) => (&full[..at], &full[at + 1..]),
+                None => (&full[..], ""),
+            };
+            if self
+                .path
+                .as_deref()
+                .is_some_and(|p| !text::same(p.as_bytes(), path.as_bytes()))
                 || self
                     .path_prefix
                     .as_deref()
-                    .is_some_and(|p| !path.starts_with(p))
+                    .is_some_and(|p| !text::starts_with(path.as_bytes(), p.as_bytes()))
                 || self.path_regex.as_ref().is_some_and(|r| !r.is_match(path))
             {
                 return false;

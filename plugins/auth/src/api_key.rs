@@ -7,11 +7,14 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
+use std::hash::{BuildHasher, BuildHasherDefault};
 
 use rustc_hash::FxHasher;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use switchyard_sdk::text;
+
+type Fx = BuildHasherDefault<FxHasher>;
 
 /// `[plugin.config.api_keys]`
 #[derive(Debug, Deserialize)]
@@ -70,7 +73,9 @@ const MAX_REMEMBERED: usize = 1024;
 pub struct KeyTable {
     /// Each key's SHA-256 and its index in the config.
     digests: Vec<[u8; 32]>,
-    remembered: RefCell<HashMap<Box<str>, usize, BuildHasherDefault<FxHasher>>>,
+    /// Matched keys by the hash of their bytes, each with its index; compared whole on a hit (a
+    /// key that collides with a remembered one is hashed and then replaces it).
+    remembered: RefCell<HashMap<u64, (Box<str>, usize), Fx>>,
 }
 
 impl KeyTable {
@@ -84,8 +89,12 @@ impl KeyTable {
 
     /// The index (in the config) of the key `presented` is, if any.
     pub fn lookup(&self, presented: &str) -> Option<usize> {
-        let presented = presented.trim();
-        if let Some(index) = self.remembered.borrow().get(presented) {
+        // HTTP's optional whitespace is ASCII; `trim` would test every end for Unicode spaces.
+        let presented = presented.trim_ascii();
+        let hash = Fx::default().hash_one(presented);
+        if let Some((key, index)) = self.remembered.borrow().get(&hash)
+            && text::same(key.as_bytes(), presented.as_bytes())
+        {
             return Some(*index);
         }
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
@@ -94,7 +103,7 @@ impl KeyTable {
         if remembered.len() >= MAX_REMEMBERED {
             remembered.clear();
         }
-        remembered.insert(presented.into(), index);
+        remembered.insert(hash, (presented.into(), index));
         Some(index)
     }
 }

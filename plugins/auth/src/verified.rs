@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use rustc_hash::FxHasher;
 use serde_json::{Map, Value};
+use switchyard_sdk::text;
 
 use crate::jwt::ClaimFacts;
 
@@ -78,7 +79,7 @@ impl VerifiedTokens {
     pub fn get(&self, token: &str, now: Duration) -> Option<Rc<Verified>> {
         let entries = self.entries.borrow();
         let found = entries.get(&key(token))?;
-        (same_bytes(&found.token, token) && now.saturating_sub(found.at) < TTL)
+        (text::same(found.token.as_bytes(), token.as_bytes()) && now.saturating_sub(found.at) < TTL)
             .then(|| Rc::clone(found))
     }
 
@@ -116,25 +117,6 @@ fn key(token: &str) -> u64 {
     let bytes = token.as_bytes();
     let tail = &bytes[bytes.len().saturating_sub(64)..];
     Fx::default().hash_one((bytes.len(), tail))
-}
-
-/// `a == b`, eight bytes at a time: in Wasm `==` on strings is a call to a `memcmp` that compares
-/// one byte per loop turn.
-fn same_bytes(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    let (a_words, b_words) = (a.chunks_exact(8), b.chunks_exact(8));
-    a_words.remainder() == b_words.remainder()
-        && a_words.zip(b_words).all(|(x, y)| word(x) == word(y))
-}
-
-/// Eight bytes as one integer, for [`same_bytes`].
-fn word(bytes: &[u8]) -> u64 {
-    let mut word = [0; 8];
-    word.copy_from_slice(bytes);
-    u64::from_le_bytes(word)
 }
 
 #[cfg(test)]
@@ -190,17 +172,5 @@ mod tests {
         let hit = cache.get("a.b.c", later).expect("within the TTL");
         assert_eq!(hit.wall_secs(later), 1_700_000_003);
         assert_eq!(hit.wall_secs(t0), 1_700_000_000);
-    }
-
-    #[test]
-    fn tokens_compare_whole() {
-        let token = "header.claims.signature-of-some-length";
-        assert!(same_bytes(token, token));
-        assert!(same_bytes("", ""));
-        // A difference in the eight-byte words, in the tail, and in the length.
-        assert!(!same_bytes(token, "header.claimz.signature-of-some-length"));
-        assert!(!same_bytes(token, "header.claims.signature-of-some-lengti"));
-        assert!(!same_bytes(token, "header.claims.signature-of-some-lengt"));
-        assert!(!same_bytes("short", "shore"));
     }
 }
