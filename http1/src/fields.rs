@@ -165,6 +165,27 @@ mod tests {
     }
 
     #[test]
+    fn each_field_read_is_noted_alone() {
+        let one = |name: &str, value: &str| {
+            let mut fields = FramingFields::default();
+            fields.note(
+                &HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.as_bytes(),
+            );
+            fields
+        };
+        assert_eq!(one("content-length", "5").content_length(), Some(5));
+        assert!(one("connection", "close").close);
+        assert_eq!(
+            one("transfer-encoding", "chunked").transfer_encoding_fields,
+            1
+        );
+        assert!(one("te", "trailers").te_trailers);
+        assert!(one("upgrade", "websocket").upgrade_field);
+        assert!(one("expect", "100-continue").expect_continue);
+    }
+
+    #[test]
     fn tokens_are_read_by_bytes_without_case_and_parameters() {
         assert!(has_token(
             &with(header::CONNECTION, b"keep-alive, Upgrade"),

@@ -19,6 +19,8 @@ mod read_ahead;
 pub mod server;
 mod writer;
 
+pub use names::NameLengths;
+
 #[cfg(test)]
 mod test_inputs;
 #[cfg(test)]

@@ -32,10 +32,50 @@ pub fn header_name(bytes: &[u8]) -> Result<HeaderName, InvalidHeaderName> {
     Ok(known)
 }
 
+/// The lengths of a few field names, one bit each: a field whose name has none of them is none
+/// of those names, which is then known without comparing it to each (most fields, in practice).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NameLengths(u32);
+
+impl NameLengths {
+    /// The lengths of `names`, each shorter than 32 bytes.
+    pub const fn of(names: &[&str]) -> Self {
+        let mut bits = 0;
+        let mut i = 0;
+        while i < names.len() {
+            assert!(names[i].len() < 32, "a name of 32 bytes or more");
+            bits |= 1 << names[i].len();
+            i += 1;
+        }
+        Self(bits)
+    }
+
+    /// Whether `name` can be one of the names: `false` proves it is none of them.
+    pub fn may_hold(self, name: &HeaderName) -> bool {
+        let len = name.as_str().len();
+        len < 32 && self.0 & (1 << len) != 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::header_name;
+    use super::{NameLengths, header_name};
     use http::header::HeaderName;
+
+    #[test]
+    fn name_lengths_hold_their_names_and_tell_other_lengths_apart() {
+        let lengths = NameLengths::of(&["te", "connection"]);
+        for name in ["te", "connection", "keep-alive", "user-agent"] {
+            assert!(lengths.may_hold(&HeaderName::from_static(name)), "{name}");
+        }
+        for name in [
+            "host",
+            "content-length",
+            "x-a-name-of-more-than-32-bytes-long",
+        ] {
+            assert!(!lengths.may_hold(&HeaderName::from_static(name)), "{name}");
+        }
+    }
 
     #[test]
     fn every_spelling_gives_what_http_parses() {

@@ -5,6 +5,7 @@ use std::net::IpAddr;
 
 use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Uri, Version};
+use switchyard_http1::NameLengths;
 
 /// The request id header; generated when the client sent none.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -28,6 +29,17 @@ fn fixed_hop_by_hop() -> [&'static HeaderName; 6] {
         &header::UPGRADE,
     ]
 }
+
+/// The lengths of the names in [`fixed_hop_by_hop`]: most fields are told apart from all six by
+/// their name's length alone.
+const FIXED_HOP_BY_HOP_LENGTHS: NameLengths = NameLengths::of(&[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "transfer-encoding",
+    "upgrade",
+]);
 
 /// Where `Connection` and `TE` are in [`fixed_hop_by_hop`].
 const CONNECTION_AT: usize = 0;
@@ -92,6 +104,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     // like): read in the same pass, so the common `connection: keep-alive` costs no lookup.
     let mut names_others = false;
     for (name, value) in headers.iter() {
+        if !FIXED_HOP_BY_HOP_LENGTHS.may_hold(name) {
+            continue;
+        }
         if let Some(i) = fixed.iter().position(|hop| *hop == name) {
             present[i] = true;
             if i == CONNECTION_AT && !names_others {
@@ -360,6 +375,12 @@ pub fn copy_response_head(head: &http::response::Parts) -> http::response::Parts
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_length_filter_holds_the_fixed_names() {
+        let names: Vec<&str> = fixed_hop_by_hop().iter().map(|n| n.as_str()).collect();
+        assert_eq!(NameLengths::of(&names), FIXED_HOP_BY_HOP_LENGTHS);
+    }
 
     #[test]
     fn request_ids_are_uuid_v4_text() {

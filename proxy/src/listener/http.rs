@@ -24,6 +24,7 @@ use crate::telemetry::ErrorKind;
 use crate::tls::TlsSession;
 
 use super::ServingSlot;
+use super::stop::stopped;
 
 /// HTTP/2 streams one client may have open at once.
 const MAX_CONCURRENT_STREAMS: u32 = 256;
@@ -74,7 +75,7 @@ pub async fn serve_http(
     (reader, writer): (Reader, Writer),
     peer: Peer,
     watcher: Watcher,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
     let cancels = Arc::new(CancelTracker::default());
     let tracker = Arc::clone(&cancels);
@@ -98,10 +99,7 @@ pub async fn serve_http(
     let io = if alpn_h2 {
         Rewound::new(bytes::Bytes::new(), reader, writer)
     } else {
-        let drain = async move {
-            let _ = stop.wait_for(|stop| *stop).await;
-        };
-        let ended = http1::serve(reader, writer, &settings.http1, drain, |req| {
+        let ended = http1::serve(reader, writer, &settings.http1, stopped(stop), |req| {
             handle(req.map(Either::Left))
         })
         .await;

@@ -3,6 +3,7 @@
 
 pub mod capture;
 pub mod http;
+mod stop;
 pub mod tcp;
 
 use std::net::SocketAddr;

@@ -127,11 +127,12 @@ impl ListenerProxy {
     ) -> (Box<RequestState>, Answer) {
         let mut total = state.timeout.unwrap_or(cluster.config.timeout);
         // A gRPC client's own deadline bounds the request too; each attempt tells the upstream
-        // what is left of it.
+        // what is left of it. Only gRPC calls are looked at (most requests are not).
         let grpc_timeout = state
-            .head
-            .headers
-            .get(&grpc::GRPC_TIMEOUT)
+            .exchange
+            .grpc
+            .then(|| state.head.headers.get(&grpc::GRPC_TIMEOUT))
+            .flatten()
             .and_then(grpc::parse_timeout);
         if let Some(client) = grpc_timeout {
             total = total.min(client);
@@ -342,7 +343,7 @@ impl ListenerProxy {
         } else {
             headers::copy_request(&state.head, body)
         };
-        if req.headers().contains_key(&grpc::GRPC_TIMEOUT) {
+        if state.exchange.grpc && req.headers().contains_key(&grpc::GRPC_TIMEOUT) {
             req.headers_mut()
                 .insert(&grpc::GRPC_TIMEOUT, grpc::format_timeout(per_try));
         }
