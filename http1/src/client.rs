@@ -168,7 +168,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     });
                 }
             };
-            drop(parts);
+            crate::spare::give_back(parts.headers);
             let ((head, framing, keep_alive), write_failed) = parsed;
             let writer = if writer.done {
                 self.head = writer.into_buffer();

@@ -17,6 +17,7 @@ mod names;
 mod pending;
 mod read_ahead;
 pub mod server;
+mod spare;
 mod writer;
 
 pub use names::NameLengths;

@@ -13,6 +13,8 @@ use bytes::{Bytes, BytesMut};
 use http::header::{HeaderValue, InvalidHeaderValue};
 use http::{HeaderMap, HeaderName};
 
+use crate::spare;
+
 /// Fields set aside: each name and where its value is in the head.
 pub(crate) type Pending = Vec<(HeaderName, Range<usize>)>;
 
@@ -36,12 +38,25 @@ pub(crate) fn split_head(
     room: usize,
 ) -> Result<(Bytes, HeaderMap), InvalidHeaderValue> {
     let head = read.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(pending.len() + room);
+    let mut headers = spare::header_map(pending.len() + room);
+    let mut invalid = None;
     for (name, value_at) in pending.drain(..) {
-        headers.append(name, HeaderValue::from_maybe_shared(head.slice(value_at))?);
+        match HeaderValue::from_maybe_shared(head.slice(value_at)) {
+            Ok(value) => {
+                headers.append(name, value);
+            }
+            Err(e) => {
+                invalid = Some(e);
+                break;
+            }
+        }
     }
+    pending.clear();
     PENDING.set(pending);
-    Ok((head, headers))
+    match invalid {
+        None => Ok((head, headers)),
+        Some(e) => Err(e),
+    }
 }
 
 /// Where `part`, a slice of the buffer starting at `start`, is in it.

@@ -298,7 +298,7 @@ impl Connection {
             &shape,
             &mut exchange,
         );
-        drop(parts);
+        crate::spare::give_back(parts.headers);
         let mut writer = BodyWriter::new(std::mem::take(&mut self.out), body, framing);
         if !accepts_trailers {
             writer = writer.without_trailers();
