@@ -19,9 +19,7 @@ thread_local! {
 
 /// An empty map with room for `fields`: a spare one if the thread has it.
 pub(crate) fn header_map(fields: usize) -> HeaderMap {
-    let mut map = SPARE
-        .with_borrow_mut(Vec::pop)
-        .unwrap_or_else(HeaderMap::new);
+    let mut map = SPARE.with_borrow_mut(Vec::pop).unwrap_or_default();
     map.reserve(fields);
     map
 }
