@@ -2,6 +2,7 @@
 //! spellings clients and servers write them, before `http`'s parser — which folds every name's
 //! case byte by byte into a scratch buffer and then matches it — is asked.
 
+use http::HeaderMap;
 use http::header::{self, HeaderName, InvalidHeaderName};
 
 /// The name `bytes` spell; what `HeaderName::from_bytes` gives, sooner for the usual names.
@@ -50,11 +51,28 @@ impl NameLengths {
         Self(bits)
     }
 
+    /// The lengths of the names of `headers`' fields (those shorter than 32 bytes), in one pass
+    /// over them: to be asked with [`NameLengths::may_meet`] before looking fields up.
+    pub fn of_fields(headers: &HeaderMap) -> Self {
+        Self(headers.keys().fold(0, |bits, name| bits | bit(name)))
+    }
+
     /// Whether `name` can be one of the names: `false` proves it is none of them.
     pub fn may_hold(self, name: &HeaderName) -> bool {
-        let len = name.as_str().len();
-        len < 32 && self.0 & (1 << len) != 0
+        self.0 & bit(name) != 0
     }
+
+    /// Whether a field of these lengths can be one of `names` (none 32 bytes or longer): `false`
+    /// proves it is none of them.
+    pub fn may_meet(self, names: NameLengths) -> bool {
+        self.0 & names.0 != 0
+    }
+}
+
+/// The bit of `name`'s length; none for 32 bytes or more.
+fn bit(name: &HeaderName) -> u32 {
+    let len = name.as_str().len();
+    if len < 32 { 1 << len } else { 0 }
 }
 
 #[cfg(test)]

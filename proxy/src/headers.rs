@@ -49,6 +49,27 @@ const TE_AT: usize = 3;
 static GRPC_TRAILERS: HeaderValue =
     HeaderValue::from_static("grpc-status, grpc-message, grpc-status-details-bin");
 
+/// What a request asks of the connection it came on, beyond the message.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionAsks {
+    /// To switch protocols ([`is_upgrade_request`]).
+    pub upgrade: bool,
+    /// Trailers, which its client accepts ([`accepts_trailers`]).
+    pub trailers: bool,
+}
+
+/// What `req` asks of its connection. One pass over the names rules most requests out: `Upgrade`
+/// and `TE` are looked up only when a field has the length of one of them.
+pub fn connection_asks<B>(req: &Request<B>) -> ConnectionAsks {
+    const UPGRADE: NameLengths = NameLengths::of(&["upgrade"]);
+    const TE: NameLengths = NameLengths::of(&["te"]);
+    let names = NameLengths::of_fields(req.headers());
+    ConnectionAsks {
+        upgrade: names.may_meet(UPGRADE) && is_upgrade_request(req),
+        trailers: names.may_meet(TE) && accepts_trailers(req),
+    }
+}
+
 /// Whether the request is HTTP/1.1 and its client accepts trailers (`TE: trailers`).
 pub fn accepts_trailers<B>(req: &Request<B>) -> bool {
     req.version() == Version::HTTP_11 && switchyard_http1::fields::accepts_trailers(req.headers())
@@ -375,6 +396,30 @@ pub fn copy_response_head(head: &http::response::Parts) -> http::response::Parts
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connection_asks_reads_upgrade_and_trailers_whatever_else_is_there() {
+        let asks = |fields: &[(&str, &str)]| {
+            let mut req = Request::builder().uri("/");
+            for (name, value) in fields {
+                req = req.header(*name, *value);
+            }
+            connection_asks(&req.body(()).unwrap())
+        };
+        let plain = asks(&[("host", "a")]);
+        assert!(!plain.upgrade && !plain.trailers);
+        let both = asks(&[
+            ("host", "a"),
+            ("referer", "b"),
+            ("connection", "upgrade"),
+            ("upgrade", "websocket"),
+            ("te", "trailers"),
+        ]);
+        assert!(both.upgrade && both.trailers);
+        // A field of the same length is not taken for one.
+        let lookalikes = asks(&[("referer", "websocket"), ("connection", "upgrade")]);
+        assert!(!lookalikes.upgrade);
+    }
 
     #[test]
     fn the_length_filter_holds_the_fixed_names() {

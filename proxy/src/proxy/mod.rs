@@ -176,8 +176,10 @@ impl ListenerProxy {
                 Err(e) => refusal = Some(LocalError::BadRequest.response(&e.to_string())),
             }
         }
-        let upgrade = headers::is_upgrade_request(&req);
-        let accepts_trailers = headers::accepts_trailers(&req);
+        let headers::ConnectionAsks {
+            upgrade,
+            trailers: accepts_trailers,
+        } = headers::connection_asks(&req);
         let downstream_upgrade =
             (upgrade && refusal.is_none()).then(|| DownstreamUpgrade::of(&mut req));
         let version = req.version();
