@@ -177,7 +177,11 @@ impl Connection {
         let Some(inbound) = self.inbound.as_mut() else {
             return Next::Closed;
         };
-        let mut armed = false;
+        // When the head must arrive by. The timer is not moved forward for each head (taking it
+        // out of the runtime's timer wheel and putting it back, under the wheel's lock): a
+        // deadline only ever moves later, so a timer still set for an earlier one fires early,
+        // at most once a timeout, and is then set for this one.
+        let mut deadline = None;
         poll_fn(|cx| {
             loop {
                 if self.first
@@ -205,11 +209,13 @@ impl Connection {
                 if self.draining && inbound.read.is_empty() {
                     return Poll::Ready(Next::Closed);
                 }
-                if !armed {
-                    armed = true;
-                    timer.as_mut().reset(Instant::now() + config.header_timeout);
-                }
+                let deadline =
+                    *deadline.get_or_insert_with(|| Instant::now() + config.header_timeout);
                 if timer.as_mut().poll(cx).is_ready() {
+                    if Instant::now() < deadline {
+                        timer.as_mut().reset(deadline);
+                        continue;
+                    }
                     return Poll::Ready(if inbound.read.is_empty() {
                         Next::Closed
                     } else {

@@ -375,6 +375,34 @@ async fn a_bad_chunk_fails_the_body_and_the_connection_closes() {
     );
 }
 
+/// The header timeout runs from when the engine starts waiting for each head: a timer still set
+/// for an earlier head's deadline (the engine does not move it for every head) does not cut the
+/// next head short.
+#[tokio::test]
+async fn each_head_gets_the_whole_header_timeout() {
+    let timeout = Duration::from_millis(1_000);
+    let (mut client, _ended) = start(Config {
+        header_timeout: timeout,
+        ..config()
+    });
+    // The engine waits for the first head from the start: its timer is set for about 1 s.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    client
+        .write_all(b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    read_response(&mut client).await;
+    // The second head is waited for from about 0.4 s, so it may take until about 1.4 s: it
+    // starts before the first deadline and ends after it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    client.write_all(b"GET /2 HTTP/1.1\r\nHo").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    client.write_all(b"st: a\r\n\r\n").await.unwrap();
+    let (head, body) = read_response(&mut client).await;
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert!(body.starts_with("GET /2 "), "{body}");
+}
+
 #[tokio::test]
 async fn a_slow_head_gets_408_and_an_idle_connection_just_closes() {
     let quick = Config {
