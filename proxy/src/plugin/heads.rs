@@ -65,7 +65,8 @@ impl request::Host for HostState {
     }
 
     fn header(&mut self, name: String) -> Option<String> {
-        header_first(&self.req()?.head.headers, &name)
+        let name = self.header_name(&name)?;
+        self.req()?.head.headers.get(&name).map(header_text)
     }
 
     fn header_all(&mut self, name: String) -> Vec<String> {
@@ -169,7 +170,8 @@ impl response::Host for HostState {
     }
 
     fn header(&mut self, name: String) -> Option<String> {
-        header_first(self.response_headers()?, &name)
+        let name = self.header_name(&name)?;
+        self.response_headers()?.get(&name).map(header_text)
     }
 
     fn header_all(&mut self, name: String) -> Vec<String> {

@@ -69,8 +69,8 @@ pub struct HostState {
     pub attempt_filter: Option<super::AttemptFilter>,
     /// The clusters `http.call` reaches during a tick, when no request is in scope.
     pub tick_clusters: Option<Arc<Clusters>>,
-    /// Header names the plugin set that are not standard ones, so setting `x-hello` on every
-    /// request does not allocate a new name each time.
+    /// Header names the plugin read or set, so reading or setting `x-hello` on every request
+    /// does not parse (and, for a name that is not a standard one, allocate) it each time.
     custom_header_names: Vec<HeaderName>,
     /// A hook's batch of changes, copied here out of the plugin's memory ([`super::batch`]): one
     /// buffer for the instance's life instead of an allocation per hook.
@@ -181,6 +181,19 @@ impl HostState {
         self.metric_handles.get(lookup)
     }
 
+    /// The header name a plugin wrote: names it used before (lower case, as the SDK's callers
+    /// write them) without parsing or allocating again; `None` for a name that is none.
+    pub(super) fn header_name(&mut self, name: &str) -> Option<HeaderName> {
+        if let Some(known) = self.custom_header_names.iter().find(|n| n.as_str() == name) {
+            return Some(known.clone());
+        }
+        let parsed = HeaderName::from_bytes(name.as_bytes()).ok()?;
+        if parsed.as_str() == name && self.custom_header_names.len() < MAX_CACHED_HEADER_NAMES {
+            self.custom_header_names.push(parsed.clone());
+        }
+        Some(parsed)
+    }
+
     /// Parses a header a plugin sets: standard and recently used names without allocating, the
     /// value without copying the string the plugin passed.
     pub(super) fn parse_header(
@@ -188,19 +201,9 @@ impl HostState {
         name: &str,
         value: bytes::Bytes,
     ) -> Result<(HeaderName, HeaderValue), String> {
-        let name = match self.custom_header_names.iter().find(|n| n.as_str() == name) {
-            Some(known) => known.clone(),
-            None => {
-                let parsed = HeaderName::from_bytes(name.as_bytes())
-                    .map_err(|_| format!("invalid header name {name:?}"))?;
-                if parsed.as_str() == name
-                    && self.custom_header_names.len() < MAX_CACHED_HEADER_NAMES
-                {
-                    self.custom_header_names.push(parsed.clone());
-                }
-                parsed
-            }
-        };
+        let name = self
+            .header_name(name)
+            .ok_or_else(|| format!("invalid header name {name:?}"))?;
         let value = HeaderValue::from_maybe_shared(value)
             .map_err(|_| format!("invalid value for header {name}"))?;
         Ok((name, value))
