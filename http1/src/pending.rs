@@ -39,24 +39,13 @@ pub(crate) fn split_head(
 ) -> Result<(Bytes, HeaderMap), InvalidHeaderValue> {
     let head = read.split_to(len).freeze();
     let mut headers = spare::header_map(pending.len() + room);
-    let mut invalid = None;
-    for (name, value_at) in pending.drain(..) {
-        match HeaderValue::from_maybe_shared(head.slice(value_at)) {
-            Ok(value) => {
-                headers.append(name, value);
-            }
-            Err(e) => {
-                invalid = Some(e);
-                break;
-            }
-        }
-    }
-    pending.clear();
+    // Drained whole even when a value is refused, so the list goes back empty either way.
+    let filled = pending.drain(..).try_for_each(|(name, value_at)| {
+        headers.append(name, HeaderValue::from_maybe_shared(head.slice(value_at))?);
+        Ok(())
+    });
     PENDING.set(pending);
-    match invalid {
-        None => Ok((head, headers)),
-        Some(e) => Err(e),
-    }
+    filled.map(|()| (head, headers))
 }
 
 /// Where `part`, a slice of the buffer starting at `start`, is in it.
