@@ -4,11 +4,11 @@
 use super::bindings::switchyard::plugin::{request, response};
 use super::host::HostState;
 
-fn header_first(headers: &http::HeaderMap, name: &str) -> Option<String> {
+fn header_first(headers: &http::HeaderMap, name: &http::HeaderName) -> Option<String> {
     headers.get(name).map(header_text)
 }
 
-fn header_all(headers: &http::HeaderMap, name: &str) -> Vec<String> {
+fn header_all(headers: &http::HeaderMap, name: &http::HeaderName) -> Vec<String> {
     headers.get_all(name).iter().map(header_text).collect()
 }
 
@@ -61,15 +61,18 @@ impl request::Host for HostState {
             .uri
             .authority()
             .map(|a| a.as_str().to_owned())
-            .or_else(|| header_first(&req.head.headers, "host"))
+            .or_else(|| header_first(&req.head.headers, &http::header::HOST))
     }
 
     fn header(&mut self, name: String) -> Option<String> {
         let name = self.header_name(&name)?;
-        self.req()?.head.headers.get(&name).map(header_text)
+        header_first(&self.req()?.head.headers, &name)
     }
 
     fn header_all(&mut self, name: String) -> Vec<String> {
+        let Some(name) = self.header_name(&name) else {
+            return Vec::new();
+        };
         self.req()
             .map(|r| header_all(&r.head.headers, &name))
             .unwrap_or_default()
@@ -171,10 +174,13 @@ impl response::Host for HostState {
 
     fn header(&mut self, name: String) -> Option<String> {
         let name = self.header_name(&name)?;
-        self.response_headers()?.get(&name).map(header_text)
+        header_first(self.response_headers()?, &name)
     }
 
     fn header_all(&mut self, name: String) -> Vec<String> {
+        let Some(name) = self.header_name(&name) else {
+            return Vec::new();
+        };
         self.response_headers()
             .map(|h| header_all(h, &name))
             .unwrap_or_default()
