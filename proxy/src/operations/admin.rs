@@ -266,6 +266,7 @@ fn plugins(snapshot: &Snapshot) -> serde_json::Value {
             serde_json::json!({
                 "name": &*p.name,
                 "sha256": p.sha256,
+                "entry": p.entry(),
                 "path": p.path.display().to_string(),
                 "loaded_at_unix": p.loaded_at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
                 "calls": p.stats.calls(),

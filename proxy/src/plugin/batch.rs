@@ -56,7 +56,7 @@ impl batch::Host for HostState {
 
 impl HostState {
     /// Applies a batch's changes in order, stopping at the first that cannot be applied.
-    fn apply_batch(&mut self, changes: &[u8]) -> Result<(), String> {
+    pub(super) fn apply_batch(&mut self, changes: &[u8]) -> Result<(), String> {
         let mut reader = Reader { rest: changes };
         let mut index = 0usize;
         while !reader.rest.is_empty() {

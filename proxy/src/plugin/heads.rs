@@ -8,8 +8,8 @@ fn header_first(headers: &http::HeaderMap, name: &http::HeaderName) -> Option<St
     headers.get(name).map(header_text)
 }
 
-fn header_all(headers: &http::HeaderMap, name: &http::HeaderName) -> Vec<String> {
-    headers.get_all(name).iter().map(header_text).collect()
+fn texts(values: Vec<http::HeaderValue>) -> Vec<String> {
+    values.iter().map(header_text).collect()
 }
 
 /// A header value as text for a plugin. Values are nearly always ASCII, which `from_utf8`
@@ -65,17 +65,11 @@ impl request::Host for HostState {
     }
 
     fn header(&mut self, name: String) -> Option<String> {
-        let name = self.header_name(&name)?;
-        header_first(&self.req()?.head.headers, &name)
+        self.request_header(&name).as_ref().map(header_text)
     }
 
     fn header_all(&mut self, name: String) -> Vec<String> {
-        let Some(name) = self.header_name(&name) else {
-            return Vec::new();
-        };
-        self.req()
-            .map(|r| header_all(&r.head.headers, &name))
-            .unwrap_or_default()
+        texts(self.request_header_all(&name))
     }
 
     fn header_names(&mut self) -> Vec<String> {
@@ -173,17 +167,11 @@ impl response::Host for HostState {
     }
 
     fn header(&mut self, name: String) -> Option<String> {
-        let name = self.header_name(&name)?;
-        header_first(self.response_headers()?, &name)
+        self.response_header(&name).as_ref().map(header_text)
     }
 
     fn header_all(&mut self, name: String) -> Vec<String> {
-        let Some(name) = self.header_name(&name) else {
-            return Vec::new();
-        };
-        self.response_headers()
-            .map(|h| header_all(h, &name))
-            .unwrap_or_default()
+        texts(self.response_header_all(&name))
     }
 
     fn header_names(&mut self) -> Vec<String> {
@@ -193,20 +181,69 @@ impl response::Host for HostState {
     }
 
     fn set_header(&mut self, name: String, value: String) -> Result<(), String> {
-        let (name, value) = self.parse_header(&name, value.into())?;
-        self.response_headers_mut()?.insert(name, value);
-        Ok(())
+        self.change_response_header(HeaderChange::Set, &name, value.into())
     }
 
     fn add_header(&mut self, name: String, value: String) -> Result<(), String> {
-        let (name, value) = self.parse_header(&name, value.into())?;
-        self.response_headers_mut()?.append(name, value);
-        Ok(())
+        self.change_response_header(HeaderChange::Add, &name, value.into())
     }
 
     fn remove_header(&mut self, name: String) {
+        self.remove_response_header(&name);
+    }
+}
+
+/// Reads and changes of the heads by borrowed names, for the component bindings above and the
+/// core entry's imports alike. Values come back as the head holds them (a clone shares the
+/// bytes).
+impl HostState {
+    pub(super) fn request_header(&mut self, name: &str) -> Option<http::HeaderValue> {
+        let name = self.header_name(name)?;
+        self.req()?.head.headers.get(&name).cloned()
+    }
+
+    pub(super) fn request_header_all(&mut self, name: &str) -> Vec<http::HeaderValue> {
+        let Some(name) = self.header_name(name) else {
+            return Vec::new();
+        };
+        self.req()
+            .map(|r| r.head.headers.get_all(&name).iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub(super) fn response_header(&mut self, name: &str) -> Option<http::HeaderValue> {
+        let name = self.header_name(name)?;
+        self.response_headers()?.get(&name).cloned()
+    }
+
+    pub(super) fn response_header_all(&mut self, name: &str) -> Vec<http::HeaderValue> {
+        let Some(name) = self.header_name(name) else {
+            return Vec::new();
+        };
+        self.response_headers()
+            .map(|h| h.get_all(&name).iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub(super) fn change_response_header(
+        &mut self,
+        change: HeaderChange,
+        name: &str,
+        value: bytes::Bytes,
+    ) -> Result<(), String> {
+        let (name, value) = self.parse_header(name, value)?;
+        let headers = self.response_headers_mut()?;
+        if change == HeaderChange::Add {
+            headers.append(name, value);
+        } else {
+            headers.insert(name, value);
+        }
+        Ok(())
+    }
+
+    pub(super) fn remove_response_header(&mut self, name: &str) {
         if let Ok(headers) = self.response_headers_mut() {
-            headers.remove(name.as_str());
+            headers.remove(name);
         }
     }
 }

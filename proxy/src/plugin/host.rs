@@ -75,6 +75,12 @@ pub struct HostState {
     /// A hook's batch of changes, copied here out of the plugin's memory ([`super::batch`]): one
     /// buffer for the instance's life instead of an allocation per hook.
     pub(super) batch_buffer: Vec<u8>,
+    /// The plugin's memory and allocator when it runs through the core entry
+    /// ([`super::core_abi`]); `None` for a component.
+    pub(super) guest: Option<super::core_abi::Guest>,
+    /// Whether the instance runs its hooks on a fiber (a core module importing `http.call`):
+    /// calls into it from host functions must then be async.
+    pub(super) on_fiber: bool,
 }
 
 /// A plugin metric as the plugin names it: kind, name, labels.
@@ -119,6 +125,8 @@ impl HostState {
             metric_identities: hashbrown::HashMap::default(),
             custom_header_names: Vec::new(),
             batch_buffer: Vec::new(),
+            guest: None,
+            on_fiber: false,
             panic: None,
             in_init: false,
             tick_every: None,
@@ -264,6 +272,11 @@ impl HostState {
         self.stretch_cpu_base = None;
     }
 
+    /// The state every instance of this plugin shares.
+    pub(super) fn shared(&self) -> &SharedState {
+        &self.env.shared
+    }
+
     pub(super) fn req(&self) -> Option<&RequestState> {
         self.request.as_deref()
     }
@@ -353,9 +366,29 @@ impl properties::Host for HostState {
 
 impl routing::Host for HostState {
     fn set_destination(&mut self, cluster: String) -> Result<(), String> {
+        self.set_destination(&cluster)
+    }
+
+    fn set_timeout(&mut self, ms: u32) {
+        if let Some(req) = self.req_mut() {
+            req.timeout = Some(Duration::from_millis(u64::from(ms)));
+        }
+    }
+
+    fn set_per_try_timeout(&mut self, ms: u32) {
+        if let Some(req) = self.req_mut() {
+            req.per_try_timeout = Some(Duration::from_millis(u64::from(ms)));
+        }
+    }
+}
+
+impl HostState {
+    /// `routing.set-destination`: the last call wins; a name that is no cluster is remembered
+    /// (the request is answered 500 unless a later call names one that exists).
+    pub(super) fn set_destination(&mut self, cluster: &str) -> Result<(), String> {
         let plugin = Arc::clone(&self.env.name);
         let req = self.req_mut().ok_or(NO_REQUEST)?;
-        let found = req.clusters.by_name(&cluster).cloned();
+        let found = req.clusters.by_name(cluster).cloned();
         match found {
             Some(found) => {
                 req.destination = Some(found);
@@ -369,18 +402,6 @@ impl routing::Host for HostState {
                 ));
                 Err(format!("no cluster is named {cluster:?}"))
             }
-        }
-    }
-
-    fn set_timeout(&mut self, ms: u32) {
-        if let Some(req) = self.req_mut() {
-            req.timeout = Some(Duration::from_millis(u64::from(ms)));
-        }
-    }
-
-    fn set_per_try_timeout(&mut self, ms: u32) {
-        if let Some(req) = self.req_mut() {
-            req.per_try_timeout = Some(Duration::from_millis(u64::from(ms)));
         }
     }
 }

@@ -10,6 +10,7 @@ use wasmtime::Store;
 use wasmtime::component::TypedFunc;
 
 use super::bindings::{AttemptOutcome, BodyInterest, Decision, Filter, FilterPre};
+use super::core_abi::CoreHooks;
 use super::host::{HostState, PluginEnv};
 use super::request_state::RequestState;
 use crate::upstream::Clusters;
@@ -63,6 +64,24 @@ impl HookError {
 /// One live instance and its store.
 pub struct Instance {
     store: Store<HostState>,
+    hooks: Hooks,
+    calls: u32,
+    /// This instance's share of the plugin's slots; freed when the instance is dropped.
+    _slot: OwnedSemaphorePermit,
+}
+
+/// How an instance's hooks are called. Not boxed: the instance holding it is, and it never
+/// moves on its own.
+#[allow(clippy::large_enum_variant)]
+enum Hooks {
+    /// Through the component model.
+    Component(ComponentHooks),
+    /// On the core module, with the canonical ABI's integers ([`super::core_abi`]).
+    Core(CoreHooks),
+}
+
+/// A component instance's hooks.
+struct ComponentHooks {
     filter: Filter,
     /// For plugins without async imports: the head hooks called directly, no fiber switch.
     sync_hooks: Option<SyncHooks>,
@@ -71,9 +90,33 @@ pub struct Instance {
     /// `on-response-chunk` and `on-request-chunk`, likewise.
     on_response_chunk: Option<ChunkFunc>,
     on_request_chunk: Option<ChunkFunc>,
-    calls: u32,
-    /// This instance's share of the plugin's slots; freed when the instance is dropped.
-    _slot: OwnedSemaphorePermit,
+}
+
+/// What a plugin's instances are made from.
+pub enum Pre {
+    Component(FilterPre<HostState>),
+    Core(wasmtime::InstancePre<HostState>),
+}
+
+impl Pre {
+    fn engine(&self) -> &wasmtime::Engine {
+        match self {
+            Pre::Component(pre) => pre.engine(),
+            Pre::Core(pre) => pre.module().engine(),
+        }
+    }
+}
+
+impl Hooks {
+    fn has_chunk(&self, body: BodyOf) -> bool {
+        match self {
+            Hooks::Component(hooks) => match body {
+                BodyOf::Request => hooks.on_request_chunk.is_some(),
+                BodyOf::Response => hooks.on_response_chunk.is_some(),
+            },
+            Hooks::Core(hooks) => hooks.has_chunk(body),
+        }
+    }
 }
 
 /// `on-response-chunk`: a piece of the body and whether it is the last, to the replacement.
@@ -87,8 +130,8 @@ impl Instance {
         super::Asked {
             tick_every: state.tick_every,
             streams: super::Streams {
-                request: state.streams_request && self.on_request_chunk.is_some(),
-                response: state.streams_response && self.on_response_chunk.is_some(),
+                request: state.streams_request && self.hooks.has_chunk(BodyOf::Request),
+                response: state.streams_response && self.hooks.has_chunk(BodyOf::Response),
             },
             attempts: state.attempt_filter,
         }
@@ -131,7 +174,7 @@ impl SyncHooks {
 
 /// The instances of one plugin.
 pub struct InstancePool {
-    pre: FilterPre<HostState>,
+    pre: Pre,
     env: Arc<PluginEnv>,
     config_json: String,
     /// Boxed: an instance is a few hundred bytes, moved in and out of here on every hook call,
@@ -153,7 +196,7 @@ pub struct InstancePool {
 impl InstancePool {
     /// `max_live` is this plugin's share of the engine's instance slots.
     pub fn new(
-        pre: FilterPre<HostState>,
+        pre: Pre,
         env: Arc<PluginEnv>,
         config_json: String,
         max_live: usize,
@@ -168,6 +211,14 @@ impl InstancePool {
             slots: Arc::new(Semaphore::new(max_live.max(1))),
             returned: Notify::new(),
             synchronous,
+        }
+    }
+
+    /// `core` when the hooks run through the core entry, else `component`.
+    pub fn entry(&self) -> &'static str {
+        match self.pre {
+            Pre::Core(_) => "core",
+            Pre::Component(_) => "component",
         }
     }
 
@@ -189,50 +240,16 @@ impl InstancePool {
         store.data_mut().time_limit_override = Some(INIT_TIME_LIMIT);
         store.data_mut().start_hook(None);
         store.set_epoch_deadline(1);
-        let instantiate_error = |e: wasmtime::Error| HookError::Instantiate(format!("{e:#}"));
-        let instance = self
-            .pre
-            .instance_pre()
-            .instantiate_async(&mut store)
-            .await
-            .map_err(instantiate_error)?;
-        let filter = Filter::new(&mut store, &instance).map_err(instantiate_error)?;
-        let sync_hooks = if self.synchronous {
-            Some(SyncHooks::get(&instance, &mut store).map_err(instantiate_error)?)
-        } else {
-            None
+        let (hooks, interest) = match &self.pre {
+            Pre::Component(pre) => self.start_component(pre, &mut store).await?,
+            Pre::Core(pre) => self.start_core(pre, &mut store).await?,
         };
-        // Plugins built before ticks existed do not export `on-tick`.
-        let mut export = |interface: &str, name: &str| {
-            let interface = instance.get_export_index(&mut store, None, interface)?;
-            instance.get_export_index(&mut store, Some(&interface), name)
-        };
-        let (tick, response_chunk, request_chunk) = (
-            export(TICK_INTERFACE, "on-tick"),
-            export(CHUNKS_INTERFACE, "on-response-chunk"),
-            export(CHUNKS_INTERFACE, "on-request-chunk"),
-        );
-        let on_tick = tick.and_then(|f| instance.get_typed_func(&mut store, f).ok());
-        let on_response_chunk =
-            response_chunk.and_then(|f| instance.get_typed_func(&mut store, f).ok());
-        let on_request_chunk =
-            request_chunk.and_then(|f| instance.get_typed_func(&mut store, f).ok());
-        store.data_mut().in_init = true;
-        let interest = filter
-            .call_init(&mut store, &self.config_json)
-            .await
-            .map_err(|e| classify(&mut store, &e))?
-            .map_err(HookError::ConfigRefused)?;
         store.data_mut().in_init = false;
         store.data_mut().time_limit_override = None;
         Ok((
             Instance {
                 store,
-                filter,
-                sync_hooks,
-                on_tick,
-                on_response_chunk,
-                on_request_chunk,
+                hooks,
                 calls: 0,
                 _slot: slot,
             },
@@ -240,26 +257,109 @@ impl InstancePool {
         ))
     }
 
+    /// Instantiates the component and runs its `init`.
+    async fn start_component(
+        &self,
+        pre: &FilterPre<HostState>,
+        store: &mut Store<HostState>,
+    ) -> Result<(Hooks, BodyInterest), HookError> {
+        let instance = pre
+            .instance_pre()
+            .instantiate_async(&mut *store)
+            .await
+            .map_err(instantiate_error)?;
+        let filter = Filter::new(&mut *store, &instance).map_err(instantiate_error)?;
+        let sync_hooks = if self.synchronous {
+            Some(SyncHooks::get(&instance, store).map_err(instantiate_error)?)
+        } else {
+            None
+        };
+        // Plugins built before ticks existed do not export `on-tick`.
+        let mut export = |interface: &str, name: &str| {
+            let interface = instance.get_export_index(&mut *store, None, interface)?;
+            instance.get_export_index(&mut *store, Some(&interface), name)
+        };
+        let (tick, response_chunk, request_chunk) = (
+            export(TICK_INTERFACE, "on-tick"),
+            export(CHUNKS_INTERFACE, "on-response-chunk"),
+            export(CHUNKS_INTERFACE, "on-request-chunk"),
+        );
+        let on_tick = tick.and_then(|f| instance.get_typed_func(&mut *store, f).ok());
+        let on_response_chunk =
+            response_chunk.and_then(|f| instance.get_typed_func(&mut *store, f).ok());
+        let on_request_chunk =
+            request_chunk.and_then(|f| instance.get_typed_func(&mut *store, f).ok());
+        store.data_mut().in_init = true;
+        let interest = filter
+            .call_init(&mut *store, &self.config_json)
+            .await
+            .map_err(|e| classify(store, &e))?
+            .map_err(HookError::ConfigRefused)?;
+        let hooks = ComponentHooks {
+            filter,
+            sync_hooks,
+            on_tick,
+            on_response_chunk,
+            on_request_chunk,
+        };
+        Ok((Hooks::Component(hooks), interest))
+    }
+
+    /// Instantiates the core module and runs its `init`.
+    async fn start_core(
+        &self,
+        pre: &wasmtime::InstancePre<HostState>,
+        store: &mut Store<HostState>,
+    ) -> Result<(Hooks, BodyInterest), HookError> {
+        let instance = pre
+            .instantiate_async(&mut *store)
+            .await
+            .map_err(instantiate_error)?;
+        store.data_mut().on_fiber = !self.synchronous;
+        let hooks = CoreHooks::new(&instance, store).map_err(instantiate_error)?;
+        store.data_mut().in_init = true;
+        let interest = hooks
+            .init(store, &self.config_json)
+            .await
+            .map_err(|e| classify(store, &e))?
+            .map_err(HookError::ConfigRefused)?;
+        Ok((Hooks::Core(hooks), interest))
+    }
+
     /// Runs `on-tick` on a pooled instance, with `clusters` reachable by `http.call`.
     pub async fn tick(&self, clusters: Arc<Clusters>) -> Result<Decision, HookError> {
         let mut instance = self.instance().await?;
-        let Some(on_tick) = instance.on_tick else {
+        let has_tick = match &instance.hooks {
+            Hooks::Component(hooks) => hooks.on_tick.is_some(),
+            Hooks::Core(hooks) => hooks.has_tick(),
+        };
+        if !has_tick {
             self.checkin(instance);
             return Ok(Decision::Unimplemented);
-        };
+        }
         instance.calls += 1;
         let data = instance.store.data_mut();
         data.start_hook(None);
         data.tick_clusters = Some(clusters);
         instance.store.set_epoch_deadline(1);
-        let result = if self.synchronous {
-            on_tick.call(&mut instance.store, ())
-        } else {
-            on_tick.call_async(&mut instance.store, ()).await
+        let Instance { store, hooks, .. } = &mut *instance;
+        let result = match hooks {
+            Hooks::Core(hooks) => hooks.tick(store).await,
+            Hooks::Component(ComponentHooks {
+                on_tick: Some(on_tick),
+                ..
+            }) => {
+                if self.synchronous {
+                    on_tick.call(&mut *store, ()).map(|(d,)| d)
+                } else {
+                    on_tick.call_async(&mut *store, ()).await.map(|(d,)| d)
+                }
+            }
+            Hooks::Component(_) => Ok(Decision::Unimplemented),
         };
         instance.store.data_mut().tick_clusters = None;
         match result {
-            Ok((decision,)) => {
+            Ok(decision) => {
                 self.checkin(instance);
                 Ok(decision)
             }
@@ -350,25 +450,31 @@ impl InstancePool {
             Ok(instance) => instance,
             Err(e) => return (state, Err(e)),
         };
-        let on_chunk = match body {
-            BodyOf::Request => instance.on_request_chunk,
-            BodyOf::Response => instance.on_response_chunk,
-        };
-        let Some(on_chunk) = on_chunk else {
+        if !instance.hooks.has_chunk(body) {
             self.checkin(instance);
             return (state, Ok(None));
-        };
+        }
         instance.calls += 1;
         instance.store.data_mut().start_hook(Some(state));
         instance.store.set_epoch_deadline(1);
-        let result = if self.synchronous {
-            on_chunk.call(&mut instance.store, (chunk, end))
-        } else {
-            on_chunk.call_async(&mut instance.store, (chunk, end)).await
+        let Instance { store, hooks, .. } = &mut *instance;
+        let result = match hooks {
+            Hooks::Core(hooks) => hooks.chunk(store, body, &chunk, end).await,
+            Hooks::Component(hooks) => {
+                let on_chunk = match body {
+                    BodyOf::Request => hooks.on_request_chunk,
+                    BodyOf::Response => hooks.on_response_chunk,
+                };
+                match on_chunk {
+                    Some(f) if self.synchronous => f.call(&mut *store, (chunk, end)).map(|(r,)| r),
+                    Some(f) => f.call_async(&mut *store, (chunk, end)).await.map(|(r,)| r),
+                    None => Ok(None),
+                }
+            }
         };
         let state = take_request(&mut instance);
         match result {
-            Ok((replacement,)) => {
+            Ok(replacement) => {
                 self.checkin(instance);
                 (state, Ok(replacement))
             }
@@ -434,11 +540,17 @@ fn take_request(instance: &mut Instance) -> Box<RequestState> {
         .expect("host functions only borrow the request state; start_hook put it there")
 }
 
-/// Calls a head hook directly when the plugin imports nothing async (no fiber, no future);
-/// `None` when the call needs the async path.
+/// Calls a hook directly when it can run without a fiber: every hook of a core instance that
+/// does not run on one, and a component's head hooks when the plugin imports nothing async. `None` when the call needs the
+/// async path.
 fn invoke_sync(instance: &mut Instance, call: &HookCall) -> Option<wasmtime::Result<Decision>> {
-    let hooks = instance.sync_hooks.as_ref()?;
     let store = &mut instance.store;
+    let hooks = match &instance.hooks {
+        Hooks::Core(_) if CoreHooks::on_fiber(store) => return None,
+        // Nothing in a plain instance's call waits: one poll runs it to the end.
+        Hooks::Core(hooks) => return Some(super::core_abi::poll_once(hooks.call(store, call))),
+        Hooks::Component(hooks) => hooks.sync_hooks.as_ref()?,
+    };
     let result = match call {
         HookCall::Request => hooks.on_request.call(store, ()),
         HookCall::UpstreamResponse(outcome) => hooks.on_upstream_response.call(store, (*outcome,)),
@@ -450,7 +562,11 @@ fn invoke_sync(instance: &mut Instance, call: &HookCall) -> Option<wasmtime::Res
 }
 
 async fn invoke(instance: &mut Instance, call: HookCall) -> wasmtime::Result<Decision> {
-    let (filter, store) = (&instance.filter, &mut instance.store);
+    let store = &mut instance.store;
+    let filter = match &instance.hooks {
+        Hooks::Component(hooks) => &hooks.filter,
+        Hooks::Core(hooks) => return hooks.call(store, &call).await,
+    };
     match call {
         HookCall::Request => filter.call_on_request(store).await,
         HookCall::RequestBody(body) => filter.call_on_request_body(store, &body).await,
@@ -461,6 +577,10 @@ async fn invoke(instance: &mut Instance, call: HookCall) -> wasmtime::Result<Dec
         HookCall::ResponseBody(body) => filter.call_on_response_body(store, &body).await,
         HookCall::Log => filter.call_on_log(store).await,
     }
+}
+
+fn instantiate_error(e: wasmtime::Error) -> HookError {
+    HookError::Instantiate(format!("{e:#}"))
 }
 
 fn classify(store: &mut Store<HostState>, error: &wasmtime::Error) -> HookError {

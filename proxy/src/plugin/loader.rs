@@ -13,7 +13,7 @@ use super::Plugin;
 use super::bindings::FilterPre;
 use super::engine::CompileCache;
 use super::host::{HostState, PluginEnv};
-use super::instance::{HookError, InstancePool};
+use super::instance::{HookError, InstancePool, Pre};
 use crate::config::PluginConfig;
 use crate::hex::hex;
 
@@ -99,6 +99,9 @@ const COMPONENT: [u8; 4] = [0x0d, 0, 1, 0];
 pub struct Load<'a> {
     pub engine: &'a Engine,
     pub linker: &'a Linker<HostState>,
+    /// The host functions for plugins run through the core entry: for those that never wait,
+    /// and for those that import `http.call` (their hooks run on a fiber).
+    pub core_linkers: [&'a wasmtime::Linker<HostState>; 2],
     pub filter_linker: &'a wasmtime::Linker<super::proxy_wasm::host_state::FilterState>,
     pub cache: &'a CompileCache,
     pub config: &'a PluginConfig,
@@ -142,6 +145,7 @@ pub async fn load(
     let Load {
         engine,
         linker,
+        core_linkers,
         filter_linker: _,
         cache,
         config,
@@ -152,27 +156,13 @@ pub async fn load(
     let plugin = config.name.clone();
     let path = config.path.clone();
     let component_bytes = as_component(bytes, &plugin, &path)?;
-    let component = cache
-        .component(engine, &component_bytes)
-        .map_err(|e| LoadError::Compile {
-            plugin: plugin.clone(),
-            path: path.clone(),
-            reason: format!("{e:#}"),
-        })?;
-    let link_error = |e: wasmtime::Error| LoadError::Link {
-        plugin: plugin.clone(),
-        path: path.clone(),
-        reason: format!("{e:#}"),
+    let core = super::core_abi::enabled()
+        .then(|| core_entry(engine, core_linkers, cache, &component_bytes, &plugin))
+        .flatten();
+    let (pre, synchronous) = match core {
+        Some((pre, synchronous)) => (Pre::Core(pre), synchronous),
+        None => component_entry(engine, linker, cache, &component_bytes, &plugin, &path)?,
     };
-    let pre = linker.instantiate_pre(&component).map_err(link_error)?;
-    let pre = FilterPre::new(pre).map_err(link_error)?;
-
-    // A plugin that never calls out imports no async host function; its hooks then run as plain
-    // calls instead of on a fiber.
-    let synchronous = !component
-        .component_type()
-        .imports(engine)
-        .any(|(name, _)| name.starts_with("switchyard:plugin/http"));
     let config_json = serde_json::to_string(&config.config).unwrap_or_else(|_| "{}".into());
     let pool = InstancePool::new(pre, env, config_json, max_live, synchronous);
     let (first, interest) = pool.instantiate().await.map_err(|e| match e {
@@ -189,10 +179,81 @@ pub async fn load(
         config,
         sha256,
         fingerprint,
-        super::Runner::Component(pool),
+        super::Runner::Instances(pool),
         interest,
         asked,
     ))
+}
+
+/// The plugin's core module ready to run through the core entry, and whether its hooks can run
+/// without a fiber, when the component is the shape the SDK builds and the module links against
+/// the core host functions; `None` (logged at debug) otherwise, and the plugin runs as a
+/// component.
+fn core_entry(
+    engine: &Engine,
+    [plain, fiber]: [&wasmtime::Linker<HostState>; 2],
+    cache: &CompileCache,
+    component: &[u8],
+    plugin: &str,
+) -> Option<(wasmtime::InstancePre<HostState>, bool)> {
+    let Some(module) = super::core_abi::main_module(component) else {
+        tracing::debug!(
+            plugin,
+            "runs as a component: not the plain shape the SDK builds"
+        );
+        return None;
+    };
+    let prepared = cache
+        .module(engine, module)
+        .map_err(|e| format!("{e:#}"))
+        .and_then(|module| {
+            // Only a plugin that imports `http.call` needs the fiber.
+            let waits = module
+                .imports()
+                .any(|import| import.module().starts_with("switchyard:plugin/http@"));
+            let linker = if waits { fiber } else { plain };
+            Ok((super::core_abi::prepare(&module, linker)?, !waits))
+        });
+    match prepared {
+        Ok(entry) => Some(entry),
+        Err(reason) => {
+            tracing::debug!(plugin, %reason, "runs as a component: its core module cannot use the core entry");
+            None
+        }
+    }
+}
+
+/// The compiled component linked against the host, and whether its hooks can run without a
+/// fiber.
+fn component_entry(
+    engine: &Engine,
+    linker: &Linker<HostState>,
+    cache: &CompileCache,
+    component_bytes: &[u8],
+    plugin: &str,
+    path: &Path,
+) -> Result<(Pre, bool), LoadError> {
+    let component = cache
+        .component(engine, component_bytes)
+        .map_err(|e| LoadError::Compile {
+            plugin: plugin.to_owned(),
+            path: path.to_path_buf(),
+            reason: format!("{e:#}"),
+        })?;
+    let link_error = |e: wasmtime::Error| LoadError::Link {
+        plugin: plugin.to_owned(),
+        path: path.to_path_buf(),
+        reason: format!("{e:#}"),
+    };
+    let pre = linker.instantiate_pre(&component).map_err(link_error)?;
+    let pre = FilterPre::new(pre).map_err(link_error)?;
+    // A plugin that never calls out imports no async host function; its hooks then run as plain
+    // calls instead of on a fiber.
+    let synchronous = !component
+        .component_type()
+        .imports(engine)
+        .any(|(name, _)| name.starts_with("switchyard:plugin/http"));
+    Ok((Pre::Component(pre), synchronous))
 }
 
 /// Loads a proxy-wasm filter: its `[plugin.config]` is its plugin configuration, as JSON.

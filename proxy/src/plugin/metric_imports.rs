@@ -99,20 +99,44 @@ fn update(
         for (slot, (key, value)) in borrowed.iter_mut().zip(pairs.iter().flatten()) {
             *slot = (key.to_str(&view)?, value.to_str(&view)?);
         }
-        let labels = &borrowed[..count];
-        let lookup = MetricLookup {
-            kind,
-            name: &name,
-            labels,
-        };
-        if let Some(handle) = view.data().cached_metric(&lookup) {
-            apply(handle);
-            return Ok(());
-        }
-        lookup.to_key()
+        apply_to(view.data(), kind, &name, &borrowed[..count], &apply)
     };
-    apply(store.data_mut().metric(key));
+    if let Err(key) = key {
+        apply(store.data_mut().metric(key));
+    }
     Ok(())
+}
+
+/// Applies `apply` to the metric named by borrowed parts: the cached handle, else one made
+/// (and cached) from owned copies.
+pub(super) fn apply(
+    state: &mut HostState,
+    kind: MetricKind,
+    name: &str,
+    labels: &[(Cow<'_, str>, Cow<'_, str>)],
+    apply: impl Fn(&MetricHandle),
+) {
+    if let Err(key) = apply_to(state, kind, name, labels, &apply) {
+        apply(state.metric(key));
+    }
+}
+
+/// The cached handle's update, or the owned key to make it with.
+fn apply_to(
+    state: &HostState,
+    kind: MetricKind,
+    name: &str,
+    labels: &[(Cow<'_, str>, Cow<'_, str>)],
+    apply: &impl Fn(&MetricHandle),
+) -> Result<(), MetricKey> {
+    let lookup = MetricLookup { kind, name, labels };
+    match state.cached_metric(&lookup) {
+        Some(handle) => {
+            apply(handle);
+            Ok(())
+        }
+        None => Err(lookup.to_key()),
+    }
 }
 
 /// A [`MetricKey`] of borrowed parts; hashes as the key does (a `Cow<str>` and a `String` both

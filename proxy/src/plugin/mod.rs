@@ -8,6 +8,7 @@ mod bindings;
 mod callout;
 mod chain;
 mod chunks;
+mod core_abi;
 mod engine;
 mod epoch;
 mod failures;
@@ -96,10 +97,10 @@ impl Hook {
     }
 }
 
-/// What runs a plugin's hooks: a pool of component instances (Switchyard's own plugins), or a
-/// proxy-wasm filter's instances.
+/// What runs a plugin's hooks: a pool of instances of a Switchyard plugin (its core module
+/// through the core entry, or the component), or a proxy-wasm filter's instances.
 pub(crate) enum Runner {
-    Component(InstancePool),
+    Instances(InstancePool),
     ProxyWasm(proxy_wasm::ProxyWasmFilter),
 }
 
@@ -196,6 +197,15 @@ impl Plugin {
         }
     }
 
+    /// How the plugin's hooks are entered, for the admin API: `core` (its core module, through
+    /// the core entry), `component`, or `proxy-wasm`.
+    pub fn entry(&self) -> &'static str {
+        match &self.runner {
+            Runner::Instances(pool) => pool.entry(),
+            Runner::ProxyWasm(_) => "proxy-wasm",
+        }
+    }
+
     /// Whether calling `hook` can do anything.
     pub fn wants(&self, hook: Hook) -> bool {
         self.skipped.load(Ordering::Relaxed) & hook.bit() == 0
@@ -231,7 +241,7 @@ impl Plugin {
         call: HookCall,
     ) -> (Box<RequestState>, Result<Decision, HookError>) {
         let (state, result, took) = match &self.runner {
-            Runner::Component(pool) => pool.call(state, call).await,
+            Runner::Instances(pool) => pool.call(state, call).await,
             // Boxed: a proxy-wasm filter's future (0.7 KB) would otherwise be part of every
             // future above this one on every request, with or without filters.
             Runner::ProxyWasm(filter) => {
@@ -267,7 +277,7 @@ impl Plugin {
         end: bool,
     ) -> (Box<RequestState>, Result<Option<Vec<u8>>, HookError>) {
         let (state, result) = match &self.runner {
-            Runner::Component(pool) => pool.chunk(state, body, chunk, end).await,
+            Runner::Instances(pool) => pool.chunk(state, body, chunk, end).await,
             Runner::ProxyWasm(filter) => Box::pin(filter.chunk(state, body, chunk, end)).await,
         };
         let hook = match body {
@@ -420,6 +430,9 @@ pub struct PluginRuntime {
 struct Wasm {
     engine: Engine,
     linker: Linker<HostState>,
+    /// The host functions for plugins run through the core entry: plain, and with `http.call`
+    /// for plugins whose hooks run on a fiber.
+    core_linkers: [wasmtime::Linker<HostState>; 2],
     /// The proxy-wasm ABI's host functions, for filters.
     filter_linker: wasmtime::Linker<proxy_wasm::host_state::FilterState>,
 }
@@ -448,12 +461,19 @@ impl PluginRuntime {
             .map_err(|e| LoadError::Runtime {
                 reason: format!("linking the host functions: {e:#}"),
             })?;
+        let core_linker = |on_fiber| {
+            core_abi::linker(&engine, on_fiber).map_err(|e| LoadError::Runtime {
+                reason: format!("linking the core host functions: {e:#}"),
+            })
+        };
+        let core_linkers = [core_linker(false)?, core_linker(true)?];
         let filter_linker = proxy_wasm::linker(&engine).map_err(|e| LoadError::Runtime {
             reason: format!("linking the proxy-wasm host functions: {e:#}"),
         })?;
         Ok(self.wasm.get_or_init(|| Wasm {
             engine,
             linker,
+            core_linkers,
             filter_linker,
         }))
     }
@@ -540,6 +560,7 @@ impl PluginRuntime {
         let load = loader::Load {
             engine: &wasm.engine,
             linker: &wasm.linker,
+            core_linkers: [&wasm.core_linkers[0], &wasm.core_linkers[1]],
             filter_linker: &wasm.filter_linker,
             cache: &self.cache,
             config,

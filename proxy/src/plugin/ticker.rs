@@ -50,7 +50,7 @@ impl Plugin {
             return;
         };
         let result = match &self.runner {
-            super::Runner::Component(pool) => pool.tick(clusters).await,
+            super::Runner::Instances(pool) => pool.tick(clusters).await,
             super::Runner::ProxyWasm(filter) => filter.tick(clusters).await,
         };
         self.count(Hook::Tick, None, result.as_ref().err());

@@ -1,0 +1,286 @@
+//! The plugin's side of a core call: its linear memory and its allocator, and the canonical
+//! ABI's rules for reading arguments from that memory and writing results into it.
+//!
+//! Everything the plugin hands over is checked as the component model checks it — a pointer
+//! out of bounds or misaligned, text that is not UTF-8 — and answered with a trap, never a
+//! panic: the hook fails and its instance is discarded.
+
+use std::borrow::Cow;
+
+use wasmtime::{AsContext, AsContextMut, Memory, TypedFunc, WasmParams, WasmResults};
+
+use crate::plugin::host::HostState;
+
+/// What a host function returns: a trap ends the hook.
+pub type Result<T> = wasmtime::Result<T>;
+
+/// The plugin's memory and `cabi_realloc`, looked up once when the instance starts.
+pub struct Guest {
+    pub memory: Memory,
+    pub realloc: TypedFunc<(i32, i32, i32, i32), i32>,
+}
+
+/// The instance's memory, found right after instantiation.
+pub fn memory_of(store: &impl AsContext<Data = HostState>) -> Result<Memory> {
+    store
+        .as_context()
+        .data()
+        .guest
+        .as_ref()
+        .map(|guest| guest.memory)
+        .ok_or_else(not_started)
+}
+
+fn not_started() -> wasmtime::Error {
+    wasmtime::Error::msg("the plugin called the host before it started")
+}
+
+/// Calls `func` in the plugin: with `call_async` when the instance runs its hooks on a fiber
+/// (it imports `http.call`), where a plain call is refused, else directly.
+pub async fn call<P, R>(
+    store: &mut impl AsContextMut<Data = HostState>,
+    func: &TypedFunc<P, R>,
+    params: P,
+) -> Result<R>
+where
+    P: WasmParams + Sync,
+    R: WasmResults + Sync,
+{
+    if store.as_context().data().on_fiber {
+        func.call_async(&mut *store, params).await
+    } else {
+        func.call(&mut *store, params)
+    }
+}
+
+/// Runs a host function's future, which never waits when the instance is not on a fiber (its
+/// only waits are calls into the plugin, made directly then): one poll finishes it.
+pub fn poll_once<T>(future: impl Future<Output = Result<T>>) -> Result<T> {
+    let mut future = std::pin::pin!(future);
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut context) {
+        std::task::Poll::Ready(result) => result,
+        std::task::Poll::Pending => Err(wasmtime::Error::msg(
+            "a host function waited outside a fiber",
+        )),
+    }
+}
+
+/// `len` bytes at `ptr` in `memory`.
+pub fn slice(memory: &[u8], ptr: i32, len: i32) -> Result<&[u8]> {
+    let start = ptr as u32 as usize;
+    start
+        .checked_add(len as u32 as usize)
+        .and_then(|end| memory.get(start..end))
+        .ok_or_else(|| wasmtime::Error::msg("the plugin passed a pointer out of bounds"))
+}
+
+/// Text at `ptr`: like the component model, text that is not UTF-8 traps.
+pub fn text(memory: &[u8], ptr: i32, len: i32) -> Result<&str> {
+    std::str::from_utf8(slice(memory, ptr, len)?)
+        .map_err(|_| wasmtime::Error::msg("the plugin passed text that is not UTF-8"))
+}
+
+/// A little-endian `u32` at `at`.
+pub fn u32_at(memory: &[u8], at: u32) -> Result<u32> {
+    let bytes = slice(memory, at as i32, 4)?;
+    Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+}
+
+/// A `(pointer, length)` pair at `at`, as lists and strings are laid out.
+pub fn pair_at(memory: &[u8], at: u32) -> Result<(i32, i32)> {
+    Ok((u32_at(memory, at)? as i32, u32_at(memory, at + 4)? as i32))
+}
+
+/// Checks that a result area of `size` bytes at `at` is in bounds and aligned to `align`.
+pub fn area(memory: &[u8], at: i32, align: u32, size: usize) -> Result<u32> {
+    let at = at as u32;
+    if !at.is_multiple_of(align) {
+        return Err(wasmtime::Error::msg(
+            "the plugin passed a misaligned pointer",
+        ));
+    }
+    slice(memory, at as i32, size as i32)?;
+    Ok(at)
+}
+
+/// Writes `bytes` at `at`, which [`area`] or [`alloc`] checked.
+pub fn put(memory: &mut [u8], at: u32, bytes: &[u8]) -> Result<()> {
+    let start = at as usize;
+    memory
+        .get_mut(start..start + bytes.len())
+        .ok_or_else(|| wasmtime::Error::msg("a result does not fit the plugin's memory"))?
+        .copy_from_slice(bytes);
+    Ok(())
+}
+
+/// `size` bytes allocated by the plugin's `cabi_realloc`, checked in bounds and aligned.
+pub async fn alloc(
+    caller: &mut impl AsContextMut<Data = HostState>,
+    align: u32,
+    size: usize,
+) -> Result<u32> {
+    if size == 0 {
+        return Ok(align);
+    }
+    let size_arg = i32::try_from(size)
+        .map_err(|_| wasmtime::Error::msg("a result is too large for the plugin's memory"))?;
+    // Taken out of the store for the call (which needs the store) and put back after.
+    let guest = caller
+        .as_context_mut()
+        .data_mut()
+        .guest
+        .take()
+        .ok_or_else(not_started)?;
+    let ptr = call(&mut *caller, &guest.realloc, (0, 0, align as i32, size_arg)).await;
+    let memory = guest.memory;
+    caller.as_context_mut().data_mut().guest = Some(guest);
+    area(memory.data(&*caller), ptr?, align, size)
+}
+
+/// Copies `bytes` into a new allocation of the plugin's: its `(pointer, length)`.
+pub async fn copy_in(
+    caller: &mut impl AsContextMut<Data = HostState>,
+    bytes: &[u8],
+) -> Result<(u32, u32)> {
+    let ptr = alloc(caller, 1, bytes.len()).await?;
+    let memory = memory_of(&*caller)?;
+    put(memory.data_mut(&mut *caller), ptr, bytes)?;
+    Ok((ptr, bytes.len() as u32))
+}
+
+/// The eight bytes of a `(pointer, length)` pair.
+pub fn pair(ptr: u32, len: u32) -> [u8; 8] {
+    let mut out = [0; 8];
+    out[..4].copy_from_slice(&ptr.to_le_bytes());
+    out[4..].copy_from_slice(&len.to_le_bytes());
+    out
+}
+
+/// Writes a string or byte-list result at `ret`: `(pointer, length)`.
+pub async fn return_bytes(
+    caller: &mut impl AsContextMut<Data = HostState>,
+    ret: i32,
+    bytes: &[u8],
+) -> Result<()> {
+    let memory = memory_of(&*caller)?;
+    let ret = area(memory.data(&*caller), ret, 4, 8)?;
+    let (ptr, len) = copy_in(caller, bytes).await?;
+    put(memory.data_mut(&mut *caller), ret, &pair(ptr, len))
+}
+
+/// Writes an `option<string>` or `option<list<u8>>` result at `ret`: a tag byte, then the pair
+/// at offset 4.
+pub async fn return_option_bytes(
+    caller: &mut impl AsContextMut<Data = HostState>,
+    ret: i32,
+    bytes: Option<&[u8]>,
+) -> Result<()> {
+    let memory = memory_of(&*caller)?;
+    let ret = area(memory.data(&*caller), ret, 4, 12)?;
+    let Some(bytes) = bytes else {
+        return put(memory.data_mut(&mut *caller), ret, &[0]);
+    };
+    let (ptr, len) = copy_in(caller, bytes).await?;
+    let mut out = [0; 12];
+    out[0] = 1;
+    out[4..].copy_from_slice(&pair(ptr, len));
+    put(memory.data_mut(&mut *caller), ret, &out)
+}
+
+/// Writes a `result<_, string>` at `ret`: a tag byte, then the error's pair at offset 4.
+pub async fn return_unit_result(
+    caller: &mut impl AsContextMut<Data = HostState>,
+    ret: i32,
+    result: std::result::Result<(), String>,
+) -> Result<()> {
+    let memory = memory_of(&*caller)?;
+    let ret = area(memory.data(&*caller), ret, 4, 12)?;
+    let Err(error) = result else {
+        return put(memory.data_mut(&mut *caller), ret, &[0]);
+    };
+    let (ptr, len) = copy_in(caller, error.as_bytes()).await?;
+    let mut out = [0; 12];
+    out[0] = 1;
+    out[4..].copy_from_slice(&pair(ptr, len));
+    put(memory.data_mut(&mut *caller), ret, &out)
+}
+
+/// Copies `items` into the plugin's memory as a `list<string>` and returns its pair.
+pub async fn copy_list<T: AsRef<[u8]>>(
+    caller: &mut impl AsContextMut<Data = HostState>,
+    items: &[T],
+) -> Result<(u32, u32)> {
+    let mut pairs = Vec::with_capacity(items.len() * 8);
+    for item in items {
+        let (ptr, len) = copy_in(caller, item.as_ref()).await?;
+        pairs.extend_from_slice(&pair(ptr, len));
+    }
+    let list = alloc(caller, 4, pairs.len()).await?;
+    let memory = memory_of(&*caller)?;
+    put(memory.data_mut(&mut *caller), list, &pairs)?;
+    Ok((list, items.len() as u32))
+}
+
+/// Copies `pairs` into the plugin's memory as a `list<tuple<string, string>>` (16 bytes an
+/// element) and returns its pair.
+pub async fn copy_string_pairs(
+    caller: &mut impl AsContextMut<Data = HostState>,
+    pairs: &[(String, String)],
+) -> Result<(u32, u32)> {
+    let mut elements = Vec::with_capacity(pairs.len() * 16);
+    for (key, value) in pairs {
+        let (kp, kl) = copy_in(caller, key.as_bytes()).await?;
+        let (vp, vl) = copy_in(caller, value.as_bytes()).await?;
+        elements.extend_from_slice(&pair(kp, kl));
+        elements.extend_from_slice(&pair(vp, vl));
+    }
+    let list = alloc(caller, 4, elements.len()).await?;
+    let memory = memory_of(&*caller)?;
+    put(memory.data_mut(&mut *caller), list, &elements)?;
+    Ok((list, pairs.len() as u32))
+}
+
+/// Writes a `list<string>` result at `ret`.
+pub async fn return_list<T: AsRef<[u8]>>(
+    caller: &mut impl AsContextMut<Data = HostState>,
+    ret: i32,
+    items: &[T],
+) -> Result<()> {
+    let memory = memory_of(&*caller)?;
+    let ret = area(memory.data(&*caller), ret, 4, 8)?;
+    let (ptr, len) = copy_list(caller, items).await?;
+    put(memory.data_mut(&mut *caller), ret, &pair(ptr, len))
+}
+
+/// Reads a `list<tuple<string, string>>` (16 bytes an element) where it lies.
+pub fn string_pairs(
+    memory: &[u8],
+    ptr: i32,
+    len: i32,
+) -> Result<Vec<(Cow<'_, str>, Cow<'_, str>)>> {
+    let count = len as u32 as usize;
+    let elements = slice(
+        memory,
+        ptr,
+        i32::try_from(count.saturating_mul(16))
+            .map_err(|_| wasmtime::Error::msg("the plugin passed a list too long"))?,
+    )?;
+    if !(ptr as u32).is_multiple_of(4) {
+        return Err(wasmtime::Error::msg(
+            "the plugin passed a misaligned pointer",
+        ));
+    }
+    elements
+        .chunks_exact(16)
+        .map(|element| {
+            let word = |i: usize| {
+                i32::from_le_bytes([element[i], element[i + 1], element[i + 2], element[i + 3]])
+            };
+            Ok((
+                Cow::Borrowed(text(memory, word(0), word(4))?),
+                Cow::Borrowed(text(memory, word(8), word(12))?),
+            ))
+        })
+        .collect()
+}

@@ -1,0 +1,596 @@
+//! The host functions as a plugin's core module imports them: each WIT function lowered by the
+//! canonical ABI (strings and lists as pointer and length, results past one value through a
+//! pointer to a result area), acting through the same `HostState` methods the component
+//! bindings call. Arguments are read where they lie in the plugin's memory.
+
+use std::borrow::Cow;
+
+use wasmtime::{Caller, Linker};
+
+use super::guest::{
+    self, Result, area, copy_in, copy_list, memory_of, pair, put, return_bytes, return_list,
+    return_option_bytes, return_unit_result, slice, text,
+};
+use crate::plugin::bindings::switchyard::plugin::{
+    attempts, clock, context, http as wit_http, log, properties, random, request, response,
+    routing, shared, streaming, timer,
+};
+use crate::plugin::bindings::{HttpCallError, HttpRequest, LogLevel};
+use crate::plugin::heads::HeaderChange;
+use crate::plugin::host::{HostState, MetricKind};
+
+type Ctx<'a> = Caller<'a, HostState>;
+/// A property read from the host state.
+type Read<T> = fn(&mut HostState) -> T;
+
+/// Runs `f` with the plugin's memory (to read arguments from) beside the host state.
+fn with_memory<R>(
+    caller: &mut Ctx<'_>,
+    f: impl FnOnce(&[u8], &mut HostState) -> Result<R>,
+) -> Result<R> {
+    let memory = memory_of(&*caller)?;
+    let (bytes, state) = memory.data_and_store_mut(caller);
+    f(bytes, state)
+}
+
+/// A header value as text for a plugin: nearly always as it is; a value that is not UTF-8 is
+/// made readable (as the component bindings do).
+fn value_text(value: &http::HeaderValue) -> Cow<'_, str> {
+    String::from_utf8_lossy(value.as_bytes())
+}
+
+const REQUEST: &str = "switchyard:plugin/request@0.1.0";
+const RESPONSE: &str = "switchyard:plugin/response@0.1.0";
+
+/// Defines a host function that writes its result into memory the plugin allocates, whose body
+/// may therefore call into the plugin (`cabi_realloc`): on a fiber linker an async function, on
+/// the other a plain one whose body finishes in one poll ([`guest::poll_once`]). Every argument
+/// is an `i32`.
+macro_rules! lowering {
+    ($linker:expr, $on_fiber:expr, $module:expr, $name:expr, |$c:ident $(, $arg:ident)*| $body:block) => {
+        if $on_fiber {
+            $linker.func_wrap_async(
+                $module,
+                $name,
+                move |mut $c: Ctx<'_>, ($($arg,)*): ($(lowering!(@i32 $arg),)*)| {
+                    Box::new(async move $body)
+                },
+            )?;
+        } else {
+            $linker.func_wrap($module, $name, move |mut $c: Ctx<'_>, $($arg: i32),*| {
+                guest::poll_once(async move $body)
+            })?;
+        }
+    };
+    (@i32 $arg:ident) => { i32 };
+}
+
+/// Defines every import a plugin may have; `http.call` only on the fiber linker (`on_fiber`),
+/// whose instances run their hooks on a fiber so that a call can wait for the network.
+pub fn define(linker: &mut Linker<HostState>, on_fiber: bool) -> wasmtime::Result<()> {
+    define_request(linker, on_fiber)?;
+    define_response(linker, on_fiber)?;
+    define_properties(linker, on_fiber)?;
+    define_routing_and_context(linker, on_fiber)?;
+    define_shared(linker, on_fiber)?;
+    define_metrics(linker)?;
+    define_small(linker, on_fiber)?;
+    if on_fiber {
+        define_http(linker)?;
+    }
+    Ok(())
+}
+
+fn define_request(linker: &mut Linker<HostState>, on_fiber: bool) -> wasmtime::Result<()> {
+    lowering!(linker, on_fiber, REQUEST, "method", |c, ret| {
+        let method = c.data().req().map(|r| r.head.method.clone());
+        let text = method.as_ref().map_or("", |m| m.as_str());
+        return_bytes(&mut c, ret, text.as_bytes()).await
+    });
+    lowering!(linker, on_fiber, REQUEST, "path", |c, ret| {
+        let path = c
+            .data()
+            .req()
+            .and_then(|r| r.head.uri.path_and_query().cloned());
+        let text = path.as_ref().map_or("/", |p| p.as_str());
+        return_bytes(&mut c, ret, text.as_bytes()).await
+    });
+    lowering!(linker, on_fiber, REQUEST, "set-path", |c, p, l, ret| {
+        let result = with_memory(&mut c, |m, s| {
+            Ok(request::Host::set_path(s, text(m, p, l)?.to_owned()))
+        })?;
+        return_unit_result(&mut c, ret, result).await
+    });
+    lowering!(linker, on_fiber, REQUEST, "authority", |c, ret| {
+        let authority = request::Host::authority(c.data_mut());
+        return_option_bytes(&mut c, ret, authority.as_deref().map(str::as_bytes)).await
+    });
+    lowering!(linker, on_fiber, REQUEST, "header", |c, p, l, ret| {
+        let value = with_memory(&mut c, |m, s| Ok(s.request_header(text(m, p, l)?)))?;
+        let text = value.as_ref().map(value_text);
+        return_option_bytes(&mut c, ret, text.as_deref().map(str::as_bytes)).await
+    });
+    lowering!(linker, on_fiber, REQUEST, "header-all", |c, p, l, ret| {
+        let values = with_memory(&mut c, |m, s| Ok(s.request_header_all(text(m, p, l)?)))?;
+        let texts: Vec<Cow<'_, str>> = values.iter().map(value_text).collect();
+        return_list(
+            &mut c,
+            ret,
+            &texts.iter().map(|t| t.as_bytes()).collect::<Vec<_>>(),
+        )
+        .await
+    });
+    lowering!(linker, on_fiber, REQUEST, "header-names", |c, ret| {
+        let names = request::Host::header_names(c.data_mut());
+        return_list(&mut c, ret, &names).await
+    });
+    define_header_changes(linker, on_fiber, REQUEST)?;
+    lowering!(
+        linker,
+        on_fiber,
+        REQUEST,
+        "add-response-header",
+        |c, p, l, vp, vl, ret| {
+            let result = with_memory(&mut c, |m, s| {
+                let value = bytes::Bytes::copy_from_slice(text(m, vp, vl)?.as_bytes());
+                Ok(s.add_client_response_header(text(m, p, l)?, value))
+            })?;
+            return_unit_result(&mut c, ret, result).await
+        }
+    );
+    Ok(())
+}
+
+/// `set-header`, `add-header` and `remove-header` of the request or the response.
+fn define_header_changes(
+    linker: &mut Linker<HostState>,
+    on_fiber: bool,
+    head: &'static str,
+) -> wasmtime::Result<()> {
+    for (name, change) in [
+        ("set-header", HeaderChange::Set),
+        ("add-header", HeaderChange::Add),
+    ] {
+        lowering!(linker, on_fiber, head, name, |c, p, l, vp, vl, ret| {
+            let result = with_memory(&mut c, |m, s| {
+                let name = text(m, p, l)?;
+                let value = bytes::Bytes::copy_from_slice(text(m, vp, vl)?.as_bytes());
+                Ok(if head == REQUEST {
+                    s.change_request_header(change, name, value)
+                } else {
+                    s.change_response_header(change, name, value)
+                })
+            })?;
+            return_unit_result(&mut c, ret, result).await
+        });
+    }
+    linker.func_wrap(
+        head,
+        "remove-header",
+        move |mut c: Ctx<'_>, p: i32, l: i32| {
+            with_memory(&mut c, |m, s| {
+                let name = text(m, p, l)?;
+                if head == REQUEST {
+                    s.remove_request_header(name);
+                } else {
+                    s.remove_response_header(name);
+                }
+                Ok(())
+            })
+        },
+    )?;
+    Ok(())
+}
+
+fn define_response(linker: &mut Linker<HostState>, on_fiber: bool) -> wasmtime::Result<()> {
+    linker.func_wrap(RESPONSE, "status", |mut c: Ctx<'_>, ret: i32| {
+        let status = response::Host::status(c.data_mut());
+        let memory = memory_of(&c)?;
+        let at = area(memory.data(&c), ret, 2, 4)?;
+        let out = match status {
+            Some(status) => {
+                let [lo, hi] = status.to_le_bytes();
+                [1, 0, lo, hi]
+            }
+            None => [0; 4],
+        };
+        put(
+            memory.data_mut(&mut c),
+            at,
+            &out[..if status.is_some() { 4 } else { 1 }],
+        )
+    })?;
+    lowering!(
+        linker,
+        on_fiber,
+        RESPONSE,
+        "set-status",
+        |c, status, ret| {
+            let result = response::Host::set_status(c.data_mut(), status as u16);
+            return_unit_result(&mut c, ret, result).await
+        }
+    );
+    lowering!(linker, on_fiber, RESPONSE, "header", |c, p, l, ret| {
+        let value = with_memory(&mut c, |m, s| Ok(s.response_header(text(m, p, l)?)))?;
+        let text = value.as_ref().map(value_text);
+        return_option_bytes(&mut c, ret, text.as_deref().map(str::as_bytes)).await
+    });
+    lowering!(linker, on_fiber, RESPONSE, "header-all", |c, p, l, ret| {
+        let values = with_memory(&mut c, |m, s| Ok(s.response_header_all(text(m, p, l)?)))?;
+        let texts: Vec<Cow<'_, str>> = values.iter().map(value_text).collect();
+        return_list(
+            &mut c,
+            ret,
+            &texts.iter().map(|t| t.as_bytes()).collect::<Vec<_>>(),
+        )
+        .await
+    });
+    lowering!(linker, on_fiber, RESPONSE, "header-names", |c, ret| {
+        let names = response::Host::header_names(c.data_mut());
+        return_list(&mut c, ret, &names).await
+    });
+    define_header_changes(linker, on_fiber, RESPONSE)
+}
+
+fn define_properties(linker: &mut Linker<HostState>, on_fiber: bool) -> wasmtime::Result<()> {
+    const PROPERTIES: &str = "switchyard:plugin/properties@0.1.0";
+    let strings: [(&str, Read<String>); 3] = [
+        ("listener", properties::Host::listener),
+        ("peer-address", properties::Host::peer_address),
+        ("request-id", properties::Host::request_id),
+    ];
+    for (name, read) in strings {
+        lowering!(linker, on_fiber, PROPERTIES, name, |c, ret| {
+            let value = read(c.data_mut());
+            return_bytes(&mut c, ret, value.as_bytes()).await
+        });
+    }
+    let options: [(&str, Read<Option<String>>); 2] = [
+        ("sni", properties::Host::sni),
+        ("destination", properties::Host::destination),
+    ];
+    for (name, read) in options {
+        lowering!(linker, on_fiber, PROPERTIES, name, |c, ret| {
+            let value = read(c.data_mut());
+            return_option_bytes(&mut c, ret, value.as_deref().map(str::as_bytes)).await
+        });
+    }
+    linker.func_wrap(PROPERTIES, "attempt", |mut c: Ctx<'_>| {
+        properties::Host::attempt(c.data_mut()) as i32
+    })?;
+    lowering!(linker, on_fiber, PROPERTIES, "identity", |c, ret| {
+        let identity = properties::Host::identity(c.data_mut());
+        let memory = memory_of(&c)?;
+        let at = area(memory.data(&c), ret, 4, 36)?;
+        let Some(identity) = identity else {
+            return put(memory.data_mut(&mut c), at, &[0]);
+        };
+        // option<record { spiffe-id: option<string>, dns-names: list<string>, subject: option<string> }>
+        let mut out = [0u8; 36];
+        out[0] = 1;
+        for (offset, value) in [(4, &identity.spiffe_id), (24, &identity.subject)] {
+            if let Some(value) = value {
+                let (ptr, len) = copy_in(&mut c, value.as_bytes()).await?;
+                out[offset] = 1;
+                out[offset + 4..offset + 12].copy_from_slice(&pair(ptr, len));
+            }
+        }
+        let (ptr, len) = copy_list(&mut c, &identity.dns_names).await?;
+        out[16..24].copy_from_slice(&pair(ptr, len));
+        put(memory.data_mut(&mut c), at, &out)
+    });
+    Ok(())
+}
+
+fn define_routing_and_context(
+    linker: &mut Linker<HostState>,
+    on_fiber: bool,
+) -> wasmtime::Result<()> {
+    const ROUTING: &str = "switchyard:plugin/routing@0.1.0";
+    const CONTEXT: &str = "switchyard:plugin/context@0.1.0";
+    lowering!(
+        linker,
+        on_fiber,
+        ROUTING,
+        "set-destination",
+        |c, p, l, ret| {
+            let result = with_memory(&mut c, |m, s| Ok(s.set_destination(text(m, p, l)?)))?;
+            return_unit_result(&mut c, ret, result).await
+        }
+    );
+    linker.func_wrap(ROUTING, "set-timeout", |mut c: Ctx<'_>, ms: i32| {
+        routing::Host::set_timeout(c.data_mut(), ms as u32);
+    })?;
+    linker.func_wrap(ROUTING, "set-per-try-timeout", |mut c: Ctx<'_>, ms: i32| {
+        routing::Host::set_per_try_timeout(c.data_mut(), ms as u32);
+    })?;
+    lowering!(linker, on_fiber, CONTEXT, "get", |c, p, l, ret| {
+        let value = with_memory(&mut c, |m, s| {
+            let key = text(m, p, l)?;
+            Ok(s.req().and_then(|r| r.context.get(key)).cloned())
+        })?;
+        return_option_bytes(&mut c, ret, value.as_deref()).await
+    });
+    linker.func_wrap(
+        CONTEXT,
+        "set",
+        |mut c: Ctx<'_>, p: i32, l: i32, vp: i32, vl: i32| {
+            with_memory(&mut c, |m, s| {
+                let key = text(m, p, l)?.to_owned();
+                context::Host::set(s, key, slice(m, vp, vl)?.to_vec());
+                Ok(())
+            })
+        },
+    )?;
+    Ok(())
+}
+
+fn define_shared(linker: &mut Linker<HostState>, on_fiber: bool) -> wasmtime::Result<()> {
+    const SHARED: &str = "switchyard:plugin/shared@0.1.0";
+    linker.func_wrap(
+        SHARED,
+        "counter-add",
+        |mut c: Ctx<'_>, p: i32, l: i32, delta: i64| {
+            with_memory(&mut c, |m, s| {
+                Ok(s.shared().counter_add(text(m, p, l)?, delta))
+            })
+        },
+    )?;
+    linker.func_wrap(SHARED, "counter-get", |mut c: Ctx<'_>, p: i32, l: i32| {
+        with_memory(&mut c, |m, s| Ok(s.shared().counter_get(text(m, p, l)?)))
+    })?;
+    lowering!(linker, on_fiber, SHARED, "kv-get", |c, p, l, ret| {
+        let entry = with_memory(&mut c, |m, s| Ok(s.shared().kv_get(text(m, p, l)?)))?;
+        let memory = memory_of(&c)?;
+        // option<record { value: list<u8>, version: u64 }>: the record at offset 8.
+        let at = area(memory.data(&c), ret, 8, 24)?;
+        let Some((value, version)) = entry else {
+            return put(memory.data_mut(&mut c), at, &[0]);
+        };
+        let (ptr, len) = copy_in(&mut c, &value).await?;
+        let mut out = [0u8; 24];
+        out[0] = 1;
+        out[8..16].copy_from_slice(&pair(ptr, len));
+        out[16..].copy_from_slice(&version.to_le_bytes());
+        put(memory.data_mut(&mut c), at, &out)
+    });
+    linker.func_wrap(
+        SHARED,
+        "kv-set",
+        |mut c: Ctx<'_>, p: i32, l: i32, vp: i32, vl: i32, has_ttl: i32, ttl: i32| {
+            with_memory(&mut c, |m, s| {
+                let ttl = (has_ttl != 0).then_some(ttl as u32);
+                let version = shared::Host::kv_set(
+                    s,
+                    text(m, p, l)?.to_owned(),
+                    slice(m, vp, vl)?.to_vec(),
+                    ttl,
+                );
+                Ok(version as i64)
+            })
+        },
+    )?;
+    linker.func_wrap(
+        SHARED,
+        "kv-compare-and-set",
+        |mut c: Ctx<'_>,
+         p: i32,
+         l: i32,
+         has_expected: i32,
+         expected: i64,
+         vp: i32,
+         vl: i32,
+         has_ttl: i32,
+         ttl: i32,
+         ret: i32| {
+            let version = with_memory(&mut c, |m, s| {
+                Ok(shared::Host::kv_compare_and_set(
+                    s,
+                    text(m, p, l)?.to_owned(),
+                    (has_expected != 0).then_some(expected as u64),
+                    slice(m, vp, vl)?.to_vec(),
+                    (has_ttl != 0).then_some(ttl as u32),
+                ))
+            })?;
+            let memory = memory_of(&c)?;
+            let at = area(memory.data(&c), ret, 8, 16)?;
+            let mut out = [0u8; 16];
+            if let Some(version) = version {
+                out[0] = 1;
+                out[8..].copy_from_slice(&version.to_le_bytes());
+            }
+            put(
+                memory.data_mut(&mut c),
+                at,
+                &out[..if version.is_some() { 16 } else { 1 }],
+            )
+        },
+    )?;
+    linker.func_wrap(SHARED, "kv-delete", |mut c: Ctx<'_>, p: i32, l: i32| {
+        with_memory(&mut c, |m, s| {
+            s.shared().kv_delete(text(m, p, l)?);
+            Ok(())
+        })
+    })?;
+    Ok(())
+}
+
+fn define_metrics(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    const METRICS: &str = "switchyard:plugin/metrics@0.1.0";
+    linker.func_wrap(
+        METRICS,
+        "counter-add",
+        |mut c: Ctx<'_>, p: i32, l: i32, lp: i32, ll: i32, value: i64| {
+            update_metric(
+                &mut c,
+                MetricKind::Counter,
+                (p, l),
+                (lp, ll),
+                value as u64 as f64,
+                value as u64,
+            )
+        },
+    )?;
+    for (name, kind) in [
+        ("gauge-set", MetricKind::Gauge),
+        ("histogram-record", MetricKind::Histogram),
+    ] {
+        linker.func_wrap(
+            METRICS,
+            name,
+            move |mut c: Ctx<'_>, p: i32, l: i32, lp: i32, ll: i32, value: f64| {
+                update_metric(&mut c, kind, (p, l), (lp, ll), value, 0)
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// Updates one of the plugin's metrics, named and labelled in its memory.
+fn update_metric(
+    caller: &mut Ctx<'_>,
+    kind: MetricKind,
+    (p, l): (i32, i32),
+    (lp, ll): (i32, i32),
+    value: f64,
+    count: u64,
+) -> Result<()> {
+    with_memory(caller, |m, s| {
+        let name = text(m, p, l)?;
+        let labels = guest::string_pairs(m, lp, ll)?;
+        crate::plugin::metric_imports::apply(s, kind, name, &labels, |handle| {
+            use crate::plugin::host::MetricHandle;
+            match handle {
+                MetricHandle::Counter(c) => c.increment(count),
+                MetricHandle::Gauge(g) => g.set(value),
+                MetricHandle::Histogram(h) => h.record(value),
+            }
+        });
+        Ok(())
+    })
+}
+
+/// The imports that take and return numbers, and the batch.
+fn define_small(linker: &mut Linker<HostState>, on_fiber: bool) -> wasmtime::Result<()> {
+    linker.func_wrap(
+        "switchyard:plugin/log@0.1.0",
+        "log",
+        |mut c: Ctx<'_>, level: i32, p: i32, l: i32| {
+            let level = match level {
+                0 => LogLevel::Trace,
+                1 => LogLevel::Debug,
+                2 => LogLevel::Info,
+                3 => LogLevel::Warn,
+                4 => LogLevel::Error,
+                _ => {
+                    return Err(wasmtime::Error::msg(
+                        "the plugin passed an unknown log level",
+                    ));
+                }
+            };
+            with_memory(&mut c, |m, s| {
+                log::Host::log(s, level, text(m, p, l)?.to_owned());
+                Ok(())
+            })
+        },
+    )?;
+    const CLOCK: &str = "switchyard:plugin/clock@0.1.0";
+    linker.func_wrap(CLOCK, "monotonic-ns", |mut c: Ctx<'_>| {
+        clock::Host::monotonic_ns(c.data_mut()) as i64
+    })?;
+    linker.func_wrap(CLOCK, "wall-ms", |mut c: Ctx<'_>| {
+        clock::Host::wall_ms(c.data_mut()) as i64
+    })?;
+    linker.func_wrap(
+        "switchyard:plugin/random@0.1.0",
+        "next-u64",
+        |mut c: Ctx<'_>| random::Host::next_u64(c.data_mut()) as i64,
+    )?;
+    linker.func_wrap(
+        "switchyard:plugin/timer@0.1.0",
+        "tick-every",
+        |mut c: Ctx<'_>, ms: i32| {
+            timer::Host::tick_every(c.data_mut(), ms as u32);
+        },
+    )?;
+    const STREAMING: &str = "switchyard:plugin/streaming@0.1.0";
+    linker.func_wrap(STREAMING, "stream-response-body", |mut c: Ctx<'_>| {
+        streaming::Host::stream_response_body(c.data_mut());
+    })?;
+    linker.func_wrap(STREAMING, "stream-request-body", |mut c: Ctx<'_>| {
+        streaming::Host::stream_request_body(c.data_mut());
+    })?;
+    linker.func_wrap(
+        "switchyard:plugin/attempts@0.1.0",
+        "upstream-failures-only",
+        |mut c: Ctx<'_>, min_status: i32, grpc: i32| {
+            attempts::Host::upstream_failures_only(c.data_mut(), min_status as u16, grpc != 0);
+        },
+    )?;
+    lowering!(
+        linker,
+        on_fiber,
+        "switchyard:plugin/batch@0.1.0",
+        "apply",
+        |c, p, l, ret| {
+            // Applied where it lies: the plugin's memory is not the host state.
+            let result = with_memory(&mut c, |m, s| Ok(s.apply_batch(slice(m, p, l)?)))?;
+            return_unit_result(&mut c, ret, result).await
+        }
+    );
+    Ok(())
+}
+
+/// `http.call`: the request read from the plugin's memory, the call made while the hook's fiber
+/// waits, the response (or error) written back.
+fn define_http(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    lowering!(
+        linker,
+        true,
+        "switchyard:plugin/http@0.1.0",
+        "call",
+        |c, cp, cl, mp, ml, pp, pl, hp, hl, bp, bl, has_timeout, timeout, ret| {
+            let (cluster, request) = with_memory(&mut c, |m, _| {
+                let headers = guest::string_pairs(m, hp, hl)?
+                    .into_iter()
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect();
+                let request = HttpRequest {
+                    method: text(m, mp, ml)?.to_owned(),
+                    path: text(m, pp, pl)?.to_owned(),
+                    headers,
+                    body: slice(m, bp, bl)?.to_vec(),
+                    timeout_ms: (has_timeout != 0).then_some(timeout as u32),
+                };
+                Ok((text(m, cp, cl)?.to_owned(), request))
+            })?;
+            let result = wit_http::Host::call(c.data_mut(), cluster, request).await;
+            let memory = memory_of(&c)?;
+            // result<record { status: u16, headers, body }, http-call-error>: the payload at 4.
+            let at = area(memory.data(&c), ret, 4, 24)?;
+            let mut out = [0u8; 24];
+            match result {
+                Ok(response) => {
+                    let (hp, hl) = guest::copy_string_pairs(&mut c, &response.headers).await?;
+                    let (bp, bl) = copy_in(&mut c, &response.body).await?;
+                    out[4..6].copy_from_slice(&response.status.to_le_bytes());
+                    out[8..16].copy_from_slice(&pair(hp, hl));
+                    out[16..24].copy_from_slice(&pair(bp, bl));
+                }
+                Err(error) => {
+                    out[0] = 1;
+                    out[4] = match error {
+                        HttpCallError::UnknownCluster => 0,
+                        HttpCallError::NoEndpoint => 1,
+                        HttpCallError::ConnectFailure => 2,
+                        HttpCallError::Reset => 3,
+                        HttpCallError::Timeout => 4,
+                        HttpCallError::Invalid => 5,
+                    };
+                }
+            }
+            put(memory.data_mut(&mut c), at, &out)
+        }
+    );
+    Ok(())
+}

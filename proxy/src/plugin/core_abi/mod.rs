@@ -1,0 +1,108 @@
+//! The core entry: a plugin's hooks called on its core module directly, with the canonical
+//! ABI's plain integers, instead of through the component model.
+//!
+//! A component call in wasmtime 48 costs a hook ~1.8k instructions to enter and leave (the
+//! export's function reference found again, the resource-scope checks, lifting through type
+//! information) and every host call ~0.55k more than the work it does; a core call costs a
+//! small part of that. Every plugin built with the SDK is a component wrapping one core module
+//! whose imports and exports are the `filter` world's functions lowered by the canonical ABI, so
+//! the proxy can run that module itself, as long as it keeps the ABI's contract: the same
+//! memory layouts, the plugin's `cabi_realloc` for what the host hands over, the post-return
+//! call after each hook, and a trap for anything the component model would refuse (a pointer
+//! out of bounds, text that is not UTF-8, an unknown variant).
+//!
+//! Taken only when it is sure to mean the same thing: the component's functions are lifted and
+//! lowered with UTF-8 strings and nothing but memory, realloc and post-return options, its first
+//! core module links against exactly these host functions, and exports the hooks with their
+//! lowered types. Anything else — a component built by another toolchain, a plugin that imports
+//! `http.call` (whose hooks must run on a fiber) — runs as a component, as before.
+//! `SWITCHYARD_PLUGIN_ENTRY=component` turns the core entry off, to compare the two.
+
+mod guest;
+mod hooks;
+mod imports;
+
+pub use guest::{Guest, poll_once};
+pub use hooks::CoreHooks;
+
+use wasmparser::{CanonicalFunction, CanonicalOption, Parser, Payload};
+use wasmtime::{Engine, InstancePre, Linker, Module};
+
+use super::host::HostState;
+
+/// The variable that turns the core entry off (`component`).
+pub const ENTRY_VARIABLE: &str = "SWITCHYARD_PLUGIN_ENTRY";
+
+/// Whether plugins may use the core entry (`SWITCHYARD_PLUGIN_ENTRY` is not `component`).
+pub fn enabled() -> bool {
+    std::env::var_os(ENTRY_VARIABLE).is_none_or(|v| v != "component")
+}
+
+/// The host functions for core modules: without `http.call` for plugins that never wait
+/// (their hooks run as plain calls), or with it (`on_fiber`: their hooks run on a fiber).
+pub fn linker(engine: &Engine, on_fiber: bool) -> wasmtime::Result<Linker<HostState>> {
+    let mut linker = Linker::new(engine);
+    imports::define(&mut linker, on_fiber)?;
+    Ok(linker)
+}
+
+/// The core module a component wraps, when the component is the plain shape the SDK builds:
+/// its functions lifted and lowered with UTF-8 strings and only memory, realloc and post-return
+/// options, its first core module the plugin's code. `None` for anything else.
+pub fn main_module(component: &[u8]) -> Option<&[u8]> {
+    let mut main = None;
+    // Which nested sections the parser is inside (`true` for a component): wit-component wraps
+    // exported interfaces' types in nested components, which may hold no code.
+    let mut inside = Vec::new();
+    for payload in Parser::new(0).parse_all(component) {
+        match payload.ok()? {
+            Payload::ModuleSection {
+                unchecked_range, ..
+            } => {
+                if inside.contains(&true) {
+                    return None;
+                }
+                main.get_or_insert(unchecked_range);
+                inside.push(false);
+            }
+            Payload::ComponentSection { .. } => inside.push(true),
+            Payload::End(_) => {
+                inside.pop();
+            }
+            Payload::ComponentCanonicalSection(reader) => {
+                for function in reader {
+                    let options = match function.ok()? {
+                        CanonicalFunction::Lift { options, .. }
+                        | CanonicalFunction::Lower { options, .. } => options,
+                        _ => return None,
+                    };
+                    let plain = options.iter().all(|option| {
+                        matches!(
+                            option,
+                            CanonicalOption::UTF8
+                                | CanonicalOption::Memory(_)
+                                | CanonicalOption::Realloc(_)
+                                | CanonicalOption::PostReturn(_)
+                        )
+                    });
+                    if !plain {
+                        return None;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    component.get(main?)
+}
+
+/// The module linked against the core host functions, ready to instantiate; why it cannot use
+/// the core entry otherwise: an import outside this linker (`http.call` is one), or a hook export
+/// missing or of another type.
+pub fn prepare(
+    module: &Module,
+    linker: &Linker<HostState>,
+) -> Result<InstancePre<HostState>, String> {
+    hooks::check_exports(module)?;
+    linker.instantiate_pre(module).map_err(|e| format!("{e:#}"))
+}
