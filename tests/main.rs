@@ -24,6 +24,7 @@ mod mesh_capture;
 mod mesh_view;
 mod observability;
 mod plugin_chain;
+mod plugin_entry;
 mod plugin_sandbox;
 mod prometheus;
 mod proxy_wasm;

@@ -140,6 +140,11 @@ impl Proxy {
     /// Starts the proxy on `config` (TOML; `[admin]` on 127.0.0.1:0 is added when absent) and waits
     /// until every listener and the admin API are bound.
     pub fn start(config: &str) -> Self {
+        Self::start_env(config, &[])
+    }
+
+    /// [`Proxy::start`] with extra environment variables.
+    pub fn start_env(config: &str, env: &[(&str, &std::ffi::OsStr)]) -> Self {
         let mut config = if config.contains("[admin]") {
             config.to_owned()
         } else {
@@ -154,7 +159,8 @@ impl Proxy {
         }
         let config_path = scratch_dir().join("switchyard.toml");
         std::fs::write(&config_path, &config).expect("write config");
-        Self::start_at(config_path)
+        let expected_listeners = config.matches("[[listener]]").count();
+        Self::start_with_env(config_path, expected_listeners, env)
     }
 
     /// Starts the proxy on a config file as it is (it must set `[admin]` and `[runtime]`

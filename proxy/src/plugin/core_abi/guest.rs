@@ -284,3 +284,59 @@ pub fn string_pairs(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_out_of_bounds_or_not_utf8_are_refused() {
+        let memory = b"hello\xffworld".to_vec();
+        assert_eq!(slice(&memory, 0, 5).unwrap(), b"hello");
+        assert_eq!(text(&memory, 6, 5).unwrap(), "world");
+        assert!(slice(&memory, 6, 6).is_err(), "one byte past the end");
+        assert!(slice(&memory, -1, 1).is_err(), "a pointer past 2 GiB");
+        assert!(
+            slice(&memory, 8, i32::MAX).is_err(),
+            "a length past the end"
+        );
+        assert!(text(&memory, 0, 6).is_err(), "text that is not UTF-8");
+    }
+
+    #[test]
+    fn result_areas_must_fit_and_be_aligned() {
+        let memory = vec![0u8; 32];
+        assert_eq!(area(&memory, 8, 4, 12).unwrap(), 8);
+        assert!(area(&memory, 6, 4, 12).is_err(), "misaligned");
+        assert!(area(&memory, 24, 4, 12).is_err(), "past the end");
+        assert!(area(&memory, 2, 2, 4).is_ok());
+    }
+
+    #[test]
+    fn string_pairs_are_read_where_they_lie() {
+        // Two strings at 32 and 35, one element at 0: ("key", "va").
+        let mut memory = vec![0u8; 40];
+        memory[..8].copy_from_slice(&pair(32, 3));
+        memory[8..16].copy_from_slice(&pair(35, 2));
+        memory[32..37].copy_from_slice(b"keyva");
+        let pairs = string_pairs(&memory, 0, 1).unwrap();
+        assert_eq!(pairs, [(Cow::Borrowed("key"), Cow::Borrowed("va"))]);
+        assert!(string_pairs(&memory, 2, 1).is_err(), "misaligned list");
+        assert!(
+            string_pairs(&memory, 0, 3).is_err(),
+            "elements past the end"
+        );
+        memory[32] = 0xff;
+        assert!(
+            string_pairs(&memory, 0, 1).is_err(),
+            "a key that is not UTF-8"
+        );
+    }
+
+    #[test]
+    fn a_future_that_waits_is_an_error_not_a_hang() {
+        assert_eq!(poll_once(async { Ok(7) }).unwrap(), 7);
+        let waits = std::future::pending::<Result<()>>();
+        assert!(poll_once(waits).is_err());
+    }
+}

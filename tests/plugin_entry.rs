@@ -1,0 +1,166 @@
+//! The core entry: SDK plugins' hooks called on their core module directly, not through the
+//! component model. The admin API says which entry each plugin runs on, and the same plugins give
+//! the same answers through either entry, request by request.
+
+use std::ffi::OsStr;
+
+use http::StatusCode;
+
+use crate::support::config::{cluster, listener};
+use crate::support::proxy::{admin_get, plugin_path};
+use crate::support::{Proxy, Upstream, get_with};
+
+fn plugin(name: &str, file: &str, config: &str) -> String {
+    format!(
+        "[[plugin]]\nname = \"{name}\"\npath = \"{}\"\nlimits = {{ time = \"1s\" }}\nconfig = {{ {config} }}\n",
+        plugin_path(file).display()
+    )
+}
+
+/// Each plugin's entry, by name, from the admin API.
+fn entries(proxy: &Proxy) -> Vec<(String, String)> {
+    let plugins: serde_json::Value =
+        serde_json::from_str(&admin_get(proxy.admin, "/plugins")).expect("plugins are JSON");
+    let mut entries: Vec<(String, String)> = plugins
+        .as_array()
+        .expect("a list of plugins")
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap_or_default().to_owned(),
+                p["entry"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    entries.sort();
+    entries
+}
+
+/// A chain that reads and changes the request (and reads its changes back), calls out to
+/// another cluster (on a fiber), retries, tags the response; a listener whose plugin answers by
+/// itself; one whose plugin traps.
+fn config(app: &Upstream, side: &Upstream) -> String {
+    [
+        listener("chain", "app", &["reader", "caller", "tagger", "hello"]),
+        listener("answers", "app", &["answer"]),
+        listener("traps", "app", &["trap"]),
+        cluster("app", &[app.addr.to_string()], ""),
+        cluster("side", &[side.addr.to_string()], ""),
+        plugin("reader", "testkit", "read_back = true"),
+        plugin("caller", "testkit", r#"callout = "side""#),
+        plugin("tagger", "testkit", r#"tag = "t", retries = 1"#),
+        plugin("hello", "hello", r#"greeting = "hi""#),
+        plugin("answer", "testkit", r#"tag = "a", respond = 418"#),
+        plugin("trap", "testkit", r#"misbehave = "trap""#),
+    ]
+    .join("\n")
+}
+
+/// What a client sees, without what differs between any two requests (dates, ids, trace ids).
+#[derive(Debug, PartialEq)]
+struct Seen {
+    status: StatusCode,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+const VOLATILE: &[&str] = &["date", "x-request-id", "traceparent", "tracestate"];
+
+async fn observe(proxy: &Proxy) -> Vec<Seen> {
+    let mut seen = Vec::new();
+    for listener in ["chain", "answers", "traps"] {
+        for path in ["/here", "/there?x=1"] {
+            let reply = get_with(proxy.listener(listener), path, &[("x-user", "alice")]).await;
+            let mut headers: Vec<(String, String)> = reply
+                .headers
+                .iter()
+                .filter(|(name, _)| !VOLATILE.contains(&name.as_str()))
+                .map(|(name, value)| {
+                    let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+                    (name.as_str().to_owned(), value)
+                })
+                .collect();
+            headers.sort();
+            let mut body = reply.text();
+            if let Ok(mut json) = serde_json::from_str::<serde_json::Value>(&body)
+                && let Some(echoed) = json.as_object_mut()
+            {
+                // The proxy's own port toward the upstream differs between runs.
+                echoed.remove("peer");
+                if let Some(sent) = echoed.get_mut("headers").and_then(|h| h.as_object_mut()) {
+                    for name in VOLATILE {
+                        sent.remove(*name);
+                    }
+                }
+                body = json.to_string();
+            }
+            seen.push(Seen {
+                status: reply.status,
+                headers,
+                body,
+            });
+        }
+    }
+    seen
+}
+
+#[tokio::test]
+async fn sdk_plugins_run_on_the_core_entry_and_answer_as_they_do_as_components() {
+    let app = Upstream::echo("app").await;
+    let side = Upstream::echo("side").await;
+    let config = config(&app, &side);
+
+    let core = Proxy::start(&config);
+    let names = ["answer", "caller", "hello", "reader", "tagger", "trap"];
+    assert_eq!(
+        entries(&core),
+        names.map(|n| (n.to_owned(), "core".to_owned())).to_vec(),
+        "every SDK plugin, the one that calls out too, runs on the core entry"
+    );
+    let through_core = observe(&core).await;
+    drop(core);
+
+    let component = Proxy::start_env(
+        &config,
+        &[("SWITCHYARD_PLUGIN_ENTRY", OsStr::new("component"))],
+    );
+    assert_eq!(
+        entries(&component),
+        names
+            .map(|n| (n.to_owned(), "component".to_owned()))
+            .to_vec(),
+        "SWITCHYARD_PLUGIN_ENTRY=component turns the core entry off"
+    );
+    let through_component = observe(&component).await;
+
+    // The answers are what the plugins make of the requests, not only equal to each other.
+    let chained = &through_core[0];
+    assert_eq!(chained.status, StatusCode::OK, "{chained:?}");
+    let echoed: serde_json::Value = serde_json::from_str(&chained.body).expect("echo is JSON");
+    assert_eq!(echoed["path"], "/moved/here");
+    assert_eq!(
+        echoed["headers"]["x-read-back"],
+        "alice>changed|example.test>moved.example|set|set+added|none|kept|invalid header name \"bad name\"|/moved/here"
+    );
+    assert_eq!(echoed["headers"]["x-callout-status"], "200");
+    assert_eq!(echoed["headers"]["x-chain"], "t");
+    let header = |seen: &Seen, name: &str| {
+        seen.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(header(chained, "x-hello").as_deref(), Some("hi"));
+    assert_eq!(header(chained, "x-attempts").as_deref(), Some("1"));
+    assert_eq!(header(chained, "x-chain-response").as_deref(), Some("t"));
+    let answered = &through_core[2];
+    assert_eq!(answered.status, StatusCode::IM_A_TEAPOT);
+    assert_eq!(answered.body, "answered by a\n");
+    assert!(
+        through_core[4].status.is_server_error(),
+        "{:?}",
+        through_core[4]
+    );
+
+    assert_eq!(through_core, through_component);
+}
