@@ -19,6 +19,14 @@ fn testkit(name: &str, config: &str) -> String {
     )
 }
 
+/// A `[[plugin]]` entry for the caller plugin (callouts from hooks and ticks).
+fn caller(name: &str, config: &str) -> String {
+    format!(
+        "[[plugin]]\nname = \"{name}\"\npath = \"{}\"\nlimits = {{ time = \"1s\" }}\nconfig = {{ {config} }}\n",
+        plugin_path("caller").display()
+    )
+}
+
 #[tokio::test]
 async fn three_plugins_run_in_order_and_in_reverse_on_the_way_back() {
     let app = Upstream::echo("app").await;
@@ -147,10 +155,14 @@ async fn a_plugin_ticks_once_per_proxy_with_callouts_and_shared_state() {
                 "[runtime]\nworker_threads = 2\nplugin_cache = \"{}\"\n",
                 crate::support::proxy::plugin_cache().display()
             ),
-            listener("public", "app", &["ticker"]),
+            listener("public", "app", &["ticker", "tick-caller"]),
             cluster("app", &[app.addr.to_string()], ""),
             cluster("tick-target", &[target.addr.to_string()], ""),
-            testkit("ticker", r#"tick_ms = 50, tick_callout = "tick-target""#),
+            testkit("ticker", "tick_ms = 50"),
+            caller(
+                "tick-caller",
+                r#"tick_ms = 50, tick_callout = "tick-target""#,
+            ),
         ]
         .join("\n"),
     );
@@ -500,7 +512,7 @@ async fn callout_burst(requests: usize) -> Duration {
             listener("public", "app", &["check"]),
             cluster("app", &[app.addr], ""),
             cluster("auth", &[auth.addr], ""),
-            testkit("check", r#"callout = "auth""#),
+            caller("check", r#"callout = "auth""#),
         ]
         .join("\n")
     ));

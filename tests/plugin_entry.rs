@@ -37,8 +37,8 @@ fn entries(proxy: &Proxy) -> Vec<(String, String)> {
 }
 
 /// A chain that reads and changes the request (and reads its changes back), calls out to
-/// another cluster (on a fiber), retries, tags the response; a listener whose plugin answers by
-/// itself; one whose plugin traps.
+/// another cluster (a component, on a fiber, beside the others), retries, tags the response; a
+/// listener whose plugin answers by itself; one whose plugin traps.
 fn config(app: &Upstream, side: &Upstream) -> String {
     [
         listener("chain", "app", &["reader", "caller", "tagger", "hello"]),
@@ -47,7 +47,7 @@ fn config(app: &Upstream, side: &Upstream) -> String {
         cluster("app", &[app.addr.to_string()], ""),
         cluster("side", &[side.addr.to_string()], ""),
         plugin("reader", "testkit", "read_back = true"),
-        plugin("caller", "testkit", r#"callout = "side""#),
+        plugin("caller", "caller", r#"callout = "side""#),
         plugin("tagger", "testkit", r#"tag = "t", retries = 1"#),
         plugin("hello", "hello", r#"greeting = "hi""#),
         plugin("answer", "testkit", r#"tag = "a", respond = 418"#),
@@ -112,10 +112,18 @@ async fn sdk_plugins_run_on_the_core_entry_and_answer_as_they_do_as_components()
 
     let core = Proxy::start(&config);
     let names = ["answer", "caller", "hello", "reader", "tagger", "trap"];
+    let on = |entry: &str, calls_out: &str| {
+        names
+            .map(|n| {
+                let entry = if n == "caller" { calls_out } else { entry };
+                (n.to_owned(), entry.to_owned())
+            })
+            .to_vec()
+    };
     assert_eq!(
         entries(&core),
-        names.map(|n| (n.to_owned(), "core".to_owned())).to_vec(),
-        "every SDK plugin, the one that calls out too, runs on the core entry"
+        on("core", "component"),
+        "every SDK plugin runs on the core entry but one that imports http.call"
     );
     let through_core = observe(&core).await;
     drop(core);

@@ -78,9 +78,6 @@ pub struct HostState {
     /// The plugin's memory and allocator when it runs through the core entry
     /// ([`super::core_abi`]); `None` for a component.
     pub(super) guest: Option<super::core_abi::Guest>,
-    /// Whether the instance runs its hooks on a fiber (a core module importing `http.call`):
-    /// calls into it from host functions must then be async.
-    pub(super) on_fiber: bool,
 }
 
 /// A plugin metric as the plugin names it: kind, name, labels.
@@ -126,7 +123,6 @@ impl HostState {
             custom_header_names: Vec::new(),
             batch_buffer: Vec::new(),
             guest: None,
-            on_fiber: false,
             panic: None,
             in_init: false,
             tick_every: None,

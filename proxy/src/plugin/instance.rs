@@ -315,12 +315,10 @@ impl InstancePool {
             .instantiate_async(&mut *store)
             .await
             .map_err(instantiate_error)?;
-        store.data_mut().on_fiber = !self.synchronous;
         let hooks = CoreHooks::new(&instance, store).map_err(instantiate_error)?;
         store.data_mut().in_init = true;
         let interest = hooks
             .init(store, &self.config_json)
-            .await
             .map_err(|e| classify(store, &e))?
             .map_err(HookError::ConfigRefused)?;
         Ok((Hooks::Core(hooks), interest))
@@ -344,7 +342,7 @@ impl InstancePool {
         instance.store.set_epoch_deadline(1);
         let Instance { store, hooks, .. } = &mut *instance;
         let result = match hooks {
-            Hooks::Core(hooks) => hooks.tick(store).await,
+            Hooks::Core(hooks) => hooks.tick(store),
             Hooks::Component(ComponentHooks {
                 on_tick: Some(on_tick),
                 ..
@@ -459,7 +457,7 @@ impl InstancePool {
         instance.store.set_epoch_deadline(1);
         let Instance { store, hooks, .. } = &mut *instance;
         let result = match hooks {
-            Hooks::Core(hooks) => hooks.chunk(store, body, &chunk, end).await,
+            Hooks::Core(hooks) => hooks.chunk(store, body, &chunk, end),
             Hooks::Component(hooks) => {
                 let on_chunk = match body {
                     BodyOf::Request => hooks.on_request_chunk,
@@ -540,15 +538,13 @@ fn take_request(instance: &mut Instance) -> Box<RequestState> {
         .expect("host functions only borrow the request state; start_hook put it there")
 }
 
-/// Calls a hook directly when it can run without a fiber: every hook of a core instance that
-/// does not run on one, and a component's head hooks when the plugin imports nothing async. `None` when the call needs the
+/// Calls a hook directly when it can run without a fiber: every hook of a core instance, and a
+/// component's head hooks when the plugin imports nothing async. `None` when the call needs the
 /// async path.
 fn invoke_sync(instance: &mut Instance, call: &HookCall) -> Option<wasmtime::Result<Decision>> {
     let store = &mut instance.store;
     let hooks = match &instance.hooks {
-        Hooks::Core(_) if CoreHooks::on_fiber(store) => return None,
-        // Nothing in a plain instance's call waits: one poll runs it to the end.
-        Hooks::Core(hooks) => return Some(super::core_abi::poll_once(hooks.call(store, call))),
+        Hooks::Core(hooks) => return Some(hooks.call(store, call)),
         Hooks::Component(hooks) => hooks.sync_hooks.as_ref()?,
     };
     let result = match call {
@@ -565,7 +561,7 @@ async fn invoke(instance: &mut Instance, call: HookCall) -> wasmtime::Result<Dec
     let store = &mut instance.store;
     let filter = match &instance.hooks {
         Hooks::Component(hooks) => &hooks.filter,
-        Hooks::Core(hooks) => return hooks.call(store, &call).await,
+        Hooks::Core(hooks) => return hooks.call(store, &call),
     };
     match call {
         HookCall::Request => filter.call_on_request(store).await,

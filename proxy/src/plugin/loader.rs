@@ -99,9 +99,8 @@ const COMPONENT: [u8; 4] = [0x0d, 0, 1, 0];
 pub struct Load<'a> {
     pub engine: &'a Engine,
     pub linker: &'a Linker<HostState>,
-    /// The host functions for plugins run through the core entry: for those that never wait,
-    /// and for those that import `http.call` (their hooks run on a fiber).
-    pub core_linkers: [&'a wasmtime::Linker<HostState>; 2],
+    /// The host functions for plugins run through the core entry.
+    pub core_linker: &'a wasmtime::Linker<HostState>,
     pub filter_linker: &'a wasmtime::Linker<super::proxy_wasm::host_state::FilterState>,
     pub cache: &'a CompileCache,
     pub config: &'a PluginConfig,
@@ -145,7 +144,7 @@ pub async fn load(
     let Load {
         engine,
         linker,
-        core_linkers,
+        core_linker,
         filter_linker: _,
         cache,
         config,
@@ -157,10 +156,10 @@ pub async fn load(
     let path = config.path.clone();
     let component_bytes = as_component(bytes, &plugin, &path)?;
     let core = super::core_abi::enabled()
-        .then(|| core_entry(engine, core_linkers, cache, &component_bytes, &plugin))
+        .then(|| core_entry(engine, core_linker, cache, &component_bytes, &plugin))
         .flatten();
     let (pre, synchronous) = match core {
-        Some((pre, synchronous)) => (Pre::Core(pre), synchronous),
+        Some(pre) => (Pre::Core(pre), true),
         None => component_entry(engine, linker, cache, &component_bytes, &plugin, &path)?,
     };
     let config_json = serde_json::to_string(&config.config).unwrap_or_else(|_| "{}".into());
@@ -185,17 +184,17 @@ pub async fn load(
     ))
 }
 
-/// The plugin's core module ready to run through the core entry, and whether its hooks can run
-/// without a fiber, when the component is the shape the SDK builds and the module links against
-/// the core host functions; `None` (logged at debug) otherwise, and the plugin runs as a
-/// component.
+/// The plugin's core module ready to run through the core entry, when the component is the
+/// shape the SDK builds and the module links against the core host functions (which `http.call`
+/// is not: see [`super::core_abi`]); `None` (logged at debug) otherwise, and the plugin runs as
+/// a component.
 fn core_entry(
     engine: &Engine,
-    [plain, fiber]: [&wasmtime::Linker<HostState>; 2],
+    core_linker: &wasmtime::Linker<HostState>,
     cache: &CompileCache,
     component: &[u8],
     plugin: &str,
-) -> Option<(wasmtime::InstancePre<HostState>, bool)> {
+) -> Option<wasmtime::InstancePre<HostState>> {
     let Some(module) = super::core_abi::main_module(component) else {
         tracing::debug!(
             plugin,
@@ -206,14 +205,7 @@ fn core_entry(
     let prepared = cache
         .module(engine, module)
         .map_err(|e| format!("{e:#}"))
-        .and_then(|module| {
-            // Only a plugin that imports `http.call` needs the fiber.
-            let waits = module
-                .imports()
-                .any(|import| import.module().starts_with("switchyard:plugin/http@"));
-            let linker = if waits { fiber } else { plain };
-            Ok((super::core_abi::prepare(&module, linker)?, !waits))
-        });
+        .and_then(|module| super::core_abi::prepare(&module, core_linker));
     match prepared {
         Ok(entry) => Some(entry),
         Err(reason) => {

@@ -430,9 +430,8 @@ pub struct PluginRuntime {
 struct Wasm {
     engine: Engine,
     linker: Linker<HostState>,
-    /// The host functions for plugins run through the core entry: plain, and with `http.call`
-    /// for plugins whose hooks run on a fiber.
-    core_linkers: [wasmtime::Linker<HostState>; 2],
+    /// The host functions for plugins run through the core entry.
+    core_linker: wasmtime::Linker<HostState>,
     /// The proxy-wasm ABI's host functions, for filters.
     filter_linker: wasmtime::Linker<proxy_wasm::host_state::FilterState>,
 }
@@ -461,19 +460,16 @@ impl PluginRuntime {
             .map_err(|e| LoadError::Runtime {
                 reason: format!("linking the host functions: {e:#}"),
             })?;
-        let core_linker = |on_fiber| {
-            core_abi::linker(&engine, on_fiber).map_err(|e| LoadError::Runtime {
-                reason: format!("linking the core host functions: {e:#}"),
-            })
-        };
-        let core_linkers = [core_linker(false)?, core_linker(true)?];
+        let core_linker = core_abi::linker(&engine).map_err(|e| LoadError::Runtime {
+            reason: format!("linking the core host functions: {e:#}"),
+        })?;
         let filter_linker = proxy_wasm::linker(&engine).map_err(|e| LoadError::Runtime {
             reason: format!("linking the proxy-wasm host functions: {e:#}"),
         })?;
         Ok(self.wasm.get_or_init(|| Wasm {
             engine,
             linker,
-            core_linkers,
+            core_linker,
             filter_linker,
         }))
     }
@@ -560,7 +556,7 @@ impl PluginRuntime {
         let load = loader::Load {
             engine: &wasm.engine,
             linker: &wasm.linker,
-            core_linkers: [&wasm.core_linkers[0], &wasm.core_linkers[1]],
+            core_linker: &wasm.core_linker,
             filter_linker: &wasm.filter_linker,
             cache: &self.cache,
             config,

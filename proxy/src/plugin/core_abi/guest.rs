@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 
-use wasmtime::{AsContext, AsContextMut, Memory, TypedFunc, WasmParams, WasmResults};
+use wasmtime::{AsContext, AsContextMut, Memory, TypedFunc};
 
 use crate::plugin::host::HostState;
 
@@ -33,37 +33,6 @@ pub fn memory_of(store: &impl AsContext<Data = HostState>) -> Result<Memory> {
 
 fn not_started() -> wasmtime::Error {
     wasmtime::Error::msg("the plugin called the host before it started")
-}
-
-/// Calls `func` in the plugin: with `call_async` when the instance runs its hooks on a fiber
-/// (it imports `http.call`), where a plain call is refused, else directly.
-pub async fn call<P, R>(
-    store: &mut impl AsContextMut<Data = HostState>,
-    func: &TypedFunc<P, R>,
-    params: P,
-) -> Result<R>
-where
-    P: WasmParams + Sync,
-    R: WasmResults + Sync,
-{
-    if store.as_context().data().on_fiber {
-        func.call_async(&mut *store, params).await
-    } else {
-        func.call(&mut *store, params)
-    }
-}
-
-/// Runs a host function's future, which never waits when the instance is not on a fiber (its
-/// only waits are calls into the plugin, made directly then): one poll finishes it.
-pub fn poll_once<T>(future: impl Future<Output = Result<T>>) -> Result<T> {
-    let mut future = std::pin::pin!(future);
-    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
-    match future.as_mut().poll(&mut context) {
-        std::task::Poll::Ready(result) => result,
-        std::task::Poll::Pending => Err(wasmtime::Error::msg(
-            "a host function waited outside a fiber",
-        )),
-    }
 }
 
 /// `len` bytes at `ptr` in `memory`.
@@ -115,7 +84,7 @@ pub fn put(memory: &mut [u8], at: u32, bytes: &[u8]) -> Result<()> {
 }
 
 /// `size` bytes allocated by the plugin's `cabi_realloc`, checked in bounds and aligned.
-pub async fn alloc(
+pub fn alloc(
     caller: &mut impl AsContextMut<Data = HostState>,
     align: u32,
     size: usize,
@@ -132,18 +101,20 @@ pub async fn alloc(
         .guest
         .take()
         .ok_or_else(not_started)?;
-    let ptr = call(&mut *caller, &guest.realloc, (0, 0, align as i32, size_arg)).await;
+    let ptr = guest
+        .realloc
+        .call(&mut *caller, (0, 0, align as i32, size_arg));
     let memory = guest.memory;
     caller.as_context_mut().data_mut().guest = Some(guest);
     area(memory.data(&*caller), ptr?, align, size)
 }
 
 /// Copies `bytes` into a new allocation of the plugin's: its `(pointer, length)`.
-pub async fn copy_in(
+pub fn copy_in(
     caller: &mut impl AsContextMut<Data = HostState>,
     bytes: &[u8],
 ) -> Result<(u32, u32)> {
-    let ptr = alloc(caller, 1, bytes.len()).await?;
+    let ptr = alloc(caller, 1, bytes.len())?;
     let memory = memory_of(&*caller)?;
     put(memory.data_mut(&mut *caller), ptr, bytes)?;
     Ok((ptr, bytes.len() as u32))
@@ -158,20 +129,20 @@ pub fn pair(ptr: u32, len: u32) -> [u8; 8] {
 }
 
 /// Writes a string or byte-list result at `ret`: `(pointer, length)`.
-pub async fn return_bytes(
+pub fn return_bytes(
     caller: &mut impl AsContextMut<Data = HostState>,
     ret: i32,
     bytes: &[u8],
 ) -> Result<()> {
     let memory = memory_of(&*caller)?;
     let ret = area(memory.data(&*caller), ret, 4, 8)?;
-    let (ptr, len) = copy_in(caller, bytes).await?;
+    let (ptr, len) = copy_in(caller, bytes)?;
     put(memory.data_mut(&mut *caller), ret, &pair(ptr, len))
 }
 
 /// Writes an `option<string>` or `option<list<u8>>` result at `ret`: a tag byte, then the pair
 /// at offset 4.
-pub async fn return_option_bytes(
+pub fn return_option_bytes(
     caller: &mut impl AsContextMut<Data = HostState>,
     ret: i32,
     bytes: Option<&[u8]>,
@@ -181,7 +152,7 @@ pub async fn return_option_bytes(
     let Some(bytes) = bytes else {
         return put(memory.data_mut(&mut *caller), ret, &[0]);
     };
-    let (ptr, len) = copy_in(caller, bytes).await?;
+    let (ptr, len) = copy_in(caller, bytes)?;
     let mut out = [0; 12];
     out[0] = 1;
     out[4..].copy_from_slice(&pair(ptr, len));
@@ -189,7 +160,7 @@ pub async fn return_option_bytes(
 }
 
 /// Writes a `result<_, string>` at `ret`: a tag byte, then the error's pair at offset 4.
-pub async fn return_unit_result(
+pub fn return_unit_result(
     caller: &mut impl AsContextMut<Data = HostState>,
     ret: i32,
     result: std::result::Result<(), String>,
@@ -199,7 +170,7 @@ pub async fn return_unit_result(
     let Err(error) = result else {
         return put(memory.data_mut(&mut *caller), ret, &[0]);
     };
-    let (ptr, len) = copy_in(caller, error.as_bytes()).await?;
+    let (ptr, len) = copy_in(caller, error.as_bytes())?;
     let mut out = [0; 12];
     out[0] = 1;
     out[4..].copy_from_slice(&pair(ptr, len));
@@ -207,49 +178,30 @@ pub async fn return_unit_result(
 }
 
 /// Copies `items` into the plugin's memory as a `list<string>` and returns its pair.
-pub async fn copy_list<T: AsRef<[u8]>>(
+pub fn copy_list<T: AsRef<[u8]>>(
     caller: &mut impl AsContextMut<Data = HostState>,
     items: &[T],
 ) -> Result<(u32, u32)> {
     let mut pairs = Vec::with_capacity(items.len() * 8);
     for item in items {
-        let (ptr, len) = copy_in(caller, item.as_ref()).await?;
+        let (ptr, len) = copy_in(caller, item.as_ref())?;
         pairs.extend_from_slice(&pair(ptr, len));
     }
-    let list = alloc(caller, 4, pairs.len()).await?;
+    let list = alloc(caller, 4, pairs.len())?;
     let memory = memory_of(&*caller)?;
     put(memory.data_mut(&mut *caller), list, &pairs)?;
     Ok((list, items.len() as u32))
 }
 
-/// Copies `pairs` into the plugin's memory as a `list<tuple<string, string>>` (16 bytes an
-/// element) and returns its pair.
-pub async fn copy_string_pairs(
-    caller: &mut impl AsContextMut<Data = HostState>,
-    pairs: &[(String, String)],
-) -> Result<(u32, u32)> {
-    let mut elements = Vec::with_capacity(pairs.len() * 16);
-    for (key, value) in pairs {
-        let (kp, kl) = copy_in(caller, key.as_bytes()).await?;
-        let (vp, vl) = copy_in(caller, value.as_bytes()).await?;
-        elements.extend_from_slice(&pair(kp, kl));
-        elements.extend_from_slice(&pair(vp, vl));
-    }
-    let list = alloc(caller, 4, elements.len()).await?;
-    let memory = memory_of(&*caller)?;
-    put(memory.data_mut(&mut *caller), list, &elements)?;
-    Ok((list, pairs.len() as u32))
-}
-
 /// Writes a `list<string>` result at `ret`.
-pub async fn return_list<T: AsRef<[u8]>>(
+pub fn return_list<T: AsRef<[u8]>>(
     caller: &mut impl AsContextMut<Data = HostState>,
     ret: i32,
     items: &[T],
 ) -> Result<()> {
     let memory = memory_of(&*caller)?;
     let ret = area(memory.data(&*caller), ret, 4, 8)?;
-    let (ptr, len) = copy_list(caller, items).await?;
+    let (ptr, len) = copy_list(caller, items)?;
     put(memory.data_mut(&mut *caller), ret, &pair(ptr, len))
 }
 
@@ -331,12 +283,5 @@ mod tests {
             string_pairs(&memory, 0, 1).is_err(),
             "a key that is not UTF-8"
         );
-    }
-
-    #[test]
-    fn a_future_that_waits_is_an_error_not_a_hang() {
-        assert_eq!(poll_once(async { Ok(7) }).unwrap(), 7);
-        let waits = std::future::pending::<Result<()>>();
-        assert!(poll_once(waits).is_err());
     }
 }

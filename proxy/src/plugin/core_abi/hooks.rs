@@ -92,20 +92,17 @@ impl<P: WasmParams> Export<P> {
     }
 
     /// Calls the export, lifts its result with `lift`, and frees it.
-    async fn call<R>(
+    fn call<R>(
         &self,
         store: &mut Store<HostState>,
         params: P,
         lift: impl FnOnce(&[u8], i32) -> wasmtime::Result<R>,
-    ) -> wasmtime::Result<R>
-    where
-        P: Sync,
-    {
-        let ret = guest::call(&mut *store, &self.func, params).await?;
+    ) -> wasmtime::Result<R> {
+        let ret = self.func.call(&mut *store, params)?;
         let memory = guest::memory_of(&*store)?;
         let lifted = lift(memory.data(&*store), ret)?;
         if let Some(post) = &self.post {
-            guest::call(&mut *store, post, ret).await?;
+            post.call(&mut *store, ret)?;
         }
         Ok(lifted)
     }
@@ -155,23 +152,18 @@ impl CoreHooks {
         }
     }
 
-    /// Whether the instance runs its hooks on a fiber, so a hook must be awaited.
-    pub fn on_fiber(store: &Store<HostState>) -> bool {
-        store.data().on_fiber
-    }
-
     /// Whether the plugin exports `on-tick`.
     pub fn has_tick(&self) -> bool {
         self.on_tick.is_some()
     }
 
     /// `init` with the plugin's config as JSON: what bodies it wants, or why it refuses.
-    pub async fn init(
+    pub fn init(
         &self,
         store: &mut Store<HostState>,
         config: &str,
     ) -> wasmtime::Result<Result<BodyInterest, String>> {
-        let (ptr, len) = copy_in(&mut *store, config.as_bytes()).await?;
+        let (ptr, len) = copy_in(&mut *store, config.as_bytes())?;
         self.init
             .call(store, (ptr as i32, len as i32), |memory, ret| {
                 let at = area(memory, ret, 4, 12)?;
@@ -194,23 +186,20 @@ impl CoreHooks {
                     _ => Err(wasmtime::Error::msg("init returned an invalid result")),
                 }
             })
-            .await
     }
 
     /// Calls the hook `call` names.
-    pub async fn call(
+    pub fn call(
         &self,
         store: &mut Store<HostState>,
         call: &HookCall,
     ) -> wasmtime::Result<Decision> {
         match call {
-            HookCall::Request => self.on_request.call(store, (), lift_decision).await,
+            HookCall::Request => self.on_request.call(store, (), lift_decision),
             HookCall::RequestBody(body) => {
-                let (ptr, len) = copy_in(&mut *store, body).await?;
+                let (ptr, len) = copy_in(&mut *store, body)?;
                 let params = (ptr as i32, len as i32);
-                self.on_request_body
-                    .call(store, params, lift_decision)
-                    .await
+                self.on_request_body.call(store, params, lift_decision)
             }
             HookCall::UpstreamResponse(outcome) => {
                 let params = match *outcome {
@@ -219,32 +208,28 @@ impl CoreHooks {
                     AttemptOutcome::Error(UpstreamError::Reset) => (1, 1),
                     AttemptOutcome::Error(UpstreamError::PerTryTimeout) => (1, 2),
                 };
-                self.on_upstream_response
-                    .call(store, params, lift_decision)
-                    .await
+                self.on_upstream_response.call(store, params, lift_decision)
             }
-            HookCall::Response => self.on_response.call(store, (), lift_decision).await,
+            HookCall::Response => self.on_response.call(store, (), lift_decision),
             HookCall::ResponseBody(body) => {
-                let (ptr, len) = copy_in(&mut *store, body).await?;
+                let (ptr, len) = copy_in(&mut *store, body)?;
                 let params = (ptr as i32, len as i32);
-                self.on_response_body
-                    .call(store, params, lift_decision)
-                    .await
+                self.on_response_body.call(store, params, lift_decision)
             }
-            HookCall::Log => self.on_log.call(store, (), lift_decision).await,
+            HookCall::Log => self.on_log.call(store, (), lift_decision),
         }
     }
 
     /// `on-tick`, which the caller checked the plugin has ([`CoreHooks::has_tick`]).
-    pub async fn tick(&self, store: &mut Store<HostState>) -> wasmtime::Result<Decision> {
+    pub fn tick(&self, store: &mut Store<HostState>) -> wasmtime::Result<Decision> {
         match &self.on_tick {
-            Some(on_tick) => on_tick.call(store, (), lift_decision).await,
+            Some(on_tick) => on_tick.call(store, (), lift_decision),
             None => Ok(Decision::Unimplemented),
         }
     }
 
     /// A body's chunk through its chunk hook: the replacement, if the plugin made one.
-    pub async fn chunk(
+    pub fn chunk(
         &self,
         store: &mut Store<HostState>,
         body: BodyOf,
@@ -258,26 +243,24 @@ impl CoreHooks {
         let Some(export) = export else {
             return Ok(None);
         };
-        let (ptr, len) = copy_in(&mut *store, chunk).await?;
-        export
-            .call(
-                store,
-                (ptr as i32, len as i32, i32::from(end)),
-                |memory, ret| {
-                    let at = area(memory, ret, 4, 12)?;
-                    match memory[at as usize] {
-                        0 => Ok(None),
-                        1 => {
-                            let (p, l) = pair_at(memory, at + 4)?;
-                            Ok(Some(slice(memory, p, l)?.to_vec()))
-                        }
-                        _ => Err(wasmtime::Error::msg(
-                            "a chunk hook returned an invalid option",
-                        )),
+        let (ptr, len) = copy_in(&mut *store, chunk)?;
+        export.call(
+            store,
+            (ptr as i32, len as i32, i32::from(end)),
+            |memory, ret| {
+                let at = area(memory, ret, 4, 12)?;
+                match memory[at as usize] {
+                    0 => Ok(None),
+                    1 => {
+                        let (p, l) = pair_at(memory, at + 4)?;
+                        Ok(Some(slice(memory, p, l)?.to_vec()))
                     }
-                },
-            )
-            .await
+                    _ => Err(wasmtime::Error::msg(
+                        "a chunk hook returned an invalid option",
+                    )),
+                }
+            },
+        )
     }
 }
 

@@ -11,11 +11,11 @@ use super::guest::{
     self, Result, area, copy_in, copy_list, memory_of, pair, put, return_bytes, return_list,
     return_option_bytes, return_unit_result, slice, text,
 };
+use crate::plugin::bindings::LogLevel;
 use crate::plugin::bindings::switchyard::plugin::{
-    attempts, clock, context, http as wit_http, log, properties, random, request, response,
-    routing, shared, streaming, timer,
+    attempts, clock, context, log, properties, random, request, response, routing, shared,
+    streaming, timer,
 };
-use crate::plugin::bindings::{HttpCallError, HttpRequest, LogLevel};
 use crate::plugin::heads::HeaderChange;
 use crate::plugin::host::{HostState, MetricKind};
 
@@ -33,136 +33,126 @@ fn with_memory<R>(
     f(bytes, state)
 }
 
-/// A header value as text for a plugin: nearly always as it is; a value that is not UTF-8 is
-/// made readable (as the component bindings do).
+/// A header value as text for a plugin: nearly always as it is (checked a word at a time); a
+/// value that is not UTF-8 is made readable, as the component bindings do.
 fn value_text(value: &http::HeaderValue) -> Cow<'_, str> {
-    String::from_utf8_lossy(value.as_bytes())
+    match std::str::from_utf8(value.as_bytes()) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(value.as_bytes()),
+    }
 }
 
 const REQUEST: &str = "switchyard:plugin/request@0.1.0";
 const RESPONSE: &str = "switchyard:plugin/response@0.1.0";
 
-/// Defines a host function that writes its result into memory the plugin allocates, whose body
-/// may therefore call into the plugin (`cabi_realloc`): on a fiber linker an async function, on
-/// the other a plain one whose body finishes in one poll ([`guest::poll_once`]). Every argument
-/// is an `i32`.
-macro_rules! lowering {
-    ($linker:expr, $on_fiber:expr, $module:expr, $name:expr, |$c:ident $(, $arg:ident)*| $body:block) => {
-        if $on_fiber {
-            $linker.func_wrap_async(
-                $module,
-                $name,
-                move |mut $c: Ctx<'_>, ($($arg,)*): ($(lowering!(@i32 $arg),)*)| {
-                    Box::new(async move $body)
-                },
-            )?;
-        } else {
-            $linker.func_wrap($module, $name, move |mut $c: Ctx<'_>, $($arg: i32),*| {
-                guest::poll_once(async move $body)
-            })?;
-        }
-    };
-    (@i32 $arg:ident) => { i32 };
-}
-
-/// Defines every import a plugin may have; `http.call` only on the fiber linker (`on_fiber`),
-/// whose instances run their hooks on a fiber so that a call can wait for the network.
-pub fn define(linker: &mut Linker<HostState>, on_fiber: bool) -> wasmtime::Result<()> {
-    define_request(linker, on_fiber)?;
-    define_response(linker, on_fiber)?;
-    define_properties(linker, on_fiber)?;
-    define_routing_and_context(linker, on_fiber)?;
-    define_shared(linker, on_fiber)?;
+/// Defines every import a plugin may have but `http.call`: a plugin that imports it runs its
+/// hooks on a fiber, where a host function cannot call back into the plugin's allocator
+/// without starting another fiber; such plugins run as components.
+pub fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    define_request(linker)?;
+    define_response(linker)?;
+    define_properties(linker)?;
+    define_routing_and_context(linker)?;
+    define_shared(linker)?;
     define_metrics(linker)?;
-    define_small(linker, on_fiber)?;
-    if on_fiber {
-        define_http(linker)?;
-    }
+    define_small(linker)?;
     Ok(())
 }
 
-fn define_request(linker: &mut Linker<HostState>, on_fiber: bool) -> wasmtime::Result<()> {
-    lowering!(linker, on_fiber, REQUEST, "method", |c, ret| {
+fn define_request(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    linker.func_wrap(REQUEST, "method", |mut c: Ctx<'_>, ret: i32| {
         let method = c.data().req().map(|r| r.head.method.clone());
         let text = method.as_ref().map_or("", |m| m.as_str());
-        return_bytes(&mut c, ret, text.as_bytes()).await
-    });
-    lowering!(linker, on_fiber, REQUEST, "path", |c, ret| {
+        return_bytes(&mut c, ret, text.as_bytes())
+    })?;
+    linker.func_wrap(REQUEST, "path", |mut c: Ctx<'_>, ret: i32| {
         let path = c
             .data()
             .req()
             .and_then(|r| r.head.uri.path_and_query().cloned());
         let text = path.as_ref().map_or("/", |p| p.as_str());
-        return_bytes(&mut c, ret, text.as_bytes()).await
-    });
-    lowering!(linker, on_fiber, REQUEST, "set-path", |c, p, l, ret| {
-        let result = with_memory(&mut c, |m, s| {
-            Ok(request::Host::set_path(s, text(m, p, l)?.to_owned()))
-        })?;
-        return_unit_result(&mut c, ret, result).await
-    });
-    lowering!(linker, on_fiber, REQUEST, "authority", |c, ret| {
+        return_bytes(&mut c, ret, text.as_bytes())
+    })?;
+    linker.func_wrap(
+        REQUEST,
+        "set-path",
+        |mut c: Ctx<'_>, p: i32, l: i32, ret: i32| {
+            let result = with_memory(&mut c, |m, s| {
+                Ok(request::Host::set_path(s, text(m, p, l)?.to_owned()))
+            })?;
+            return_unit_result(&mut c, ret, result)
+        },
+    )?;
+    linker.func_wrap(REQUEST, "authority", |mut c: Ctx<'_>, ret: i32| {
         let authority = request::Host::authority(c.data_mut());
-        return_option_bytes(&mut c, ret, authority.as_deref().map(str::as_bytes)).await
-    });
-    lowering!(linker, on_fiber, REQUEST, "header", |c, p, l, ret| {
-        let value = with_memory(&mut c, |m, s| Ok(s.request_header(text(m, p, l)?)))?;
-        let text = value.as_ref().map(value_text);
-        return_option_bytes(&mut c, ret, text.as_deref().map(str::as_bytes)).await
-    });
-    lowering!(linker, on_fiber, REQUEST, "header-all", |c, p, l, ret| {
-        let values = with_memory(&mut c, |m, s| Ok(s.request_header_all(text(m, p, l)?)))?;
-        let texts: Vec<Cow<'_, str>> = values.iter().map(value_text).collect();
-        return_list(
-            &mut c,
-            ret,
-            &texts.iter().map(|t| t.as_bytes()).collect::<Vec<_>>(),
-        )
-        .await
-    });
-    lowering!(linker, on_fiber, REQUEST, "header-names", |c, ret| {
+        return_option_bytes(&mut c, ret, authority.as_deref().map(str::as_bytes))
+    })?;
+    linker.func_wrap(
+        REQUEST,
+        "header",
+        |mut c: Ctx<'_>, p: i32, l: i32, ret: i32| {
+            let value = with_memory(&mut c, |m, s| Ok(s.request_header(text(m, p, l)?)))?;
+            let text = value.as_ref().map(value_text);
+            return_option_bytes(&mut c, ret, text.as_deref().map(str::as_bytes))
+        },
+    )?;
+    linker.func_wrap(
+        REQUEST,
+        "header-all",
+        |mut c: Ctx<'_>, p: i32, l: i32, ret: i32| {
+            let values = with_memory(&mut c, |m, s| Ok(s.request_header_all(text(m, p, l)?)))?;
+            let texts: Vec<Cow<'_, str>> = values.iter().map(value_text).collect();
+            return_list(
+                &mut c,
+                ret,
+                &texts.iter().map(|t| t.as_bytes()).collect::<Vec<_>>(),
+            )
+        },
+    )?;
+    linker.func_wrap(REQUEST, "header-names", |mut c: Ctx<'_>, ret: i32| {
         let names = request::Host::header_names(c.data_mut());
-        return_list(&mut c, ret, &names).await
-    });
-    define_header_changes(linker, on_fiber, REQUEST)?;
-    lowering!(
-        linker,
-        on_fiber,
+        return_list(&mut c, ret, &names)
+    })?;
+    define_header_changes(linker, REQUEST)?;
+    linker.func_wrap(
         REQUEST,
         "add-response-header",
-        |c, p, l, vp, vl, ret| {
+        |mut c: Ctx<'_>, p: i32, l: i32, vp: i32, vl: i32, ret: i32| {
             let result = with_memory(&mut c, |m, s| {
                 let value = bytes::Bytes::copy_from_slice(text(m, vp, vl)?.as_bytes());
                 Ok(s.add_client_response_header(text(m, p, l)?, value))
             })?;
-            return_unit_result(&mut c, ret, result).await
-        }
-    );
+            return_unit_result(&mut c, ret, result)
+        },
+    )?;
     Ok(())
 }
 
 /// `set-header`, `add-header` and `remove-header` of the request or the response.
 fn define_header_changes(
     linker: &mut Linker<HostState>,
-    on_fiber: bool,
     head: &'static str,
 ) -> wasmtime::Result<()> {
     for (name, change) in [
         ("set-header", HeaderChange::Set),
         ("add-header", HeaderChange::Add),
     ] {
-        lowering!(linker, on_fiber, head, name, |c, p, l, vp, vl, ret| {
-            let result = with_memory(&mut c, |m, s| {
-                let name = text(m, p, l)?;
-                let value = bytes::Bytes::copy_from_slice(text(m, vp, vl)?.as_bytes());
-                Ok(if head == REQUEST {
-                    s.change_request_header(change, name, value)
-                } else {
-                    s.change_response_header(change, name, value)
-                })
-            })?;
-            return_unit_result(&mut c, ret, result).await
-        });
+        linker.func_wrap(
+            head,
+            name,
+            move |mut c: Ctx<'_>, p: i32, l: i32, vp: i32, vl: i32, ret: i32| {
+                let result = with_memory(&mut c, |m, s| {
+                    let name = text(m, p, l)?;
+                    let value = bytes::Bytes::copy_from_slice(text(m, vp, vl)?.as_bytes());
+                    Ok(if head == REQUEST {
+                        s.change_request_header(change, name, value)
+                    } else {
+                        s.change_response_header(change, name, value)
+                    })
+                })?;
+                return_unit_result(&mut c, ret, result)
+            },
+        )?;
     }
     linker.func_wrap(
         head,
@@ -182,7 +172,7 @@ fn define_header_changes(
     Ok(())
 }
 
-fn define_response(linker: &mut Linker<HostState>, on_fiber: bool) -> wasmtime::Result<()> {
+fn define_response(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap(RESPONSE, "status", |mut c: Ctx<'_>, ret: i32| {
         let status = response::Host::status(c.data_mut());
         let memory = memory_of(&c)?;
@@ -200,39 +190,44 @@ fn define_response(linker: &mut Linker<HostState>, on_fiber: bool) -> wasmtime::
             &out[..if status.is_some() { 4 } else { 1 }],
         )
     })?;
-    lowering!(
-        linker,
-        on_fiber,
+    linker.func_wrap(
         RESPONSE,
         "set-status",
-        |c, status, ret| {
+        |mut c: Ctx<'_>, status: i32, ret: i32| {
             let result = response::Host::set_status(c.data_mut(), status as u16);
-            return_unit_result(&mut c, ret, result).await
-        }
-    );
-    lowering!(linker, on_fiber, RESPONSE, "header", |c, p, l, ret| {
-        let value = with_memory(&mut c, |m, s| Ok(s.response_header(text(m, p, l)?)))?;
-        let text = value.as_ref().map(value_text);
-        return_option_bytes(&mut c, ret, text.as_deref().map(str::as_bytes)).await
-    });
-    lowering!(linker, on_fiber, RESPONSE, "header-all", |c, p, l, ret| {
-        let values = with_memory(&mut c, |m, s| Ok(s.response_header_all(text(m, p, l)?)))?;
-        let texts: Vec<Cow<'_, str>> = values.iter().map(value_text).collect();
-        return_list(
-            &mut c,
-            ret,
-            &texts.iter().map(|t| t.as_bytes()).collect::<Vec<_>>(),
-        )
-        .await
-    });
-    lowering!(linker, on_fiber, RESPONSE, "header-names", |c, ret| {
+            return_unit_result(&mut c, ret, result)
+        },
+    )?;
+    linker.func_wrap(
+        RESPONSE,
+        "header",
+        |mut c: Ctx<'_>, p: i32, l: i32, ret: i32| {
+            let value = with_memory(&mut c, |m, s| Ok(s.response_header(text(m, p, l)?)))?;
+            let text = value.as_ref().map(value_text);
+            return_option_bytes(&mut c, ret, text.as_deref().map(str::as_bytes))
+        },
+    )?;
+    linker.func_wrap(
+        RESPONSE,
+        "header-all",
+        |mut c: Ctx<'_>, p: i32, l: i32, ret: i32| {
+            let values = with_memory(&mut c, |m, s| Ok(s.response_header_all(text(m, p, l)?)))?;
+            let texts: Vec<Cow<'_, str>> = values.iter().map(value_text).collect();
+            return_list(
+                &mut c,
+                ret,
+                &texts.iter().map(|t| t.as_bytes()).collect::<Vec<_>>(),
+            )
+        },
+    )?;
+    linker.func_wrap(RESPONSE, "header-names", |mut c: Ctx<'_>, ret: i32| {
         let names = response::Host::header_names(c.data_mut());
-        return_list(&mut c, ret, &names).await
-    });
-    define_header_changes(linker, on_fiber, RESPONSE)
+        return_list(&mut c, ret, &names)
+    })?;
+    define_header_changes(linker, RESPONSE)
 }
 
-fn define_properties(linker: &mut Linker<HostState>, on_fiber: bool) -> wasmtime::Result<()> {
+fn define_properties(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     const PROPERTIES: &str = "switchyard:plugin/properties@0.1.0";
     let strings: [(&str, Read<String>); 3] = [
         ("listener", properties::Host::listener),
@@ -240,25 +235,25 @@ fn define_properties(linker: &mut Linker<HostState>, on_fiber: bool) -> wasmtime
         ("request-id", properties::Host::request_id),
     ];
     for (name, read) in strings {
-        lowering!(linker, on_fiber, PROPERTIES, name, |c, ret| {
+        linker.func_wrap(PROPERTIES, name, move |mut c: Ctx<'_>, ret: i32| {
             let value = read(c.data_mut());
-            return_bytes(&mut c, ret, value.as_bytes()).await
-        });
+            return_bytes(&mut c, ret, value.as_bytes())
+        })?;
     }
     let options: [(&str, Read<Option<String>>); 2] = [
         ("sni", properties::Host::sni),
         ("destination", properties::Host::destination),
     ];
     for (name, read) in options {
-        lowering!(linker, on_fiber, PROPERTIES, name, |c, ret| {
+        linker.func_wrap(PROPERTIES, name, move |mut c: Ctx<'_>, ret: i32| {
             let value = read(c.data_mut());
-            return_option_bytes(&mut c, ret, value.as_deref().map(str::as_bytes)).await
-        });
+            return_option_bytes(&mut c, ret, value.as_deref().map(str::as_bytes))
+        })?;
     }
     linker.func_wrap(PROPERTIES, "attempt", |mut c: Ctx<'_>| {
         properties::Host::attempt(c.data_mut()) as i32
     })?;
-    lowering!(linker, on_fiber, PROPERTIES, "identity", |c, ret| {
+    linker.func_wrap(PROPERTIES, "identity", |mut c: Ctx<'_>, ret: i32| {
         let identity = properties::Host::identity(c.data_mut());
         let memory = memory_of(&c)?;
         let at = area(memory.data(&c), ret, 4, 36)?;
@@ -270,47 +265,46 @@ fn define_properties(linker: &mut Linker<HostState>, on_fiber: bool) -> wasmtime
         out[0] = 1;
         for (offset, value) in [(4, &identity.spiffe_id), (24, &identity.subject)] {
             if let Some(value) = value {
-                let (ptr, len) = copy_in(&mut c, value.as_bytes()).await?;
+                let (ptr, len) = copy_in(&mut c, value.as_bytes())?;
                 out[offset] = 1;
                 out[offset + 4..offset + 12].copy_from_slice(&pair(ptr, len));
             }
         }
-        let (ptr, len) = copy_list(&mut c, &identity.dns_names).await?;
+        let (ptr, len) = copy_list(&mut c, &identity.dns_names)?;
         out[16..24].copy_from_slice(&pair(ptr, len));
         put(memory.data_mut(&mut c), at, &out)
-    });
+    })?;
     Ok(())
 }
 
-fn define_routing_and_context(
-    linker: &mut Linker<HostState>,
-    on_fiber: bool,
-) -> wasmtime::Result<()> {
+fn define_routing_and_context(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     const ROUTING: &str = "switchyard:plugin/routing@0.1.0";
     const CONTEXT: &str = "switchyard:plugin/context@0.1.0";
-    lowering!(
-        linker,
-        on_fiber,
+    linker.func_wrap(
         ROUTING,
         "set-destination",
-        |c, p, l, ret| {
+        |mut c: Ctx<'_>, p: i32, l: i32, ret: i32| {
             let result = with_memory(&mut c, |m, s| Ok(s.set_destination(text(m, p, l)?)))?;
-            return_unit_result(&mut c, ret, result).await
-        }
-    );
+            return_unit_result(&mut c, ret, result)
+        },
+    )?;
     linker.func_wrap(ROUTING, "set-timeout", |mut c: Ctx<'_>, ms: i32| {
         routing::Host::set_timeout(c.data_mut(), ms as u32);
     })?;
     linker.func_wrap(ROUTING, "set-per-try-timeout", |mut c: Ctx<'_>, ms: i32| {
         routing::Host::set_per_try_timeout(c.data_mut(), ms as u32);
     })?;
-    lowering!(linker, on_fiber, CONTEXT, "get", |c, p, l, ret| {
-        let value = with_memory(&mut c, |m, s| {
-            let key = text(m, p, l)?;
-            Ok(s.req().and_then(|r| r.context.get(key)).cloned())
-        })?;
-        return_option_bytes(&mut c, ret, value.as_deref()).await
-    });
+    linker.func_wrap(
+        CONTEXT,
+        "get",
+        |mut c: Ctx<'_>, p: i32, l: i32, ret: i32| {
+            let value = with_memory(&mut c, |m, s| {
+                let key = text(m, p, l)?;
+                Ok(s.req().and_then(|r| r.context.get(key)).cloned())
+            })?;
+            return_option_bytes(&mut c, ret, value.as_deref())
+        },
+    )?;
     linker.func_wrap(
         CONTEXT,
         "set",
@@ -325,7 +319,7 @@ fn define_routing_and_context(
     Ok(())
 }
 
-fn define_shared(linker: &mut Linker<HostState>, on_fiber: bool) -> wasmtime::Result<()> {
+fn define_shared(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     const SHARED: &str = "switchyard:plugin/shared@0.1.0";
     linker.func_wrap(
         SHARED,
@@ -339,21 +333,25 @@ fn define_shared(linker: &mut Linker<HostState>, on_fiber: bool) -> wasmtime::Re
     linker.func_wrap(SHARED, "counter-get", |mut c: Ctx<'_>, p: i32, l: i32| {
         with_memory(&mut c, |m, s| Ok(s.shared().counter_get(text(m, p, l)?)))
     })?;
-    lowering!(linker, on_fiber, SHARED, "kv-get", |c, p, l, ret| {
-        let entry = with_memory(&mut c, |m, s| Ok(s.shared().kv_get(text(m, p, l)?)))?;
-        let memory = memory_of(&c)?;
-        // option<record { value: list<u8>, version: u64 }>: the record at offset 8.
-        let at = area(memory.data(&c), ret, 8, 24)?;
-        let Some((value, version)) = entry else {
-            return put(memory.data_mut(&mut c), at, &[0]);
-        };
-        let (ptr, len) = copy_in(&mut c, &value).await?;
-        let mut out = [0u8; 24];
-        out[0] = 1;
-        out[8..16].copy_from_slice(&pair(ptr, len));
-        out[16..].copy_from_slice(&version.to_le_bytes());
-        put(memory.data_mut(&mut c), at, &out)
-    });
+    linker.func_wrap(
+        SHARED,
+        "kv-get",
+        |mut c: Ctx<'_>, p: i32, l: i32, ret: i32| {
+            let entry = with_memory(&mut c, |m, s| Ok(s.shared().kv_get(text(m, p, l)?)))?;
+            let memory = memory_of(&c)?;
+            // option<record { value: list<u8>, version: u64 }>: the record at offset 8.
+            let at = area(memory.data(&c), ret, 8, 24)?;
+            let Some((value, version)) = entry else {
+                return put(memory.data_mut(&mut c), at, &[0]);
+            };
+            let (ptr, len) = copy_in(&mut c, &value)?;
+            let mut out = [0u8; 24];
+            out[0] = 1;
+            out[8..16].copy_from_slice(&pair(ptr, len));
+            out[16..].copy_from_slice(&version.to_le_bytes());
+            put(memory.data_mut(&mut c), at, &out)
+        },
+    )?;
     linker.func_wrap(
         SHARED,
         "kv-set",
@@ -471,7 +469,7 @@ fn update_metric(
 }
 
 /// The imports that take and return numbers, and the batch.
-fn define_small(linker: &mut Linker<HostState>, on_fiber: bool) -> wasmtime::Result<()> {
+fn define_small(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         "switchyard:plugin/log@0.1.0",
         "log",
@@ -527,70 +525,14 @@ fn define_small(linker: &mut Linker<HostState>, on_fiber: bool) -> wasmtime::Res
             attempts::Host::upstream_failures_only(c.data_mut(), min_status as u16, grpc != 0);
         },
     )?;
-    lowering!(
-        linker,
-        on_fiber,
+    linker.func_wrap(
         "switchyard:plugin/batch@0.1.0",
         "apply",
-        |c, p, l, ret| {
+        |mut c: Ctx<'_>, p: i32, l: i32, ret: i32| {
             // Applied where it lies: the plugin's memory is not the host state.
             let result = with_memory(&mut c, |m, s| Ok(s.apply_batch(slice(m, p, l)?)))?;
-            return_unit_result(&mut c, ret, result).await
-        }
-    );
-    Ok(())
-}
-
-/// `http.call`: the request read from the plugin's memory, the call made while the hook's fiber
-/// waits, the response (or error) written back.
-fn define_http(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    lowering!(
-        linker,
-        true,
-        "switchyard:plugin/http@0.1.0",
-        "call",
-        |c, cp, cl, mp, ml, pp, pl, hp, hl, bp, bl, has_timeout, timeout, ret| {
-            let (cluster, request) = with_memory(&mut c, |m, _| {
-                let headers = guest::string_pairs(m, hp, hl)?
-                    .into_iter()
-                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                    .collect();
-                let request = HttpRequest {
-                    method: text(m, mp, ml)?.to_owned(),
-                    path: text(m, pp, pl)?.to_owned(),
-                    headers,
-                    body: slice(m, bp, bl)?.to_vec(),
-                    timeout_ms: (has_timeout != 0).then_some(timeout as u32),
-                };
-                Ok((text(m, cp, cl)?.to_owned(), request))
-            })?;
-            let result = wit_http::Host::call(c.data_mut(), cluster, request).await;
-            let memory = memory_of(&c)?;
-            // result<record { status: u16, headers, body }, http-call-error>: the payload at 4.
-            let at = area(memory.data(&c), ret, 4, 24)?;
-            let mut out = [0u8; 24];
-            match result {
-                Ok(response) => {
-                    let (hp, hl) = guest::copy_string_pairs(&mut c, &response.headers).await?;
-                    let (bp, bl) = copy_in(&mut c, &response.body).await?;
-                    out[4..6].copy_from_slice(&response.status.to_le_bytes());
-                    out[8..16].copy_from_slice(&pair(hp, hl));
-                    out[16..24].copy_from_slice(&pair(bp, bl));
-                }
-                Err(error) => {
-                    out[0] = 1;
-                    out[4] = match error {
-                        HttpCallError::UnknownCluster => 0,
-                        HttpCallError::NoEndpoint => 1,
-                        HttpCallError::ConnectFailure => 2,
-                        HttpCallError::Reset => 3,
-                        HttpCallError::Timeout => 4,
-                        HttpCallError::Invalid => 5,
-                    };
-                }
-            }
-            put(memory.data_mut(&mut c), at, &out)
-        }
-    );
+            return_unit_result(&mut c, ret, result)
+        },
+    )?;
     Ok(())
 }

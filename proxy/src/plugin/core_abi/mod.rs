@@ -14,15 +14,18 @@
 //! Taken only when it is sure to mean the same thing: the component's functions are lifted and
 //! lowered with UTF-8 strings and nothing but memory, realloc and post-return options, its first
 //! core module links against exactly these host functions, and exports the hooks with their
-//! lowered types. Anything else — a component built by another toolchain, a plugin that imports
-//! `http.call` (whose hooks must run on a fiber) — runs as a component, as before.
+//! lowered types. Anything else runs as a component, as before: a component built by another
+//! toolchain, and a plugin that imports `http.call`. Such a plugin's hooks run on a fiber (a
+//! call waits for the network), and on a fiber a host function can call back into the plugin's
+//! allocator only on a fiber of its own, which cost more than the component model's lowering
+//! (measured: the program's auth plugin +1.1k instructions a request).
 //! `SWITCHYARD_PLUGIN_ENTRY=component` turns the core entry off, to compare the two.
 
 mod guest;
 mod hooks;
 mod imports;
 
-pub use guest::{Guest, poll_once};
+pub use guest::Guest;
 pub use hooks::CoreHooks;
 
 use wasmparser::{CanonicalFunction, CanonicalOption, Parser, Payload};
@@ -38,11 +41,10 @@ pub fn enabled() -> bool {
     std::env::var_os(ENTRY_VARIABLE).is_none_or(|v| v != "component")
 }
 
-/// The host functions for core modules: without `http.call` for plugins that never wait
-/// (their hooks run as plain calls), or with it (`on_fiber`: their hooks run on a fiber).
-pub fn linker(engine: &Engine, on_fiber: bool) -> wasmtime::Result<Linker<HostState>> {
+/// The host functions for core modules.
+pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
-    imports::define(&mut linker, on_fiber)?;
+    imports::define(&mut linker)?;
     Ok(linker)
 }
 

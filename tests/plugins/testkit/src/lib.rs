@@ -1,11 +1,11 @@
 //! One plugin the integration tests configure per scenario: tag the request and response to show
-//! chain order, answer by itself, pick a destination, call out to a cluster, retry, or misbehave
-//! (spin forever, allocate without bound, trap).
+//! chain order, answer by itself, pick a destination, retry, or misbehave (spin forever, allocate
+//! without bound, trap). It never calls out, so it runs on the core entry like the shipped
+//! plugins; the `caller` test plugin calls out.
 
 use std::time::Duration;
 
 use serde::Deserialize;
-use switchyard_sdk::http::{self, HttpRequest};
 use switchyard_sdk::{Action, Chunk, Outcome, Plugin, Request, Response, shared};
 
 #[derive(Debug, Default, Deserialize)]
@@ -23,19 +23,13 @@ pub struct Config {
     /// Misbehave in on_request.
     #[serde(default)]
     pub misbehave: Option<Misbehave>,
-    /// Call `GET /callout` on this cluster in on_request; its status goes in `x-callout-status`.
-    #[serde(default)]
-    pub callout: Option<String>,
     /// Retry failed attempts (5xx or no response) up to this many times.
     #[serde(default)]
     pub retries: Option<u32>,
-    /// Ask for a tick this often (ms): each counts in `testkit.ticks` and, with `tick_callout`,
-    /// calls `GET /tick` on that cluster; requests get both in `x-ticks` and `x-tick-callout`.
+    /// Ask for a tick this often (ms): each counts in `testkit.ticks`; requests get the count in
+    /// `x-ticks`.
     #[serde(default)]
     pub tick_ms: Option<u32>,
-    /// The cluster ticks call.
-    #[serde(default)]
-    pub tick_callout: Option<String>,
     /// Stream response bodies: ASCII letters upper-cased chunk by chunk, and `<END>` appended.
     #[serde(default)]
     pub stream_upper: bool,
@@ -107,13 +101,6 @@ impl Plugin for Testkit {
 
     fn on_tick(&self) -> Action {
         shared::counter_add("testkit.ticks", 1);
-        if let Some(cluster) = &self.config.tick_callout {
-            let status = match http::call(cluster, &HttpRequest::get("/tick")) {
-                Ok(response) => response.status.to_string(),
-                Err(e) => format!("error: {e}"),
-            };
-            shared::kv_set("testkit.tick.callout", status.as_bytes(), None);
-        }
         Action::Continue
     }
 
@@ -133,22 +120,11 @@ impl Plugin for Testkit {
         if self.config.tick_ms.is_some() {
             let ticks = shared::counter_get("testkit.ticks").to_string();
             let _ = req.add_response_header("x-ticks", &ticks);
-            if let Some(status) = shared::kv_get("testkit.tick.callout") {
-                let status = String::from_utf8_lossy(&status.value).into_owned();
-                let _ = req.add_response_header("x-tick-callout", &status);
-            }
         }
         if let Some(cluster) = &self.config.destination
             && let Err(e) = req.set_destination(cluster)
         {
             switchyard_sdk::log::warn(&format!("cannot route: {e}"));
-        }
-        if let Some(cluster) = &self.config.callout {
-            let status = match http::call(cluster, &HttpRequest::get("/callout")) {
-                Ok(response) => response.status.to_string(),
-                Err(e) => format!("error: {e}"),
-            };
-            let _ = req.set_header("x-callout-status", &status);
         }
         match self.config.respond {
             Some(status) => Action::respond(status, format!("answered by {}\n", self.name())),
