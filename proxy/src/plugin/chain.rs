@@ -369,7 +369,10 @@ async fn run<'a>(
         if !plugin.wants(hook) {
             continue;
         }
-        let (back, result) = plugin.call(state, hook, call()).await;
+        let (back, result) = match plugin.call_now(state, hook, call()) {
+            Ok(called) => called,
+            Err((state, call)) => plugin.call(state, hook, call).await,
+        };
         state = back;
         match result {
             Ok(Decision::Continue) => {}

@@ -95,14 +95,14 @@ struct ComponentHooks {
 /// What a plugin's instances are made from.
 pub enum Pre {
     Component(FilterPre<HostState>),
-    Core(wasmtime::InstancePre<HostState>),
+    Core(super::core_abi::CorePre),
 }
 
 impl Pre {
     fn engine(&self) -> &wasmtime::Engine {
         match self {
             Pre::Component(pre) => pre.engine(),
-            Pre::Core(pre) => pre.module().engine(),
+            Pre::Core(core) => core.pre.module().engine(),
         }
     }
 }
@@ -308,14 +308,16 @@ impl InstancePool {
     /// Instantiates the core module and runs its `init`.
     async fn start_core(
         &self,
-        pre: &wasmtime::InstancePre<HostState>,
+        core: &super::core_abi::CorePre,
         store: &mut Store<HostState>,
     ) -> Result<(Hooks, BodyInterest), HookError> {
-        let instance = pre
+        let instance = core
+            .pre
             .instantiate_async(&mut *store)
             .await
             .map_err(instantiate_error)?;
-        let hooks = CoreHooks::new(&instance, store).map_err(instantiate_error)?;
+        let hooks =
+            CoreHooks::new(&instance, store, core.lean_post_return).map_err(instantiate_error)?;
         store.data_mut().in_init = true;
         let interest = hooks
             .init(store, &self.config_json)
@@ -484,33 +486,57 @@ impl InstancePool {
     /// plugin did; an instance that failed is discarded, never reused. Also returns how long the
     /// hook ran (from checkout to its decision; waiting for an instance is not counted) for one
     /// call in [`TIME_ONE_IN`], and `None` for the others.
-    pub async fn call(
-        &self,
-        state: Box<RequestState>,
-        call: HookCall,
-    ) -> (
-        Box<RequestState>,
-        Result<Decision, HookError>,
-        Option<Duration>,
-    ) {
-        // The common case (an idle instance, a hook without async imports) runs without
-        // building the async machinery's large futures; the slow paths are boxed so they do not
-        // bloat this future, which every request's chain moves around.
+    pub async fn call(&self, state: Box<RequestState>, call: HookCall) -> Called {
         let mut instance = match self.instance().await {
             Ok(instance) => instance,
             Err(e) => return (state, Err(e), None),
         };
-        instance.calls += 1;
-        let started = instance
-            .calls
-            .is_multiple_of(TIME_ONE_IN)
-            .then(Instant::now);
-        instance.store.data_mut().start_hook(Some(state));
-        instance.store.set_epoch_deadline(1);
+        let started = begin(&mut instance, state);
         let result = match invoke_sync(&mut instance, &call) {
             Some(result) => result,
+            // Boxed: the slow path's future would otherwise bloat this one.
             None => Box::pin(invoke(&mut instance, call)).await,
         };
+        self.end(instance, result, started)
+    }
+
+    /// [`InstancePool::call`] without waiting, when an instance is idle and the hook runs as a
+    /// plain call (every hook of a core instance; a component's head hooks when it imports
+    /// nothing async); else the state and the call back, for [`InstancePool::call`]. A chain's
+    /// hooks then run without an async function's state moved in and out around each.
+    pub fn call_now(
+        &self,
+        state: Box<RequestState>,
+        call: HookCall,
+    ) -> Result<Called, (Box<RequestState>, HookCall)> {
+        let plain = match self.pre {
+            Pre::Core(_) => true,
+            Pre::Component(_) => {
+                self.synchronous
+                    && !matches!(call, HookCall::RequestBody(_) | HookCall::ResponseBody(_))
+            }
+        };
+        let Some(mut instance) = plain.then(|| self.pop_idle()).flatten() else {
+            return Err((state, call));
+        };
+        let started = begin(&mut instance, state);
+        let result = match invoke_sync(&mut instance, &call) {
+            Some(result) => result,
+            None => Err(wasmtime::Error::msg(
+                "a plain hook call needed the async path",
+            )),
+        };
+        Ok(self.end(instance, result, started))
+    }
+
+    /// The request state back from a finished call, the instance back in the pool unless the
+    /// call failed, and the hook's time when it was timed.
+    fn end(
+        &self,
+        mut instance: Box<Instance>,
+        result: wasmtime::Result<Decision>,
+        started: Option<Instant>,
+    ) -> Called {
         let took = started.map(|started| started.elapsed());
         let state = take_request(&mut instance);
         match result {
@@ -524,6 +550,27 @@ impl InstancePool {
             }
         }
     }
+}
+
+/// What a hook call gives back: the request state, the decision, and the hook's time when it
+/// was timed.
+pub type Called = (
+    Box<RequestState>,
+    Result<Decision, HookError>,
+    Option<Duration>,
+);
+
+/// Lends `state` to `instance` and starts the hook's CPU clock and deadline; the start time
+/// when this call is one of those timed.
+fn begin(instance: &mut Instance, state: Box<RequestState>) -> Option<Instant> {
+    instance.calls += 1;
+    let started = instance
+        .calls
+        .is_multiple_of(TIME_ONE_IN)
+        .then(Instant::now);
+    instance.store.data_mut().start_hook(Some(state));
+    instance.store.set_epoch_deadline(1);
+    started
 }
 
 /// The request state lent to `instance` for a call, back from it.

@@ -194,7 +194,7 @@ fn core_entry(
     cache: &CompileCache,
     component: &[u8],
     plugin: &str,
-) -> Option<wasmtime::InstancePre<HostState>> {
+) -> Option<super::core_abi::CorePre> {
     let Some(module) = super::core_abi::main_module(component) else {
         tracing::debug!(
             plugin,
@@ -205,7 +205,7 @@ fn core_entry(
     let prepared = cache
         .module(engine, module)
         .map_err(|e| format!("{e:#}"))
-        .and_then(|module| super::core_abi::prepare(&module, core_linker));
+        .and_then(|compiled| super::core_abi::prepare(&compiled, module, core_linker));
     match prepared {
         Ok(entry) => Some(entry),
         Err(reason) => {

@@ -97,6 +97,9 @@ impl Hook {
     }
 }
 
+/// A hook call's outcome: the request state (always back) and the decision.
+type HookResult = (Box<RequestState>, Result<Decision, HookError>);
+
 /// What runs a plugin's hooks: a pool of instances of a Switchyard plugin (its core module
 /// through the core entry, or the component), or a proxy-wasm filter's instances.
 pub(crate) enum Runner {
@@ -234,12 +237,7 @@ impl Plugin {
         self.skipped.fetch_or(hook.bit(), Ordering::Relaxed);
     }
 
-    async fn call(
-        &self,
-        state: Box<RequestState>,
-        hook: Hook,
-        call: HookCall,
-    ) -> (Box<RequestState>, Result<Decision, HookError>) {
+    async fn call(&self, state: Box<RequestState>, hook: Hook, call: HookCall) -> HookResult {
         let (state, result, took) = match &self.runner {
             Runner::Instances(pool) => pool.call(state, call).await,
             // Boxed: a proxy-wasm filter's future (0.7 KB) would otherwise be part of every
@@ -251,6 +249,22 @@ impl Plugin {
         };
         self.count(hook, took, result.as_ref().err());
         (state, result)
+    }
+
+    /// [`Plugin::call`] when it needs no waiting (see [`InstancePool::call_now`]); else the state
+    /// and the call back.
+    fn call_now(
+        &self,
+        state: Box<RequestState>,
+        hook: Hook,
+        call: HookCall,
+    ) -> Result<HookResult, (Box<RequestState>, HookCall)> {
+        let Runner::Instances(pool) = &self.runner else {
+            return Err((state, call));
+        };
+        let (state, result, took) = pool.call_now(state, call)?;
+        self.count(hook, took, result.as_ref().err());
+        Ok((state, result))
     }
 
     /// Counts a call of `hook` in the metrics and the admin API's stats: its time when it was

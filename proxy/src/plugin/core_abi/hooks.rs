@@ -70,6 +70,9 @@ pub fn check_exports(module: &Module) -> Result<(), String> {
 struct Export<P> {
     func: TypedFunc<P, i32>,
     post: Option<TypedFunc<i32, ()>>,
+    /// Whether a result holding no list skips the post-return call (wit-bindgen's post-return
+    /// functions only free lists).
+    lean: bool,
 }
 
 impl<P: WasmParams> Export<P> {
@@ -77,31 +80,41 @@ impl<P: WasmParams> Export<P> {
         instance: &Instance,
         store: &mut Store<HostState>,
         name: &str,
+        lean: bool,
     ) -> wasmtime::Result<Self> {
         Ok(Self {
             func: instance.get_typed_func(&mut *store, name)?,
             post: instance
                 .get_typed_func(&mut *store, &format!("cabi_post_{name}"))
                 .ok(),
+            lean,
         })
     }
 
-    fn find(instance: &Instance, store: &mut Store<HostState>, name: &str) -> Option<Self> {
+    fn find(
+        instance: &Instance,
+        store: &mut Store<HostState>,
+        name: &str,
+        lean: bool,
+    ) -> Option<Self> {
         instance.get_export(&mut *store, name)?;
-        Self::get(instance, store, name).ok()
+        Self::get(instance, store, name, lean).ok()
     }
 
-    /// Calls the export, lifts its result with `lift`, and frees it.
+    /// Calls the export, lifts its result with `lift` (which also says whether the result holds
+    /// a list), and frees it.
     fn call<R>(
         &self,
         store: &mut Store<HostState>,
         params: P,
-        lift: impl FnOnce(&[u8], i32) -> wasmtime::Result<R>,
+        lift: impl FnOnce(&[u8], i32) -> wasmtime::Result<(R, bool)>,
     ) -> wasmtime::Result<R> {
         let ret = self.func.call(&mut *store, params)?;
         let memory = guest::memory_of(&*store)?;
-        let lifted = lift(memory.data(&*store), ret)?;
-        if let Some(post) = &self.post {
+        let (lifted, holds_lists) = lift(memory.data(&*store), ret)?;
+        if let Some(post) = &self.post
+            && (holds_lists || !self.lean)
+        {
             post.call(&mut *store, ret)?;
         }
         Ok(lifted)
@@ -124,23 +137,28 @@ pub struct CoreHooks {
 
 impl CoreHooks {
     /// Finds the hooks of a new instance and gives its store the plugin's memory and allocator.
-    pub fn new(instance: &Instance, store: &mut Store<HostState>) -> wasmtime::Result<Self> {
+    /// `lean`: results without lists skip the post-return call ([`super::CorePre`]).
+    pub fn new(
+        instance: &Instance,
+        store: &mut Store<HostState>,
+        lean: bool,
+    ) -> wasmtime::Result<Self> {
         let memory = instance
             .get_memory(&mut *store, "memory")
             .ok_or_else(|| wasmtime::Error::msg("the plugin exports no memory"))?;
         let realloc = instance.get_typed_func(&mut *store, "cabi_realloc")?;
         store.data_mut().guest = Some(Guest { memory, realloc });
         Ok(Self {
-            init: Export::get(instance, store, "init")?,
-            on_request: Export::get(instance, store, "on-request")?,
-            on_request_body: Export::get(instance, store, "on-request-body")?,
-            on_upstream_response: Export::get(instance, store, "on-upstream-response")?,
-            on_response: Export::get(instance, store, "on-response")?,
-            on_response_body: Export::get(instance, store, "on-response-body")?,
-            on_log: Export::get(instance, store, "on-log")?,
-            on_tick: Export::find(instance, store, TICK),
-            on_request_chunk: Export::find(instance, store, REQUEST_CHUNK),
-            on_response_chunk: Export::find(instance, store, RESPONSE_CHUNK),
+            init: Export::get(instance, store, "init", lean)?,
+            on_request: Export::get(instance, store, "on-request", lean)?,
+            on_request_body: Export::get(instance, store, "on-request-body", lean)?,
+            on_upstream_response: Export::get(instance, store, "on-upstream-response", lean)?,
+            on_response: Export::get(instance, store, "on-response", lean)?,
+            on_response_body: Export::get(instance, store, "on-response-body", lean)?,
+            on_log: Export::get(instance, store, "on-log", lean)?,
+            on_tick: Export::find(instance, store, TICK, lean),
+            on_request_chunk: Export::find(instance, store, REQUEST_CHUNK, lean),
+            on_response_chunk: Export::find(instance, store, RESPONSE_CHUNK, lean),
         })
     }
 
@@ -177,11 +195,11 @@ impl CoreHooks {
                         if bits & 2 != 0 {
                             interest |= BodyInterest::RESPONSE_BODY;
                         }
-                        Ok(Ok(interest))
+                        Ok((Ok(interest), false))
                     }
                     1 => {
                         let (p, l) = pair_at(memory, at + 4)?;
-                        Ok(Err(guest::text(memory, p, l)?.to_owned()))
+                        Ok((Err(guest::text(memory, p, l)?.to_owned()), true))
                     }
                     _ => Err(wasmtime::Error::msg("init returned an invalid result")),
                 }
@@ -250,10 +268,10 @@ impl CoreHooks {
             |memory, ret| {
                 let at = area(memory, ret, 4, 12)?;
                 match memory[at as usize] {
-                    0 => Ok(None),
+                    0 => Ok((None, false)),
                     1 => {
                         let (p, l) = pair_at(memory, at + 4)?;
-                        Ok(Some(slice(memory, p, l)?.to_vec()))
+                        Ok((Some(slice(memory, p, l)?.to_vec()), true))
                     }
                     _ => Err(wasmtime::Error::msg(
                         "a chunk hook returned an invalid option",
@@ -264,8 +282,15 @@ impl CoreHooks {
     }
 }
 
-/// A `decision` at `ret`: a tag byte, then its payload at offset 4.
-fn lift_decision(memory: &[u8], ret: i32) -> wasmtime::Result<Decision> {
+/// A `decision` at `ret` (a tag byte, then its payload at offset 4), and whether it holds lists
+/// (a local response's headers and body).
+fn lift_decision(memory: &[u8], ret: i32) -> wasmtime::Result<(Decision, bool)> {
+    let decision = decision_at(memory, ret)?;
+    let holds_lists = matches!(decision, Decision::Respond(_));
+    Ok((decision, holds_lists))
+}
+
+fn decision_at(memory: &[u8], ret: i32) -> wasmtime::Result<Decision> {
     let at = area(memory, ret, 4, 24)?;
     Ok(match memory[at as usize] {
         0 => Decision::Continue,

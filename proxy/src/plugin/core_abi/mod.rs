@@ -28,7 +28,7 @@ mod imports;
 pub use guest::Guest;
 pub use hooks::CoreHooks;
 
-use wasmparser::{CanonicalFunction, CanonicalOption, Parser, Payload};
+use wasmparser::{CanonicalFunction, CanonicalOption, KnownCustom, Parser, Payload};
 use wasmtime::{Engine, InstancePre, Linker, Module};
 
 use super::host::HostState;
@@ -98,13 +98,49 @@ pub fn main_module(component: &[u8]) -> Option<&[u8]> {
     component.get(main?)
 }
 
-/// The module linked against the core host functions, ready to instantiate; why it cannot use
-/// the core entry otherwise: an import outside this linker (`http.call` is one), or a hook export
+/// Whether the module says it was built by `wit-bindgen`'s Rust generator (its `producers`
+/// section), whose post-return functions free only the lists a result holds: a result without
+/// any (a `continue`) then needs no post-return call.
+pub fn built_by_wit_bindgen_rust(module: &[u8]) -> bool {
+    Parser::new(0).parse_all(module).any(|payload| {
+        let Ok(Payload::CustomSection(section)) = payload else {
+            return false;
+        };
+        let KnownCustom::Producers(fields) = section.as_known() else {
+            return false;
+        };
+        fields.into_iter().flatten().any(|field| {
+            field.name == "processed-by"
+                && field
+                    .values
+                    .into_iter()
+                    .flatten()
+                    .any(|value| value.name == "wit-bindgen-rust")
+        })
+    })
+}
+
+/// The module (`bytes` compiled) linked against the core host functions, ready to instantiate;
+/// why it cannot use the core entry otherwise: an import outside this linker (`http.call` is one), or a hook export
 /// missing or of another type.
 pub fn prepare(
     module: &Module,
+    bytes: &[u8],
     linker: &Linker<HostState>,
-) -> Result<InstancePre<HostState>, String> {
+) -> Result<CorePre, String> {
     hooks::check_exports(module)?;
-    linker.instantiate_pre(module).map_err(|e| format!("{e:#}"))
+    Ok(CorePre {
+        pre: linker
+            .instantiate_pre(module)
+            .map_err(|e| format!("{e:#}"))?,
+        lean_post_return: built_by_wit_bindgen_rust(bytes),
+    })
+}
+
+/// What a plugin's core instances are made from.
+pub struct CorePre {
+    pub pre: InstancePre<HostState>,
+    /// Whether a result that holds no list needs no post-return call
+    /// ([`built_by_wit_bindgen_rust`]).
+    pub lean_post_return: bool,
 }
