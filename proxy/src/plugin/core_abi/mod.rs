@@ -144,3 +144,45 @@ pub struct CorePre {
     /// ([`built_by_wit_bindgen_rust`]).
     pub lean_post_return: bool,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An empty core module with a `producers` section naming one tool under `processed-by`.
+    fn module_processed_by(tool: &str) -> Vec<u8> {
+        let mut section = Vec::new();
+        let mut string = |out: &mut Vec<u8>, s: &str| {
+            out.push(s.len() as u8);
+            out.extend_from_slice(s.as_bytes());
+        };
+        string(&mut section, "producers");
+        section.push(1); // one field
+        string(&mut section, "processed-by");
+        section.push(1); // one value
+        string(&mut section, tool);
+        string(&mut section, "0.60.0");
+        let mut module = b"\0asm\x01\0\0\0".to_vec();
+        module.push(0); // a custom section
+        module.push(section.len() as u8);
+        module.extend_from_slice(&section);
+        module
+    }
+
+    #[test]
+    fn only_wit_bindgen_rust_modules_skip_empty_post_returns() {
+        assert!(built_by_wit_bindgen_rust(&module_processed_by(
+            "wit-bindgen-rust"
+        )));
+        assert!(!built_by_wit_bindgen_rust(&module_processed_by(
+            "wit-bindgen-c"
+        )));
+        assert!(!built_by_wit_bindgen_rust(b"\0asm\x01\0\0\0"));
+    }
+
+    #[test]
+    fn a_core_module_is_no_component_to_take_apart() {
+        assert_eq!(main_module(b"\0asm\x01\0\0\0"), None);
+        assert_eq!(main_module(b"not wasm at all"), None);
+    }
+}
