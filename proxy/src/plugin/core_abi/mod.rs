@@ -152,7 +152,7 @@ mod tests {
     /// An empty core module with a `producers` section naming one tool under `processed-by`.
     fn module_processed_by(tool: &str) -> Vec<u8> {
         let mut section = Vec::new();
-        let mut string = |out: &mut Vec<u8>, s: &str| {
+        let string = |out: &mut Vec<u8>, s: &str| {
             out.push(s.len() as u8);
             out.extend_from_slice(s.as_bytes());
         };
