@@ -172,3 +172,57 @@ async fn sdk_plugins_run_on_the_core_entry_and_answer_as_they_do_as_components()
 
     assert_eq!(through_core, through_component);
 }
+
+#[tokio::test]
+async fn a_plugin_importing_http_call_keeps_the_core_entry_only_if_it_never_calls_out() {
+    let app = Upstream::echo("app").await;
+    let side = Upstream::echo("side").await;
+    let api_keys = r#"api_keys = { keys = [ { name = "a", sha256 = "2c8f10d14ae9e4b67462dc122a92c2b1e74b07c9fe0488c8045fe81b53ff8573" } ] }, rules = [ { require = "api_key" } ]"#;
+    let remote_jwks = r#"jwt = [ { name = "idp", jwks = { cluster = "side" } } ], rules = [ { require = "jwt" } ]"#;
+    let proxy = Proxy::start(
+        &[
+            listener("promised", "app", &["promised"]),
+            listener("keys", "app", &["keys"]),
+            cluster("app", &[app.addr.to_string()], ""),
+            cluster("side", &[side.addr.to_string()], ""),
+            plugin(
+                "promised",
+                "caller",
+                r#"never_call_out = true, callout = "side""#,
+            ),
+            plugin("keys", "auth", api_keys),
+            plugin("fetcher", "auth", remote_jwks),
+        ]
+        .join("\n"),
+    );
+    assert_eq!(
+        entries(&proxy),
+        [
+            ("fetcher", "component"),
+            ("keys", "core"),
+            ("promised", "core")
+        ]
+        .map(|(n, e)| (n.to_owned(), e.to_owned()))
+        .to_vec(),
+        "auth with keys of its own promises no callouts; with remote JWKS it may call out"
+    );
+
+    // A callout from a plugin that promised none is refused, and the request goes on.
+    let reply = get_with(proxy.listener("promised"), "/", &[]).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(
+        reply.json()["headers"]["x-callout-status"],
+        "error: invalid request or response"
+    );
+    assert!(
+        proxy.logs().contains("http.call refused"),
+        "{}",
+        proxy.logs()
+    );
+    // The auth plugin on the core entry still checks keys.
+    let denied = get_with(proxy.listener("keys"), "/", &[]).await;
+    assert_eq!(denied.status, StatusCode::UNAUTHORIZED);
+    let key = [("x-api-key", "bench-key-alice")];
+    let allowed = get_with(proxy.listener("keys"), "/", &key).await;
+    assert_eq!(allowed.status, StatusCode::OK, "{}", allowed.text());
+}

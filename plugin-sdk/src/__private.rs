@@ -299,6 +299,9 @@ impl HostApi for WasmHost {
     fn upstream_failures_only(&mut self, min_status: u16, grpc_statuses: bool) {
         wit::attempts::upstream_failures_only(min_status, grpc_statuses);
     }
+    fn never_call_out(&mut self) {
+        wit::calls::never_call_out();
+    }
     fn http_call(
         &mut self,
         cluster: &str,

@@ -63,6 +63,7 @@ pub trait HostApi {
     fn stream_response_body(&mut self);
     fn stream_request_body(&mut self);
     fn upstream_failures_only(&mut self, min_status: u16, grpc_statuses: bool);
+    fn never_call_out(&mut self);
     fn http_call(
         &mut self,
         cluster: &str,
@@ -359,6 +360,16 @@ pub mod random {
 pub mod http {
     #[allow(unused_imports)]
     use super::HostApi as _;
+
+    /// From [`crate::Plugin::new`] only: with the config it was given, this plugin never calls
+    /// [`call`], from its hooks or its ticks. A plugin that calls out only for some configs (the
+    /// auth plugin, for remote JWKS) says so for the others, and its hooks then run as plain
+    /// calls instead of on a fiber of their own; a `call` made anyway fails with
+    /// [`CallError::Invalid`].
+    pub fn never_call_out() {
+        super::with(|h| h.never_call_out());
+    }
+
     /// A request to send to a cluster.
     #[derive(Debug, Clone, PartialEq, Eq, Default)]
     pub struct HttpRequest {

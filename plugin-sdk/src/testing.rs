@@ -97,6 +97,8 @@ pub struct TestHost {
     /// (`min_status`, `grpc_statuses`): [`TestHost::on_upstream_response`] then skips the
     /// plugin for the other attempts, as the proxy does.
     pub upstream_failures_only: Option<(u16, bool)>,
+    /// Whether the plugin said in `new` that it never calls out ([`crate::http::never_call_out`]).
+    pub never_calls_out: bool,
     /// Set when the plugin named a cluster that does not exist, as the proxy does: the call
     /// fails, and the request is answered 500 unless a later `set_destination` succeeds.
     pub bad_destination: Option<String>,
@@ -612,6 +614,9 @@ impl HostApi for TestHost {
     }
     fn upstream_failures_only(&mut self, min_status: u16, grpc_statuses: bool) {
         self.upstream_failures_only = Some((min_status, grpc_statuses));
+    }
+    fn never_call_out(&mut self) {
+        self.never_calls_out = true;
     }
     fn tick_every(&mut self, ms: u32) {
         self.tick_every = Some(Duration::from_millis(u64::from(ms)).max(Duration::from_millis(10)));

@@ -62,6 +62,10 @@ impl Plugin for Auth {
         identity_headers.extend(config.api_keys.as_ref().and_then(|k| k.forward_as.clone()));
         let expectations = config.jwt.iter().map(|p| p.expectations()).collect();
         let api_keys = config.api_keys.as_ref().map(api_key::KeyTable::new);
+        // Only remote JWKS are fetched; without them the hooks run as plain calls.
+        if config.jwt.iter().all(|provider| provider.jwks.is_none()) {
+            switchyard_sdk::http::never_call_out();
+        }
         Ok(Self {
             keys: jwks::KeyCache::new(inline),
             config,

@@ -366,3 +366,24 @@ fn claim_facts_read_once_are_checked_against_the_clock_in_order() {
     let no_exp = read(json!({ "iss": "https://issuer", "aud": "api" }));
     assert_eq!(reason(no_exp, 60).as_deref(), Some("the token has no exp"));
 }
+
+#[test]
+fn says_it_never_calls_out_unless_it_fetches_jwks() {
+    let mut host = TestHost::get("/");
+    host.load::<Auth>(&config()).unwrap();
+    assert!(
+        host.never_calls_out,
+        "inline keys and API keys need no callout"
+    );
+    let remote = json!({
+        "jwt": [ { "name": "idp", "jwks": { "cluster": "idp" } } ],
+        "rules": [ { "require": "jwt" } ],
+    })
+    .to_string();
+    let mut host = TestHost::get("/");
+    host.load::<Auth>(&remote).unwrap();
+    assert!(
+        !host.never_calls_out,
+        "remote JWKS are fetched with http.call"
+    );
+}

@@ -10,8 +10,8 @@ use rustc_hash::FxBuildHasher;
 use wasmtime::{ResourceLimiter, Store, StoreContextMut, UpdateDeadline};
 
 use super::bindings::switchyard::plugin::{
-    attempts, clock, context, http as wit_http, log, metrics as wit_metrics, properties, random,
-    routing, shared, streaming, timer, types,
+    attempts, calls, clock, context, http as wit_http, log, metrics as wit_metrics, properties,
+    random, routing, shared, streaming, timer, types,
 };
 use super::bindings::{HttpCallError, HttpRequest, HttpResponse, KvEntry, LogLevel, PeerIdentity};
 use super::callout;
@@ -67,6 +67,9 @@ pub struct HostState {
     pub streams_request: bool,
     /// Which attempts the plugin asked in `init` to see in `on-upstream-response`.
     pub attempt_filter: Option<super::AttemptFilter>,
+    /// Whether the plugin said in `init` that it never calls out with its config
+    /// (`calls.never-call-out`): a plugin importing `http.call` can then use the core entry.
+    pub never_calls_out: bool,
     /// The clusters `http.call` reaches during a tick, when no request is in scope.
     pub tick_clusters: Option<Arc<Clusters>>,
     /// Header names the plugin read or set, so reading or setting `x-hello` on every request
@@ -129,6 +132,7 @@ impl HostState {
             streams_response: false,
             streams_request: false,
             attempt_filter: None,
+            never_calls_out: false,
             tick_clusters: None,
         }
     }
@@ -558,6 +562,25 @@ impl attempts::Host for HostState {
         } else {
             tracing::warn!(plugin = %self.env.name, "attempts.upstream-failures-only is only heeded during init; ignored");
         }
+    }
+}
+
+impl calls::Host for HostState {
+    fn never_call_out(&mut self) {
+        if self.in_init {
+            self.never_calls_out = true;
+        } else {
+            tracing::warn!(plugin = %self.env.name, "calls.never-call-out is only heeded during init; ignored");
+        }
+    }
+}
+
+impl HostState {
+    /// A `http.call` from a plugin that said it never calls out (run through the core entry,
+    /// where a call cannot wait): refused, as the WIT says, with `invalid`.
+    pub(super) fn refuse_call_out(&self, cluster: &str) -> HttpCallError {
+        tracing::warn!(plugin = %self.env.name, %cluster, "http.call refused: the plugin said in init that it never calls out");
+        HttpCallError::Invalid
     }
 }
 

@@ -123,6 +123,11 @@ impl Hooks {
 type ChunkFunc = TypedFunc<(Vec<u8>, bool), (Option<Vec<u8>>,)>;
 
 impl Instance {
+    /// Whether the plugin said in `init` that it never calls out (`calls.never-call-out`).
+    pub fn never_calls_out(&self) -> bool {
+        self.store.data().never_calls_out
+    }
+
     /// What the plugin asked for in `init`: ticks, bodies chunk by chunk (when it exports the
     /// chunk hook that takes them), and which attempts it sees.
     pub fn asked(&self) -> super::Asked {

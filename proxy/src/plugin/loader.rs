@@ -158,20 +158,53 @@ pub async fn load(
     let core = super::core_abi::enabled()
         .then(|| core_entry(engine, core_linker, cache, &component_bytes, &plugin))
         .flatten();
-    let (pre, synchronous) = match core {
-        Some(pre) => (Pre::Core(pre), true),
-        None => component_entry(engine, linker, cache, &component_bytes, &plugin, &path)?,
-    };
     let config_json = serde_json::to_string(&config.config).unwrap_or_else(|_| "{}".into());
-    let pool = InstancePool::new(pre, env, config_json, max_live, synchronous);
-    let (first, interest) = pool.instantiate().await.map_err(|e| match e {
-        HookError::ConfigRefused(message) => config_refused(plugin.clone(), &message),
-        e => LoadError::Init {
-            plugin: plugin.clone(),
-            path: path.clone(),
-            reason: e.to_string(),
-        },
-    })?;
+    let new_pool = |pre, synchronous| {
+        InstancePool::new(
+            pre,
+            Arc::clone(&env),
+            config_json.clone(),
+            max_live,
+            synchronous,
+        )
+    };
+    let start = async |pool: &InstancePool| {
+        pool.instantiate().await.map_err(|e| match e {
+            HookError::ConfigRefused(message) => config_refused(plugin.clone(), &message),
+            e => LoadError::Init {
+                plugin: plugin.clone(),
+                path: path.clone(),
+                reason: e.to_string(),
+            },
+        })
+    };
+    let mut started = None;
+    if let Some(core) = core {
+        let calls_out = core.imports_http_call;
+        let pool = new_pool(Pre::Core(core), true);
+        match start(&pool).await {
+            // A plugin that imports `http.call` keeps the core entry only if it said in `init`
+            // that it never calls out; others (and one whose `init` failed, perhaps for a
+            // callout the core entry refused) start again as components.
+            Ok((first, _)) if calls_out && !first.never_calls_out() => tracing::debug!(
+                plugin,
+                "runs as a component: it imports http.call and may call out"
+            ),
+            Err(e) if !calls_out => return Err(e),
+            Err(_) => {}
+            Ok(first) => started = Some((pool, first)),
+        }
+    }
+    let (pool, (first, interest)) = match started {
+        Some(started) => started,
+        None => {
+            let (pre, synchronous) =
+                component_entry(engine, linker, cache, &component_bytes, &plugin, &path)?;
+            let pool = new_pool(pre, synchronous);
+            let first = start(&pool).await?;
+            (pool, first)
+        }
+    };
     let asked = first.asked();
     pool.checkin_fresh(first);
     Ok(Plugin::new(
@@ -185,9 +218,8 @@ pub async fn load(
 }
 
 /// The plugin's core module ready to run through the core entry, when the component is the
-/// shape the SDK builds and the module links against the core host functions (which `http.call`
-/// is not: see [`super::core_abi`]); `None` (logged at debug) otherwise, and the plugin runs as
-/// a component.
+/// shape the SDK builds and the module links against the core host functions; `None` (logged at
+/// debug) otherwise, and the plugin runs as a component.
 fn core_entry(
     engine: &Engine,
     core_linker: &wasmtime::Linker<HostState>,

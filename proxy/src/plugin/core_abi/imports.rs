@@ -11,11 +11,11 @@ use super::guest::{
     self, Result, area, copy_in, copy_list, memory_of, pair, put, return_bytes, return_list,
     return_option_bytes, return_unit_result, slice, text,
 };
-use crate::plugin::bindings::LogLevel;
 use crate::plugin::bindings::switchyard::plugin::{
-    attempts, clock, context, log, properties, random, request, response, routing, shared,
+    attempts, calls, clock, context, log, properties, random, request, response, routing, shared,
     streaming, timer,
 };
+use crate::plugin::bindings::{HttpCallError, LogLevel};
 use crate::plugin::heads::HeaderChange;
 use crate::plugin::host::{HostState, MetricKind};
 
@@ -45,9 +45,10 @@ fn value_text(value: &http::HeaderValue) -> Cow<'_, str> {
 const REQUEST: &str = "switchyard:plugin/request@0.1.0";
 const RESPONSE: &str = "switchyard:plugin/response@0.1.0";
 
-/// Defines every import a plugin may have but `http.call`: a plugin that imports it runs its
-/// hooks on a fiber, where a host function cannot call back into the plugin's allocator
-/// without starting another fiber; such plugins run as components.
+/// Defines every import a plugin may have. `http.call` cannot wait here (a hook that waits runs
+/// on a fiber, where a host function cannot call back into the plugin's allocator without
+/// starting another fiber): it refuses, and only a plugin that said in `init` that it never
+/// calls out keeps the core entry (the loader runs the others as components).
 pub fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     define_request(linker)?;
     define_response(linker)?;
@@ -56,6 +57,51 @@ pub fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     define_shared(linker)?;
     define_metrics(linker)?;
     define_small(linker)?;
+    define_calls(linker)?;
+    Ok(())
+}
+
+/// `calls.never-call-out`, and `http.call` refused (`result<http-response, http-call-error>`:
+/// the error's tag at 0, its case at 4).
+fn define_calls(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    linker.func_wrap(
+        "switchyard:plugin/calls@0.1.0",
+        "never-call-out",
+        |mut c: Ctx<'_>| {
+            calls::Host::never_call_out(c.data_mut());
+        },
+    )?;
+    linker.func_wrap(
+        "switchyard:plugin/http@0.1.0",
+        "call",
+        |mut c: Ctx<'_>,
+         cp: i32,
+         cl: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         _: i32,
+         ret: i32| {
+            let error = with_memory(&mut c, |m, s| Ok(s.refuse_call_out(text(m, cp, cl)?)))?;
+            let memory = memory_of(&c)?;
+            let at = area(memory.data(&c), ret, 4, 24)?;
+            let case = match error {
+                HttpCallError::UnknownCluster => 0,
+                HttpCallError::NoEndpoint => 1,
+                HttpCallError::ConnectFailure => 2,
+                HttpCallError::Reset => 3,
+                HttpCallError::Timeout => 4,
+                HttpCallError::Invalid => 5,
+            };
+            put(memory.data_mut(&mut c), at, &[1, 0, 0, 0, case])
+        },
+    )?;
     Ok(())
 }
 

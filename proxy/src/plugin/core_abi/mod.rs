@@ -15,10 +15,13 @@
 //! lowered with UTF-8 strings and nothing but memory, realloc and post-return options, its first
 //! core module links against exactly these host functions, and exports the hooks with their
 //! lowered types. Anything else runs as a component, as before: a component built by another
-//! toolchain, and a plugin that imports `http.call`. Such a plugin's hooks run on a fiber (a
-//! call waits for the network), and on a fiber a host function can call back into the plugin's
+//! toolchain, and a plugin that imports `http.call` unless it says in `init` that it never calls
+//! out with its config (`calls.never-call-out`). A hook that may call out runs on a fiber (a call
+//! waits for the network), and on a fiber a host function can call back into the plugin's
 //! allocator only on a fiber of its own, which cost more than the component model's lowering
-//! (measured: the program's auth plugin +1.1k instructions a request).
+//! (measured: the program's auth plugin +1.1k instructions a request); the core entry's
+//! `http.call` therefore refuses (`invalid`), which only a plugin that promised not to call
+//! ever sees.
 //! `SWITCHYARD_PLUGIN_ENTRY=component` turns the core entry off, to compare the two.
 
 mod guest;
@@ -134,6 +137,9 @@ pub fn prepare(
             .instantiate_pre(module)
             .map_err(|e| format!("{e:#}"))?,
         lean_post_return: built_by_wit_bindgen_rust(bytes),
+        imports_http_call: module
+            .imports()
+            .any(|import| import.module().starts_with("switchyard:plugin/http@")),
     })
 }
 
@@ -143,6 +149,9 @@ pub struct CorePre {
     /// Whether a result that holds no list needs no post-return call
     /// ([`built_by_wit_bindgen_rust`]).
     pub lean_post_return: bool,
+    /// Whether the module imports `http.call`, which the core entry refuses: the plugin keeps
+    /// the core entry only if it says in `init` that it never calls out.
+    pub imports_http_call: bool,
 }
 
 #[cfg(test)]

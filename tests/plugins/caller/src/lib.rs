@@ -21,6 +21,9 @@ pub struct Config {
     pub tick_callout: Option<String>,
     #[serde(default)]
     pub tick_ms: Option<u32>,
+    /// Say in `new` that this plugin never calls out (and call out anyway, to be refused).
+    #[serde(default)]
+    pub never_call_out: bool,
 }
 
 pub struct Caller {
@@ -42,6 +45,9 @@ impl Plugin for Caller {
     type Config = Config;
 
     fn new(config: Config) -> Result<Self, String> {
+        if config.never_call_out {
+            http::never_call_out();
+        }
         if let Some(ms) = config.tick_ms {
             switchyard_sdk::timer::tick_every(Duration::from_millis(u64::from(ms)));
         }
