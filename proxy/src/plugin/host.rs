@@ -10,8 +10,8 @@ use rustc_hash::FxBuildHasher;
 use wasmtime::{ResourceLimiter, Store, StoreContextMut, UpdateDeadline};
 
 use super::bindings::switchyard::plugin::{
-    attempts, calls, clock, context, http as wit_http, log, metrics as wit_metrics, properties,
-    random, routing, shared, streaming, timer, types,
+    clock, context, http as wit_http, log, metrics as wit_metrics, properties, random, routing,
+    shared, types,
 };
 use super::bindings::{HttpCallError, HttpRequest, HttpResponse, KvEntry, LogLevel, PeerIdentity};
 use super::callout;
@@ -31,7 +31,7 @@ pub struct PluginEnv {
 
 /// The data of one instance's store.
 pub struct HostState {
-    env: Arc<PluginEnv>,
+    pub(super) env: Arc<PluginEnv>,
     /// The request of the hook running now; `None` between calls. Boxed so lending it to an
     /// instance moves a pointer, not half a kilobyte.
     pub request: Option<Box<RequestState>>,
@@ -519,68 +519,6 @@ impl clock::Host for HostState {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-    }
-}
-
-use crate::sandbox::MIN_TICK;
-
-impl timer::Host for HostState {
-    fn tick_every(&mut self, ms: u32) {
-        if self.in_init {
-            self.tick_every = Some(Duration::from_millis(u64::from(ms)).max(MIN_TICK));
-        } else {
-            tracing::warn!(plugin = %self.env.name, "timer.tick-every is only heeded during init; ignored");
-        }
-    }
-}
-
-impl streaming::Host for HostState {
-    fn stream_response_body(&mut self) {
-        if self.in_init {
-            self.streams_response = true;
-        } else {
-            tracing::warn!(plugin = %self.env.name, "streaming.stream-response-body is only heeded during init; ignored");
-        }
-    }
-
-    fn stream_request_body(&mut self) {
-        if self.in_init {
-            self.streams_request = true;
-        } else {
-            tracing::warn!(plugin = %self.env.name, "streaming.stream-request-body is only heeded during init; ignored");
-        }
-    }
-}
-
-impl attempts::Host for HostState {
-    fn upstream_failures_only(&mut self, min_status: u16, grpc_statuses: bool) {
-        if self.in_init {
-            self.attempt_filter = Some(super::AttemptFilter {
-                min_status,
-                grpc_statuses,
-            });
-        } else {
-            tracing::warn!(plugin = %self.env.name, "attempts.upstream-failures-only is only heeded during init; ignored");
-        }
-    }
-}
-
-impl calls::Host for HostState {
-    fn never_call_out(&mut self) {
-        if self.in_init {
-            self.never_calls_out = true;
-        } else {
-            tracing::warn!(plugin = %self.env.name, "calls.never-call-out is only heeded during init; ignored");
-        }
-    }
-}
-
-impl HostState {
-    /// A `http.call` from a plugin that said it never calls out (run through the core entry,
-    /// where a call cannot wait): refused, as the WIT says, with `invalid`.
-    pub(super) fn refuse_call_out(&self, cluster: &str) -> HttpCallError {
-        tracing::warn!(plugin = %self.env.name, %cluster, "http.call refused: the plugin said in init that it never calls out");
-        HttpCallError::Invalid
     }
 }
 

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use wasmtime::Store;
-use wasmtime::component::TypedFunc;
 
-use super::bindings::{AttemptOutcome, BodyInterest, Decision, Filter, FilterPre};
+use super::bindings::{AttemptOutcome, BodyInterest, Decision, FilterPre};
+use super::component_hooks::ComponentHooks;
 use super::core_abi::CoreHooks;
 use super::host::{HostState, PluginEnv};
 use super::request_state::RequestState;
@@ -80,18 +80,6 @@ enum Hooks {
     Core(CoreHooks),
 }
 
-/// A component instance's hooks.
-struct ComponentHooks {
-    filter: Filter,
-    /// For plugins without async imports: the head hooks called directly, no fiber switch.
-    sync_hooks: Option<SyncHooks>,
-    /// `on-tick`, which plugins built before ticks existed do not export.
-    on_tick: Option<TypedFunc<(), (Decision,)>>,
-    /// `on-response-chunk` and `on-request-chunk`, likewise.
-    on_response_chunk: Option<ChunkFunc>,
-    on_request_chunk: Option<ChunkFunc>,
-}
-
 /// What a plugin's instances are made from.
 pub enum Pre {
     Component(FilterPre<HostState>),
@@ -110,17 +98,11 @@ impl Pre {
 impl Hooks {
     fn has_chunk(&self, body: BodyOf) -> bool {
         match self {
-            Hooks::Component(hooks) => match body {
-                BodyOf::Request => hooks.on_request_chunk.is_some(),
-                BodyOf::Response => hooks.on_response_chunk.is_some(),
-            },
+            Hooks::Component(hooks) => hooks.has_chunk(body),
             Hooks::Core(hooks) => hooks.has_chunk(body),
         }
     }
 }
-
-/// `on-response-chunk`: a piece of the body and whether it is the last, to the replacement.
-type ChunkFunc = TypedFunc<(Vec<u8>, bool), (Option<Vec<u8>>,)>;
 
 impl Instance {
     /// Whether the plugin said in `init` that it never calls out (`calls.never-call-out`).
@@ -148,33 +130,6 @@ impl Instance {
 pub enum BodyOf {
     Request,
     Response,
-}
-
-/// The exported interface holding `on-tick` (world `plugin`).
-const TICK_INTERFACE: &str = "switchyard:plugin/tick@0.1.0";
-/// The exported interface holding `on-response-chunk` (world `plugin`).
-const CHUNKS_INTERFACE: &str = "switchyard:plugin/chunks@0.1.0";
-
-/// Typed handles to the hooks that take no list, for synchronous calls.
-struct SyncHooks {
-    on_request: TypedFunc<(), (Decision,)>,
-    on_upstream_response: TypedFunc<(AttemptOutcome,), (Decision,)>,
-    on_response: TypedFunc<(), (Decision,)>,
-    on_log: TypedFunc<(), (Decision,)>,
-}
-
-impl SyncHooks {
-    fn get(
-        instance: &wasmtime::component::Instance,
-        store: &mut Store<HostState>,
-    ) -> wasmtime::Result<Self> {
-        Ok(Self {
-            on_request: instance.get_typed_func(&mut *store, "on-request")?,
-            on_upstream_response: instance.get_typed_func(&mut *store, "on-upstream-response")?,
-            on_response: instance.get_typed_func(&mut *store, "on-response")?,
-            on_log: instance.get_typed_func(&mut *store, "on-log")?,
-        })
-    }
 }
 
 /// The instances of one plugin.
@@ -273,40 +228,14 @@ impl InstancePool {
             .instantiate_async(&mut *store)
             .await
             .map_err(instantiate_error)?;
-        let filter = Filter::new(&mut *store, &instance).map_err(instantiate_error)?;
-        let sync_hooks = if self.synchronous {
-            Some(SyncHooks::get(&instance, store).map_err(instantiate_error)?)
-        } else {
-            None
-        };
-        // Plugins built before ticks existed do not export `on-tick`.
-        let mut export = |interface: &str, name: &str| {
-            let interface = instance.get_export_index(&mut *store, None, interface)?;
-            instance.get_export_index(&mut *store, Some(&interface), name)
-        };
-        let (tick, response_chunk, request_chunk) = (
-            export(TICK_INTERFACE, "on-tick"),
-            export(CHUNKS_INTERFACE, "on-response-chunk"),
-            export(CHUNKS_INTERFACE, "on-request-chunk"),
-        );
-        let on_tick = tick.and_then(|f| instance.get_typed_func(&mut *store, f).ok());
-        let on_response_chunk =
-            response_chunk.and_then(|f| instance.get_typed_func(&mut *store, f).ok());
-        let on_request_chunk =
-            request_chunk.and_then(|f| instance.get_typed_func(&mut *store, f).ok());
+        let hooks =
+            ComponentHooks::new(&instance, store, self.synchronous).map_err(instantiate_error)?;
         store.data_mut().in_init = true;
-        let interest = filter
-            .call_init(&mut *store, &self.config_json)
+        let interest = hooks
+            .init(store, &self.config_json)
             .await
             .map_err(|e| classify(store, &e))?
             .map_err(HookError::ConfigRefused)?;
-        let hooks = ComponentHooks {
-            filter,
-            sync_hooks,
-            on_tick,
-            on_response_chunk,
-            on_request_chunk,
-        };
         Ok((Hooks::Component(hooks), interest))
     }
 
@@ -335,7 +264,7 @@ impl InstancePool {
     pub async fn tick(&self, clusters: Arc<Clusters>) -> Result<Decision, HookError> {
         let mut instance = self.instance().await?;
         let has_tick = match &instance.hooks {
-            Hooks::Component(hooks) => hooks.on_tick.is_some(),
+            Hooks::Component(hooks) => hooks.has_tick(),
             Hooks::Core(hooks) => hooks.has_tick(),
         };
         if !has_tick {
@@ -350,17 +279,7 @@ impl InstancePool {
         let Instance { store, hooks, .. } = &mut *instance;
         let result = match hooks {
             Hooks::Core(hooks) => hooks.tick(store),
-            Hooks::Component(ComponentHooks {
-                on_tick: Some(on_tick),
-                ..
-            }) => {
-                if self.synchronous {
-                    on_tick.call(&mut *store, ()).map(|(d,)| d)
-                } else {
-                    on_tick.call_async(&mut *store, ()).await.map(|(d,)| d)
-                }
-            }
-            Hooks::Component(_) => Ok(Decision::Unimplemented),
+            Hooks::Component(hooks) => hooks.tick(store).await,
         };
         instance.store.data_mut().tick_clusters = None;
         match result {
@@ -465,17 +384,7 @@ impl InstancePool {
         let Instance { store, hooks, .. } = &mut *instance;
         let result = match hooks {
             Hooks::Core(hooks) => hooks.chunk(store, body, &chunk, end),
-            Hooks::Component(hooks) => {
-                let on_chunk = match body {
-                    BodyOf::Request => hooks.on_request_chunk,
-                    BodyOf::Response => hooks.on_response_chunk,
-                };
-                match on_chunk {
-                    Some(f) if self.synchronous => f.call(&mut *store, (chunk, end)).map(|(r,)| r),
-                    Some(f) => f.call_async(&mut *store, (chunk, end)).await.map(|(r,)| r),
-                    None => Ok(None),
-                }
-            }
+            Hooks::Component(hooks) => hooks.chunk(store, body, chunk, end).await,
         };
         let state = take_request(&mut instance);
         match result {
@@ -595,35 +504,17 @@ fn take_request(instance: &mut Instance) -> Box<RequestState> {
 /// async path.
 fn invoke_sync(instance: &mut Instance, call: &HookCall) -> Option<wasmtime::Result<Decision>> {
     let store = &mut instance.store;
-    let hooks = match &instance.hooks {
-        Hooks::Core(hooks) => return Some(hooks.call(store, call)),
-        Hooks::Component(hooks) => hooks.sync_hooks.as_ref()?,
-    };
-    let result = match call {
-        HookCall::Request => hooks.on_request.call(store, ()),
-        HookCall::UpstreamResponse(outcome) => hooks.on_upstream_response.call(store, (*outcome,)),
-        HookCall::Response => hooks.on_response.call(store, ()),
-        HookCall::Log => hooks.on_log.call(store, ()),
-        HookCall::RequestBody(_) | HookCall::ResponseBody(_) => return None,
-    };
-    Some(result.map(|(decision,)| decision))
+    match &instance.hooks {
+        Hooks::Core(hooks) => Some(hooks.call(store, call)),
+        Hooks::Component(hooks) => hooks.call_sync(store, call),
+    }
 }
 
 async fn invoke(instance: &mut Instance, call: HookCall) -> wasmtime::Result<Decision> {
     let store = &mut instance.store;
-    let filter = match &instance.hooks {
-        Hooks::Component(hooks) => &hooks.filter,
-        Hooks::Core(hooks) => return hooks.call(store, &call),
-    };
-    match call {
-        HookCall::Request => filter.call_on_request(store).await,
-        HookCall::RequestBody(body) => filter.call_on_request_body(store, &body).await,
-        HookCall::UpstreamResponse(outcome) => {
-            filter.call_on_upstream_response(store, outcome).await
-        }
-        HookCall::Response => filter.call_on_response(store).await,
-        HookCall::ResponseBody(body) => filter.call_on_response_body(store, &body).await,
-        HookCall::Log => filter.call_on_log(store).await,
+    match &instance.hooks {
+        Hooks::Component(hooks) => hooks.call(store, call).await,
+        Hooks::Core(hooks) => hooks.call(store, &call),
     }
 }
 

@@ -11,11 +11,11 @@ use super::guest::{
     self, Result, area, copy_in, copy_list, memory_of, pair, put, return_bytes, return_list,
     return_option_bytes, return_unit_result, slice, text,
 };
+use crate::plugin::bindings::LogLevel;
 use crate::plugin::bindings::switchyard::plugin::{
     attempts, calls, clock, context, log, properties, random, request, response, routing, shared,
     streaming, timer,
 };
-use crate::plugin::bindings::{HttpCallError, LogLevel};
 use crate::plugin::heads::HeaderChange;
 use crate::plugin::host::{HostState, MetricKind};
 
@@ -61,6 +61,9 @@ pub fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     Ok(())
 }
 
+/// `http-call-error.invalid`: its case number in the WIT's enum.
+const HTTP_CALL_INVALID: u8 = 5;
+
 /// `calls.never-call-out`, and `http.call` refused (`result<http-response, http-call-error>`:
 /// the error's tag at 0, its case at 4).
 fn define_calls(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
@@ -88,18 +91,17 @@ fn define_calls(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
          _: i32,
          _: i32,
          ret: i32| {
-            let error = with_memory(&mut c, |m, s| Ok(s.refuse_call_out(text(m, cp, cl)?)))?;
+            with_memory(&mut c, |m, s| {
+                s.refuse_call_out(text(m, cp, cl)?);
+                Ok(())
+            })?;
             let memory = memory_of(&c)?;
             let at = area(memory.data(&c), ret, 4, 24)?;
-            let case = match error {
-                HttpCallError::UnknownCluster => 0,
-                HttpCallError::NoEndpoint => 1,
-                HttpCallError::ConnectFailure => 2,
-                HttpCallError::Reset => 3,
-                HttpCallError::Timeout => 4,
-                HttpCallError::Invalid => 5,
-            };
-            put(memory.data_mut(&mut c), at, &[1, 0, 0, 0, case])
+            put(
+                memory.data_mut(&mut c),
+                at,
+                &[1, 0, 0, 0, HTTP_CALL_INVALID],
+            )
         },
     )?;
     Ok(())
