@@ -159,22 +159,14 @@ pub fn return_option_bytes(
     put(memory.data_mut(&mut *caller), ret, &out)
 }
 
-/// Writes a `result<_, string>` at `ret`: a tag byte, then the error's pair at offset 4.
+/// Writes a `result<_, string>` at `ret`, laid out as an `option<string>` holding the error: a
+/// tag byte, then the error's pair at offset 4.
 pub fn return_unit_result(
     caller: &mut impl AsContextMut<Data = HostState>,
     ret: i32,
     result: std::result::Result<(), String>,
 ) -> Result<()> {
-    let memory = memory_of(&*caller)?;
-    let ret = area(memory.data(&*caller), ret, 4, 12)?;
-    let Err(error) = result else {
-        return put(memory.data_mut(&mut *caller), ret, &[0]);
-    };
-    let (ptr, len) = copy_in(caller, error.as_bytes())?;
-    let mut out = [0; 12];
-    out[0] = 1;
-    out[4..].copy_from_slice(&pair(ptr, len));
-    put(memory.data_mut(&mut *caller), ret, &out)
+    return_option_bytes(caller, ret, result.err().as_deref().map(str::as_bytes))
 }
 
 /// Copies `items` into the plugin's memory as a `list<string>` and returns its pair.

@@ -3,28 +3,24 @@
 //! pointer to a result area), acting through the same `HostState` methods the component
 //! bindings call. Arguments are read where they lie in the plugin's memory.
 
-use std::borrow::Cow;
-
 use wasmtime::{Caller, Linker};
 
 use super::guest::{
-    self, Result, area, copy_in, copy_list, memory_of, pair, put, return_bytes, return_list,
+    self, Result, area, copy_in, copy_list, memory_of, pair, put, return_bytes,
     return_option_bytes, return_unit_result, slice, text,
 };
 use crate::plugin::bindings::LogLevel;
 use crate::plugin::bindings::switchyard::plugin::{
-    attempts, calls, clock, context, log, properties, random, request, response, routing, shared,
-    streaming, timer,
+    attempts, calls, clock, context, log, properties, random, routing, shared, streaming, timer,
 };
-use crate::plugin::heads::HeaderChange;
 use crate::plugin::host::{HostState, MetricKind};
 
-type Ctx<'a> = Caller<'a, HostState>;
+pub(super) type Ctx<'a> = Caller<'a, HostState>;
 /// A property read from the host state.
 type Read<T> = fn(&mut HostState) -> T;
 
 /// Runs `f` with the plugin's memory (to read arguments from) beside the host state.
-fn with_memory<R>(
+pub(super) fn with_memory<R>(
     caller: &mut Ctx<'_>,
     f: impl FnOnce(&[u8], &mut HostState) -> Result<R>,
 ) -> Result<R> {
@@ -33,25 +29,12 @@ fn with_memory<R>(
     f(bytes, state)
 }
 
-/// A header value as text for a plugin: nearly always as it is (checked a word at a time); a
-/// value that is not UTF-8 is made readable, as the component bindings do.
-fn value_text(value: &http::HeaderValue) -> Cow<'_, str> {
-    match std::str::from_utf8(value.as_bytes()) {
-        Ok(text) => Cow::Borrowed(text),
-        Err(_) => String::from_utf8_lossy(value.as_bytes()),
-    }
-}
-
-const REQUEST: &str = "switchyard:plugin/request@0.1.0";
-const RESPONSE: &str = "switchyard:plugin/response@0.1.0";
-
 /// Defines every import a plugin may have. `http.call` cannot wait here (a hook that waits runs
 /// on a fiber, where a host function cannot call back into the plugin's allocator without
 /// starting another fiber): it refuses, and only a plugin that said in `init` that it never
 /// calls out keeps the core entry (the loader runs the others as components).
 pub fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    define_request(linker)?;
-    define_response(linker)?;
+    super::head_imports::define(linker)?;
     define_properties(linker)?;
     define_routing_and_context(linker)?;
     define_shared(linker)?;
@@ -105,174 +88,6 @@ fn define_calls(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         },
     )?;
     Ok(())
-}
-
-fn define_request(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    linker.func_wrap(REQUEST, "method", |mut c: Ctx<'_>, ret: i32| {
-        let method = c.data().req().map(|r| r.head.method.clone());
-        let text = method.as_ref().map_or("", |m| m.as_str());
-        return_bytes(&mut c, ret, text.as_bytes())
-    })?;
-    linker.func_wrap(REQUEST, "path", |mut c: Ctx<'_>, ret: i32| {
-        let path = c
-            .data()
-            .req()
-            .and_then(|r| r.head.uri.path_and_query().cloned());
-        let text = path.as_ref().map_or("/", |p| p.as_str());
-        return_bytes(&mut c, ret, text.as_bytes())
-    })?;
-    linker.func_wrap(
-        REQUEST,
-        "set-path",
-        |mut c: Ctx<'_>, p: i32, l: i32, ret: i32| {
-            let result = with_memory(&mut c, |m, s| {
-                Ok(request::Host::set_path(s, text(m, p, l)?.to_owned()))
-            })?;
-            return_unit_result(&mut c, ret, result)
-        },
-    )?;
-    linker.func_wrap(REQUEST, "authority", |mut c: Ctx<'_>, ret: i32| {
-        let authority = request::Host::authority(c.data_mut());
-        return_option_bytes(&mut c, ret, authority.as_deref().map(str::as_bytes))
-    })?;
-    linker.func_wrap(
-        REQUEST,
-        "header",
-        |mut c: Ctx<'_>, p: i32, l: i32, ret: i32| {
-            let value = with_memory(&mut c, |m, s| Ok(s.request_header(text(m, p, l)?)))?;
-            let text = value.as_ref().map(value_text);
-            return_option_bytes(&mut c, ret, text.as_deref().map(str::as_bytes))
-        },
-    )?;
-    linker.func_wrap(
-        REQUEST,
-        "header-all",
-        |mut c: Ctx<'_>, p: i32, l: i32, ret: i32| {
-            let values = with_memory(&mut c, |m, s| Ok(s.request_header_all(text(m, p, l)?)))?;
-            let texts: Vec<Cow<'_, str>> = values.iter().map(value_text).collect();
-            return_list(
-                &mut c,
-                ret,
-                &texts.iter().map(|t| t.as_bytes()).collect::<Vec<_>>(),
-            )
-        },
-    )?;
-    linker.func_wrap(REQUEST, "header-names", |mut c: Ctx<'_>, ret: i32| {
-        let names = request::Host::header_names(c.data_mut());
-        return_list(&mut c, ret, &names)
-    })?;
-    define_header_changes(linker, REQUEST)?;
-    linker.func_wrap(
-        REQUEST,
-        "add-response-header",
-        |mut c: Ctx<'_>, p: i32, l: i32, vp: i32, vl: i32, ret: i32| {
-            let result = with_memory(&mut c, |m, s| {
-                let value = bytes::Bytes::copy_from_slice(text(m, vp, vl)?.as_bytes());
-                Ok(s.add_client_response_header(text(m, p, l)?, value))
-            })?;
-            return_unit_result(&mut c, ret, result)
-        },
-    )?;
-    Ok(())
-}
-
-/// `set-header`, `add-header` and `remove-header` of the request or the response.
-fn define_header_changes(
-    linker: &mut Linker<HostState>,
-    head: &'static str,
-) -> wasmtime::Result<()> {
-    for (name, change) in [
-        ("set-header", HeaderChange::Set),
-        ("add-header", HeaderChange::Add),
-    ] {
-        linker.func_wrap(
-            head,
-            name,
-            move |mut c: Ctx<'_>, p: i32, l: i32, vp: i32, vl: i32, ret: i32| {
-                let result = with_memory(&mut c, |m, s| {
-                    let name = text(m, p, l)?;
-                    let value = bytes::Bytes::copy_from_slice(text(m, vp, vl)?.as_bytes());
-                    Ok(if head == REQUEST {
-                        s.change_request_header(change, name, value)
-                    } else {
-                        s.change_response_header(change, name, value)
-                    })
-                })?;
-                return_unit_result(&mut c, ret, result)
-            },
-        )?;
-    }
-    linker.func_wrap(
-        head,
-        "remove-header",
-        move |mut c: Ctx<'_>, p: i32, l: i32| {
-            with_memory(&mut c, |m, s| {
-                let name = text(m, p, l)?;
-                if head == REQUEST {
-                    s.remove_request_header(name);
-                } else {
-                    s.remove_response_header(name);
-                }
-                Ok(())
-            })
-        },
-    )?;
-    Ok(())
-}
-
-fn define_response(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    linker.func_wrap(RESPONSE, "status", |mut c: Ctx<'_>, ret: i32| {
-        let status = response::Host::status(c.data_mut());
-        let memory = memory_of(&c)?;
-        let at = area(memory.data(&c), ret, 2, 4)?;
-        let out = match status {
-            Some(status) => {
-                let [lo, hi] = status.to_le_bytes();
-                [1, 0, lo, hi]
-            }
-            None => [0; 4],
-        };
-        put(
-            memory.data_mut(&mut c),
-            at,
-            &out[..if status.is_some() { 4 } else { 1 }],
-        )
-    })?;
-    linker.func_wrap(
-        RESPONSE,
-        "set-status",
-        |mut c: Ctx<'_>, status: i32, ret: i32| {
-            let result = response::Host::set_status(c.data_mut(), status as u16);
-            return_unit_result(&mut c, ret, result)
-        },
-    )?;
-    linker.func_wrap(
-        RESPONSE,
-        "header",
-        |mut c: Ctx<'_>, p: i32, l: i32, ret: i32| {
-            let value = with_memory(&mut c, |m, s| Ok(s.response_header(text(m, p, l)?)))?;
-            let text = value.as_ref().map(value_text);
-            return_option_bytes(&mut c, ret, text.as_deref().map(str::as_bytes))
-        },
-    )?;
-    linker.func_wrap(
-        RESPONSE,
-        "header-all",
-        |mut c: Ctx<'_>, p: i32, l: i32, ret: i32| {
-            let values = with_memory(&mut c, |m, s| Ok(s.response_header_all(text(m, p, l)?)))?;
-            let texts: Vec<Cow<'_, str>> = values.iter().map(value_text).collect();
-            return_list(
-                &mut c,
-                ret,
-                &texts.iter().map(|t| t.as_bytes()).collect::<Vec<_>>(),
-            )
-        },
-    )?;
-    linker.func_wrap(RESPONSE, "header-names", |mut c: Ctx<'_>, ret: i32| {
-        let names = response::Host::header_names(c.data_mut());
-        return_list(&mut c, ret, &names)
-    })?;
-    define_header_changes(linker, RESPONSE)
 }
 
 fn define_properties(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {

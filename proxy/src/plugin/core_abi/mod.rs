@@ -25,6 +25,7 @@
 //! `SWITCHYARD_PLUGIN_ENTRY=component` turns the core entry off, to compare the two.
 
 mod guest;
+mod head_imports;
 mod hooks;
 mod imports;
 
