@@ -143,9 +143,14 @@ impl HostState {
         Ok(())
     }
 
+    /// Removes a request header by a name the plugin has likely used before (the name cache
+    /// spares parsing it again); a name that is none removes nothing.
     pub(super) fn remove_request_header(&mut self, name: &str) {
+        let Some(name) = self.header_name(name) else {
+            return;
+        };
         if let Some(req) = self.req_mut() {
-            req.head.headers.remove(name);
+            req.head.headers.remove(&name);
         }
     }
 }
@@ -242,8 +247,11 @@ impl HostState {
     }
 
     pub(super) fn remove_response_header(&mut self, name: &str) {
+        let Some(name) = self.header_name(name) else {
+            return;
+        };
         if let Ok(headers) = self.response_headers_mut() {
-            headers.remove(name);
+            headers.remove(&name);
         }
     }
 }
