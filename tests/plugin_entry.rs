@@ -214,11 +214,12 @@ async fn a_plugin_importing_http_call_keeps_the_core_entry_only_if_it_never_call
         reply.json()["headers"]["x-callout-status"],
         "error: invalid request or response"
     );
-    assert!(
-        proxy.logs().contains("http.call refused"),
-        "{}",
-        proxy.logs()
-    );
+    // The proxy's log is read on another thread: wait for the line rather than race it.
+    let logged = crate::support::eventually(std::time::Duration::from_secs(5), async || {
+        proxy.logs().contains("http.call refused")
+    })
+    .await;
+    assert!(logged, "{}", proxy.logs());
     // The auth plugin on the core entry still checks keys.
     let denied = get_with(proxy.listener("keys"), "/", &[]).await;
     assert_eq!(denied.status, StatusCode::UNAUTHORIZED);
