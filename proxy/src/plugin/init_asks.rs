@@ -59,10 +59,14 @@ impl calls::Host for HostState {
 }
 
 impl HostState {
-    /// Logs a `http.call` from a plugin that said it never calls out (run through the core
-    /// entry, where a call cannot wait), which the caller refuses with `invalid`, as the WIT
-    /// says.
+    /// Logs a `http.call` the core entry refuses with `invalid` (it cannot wait): from a plugin
+    /// that said in `init` that it never calls out, a broken promise; from one that has not (yet),
+    /// a call during `init`, after which the plugin starts again as a component.
     pub(super) fn refuse_call_out(&self, cluster: &str) {
-        tracing::warn!(plugin = %self.env.name, %cluster, "http.call refused: the plugin said in init that it never calls out");
+        if self.never_calls_out {
+            tracing::warn!(plugin = %self.env.name, %cluster, "http.call refused: the plugin said in init that it never calls out");
+        } else {
+            tracing::debug!(plugin = %self.env.name, %cluster, "http.call refused on the core entry; the plugin starts again as a component");
+        }
     }
 }

@@ -30,8 +30,8 @@ const HOOKS: [(&str, usize, bool); 10] = [
     (RESPONSE_CHUNK, 3, false),
 ];
 
-/// Checks the exports the core entry needs: the memory, `cabi_realloc`, the hooks with their
-/// lowered types, and post-return functions of the type the ABI gives them.
+/// Checks the exports the core entry needs: the memory (32-bit, as the lowered types assume),
+/// `cabi_realloc`, the hooks with their lowered types, and post-return functions of the type the ABI gives them.
 pub fn check_exports(module: &Module) -> Result<(), String> {
     let func = |name: &str| match module.get_export(name) {
         Some(ExternType::Func(ty)) => Ok(Some(ty)),
@@ -41,8 +41,9 @@ pub fn check_exports(module: &Module) -> Result<(), String> {
     fn all_i32(mut types: impl ExactSizeIterator<Item = ValType>, count: usize) -> bool {
         types.len() == count && types.all(|t| matches!(t, ValType::I32))
     }
-    if !matches!(module.get_export("memory"), Some(ExternType::Memory(_))) {
-        return Err("it exports no memory".into());
+    match module.get_export("memory") {
+        Some(ExternType::Memory(memory)) if !memory.is_64() && !memory.is_shared() => {}
+        _ => return Err("it exports no 32-bit, unshared memory".into()),
     }
     match func("cabi_realloc")? {
         Some(ty) if all_i32(ty.params(), 4) && all_i32(ty.results(), 1) => {}
