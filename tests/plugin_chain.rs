@@ -593,7 +593,8 @@ async fn the_hello_plugin_adds_its_header_and_counts_in_metrics() {
         metrics.contains(r#"switchyard_plugin_requests{plugin="hello"} 3"#),
         "{metrics}"
     );
-    // The compiled component is cached on disk under the .wasm's sha256.
+    // The compiled plugin (its core module, on the core entry) is cached on disk under the
+    // .wasm's sha256.
     let logs = proxy.logs();
     let sha = logs
         .split("sha256=")
@@ -603,8 +604,14 @@ async fn the_hello_plugin_adds_its_header_and_counts_in_metrics() {
     let cached = std::fs::read_dir(crate::support::proxy::plugin_cache())
         .expect("the plugin cache exists")
         .filter_map(|e| e.ok())
-        .any(|e| e.file_name().to_string_lossy().starts_with(sha));
-    assert!(cached, "no cached compile for sha256 {sha}");
+        .any(|e| {
+            let name = e.file_name();
+            name.to_string_lossy().starts_with(&format!("{sha}-core-"))
+        });
+    assert!(
+        cached,
+        "no cached compile of the core module for sha256 {sha}"
+    );
     assert!(
         metrics
             .contains(r#"switchyard_plugin_hook_calls_total{plugin="hello",hook="on_response"} 3"#),

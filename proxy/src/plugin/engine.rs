@@ -81,7 +81,7 @@ impl CompileCache {
     pub fn component(&self, engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
         self.cached(
             engine,
-            bytes,
+            hex(&Sha256::digest(bytes)),
             || Component::new(engine, bytes),
             Component::serialize,
             load_precompiled_component,
@@ -93,22 +93,41 @@ impl CompileCache {
     pub fn module(&self, engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Module> {
         self.cached(
             engine,
-            bytes,
+            hex(&Sha256::digest(bytes)),
             || Module::new(engine, bytes),
             Module::serialize,
             load_precompiled_module,
         )
     }
 
+    /// Returns the compiled core module a component wraps (the core entry's), from the cache
+    /// when possible: filed under the component's sha256 (with `-core`), so a plugin's compiled
+    /// files are found by the digest of the `.wasm` it ships.
+    pub fn core_module_of(
+        &self,
+        engine: &Engine,
+        component: &[u8],
+        module: &[u8],
+    ) -> wasmtime::Result<Module> {
+        self.cached(
+            engine,
+            format!("{}-core", hex(&Sha256::digest(component))),
+            || Module::new(engine, module),
+            Module::serialize,
+            load_precompiled_module,
+        )
+    }
+
+    /// `name` is the digest the file is filed under; the engine's compatibility hash is added.
     fn cached<T>(
         &self,
         engine: &Engine,
-        bytes: &[u8],
+        name: String,
         compile: impl FnOnce() -> wasmtime::Result<T>,
         serialize: impl FnOnce(&T) -> wasmtime::Result<Vec<u8>>,
         load: impl FnOnce(&Engine, &Path) -> wasmtime::Result<T>,
     ) -> wasmtime::Result<T> {
-        let path = self.dir.join(format!("{}.cwasm", cache_key(engine, bytes)));
+        let path = self.dir.join(format!("{}.cwasm", cache_key(engine, &name)));
         if path.exists() {
             match load(engine, &path) {
                 Ok(compiled) => return Ok(compiled),
@@ -136,10 +155,10 @@ impl CompileCache {
     }
 }
 
-fn cache_key(engine: &Engine, bytes: &[u8]) -> String {
+fn cache_key(engine: &Engine, name: &str) -> String {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut hasher);
-    format!("{}-{:016x}", hex(&Sha256::digest(bytes)), hasher.finish())
+    format!("{name}-{:016x}", hasher.finish())
 }
 
 #[allow(unsafe_code)]

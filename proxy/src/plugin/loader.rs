@@ -235,7 +235,7 @@ fn core_entry(
         return None;
     };
     let prepared = cache
-        .module(engine, module)
+        .core_module_of(engine, component, module)
         .map_err(|e| format!("{e:#}"))
         .and_then(|compiled| super::core_abi::prepare(&compiled, module, core_linker));
     match prepared {
