@@ -12,12 +12,18 @@ fn texts(values: Vec<http::HeaderValue>) -> Vec<String> {
     values.iter().map(header_text).collect()
 }
 
-/// A header value as text for a plugin. Values are nearly always ASCII, which `from_utf8`
-/// checks a word at a time; only a value that is not UTF-8 takes the slower lossy path.
+/// A header value as text for a plugin, owned (the component bindings hand over `String`s).
 fn header_text(value: &http::HeaderValue) -> String {
+    value_text(value).into_owned()
+}
+
+/// A header value as text for a plugin, as both entries give it. Values are nearly always
+/// ASCII, which `from_utf8` checks a word at a time; only a value that is not UTF-8 takes the
+/// slower lossy path.
+pub(super) fn value_text(value: &http::HeaderValue) -> std::borrow::Cow<'_, str> {
     match std::str::from_utf8(value.as_bytes()) {
-        Ok(text) => text.to_owned(),
-        Err(_) => String::from_utf8_lossy(value.as_bytes()).into_owned(),
+        Ok(text) => std::borrow::Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(value.as_bytes()),
     }
 }
 

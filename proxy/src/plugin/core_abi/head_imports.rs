@@ -10,17 +10,8 @@ use super::guest::{
 };
 use super::imports::{Ctx, with_memory};
 use crate::plugin::bindings::switchyard::plugin::{request, response};
-use crate::plugin::heads::HeaderChange;
+use crate::plugin::heads::{HeaderChange, value_text};
 use crate::plugin::host::HostState;
-
-/// A header value as text for a plugin: nearly always as it is (checked a word at a time); a
-/// value that is not UTF-8 is made readable, as the component bindings do.
-fn value_text(value: &http::HeaderValue) -> Cow<'_, str> {
-    match std::str::from_utf8(value.as_bytes()) {
-        Ok(text) => Cow::Borrowed(text),
-        Err(_) => String::from_utf8_lossy(value.as_bytes()),
-    }
-}
 
 const REQUEST: &str = "switchyard:plugin/request@0.1.0";
 const RESPONSE: &str = "switchyard:plugin/response@0.1.0";
