@@ -61,7 +61,8 @@ pub fn pair_at(memory: &[u8], at: u32) -> Result<(i32, i32)> {
     Ok((u32_at(memory, at)? as i32, u32_at(memory, at + 4)? as i32))
 }
 
-/// Checks that a result area of `size` bytes at `at` is in bounds and aligned to `align`.
+/// Checks that `size` bytes at `at` (a result area, a list) are in bounds and aligned to
+/// `align`.
 pub fn area(memory: &[u8], at: i32, align: u32, size: usize) -> Result<u32> {
     let at = at as u32;
     if !at.is_multiple_of(align) {
@@ -69,7 +70,9 @@ pub fn area(memory: &[u8], at: i32, align: u32, size: usize) -> Result<u32> {
             "the plugin passed a misaligned pointer",
         ));
     }
-    slice(memory, at as i32, size as i32)?;
+    let size = i32::try_from(size)
+        .map_err(|_| wasmtime::Error::msg("the plugin passed a list too long"))?;
+    slice(memory, at as i32, size)?;
     Ok(at)
 }
 
@@ -128,16 +131,26 @@ pub fn pair(ptr: u32, len: u32) -> [u8; 8] {
     out
 }
 
-/// Writes a string or byte-list result at `ret`: `(pointer, length)`.
+/// Writes at `ret` the `(pointer, length)` of what `copy` puts in the plugin's memory: a
+/// string, a byte list or a list result.
+fn return_pair<C: AsContextMut<Data = HostState>>(
+    caller: &mut C,
+    ret: i32,
+    copy: impl FnOnce(&mut C) -> Result<(u32, u32)>,
+) -> Result<()> {
+    let memory = memory_of(&*caller)?;
+    let ret = area(memory.data(&*caller), ret, 4, 8)?;
+    let (ptr, len) = copy(caller)?;
+    put(memory.data_mut(&mut *caller), ret, &pair(ptr, len))
+}
+
+/// Writes a string or byte-list result at `ret`.
 pub fn return_bytes(
     caller: &mut impl AsContextMut<Data = HostState>,
     ret: i32,
     bytes: &[u8],
 ) -> Result<()> {
-    let memory = memory_of(&*caller)?;
-    let ret = area(memory.data(&*caller), ret, 4, 8)?;
-    let (ptr, len) = copy_in(caller, bytes)?;
-    put(memory.data_mut(&mut *caller), ret, &pair(ptr, len))
+    return_pair(caller, ret, |caller| copy_in(caller, bytes))
 }
 
 /// Writes an `option<string>` or `option<list<u8>>` result at `ret`: a tag byte, then the pair
@@ -170,13 +183,13 @@ pub fn return_unit_result(
 }
 
 /// Copies `items` into the plugin's memory as a `list<string>` and returns its pair.
-pub fn copy_list<T: AsRef<[u8]>>(
+pub fn copy_list<T: AsRef<str>>(
     caller: &mut impl AsContextMut<Data = HostState>,
     items: &[T],
 ) -> Result<(u32, u32)> {
     let mut pairs = Vec::with_capacity(items.len() * 8);
     for item in items {
-        let (ptr, len) = copy_in(caller, item.as_ref())?;
+        let (ptr, len) = copy_in(caller, item.as_ref().as_bytes())?;
         pairs.extend_from_slice(&pair(ptr, len));
     }
     let list = alloc(caller, 4, pairs.len())?;
@@ -186,15 +199,12 @@ pub fn copy_list<T: AsRef<[u8]>>(
 }
 
 /// Writes a `list<string>` result at `ret`.
-pub fn return_list<T: AsRef<[u8]>>(
+pub fn return_list<T: AsRef<str>>(
     caller: &mut impl AsContextMut<Data = HostState>,
     ret: i32,
     items: &[T],
 ) -> Result<()> {
-    let memory = memory_of(&*caller)?;
-    let ret = area(memory.data(&*caller), ret, 4, 8)?;
-    let (ptr, len) = copy_list(caller, items)?;
-    put(memory.data_mut(&mut *caller), ret, &pair(ptr, len))
+    return_pair(caller, ret, |caller| copy_list(caller, items))
 }
 
 /// Reads a `list<tuple<string, string>>` (16 bytes an element) where it lies.
@@ -203,18 +213,9 @@ pub fn string_pairs(
     ptr: i32,
     len: i32,
 ) -> Result<Vec<(Cow<'_, str>, Cow<'_, str>)>> {
-    let count = len as u32 as usize;
-    let elements = slice(
-        memory,
-        ptr,
-        i32::try_from(count.saturating_mul(16))
-            .map_err(|_| wasmtime::Error::msg("the plugin passed a list too long"))?,
-    )?;
-    if !(ptr as u32).is_multiple_of(4) {
-        return Err(wasmtime::Error::msg(
-            "the plugin passed a misaligned pointer",
-        ));
-    }
+    let size = (len as u32 as usize).saturating_mul(16);
+    let at = area(memory, ptr, 4, size)?;
+    let elements = slice(memory, at as i32, size as i32)?;
     elements
         .chunks_exact(16)
         .map(|element| {
@@ -254,6 +255,10 @@ mod tests {
         assert!(area(&memory, 6, 4, 12).is_err(), "misaligned");
         assert!(area(&memory, 24, 4, 12).is_err(), "past the end");
         assert!(area(&memory, 2, 2, 4).is_ok());
+        assert!(
+            area(&memory, 0, 4, (1 << 32) + 8).is_err(),
+            "a size past 2 GiB, which an i32 would wrap to 8"
+        );
     }
 
     #[test]

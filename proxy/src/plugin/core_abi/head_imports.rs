@@ -141,11 +141,7 @@ fn define_head(linker: &mut Linker<HostState>, head: Head) -> wasmtime::Result<(
         move |mut c: Ctx<'_>, p: i32, l: i32, ret: i32| {
             let values = with_memory(&mut c, |m, s| Ok(head.values(s, text(m, p, l)?)))?;
             let texts: Vec<Cow<'_, str>> = values.iter().map(value_text).collect();
-            return_list(
-                &mut c,
-                ret,
-                &texts.iter().map(|t| t.as_bytes()).collect::<Vec<_>>(),
-            )
+            return_list(&mut c, ret, &texts)
         },
     )?;
     linker.func_wrap(
