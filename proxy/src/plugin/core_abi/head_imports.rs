@@ -185,19 +185,13 @@ fn define_response(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap(RESPONSE, "status", |mut c: Ctx<'_>, ret: i32| {
         let status = response::Host::status(c.data_mut());
         let memory = memory_of(&c)?;
+        // option<u16>: a tag byte, the value at offset 2.
         let at = area(memory.data(&c), ret, 2, 4)?;
-        let out = match status {
-            Some(status) => {
-                let [lo, hi] = status.to_le_bytes();
-                [1, 0, lo, hi]
-            }
-            None => [0; 4],
+        let Some(status) = status else {
+            return put(memory.data_mut(&mut c), at, &[0]);
         };
-        put(
-            memory.data_mut(&mut c),
-            at,
-            &out[..if status.is_some() { 4 } else { 1 }],
-        )
+        let [lo, hi] = status.to_le_bytes();
+        put(memory.data_mut(&mut c), at, &[1, 0, lo, hi])
     })?;
     linker.func_wrap(
         RESPONSE,

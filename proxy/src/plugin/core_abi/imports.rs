@@ -13,7 +13,7 @@ use crate::plugin::bindings::LogLevel;
 use crate::plugin::bindings::switchyard::plugin::{
     attempts, calls, clock, context, log, properties, random, routing, shared, streaming, timer,
 };
-use crate::plugin::host::{HostState, MetricKind};
+use crate::plugin::host::{HostState, MetricHandle, MetricKind};
 
 pub(super) type Ctx<'a> = Caller<'a, HostState>;
 /// A property read from the host state.
@@ -254,17 +254,15 @@ fn define_shared(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 ))
             })?;
             let memory = memory_of(&c)?;
+            // option<u64>: a tag byte, the value at offset 8.
             let at = area(memory.data(&c), ret, 8, 16)?;
+            let Some(version) = version else {
+                return put(memory.data_mut(&mut c), at, &[0]);
+            };
             let mut out = [0u8; 16];
-            if let Some(version) = version {
-                out[0] = 1;
-                out[8..].copy_from_slice(&version.to_le_bytes());
-            }
-            put(
-                memory.data_mut(&mut c),
-                at,
-                &out[..if version.is_some() { 16 } else { 1 }],
-            )
+            out[0] = 1;
+            out[8..].copy_from_slice(&version.to_le_bytes());
+            put(memory.data_mut(&mut c), at, &out)
         },
     )?;
     linker.func_wrap(SHARED, "kv-delete", |mut c: Ctx<'_>, p: i32, l: i32| {
@@ -282,51 +280,49 @@ fn define_metrics(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         METRICS,
         "counter-add",
         |mut c: Ctx<'_>, p: i32, l: i32, lp: i32, ll: i32, value: i64| {
-            update_metric(
-                &mut c,
-                MetricKind::Counter,
-                (p, l),
-                (lp, ll),
-                value as u64 as f64,
-                value as u64,
-            )
+            update_metric(&mut c, MetricKind::Counter, (p, l), (lp, ll), |handle| {
+                if let MetricHandle::Counter(counter) = handle {
+                    counter.increment(value as u64);
+                }
+            })
         },
     )?;
-    for (name, kind) in [
-        ("gauge-set", MetricKind::Gauge),
-        ("histogram-record", MetricKind::Histogram),
-    ] {
-        linker.func_wrap(
-            METRICS,
-            name,
-            move |mut c: Ctx<'_>, p: i32, l: i32, lp: i32, ll: i32, value: f64| {
-                update_metric(&mut c, kind, (p, l), (lp, ll), value, 0)
-            },
-        )?;
-    }
+    linker.func_wrap(
+        METRICS,
+        "gauge-set",
+        |mut c: Ctx<'_>, p: i32, l: i32, lp: i32, ll: i32, value: f64| {
+            update_metric(&mut c, MetricKind::Gauge, (p, l), (lp, ll), |handle| {
+                if let MetricHandle::Gauge(gauge) = handle {
+                    gauge.set(value);
+                }
+            })
+        },
+    )?;
+    linker.func_wrap(
+        METRICS,
+        "histogram-record",
+        |mut c: Ctx<'_>, p: i32, l: i32, lp: i32, ll: i32, value: f64| {
+            update_metric(&mut c, MetricKind::Histogram, (p, l), (lp, ll), |handle| {
+                if let MetricHandle::Histogram(histogram) = handle {
+                    histogram.record(value);
+                }
+            })
+        },
+    )?;
     Ok(())
 }
 
-/// Updates one of the plugin's metrics, named and labelled in its memory.
+/// Applies `apply` to one of the plugin's metrics, named and labelled in its memory.
 fn update_metric(
     caller: &mut Ctx<'_>,
     kind: MetricKind,
     (p, l): (i32, i32),
     (lp, ll): (i32, i32),
-    value: f64,
-    count: u64,
+    apply: impl Fn(&MetricHandle),
 ) -> Result<()> {
     with_memory(caller, |m, s| {
-        let name = text(m, p, l)?;
         let labels = guest::string_pairs(m, lp, ll)?;
-        crate::plugin::metric_imports::apply(s, kind, name, &labels, |handle| {
-            use crate::plugin::host::MetricHandle;
-            match handle {
-                MetricHandle::Counter(c) => c.increment(count),
-                MetricHandle::Gauge(g) => g.set(value),
-                MetricHandle::Histogram(h) => h.record(value),
-            }
-        });
+        crate::plugin::metric_imports::apply(s, kind, text(m, p, l)?, &labels, apply);
         Ok(())
     })
 }
