@@ -82,15 +82,32 @@ enum Hooks {
 
 /// What a plugin's instances are made from.
 pub enum Pre {
-    Component(FilterPre<HostState>),
+    Component {
+        pre: FilterPre<HostState>,
+        /// Whether the component imports no async host function, so its head hooks can run
+        /// without a fiber.
+        synchronous: bool,
+    },
     Core(super::core_abi::CorePre),
 }
 
 impl Pre {
     fn engine(&self) -> &wasmtime::Engine {
         match self {
-            Pre::Component(pre) => pre.engine(),
+            Pre::Component { pre, .. } => pre.engine(),
             Pre::Core(core) => core.pre.module().engine(),
+        }
+    }
+
+    /// Whether `call` runs as a plain call, without a fiber: every hook of a core instance, and
+    /// a component's head hooks when it imports nothing async.
+    fn runs_plain(&self, call: &HookCall) -> bool {
+        match self {
+            Pre::Core(_) => true,
+            Pre::Component { synchronous, .. } => {
+                *synchronous
+                    && !matches!(call, HookCall::RequestBody(_) | HookCall::ResponseBody(_))
+            }
         }
     }
 }
@@ -100,6 +117,25 @@ impl Hooks {
         match self {
             Hooks::Component(hooks) => hooks.has_chunk(body),
             Hooks::Core(hooks) => hooks.has_chunk(body),
+        }
+    }
+
+    fn has_tick(&self) -> bool {
+        match self {
+            Hooks::Component(hooks) => hooks.has_tick(),
+            Hooks::Core(hooks) => hooks.has_tick(),
+        }
+    }
+
+    /// `init` with the plugin's config as JSON: what bodies it wants, or why it refuses.
+    async fn init(
+        &self,
+        store: &mut Store<HostState>,
+        config: &str,
+    ) -> wasmtime::Result<Result<BodyInterest, String>> {
+        match self {
+            Hooks::Component(hooks) => hooks.init(store, config).await,
+            Hooks::Core(hooks) => hooks.init(store, config),
         }
     }
 }
@@ -149,19 +185,11 @@ pub struct InstancePool {
     slots: Arc<Semaphore>,
     /// Signalled when an instance goes back to `idle`, for callers waiting for one.
     returned: Notify,
-    /// Whether the component imports no async host function, so hooks can run without a fiber.
-    synchronous: bool,
 }
 
 impl InstancePool {
     /// `max_live` is this plugin's share of the engine's instance slots.
-    pub fn new(
-        pre: Pre,
-        env: Arc<PluginEnv>,
-        config_json: String,
-        max_live: usize,
-        synchronous: bool,
-    ) -> Self {
+    pub fn new(pre: Pre, env: Arc<PluginEnv>, config_json: String, max_live: usize) -> Self {
         Self {
             pre,
             env,
@@ -170,7 +198,6 @@ impl InstancePool {
             waiting: AtomicUsize::new(0),
             slots: Arc::new(Semaphore::new(max_live.max(1))),
             returned: Notify::new(),
-            synchronous,
         }
     }
 
@@ -178,7 +205,7 @@ impl InstancePool {
     pub fn entry(&self) -> &'static str {
         match self.pre {
             Pre::Core(_) => "core",
-            Pre::Component(_) => "component",
+            Pre::Component { .. } => "component",
         }
     }
 
@@ -200,10 +227,32 @@ impl InstancePool {
         store.data_mut().time_limit_override = Some(INIT_TIME_LIMIT);
         store.data_mut().start_hook(None);
         store.set_epoch_deadline(1);
-        let (hooks, interest) = match &self.pre {
-            Pre::Component(pre) => self.start_component(pre, &mut store).await?,
-            Pre::Core(pre) => self.start_core(pre, &mut store).await?,
+        let hooks = match &self.pre {
+            Pre::Component { pre, synchronous } => {
+                let instance = pre
+                    .instance_pre()
+                    .instantiate_async(&mut store)
+                    .await
+                    .map_err(instantiate_error)?;
+                let hooks = ComponentHooks::new(&instance, &mut store, *synchronous);
+                Hooks::Component(hooks.map_err(instantiate_error)?)
+            }
+            Pre::Core(core) => {
+                let instance = core
+                    .pre
+                    .instantiate_async(&mut store)
+                    .await
+                    .map_err(instantiate_error)?;
+                let hooks = CoreHooks::new(&instance, &mut store, core.lean_post_return);
+                Hooks::Core(hooks.map_err(instantiate_error)?)
+            }
         };
+        store.data_mut().in_init = true;
+        let interest = hooks
+            .init(&mut store, &self.config_json)
+            .await
+            .map_err(|e| classify(&mut store, &e))?
+            .map_err(HookError::ConfigRefused)?;
         store.data_mut().in_init = false;
         store.data_mut().time_limit_override = None;
         Ok((
@@ -217,57 +266,10 @@ impl InstancePool {
         ))
     }
 
-    /// Instantiates the component and runs its `init`.
-    async fn start_component(
-        &self,
-        pre: &FilterPre<HostState>,
-        store: &mut Store<HostState>,
-    ) -> Result<(Hooks, BodyInterest), HookError> {
-        let instance = pre
-            .instance_pre()
-            .instantiate_async(&mut *store)
-            .await
-            .map_err(instantiate_error)?;
-        let hooks =
-            ComponentHooks::new(&instance, store, self.synchronous).map_err(instantiate_error)?;
-        store.data_mut().in_init = true;
-        let interest = hooks
-            .init(store, &self.config_json)
-            .await
-            .map_err(|e| classify(store, &e))?
-            .map_err(HookError::ConfigRefused)?;
-        Ok((Hooks::Component(hooks), interest))
-    }
-
-    /// Instantiates the core module and runs its `init`.
-    async fn start_core(
-        &self,
-        core: &super::core_abi::CorePre,
-        store: &mut Store<HostState>,
-    ) -> Result<(Hooks, BodyInterest), HookError> {
-        let instance = core
-            .pre
-            .instantiate_async(&mut *store)
-            .await
-            .map_err(instantiate_error)?;
-        let hooks =
-            CoreHooks::new(&instance, store, core.lean_post_return).map_err(instantiate_error)?;
-        store.data_mut().in_init = true;
-        let interest = hooks
-            .init(store, &self.config_json)
-            .map_err(|e| classify(store, &e))?
-            .map_err(HookError::ConfigRefused)?;
-        Ok((Hooks::Core(hooks), interest))
-    }
-
     /// Runs `on-tick` on a pooled instance, with `clusters` reachable by `http.call`.
     pub async fn tick(&self, clusters: Arc<Clusters>) -> Result<Decision, HookError> {
         let mut instance = self.instance().await?;
-        let has_tick = match &instance.hooks {
-            Hooks::Component(hooks) => hooks.has_tick(),
-            Hooks::Core(hooks) => hooks.has_tick(),
-        };
-        if !has_tick {
+        if !instance.hooks.has_tick() {
             self.checkin(instance);
             return Ok(Decision::Unimplemented);
         }
@@ -423,13 +425,7 @@ impl InstancePool {
         state: Box<RequestState>,
         call: HookCall,
     ) -> Result<Called, (Box<RequestState>, HookCall)> {
-        let plain = match self.pre {
-            Pre::Core(_) => true,
-            Pre::Component(_) => {
-                self.synchronous
-                    && !matches!(call, HookCall::RequestBody(_) | HookCall::ResponseBody(_))
-            }
-        };
+        let plain = self.pre.runs_plain(&call);
         let Some(mut instance) = plain.then(|| self.pop_idle()).flatten() else {
             return Err((state, call));
         };

@@ -159,15 +159,7 @@ pub async fn load(
         .then(|| core_entry(engine, core_linker, cache, &component_bytes, &plugin))
         .flatten();
     let config_json = serde_json::to_string(&config.config).unwrap_or_else(|_| "{}".into());
-    let new_pool = |pre, synchronous| {
-        InstancePool::new(
-            pre,
-            Arc::clone(&env),
-            config_json.clone(),
-            max_live,
-            synchronous,
-        )
-    };
+    let new_pool = |pre| InstancePool::new(pre, Arc::clone(&env), config_json.clone(), max_live);
     let start = async |pool: &InstancePool| {
         pool.instantiate().await.map_err(|e| match e {
             HookError::ConfigRefused(message) => config_refused(plugin.clone(), &message),
@@ -181,7 +173,7 @@ pub async fn load(
     let mut started = None;
     if let Some(core) = core {
         let calls_out = core.imports_http_call;
-        let pool = new_pool(Pre::Core(core), true);
+        let pool = new_pool(Pre::Core(core));
         match start(&pool).await {
             // A plugin that imports `http.call` keeps the core entry only if it said in `init`
             // that it never calls out; others (and one whose `init` failed, perhaps for a
@@ -198,9 +190,8 @@ pub async fn load(
     let (pool, (first, interest)) = match started {
         Some(started) => started,
         None => {
-            let (pre, synchronous) =
-                component_entry(engine, linker, cache, &component_bytes, &plugin, &path)?;
-            let pool = new_pool(pre, synchronous);
+            let pre = component_entry(engine, linker, cache, &component_bytes, &plugin, &path)?;
+            let pool = new_pool(pre);
             let first = start(&pool).await?;
             (pool, first)
         }
@@ -247,8 +238,7 @@ fn core_entry(
     }
 }
 
-/// The compiled component linked against the host, and whether its hooks can run without a
-/// fiber.
+/// The compiled component linked against the host.
 fn component_entry(
     engine: &Engine,
     linker: &Linker<HostState>,
@@ -256,7 +246,7 @@ fn component_entry(
     component_bytes: &[u8],
     plugin: &str,
     path: &Path,
-) -> Result<(Pre, bool), LoadError> {
+) -> Result<Pre, LoadError> {
     let component = cache
         .component(engine, component_bytes)
         .map_err(|e| LoadError::Compile {
@@ -277,7 +267,7 @@ fn component_entry(
         .component_type()
         .imports(engine)
         .any(|(name, _)| name.starts_with("switchyard:plugin/http"));
-    Ok((Pre::Component(pre), synchronous))
+    Ok(Pre::Component { pre, synchronous })
 }
 
 /// Loads a proxy-wasm filter: its `[plugin.config]` is its plugin configuration, as JSON.
