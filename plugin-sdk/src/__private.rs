@@ -42,10 +42,15 @@ fn refused(r: Result<(), String>) -> Result<(), HostError> {
 
 thread_local! {
     /// The changes of the request hook running now (a component has one thread).
-    static BATCH: RefCell<Batch> = RefCell::default();
+    static BATCH: RefCell<Batch> = const { RefCell::new(Batch::new()) };
     /// The method and path, read once per request hook: route tables test the path once per
     /// rule, and each read was a host call. Only `set_path` changes them, and it updates this.
-    static HEAD_READS: RefCell<HeadReads> = RefCell::default();
+    static HEAD_READS: RefCell<HeadReads> = const {
+        RefCell::new(HeadReads {
+            method: None,
+            path: None,
+        })
+    };
 }
 
 #[derive(Default)]
@@ -369,9 +374,16 @@ fn with_plugin<P: Plugin>(cell: &OnceCell<P>, f: impl FnOnce(&P) -> Action) -> D
     }
 }
 
-/// A request hook: as [`with_plugin`], with its changes gathered into one host call.
+/// A request hook: as [`with_plugin`], with its changes gathered into one host call. A hook the
+/// author wrote that answers `Continue` (most calls) takes the short way to its decision.
 fn request_hook<P: Plugin>(cell: &OnceCell<P>, f: impl FnOnce(&P) -> Action) -> Decision {
-    gathering(|| with_plugin(cell, f))
+    gathering(|| match cell.get() {
+        Some(plugin) => match action::run_hook(|| f(plugin)) {
+            (Action::Continue, true) => Decision::Continue,
+            other => decision(other),
+        },
+        None => Decision::Continue,
+    })
 }
 
 pub fn init<P: Plugin>(cell: &OnceCell<P>, config: &str) -> Result<BodyInterestFlags, String> {

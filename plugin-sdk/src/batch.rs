@@ -23,6 +23,15 @@ pub(crate) struct Batch {
 }
 
 impl Batch {
+    /// An empty batch, closed; `const` so that the thread-local holding it needs no lazy
+    /// initialization check on each hook.
+    pub(crate) const fn new() -> Self {
+        Self {
+            bytes: Vec::new(),
+            open: false,
+        }
+    }
+
     /// A request header set (`add` false) or added; `None` if it must go to the host at once:
     /// `host` (which also changes the URI's authority and can fail) or a name or value the host
     /// would refuse (its error is the one the plugin gets).
