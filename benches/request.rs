@@ -56,6 +56,7 @@ pub fn request_state(headers: &[(&'static str, String)]) -> Box<RequestState> {
         exchange: switchyard::telemetry::Exchange::new(http::Method::GET, http::Version::HTTP_11),
         response_headers_to_add: Vec::new(),
         filter_contexts: Vec::new(),
+        response_fields: switchyard::upstream::ResponseFields::Map,
     })
 }
 

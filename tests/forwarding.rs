@@ -203,3 +203,130 @@ async fn a_kept_connection_the_upstream_closed_while_idle_costs_no_request() {
     }
     assert!(accepted.load(std::sync::atomic::Ordering::Relaxed) >= 30);
 }
+
+/// The head a client gets for `request` (sent as it is, asking to close) on `listener`: the
+/// status line, then each field as a `name: value` line with the name lowercased; and the body.
+async fn head_and_body(listener: std::net::SocketAddr, request: &[u8]) -> (Vec<String>, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(listener)
+        .await
+        .expect("connect");
+    stream.write_all(request).await.expect("write");
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        stream.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the proxy closes after the answer")
+    .expect("read");
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a whole head");
+    let mut lines = head.split("\r\n");
+    let mut head = vec![lines.next().unwrap_or_default().to_owned()];
+    head.extend(lines.map(|line| match line.split_once(':') {
+        Some((name, value)) => format!("{}: {}", name.to_ascii_lowercase(), value.trim()),
+        None => line.to_owned(),
+    }));
+    (head, body.to_owned())
+}
+
+/// A head's fields by name, each name's values in order: what the head means, whatever order
+/// its names come in and however a list is split over lines (`via` here).
+fn by_name(head: &[String]) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut fields = std::collections::BTreeMap::<String, Vec<String>>::new();
+    for (name, value) in head.iter().skip(1).filter_map(|l| l.split_once(": ")) {
+        let values = fields.entry(name.to_owned()).or_default();
+        if name == "via" {
+            values.extend(value.split(", ").map(str::to_owned));
+        } else {
+            values.push(value.to_owned());
+        }
+    }
+    fields
+}
+
+/// Without plugins that read responses, an upstream's fields go to the client as they came,
+/// without a header map in between; what the client gets means what it gets when a plugin's
+/// response hook makes the proxy build the map: the same fields (in the upstream's order),
+/// hop-by-hop fields dropped, the upstream's own `x-request-id` and `date` kept (not doubled),
+/// `via` extended (by a line of its own), and the length framed.
+#[tokio::test]
+async fn response_fields_passed_as_they_came_read_as_those_built_into_a_map() {
+    let app = Upstream::raw(
+        b"HTTP/1.1 200 OK\r\nServer: origin/1\r\nSet-Cookie: a=1\r\nset-cookie: b=2\r\n\
+          X-Empty:\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nUpgrade: h2c\r\n\
+          Proxy-Connection: x\r\nx-request-id: from-upstream\r\nVia: 1.1 edge\r\n\
+          Date: Sun, 06 Dec 2026 18:00:00 GMT\r\nContent-Type: text/plain\r\n\
+          Content-Length: 3\r\n\r\nok\n",
+    )
+    .await;
+    let plugin = format!(
+        "[[plugin]]\nname = \"add\"\npath = \"{}\"\n",
+        crate::support::proxy::plugin_path("add-header").display()
+    );
+    let proxy = Proxy::start(
+        &(crate::support::config::listener("passed", "app", &[])
+            + &crate::support::config::listener("mapped", "app", &["add"])
+            + &crate::support::config::cluster("app", &[app.addr], "")
+            + &plugin),
+    );
+    let get = b"GET / HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n";
+
+    let (passed, passed_body) = head_and_body(proxy.listener("passed"), get).await;
+    let (mut mapped, mapped_body) = head_and_body(proxy.listener("mapped"), get).await;
+
+    mapped.retain(|line| line != "x-filtered-by: add-header");
+    assert_eq!(
+        by_name(&passed),
+        by_name(&mapped),
+        "{passed:#?} against {mapped:#?}"
+    );
+    // The upstream's order stays (a map reorders fields as it removes some).
+    assert!(
+        passed.starts_with(&[
+            "HTTP/1.1 200 OK".into(),
+            "server: origin/1".into(),
+            "set-cookie: a=1".into(),
+            "set-cookie: b=2".into(),
+            "x-empty: ".into()
+        ]),
+        "{passed:#?}"
+    );
+    assert_eq!(
+        (passed_body.as_str(), mapped_body.as_str()),
+        ("ok\n", "ok\n")
+    );
+    let has = |line: &str| passed.iter().filter(|l| *l == line).count();
+    for kept in [
+        "server: origin/1",
+        "set-cookie: a=1",
+        "set-cookie: b=2",
+        "x-empty: ",
+        "x-request-id: from-upstream",
+        "date: Sun, 06 Dec 2026 18:00:00 GMT",
+        "content-length: 3",
+        "connection: close",
+    ] {
+        assert_eq!(has(kept), 1, "{kept:?} once in {passed:#?}");
+    }
+    for dropped in ["keep-alive", "upgrade", "proxy-connection"] {
+        assert!(
+            !passed.iter().any(|l| l.starts_with(&format!("{dropped}:"))),
+            "{dropped} in {passed:#?}"
+        );
+    }
+    assert_eq!(by_name(&passed)["via"][0], "1.1 edge", "{passed:#?}");
+    // Passed, the proxy's hop is a line of its own; the map joins it to the upstream's.
+    let via_lines = |head: &[String]| head.iter().filter(|l| l.starts_with("via: ")).count();
+    assert_eq!((via_lines(&passed), via_lines(&mapped)), (2, 1));
+
+    // A HEAD's answer says the length the body would have had.
+    let head = b"HEAD / HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n";
+    let (passed, body) = head_and_body(proxy.listener("passed"), head).await;
+    assert!(
+        passed.contains(&"content-length: 3".to_owned()),
+        "{passed:#?}"
+    );
+    assert_eq!(body, "");
+}

@@ -3,13 +3,19 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
+use switchyard_http1::client::{ResponseFields, parse_head};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&flags, input)) = data.split_first() else {
         return;
     };
     let mut read = BytesMut::from(input);
-    if let Ok(Some(_)) = switchyard_http1::client::parse_head(&mut read, flags & 1 == 1) {
+    let wanted = if flags & 2 == 2 {
+        ResponseFields::Passed
+    } else {
+        ResponseFields::Map
+    };
+    if let Ok(Some(_)) = parse_head(&mut read, flags & 1 == 1, wanted) {
         assert!(read.len() < input.len());
     }
 });

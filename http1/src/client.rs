@@ -14,7 +14,8 @@ use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
 use http::header;
-use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
+use http::header::HeaderValue;
+use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -22,6 +23,8 @@ use super::chunked::{ChunkedDecoder, ChunkedError};
 use super::fields::FramingFields;
 pub use super::framing::Framing;
 use super::framing::Piece;
+use super::passed::PassedBuilder;
+pub use super::passed::{PassedFields, ResponseFields};
 use super::writer::{BodyWriter, Outbound, WriteError, write_field, write_length};
 
 /// The largest response head accepted (status line and fields).
@@ -119,6 +122,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         mut self,
         req: Request<B>,
         keeper: K,
+        wanted: ResponseFields,
     ) -> impl Future<Output = Result<Response<ResponseBody<S, B, K>>, SendError>>
     where
         B: Body<Data = Bytes> + Unpin,
@@ -148,7 +152,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         Poll::Pending => {}
                     }
                 }
-                self.poll_head(cx, head_request)
+                self.poll_head(cx, head_request, wanted)
             })
             .await;
             let parsed = match (parsed, write_error) {
@@ -199,9 +203,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         &mut self,
         cx: &mut Context<'_>,
         head_request: bool,
+        wanted: ResponseFields,
     ) -> Poll<Result<(http::response::Parts, Framing, bool), Error>> {
         loop {
-            if let Some(parsed) = parse_head(&mut self.read, head_request)? {
+            if let Some(parsed) = parse_head(&mut self.read, head_request, wanted)? {
                 let status = parsed.0.status;
                 if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
                     continue;
@@ -228,11 +233,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 }
 
 /// Parses a complete response head at the start of `read`, consuming it; `None` while it is
-/// partial. `head_request` says the request was HEAD (no body follows whatever the head says).
+/// partial. `head_request` says the request was HEAD (no body follows whatever the head says);
+/// `wanted`, how the fields are handed over.
 /// Public for the fuzz target; [`Connection::send`] is the way in otherwise.
 pub fn parse_head(
     read: &mut BytesMut,
     head_request: bool,
+    wanted: ResponseFields,
 ) -> Result<Option<(http::response::Parts, Framing, bool)>, Error> {
     let mut fields = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut []);
@@ -259,18 +266,45 @@ pub fn parse_head(
         _ => Version::HTTP_11,
     };
     let start = read.as_ptr();
-    let mut fields = FramingFields::default();
-    let mut pending = crate::pending::take();
-    for field in response.headers.iter() {
-        let name = crate::names::header_name(field.name.as_bytes())
-            .map_err(|_| Error::BadHead(httparse::Error::HeaderName))?;
-        fields.note(&name, field.value);
-        pending.push((name, crate::pending::range_of(field.value, start)));
-    }
-    // The head leaves the buffer (shared, not copied), with room in its map for the fields a
-    // proxy adds (via, request id).
-    let (_, mut headers) = crate::pending::split_head(read, len, pending, 4)
-        .map_err(|_| Error::BadHead(httparse::Error::HeaderValue))?;
+    // Passed only when every field can go out as it came (see `passed`).
+    let passed = (wanted == ResponseFields::Passed && !status.is_informational())
+        .then(|| {
+            let mut builder = PassedBuilder::new(response.headers.len());
+            let mut framing = FramingFields::default();
+            for field in response.headers.iter() {
+                builder.field(&mut framing, start, field.name.as_bytes(), field.value);
+            }
+            (builder, framing)
+        })
+        .filter(|(builder, framing)| {
+            !builder.unusual()
+                && (framing.transfer_encoding_fields == 0 || framing.length_fields == 0)
+        });
+    let (mut headers, fields, passed, chunked) = match passed {
+        Some((builder, framing)) => {
+            let head = read.split_to(len).freeze();
+            let (passed, chunked) = builder.finish(head, &framing);
+            // Empty, with room for what a proxy adds (via, request id).
+            (crate::spare::header_map(4), framing, Some(passed), chunked)
+        }
+        None => {
+            let mut fields = FramingFields::default();
+            let mut pending = crate::pending::take();
+            for field in response.headers.iter() {
+                let name = crate::names::header_name(field.name.as_bytes())
+                    .map_err(|_| Error::BadHead(httparse::Error::HeaderName))?;
+                fields.note(&name, field.value);
+                pending.push((name, crate::pending::range_of(field.value, start)));
+            }
+            // The head leaves the buffer (shared, not copied), with room in its map for the
+            // fields a proxy adds (via, request id).
+            let (_, headers) = crate::pending::split_head(read, len, pending, 4)
+                .map_err(|_| Error::BadHead(httparse::Error::HeaderValue))?;
+            let codings = headers.get_all(header::TRANSFER_ENCODING).iter();
+            let chunked = crate::fields::chunked_last(codings.map(HeaderValue::as_bytes));
+            (headers, fields, None, chunked)
+        }
+    };
     let mut keep_alive = match version {
         Version::HTTP_10 => fields.keep_alive,
         _ => !fields.close,
@@ -290,7 +324,7 @@ pub fn parse_head(
         if headers.remove(header::CONTENT_LENGTH).is_some() {
             keep_alive = false;
         }
-        if chunked_last(&headers) {
+        if chunked {
             Framing::Chunked(ChunkedDecoder::default())
         } else {
             keep_alive = false;
@@ -306,17 +340,10 @@ pub fn parse_head(
     parts.status = status;
     parts.version = version;
     parts.headers = headers;
+    if let Some(passed) = passed {
+        parts.extensions.insert(passed);
+    }
     Ok(Some((parts, framing, keep_alive)))
-}
-
-/// Whether the last transfer coding is `chunked`.
-fn chunked_last(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .next_back()
-        .and_then(|v| v.as_bytes().rsplit(|&b| b == b',').next())
-        .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
 }
 
 /// The request head, encoded into `out` (reused from the last request), and the writer that

@@ -98,6 +98,43 @@ impl FramingFields {
     }
 }
 
+/// The hop-by-hop fields a proxy drops whatever `connection` says (RFC 9110 §7.6.1, with the
+/// `keep-alive` and `proxy-connection` of older peers); `te: trailers` is the exception gRPC
+/// needs end to end.
+pub const HOP_BY_HOP: [&str; 6] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Whether a `connection` value names a field of its own — a token other than `close` and the
+/// [`HOP_BY_HOP`] names — which is then hop-by-hop too.
+pub fn names_other_fields(value: &[u8]) -> bool {
+    list_items(value).any(|token| !token.is_empty() && !is_connection_only(token))
+}
+
+/// A `connection` token that names no field of its own: `close` or a [`HOP_BY_HOP`] name.
+pub fn is_connection_only(token: &[u8]) -> bool {
+    // The usual tokens as they are usually written first: comparing without case is a
+    // byte-by-byte loop.
+    matches!(token, b"keep-alive" | b"close" | b"upgrade")
+        || token.eq_ignore_ascii_case(b"close")
+        || HOP_BY_HOP
+            .iter()
+            .any(|name| token.eq_ignore_ascii_case(name.as_bytes()))
+}
+
+/// Whether the last coding the `transfer-encoding` values (in order) list is `chunked`.
+pub fn chunked_last<'a>(mut values: impl DoubleEndedIterator<Item = &'a [u8]>) -> bool {
+    values
+        .next_back()
+        .and_then(|v| v.rsplit(|&b| b == b',').next())
+        .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+}
+
 /// The items of a comma-separated list, trimmed.
 fn list_items(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value.split(|&b| b == b',').map(<[u8]>::trim_ascii)

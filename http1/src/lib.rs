@@ -14,6 +14,7 @@ pub mod client;
 pub mod fields;
 mod framing;
 mod names;
+mod passed;
 mod pending;
 mod read_ahead;
 pub mod server;

@@ -14,7 +14,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, duplex};
 use tokio::sync::mpsc;
 
-use super::client::{Connection, Error, Keep};
+use super::client::{Connection, Error, Keep, ResponseFields};
 use super::test_inputs;
 
 /// Records the connection the engine hands back.
@@ -87,7 +87,10 @@ where
         peer.shutdown().await.unwrap();
         (peer, seen)
     });
-    let outcome = match Connection::new(ours).send(req, keeper).await {
+    let outcome = match Connection::new(ours)
+        .send(req, keeper, ResponseFields::Map)
+        .await
+    {
         Ok(response) => {
             let (head, body) = response.into_parts();
             match body.collect().await {
@@ -157,7 +160,7 @@ async fn a_body_of_unknown_length_is_chunked_and_sent_while_the_response_streams
         .unwrap();
     let kept = Kept::default();
     tx.send(Bytes::from_static(b"first")).await.unwrap();
-    let send = tokio::spawn(Connection::new(ours).send(req, kept.clone()));
+    let send = tokio::spawn(Connection::new(ours).send(req, kept.clone(), ResponseFields::Map));
     let mut seen = Vec::new();
     let head = read_head(&mut peer, &mut seen).await;
     assert!(
@@ -318,7 +321,7 @@ async fn an_upgraded_connection_keeps_the_bytes_that_came_with_the_101() {
         .body(Full::new(Bytes::new()))
         .unwrap();
     let response = Connection::new(ours)
-        .send(req, Kept::default())
+        .send(req, Kept::default(), ResponseFields::Map)
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
@@ -335,7 +338,7 @@ async fn a_closed_connection_and_a_failing_request_body_say_which_it_was() {
     let (ours, peer) = duplex(1024);
     drop(peer);
     let error = Connection::new(ours)
-        .send(get(), Kept::default())
+        .send(get(), Kept::default(), ResponseFields::Map)
         .await
         .unwrap_err();
     assert!(
@@ -355,7 +358,7 @@ async fn a_closed_connection_and_a_failing_request_body_say_which_it_was() {
         .body(Full::new(Bytes::from_static(b"short")))
         .unwrap();
     let error = Connection::new(ours)
-        .send(req, Kept::default())
+        .send(req, Kept::default(), ResponseFields::Map)
         .await
         .unwrap_err();
     assert!(
@@ -401,7 +404,7 @@ async fn read_with_ours(response: Vec<u8>) -> Reading {
         let _ = peer.write_all(&response).await;
     });
     let response = Connection::new(ours)
-        .send(get(), Kept::default())
+        .send(get(), Kept::default(), ResponseFields::Map)
         .await
         .ok()?;
     let (head, body) = response.into_parts();
@@ -517,7 +520,12 @@ fn arbitrary_bytes_are_answered_or_refused_never_a_panic() {
             }
         }
         let mut head = BytesMut::from(&input[..]);
-        let _ = super::client::parse_head(&mut head, rng.bool());
+        let wanted = if rng.bool() {
+            ResponseFields::Passed
+        } else {
+            ResponseFields::Map
+        };
+        let _ = super::client::parse_head(&mut head, rng.bool(), wanted);
         assert!(head.len() <= input.len());
 
         let mut body = BytesMut::from(&input[..]);

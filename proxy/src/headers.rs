@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Uri, Version};
 use switchyard_http1::NameLengths;
+use switchyard_http1::client::PassedFields;
 
 /// The request id header; generated when the client sent none.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -85,27 +86,6 @@ pub fn announce_grpc_trailers(headers: &mut HeaderMap) {
     }
 }
 
-/// Whether a `Connection` value names a header of its own: a token other than `close` and the
-/// fixed hop-by-hop names (`keep-alive`, `upgrade`, ...), which must go too.
-fn names_other_headers(value: &HeaderValue) -> bool {
-    value
-        .as_bytes()
-        .split(|&b| b == b',')
-        .map(<[u8]>::trim_ascii)
-        .any(|token| !token.is_empty() && !is_connection_only(token))
-}
-
-/// A `Connection` token that names no header of its own: `close` or a fixed hop-by-hop name.
-fn is_connection_only(token: &[u8]) -> bool {
-    // The usual tokens as they are usually written first: comparing without case is a
-    // byte-by-byte loop.
-    matches!(token, b"keep-alive" | b"close" | b"upgrade")
-        || token.eq_ignore_ascii_case(b"close")
-        || fixed_hop_by_hop()
-            .iter()
-            .any(|name| token.eq_ignore_ascii_case(name.as_str().as_bytes()))
-}
-
 /// Whether the request asks to switch protocols (e.g. WebSocket): `Connection: upgrade` plus an
 /// `Upgrade` header, on HTTP/1.1.
 pub fn is_upgrade_request<B>(req: &Request<B>) -> bool {
@@ -131,7 +111,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         if let Some(i) = fixed.iter().position(|hop| *hop == name) {
             present[i] = true;
             if i == CONNECTION_AT && !names_others {
-                names_others = names_other_headers(value);
+                names_others = switchyard_http1::fields::names_other_fields(value.as_bytes());
             }
         }
     }
@@ -152,7 +132,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
             // Token by token: a value with other bytes than ASCII still names its headers.
             .flat_map(|v| v.as_bytes().split(|&b| b == b','))
             .filter_map(|token| std::str::from_utf8(token.trim_ascii()).ok())
-            .filter(|token| !is_connection_only(token.as_bytes()) && headers.contains_key(*token))
+            .filter(|token| {
+                !switchyard_http1::fields::is_connection_only(token.as_bytes())
+                    && headers.contains_key(*token)
+            })
             .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
             .collect()
     };
@@ -382,6 +365,28 @@ pub fn copy_request<B>(head: &http::request::Parts, body: B) -> Request<B> {
     *req.version_mut() = head.version;
     *req.headers_mut() = head.headers.clone();
     req
+}
+
+/// Moves an upstream's passed fields (`ResponseFields::Passed`) into the response's map, for code
+/// that reads or changes them; nothing to do for a response without them.
+pub fn unpass<B>(response: &mut http::Response<B>) {
+    if let Some(passed) = response.extensions_mut().remove::<PassedFields>() {
+        into_map(&passed, response.headers_mut());
+    }
+}
+
+/// [`unpass`] on a response head.
+pub fn unpass_head(head: &mut http::response::Parts) {
+    if let Some(passed) = head.extensions.remove::<PassedFields>() {
+        into_map(&passed, &mut head.headers);
+    }
+}
+
+/// `passed` into `map`, before what the proxy added to it since, as they came.
+fn into_map(passed: &PassedFields, map: &mut HeaderMap) {
+    let added = std::mem::take(map);
+    passed.append_to(map);
+    map.extend(added);
 }
 
 /// A copy of a response head (the parts have no `Clone`: their extensions may not be).

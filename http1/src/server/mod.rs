@@ -28,6 +28,7 @@ pub use request::{Head, MAX_HEADERS_LIMIT, Refusal, parse_head};
 pub use upgrade::{NotUpgraded, OnUpgrade, Rewound, Writer};
 
 use crate::framing::{Framing, Piece};
+use crate::passed::PassedFields;
 use crate::writer::{BodyWriter, Outbound};
 use body::{Handoff, Inbound};
 use response::{BodyShape, Exchange};
@@ -301,6 +302,7 @@ impl Connection {
             &mut self.out,
             parts.status,
             &parts.headers,
+            parts.extensions.get::<PassedFields>(),
             &shape,
             &mut exchange,
         );

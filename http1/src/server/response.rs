@@ -8,6 +8,7 @@ use http::header::{self, HeaderMap};
 use http::{StatusCode, Version};
 
 use crate::fields::FramingFields;
+use crate::passed::PassedFields;
 use crate::writer::{Outbound, write_field, write_length};
 
 /// What the response's framing depends on, besides the response.
@@ -27,11 +28,13 @@ pub(crate) struct BodyShape {
 }
 
 /// Encodes the head into `out`, returning how the body is framed; turns `keep_alive` off when
-/// only closing the connection can end the body.
+/// only closing the connection can end the body. An upstream's `passed` fields go first, as
+/// they came, then those of `headers`.
 pub(crate) fn encode_head(
     out: &mut Vec<u8>,
     status: StatusCode,
     headers: &HeaderMap,
+    passed: Option<&PassedFields>,
     body: &BodyShape,
     exchange: &mut Exchange,
 ) -> Outbound {
@@ -44,6 +47,10 @@ pub(crate) fn encode_head(
 
     let mut fields = FramingFields::default();
     let mut has_date = false;
+    if let Some(passed) = passed {
+        passed.write(out);
+        has_date = passed.has_date;
+    }
     for (name, value) in headers {
         // The fields the engine writes itself; only those are noted.
         let framing_field = name == header::TRANSFER_ENCODING
@@ -68,7 +75,9 @@ pub(crate) fn encode_head(
         || exchange.switching
         || exchange.method_is_head
         || status == StatusCode::NOT_MODIFIED;
-    let declared = fields.content_length();
+    let declared = fields
+        .content_length()
+        .or(passed.and_then(|p| p.content_length));
     let framing = if bodiless {
         Outbound::Empty
     } else if let Some(length) = declared {
@@ -129,7 +138,7 @@ pub(crate) fn refusal(out: &mut Vec<u8>, status: StatusCode, reason: &str) {
         keep_alive: false,
         switching: false,
     };
-    encode_head(out, status, &headers, &body, &mut exchange);
+    encode_head(out, status, &headers, None, &body, &mut exchange);
     out.extend_from_slice(reason.as_bytes());
     out.push(b'\n');
 }

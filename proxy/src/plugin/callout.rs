@@ -11,7 +11,7 @@ use super::bindings::{HttpCallError, HttpRequest, HttpResponse};
 use crate::body::ProxyBody;
 use crate::config::UpstreamProtocol;
 use crate::headers;
-use crate::upstream::{Clusters, Pace};
+use crate::upstream::{Clusters, Pace, ResponseFields};
 
 use crate::sandbox::{
     CALLOUT_DEFAULT_TIMEOUT as DEFAULT_TIMEOUT, CALLOUT_MAX_BODY as MAX_BODY,
@@ -56,7 +56,7 @@ pub async fn call(
     let exchange = async {
         // Made by a plugin's hook, so paced as requests on a listener with plugins are.
         let response = endpoint
-            .send(req, Pace::AfterReadyRequests)
+            .send(req, Pace::AfterReadyRequests, ResponseFields::Map)
             .await
             .map_err(|e| {
                 if e.is_connect() {

@@ -47,6 +47,10 @@ pub struct RequestState {
     /// The request's contexts in the proxy-wasm filters it went through: which instance holds
     /// each.
     pub filter_contexts: Vec<Arc<super::proxy_wasm::FilterContext>>,
+    /// How an HTTP/1.1 upstream's response fields come back: passed as they came when nothing
+    /// reads them before the client's HTTP/1.1 engine writes them (see
+    /// `ListenerProxy::response_fields`).
+    pub response_fields: crate::upstream::ResponseFields,
 }
 
 impl RequestState {
@@ -93,6 +97,7 @@ impl RequestState {
                 self.exchange.version,
             ),
             response_headers_to_add: Vec::new(),
+            response_fields: crate::upstream::ResponseFields::Map,
             filter_contexts: self.filter_contexts.clone(),
         })
     }

@@ -172,7 +172,10 @@ impl ListenerProxy {
                 break (result, per_try);
             }
             // Plugins read the attempt's response head through the response interface.
-            let (result, head) = split_head(result);
+            let (result, mut head) = split_head(result);
+            if let Some(head) = &mut head {
+                headers::unpass_head(head);
+            }
             state.response = head;
             let (back, step) = self.chain.on_upstream_response(state, outcome).await;
             state = back;
@@ -269,7 +272,7 @@ impl ListenerProxy {
             Pace::AfterReadyRequests
         };
         let sent = {
-            let send = pin!(endpoint.send(req, pace));
+            let send = pin!(endpoint.send(req, pace, state.response_fields));
             match tokio::time::timeout_at(per_try_deadline, send).await {
                 Ok(Ok(sent)) => Ok(sent),
                 Ok(Err(e)) => Err(AttemptError::from_send(e)),

@@ -34,7 +34,8 @@ use crate::path::PathNormalization;
 use crate::plugin::{BodyOf, Chain, ChunkStream, Decided, RequestState};
 use crate::telemetry::{ErrorKind, ListenerTelemetry};
 use crate::tls::TlsSession;
-use crate::upstream::{Cluster, Clusters};
+use crate::upstream::{Cluster, Clusters, ResponseFields};
+use switchyard_http1::client::PassedFields;
 
 mod answers;
 mod attempt_error;
@@ -183,6 +184,8 @@ impl ListenerProxy {
         let downstream_upgrade =
             (upgrade && refusal.is_none()).then(|| DownstreamUpgrade::of(&mut req));
         let version = req.version();
+        let response_fields =
+            self.response_fields(version, upgrade, accepts_trailers, &exchange, web.is_some());
         headers::strip_hop_by_hop(req.headers_mut(), upgrade);
         headers::add_forwarding(req.headers_mut(), peer.ip(), self.scheme, version);
         if let Some(header) = &self.forward_client_cert {
@@ -219,6 +222,7 @@ impl ListenerProxy {
             exchange,
             response_headers_to_add: Vec::new(),
             filter_contexts: Vec::new(),
+            response_fields,
         });
         let next = match refusal {
             // Boxed: rare, and the future carries what comes next until it first runs.
@@ -236,6 +240,33 @@ impl ListenerProxy {
         }
     }
 
+    /// Whether the upstream's response fields can go to the client as they came, without a
+    /// header map built and encoded again: only when nothing reads or changes them on the way —
+    /// no plugin hook that runs after sending, no gRPC or gRPC-Web translation, no trailers to
+    /// announce, no protocol switch — and this proxy's HTTP/1.1 engine writes them (hyper serves
+    /// HTTP/2). Decided before any plugin runs: plugins only ever stop wanting hooks.
+    fn response_fields(
+        &self,
+        version: http::Version,
+        upgrade: bool,
+        accepts_trailers: bool,
+        exchange: &crate::telemetry::Exchange,
+        web: bool,
+    ) -> ResponseFields {
+        let passes = version <= http::Version::HTTP_11
+            && !upgrade
+            && !accepts_trailers
+            && !exchange.grpc
+            && !web
+            && !self.chain.reads_request_after_send()
+            && !self.chain.streams_response();
+        if passes {
+            ResponseFields::Passed
+        } else {
+            ResponseFields::Map
+        }
+    }
+
     /// What the client gets from the response the phases made: the request id, the headers
     /// plugins added, gRPC and gRPC-Web framing, and the response body hooks and final phases
     /// riding on its body.
@@ -246,12 +277,23 @@ impl ListenerProxy {
         web: Option<grpc::web::WebCall>,
         accepts_trailers: bool,
     ) -> Response<ServedBody> {
-        response
-            .headers_mut()
-            .entry(&headers::X_REQUEST_ID)
-            .or_insert_with(|| state.request_id.clone());
+        let passed = response.extensions().get::<PassedFields>();
+        if !passed.is_some_and(|p| p.contains(headers::X_REQUEST_ID.as_str())) {
+            response
+                .headers_mut()
+                .entry(&headers::X_REQUEST_ID)
+                .or_insert_with(|| state.request_id.clone());
+        }
         for (name, value) in state.response_headers_to_add.drain(..) {
             response.headers_mut().append(name, value);
+        }
+        // Not passed for these (`response_fields`); read into the map if they were after all.
+        let reads_fields = state.exchange.grpc
+            || web.is_some()
+            || accepts_trailers
+            || self.chain.streams_response();
+        if reads_fields {
+            headers::unpass(&mut response);
         }
         if state.exchange.grpc {
             response = grpc::local_error_as_grpc(response);
@@ -404,7 +446,8 @@ impl ListenerProxy {
         mut state: Box<RequestState>,
         answer: Answer,
     ) -> (Box<RequestState>, Response<ProxyBody>) {
-        let Answer { head, mut body } = answer;
+        let Answer { mut head, mut body } = answer;
+        headers::unpass_head(&mut head);
         state.response = Some(head);
         let (back, step) = self.chain.on_response(state).await;
         state = back;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tracing::{info, warn};
 
+use super::ResponseFields;
 use super::endpoint::Endpoint;
 use super::health::Observed;
 use super::limits::ClusterLimits;
@@ -292,7 +293,12 @@ async fn probe(endpoint: &Endpoint, check: &HealthCheckConfig, cluster: &str) ->
     let Ok(request) = request else {
         return false;
     };
-    match tokio::time::timeout(check.timeout, endpoint.send(request, Pace::Now)).await {
+    match tokio::time::timeout(
+        check.timeout,
+        endpoint.send(request, Pace::Now, ResponseFields::Map),
+    )
+    .await
+    {
         Ok(Ok(response)) => {
             let status = response.status().as_u16();
             // Read the body so the connection can be reused.

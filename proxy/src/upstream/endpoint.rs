@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 
+use super::ResponseFields;
 use super::health::Health;
 use super::limits::Admission;
 use super::pool::{Pace, Pool, UpstreamBody, UpstreamError};
@@ -61,7 +62,8 @@ impl Endpoint {
     }
 
     /// Sends one request over a pooled (or new) connection, held by the response body until
-    /// it has been read.
+    /// it has been read. `fields`: how an HTTP/1.1 response's fields come back (HTTP/2's are
+    /// always in the map).
     ///
     /// The pool's future itself, not one wrapping it: a future returned by a plain function is
     /// moved into its caller's state when awaited, and each level of wrapping adds such a copy
@@ -70,8 +72,9 @@ impl Endpoint {
         &self,
         req: Request<ProxyBody>,
         pace: Pace,
+        fields: ResponseFields,
     ) -> impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + Send + '_ {
-        self.pool.send(req, pace)
+        self.pool.send(req, pace, fields)
     }
 }
 

@@ -8,7 +8,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{CONTENT_TYPE, HOST, HeaderValue, TE, USER_AGENT};
 use http_body_util::BodyExt;
 
-use super::{Endpoint, Pace};
+use super::{Endpoint, Pace, ResponseFields};
 use crate::body::ProxyBody;
 
 const CHECK_PATH: &str = "/grpc.health.v1.Health/Check";
@@ -30,7 +30,10 @@ pub async fn probe(endpoint: &Endpoint, service: &str, authority: &str, timeout:
         return false;
     };
     let call = async {
-        let response = endpoint.send(request, Pace::Now).await.ok()?;
+        let response = endpoint
+            .send(request, Pace::Now, ResponseFields::Map)
+            .await
+            .ok()?;
         if response.status() != http::StatusCode::OK {
             return None;
         }

@@ -16,3 +16,4 @@ pub use health::Observed;
 pub use limits::{Admission, ClusterLimits};
 pub use pool::{ExchangeError, Http1Upgraded, Pace, UpstreamBody, UpstreamError};
 pub use stream::UpstreamStream;
+pub use switchyard_http1::client::ResponseFields;

@@ -31,7 +31,9 @@ use crate::body::{BodyError, ProxyBody};
 use crate::config::{ClusterConfig, UpstreamProtocol};
 use crate::tls::client::UpstreamTls;
 use switchyard_http1 as http1;
-use switchyard_http1::client::{Connection, Keep, ResponseBody, SendError, Upgraded};
+use switchyard_http1::client::{
+    Connection, Keep, ResponseBody, ResponseFields, SendError, Upgraded,
+};
 
 /// Why a request could not be sent to an endpoint or got no response head.
 #[derive(Debug, thiserror::Error)]
@@ -269,9 +271,10 @@ impl Pool {
         self: &Arc<Self>,
         req: Request<ProxyBody>,
         pace: Pace,
+        fields: ResponseFields,
     ) -> impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + Send + '_ {
         match self.settings.protocol {
-            UpstreamProtocol::Http1 => Either::Left(self.send_http1(req, pace)),
+            UpstreamProtocol::Http1 => Either::Left(self.send_http1(req, pace, fields)),
             UpstreamProtocol::Http2 => Either::Right(
                 self.send_http2(req)
                     .map_ok(|response| response.map(UpstreamBody::Http2)),
@@ -283,6 +286,7 @@ impl Pool {
         self: &Arc<Self>,
         req: Request<ProxyBody>,
         pace: Pace,
+        fields: ResponseFields,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         if pace == Pace::AfterReadyRequests {
             // Let the other requests ready in this turn of the runtime reach this point first,
@@ -301,7 +305,7 @@ impl Pool {
             }
         };
         // Pinned where it is made: awaited as a value, the client's send future is moved twice.
-        let sent = pin!(connection.send(req, self.back_to_pool(open)));
+        let sent = pin!(connection.send(req, self.back_to_pool(open), fields));
         match sent.await {
             Ok(response) => Ok(response.map(UpstreamBody::Http1)),
             // A kept connection the endpoint closed while it sat idle, seen only now: nothing
@@ -312,7 +316,7 @@ impl Pool {
                 ..
             }) if reused && head.method.is_idempotent() => {
                 debug!(addr = %self.addr, "a kept connection had closed; sending on a new one");
-                Box::pin(self.resend_http1(head)).await
+                Box::pin(self.resend_http1(head, fields)).await
             }
             Err(e) => Err(self.reset(e.error)),
         }
@@ -324,10 +328,11 @@ impl Pool {
     async fn resend_http1(
         self: &Arc<Self>,
         head: http::request::Parts,
+        fields: ResponseFields,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let (connection, open) = Box::pin(self.connect_http1()).await?;
         let req = Request::from_parts(head, ProxyBody::Empty);
-        match connection.send(req, self.back_to_pool(open)).await {
+        match connection.send(req, self.back_to_pool(open), fields).await {
             Ok(response) => Ok(response.map(UpstreamBody::Http1)),
             Err(e) => Err(self.reset(e.error)),
         }

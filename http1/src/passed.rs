@@ -1,0 +1,375 @@
+//! A response head's end-to-end fields kept as the upstream wrote them, for a proxy that forwards
+//! them unchanged. Building a header map from a head (a hash and an entry per field) and encoding
+//! it again toward the client was most of what a response head cost; when nothing reads the
+//! fields in between, the client side asks for them passed ([`ResponseFields::Passed`]), and the
+//! server side writes the kept lines as they are, before the fields of the head's own map (which
+//! then holds only what the proxy added).
+//!
+//! Left out as the head is parsed: the hop-by-hop fields (`connection`, `keep-alive`,
+//! `proxy-connection`, `transfer-encoding`, `upgrade`) and `content-length`, whose framing the
+//! engine writes itself. Heads out of the ordinary — a `connection` naming other fields,
+//! `content-length` beside `transfer-encoding`, a `te` field, an interim or protocol-switching
+//! status — get a map as before.
+
+use std::ops::Range;
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http::header::{HeaderName, HeaderValue};
+
+use crate::fields::FramingFields;
+
+/// How a response's fields reach the caller of [`crate::client::Connection::send`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResponseFields {
+    /// In the head's header map.
+    Map,
+    /// Kept as bytes in a [`PassedFields`] in the head's extensions (the map empty, with room for
+    /// what the caller adds), unless the head is out of the ordinary; for a caller that will not
+    /// read them and hands the response to this crate's server.
+    Passed,
+}
+
+/// The end-to-end fields of an upstream's response head, as it wrote them.
+#[derive(Clone, Debug)]
+pub struct PassedFields {
+    /// The head's bytes (shared with the connection's read buffer, not copied).
+    head: Bytes,
+    /// Where each kept field's name and value are in `head`.
+    fields: Vec<(Range<u32>, Range<u32>)>,
+    /// The length the upstream's `content-length` declared: a response to HEAD, or a 304, says
+    /// it to the client too.
+    pub(crate) content_length: Option<u64>,
+    /// A `date` field is among the kept ones (the server adds one otherwise).
+    pub(crate) has_date: bool,
+}
+
+impl PassedFields {
+    /// Whether a kept field is named `name` (compared without case).
+    pub fn contains(&self, name: &str) -> bool {
+        self.fields
+            .iter()
+            .any(|(at, _)| self.bytes(at).eq_ignore_ascii_case(name.as_bytes()))
+    }
+
+    /// The kept fields in `map`, after what it holds: for a caller that must read them after
+    /// all.
+    pub fn append_to(&self, map: &mut HeaderMap) {
+        map.reserve(self.fields.len());
+        for (name_at, value_at) in &self.fields {
+            // Both were checked by the parser; a name or value `http` refuses is left out.
+            let name = HeaderName::from_bytes(self.bytes(name_at));
+            let value = HeaderValue::from_maybe_shared(self.head.slice(to_usize(value_at)));
+            if let (Ok(name), Ok(value)) = (name, value) {
+                map.append(name, value);
+            }
+        }
+    }
+
+    /// Writes each kept field's line (name, colon and spaces, value: as received) into `out`.
+    pub(crate) fn write(&self, out: &mut Vec<u8>) {
+        for (name_at, value_at) in &self.fields {
+            out.extend_from_slice(&self.head[name_at.start as usize..value_at.end as usize]);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+
+    fn bytes(&self, at: &Range<u32>) -> &[u8] {
+        &self.head[to_usize(at)]
+    }
+}
+
+fn to_usize(at: &Range<u32>) -> Range<usize> {
+    at.start as usize..at.end as usize
+}
+
+/// What a field is to a passed head, by its name's bytes (compared without case).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    Te,
+    /// `keep-alive`, `proxy-connection`, `upgrade`: dropped whatever they say.
+    HopByHop,
+    Date,
+    EndToEnd,
+}
+
+impl Role {
+    pub(crate) fn of(name: &[u8]) -> Self {
+        // By length first: most names have a length none of these has.
+        let is = |known: &str| name.eq_ignore_ascii_case(known.as_bytes());
+        match name.len() {
+            2 if is("te") => Self::Te,
+            4 if is("date") => Self::Date,
+            7 if is("upgrade") => Self::HopByHop,
+            10 if is("connection") => Self::Connection,
+            10 if is("keep-alive") => Self::HopByHop,
+            14 if is("content-length") => Self::ContentLength,
+            16 if is("proxy-connection") => Self::HopByHop,
+            17 if is("transfer-encoding") => Self::TransferEncoding,
+            _ => Self::EndToEnd,
+        }
+    }
+}
+
+/// Gathers a head's kept fields as the parser's view of it is read, field by field.
+pub(crate) struct PassedBuilder {
+    fields: Vec<(Range<u32>, Range<u32>)>,
+    has_date: bool,
+    /// The last `transfer-encoding` value, for whether the body is chunked.
+    last_transfer_encoding: Option<Range<u32>>,
+    /// Something only a map can carry: the head takes the map path.
+    unusual: bool,
+}
+
+impl PassedBuilder {
+    pub(crate) fn new(fields: usize) -> Self {
+        Self {
+            fields: Vec::with_capacity(fields),
+            has_date: false,
+            last_transfer_encoding: None,
+            unusual: false,
+        }
+    }
+
+    /// Notes one field: `name` and `value` are slices of the head, which starts at `start`.
+    pub(crate) fn field(
+        &mut self,
+        framing: &mut FramingFields,
+        start: *const u8,
+        name: &[u8],
+        value: &[u8],
+    ) {
+        let name_at = crate::pending::range_of(name, start);
+        // An empty value's slice may point anywhere: it is taken as just after the colon.
+        let value_at = if value.is_empty() {
+            name_at.end + 1..name_at.end + 1
+        } else {
+            crate::pending::range_of(value, start)
+        };
+        let (Ok(name_at), Ok(value_at)) = (narrow(name_at), narrow(value_at)) else {
+            self.unusual = true;
+            return;
+        };
+        if value_at.start <= name_at.end {
+            self.unusual = true;
+            return;
+        }
+        match Role::of(name) {
+            Role::ContentLength => framing.note(&http::header::CONTENT_LENGTH, value),
+            Role::TransferEncoding => {
+                framing.note(&http::header::TRANSFER_ENCODING, value);
+                self.last_transfer_encoding = Some(value_at);
+            }
+            Role::Connection => {
+                framing.note(&http::header::CONNECTION, value);
+                self.unusual |= crate::fields::names_other_fields(value);
+            }
+            // Meaningless in a response; the proxy's rule for requests (`te: trailers` kept,
+            // read from the first field) is left to the map path.
+            Role::Te => self.unusual = true,
+            Role::HopByHop => {}
+            Role::Date => {
+                self.has_date = true;
+                self.fields.push((name_at, value_at));
+            }
+            Role::EndToEnd => self.fields.push((name_at, value_at)),
+        }
+    }
+
+    /// Whether the head must take the map path after all.
+    pub(crate) fn unusual(&self) -> bool {
+        self.unusual
+    }
+
+    /// The kept fields, over `head` (the bytes the ranges are in), and whether the last
+    /// transfer coding is `chunked`.
+    pub(crate) fn finish(self, head: Bytes, framing: &FramingFields) -> (PassedFields, bool) {
+        let chunked = self
+            .last_transfer_encoding
+            .is_some_and(|at| crate::fields::chunked_last(std::iter::once(&head[to_usize(&at)])));
+        let passed = PassedFields {
+            head,
+            fields: self.fields,
+            content_length: framing.content_length(),
+            has_date: self.has_date,
+        };
+        (passed, chunked)
+    }
+}
+
+fn narrow(at: Range<usize>) -> Result<Range<u32>, std::num::TryFromIntError> {
+    Ok(u32::try_from(at.start)?..u32::try_from(at.end)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+    use http::header;
+
+    use super::*;
+    use crate::client::parse_head;
+    use crate::fields::HOP_BY_HOP;
+
+    /// The map a head gets on the map path, less what a proxy drops before forwarding it
+    /// (hop-by-hop fields, and `content-length`, which the engine writes).
+    fn forwarded(mut map: HeaderMap) -> HeaderMap {
+        for name in HOP_BY_HOP {
+            map.remove(name);
+        }
+        map.remove(header::CONTENT_LENGTH);
+        map
+    }
+
+    /// Parses `input` both ways: when both succeed they agree on the status, the framing, the
+    /// connection's reuse and (passed fields read back) every forwarded field; whether a head is
+    /// refused does not depend on the way. Returns whether the fields were passed.
+    fn both_ways(input: &[u8], head_request: bool) -> Option<bool> {
+        let mut by_map = BytesMut::from(input);
+        let mut by_passing = BytesMut::from(input);
+        let map = parse_head(&mut by_map, head_request, ResponseFields::Map);
+        let passing = parse_head(&mut by_passing, head_request, ResponseFields::Passed);
+        let case = String::from_utf8_lossy(input);
+        let (map, passing) = match (map, passing) {
+            (Ok(Some(map)), Ok(Some(passing))) => (map, passing),
+            (Ok(None), Ok(None)) | (Err(_), Err(_)) => return None,
+            (map, passing) => panic!("{case:?}: {map:?} against {passing:?}"),
+        };
+        assert_eq!(by_map.len(), by_passing.len(), "{case:?}");
+        let ((map_head, map_framing, map_keep), (mut head, framing, keep)) = (map, passing);
+        assert_eq!(map_head.status, head.status, "{case:?}");
+        assert_eq!(
+            format!("{map_framing:?}"),
+            format!("{framing:?}"),
+            "{case:?}"
+        );
+        assert_eq!(map_keep, keep, "{case:?}");
+        let Some(passed) = head.extensions.remove::<PassedFields>() else {
+            assert_eq!(map_head.headers, head.headers, "{case:?}");
+            return Some(false);
+        };
+        assert!(head.headers.is_empty(), "{case:?}");
+        passed.append_to(&mut head.headers);
+        assert_eq!(
+            forwarded(map_head.headers.clone()),
+            head.headers,
+            "{case:?}"
+        );
+        let mut noted = FramingFields::default();
+        for value in map_head.headers.get_all(header::CONTENT_LENGTH) {
+            noted.note(&header::CONTENT_LENGTH, value.as_bytes());
+        }
+        assert_eq!(passed.content_length, noted.content_length(), "{case:?}");
+        assert_eq!(
+            passed.has_date,
+            map_head.headers.contains_key(header::DATE),
+            "{case:?}"
+        );
+        Some(true)
+    }
+
+    #[test]
+    fn ordinary_heads_are_passed_and_read_back_as_the_map() {
+        let cases: &[&[u8]] = &[
+            b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Sun, 06 Dec 2026 18:00:00 GMT\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\nhello",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\nx-a:\r\nx-b:  spaced \t\r\n\r\n",
+            b"HTTP/1.1 404 Not Found\r\nKeep-Alive: timeout=5\r\nProxy-Connection: x\r\nUpgrade: h2c\r\ncontent-length: 0\r\n\r\n",
+            b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 2\r\n\r\nok",
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\nETag: \"a\"\r\n\r\n",
+            b"HTTP/1.1 200 OK\nx-bare-lf: yes\ncontent-length: 1\n\nx",
+            b"HTTP/1.1 200 OK\r\nx-obs: caf\xe9\r\nConnection: close\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nset-cookie: a=1\r\nset-cookie: b=2\r\ncontent-length: 3, 3\r\n\r\nabc",
+        ];
+        for case in cases {
+            assert_eq!(
+                both_ways(case, false),
+                Some(true),
+                "{:?}",
+                String::from_utf8_lossy(case)
+            );
+        }
+        assert_eq!(both_ways(cases[0], true), Some(true));
+    }
+
+    #[test]
+    fn unusual_heads_take_the_map_path() {
+        let cases: &[&[u8]] = &[
+            // `connection` naming a field of its own.
+            b"HTTP/1.1 200 OK\r\nconnection: x-private\r\nx-private: 1\r\ncontent-length: 0\r\n\r\n",
+            // Both framings.
+            b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n",
+            // `te`, which only requests carry.
+            b"HTTP/1.1 200 OK\r\nte: trailers\r\ncontent-length: 0\r\n\r\n",
+            // A protocol switch.
+            b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n",
+        ];
+        for case in cases {
+            assert_eq!(
+                both_ways(case, false),
+                Some(false),
+                "{:?}",
+                String::from_utf8_lossy(case)
+            );
+        }
+    }
+
+    #[test]
+    fn a_passed_head_is_written_as_it_came() {
+        let mut read = BytesMut::from(
+            &b"HTTP/1.1 200 OK\r\nServer:nginx\r\nX-Empty:\r\nconnection: close\r\nContent-Length: 0\r\n\r\n"[..],
+        );
+        let (head, _, _) = parse_head(&mut read, false, ResponseFields::Passed)
+            .unwrap()
+            .unwrap();
+        let passed = head.extensions.get::<PassedFields>().unwrap();
+        let mut out = Vec::new();
+        passed.write(&mut out);
+        assert_eq!(out, b"Server:nginx\r\nX-Empty:\r\n");
+        assert!(passed.contains("server") && passed.contains("X-EMPTY"));
+        assert!(!passed.contains("connection") && !passed.contains("content-length"));
+    }
+
+    /// Random heads from pieces that matter to framing and hop-by-hop fields: the two ways agree
+    /// on every one both parse.
+    #[test]
+    fn random_heads_agree_both_ways() {
+        const PIECES: &[&[u8]] = &[
+            b"HTTP/1.1 200 OK\r\n",
+            b"HTTP/1.0 204 No Content\r\n",
+            b"HTTP/1.1 304 x\r\n",
+            b"content-length: 3\r\n",
+            b"Content-Length: 3, 3\r\n",
+            b"content-length: x\r\n",
+            b"transfer-encoding: chunked\r\n",
+            b"Transfer-Encoding: gzip\r\n",
+            b"connection: close\r\n",
+            b"Connection: keep-alive, Upgrade\r\n",
+            b"connection: x-a\r\n",
+            b"keep-alive: 5\r\n",
+            b"te: trailers\r\n",
+            b"TE: gzip\r\n",
+            b"upgrade: websocket\r\n",
+            b"date: today\r\n",
+            b"x-a: 1\r\n",
+            b"x-b:\r\n",
+            b"x-c: caf\xe9\r\n",
+            b"\r\n",
+        ];
+        let mut rng = fastrand::Rng::with_seed(0x009a_55ed);
+        let mut passed = 0;
+        for _ in 0..20_000 {
+            let mut input = PIECES[rng.usize(..3)].to_vec();
+            for _ in 0..rng.usize(..8) {
+                input.extend_from_slice(PIECES[rng.usize(3..PIECES.len() - 1)]);
+            }
+            input.extend_from_slice(b"\r\nabc");
+            if both_ways(&input, rng.bool()) == Some(true) {
+                passed += 1;
+            }
+        }
+        // Most of them are ordinary enough to pass.
+        assert!(passed > 5_000, "{passed}");
+    }
+}
