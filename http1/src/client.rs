@@ -173,7 +173,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 }
             };
             crate::spare::give_back(parts.headers);
-            let ((head, framing, keep_alive), write_failed) = parsed;
+            let (
+                ParsedHead {
+                    head,
+                    framing,
+                    keep_alive,
+                    passed,
+                },
+                write_failed,
+            ) = parsed;
             let writer = if writer.done {
                 self.head = writer.into_buffer();
                 None
@@ -188,6 +196,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 keep_alive: keep_alive && !write_failed && !wants_close,
                 writer,
                 keeper: Some(keeper),
+                passed,
             };
             if body.framing.is_empty() {
                 // Nothing to read: the connection can take the next request now, whether or not
@@ -204,10 +213,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         cx: &mut Context<'_>,
         head_request: bool,
         wanted: ResponseFields,
-    ) -> Poll<Result<(http::response::Parts, Framing, bool), Error>> {
+    ) -> Poll<Result<ParsedHead, Error>> {
         loop {
             if let Some(parsed) = parse_head(&mut self.read, head_request, wanted)? {
-                let status = parsed.0.status;
+                let status = parsed.head.status;
                 if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
                     continue;
                 }
@@ -232,6 +241,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 }
 
+/// A response head as [`parse_head`] read it.
+#[derive(Debug)]
+pub struct ParsedHead {
+    /// The status and version, and the fields unless they were passed.
+    pub head: http::response::Parts,
+    /// How the body is delimited.
+    pub framing: Framing,
+    /// Whether the connection can carry another request after this response.
+    pub keep_alive: bool,
+    /// The fields, when they were asked for passed and could be.
+    pub passed: Option<PassedFields>,
+}
+
 /// Parses a complete response head at the start of `read`, consuming it; `None` while it is
 /// partial. `head_request` says the request was HEAD (no body follows whatever the head says);
 /// `wanted`, how the fields are handed over.
@@ -240,7 +262,7 @@ pub fn parse_head(
     read: &mut BytesMut,
     head_request: bool,
     wanted: ResponseFields,
-) -> Result<Option<(http::response::Parts, Framing, bool)>, Error> {
+) -> Result<Option<ParsedHead>, Error> {
     let mut fields = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut []);
     let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
@@ -340,10 +362,12 @@ pub fn parse_head(
     parts.status = status;
     parts.version = version;
     parts.headers = headers;
-    if let Some(passed) = passed {
-        parts.extensions.insert(passed);
-    }
-    Ok(Some((parts, framing, keep_alive)))
+    Ok(Some(ParsedHead {
+        head: parts,
+        framing,
+        keep_alive,
+        passed,
+    }))
 }
 
 /// The request head, encoded into `out` (reused from the last request), and the writer that
@@ -409,6 +433,9 @@ pub struct ResponseBody<S, B, K> {
     /// The rest of a request body still being sent while the response streams back.
     writer: Option<Box<BodyWriter<B>>>,
     keeper: Option<K>,
+    /// The head's fields when they were passed: they travel with the body (a response's
+    /// extensions would cost three allocations) to the server that writes the head.
+    passed: Option<PassedFields>,
 }
 
 impl<S, B, K> std::fmt::Debug for ResponseBody<S, B, K> {
@@ -417,6 +444,18 @@ impl<S, B, K> std::fmt::Debug for ResponseBody<S, B, K> {
             .field("framing", &self.framing)
             .field("keep_alive", &self.keep_alive)
             .finish_non_exhaustive()
+    }
+}
+
+impl<S, B, K> ResponseBody<S, B, K> {
+    /// The response's fields, if they were passed ([`ResponseFields::Passed`]).
+    pub fn passed_fields(&self) -> Option<&PassedFields> {
+        self.passed.as_ref()
+    }
+
+    /// Takes the passed fields, for a caller that must read them into the head's map after all.
+    pub fn take_passed_fields(&mut self) -> Option<PassedFields> {
+        self.passed.take()
     }
 }
 

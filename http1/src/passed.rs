@@ -3,7 +3,8 @@
 //! it again toward the client was most of what a response head cost; when nothing reads the
 //! fields in between, the client side asks for them passed ([`ResponseFields::Passed`]), and the
 //! server side writes the kept lines as they are, before the fields of the head's own map (which
-//! then holds only what the proxy added).
+//! then holds only what the proxy added). The fields ride on the response body, which goes from
+//! one side to the other with its head.
 //!
 //! Left out as the head is parsed: the hop-by-hop fields (`connection`, `keep-alive`,
 //! `proxy-connection`, `transfer-encoding`, `upgrade`) and `content-length`, whose framing the
@@ -11,6 +12,7 @@
 //! `content-length` beside `transfer-encoding`, a `te` field, an interim or protocol-switching
 //! status — get a map as before.
 
+use std::cell::RefCell;
 use std::ops::Range;
 
 use bytes::Bytes;
@@ -24,11 +26,25 @@ use crate::fields::FramingFields;
 pub enum ResponseFields {
     /// In the head's header map.
     Map,
-    /// Kept as bytes in a [`PassedFields`] in the head's extensions (the map empty, with room for
-    /// what the caller adds), unless the head is out of the ordinary; for a caller that will not
-    /// read them and hands the response to this crate's server.
+    /// Kept as bytes in a [`PassedFields`] that the response body carries (the head's map empty,
+    /// with room for what the caller adds), unless the head is out of the ordinary; for a caller
+    /// that will not read them and hands the response to this crate's server, whose body then
+    /// gives them back through [`crate::server::PassesFields`].
     Passed,
 }
+
+/// Where a field's name and value are in its head.
+type FieldAt = (Range<u32>, Range<u32>);
+
+thread_local! {
+    /// Lists of fields finished with, for the next heads this thread parses (as `spare` keeps
+    /// header maps): in steady state a passed head allocates nothing.
+    static SPARE: RefCell<Vec<Vec<FieldAt>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// How many lists a thread keeps, and the most fields a kept one has room for.
+const KEPT: usize = 8;
+const MOST_FIELDS: usize = 64;
 
 /// The end-to-end fields of an upstream's response head, as it wrote them.
 #[derive(Clone, Debug)]
@@ -36,7 +52,7 @@ pub struct PassedFields {
     /// The head's bytes (shared with the connection's read buffer, not copied).
     head: Bytes,
     /// Where each kept field's name and value are in `head`.
-    fields: Vec<(Range<u32>, Range<u32>)>,
+    fields: Vec<FieldAt>,
     /// The length the upstream's `content-length` declared: a response to HEAD, or a 304, says
     /// it to the client too.
     pub(crate) content_length: Option<u64>,
@@ -79,6 +95,21 @@ impl PassedFields {
     }
 }
 
+impl Drop for PassedFields {
+    fn drop(&mut self) {
+        let mut fields = std::mem::take(&mut self.fields);
+        if fields.capacity() == 0 || fields.capacity() > MOST_FIELDS {
+            return;
+        }
+        fields.clear();
+        SPARE.with_borrow_mut(|spare| {
+            if spare.len() < KEPT {
+                spare.push(fields);
+            }
+        });
+    }
+}
+
 fn to_usize(at: &Range<u32>) -> Range<usize> {
     at.start as usize..at.end as usize
 }
@@ -116,7 +147,7 @@ impl Role {
 
 /// Gathers a head's kept fields as the parser's view of it is read, field by field.
 pub(crate) struct PassedBuilder {
-    fields: Vec<(Range<u32>, Range<u32>)>,
+    fields: Vec<FieldAt>,
     has_date: bool,
     /// The last `transfer-encoding` value, for whether the body is chunked.
     last_transfer_encoding: Option<Range<u32>>,
@@ -126,8 +157,10 @@ pub(crate) struct PassedBuilder {
 
 impl PassedBuilder {
     pub(crate) fn new(fields: usize) -> Self {
+        let mut kept = SPARE.with_borrow_mut(Vec::pop).unwrap_or_default();
+        kept.reserve(fields);
         Self {
-            fields: Vec::with_capacity(fields),
+            fields: kept,
             has_date: false,
             last_transfer_encoding: None,
             unusual: false,
@@ -238,15 +271,17 @@ mod tests {
             (map, passing) => panic!("{case:?}: {map:?} against {passing:?}"),
         };
         assert_eq!(by_map.len(), by_passing.len(), "{case:?}");
-        let ((map_head, map_framing, map_keep), (mut head, framing, keep)) = (map, passing);
+        assert!(map.passed.is_none(), "{case:?}");
+        let (map_head, mut head) = (map.head, passing.head);
         assert_eq!(map_head.status, head.status, "{case:?}");
+        let (map_framing, framing) = (map.framing, passing.framing);
         assert_eq!(
             format!("{map_framing:?}"),
             format!("{framing:?}"),
             "{case:?}"
         );
-        assert_eq!(map_keep, keep, "{case:?}");
-        let Some(passed) = head.extensions.remove::<PassedFields>() else {
+        assert_eq!(map.keep_alive, passing.keep_alive, "{case:?}");
+        let Some(passed) = passing.passed else {
             assert_eq!(map_head.headers, head.headers, "{case:?}");
             return Some(false);
         };
@@ -320,15 +355,33 @@ mod tests {
         let mut read = BytesMut::from(
             &b"HTTP/1.1 200 OK\r\nServer:nginx\r\nX-Empty:\r\nconnection: close\r\nContent-Length: 0\r\n\r\n"[..],
         );
-        let (head, _, _) = parse_head(&mut read, false, ResponseFields::Passed)
+        let parsed = parse_head(&mut read, false, ResponseFields::Passed)
             .unwrap()
             .unwrap();
-        let passed = head.extensions.get::<PassedFields>().unwrap();
+        let passed = parsed.passed.unwrap();
         let mut out = Vec::new();
         passed.write(&mut out);
         assert_eq!(out, b"Server:nginx\r\nX-Empty:\r\n");
         assert!(passed.contains("server") && passed.contains("X-EMPTY"));
         assert!(!passed.contains("connection") && !passed.contains("content-length"));
+    }
+
+    #[test]
+    fn a_finished_list_of_fields_is_kept_for_the_next_head() {
+        let head = &b"HTTP/1.1 200 OK\r\nx-a: 1\r\ncontent-length: 0\r\n\r\n"[..];
+        let parse = || {
+            parse_head(&mut BytesMut::from(head), false, ResponseFields::Passed)
+                .unwrap()
+                .unwrap()
+                .passed
+                .unwrap()
+        };
+        SPARE.with_borrow_mut(Vec::clear);
+        drop(parse());
+        assert_eq!(SPARE.with_borrow(Vec::len), 1);
+        let again = parse();
+        assert_eq!(SPARE.with_borrow(Vec::len), 0, "taken for the second head");
+        assert!(again.contains("x-a"));
     }
 
     /// Random heads from pieces that matter to framing and hop-by-hop fields: the two ways agree

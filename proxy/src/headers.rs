@@ -367,26 +367,15 @@ pub fn copy_request<B>(head: &http::request::Parts, body: B) -> Request<B> {
     req
 }
 
-/// Moves an upstream's passed fields (`ResponseFields::Passed`) into the response's map, for code
-/// that reads or changes them; nothing to do for a response without them.
-pub fn unpass<B>(response: &mut http::Response<B>) {
-    if let Some(passed) = response.extensions_mut().remove::<PassedFields>() {
-        into_map(&passed, response.headers_mut());
+/// Moves an upstream's `passed` fields (`ResponseFields::Passed`, taken from the body that
+/// carried them) into the head's map, for code that reads or changes them.
+pub fn unpass(headers: &mut HeaderMap, passed: Option<PassedFields>) {
+    if let Some(passed) = passed {
+        // The map holds what the proxy added since: the upstream's fields go first, as they came.
+        let added = std::mem::take(headers);
+        passed.append_to(headers);
+        headers.extend(added);
     }
-}
-
-/// [`unpass`] on a response head.
-pub fn unpass_head(head: &mut http::response::Parts) {
-    if let Some(passed) = head.extensions.remove::<PassedFields>() {
-        into_map(&passed, &mut head.headers);
-    }
-}
-
-/// `passed` into `map`, before what the proxy added to it since, as they came.
-fn into_map(passed: &PassedFields, map: &mut HeaderMap) {
-    let added = std::mem::take(map);
-    passed.append_to(map);
-    map.extend(added);
 }
 
 /// A copy of a response head (the parts have no `Clone`: their extensions may not be).

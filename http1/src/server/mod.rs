@@ -68,6 +68,26 @@ const LINGER_BYTES: usize = 256 * 1024;
 /// The most bytes a pipelining client may send ahead of the request being served.
 const READ_AHEAD: usize = 256 * 1024;
 
+/// A response body that may carry its head's fields as an upstream sent them (a proxy's body
+/// over a [`crate::client::ResponseBody`] whose fields were passed): they go out before the
+/// fields of the head's map. Other bodies carry none, the default.
+pub trait PassesFields {
+    fn passed_fields(&self) -> Option<&PassedFields> {
+        None
+    }
+}
+
+#[cfg(test)]
+impl<B> PassesFields for http_body_util::Full<B> {}
+#[cfg(test)]
+impl<D, E> PassesFields for http_body_util::combinators::UnsyncBoxBody<D, E> {}
+
+impl<S, B, K> PassesFields for crate::client::ResponseBody<S, B, K> {
+    fn passed_fields(&self) -> Option<&PassedFields> {
+        self.passed_fields()
+    }
+}
+
 /// Serves HTTP/1.1 on a connection until it closes, goes HTTP/2, or `drain` completes (then the
 /// request in flight, if any, is answered with `connection: close`).
 pub async fn serve<F, Fut, B>(
@@ -80,7 +100,7 @@ pub async fn serve<F, Fut, B>(
 where
     F: FnMut(Request<RequestBody>) -> Fut,
     Fut: Future<Output = Response<B>>,
-    B: Body<Data = Bytes> + Unpin,
+    B: Body<Data = Bytes> + Unpin + PassesFields,
     B::Error: Into<BoxError>,
 {
     let mut connection = Connection {
@@ -242,7 +262,7 @@ impl Connection {
     where
         F: FnMut(Request<RequestBody>) -> Fut,
         Fut: Future<Output = Response<B>>,
-        B: Body<Data = Bytes> + Unpin,
+        B: Body<Data = Bytes> + Unpin + PassesFields,
         B::Error: Into<BoxError>,
     {
         let Head {
@@ -302,7 +322,7 @@ impl Connection {
             &mut self.out,
             parts.status,
             &parts.headers,
-            parts.extensions.get::<PassedFields>(),
+            body.passed_fields(),
             &shape,
             &mut exchange,
         );

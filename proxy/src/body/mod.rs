@@ -17,6 +17,7 @@ use http_body::{Body, Frame, SizeHint};
 pub use crate::body::client::ClientBody;
 use crate::body::replay::ReplayBody;
 use crate::upstream::{Admission, InFlight, UpstreamBody};
+use switchyard_http1::client::PassedFields;
 
 /// A request or response body as the proxy forwards it.
 pub enum ProxyBody {
@@ -70,6 +71,23 @@ impl ProxyBody {
     /// A locally made body.
     pub fn full(bytes: impl Into<Bytes>) -> Self {
         Self::Full(Some(bytes.into()))
+    }
+
+    /// An upstream response's fields, when they were passed as they came (they ride on the
+    /// body: see `switchyard_http1::client::ResponseFields`).
+    pub fn passed_fields(&self) -> Option<&PassedFields> {
+        match self {
+            Self::Upstream { body, .. } => body.passed_fields(),
+            _ => None,
+        }
+    }
+
+    /// Takes the passed fields, to read them into the head's map after all.
+    pub fn take_passed_fields(&mut self) -> Option<PassedFields> {
+        match self {
+            Self::Upstream { body, .. } => body.take_passed_fields(),
+            _ => None,
+        }
     }
 }
 

@@ -196,9 +196,10 @@ impl Chain {
         self.every_plugin().any(|p| p.wants(Hook::Log))
     }
 
-    /// Whether any hook that runs after the request is sent (and may read its head) is wanted:
-    /// if none is, the head can be moved upstream instead of copied.
-    pub fn reads_request_after_send(&self) -> bool {
+    /// Whether any hook that runs after the request is sent is wanted: if none is, nothing
+    /// reads the request's head after it is sent (so it is moved upstream, not copied) or the
+    /// response's head (so its fields can pass as they came).
+    pub fn hooks_after_send(&self) -> bool {
         const LATER: [Hook; 4] = [
             Hook::UpstreamResponse,
             Hook::Response,

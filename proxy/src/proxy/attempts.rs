@@ -172,10 +172,12 @@ impl ListenerProxy {
                 break (result, per_try);
             }
             // Plugins read the attempt's response head through the response interface.
-            let (result, mut head) = split_head(result);
-            if let Some(head) = &mut head {
-                headers::unpass_head(head);
+            let mut result = result;
+            if let Ok((response, _)) = &mut result {
+                let passed = response.body_mut().take_passed_fields();
+                headers::unpass(response.headers_mut(), passed);
             }
+            let (result, head) = split_head(result);
             state.response = head;
             let (back, step) = self.chain.on_upstream_response(state, outcome).await;
             state = back;
@@ -341,7 +343,7 @@ impl ListenerProxy {
     ) -> Result<(Request<ProxyBody>, Option<SpanId>), AttemptError> {
         // When no hook runs after sending (no plugins, or plugins with request hooks only)
         // nothing reads the head again and nothing retries: move it, don't copy.
-        let mut req = if !self.chain.reads_request_after_send() {
+        let mut req = if !self.chain.hooks_after_send() {
             take_head(&mut state.head, body)
         } else {
             headers::copy_request(&state.head, body)

@@ -35,7 +35,6 @@ use crate::plugin::{BodyOf, Chain, ChunkStream, Decided, RequestState};
 use crate::telemetry::{ErrorKind, ListenerTelemetry};
 use crate::tls::TlsSession;
 use crate::upstream::{Cluster, Clusters, ResponseFields};
-use switchyard_http1::client::PassedFields;
 
 mod answers;
 mod attempt_error;
@@ -258,7 +257,7 @@ impl ListenerProxy {
             && !accepts_trailers
             && !exchange.grpc
             && !web
-            && !self.chain.reads_request_after_send()
+            && !self.chain.hooks_after_send()
             && !self.chain.streams_response();
         if passes {
             ResponseFields::Passed
@@ -277,7 +276,7 @@ impl ListenerProxy {
         web: Option<grpc::web::WebCall>,
         accepts_trailers: bool,
     ) -> Response<ServedBody> {
-        let passed = response.extensions().get::<PassedFields>();
+        let passed = response.body().passed_fields();
         if !passed.is_some_and(|p| p.contains(headers::X_REQUEST_ID.as_str())) {
             response
                 .headers_mut()
@@ -293,7 +292,8 @@ impl ListenerProxy {
             || accepts_trailers
             || self.chain.streams_response();
         if reads_fields {
-            headers::unpass(&mut response);
+            let passed = response.body_mut().take_passed_fields();
+            headers::unpass(response.headers_mut(), passed);
         }
         if state.exchange.grpc {
             response = grpc::local_error_as_grpc(response);
@@ -447,7 +447,9 @@ impl ListenerProxy {
         answer: Answer,
     ) -> (Box<RequestState>, Response<ProxyBody>) {
         let Answer { mut head, mut body } = answer;
-        headers::unpass_head(&mut head);
+        if self.chain.hooks_after_send() {
+            headers::unpass(&mut head.headers, body.take_passed_fields());
+        }
         state.response = Some(head);
         let (back, step) = self.chain.on_response(state).await;
         state = back;

@@ -39,6 +39,13 @@ impl std::fmt::Debug for Done {
     }
 }
 
+/// The upstream's passed fields go out with the head the HTTP/1.1 engine writes.
+impl switchyard_http1::server::PassesFields for ServedBody {
+    fn passed_fields(&self) -> Option<&switchyard_http1::client::PassedFields> {
+        self.body.passed_fields()
+    }
+}
+
 impl ServedBody {
     pub fn new(body: ProxyBody, done: Option<Done>) -> Self {
         Self {

@@ -32,7 +32,7 @@ use crate::config::{ClusterConfig, UpstreamProtocol};
 use crate::tls::client::UpstreamTls;
 use switchyard_http1 as http1;
 use switchyard_http1::client::{
-    Connection, Keep, ResponseBody, ResponseFields, SendError, Upgraded,
+    Connection, Keep, PassedFields, ResponseBody, ResponseFields, SendError, Upgraded,
 };
 
 /// Why a request could not be sent to an endpoint or got no response head.
@@ -145,6 +145,22 @@ pub enum UpstreamBody {
 }
 
 impl UpstreamBody {
+    /// An HTTP/1.1 response's fields, when they were passed as they came.
+    pub fn passed_fields(&self) -> Option<&PassedFields> {
+        match self {
+            Self::Http1(body) => body.passed_fields(),
+            Self::Http2(_) => None,
+        }
+    }
+
+    /// Takes the passed fields, to read them into the head's map after all.
+    pub fn take_passed_fields(&mut self) -> Option<PassedFields> {
+        match self {
+            Self::Http1(body) => body.take_passed_fields(),
+            Self::Http2(_) => None,
+        }
+    }
+
     /// After a 101 on HTTP/1.1: the connection, now carrying the new protocol.
     pub fn into_upgraded(self) -> Option<Http1Upgraded> {
         match self {
