@@ -37,45 +37,62 @@ pub enum ResponseFields {
 type FieldAt = (Range<u32>, Range<u32>);
 
 thread_local! {
-    /// Lists of fields finished with, for the next heads this thread parses (as `spare` keeps
-    /// header maps): in steady state a passed head allocates nothing.
-    static SPARE: RefCell<Vec<Vec<FieldAt>>> = const { RefCell::new(Vec::new()) };
+    /// Kept heads finished with, for the next heads this thread parses (as `spare` keeps header
+    /// maps): in steady state a passed head allocates nothing. The boxes are what is kept.
+    #[allow(clippy::vec_box)]
+    static SPARE: RefCell<Vec<Box<Kept>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// How many lists a thread keeps, and the most fields a kept one has room for.
+/// How many a thread keeps, and the most fields a kept one has room for.
 const KEPT: usize = 8;
 const MOST_FIELDS: usize = 64;
 
-/// The end-to-end fields of an upstream's response head, as it wrote them.
+/// The end-to-end fields of an upstream's response head, as it wrote them. The size of a
+/// pointer: the response body carries it through every layer of a proxy, and each move of the
+/// body copies it.
 #[derive(Clone, Debug)]
-pub struct PassedFields {
+pub struct PassedFields(Option<Box<Kept>>);
+
+#[derive(Clone, Debug, Default)]
+struct Kept {
     /// The head's bytes (shared with the connection's read buffer, not copied).
     head: Bytes,
     /// Where each kept field's name and value are in `head`.
     fields: Vec<FieldAt>,
     /// The length the upstream's `content-length` declared: a response to HEAD, or a 304, says
     /// it to the client too.
-    pub(crate) content_length: Option<u64>,
+    content_length: Option<u64>,
     /// A `date` field is among the kept ones (the server adds one otherwise).
-    pub(crate) has_date: bool,
+    has_date: bool,
+}
+
+impl Kept {
+    fn bytes(&self, at: &Range<u32>) -> &[u8] {
+        &self.head[to_usize(at)]
+    }
 }
 
 impl PassedFields {
     /// Whether a kept field is named `name` (compared without case).
     pub fn contains(&self, name: &str) -> bool {
-        self.fields
-            .iter()
-            .any(|(at, _)| self.bytes(at).eq_ignore_ascii_case(name.as_bytes()))
+        self.0.as_deref().is_some_and(|kept| {
+            kept.fields
+                .iter()
+                .any(|(at, _)| kept.bytes(at).eq_ignore_ascii_case(name.as_bytes()))
+        })
     }
 
     /// The kept fields in `map`, after what it holds: for a caller that must read them after
     /// all.
     pub fn append_to(&self, map: &mut HeaderMap) {
-        map.reserve(self.fields.len());
-        for (name_at, value_at) in &self.fields {
+        let Some(kept) = self.0.as_deref() else {
+            return;
+        };
+        map.reserve(kept.fields.len());
+        for (name_at, value_at) in &kept.fields {
             // Both were checked by the parser; a name or value `http` refuses is left out.
-            let name = HeaderName::from_bytes(self.bytes(name_at));
-            let value = HeaderValue::from_maybe_shared(self.head.slice(to_usize(value_at)));
+            let name = HeaderName::from_bytes(kept.bytes(name_at));
+            let value = HeaderValue::from_maybe_shared(kept.head.slice(to_usize(value_at)));
             if let (Ok(name), Ok(value)) = (name, value) {
                 map.append(name, value);
             }
@@ -84,27 +101,43 @@ impl PassedFields {
 
     /// Writes each kept field's line (name, colon and spaces, value: as received) into `out`.
     pub(crate) fn write(&self, out: &mut Vec<u8>) {
-        for (name_at, value_at) in &self.fields {
-            out.extend_from_slice(&self.head[name_at.start as usize..value_at.end as usize]);
+        let Some(kept) = self.0.as_deref() else {
+            return;
+        };
+        for (name_at, value_at) in &kept.fields {
+            out.extend_from_slice(&kept.head[name_at.start as usize..value_at.end as usize]);
             out.extend_from_slice(b"\r\n");
         }
     }
 
-    fn bytes(&self, at: &Range<u32>) -> &[u8] {
-        &self.head[to_usize(at)]
+    /// The length the upstream's `content-length` declared.
+    pub(crate) fn content_length(&self) -> Option<u64> {
+        self.0.as_deref().and_then(|kept| kept.content_length)
+    }
+
+    /// Whether a `date` field is among the kept ones.
+    pub(crate) fn has_date(&self) -> bool {
+        self.0.as_deref().is_some_and(|kept| kept.has_date)
     }
 }
 
 impl Drop for PassedFields {
     fn drop(&mut self) {
-        let mut fields = std::mem::take(&mut self.fields);
-        if fields.capacity() == 0 || fields.capacity() > MOST_FIELDS {
+        let Some(mut kept) = self.0.take() else {
+            return;
+        };
+        if kept.fields.capacity() > MOST_FIELDS {
             return;
         }
+        let mut fields = std::mem::take(&mut kept.fields);
         fields.clear();
+        *kept = Kept {
+            fields,
+            ..Kept::default()
+        };
         SPARE.with_borrow_mut(|spare| {
             if spare.len() < KEPT {
-                spare.push(fields);
+                spare.push(kept);
             }
         });
     }
@@ -147,8 +180,7 @@ impl Role {
 
 /// Gathers a head's kept fields as the parser's view of it is read, field by field.
 pub(crate) struct PassedBuilder {
-    fields: Vec<FieldAt>,
-    has_date: bool,
+    kept: Box<Kept>,
     /// The last `transfer-encoding` value, for whether the body is chunked.
     last_transfer_encoding: Option<Range<u32>>,
     /// Something only a map can carry: the head takes the map path.
@@ -158,10 +190,9 @@ pub(crate) struct PassedBuilder {
 impl PassedBuilder {
     pub(crate) fn new(fields: usize) -> Self {
         let mut kept = SPARE.with_borrow_mut(Vec::pop).unwrap_or_default();
-        kept.reserve(fields);
+        kept.fields.reserve(fields);
         Self {
-            fields: kept,
-            has_date: false,
+            kept,
             last_transfer_encoding: None,
             unusual: false,
         }
@@ -205,10 +236,10 @@ impl PassedBuilder {
             Role::Te => self.unusual = true,
             Role::HopByHop => {}
             Role::Date => {
-                self.has_date = true;
-                self.fields.push((name_at, value_at));
+                self.kept.has_date = true;
+                self.kept.fields.push((name_at, value_at));
             }
-            Role::EndToEnd => self.fields.push((name_at, value_at)),
+            Role::EndToEnd => self.kept.fields.push((name_at, value_at)),
         }
     }
 
@@ -219,17 +250,13 @@ impl PassedBuilder {
 
     /// The kept fields, over `head` (the bytes the ranges are in), and whether the last
     /// transfer coding is `chunked`.
-    pub(crate) fn finish(self, head: Bytes, framing: &FramingFields) -> (PassedFields, bool) {
+    pub(crate) fn finish(mut self, head: Bytes, framing: &FramingFields) -> (PassedFields, bool) {
         let chunked = self
             .last_transfer_encoding
             .is_some_and(|at| crate::fields::chunked_last(std::iter::once(&head[to_usize(&at)])));
-        let passed = PassedFields {
-            head,
-            fields: self.fields,
-            content_length: framing.content_length(),
-            has_date: self.has_date,
-        };
-        (passed, chunked)
+        self.kept.head = head;
+        self.kept.content_length = framing.content_length();
+        (PassedFields(Some(self.kept)), chunked)
     }
 }
 
@@ -296,9 +323,9 @@ mod tests {
         for value in map_head.headers.get_all(header::CONTENT_LENGTH) {
             noted.note(&header::CONTENT_LENGTH, value.as_bytes());
         }
-        assert_eq!(passed.content_length, noted.content_length(), "{case:?}");
+        assert_eq!(passed.content_length(), noted.content_length(), "{case:?}");
         assert_eq!(
-            passed.has_date,
+            passed.has_date(),
             map_head.headers.contains_key(header::DATE),
             "{case:?}"
         );
@@ -381,6 +408,10 @@ mod tests {
         assert_eq!(SPARE.with_borrow(Vec::len), 1);
         let again = parse();
         assert_eq!(SPARE.with_borrow(Vec::len), 0, "taken for the second head");
+        assert_eq!(
+            std::mem::size_of::<PassedFields>(),
+            std::mem::size_of::<usize>()
+        );
         assert!(again.contains("x-a"));
     }
 

@@ -49,7 +49,7 @@ pub(crate) fn encode_head(
     let mut has_date = false;
     if let Some(passed) = passed {
         passed.write(out);
-        has_date = passed.has_date;
+        has_date = passed.has_date();
     }
     for (name, value) in headers {
         // The fields the engine writes itself; only those are noted.
@@ -77,7 +77,7 @@ pub(crate) fn encode_head(
         || status == StatusCode::NOT_MODIFIED;
     let declared = fields
         .content_length()
-        .or(passed.and_then(|p| p.content_length));
+        .or(passed.and_then(PassedFields::content_length));
     let framing = if bodiless {
         Outbound::Empty
     } else if let Some(length) = declared {
