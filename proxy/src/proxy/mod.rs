@@ -447,7 +447,10 @@ impl ListenerProxy {
         answer: Answer,
     ) -> (Box<RequestState>, Response<ProxyBody>) {
         let Answer { mut head, mut body } = answer;
-        if self.chain.hooks_after_send() {
+        // Passed fields only reach here when no hook runs after sending (`response_fields`);
+        // should one run after all, it reads them in the map. Checked in that order: asking the
+        // chain walks its plugins.
+        if body.passed_fields().is_some() && self.chain.hooks_after_send() {
             headers::unpass(&mut head.headers, body.take_passed_fields());
         }
         state.response = Some(head);
