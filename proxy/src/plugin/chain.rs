@@ -200,14 +200,20 @@ impl Chain {
     /// reads the request's head after it is sent (so it is moved upstream, not copied) or the
     /// response's head (so its fields can pass as they came).
     pub fn hooks_after_send(&self) -> bool {
-        const LATER: [Hook; 4] = [
+        const LATER: u16 = Hook::bits(&[
             Hook::UpstreamResponse,
             Hook::Response,
             Hook::ResponseBody,
             Hook::Log,
-        ];
-        self.every_plugin()
-            .any(|p| LATER.iter().any(|hook| p.wants(*hook)))
+        ]);
+        self.every_plugin().any(|p| p.wants_any(LATER))
+    }
+
+    /// Whether any hook of the response phase is wanted (`on-response`, `on-response-body`,
+    /// `on-log`): if none is, the response goes out without that phase's future.
+    pub fn hooks_on_response(&self) -> bool {
+        const RESPONSE: u16 = Hook::bits(&[Hook::Response, Hook::ResponseBody, Hook::Log]);
+        self.every_plugin().any(|p| p.wants_any(RESPONSE))
     }
 
     pub async fn on_request(&self, state: Box<RequestState>) -> (Box<RequestState>, Decided) {

@@ -76,8 +76,19 @@ impl Hook {
         Hook::RequestChunk,
     ];
 
-    fn bit(self) -> u16 {
+    const fn bit(self) -> u16 {
         1 << (self as u16)
+    }
+
+    /// The bits of `hooks`, for [`Plugin::wants_any`].
+    pub const fn bits(hooks: &[Hook]) -> u16 {
+        let mut bits = 0;
+        let mut i = 0;
+        while i < hooks.len() {
+            bits |= hooks[i].bit();
+            i += 1;
+        }
+        bits
     }
 
     pub fn name(self) -> &'static str {
@@ -210,6 +221,12 @@ impl Plugin {
     /// Whether calling `hook` can do anything.
     pub fn wants(&self, hook: Hook) -> bool {
         self.skipped.load(Ordering::Relaxed) & hook.bit() == 0
+    }
+
+    /// Whether calling any of the hooks in `bits` ([`Hook::bits`]) can do anything: one load
+    /// where asking [`Plugin::wants`] of each is one each.
+    pub fn wants_any(&self, bits: u16) -> bool {
+        self.skipped.load(Ordering::Relaxed) & bits != bits
     }
 
     /// Whether `on-upstream-response` is to see this attempt; `grpc_failed`: the attempt's

@@ -383,7 +383,7 @@ impl ListenerProxy {
                 (state, plugin_failed_answer(&plugin))
             }
         };
-        if chain.is_empty() {
+        if chain.is_empty() || !chain.hooks_on_response() {
             // No response hooks: the answer as it is, without the hooks' future.
             return (state, Response::from_parts(answer.head, answer.body));
         }
