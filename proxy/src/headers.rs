@@ -31,16 +31,11 @@ fn fixed_hop_by_hop() -> [&'static HeaderName; 6] {
     ]
 }
 
-/// The lengths of the names in [`fixed_hop_by_hop`]: most fields are told apart from all six by
-/// their name's length alone.
-const FIXED_HOP_BY_HOP_LENGTHS: NameLengths = NameLengths::of(&[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "transfer-encoding",
-    "upgrade",
-]);
+/// The lengths of the names in [`fixed_hop_by_hop`] (the engine's list, which the response
+/// fields it passes are sorted by too): most fields are told apart from all six by their name's
+/// length alone.
+const FIXED_HOP_BY_HOP_LENGTHS: NameLengths =
+    NameLengths::of(&switchyard_http1::fields::HOP_BY_HOP);
 
 /// Where `Connection` and `TE` are in [`fixed_hop_by_hop`].
 const CONNECTION_AT: usize = 0;
@@ -390,6 +385,12 @@ pub fn copy_response_head(head: &http::response::Parts) -> http::response::Parts
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_hop_by_hop_names_are_the_engines() {
+        let names: Vec<&str> = fixed_hop_by_hop().iter().map(|n| n.as_str()).collect();
+        assert_eq!(names, switchyard_http1::fields::HOP_BY_HOP);
+    }
 
     #[test]
     fn connection_asks_reads_upgrade_and_trailers_whatever_else_is_there() {
