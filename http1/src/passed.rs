@@ -67,8 +67,10 @@ struct Kept {
 }
 
 impl Kept {
+    /// The bytes at `at` (always inside the head: the parser's slices of it; empty otherwise,
+    /// rather than a panic).
     fn bytes(&self, at: &Range<u32>) -> &[u8] {
-        &self.head[to_usize(at)]
+        self.head.get(to_usize(at)).unwrap_or_default()
     }
 }
 
@@ -92,7 +94,7 @@ impl PassedFields {
         for (name_at, value_at) in &kept.fields {
             // Both were checked by the parser; a name or value `http` refuses is left out.
             let name = HeaderName::from_bytes(kept.bytes(name_at));
-            let value = HeaderValue::from_maybe_shared(kept.head.slice(to_usize(value_at)));
+            let value = HeaderValue::from_maybe_shared(kept.head.slice_ref(kept.bytes(value_at)));
             if let (Ok(name), Ok(value)) = (name, value) {
                 map.append(name, value);
             }
@@ -105,7 +107,7 @@ impl PassedFields {
             return;
         };
         for (name_at, value_at) in &kept.fields {
-            out.extend_from_slice(&kept.head[name_at.start as usize..value_at.end as usize]);
+            out.extend_from_slice(kept.bytes(&(name_at.start..value_at.end)));
             out.extend_from_slice(b"\r\n");
         }
     }
@@ -253,7 +255,8 @@ impl PassedBuilder {
     pub(crate) fn finish(mut self, head: Bytes, framing: &FramingFields) -> (PassedFields, bool) {
         let chunked = self
             .last_transfer_encoding
-            .is_some_and(|at| crate::fields::chunked_last(std::iter::once(&head[to_usize(&at)])));
+            .and_then(|at| head.get(to_usize(&at)))
+            .is_some_and(|coding| crate::fields::chunked_last(std::iter::once(coding)));
         self.kept.head = head;
         self.kept.content_length = framing.content_length();
         (PassedFields(Some(self.kept)), chunked)
@@ -391,6 +394,24 @@ mod tests {
         assert_eq!(out, b"Server:nginx\r\nX-Empty:\r\n");
         assert!(passed.contains("server") && passed.contains("X-EMPTY"));
         assert!(!passed.contains("connection") && !passed.contains("content-length"));
+    }
+
+    #[test]
+    fn every_hop_by_hop_name_has_its_role() {
+        for name in HOP_BY_HOP {
+            assert_ne!(Role::of(name.as_bytes()), Role::EndToEnd, "{name}");
+            assert_ne!(
+                Role::of(name.to_uppercase().as_bytes()),
+                Role::EndToEnd,
+                "{name}"
+            );
+        }
+        assert_eq!(Role::of(b"x-upgrade"), Role::EndToEnd);
+        assert_eq!(
+            Role::of(b"trailer"),
+            Role::EndToEnd,
+            "announces trailers end to end"
+        );
     }
 
     #[test]
