@@ -107,6 +107,13 @@ impl HostApi for WasmHost {
     fn path(&mut self) -> String {
         cached(|reads| &mut reads.path, wit::request::path)
     }
+    fn with_path<R>(&mut self, read: impl FnOnce(&str) -> R) -> R {
+        if !BATCH.with_borrow(|batch| batch.open) {
+            return read(&wit::request::path());
+        }
+        // Borrowed while `read` runs, which does not call the host (see `HostApi::with_path`).
+        HEAD_READS.with_borrow_mut(|reads| read(reads.path.get_or_insert_with(wit::request::path)))
+    }
     fn set_path(&mut self, path: &str) -> Result<(), HostError> {
         HEAD_READS.with_borrow_mut(|reads| reads.path = None);
         refused(wit::request::set_path(path))

@@ -58,6 +58,11 @@ impl Request {
     pub fn path(&self) -> String {
         host::with(|h| h.path())
     }
+    /// `read` over the path and query without copying them (a request hook reads them from
+    /// the SDK's cache); `read` must not call the host.
+    pub(crate) fn with_path<R>(&self, read: impl FnOnce(&str) -> R) -> R {
+        host::with(|h| h.with_path(read))
+    }
     /// Replaces the path and query the upstream gets (`/v2/users?page=2`).
     pub fn set_path(&mut self, path_and_query: &str) -> Result<(), HostError> {
         host::with(|h| h.set_path(path_and_query))

@@ -14,6 +14,14 @@ pub enum Side {
 pub trait HostApi {
     fn method(&mut self) -> String;
     fn path(&mut self) -> String;
+    /// `read` over the path, without a copy where the host keeps it (request hooks cache it).
+    /// `read` must not call the host.
+    fn with_path<R>(&mut self, read: impl FnOnce(&str) -> R) -> R
+    where
+        Self: Sized,
+    {
+        read(&self.path())
+    }
     fn set_path(&mut self, path: &str) -> Result<(), HostError>;
     fn authority(&mut self) -> Option<String>;
     fn status(&mut self) -> Option<u16>;

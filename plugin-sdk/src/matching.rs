@@ -154,6 +154,29 @@ impl RequestMatch {
         Ok(())
     }
 
+    /// Whether the path and query conditions hold for `full` (path and query).
+    fn path_matches(&self, full: &str) -> bool {
+        let (path, query) = match text::find(full.as_bytes(), b'?') {
+            Some(at) => (&full[..at], &full[at + 1..]),
+            None => (full, ""),
+        };
+        if self
+            .path
+            .as_deref()
+            .is_some_and(|p| !text::same(p.as_bytes(), path.as_bytes()))
+            || self
+                .path_prefix
+                .as_deref()
+                .is_some_and(|p| !text::starts_with(path.as_bytes(), p.as_bytes()))
+            || self.path_regex.as_ref().is_some_and(|r| !r.is_match(path))
+        {
+            return false;
+        }
+        self.query
+            .iter()
+            .all(|(name, condition)| condition.matches(query_param(query, name)))
+    }
+
     /// Whether `req` satisfies every condition. Cheap conditions are checked first and the
     /// request is only read for what a condition needs.
     pub fn matches(&self, req: &Request) -> bool {
@@ -177,29 +200,8 @@ impl RequestMatch {
             || self.path_prefix.is_some()
             || self.path_regex.is_some()
             || !self.query.is_empty();
-        if wants_path {
-            let full = req.path();
-            let (path, query) = match text::find(full.as_bytes(), b'?') {
-                Some(at) => (&full[..at], &full[at + 1..]),
-                None => (&full[..], ""),
-            };
-            if self
-                .path
-                .as_deref()
-                .is_some_and(|p| !text::same(p.as_bytes(), path.as_bytes()))
-                || self
-                    .path_prefix
-                    .as_deref()
-                    .is_some_and(|p| !text::starts_with(path.as_bytes(), p.as_bytes()))
-                || self.path_regex.as_ref().is_some_and(|r| !r.is_match(path))
-            {
-                return false;
-            }
-            for (name, condition) in &self.query {
-                if !condition.matches(query_param(query, name)) {
-                    return false;
-                }
-            }
+        if wants_path && !req.with_path(|full| self.path_matches(full)) {
+            return false;
         }
         self.headers
             .iter()
