@@ -330,3 +330,55 @@ async fn response_fields_passed_as_they_came_read_as_those_built_into_a_map() {
     );
     assert_eq!(body, "");
 }
+
+/// A chunked response to an HTTP/1.0 client (which cannot take chunks: the body is delimited by
+/// the close) and to an HTTP/1.1 one reads the same passed as through the map.
+#[tokio::test]
+async fn a_passed_chunked_response_is_framed_for_each_client_as_through_the_map() {
+    let app = Upstream::raw(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\
+          X-Kept: 1\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+    )
+    .await;
+    let plugin = format!(
+        "[[plugin]]\nname = \"add\"\npath = \"{}\"\n",
+        crate::support::proxy::plugin_path("add-header").display()
+    );
+    let proxy = Proxy::start(
+        &(crate::support::config::listener("passed", "app", &[])
+            + &crate::support::config::listener("mapped", "app", &["add"])
+            + &crate::support::config::cluster("app", &[app.addr], "")
+            + &plugin),
+    );
+    for request in [
+        &b"GET / HTTP/1.0\r\n\r\n"[..],
+        &b"GET / HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n"[..],
+    ] {
+        let (passed, passed_body) = head_and_body(proxy.listener("passed"), request).await;
+        let (mut mapped, mapped_body) = head_and_body(proxy.listener("mapped"), request).await;
+        mapped.retain(|line| line != "x-filtered-by: add-header");
+        let case = String::from_utf8_lossy(request);
+        assert_eq!(passed[0], mapped[0], "{case}");
+        let (mut passed_fields, mut mapped_fields) = (by_name(&passed), by_name(&mapped));
+        // Each has its own request id; the rest is the same.
+        passed_fields.remove("x-request-id");
+        mapped_fields.remove("x-request-id");
+        passed_fields.remove("date");
+        mapped_fields.remove("date");
+        assert_eq!(passed_fields, mapped_fields, "{case}: {passed:#?}");
+        assert_eq!(passed_body, mapped_body, "{case}");
+        assert!(passed_fields.contains_key("x-kept"), "{case}: {passed:#?}");
+        let chunked = passed_fields.get("transfer-encoding") == Some(&vec!["chunked".to_owned()]);
+        if request.ends_with(b"HTTP/1.0\r\n\r\n") {
+            assert!(
+                !chunked && passed_body == "abcde",
+                "{case}: {passed:#?} {passed_body:?}"
+            );
+        } else {
+            assert!(
+                chunked && passed_body.contains("abc"),
+                "{case}: {passed:#?}"
+            );
+        }
+    }
+}
