@@ -231,6 +231,34 @@ async fn head_and_body(listener: std::net::SocketAddr, request: &[u8]) -> (Vec<S
     (head, body.to_owned())
 }
 
+/// A proxy with two listeners in front of `app`: `passed` without plugins (the upstream's
+/// response fields pass as they came) and `mapped`, whose plugin's response hook makes the proxy
+/// build the response's header map.
+fn passed_and_mapped(app: &Upstream) -> Proxy {
+    let plugin = format!(
+        "[[plugin]]\nname = \"add\"\npath = \"{}\"\n",
+        crate::support::proxy::plugin_path("add-header").display()
+    );
+    Proxy::start(
+        &(crate::support::config::listener("passed", "app", &[])
+            + &crate::support::config::listener("mapped", "app", &["add"])
+            + &crate::support::config::cluster("app", &[app.addr], "")
+            + &plugin),
+    )
+}
+
+/// [`head_and_body`] for `request` on both listeners of [`passed_and_mapped`]: passed, then
+/// mapped less the header its plugin adds.
+async fn both_listeners(
+    proxy: &Proxy,
+    request: &[u8],
+) -> ((Vec<String>, String), (Vec<String>, String)) {
+    let passed = head_and_body(proxy.listener("passed"), request).await;
+    let (mut mapped, mapped_body) = head_and_body(proxy.listener("mapped"), request).await;
+    mapped.retain(|line| line != "x-filtered-by: add-header");
+    (passed, (mapped, mapped_body))
+}
+
 /// A head's fields by name, each name's values in order: what the head means, whatever order
 /// its names come in and however a list is split over lines (`via` here).
 fn by_name(head: &[String]) -> std::collections::BTreeMap<String, Vec<String>> {
@@ -261,22 +289,10 @@ async fn response_fields_passed_as_they_came_read_as_those_built_into_a_map() {
           Content-Length: 3\r\n\r\nok\n",
     )
     .await;
-    let plugin = format!(
-        "[[plugin]]\nname = \"add\"\npath = \"{}\"\n",
-        crate::support::proxy::plugin_path("add-header").display()
-    );
-    let proxy = Proxy::start(
-        &(crate::support::config::listener("passed", "app", &[])
-            + &crate::support::config::listener("mapped", "app", &["add"])
-            + &crate::support::config::cluster("app", &[app.addr], "")
-            + &plugin),
-    );
+    let proxy = passed_and_mapped(&app);
     let get = b"GET / HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n";
 
-    let (passed, passed_body) = head_and_body(proxy.listener("passed"), get).await;
-    let (mut mapped, mapped_body) = head_and_body(proxy.listener("mapped"), get).await;
-
-    mapped.retain(|line| line != "x-filtered-by: add-header");
+    let ((passed, passed_body), (mapped, mapped_body)) = both_listeners(&proxy, get).await;
     assert_eq!(
         by_name(&passed),
         by_name(&mapped),
@@ -340,23 +356,12 @@ async fn a_passed_chunked_response_is_framed_for_each_client_as_through_the_map(
           X-Kept: 1\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
     )
     .await;
-    let plugin = format!(
-        "[[plugin]]\nname = \"add\"\npath = \"{}\"\n",
-        crate::support::proxy::plugin_path("add-header").display()
-    );
-    let proxy = Proxy::start(
-        &(crate::support::config::listener("passed", "app", &[])
-            + &crate::support::config::listener("mapped", "app", &["add"])
-            + &crate::support::config::cluster("app", &[app.addr], "")
-            + &plugin),
-    );
+    let proxy = passed_and_mapped(&app);
     for request in [
         &b"GET / HTTP/1.0\r\n\r\n"[..],
         &b"GET / HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n"[..],
     ] {
-        let (passed, passed_body) = head_and_body(proxy.listener("passed"), request).await;
-        let (mut mapped, mapped_body) = head_and_body(proxy.listener("mapped"), request).await;
-        mapped.retain(|line| line != "x-filtered-by: add-header");
+        let ((passed, passed_body), (mapped, mapped_body)) = both_listeners(&proxy, request).await;
         let case = String::from_utf8_lossy(request);
         assert_eq!(passed[0], mapped[0], "{case}");
         let (mut passed_fields, mut mapped_fields) = (by_name(&passed), by_name(&mapped));

@@ -322,8 +322,11 @@ pub fn parse_head(
             // fields a proxy adds (via, request id).
             let (_, headers) = crate::pending::split_head(read, len, pending, 4)
                 .map_err(|_| Error::BadHead(httparse::Error::HeaderValue))?;
-            let codings = headers.get_all(header::TRANSFER_ENCODING).iter();
-            let chunked = crate::fields::chunked_last(codings.map(HeaderValue::as_bytes));
+            // Looked up only when there is a coding to read (most responses have none).
+            let chunked = fields.transfer_encoding_fields > 0 && {
+                let codings = headers.get_all(header::TRANSFER_ENCODING).iter();
+                crate::fields::chunked_last(codings.map(HeaderValue::as_bytes))
+            };
             (headers, fields, None, chunked)
         }
     };

@@ -64,10 +64,20 @@ fn cached(
     field: fn(&mut HeadReads) -> &mut Option<String>,
     read: impl FnOnce() -> String,
 ) -> String {
+    with_cached(field, read, str::to_owned)
+}
+
+/// [`cached`], lent to `with` instead of copied; `with` must not call the host (the cache is
+/// borrowed while it runs).
+fn with_cached<R>(
+    field: fn(&mut HeadReads) -> &mut Option<String>,
+    read: impl FnOnce() -> String,
+    with: impl FnOnce(&str) -> R,
+) -> R {
     if !BATCH.with_borrow(|batch| batch.open) {
-        return read();
+        return with(&read());
     }
-    HEAD_READS.with_borrow_mut(|reads| field(reads).get_or_insert_with(read).clone())
+    HEAD_READS.with_borrow_mut(|reads| with(field(reads).get_or_insert_with(read)))
 }
 
 /// Gathers a change with `add` while a request hook runs; false when it must go to the host
@@ -108,11 +118,7 @@ impl HostApi for WasmHost {
         cached(|reads| &mut reads.path, wit::request::path)
     }
     fn with_path<R>(&mut self, read: impl FnOnce(&str) -> R) -> R {
-        if !BATCH.with_borrow(|batch| batch.open) {
-            return read(&wit::request::path());
-        }
-        // Borrowed while `read` runs, which does not call the host (see `HostApi::with_path`).
-        HEAD_READS.with_borrow_mut(|reads| read(reads.path.get_or_insert_with(wit::request::path)))
+        with_cached(|reads| &mut reads.path, wit::request::path, read)
     }
     fn set_path(&mut self, path: &str) -> Result<(), HostError> {
         HEAD_READS.with_borrow_mut(|reads| reads.path = None);

@@ -220,7 +220,7 @@ impl Plugin {
 
     /// Whether calling `hook` can do anything.
     pub fn wants(&self, hook: Hook) -> bool {
-        self.skipped.load(Ordering::Relaxed) & hook.bit() == 0
+        self.wants_any(hook.bit())
     }
 
     /// Whether calling any of the hooks in `bits` ([`Hook::bits`]) can do anything: one load
