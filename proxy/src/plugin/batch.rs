@@ -61,6 +61,7 @@ impl HostState {
         let mut index = 0usize;
         while !reader.rest.is_empty() {
             let change = Change::read(&mut reader)
+                .map_err(|e| e.to_string())
                 .and_then(|change| self.apply_change(change))
                 .map_err(|e| format!("change {index} of the batch: {e}"));
             change?;
@@ -98,7 +99,7 @@ enum Change<'a> {
 }
 
 impl<'a> Change<'a> {
-    fn read(reader: &mut Reader<'a>) -> Result<Self, String> {
+    fn read(reader: &mut Reader<'a>) -> Result<Self, Malformed> {
         Ok(match reader.u8()? {
             tag @ (SET_REQUEST_HEADER | ADD_REQUEST_HEADER) => Change::RequestHeader {
                 change: if tag == SET_REQUEST_HEADER {
@@ -133,7 +134,7 @@ impl<'a> Change<'a> {
                     raw: reader.u64()?,
                 }
             }
-            other => return Err(format!("unknown change tag {other}")),
+            other => return Err(Malformed::UnknownTag(other)),
         })
     }
 }
@@ -192,46 +193,74 @@ fn metric_key(identity: &[u8]) -> Result<MetricKey, String> {
     Ok((kind, name, labels))
 }
 
+/// Why a batch's bytes could not be read as changes. Plain data, formatted only when a batch
+/// is refused: the reads of a well-formed batch (every hook that changes anything) pass
+/// nothing but a pointer and a length around.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum Malformed {
+    #[error("ends early: {wanted} bytes wanted, {left} left")]
+    EndsEarly { wanted: usize, left: usize },
+    #[error("a string is not UTF-8")]
+    NotText,
+    #[error("unknown change tag {0}")]
+    UnknownTag(u8),
+}
+
+impl From<Malformed> for String {
+    fn from(malformed: Malformed) -> Self {
+        malformed.to_string()
+    }
+}
+
 /// Reads the encoding's fields off the front of the batch.
 struct Reader<'a> {
     rest: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        if self.rest.len() < n {
-            return Err(format!(
-                "ends early: {n} bytes wanted, {} left",
-                self.rest.len()
-            ));
-        }
-        let (taken, rest) = self.rest.split_at(n);
+    #[inline]
+    fn take(&mut self, n: usize) -> Result<&'a [u8], Malformed> {
+        let Some((taken, rest)) = self.rest.split_at_checked(n) else {
+            return Err(Malformed::EndsEarly {
+                wanted: n,
+                left: self.rest.len(),
+            });
+        };
         self.rest = rest;
         Ok(taken)
     }
 
-    fn u8(&mut self) -> Result<u8, String> {
-        Ok(self.take(1)?[0])
+    #[inline]
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], Malformed> {
+        let mut array = [0u8; N];
+        array.copy_from_slice(self.take(N)?);
+        Ok(array)
     }
 
-    fn u32(&mut self) -> Result<u32, String> {
-        let bytes = self.take(4)?;
-        Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+    #[inline]
+    fn u8(&mut self) -> Result<u8, Malformed> {
+        Ok(self.array::<1>()?[0])
     }
 
-    fn u64(&mut self) -> Result<u64, String> {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(self.take(8)?);
-        Ok(u64::from_le_bytes(word))
+    #[inline]
+    fn u32(&mut self) -> Result<u32, Malformed> {
+        self.array().map(u32::from_le_bytes)
     }
 
-    fn bytes(&mut self) -> Result<&'a [u8], String> {
+    #[inline]
+    fn u64(&mut self) -> Result<u64, Malformed> {
+        self.array().map(u64::from_le_bytes)
+    }
+
+    #[inline]
+    fn bytes(&mut self) -> Result<&'a [u8], Malformed> {
         let len = self.u32()? as usize;
         self.take(len)
     }
 
-    fn str(&mut self) -> Result<&'a str, String> {
-        std::str::from_utf8(self.bytes()?).map_err(|_| "a string is not UTF-8".to_owned())
+    #[inline]
+    fn str(&mut self) -> Result<&'a str, Malformed> {
+        std::str::from_utf8(self.bytes()?).map_err(|_| Malformed::NotText)
     }
 }
 
@@ -367,15 +396,16 @@ mod tests {
         let mut short = Vec::new();
         short.extend_from_slice(&100u32.to_le_bytes());
         short.extend_from_slice(b"abc");
-        assert!(
-            Reader { rest: &short }
-                .str()
-                .unwrap_err()
-                .contains("ends early")
+        assert_eq!(
+            Reader { rest: &short }.str().unwrap_err().to_string(),
+            "ends early: 100 bytes wanted, 3 left"
         );
         let mut bad = Vec::new();
         string(&mut bad, &[0xff, 0xfe]);
-        assert!(Reader { rest: &bad }.str().unwrap_err().contains("UTF-8"));
+        assert_eq!(
+            Reader { rest: &bad }.str().unwrap_err().to_string(),
+            "a string is not UTF-8"
+        );
         assert!(Reader { rest: &[] }.u8().is_err());
         assert!(Reader { rest: &[1, 2, 3] }.u32().is_err());
     }
