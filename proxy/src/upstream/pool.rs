@@ -76,10 +76,13 @@ impl UpstreamError {
 
 /// When an HTTP/1.1 request is written to its connection.
 ///
-/// Measured (docs/performance.md, tenth pass): with plugins, whose hooks run between a request's
-/// read and its write, writing each request at once wakes the endpoint for each, and costs over
-/// three times the context switches and 3-25% of the requests/s; without plugins, yielding first
-/// costs a little instead (~0.5 us a request, 5% of requests/s).
+/// Measured (docs/performance.md, tenth pass, again in the seventeenth): with plugins, whose
+/// hooks run between a request's read and its write, writing each request at once wakes the
+/// endpoint for each, and costs over three times the context switches and 3-25% of the
+/// requests/s; without plugins, yielding first costs a little instead (~0.5 us a request, 5% of
+/// requests/s). The proxy's own requests pause earlier, at the start of their attempts (fewer
+/// levels for the task's second poll to go through), and are sent with `Now`; a plugin's call
+/// out pauses here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pace {
     /// At once.
