@@ -285,6 +285,17 @@ impl HostApi for WasmHost {
             metrics::Kind::Histogram => wit::metrics::histogram_record(name, &labels, value),
         }
     }
+    fn fixed_metric(&mut self, metric: &metrics::FixedMetric, value: f64) {
+        if let Some(identity) = &metric.identity
+            && gather(|b| {
+                b.encoded_metric(identity, metric.kind, value);
+                Some(())
+            })
+        {
+            return;
+        }
+        self.metric(metric.kind, &metric.name, &metric.label_refs(), value);
+    }
     fn log(&mut self, level: log::Level, message: &str) {
         use wit::types::LogLevel;
         let level = match level {

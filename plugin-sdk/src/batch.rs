@@ -79,26 +79,22 @@ impl Batch {
         labels: &[(&str, &str)],
         value: f64,
     ) -> Option<()> {
-        let count = u8::try_from(labels.len()).ok()?;
+        u8::try_from(labels.len()).ok()?;
         self.bytes.push(METRIC);
-        self.bytes.push(match kind {
-            Kind::Counter => 0,
-            Kind::Gauge => 1,
-            Kind::Histogram => 2,
-        });
-        self.string(name.as_bytes());
-        self.bytes.push(count);
-        for (key, value) in labels {
-            self.string(key.as_bytes());
-            self.string(value.as_bytes());
-        }
-        let raw = match kind {
-            // Counters take whole numbers (`metrics::counter` passes a u64).
-            Kind::Counter => value as u64,
-            Kind::Gauge | Kind::Histogram => value.to_bits(),
-        };
-        self.bytes.extend_from_slice(&raw.to_le_bytes());
+        put_metric_identity(&mut self.bytes, kind, name, labels)?;
+        self.bytes
+            .extend_from_slice(&raw_value(kind, value).to_le_bytes());
         Some(())
+    }
+
+    /// A metric update whose kind, name and labels [`put_metric_identity`] encoded before (once,
+    /// for a metric made when the plugin starts): one copy instead of an encoding per update.
+    pub(crate) fn encoded_metric(&mut self, identity: &[u8], kind: Kind, value: f64) {
+        self.bytes.reserve(1 + identity.len() + 8);
+        self.bytes.push(METRIC);
+        self.bytes.extend_from_slice(identity);
+        self.bytes
+            .extend_from_slice(&raw_value(kind, value).to_le_bytes());
     }
 
     /// The changes gathered so far, if any; the caller sends them and then calls `clear`.
@@ -111,11 +107,48 @@ impl Batch {
     }
 
     fn string(&mut self, s: &[u8]) {
-        // Strings from a plugin are far below 4 GiB (a wasm32 memory is at most that).
-        self.bytes
-            .extend_from_slice(&(s.len() as u32).to_le_bytes());
-        self.bytes.extend_from_slice(s);
+        put_string(&mut self.bytes, s);
     }
+}
+
+/// Appends a metric's kind, name and labels as a batch's metric change carries them (after its
+/// tag, before its value); the host keeps its handles by these bytes. `None`, with nothing
+/// appended, for more labels than the encoding counts (255).
+pub(crate) fn put_metric_identity(
+    bytes: &mut Vec<u8>,
+    kind: Kind,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Option<()> {
+    let count = u8::try_from(labels.len()).ok()?;
+    bytes.push(match kind {
+        Kind::Counter => 0,
+        Kind::Gauge => 1,
+        Kind::Histogram => 2,
+    });
+    put_string(bytes, name.as_bytes());
+    bytes.push(count);
+    for (key, value) in labels {
+        put_string(bytes, key.as_bytes());
+        put_string(bytes, value.as_bytes());
+    }
+    Some(())
+}
+
+/// A metric's value as the batch carries it: a counter's whole increment, or the `f64`'s bits.
+fn raw_value(kind: Kind, value: f64) -> u64 {
+    match kind {
+        // Counters take whole numbers (`metrics::counter` passes a u64).
+        Kind::Counter => value as u64,
+        Kind::Gauge | Kind::Histogram => value.to_bits(),
+    }
+}
+
+/// A string as the batch carries it: its length (four bytes, little-endian), then its bytes.
+fn put_string(bytes: &mut Vec<u8>, s: &[u8]) {
+    // Strings from a plugin are far below 4 GiB (a wasm32 memory is at most that).
+    bytes.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(s);
 }
 
 /// Whether the host takes this header as it is: a name of token characters (upper case is
@@ -181,6 +214,35 @@ mod tests {
         assert_eq!(batch.pending(), Some(&expected[..]));
         batch.clear();
         assert_eq!(batch.pending(), None);
+    }
+
+    #[test]
+    fn a_metric_encoded_once_is_sent_as_one_encoded_per_update() {
+        let labels = [("route", "api"), ("code", "2xx")];
+        for (kind, value) in [
+            (Kind::Counter, 3.0),
+            (Kind::Gauge, -1.5),
+            (Kind::Histogram, 0.25),
+        ] {
+            let mut each_time = Batch::default();
+            each_time.metric(kind, "hits", &labels, value).unwrap();
+            let mut identity = Vec::new();
+            put_metric_identity(&mut identity, kind, "hits", &labels).unwrap();
+            let mut once = Batch::default();
+            once.encoded_metric(&identity, kind, value);
+            assert_eq!(once.pending(), each_time.pending(), "{kind:?}");
+        }
+        let many: Vec<(&str, &str)> = vec![("k", "v"); 256];
+        let mut identity = Vec::new();
+        assert_eq!(
+            put_metric_identity(&mut identity, Kind::Counter, "x", &many),
+            None
+        );
+        assert!(identity.is_empty());
+        assert_eq!(
+            Batch::default().metric(Kind::Counter, "x", &many, 1.0),
+            None
+        );
     }
 
     #[test]

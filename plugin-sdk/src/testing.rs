@@ -677,6 +677,31 @@ mod tests {
         assert_eq!(host.counter_total("loaded", &[]), 1);
     }
 
+    #[test]
+    fn metrics_made_once_are_seen_as_the_same_metrics_made_each_time() {
+        let mut host = TestHost::default();
+        host.run(|| {
+            let hits = plugin_metrics::Counter::new("hits", &[("route", "api")]);
+            hits.add(2);
+            plugin_metrics::counter("hits", &[("route", "api")], 3);
+            plugin_metrics::Gauge::new("depth", &[]).set(-1.5);
+            plugin_metrics::Histogram::new("size", &[("k", "v")]).record(0.25);
+        });
+        assert_eq!(host.counter_total("hits", &[("route", "api")]), 5);
+        let seen: Vec<_> = host
+            .metrics
+            .iter()
+            .map(|m| (m.kind, m.name.as_str(), m.labels.len(), m.value))
+            .collect();
+        assert_eq!(
+            seen[2..],
+            [
+                (plugin_metrics::Kind::Gauge, "depth", 0, -1.5),
+                (plugin_metrics::Kind::Histogram, "size", 1, 0.25)
+            ]
+        );
+    }
+
     /// Asks for ticks and counts them.
     struct Ticking;
 

@@ -13,7 +13,8 @@ mod verified;
 
 use std::rc::Rc;
 
-use switchyard_sdk::{Action, LocalResponse, Plugin, Request, clock, metrics};
+use switchyard_sdk::metrics::Counter;
+use switchyard_sdk::{Action, LocalResponse, Plugin, Request, clock};
 
 pub use config::{Config, Require, RuleAction};
 use jwt::Token;
@@ -30,6 +31,25 @@ pub struct Auth {
     expectations: Vec<jwt::Expectations>,
     /// The configured API keys as digests, with the keys already matched.
     api_keys: Option<api_key::KeyTable>,
+    decisions: Decisions,
+}
+
+/// The `decisions` metric, one counter per result.
+struct Decisions {
+    allowed: Counter,
+    unauthenticated: Counter,
+    denied: Counter,
+}
+
+impl Decisions {
+    fn new() -> Self {
+        let result = |r| Counter::new("decisions", &[("result", r)]);
+        Self {
+            allowed: result("allowed"),
+            unauthenticated: result("unauthenticated"),
+            denied: result("denied"),
+        }
+    }
 }
 
 /// Who the request proved to be.
@@ -73,6 +93,7 @@ impl Plugin for Auth {
             verified: verified::VerifiedTokens::default(),
             expectations,
             api_keys,
+            decisions: Decisions::new(),
         })
     }
 
@@ -98,16 +119,16 @@ impl Plugin for Auth {
         match outcome {
             Ok(credentials) => {
                 self.forward(req, &credentials);
-                metrics::counter("decisions", &[("result", "allowed")], 1);
+                self.decisions.allowed.add(1);
                 Action::Continue
             }
             Err(refusal) => {
                 let result = if refusal.status == 401 {
-                    "unauthenticated"
+                    &self.decisions.unauthenticated
                 } else {
-                    "denied"
+                    &self.decisions.denied
                 };
-                metrics::counter("decisions", &[("result", result)], 1);
+                result.add(1);
                 Action::Respond(self.refuse(refusal))
             }
         }

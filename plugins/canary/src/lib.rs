@@ -3,7 +3,8 @@
 
 use serde::Deserialize;
 use switchyard_sdk::config::HostPattern;
-use switchyard_sdk::{Action, Plugin, Request, log, metrics, random};
+use switchyard_sdk::metrics::Counter;
+use switchyard_sdk::{Action, Plugin, Request, log, random};
 
 /// `[plugin.config]`
 #[derive(Debug, Deserialize)]
@@ -49,6 +50,8 @@ pub struct Backend {
 /// Picks a cluster per request by weight, override header or sticky header.
 pub struct Canary {
     rules: Vec<Rule>,
+    /// The `requests` metric of each rule's backends, by rule and backend index.
+    requests: Vec<Vec<Counter>>,
 }
 
 impl Plugin for Canary {
@@ -102,15 +105,24 @@ impl Plugin for Canary {
                 }
             }
         }
+        let requests = config
+            .rules
+            .iter()
+            .map(|rule| {
+                let backend = |b: &Backend| Counter::new("requests", &[("backend", &b.cluster)]);
+                rule.backends.iter().map(backend).collect()
+            })
+            .collect();
         Ok(Self {
             rules: config.rules,
+            requests,
         })
     }
 
     fn on_request(&self, req: &mut Request) -> Action {
         // The authority is asked for only when a rule needs it: a `"*"` rule matches without.
         let mut authority: Option<Option<String>> = None;
-        let Some(rule) = self.rules.iter().find(|rule| {
+        let Some((at, rule)) = self.rules.iter().enumerate().find(|(_, rule)| {
             if rule.hosts.contains(&HostPattern::Any) {
                 return true;
             }
@@ -121,9 +133,10 @@ impl Plugin for Canary {
         }) else {
             return Action::Continue;
         };
-        let backend = rule.choose(req);
+        let chosen = rule.choose(req);
+        let backend = &rule.backends[chosen];
         match req.set_destination(&backend.cluster) {
-            Ok(()) => metrics::counter("requests", &[("backend", &backend.cluster)], 1),
+            Ok(()) => self.requests[at][chosen].add(1),
             Err(e) => log::warn(&format!("canary: {e}")),
         }
         if let Some(header) = &rule.response_header {
@@ -134,12 +147,13 @@ impl Plugin for Canary {
 }
 
 impl Rule {
-    fn choose(&self, req: &Request) -> &Backend {
+    /// The index of the backend this request goes to.
+    fn choose(&self, req: &Request) -> usize {
         if let Some(forced) = self
             .override_header
             .as_deref()
             .and_then(|name| req.header(name))
-            .and_then(|value| self.backends.iter().find(|b| b.cluster == value.trim()))
+            .and_then(|value| self.backends.iter().position(|b| b.cluster == value.trim()))
         {
             return forced;
         }
@@ -155,17 +169,17 @@ impl Rule {
         self.by_ticket(ticket)
     }
 
-    /// The backend whose share of `[0, total)` holds `ticket`.
-    fn by_ticket(&self, mut ticket: u64) -> &Backend {
-        for backend in &self.backends {
+    /// The index of the backend whose share of `[0, total)` holds `ticket`.
+    fn by_ticket(&self, mut ticket: u64) -> usize {
+        for (index, backend) in self.backends.iter().enumerate() {
             let weight = u64::from(backend.weight);
             if ticket < weight {
-                return backend;
+                return index;
             }
             ticket -= weight;
         }
         // `ticket < total` so the loop always returns; this keeps the type honest.
-        &self.backends[self.backends.len() - 1]
+        self.backends.len() - 1
     }
 }
 

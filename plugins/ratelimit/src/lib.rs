@@ -10,7 +10,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use switchyard_sdk::config::DurationText;
 use switchyard_sdk::matching::RequestMatch;
-use switchyard_sdk::{Action, LocalResponse, Plugin, Request, metrics};
+use switchyard_sdk::metrics::Counter;
+use switchyard_sdk::{Action, LocalResponse, Plugin, Request};
 
 use bucket::{Bucket, Verdict};
 
@@ -82,7 +83,15 @@ impl TryFrom<String> for Key {
 
 /// Answers 429 once a bucket is empty.
 pub struct RateLimit {
-    rules: Vec<(Rule, Bucket)>,
+    rules: Vec<Limit>,
+}
+
+/// A rule, its buckets, and its `decisions` metric.
+struct Limit {
+    rule: Rule,
+    bucket: Bucket,
+    allowed: Counter,
+    limited: Counter,
 }
 
 impl Plugin for RateLimit {
@@ -104,23 +113,32 @@ impl Plugin for RateLimit {
             if rule.per.0 < Duration::from_millis(1) {
                 return Err(format!("{at}.per: must be at least 1ms"));
             }
-            if rules
-                .iter()
-                .any(|(r, _): &(Rule, Bucket)| r.name == rule.name)
-            {
+            if rules.iter().any(|l: &Limit| l.rule.name == rule.name) {
                 return Err(format!(
                     "{at}.name: {:?} is used by another rule",
                     rule.name
                 ));
             }
-            let bucket = Bucket::new(rule.burst, rule.rate, rule.per.0);
-            rules.push((rule, bucket));
+            let decisions =
+                |result| Counter::new("decisions", &[("rule", &rule.name), ("result", result)]);
+            rules.push(Limit {
+                bucket: Bucket::new(rule.burst, rule.rate, rule.per.0),
+                allowed: decisions("allowed"),
+                limited: decisions("limited"),
+                rule,
+            });
         }
         Ok(Self { rules })
     }
 
     fn on_request(&self, req: &mut Request) -> Action {
-        for (rule, bucket) in &self.rules {
+        for Limit {
+            rule,
+            bucket,
+            allowed,
+            limited,
+        } in &self.rules
+        {
             if !rule.matches.matches(req) {
                 continue;
             }
@@ -130,19 +148,9 @@ impl Plugin for RateLimit {
                 continue;
             };
             match bucket.take(&format!("{}/{key}", rule.name)) {
-                Verdict::Allowed => {
-                    metrics::counter(
-                        "decisions",
-                        &[("rule", &rule.name), ("result", "allowed")],
-                        1,
-                    );
-                }
+                Verdict::Allowed => allowed.add(1),
                 Verdict::Limited { retry_after } => {
-                    metrics::counter(
-                        "decisions",
-                        &[("rule", &rule.name), ("result", "limited")],
-                        1,
-                    );
+                    limited.add(1);
                     return Action::Respond(too_many_requests(rule, retry_after));
                 }
             }

@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use switchyard_sdk::matching::RequestMatch;
-use switchyard_sdk::{Action, LocalResponse, Plugin, Request, Response, log, metrics};
+use switchyard_sdk::metrics::Counter;
+use switchyard_sdk::{Action, LocalResponse, Plugin, Request, Response, log};
 
 use headers::HeaderChanges;
 
@@ -106,6 +107,9 @@ pub struct DirectResponse {
 pub struct Routing {
     routes: Vec<Route>,
     not_found: bool,
+    /// The `requests` metric of each route, by index, and of requests no route matched.
+    routed: Vec<Counter>,
+    unrouted: Counter,
 }
 
 impl Plugin for Routing {
@@ -115,7 +119,10 @@ impl Plugin for Routing {
         for (i, route) in config.routes.iter().enumerate() {
             route.validate(&format!("routes[{i}]"))?;
         }
+        let requests = |route: &str| Counter::new("requests", &[("route", route)]);
         Ok(Self {
+            routed: config.routes.iter().map(|r| requests(&r.name)).collect(),
+            unrouted: requests("none"),
             routes: config.routes,
             not_found: config.not_found,
         })
@@ -129,12 +136,12 @@ impl Plugin for Routing {
             .find(|(_, route)| route.matches.matches(req))
         else {
             if self.not_found {
-                metrics::counter("requests", &[("route", "none")], 1);
+                self.unrouted.add(1);
                 return Action::respond(404, "no route for this request\n");
             }
             return Action::Continue;
         };
-        metrics::counter("requests", &[("route", &route.name)], 1);
+        self.routed[index].add(1);
         if let Some(redirect) = &route.redirect {
             return Action::Respond(redirect.response(req, &route.matches));
         }
