@@ -260,7 +260,7 @@ impl<'a> Reader<'a> {
 
     #[inline]
     fn str(&mut self) -> Result<&'a str, Malformed> {
-        std::str::from_utf8(self.bytes()?).map_err(|_| Malformed::NotText)
+        super::text::utf8(self.bytes()?).map_err(|_| Malformed::NotText)
     }
 }
 

@@ -265,7 +265,7 @@ impl Chain {
     /// The plan of the route a plugin named for this request, if this listener has one for it.
     fn plan_for(&self, state: &RequestState) -> Option<&RoutePlan> {
         let route = state.context.get(ROUTE_CONTEXT_KEY)?;
-        self.routes.get(std::str::from_utf8(route).ok()?)
+        self.routes.get(super::text::utf8(route).ok()?)
     }
 
     /// The chain `state` runs: its route's, or the listener's.

@@ -18,10 +18,9 @@ fn header_text(value: &http::HeaderValue) -> String {
 }
 
 /// A header value as text for a plugin, as both entries give it. Values are nearly always
-/// ASCII, which `from_utf8` checks a word at a time; only a value that is not UTF-8 takes the
-/// slower lossy path.
+/// ASCII, checked a word at a time; only a value that is not UTF-8 takes the slower lossy path.
 pub(super) fn value_text(value: &http::HeaderValue) -> std::borrow::Cow<'_, str> {
-    match std::str::from_utf8(value.as_bytes()) {
+    match super::text::utf8(value.as_bytes()) {
         Ok(text) => std::borrow::Cow::Borrowed(text),
         Err(_) => String::from_utf8_lossy(value.as_bytes()),
     }

@@ -24,6 +24,7 @@ mod request_state;
 mod runtime;
 mod shared;
 mod stats;
+mod text;
 mod ticker;
 
 use std::collections::HashMap;

@@ -64,7 +64,7 @@ impl RequestState {
             route: self
                 .context
                 .get(crate::telemetry::exchange::ROUTE_CONTEXT_KEY)
-                .and_then(|r| std::str::from_utf8(r).ok()),
+                .and_then(|r| super::text::utf8(r).ok()),
             identity: self.tls.as_ref().and_then(|t| t.identity.as_ref()),
         }
     }

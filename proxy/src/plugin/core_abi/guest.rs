@@ -46,7 +46,7 @@ pub fn slice(memory: &[u8], ptr: i32, len: i32) -> Result<&[u8]> {
 
 /// Text at `ptr`: like the component model, text that is not UTF-8 traps.
 pub fn text(memory: &[u8], ptr: i32, len: i32) -> Result<&str> {
-    std::str::from_utf8(slice(memory, ptr, len)?)
+    crate::plugin::text::utf8(slice(memory, ptr, len)?)
         .map_err(|_| wasmtime::Error::msg("the plugin passed text that is not UTF-8"))
 }
 
