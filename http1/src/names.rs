@@ -1,9 +1,67 @@
 //! Field names as a head is parsed: the ones most messages carry are matched whole, in the
 //! spellings clients and servers write them, before `http`'s parser — which folds every name's
-//! case byte by byte into a scratch buffer and then matches it — is asked.
+//! case byte by byte into a scratch buffer and then matches it — is asked. Names outside that
+//! list (`x-request-id`, `traceparent`, an API key's header) are kept per thread once seen,
+//! so the next message's copy shares the first one's bytes instead of being parsed and
+//! allocated again.
+
+use std::cell::RefCell;
 
 use http::HeaderMap;
 use http::header::{self, HeaderName, InvalidHeaderName};
+
+/// How many names outside that list a thread keeps; past this, each new one replaces the
+/// oldest (a client cycling through many names only pays the parse it always paid).
+const RECENT_NAMES: usize = 16;
+
+thread_local! {
+    /// The names outside the list `header_name` matches that this thread parsed lately, in lower
+    /// case.
+    static RECENT: RefCell<Recent> = const {
+        RefCell::new(Recent {
+            names: Vec::new(),
+            oldest: 0,
+        })
+    };
+}
+
+/// A short list of names, replaced oldest first when full.
+struct Recent {
+    names: Vec<HeaderName>,
+    oldest: usize,
+}
+
+impl Recent {
+    fn find(&self, bytes: &[u8]) -> Option<HeaderName> {
+        self.names
+            .iter()
+            .find(|name| name.as_str().as_bytes() == bytes)
+            .cloned()
+    }
+
+    fn keep(&mut self, name: &HeaderName) {
+        if self.names.len() < RECENT_NAMES {
+            self.names.push(name.clone());
+        } else {
+            self.names[self.oldest] = name.clone();
+            self.oldest = (self.oldest + 1) % RECENT_NAMES;
+        }
+    }
+}
+
+/// A name outside the list `header_name` matches: one this thread has seen, else parsed and,
+/// when written in lower case (as nearly every client writes them, and the spelling a lookup
+/// compares), kept.
+fn uncommon_name(bytes: &[u8]) -> Result<HeaderName, InvalidHeaderName> {
+    if let Some(known) = RECENT.with_borrow(|recent| recent.find(bytes)) {
+        return Ok(known);
+    }
+    let name = HeaderName::from_bytes(bytes)?;
+    if name.as_str().as_bytes() == bytes {
+        RECENT.with_borrow_mut(|recent| recent.keep(&name));
+    }
+    Ok(name)
+}
 
 /// The name `bytes` spell; what `HeaderName::from_bytes` gives, sooner for the usual names.
 pub fn header_name(bytes: &[u8]) -> Result<HeaderName, InvalidHeaderName> {
@@ -28,7 +86,7 @@ pub fn header_name(bytes: &[u8]) -> Result<HeaderName, InvalidHeaderName> {
         b"location" | b"Location" => header::LOCATION,
         b"set-cookie" | b"Set-Cookie" => header::SET_COOKIE,
         b"vary" | b"Vary" => header::VARY,
-        _ => return HeaderName::from_bytes(bytes),
+        _ => return uncommon_name(bytes),
     };
     Ok(known)
 }
@@ -93,6 +151,29 @@ mod tests {
         ] {
             assert!(!lengths.may_hold(&HeaderName::from_static(name)), "{name}");
         }
+    }
+
+    #[test]
+    fn names_seen_before_are_the_names_parsed_again() {
+        // More distinct names than a thread keeps, twice over, in two spellings: the kept ones,
+        // the replaced ones and the ones never kept all read as `http` parses them.
+        for round in 0..2 {
+            for i in 0..3 * super::RECENT_NAMES {
+                for spelling in [format!("x-name-{i}"), format!("X-Name-{i}")] {
+                    assert_eq!(
+                        header_name(spelling.as_bytes()).ok(),
+                        HeaderName::from_bytes(spelling.as_bytes()).ok(),
+                        "{spelling} (round {round})"
+                    );
+                }
+            }
+        }
+        assert_eq!(
+            header_name(b"x-name-1").unwrap().as_str(),
+            "x-name-1",
+            "a kept name is not taken for another that starts the same"
+        );
+        assert!(header_name(b"x-name-1 ").is_err());
     }
 
     #[test]
