@@ -291,7 +291,7 @@ impl HostApi for WasmHost {
     fn fixed_metric(&mut self, metric: &metrics::FixedMetric, value: f64) {
         if let Some(identity) = &metric.identity
             && gather(|b| {
-                b.encoded_metric(identity, metric.kind, value);
+                b.numbered_metric(&metric.number, identity, metric.kind, value);
                 Some(())
             })
         {

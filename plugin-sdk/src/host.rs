@@ -179,6 +179,8 @@ pub mod shared {
 
 /// The plugin's own metrics, exported by the proxy as `switchyard_plugin_<name>`.
 pub mod metrics {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
     #[allow(unused_imports)]
     use super::HostApi as _;
     /// The kind of a metric.
@@ -281,16 +283,32 @@ pub mod metrics {
         }
     }
 
-    /// What [`Counter`], [`Gauge`] and [`Histogram`] hold: the metric, and its kind, name and
-    /// labels encoded as the host's batch reads them (`None` past 255 labels: such a metric is
-    /// sent as [`counter`] sends it).
-    #[derive(Debug, Clone)]
+    /// What [`Counter`], [`Gauge`] and [`Histogram`] hold: the metric, its kind, name and labels
+    /// encoded as the host's batch reads them (`None` past 255 labels: such a metric is sent as
+    /// [`counter`] sends it), and the number the host knows it by in this instance once it was
+    /// first updated.
+    #[derive(Debug)]
     pub struct FixedMetric {
         pub(crate) kind: Kind,
         pub(crate) name: String,
         pub(crate) labels: Vec<(String, String)>,
         #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
         pub(crate) identity: Option<Box<[u8]>>,
+        #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+        pub(crate) number: AtomicU32,
+    }
+
+    impl Clone for FixedMetric {
+        fn clone(&self) -> Self {
+            Self {
+                kind: self.kind,
+                name: self.name.clone(),
+                labels: self.labels.clone(),
+                identity: self.identity.clone(),
+                // The same metric in the same instance: the host's number for it holds.
+                number: AtomicU32::new(self.number.load(Ordering::Relaxed)),
+            }
+        }
     }
 
     impl FixedMetric {
@@ -305,6 +323,7 @@ pub mod metrics {
                     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                     .collect(),
                 identity: encoded.map(|()| identity.into_boxed_slice()),
+                number: AtomicU32::new(crate::batch::NOT_NUMBERED),
             }
         }
 

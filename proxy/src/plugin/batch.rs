@@ -46,6 +46,8 @@ const REMOVE_REQUEST_HEADER: u8 = 3;
 const ADD_CLIENT_RESPONSE_HEADER: u8 = 4;
 const SET_CONTEXT: u8 = 5;
 const METRIC: u8 = 6;
+const NUMBER_METRIC: u8 = 7;
+const NUMBERED_METRIC: u8 = 8;
 
 /// The generated import, which [`define`] shadows; kept because the generated linking requires it.
 impl batch::Host for HostState {
@@ -96,6 +98,18 @@ enum Change<'a> {
         /// A counter's increment, or a gauge's or histogram's value as `f64` bits.
         raw: u64,
     },
+    /// A metric update that also numbers the metric in this instance for later updates
+    /// ([`Change::NumberedMetric`]): a metric the plugin made once, updated the first time.
+    NumberMetric {
+        number: u32,
+        identity: &'a [u8],
+        raw: u64,
+    },
+    /// An update of a metric numbered before: no text to read, hash or compare.
+    NumberedMetric {
+        number: u32,
+        raw: u64,
+    },
 }
 
 impl<'a> Change<'a> {
@@ -119,21 +133,19 @@ impl<'a> Change<'a> {
                 key: reader.str()?,
                 value: reader.bytes()?,
             },
-            METRIC => {
-                // Steps over the kind, name and labels by their lengths alone.
-                let start = reader.rest;
-                reader.u8()?;
-                reader.bytes()?;
-                for _ in 0..reader.u8()? {
-                    reader.bytes()?;
-                    reader.bytes()?;
-                }
-                let identity = &start[..start.len() - reader.rest.len()];
-                Change::Metric {
-                    identity,
-                    raw: reader.u64()?,
-                }
-            }
+            METRIC => Change::Metric {
+                identity: reader.metric_identity()?,
+                raw: reader.u64()?,
+            },
+            NUMBER_METRIC => Change::NumberMetric {
+                number: reader.u32()?,
+                identity: reader.metric_identity()?,
+                raw: reader.u64()?,
+            },
+            NUMBERED_METRIC => Change::NumberedMetric {
+                number: reader.u32()?,
+                raw: reader.u64()?,
+            },
             other => return Err(Malformed::UnknownTag(other)),
         })
     }
@@ -165,13 +177,41 @@ impl HostState {
             Change::Metric { identity, raw } => self.update_metric_by_identity(
                 identity,
                 || metric_key(identity),
-                |handle| match handle {
-                    MetricHandle::Counter(c) => c.increment(raw),
-                    MetricHandle::Gauge(g) => g.set(f64::from_bits(raw)),
-                    MetricHandle::Histogram(h) => h.record(f64::from_bits(raw)),
-                },
+                |handle| update(handle, raw),
             ),
+            Change::NumberMetric {
+                number,
+                identity,
+                raw,
+            } => {
+                self.update_metric_by_identity(
+                    identity,
+                    || metric_key(identity),
+                    |handle| update(handle, raw),
+                )?;
+                let handle = self
+                    .metric_by_identity(identity)
+                    .cloned()
+                    .ok_or("the metric to number went missing")?;
+                self.number_metric(number, handle)
+            }
+            Change::NumberedMetric { number, raw } => {
+                let handle = self
+                    .numbered_metric(number)
+                    .ok_or_else(|| format!("no metric numbered {number} in this instance"))?;
+                update(handle, raw);
+                Ok(())
+            }
         }
+    }
+}
+
+/// A metric's update: a counter's increment, or a gauge's or histogram's value as `f64` bits.
+fn update(handle: &MetricHandle, raw: u64) {
+    match handle {
+        MetricHandle::Counter(c) => c.increment(raw),
+        MetricHandle::Gauge(g) => g.set(f64::from_bits(raw)),
+        MetricHandle::Histogram(h) => h.record(f64::from_bits(raw)),
     }
 }
 
@@ -258,6 +298,19 @@ impl<'a> Reader<'a> {
         self.take(len)
     }
 
+    /// A metric's kind, name and labels, stepped over by their lengths alone (their text is
+    /// checked by [`metric_key`] when the metric is first used).
+    fn metric_identity(&mut self) -> Result<&'a [u8], Malformed> {
+        let start = self.rest;
+        self.u8()?;
+        self.bytes()?;
+        for _ in 0..self.u8()? {
+            self.bytes()?;
+            self.bytes()?;
+        }
+        Ok(&start[..start.len() - self.rest.len()])
+    }
+
     #[inline]
     fn str(&mut self) -> Result<&'a str, Malformed> {
         super::text::utf8(self.bytes()?).map_err(|_| Malformed::NotText)
@@ -311,6 +364,53 @@ mod tests {
         assert!(reader.rest.is_empty());
     }
 
+    /// A metric's first update numbers it, later ones name it by number; numbers the instance
+    /// never gave, or that skip ahead or pass the cap, refuse the batch.
+    #[test]
+    fn metrics_are_updated_by_the_numbers_their_first_update_gave() {
+        let env = super::super::host::PluginEnv {
+            name: "counting".into(),
+            shared: Default::default(),
+            time_limit: std::time::Duration::from_millis(10),
+            memory_limit: 1 << 20,
+        };
+        let mut state = HostState::new(std::sync::Arc::new(env));
+        let mut identity = vec![0];
+        string(&mut identity, b"hits");
+        identity.push(0);
+        let number = |tag: u8, number: u32, identity: &[u8]| {
+            let mut bytes = vec![tag];
+            bytes.extend_from_slice(&number.to_le_bytes());
+            bytes.extend_from_slice(identity);
+            bytes.extend_from_slice(&1u64.to_le_bytes());
+            bytes
+        };
+        let mut first = number(NUMBER_METRIC, 0, &identity);
+        first.extend(number(NUMBERED_METRIC, 0, &[]));
+        assert_eq!(state.apply_batch(&first), Ok(()));
+        assert!(state.numbered_metric(0).is_some());
+        assert_eq!(state.apply_batch(&number(NUMBERED_METRIC, 0, &[])), Ok(()));
+        assert_eq!(
+            state.apply_batch(&number(NUMBER_METRIC, 0, &identity)),
+            Ok(())
+        );
+
+        let unknown = state.apply_batch(&number(NUMBERED_METRIC, 1, &[]));
+        assert_eq!(
+            unknown,
+            Err("change 0 of the batch: no metric numbered 1 in this instance".to_owned())
+        );
+        let skips = state.apply_batch(&number(NUMBER_METRIC, 2, &identity));
+        assert!(skips.unwrap_err().contains("skips numbers (next is 1)"));
+        let past = state.apply_batch(&number(NUMBER_METRIC, 256, &identity));
+        assert!(past.unwrap_err().contains("past the 256"));
+        assert_eq!(
+            state.apply_batch(&number(NUMBER_METRIC, 1, &identity)),
+            Ok(())
+        );
+        assert!(state.numbered_metric(1).is_some());
+    }
+
     #[test]
     fn a_metric_key_keeps_its_labels_in_order_and_checks_its_text() {
         let mut identity = vec![2];
@@ -355,18 +455,18 @@ mod tests {
             let mut bytes: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
             // Bias towards valid tags and small lengths so reads get past the first field.
             if let Some(first) = bytes.first_mut() {
-                *first = rng.u8(0..8);
+                *first = rng.u8(0..10);
             }
             for chunk in bytes.chunks_mut(5).skip(1) {
                 if rng.bool() {
-                    chunk[0] = rng.u8(0..6);
+                    chunk[0] = rng.u8(0..9);
                     chunk.iter_mut().skip(1).take(3).for_each(|b| *b = 0);
                 }
             }
             let mut reader = Reader { rest: &bytes };
             while !reader.rest.is_empty() {
                 match Change::read(&mut reader) {
-                    Ok(Change::Metric { identity, .. }) => {
+                    Ok(Change::Metric { identity, .. } | Change::NumberMetric { identity, .. }) => {
                         let _ = metric_key(identity);
                     }
                     Ok(_) => {}

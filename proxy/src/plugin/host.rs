@@ -55,6 +55,8 @@ pub struct HostState {
     /// The same handles by the bytes a batch names a metric with (its kind, name and labels as
     /// the SDK encodes them): a hot update from a batch hashes those bytes once, unchecked.
     metric_identities: hashbrown::HashMap<Box<[u8]>, MetricHandle, FxBuildHasher>,
+    /// The metrics the plugin numbered (a metric the SDK made once), by number.
+    numbered_metrics: Vec<MetricHandle>,
     /// The message of a panic the SDK reported just before its trap, for the failure's log line.
     pub panic: Option<String>,
     /// Set while `init` runs: the only time a plugin may ask for ticks.
@@ -102,6 +104,9 @@ pub(super) enum MetricHandle {
 
 /// Distinct metrics cached per instance; past this, updates still work, uncached.
 const MAX_CACHED_METRICS: usize = 256;
+/// Metrics a plugin may number per instance (the SDK's `MAX_NUMBERED_METRICS`): the handles
+/// kept by number are bounded whatever a plugin sends.
+const MAX_NUMBERED_METRICS: u32 = 256;
 /// Custom header names remembered per instance (a linear scan: keep it short).
 const MAX_CACHED_HEADER_NAMES: usize = 8;
 
@@ -123,6 +128,7 @@ impl HostState {
             stretch_cpu_base: None,
             metric_handles: hashbrown::HashMap::default(),
             metric_identities: hashbrown::HashMap::default(),
+            numbered_metrics: Vec::new(),
             custom_header_names: Vec::new(),
             batch_buffer: Vec::new(),
             guest: None,
@@ -162,6 +168,7 @@ impl HostState {
 
     /// Applies `apply` to the metric a batch names by its encoded `identity`; `key` reads the
     /// identity (checking its text) only the first time it is seen, or after the cache filled.
+    /// Afterwards the identity is in the cache ([`HostState::metric_by_identity`]).
     pub(super) fn update_metric_by_identity(
         &mut self,
         identity: &[u8],
@@ -179,6 +186,42 @@ impl HostState {
         }
         self.metric_identities.insert(identity.into(), handle);
         Ok(())
+    }
+
+    /// The handle of a metric a batch named by `identity` before.
+    pub(super) fn metric_by_identity(&self, identity: &[u8]) -> Option<&MetricHandle> {
+        self.metric_identities.get(identity)
+    }
+
+    /// Keeps `handle` as the metric the plugin numbered `number`: the next number in order (or
+    /// one it numbered before, which a plugin only does after starting over), below the SDK's
+    /// cap.
+    pub(super) fn number_metric(
+        &mut self,
+        number: u32,
+        handle: MetricHandle,
+    ) -> Result<(), String> {
+        if number >= MAX_NUMBERED_METRICS {
+            return Err(format!(
+                "metric number {number} is past the {MAX_NUMBERED_METRICS} an instance may number"
+            ));
+        }
+        let (at, next) = (number as usize, self.numbered_metrics.len());
+        if at < next {
+            self.numbered_metrics[at] = handle;
+        } else if at == next {
+            self.numbered_metrics.push(handle);
+        } else {
+            return Err(format!(
+                "metric number {number} skips numbers (next is {next})"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The metric the plugin numbered `number` in this instance, if it did.
+    pub(super) fn numbered_metric(&self, number: u32) -> Option<&MetricHandle> {
+        self.numbered_metrics.get(number as usize)
     }
 
     /// The handle of a metric already used, found without copying its name and labels.
