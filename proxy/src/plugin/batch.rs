@@ -167,11 +167,7 @@ impl HostState {
                 self.add_client_response_header(name, bytes::Bytes::copy_from_slice(value))
             }
             Change::SetContext { key, value } => {
-                super::bindings::switchyard::plugin::context::Host::set(
-                    self,
-                    key.to_owned(),
-                    value.to_vec(),
-                );
+                self.set_context(key, value);
                 Ok(())
             }
             Change::Metric { identity, raw } => self.update_metric_by_identity(

@@ -10,7 +10,6 @@ use super::instance::HookCall;
 use super::request_state::RequestState;
 use super::{BodyOf, Hook, Plugin};
 use crate::config::OnError;
-use crate::telemetry::ROUTE_CONTEXT_KEY;
 
 /// What the chain decided in on-upstream-response, the one hook that may ask for a retry.
 #[derive(Debug)]
@@ -264,8 +263,7 @@ impl Chain {
 
     /// The plan of the route a plugin named for this request, if this listener has one for it.
     fn plan_for(&self, state: &RequestState) -> Option<&RoutePlan> {
-        let route = state.context.get(ROUTE_CONTEXT_KEY)?;
-        self.routes.get(super::text::utf8(route).ok()?)
+        self.routes.get(state.context.route()?)
     }
 
     /// The chain `state` runs: its route's, or the listener's.

@@ -57,6 +57,8 @@ pub struct HostState {
     metric_identities: hashbrown::HashMap<Box<[u8]>, MetricHandle, FxBuildHasher>,
     /// The metrics the plugin numbered (a metric the SDK made once), by number.
     numbered_metrics: Vec<MetricHandle>,
+    /// The route names this instance set lately, shared by the requests that name them.
+    route_names: super::context::RouteNames,
     /// The message of a panic the SDK reported just before its trap, for the failure's log line.
     pub panic: Option<String>,
     /// Set while `init` runs: the only time a plugin may ask for ticks.
@@ -129,6 +131,7 @@ impl HostState {
             metric_handles: hashbrown::HashMap::default(),
             metric_identities: hashbrown::HashMap::default(),
             numbered_metrics: Vec::new(),
+            route_names: Default::default(),
             custom_header_names: Vec::new(),
             batch_buffer: Vec::new(),
             guest: None,
@@ -453,16 +456,23 @@ use crate::sandbox::MAX_CONTEXT_BYTES;
 
 impl context::Host for HostState {
     fn get(&mut self, key: String) -> Option<Vec<u8>> {
-        self.req()?.context.get(&key).cloned()
+        self.req()?.context.get(&key).map(<[u8]>::to_vec)
     }
 
     fn set(&mut self, key: String, value: Vec<u8>) {
+        self.set_context(&key, &value);
+    }
+}
+
+impl HostState {
+    /// `context.set`, from any entry: a value over the cap is dropped with a warning.
+    pub(super) fn set_context(&mut self, key: &str, value: &[u8]) {
         if value.len() > MAX_CONTEXT_BYTES {
             tracing::warn!(plugin = %self.env.name, %key, "context value over 64 KiB dropped");
             return;
         }
-        if let Some(req) = self.req_mut() {
-            req.context.insert(key, value);
+        if let Some(req) = self.request.as_deref_mut() {
+            req.context.set(key, value, &mut self.route_names);
         }
     }
 }

@@ -9,6 +9,7 @@ mod callout;
 mod chain;
 mod chunks;
 mod component_hooks;
+mod context;
 mod core_abi;
 mod engine;
 mod epoch;

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::HeaderValue;
-use rustc_hash::FxHashMap;
 
 use crate::upstream::{Cluster, Clusters};
 
@@ -28,9 +27,8 @@ pub struct RequestState {
     pub clusters: Arc<Clusters>,
     pub timeout: Option<Duration>,
     pub per_try_timeout: Option<Duration>,
-    /// What plugins pass each other (`context.set`), by key. Fx-hashed: SipHash took 0.4k
-    /// instructions a lookup here, and the keys come from the plugins, which the operator chose.
-    pub context: FxHashMap<String, Vec<u8>>,
+    /// What plugins pass each other (`context.set`), by key, and the route one named.
+    pub context: super::context::RequestContext,
     /// Set when the last `set-destination` named no cluster: the request then gets a 500.
     pub bad_destination: Option<String>,
     /// How many plugins of the chain saw on-request (all, unless one answered early); only
@@ -61,10 +59,7 @@ impl RequestState {
             peer: self.peer,
             request_id: &self.request_id,
             attempts: self.attempt,
-            route: self
-                .context
-                .get(crate::telemetry::exchange::ROUTE_CONTEXT_KEY)
-                .and_then(|r| super::text::utf8(r).ok()),
+            route: self.context.route(),
             identity: self.tls.as_ref().and_then(|t| t.identity.as_ref()),
         }
     }

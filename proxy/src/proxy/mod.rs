@@ -23,7 +23,6 @@ use http::header::{HeaderName, HeaderValue};
 use http::{Request, Response};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
-use rustc_hash::FxHashMap;
 use upgrade::DownstreamUpgrade;
 
 use crate::body::ProxyBody;
@@ -214,7 +213,7 @@ impl ListenerProxy {
             tls,
             timeout: None,
             per_try_timeout: None,
-            context: FxHashMap::default(),
+            context: Default::default(),
             bad_destination: None,
             plugins_reached: usize::MAX,
             routed_chain: None,

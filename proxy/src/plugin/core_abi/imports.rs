@@ -11,7 +11,7 @@ use super::guest::{
 };
 use crate::plugin::bindings::LogLevel;
 use crate::plugin::bindings::switchyard::plugin::{
-    attempts, calls, clock, context, log, properties, random, routing, shared, streaming, timer,
+    attempts, calls, clock, log, properties, random, routing, shared, streaming, timer,
 };
 use crate::plugin::host::{HostState, MetricHandle, MetricKind};
 
@@ -163,7 +163,7 @@ fn define_routing_and_context(linker: &mut Linker<HostState>) -> wasmtime::Resul
         |mut c: Ctx<'_>, p: i32, l: i32, ret: i32| {
             let value = with_memory(&mut c, |m, s| {
                 let key = text(m, p, l)?;
-                Ok(s.req().and_then(|r| r.context.get(key)).cloned())
+                Ok(s.req().and_then(|r| r.context.get(key)).map(<[u8]>::to_vec))
             })?;
             return_option_bytes(&mut c, ret, value.as_deref())
         },
@@ -173,8 +173,7 @@ fn define_routing_and_context(linker: &mut Linker<HostState>) -> wasmtime::Resul
         "set",
         |mut c: Ctx<'_>, p: i32, l: i32, vp: i32, vl: i32| {
             with_memory(&mut c, |m, s| {
-                let key = text(m, p, l)?.to_owned();
-                context::Host::set(s, key, slice(m, vp, vl)?.to_vec());
+                s.set_context(text(m, p, l)?, slice(m, vp, vl)?);
                 Ok(())
             })
         },

@@ -53,7 +53,7 @@ fn property(state: &FilterState, path: &[&str]) -> Option<Vec<u8>> {
         "listener_name" | "xds.listener_name" => text(&request.listener),
         "cluster_name" | "xds.cluster_name" => text(&request.destination.as_ref()?.label),
         "response.code" => int(i64::from(request.response.as_ref()?.status.as_u16())),
-        _ => request.context.get(&format!("proxy-wasm:{key}"))?.clone(),
+        _ => request.context.get(&format!("proxy-wasm:{key}"))?.to_vec(),
     };
     Some(found)
 }
