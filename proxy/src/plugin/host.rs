@@ -432,8 +432,7 @@ impl HostState {
     /// `routing.set-destination`: the last call wins; a name that is no cluster is remembered
     /// (the request is answered 500 unless a later call names one that exists).
     pub(super) fn set_destination(&mut self, cluster: &str) -> Result<(), String> {
-        let plugin = Arc::clone(&self.env.name);
-        let req = self.req_mut().ok_or(NO_REQUEST)?;
+        let req = self.request.as_deref_mut().ok_or(NO_REQUEST)?;
         let found = req.clusters.by_name(cluster).cloned();
         match found {
             Some(found) => {
@@ -442,6 +441,7 @@ impl HostState {
                 Ok(())
             }
             None => {
+                let plugin = &self.env.name;
                 tracing::warn!(%plugin, %cluster, "plugin chose a cluster that does not exist");
                 req.bad_destination = Some(format!(
                     "plugin {plugin:?} chose cluster {cluster:?}, which does not exist"

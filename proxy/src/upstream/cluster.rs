@@ -325,11 +325,18 @@ pub struct EndpointState {
     pub idle_connections: usize,
 }
 
-/// Every cluster of a config, by index (listeners and plugins refer to clusters by index).
+/// Every cluster of a config, by index (listeners and plugins refer to clusters by index) and
+/// by name (a plugin's `set-destination` on every request, among as many clusters as a mesh
+/// discovers).
 #[derive(Debug, Default)]
 pub struct Clusters {
     clusters: Vec<Arc<Cluster>>,
+    /// Each name's index in `clusters` (the first, were a name given twice).
+    names: rustc_hash::FxHashMap<String, usize>,
 }
+
+/// Up to this many clusters, [`Clusters::by_name`] compares names in order instead of hashing.
+const SCANNED_CLUSTERS: usize = 8;
 
 /// Why a cluster could not start, naming it.
 #[derive(Debug, thiserror::Error)]
@@ -408,7 +415,11 @@ impl Clusters {
             spawn_upkeep(Arc::downgrade(&cluster), kubernetes);
             clusters.push(cluster);
         }
-        Ok(Self { clusters })
+        let mut names = rustc_hash::FxHashMap::default();
+        for (index, cluster) in clusters.iter().enumerate() {
+            names.entry(cluster.name().to_owned()).or_insert(index);
+        }
+        Ok(Self { clusters, names })
     }
 
     pub fn get(&self, index: usize) -> Option<&Arc<Cluster>> {
@@ -416,7 +427,11 @@ impl Clusters {
     }
 
     pub fn by_name(&self, name: &str) -> Option<&Arc<Cluster>> {
-        self.clusters.iter().find(|c| c.name() == name)
+        // A few names are compared faster than one is hashed.
+        if self.clusters.len() <= SCANNED_CLUSTERS {
+            return self.clusters.iter().find(|c| c.name() == name);
+        }
+        self.clusters.get(*self.names.get(name)?)
     }
 
     /// The cluster a client reaches by dialing `addr` (one of its `service_addresses`).
@@ -573,6 +588,32 @@ mod tests {
         let after = endpoint(&cluster, addr(1)).unwrap();
         assert_eq!(after.weight, 5);
         assert!(Arc::ptr_eq(before.pool(), after.pool()));
+    }
+
+    /// Scanned (a few clusters) or hashed (many), every name finds its cluster.
+    #[tokio::test]
+    async fn clusters_are_found_by_name() {
+        for count in [3, SCANNED_CLUSTERS + 1, 40] {
+            let mut text = String::from(
+                "[[listener]]\nname = \"in\"\nlisten = \"127.0.0.1:0\"\ndefault_cluster = \"c0\"\n",
+            );
+            for i in 0..count {
+                text.push_str(&format!(
+                    "[[cluster]]\nname = \"c{i}\"\nendpoints = [\"127.0.0.1:{}\"]\n",
+                    1000 + i
+                ));
+            }
+            let config = crate::config::load_str(std::path::Path::new("clusters.toml"), &text)
+                .expect("a valid config");
+            let clusters = Clusters::start(&config).await.expect("clusters start");
+            for i in 0..count {
+                let name = format!("c{i}");
+                let found = clusters.by_name(&name).map(|c| c.name().to_owned());
+                assert_eq!(found.as_deref(), Some(name.as_str()), "of {count}");
+            }
+            assert!(clusters.by_name(&format!("c{count}")).is_none());
+            assert!(clusters.by_name("").is_none());
+        }
     }
 
     #[test]
