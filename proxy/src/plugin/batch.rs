@@ -164,7 +164,7 @@ impl HostState {
                 Ok(())
             }
             Change::ClientResponseHeader { name, value } => {
-                self.add_client_response_header(name, bytes::Bytes::copy_from_slice(value))
+                self.add_client_response_header(name, value)
             }
             Change::SetContext { key, value } => {
                 self.set_context(key, value);
@@ -360,17 +360,42 @@ mod tests {
         assert!(reader.rest.is_empty());
     }
 
-    /// A metric's first update numbers it, later ones name it by number; numbers the instance
-    /// never gave, or that skip ahead or pass the cap, refuse the batch.
-    #[test]
-    fn metrics_are_updated_by_the_numbers_their_first_update_gave() {
+    fn host_state() -> HostState {
         let env = super::super::host::PluginEnv {
-            name: "counting".into(),
+            name: "tested".into(),
             shared: Default::default(),
             time_limit: std::time::Duration::from_millis(10),
             memory_limit: 1 << 20,
         };
-        let mut state = HostState::new(std::sync::Arc::new(env));
+        HostState::new(std::sync::Arc::new(env))
+    }
+
+    /// Values for the client's response are what the plugin passed, remembered or not.
+    #[test]
+    fn client_header_values_read_back_as_passed() {
+        let mut state = host_state();
+        let long = vec![b'x'; 300];
+        for round in 0..2 {
+            for i in 0..20 {
+                let text = format!("v{i}");
+                let value = state.client_header_value(text.as_bytes());
+                assert_eq!(
+                    value.as_ref().map(|v| v.as_bytes()),
+                    Some(text.as_bytes()),
+                    "{round}"
+                );
+            }
+            let value = state.client_header_value(&long);
+            assert_eq!(value.map(|v| v.as_bytes().len()), Some(300));
+        }
+        assert_eq!(state.client_header_value(b"line\nbreak"), None);
+    }
+
+    /// A metric's first update numbers it, later ones name it by number; numbers the instance
+    /// never gave, or that skip ahead or pass the cap, refuse the batch.
+    #[test]
+    fn metrics_are_updated_by_the_numbers_their_first_update_gave() {
+        let mut state = host_state();
         let mut identity = vec![0];
         string(&mut identity, b"hits");
         identity.push(0);

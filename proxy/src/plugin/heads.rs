@@ -92,7 +92,7 @@ impl request::Host for HostState {
     }
 
     fn add_response_header(&mut self, name: String, value: String) -> Result<(), String> {
-        self.add_client_response_header(&name, value.into())
+        self.add_client_response_header(&name, value.as_bytes())
     }
 
     fn remove_header(&mut self, name: String) {
@@ -138,9 +138,14 @@ impl HostState {
     pub(super) fn add_client_response_header(
         &mut self,
         name: &str,
-        value: bytes::Bytes,
+        value: &[u8],
     ) -> Result<(), String> {
-        let (name, value) = self.parse_header(name, value)?;
+        let name = self
+            .header_name(name)
+            .ok_or_else(|| format!("invalid header name {name:?}"))?;
+        let value = self
+            .client_header_value(value)
+            .ok_or_else(|| format!("invalid value for header {name}"))?;
         self.req_mut()
             .ok_or(NO_REQUEST)?
             .response_headers_to_add

@@ -59,6 +59,8 @@ pub struct HostState {
     numbered_metrics: Vec<MetricHandle>,
     /// The route names this instance set lately, shared by the requests that name them.
     route_names: super::context::RouteNames,
+    /// Values of the client's response headers this instance added ([`HostState::client_header_value`]).
+    client_header_values: Vec<HeaderValue>,
     /// The message of a panic the SDK reported just before its trap, for the failure's log line.
     pub panic: Option<String>,
     /// Set while `init` runs: the only time a plugin may ask for ticks.
@@ -111,6 +113,11 @@ const MAX_CACHED_METRICS: usize = 256;
 const MAX_NUMBERED_METRICS: u32 = 256;
 /// Custom header names remembered per instance (a linear scan: keep it short).
 const MAX_CACHED_HEADER_NAMES: usize = 8;
+/// Values of the client's response headers remembered per instance (a linear scan; the first
+/// ones seen are kept, so values that change on every request cost one scan, never a churn).
+const MAX_CACHED_HEADER_VALUES: usize = 8;
+/// Only short values are remembered: the cache holds a few names' worth of bytes at most.
+const MAX_CACHED_HEADER_VALUE_BYTES: usize = 128;
 
 /// How the SDK's panic hook starts the error it logs (`panicked at src/lib.rs:12:5: message`).
 const PANIC_PREFIX: &str = "panicked at ";
@@ -132,6 +139,7 @@ impl HostState {
             metric_identities: hashbrown::HashMap::default(),
             numbered_metrics: Vec::new(),
             route_names: Default::default(),
+            client_header_values: Vec::new(),
             custom_header_names: Vec::new(),
             batch_buffer: Vec::new(),
             guest: None,
@@ -246,6 +254,26 @@ impl HostState {
             self.custom_header_names.push(parsed.clone());
         }
         Some(parsed)
+    }
+
+    /// A value for the client's response headers (`add-response-header`): values this instance
+    /// added before — a canary's cluster names, a route's fixed headers — shared, not copied
+    /// again; `None` for bytes that are no header value.
+    pub(super) fn client_header_value(&mut self, bytes: &[u8]) -> Option<HeaderValue> {
+        if let Some(known) = self
+            .client_header_values
+            .iter()
+            .find(|v| v.as_bytes() == bytes)
+        {
+            return Some(known.clone());
+        }
+        let value = HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(bytes)).ok()?;
+        if self.client_header_values.len() < MAX_CACHED_HEADER_VALUES
+            && bytes.len() <= MAX_CACHED_HEADER_VALUE_BYTES
+        {
+            self.client_header_values.push(value.clone());
+        }
+        Some(value)
     }
 
     /// Parses a header a plugin sets: standard and recently used names without allocating, the

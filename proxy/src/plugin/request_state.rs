@@ -91,9 +91,22 @@ impl RequestState {
                 self.exchange.method.clone(),
                 self.exchange.version,
             ),
-            response_headers_to_add: Vec::new(),
+            response_headers_to_add: Default::default(),
             response_fields: crate::upstream::ResponseFields::Map,
             filter_contexts: self.filter_contexts.clone(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The request state is boxed once a request. Up to about 1 KiB, glibc's allocator serves
+    /// the box from its per-thread cache; a larger one takes its slow path (~400 instructions a
+    /// request more, measured when an inline vector grew the state from 1,000 to 1,064 bytes).
+    #[test]
+    #[cfg(all(target_env = "gnu", target_pointer_width = "64"))]
+    fn the_request_state_stays_in_the_allocators_thread_cache() {
+        let size = std::mem::size_of::<super::RequestState>();
+        assert!(size <= 1024, "RequestState is {size} bytes");
     }
 }

@@ -56,7 +56,7 @@ fn define_request(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "add-response-header",
         |mut c: Ctx<'_>, p: i32, l: i32, vp: i32, vl: i32, ret: i32| {
             let result = with_memory(&mut c, |m, s| {
-                let value = bytes::Bytes::copy_from_slice(text(m, vp, vl)?.as_bytes());
+                let value = text(m, vp, vl)?.as_bytes();
                 Ok(s.add_client_response_header(text(m, p, l)?, value))
             })?;
             return_unit_result(&mut c, ret, result)
