@@ -13,6 +13,9 @@ use http::header::{self, HeaderName, InvalidHeaderName};
 /// How many names outside that list a thread keeps; past this, each new one replaces the
 /// oldest (a client cycling through many names only pays the parse it always paid).
 const RECENT_NAMES: usize = 16;
+/// Longer names are not kept: the list holds a few hundred bytes per thread at most, whatever
+/// clients send.
+const RECENT_NAME_BYTES: usize = 64;
 
 thread_local! {
     /// The names outside the list `header_name` matches that this thread parsed lately, in lower
@@ -51,13 +54,13 @@ impl Recent {
 
 /// A name outside the list `header_name` matches: one this thread has seen, else parsed and,
 /// when written in lower case (as nearly every client writes them, and the spelling a lookup
-/// compares), kept.
+/// compares) and of a usual length, kept.
 fn uncommon_name(bytes: &[u8]) -> Result<HeaderName, InvalidHeaderName> {
     if let Some(known) = RECENT.with_borrow(|recent| recent.find(bytes)) {
         return Ok(known);
     }
     let name = HeaderName::from_bytes(bytes)?;
-    if name.as_str().as_bytes() == bytes {
+    if bytes.len() <= RECENT_NAME_BYTES && name.as_str().as_bytes() == bytes {
         RECENT.with_borrow_mut(|recent| recent.keep(&name));
     }
     Ok(name)
@@ -174,6 +177,13 @@ mod tests {
             "a kept name is not taken for another that starts the same"
         );
         assert!(header_name(b"x-name-1 ").is_err());
+        let long = format!("x-{}", "long-".repeat(20));
+        for _ in 0..2 {
+            assert_eq!(
+                header_name(long.as_bytes()).ok(),
+                HeaderName::from_bytes(long.as_bytes()).ok()
+            );
+        }
     }
 
     #[test]

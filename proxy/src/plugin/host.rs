@@ -59,7 +59,8 @@ pub struct HostState {
     numbered_metrics: Vec<MetricHandle>,
     /// The route names this instance set lately, shared by the requests that name them.
     route_names: super::context::RouteNames,
-    /// Values of the client's response headers this instance added ([`HostState::client_header_value`]).
+    /// Values of the client's response headers this instance added
+    /// ([`HostState::client_header_value`]).
     client_header_values: Vec<HeaderValue>,
     /// The message of a panic the SDK reported just before its trap, for the failure's log line.
     pub panic: Option<String>,

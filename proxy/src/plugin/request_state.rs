@@ -91,7 +91,7 @@ impl RequestState {
                 self.exchange.method.clone(),
                 self.exchange.version,
             ),
-            response_headers_to_add: Default::default(),
+            response_headers_to_add: Vec::new(),
             response_fields: crate::upstream::ResponseFields::Map,
             filter_contexts: self.filter_contexts.clone(),
         })

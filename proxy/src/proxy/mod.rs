@@ -218,7 +218,7 @@ impl ListenerProxy {
             plugins_reached: usize::MAX,
             routed_chain: None,
             exchange,
-            response_headers_to_add: Default::default(),
+            response_headers_to_add: Vec::new(),
             filter_contexts: Vec::new(),
             response_fields,
         });
