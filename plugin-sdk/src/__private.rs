@@ -278,10 +278,7 @@ impl HostApi for WasmHost {
         if gather(|b| b.metric(kind, name, labels, value)) {
             return;
         }
-        let labels: Vec<(String, String)> = labels
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
+        let labels = metrics::owned_labels(labels);
         match kind {
             metrics::Kind::Counter => wit::metrics::counter_add(name, &labels, value as u64),
             metrics::Kind::Gauge => wit::metrics::gauge_set(name, &labels, value),

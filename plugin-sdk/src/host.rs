@@ -283,6 +283,14 @@ pub mod metrics {
         }
     }
 
+    /// `labels` as owned strings, as a metric kept past the call holds them.
+    pub(crate) fn owned_labels(labels: &[(&str, &str)]) -> Vec<(String, String)> {
+        labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
     /// What [`Counter`], [`Gauge`] and [`Histogram`] hold: the metric, its kind, name and labels
     /// encoded as the host's batch reads them (`None` past 255 labels: such a metric is sent as
     /// [`counter`] sends it), and the number the host knows it by in this instance once it was
@@ -318,10 +326,7 @@ pub mod metrics {
             Self {
                 kind,
                 name: name.to_owned(),
-                labels: labels
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                    .collect(),
+                labels: owned_labels(labels),
                 identity: encoded.map(|()| identity.into_boxed_slice()),
                 number: AtomicU32::new(crate::batch::NOT_NUMBERED),
             }

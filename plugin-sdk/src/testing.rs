@@ -590,10 +590,7 @@ impl HostApi for TestHost {
         self.metrics.push(MetricRecord {
             kind,
             name: name.to_owned(),
-            labels: labels
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
+            labels: metrics::owned_labels(labels),
             value,
         });
     }
