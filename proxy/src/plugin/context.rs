@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
+use super::remembered::Remembered;
 use crate::telemetry::ROUTE_CONTEXT_KEY;
 
 /// One request's context.
@@ -36,7 +37,7 @@ impl RequestContext {
     pub fn set(&mut self, key: &str, value: &[u8], routes: &mut RouteNames) {
         if key == ROUTE_CONTEXT_KEY {
             if let Ok(route) = super::text::utf8(value) {
-                self.route = Some(routes.name(route));
+                self.route = routes.get_or_make(value, || Some(Arc::from(route)));
                 if !self.entries.is_empty() {
                     self.entries.remove(key);
                 }
@@ -51,7 +52,7 @@ impl RequestContext {
     /// properties, which have keys of their own).
     pub fn insert(&mut self, key: String, value: Vec<u8>) {
         if key == ROUTE_CONTEXT_KEY {
-            let mut routes = RouteNames::default();
+            let mut routes = new_route_names();
             return self.set(&key, &value, &mut routes);
         }
         self.entries.insert(key, value);
@@ -67,27 +68,15 @@ impl RequestContext {
 }
 
 /// The route names an instance set lately, shared by the requests that name them.
-#[derive(Debug, Default)]
-pub struct RouteNames {
-    names: Vec<Arc<str>>,
-}
+pub type RouteNames = Remembered<Arc<str>>;
 
 /// Route names remembered per instance (a linear scan: keep it short); past this, a new name is
 /// allocated for its request alone.
 const MAX_ROUTE_NAMES: usize = 16;
 
-impl RouteNames {
-    /// `name`, shared when it was set before.
-    fn name(&mut self, name: &str) -> Arc<str> {
-        if let Some(known) = self.names.iter().find(|n| ***n == *name) {
-            return Arc::clone(known);
-        }
-        let new: Arc<str> = Arc::from(name);
-        if self.names.len() < MAX_ROUTE_NAMES {
-            self.names.push(Arc::clone(&new));
-        }
-        new
-    }
+/// An instance's route names, none yet.
+pub fn new_route_names() -> RouteNames {
+    Remembered::new(MAX_ROUTE_NAMES, usize::MAX)
 }
 
 #[cfg(test)]
@@ -96,7 +85,7 @@ mod tests {
 
     #[test]
     fn the_route_reads_back_as_any_entry_does() {
-        let mut routes = RouteNames::default();
+        let mut routes = new_route_names();
         let mut context = RequestContext::default();
         assert_eq!(context.route(), None);
         context.set("auth.user", b"alice", &mut routes);
@@ -126,13 +115,17 @@ mod tests {
 
     #[test]
     fn many_route_names_are_each_still_what_was_set() {
-        let mut routes = RouteNames::default();
+        let mut routes = new_route_names();
         for i in 0..3 * MAX_ROUTE_NAMES {
             let name = format!("route-{i}");
             let mut context = RequestContext::default();
             context.set(ROUTE_CONTEXT_KEY, name.as_bytes(), &mut routes);
             assert_eq!(context.route(), Some(name.as_str()));
         }
-        assert_eq!(routes.names.len(), MAX_ROUTE_NAMES);
+        assert!(routes.get_or_make(b"route-0", || None).is_some(), "kept");
+        assert!(
+            routes.get_or_make(b"route-47", || None).is_none(),
+            "not kept past the cap"
+        );
     }
 }

@@ -16,6 +16,7 @@ use super::bindings::switchyard::plugin::{
 use super::bindings::{HttpCallError, HttpRequest, HttpResponse, KvEntry, LogLevel, PeerIdentity};
 use super::callout;
 use super::heads::NO_REQUEST;
+use super::remembered::Remembered;
 use super::request_state::RequestState;
 use super::shared::SharedState;
 use crate::upstream::Clusters;
@@ -61,7 +62,7 @@ pub struct HostState {
     route_names: super::context::RouteNames,
     /// Values of the client's response headers this instance added
     /// ([`HostState::client_header_value`]).
-    client_header_values: Vec<HeaderValue>,
+    client_header_values: Remembered<HeaderValue>,
     /// The message of a panic the SDK reported just before its trap, for the failure's log line.
     pub panic: Option<String>,
     /// Set while `init` runs: the only time a plugin may ask for ticks.
@@ -81,7 +82,7 @@ pub struct HostState {
     pub tick_clusters: Option<Arc<Clusters>>,
     /// Header names the plugin read or set, so reading or setting `x-hello` on every request
     /// does not parse (and, for a name that is not a standard one, allocate) it each time.
-    custom_header_names: Vec<HeaderName>,
+    custom_header_names: Remembered<HeaderName>,
     /// A hook's batch of changes, copied here out of the plugin's memory ([`super::batch`]): one
     /// buffer for the instance's life instead of an allocation per hook.
     pub(super) batch_buffer: Vec<u8>,
@@ -114,8 +115,7 @@ const MAX_CACHED_METRICS: usize = 256;
 const MAX_NUMBERED_METRICS: u32 = 256;
 /// Custom header names remembered per instance (a linear scan: keep it short).
 const MAX_CACHED_HEADER_NAMES: usize = 8;
-/// Values of the client's response headers remembered per instance (a linear scan; the first
-/// ones seen are kept, so values that change on every request cost one scan, never a churn).
+/// Values of the client's response headers remembered per instance (a linear scan).
 const MAX_CACHED_HEADER_VALUES: usize = 8;
 /// Only short values are remembered: the cache holds a few names' worth of bytes at most.
 const MAX_CACHED_HEADER_VALUE_BYTES: usize = 128;
@@ -139,9 +139,12 @@ impl HostState {
             metric_handles: hashbrown::HashMap::default(),
             metric_identities: hashbrown::HashMap::default(),
             numbered_metrics: Vec::new(),
-            route_names: Default::default(),
-            client_header_values: Vec::new(),
-            custom_header_names: Vec::new(),
+            route_names: super::context::new_route_names(),
+            client_header_values: Remembered::new(
+                MAX_CACHED_HEADER_VALUES,
+                MAX_CACHED_HEADER_VALUE_BYTES,
+            ),
+            custom_header_names: Remembered::new(MAX_CACHED_HEADER_NAMES, usize::MAX),
             batch_buffer: Vec::new(),
             guest: None,
             panic: None,
@@ -247,34 +250,18 @@ impl HostState {
     /// The header name a plugin wrote: names it used before (lower case, as the SDK's callers
     /// write them) without parsing or allocating again; `None` for a name that is none.
     pub(super) fn header_name(&mut self, name: &str) -> Option<HeaderName> {
-        if let Some(known) = self.custom_header_names.iter().find(|n| n.as_str() == name) {
-            return Some(known.clone());
-        }
-        let parsed = HeaderName::from_bytes(name.as_bytes()).ok()?;
-        if parsed.as_str() == name && self.custom_header_names.len() < MAX_CACHED_HEADER_NAMES {
-            self.custom_header_names.push(parsed.clone());
-        }
-        Some(parsed)
+        let text = name.as_bytes();
+        self.custom_header_names
+            .get_or_make(text, || HeaderName::from_bytes(text).ok())
     }
 
     /// A value for the client's response headers (`add-response-header`): values this instance
     /// added before — a canary's cluster names, a route's fixed headers — shared, not copied
     /// again; `None` for bytes that are no header value.
     pub(super) fn client_header_value(&mut self, bytes: &[u8]) -> Option<HeaderValue> {
-        if let Some(known) = self
-            .client_header_values
-            .iter()
-            .find(|v| v.as_bytes() == bytes)
-        {
-            return Some(known.clone());
-        }
-        let value = HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(bytes)).ok()?;
-        if self.client_header_values.len() < MAX_CACHED_HEADER_VALUES
-            && bytes.len() <= MAX_CACHED_HEADER_VALUE_BYTES
-        {
-            self.client_header_values.push(value.clone());
-        }
-        Some(value)
+        self.client_header_values.get_or_make(bytes, || {
+            HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(bytes)).ok()
+        })
     }
 
     /// Parses a header a plugin sets: standard and recently used names without allocating, the

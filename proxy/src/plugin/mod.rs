@@ -21,6 +21,7 @@ mod instance;
 mod loader;
 mod metric_imports;
 pub mod proxy_wasm;
+mod remembered;
 mod request_state;
 mod runtime;
 mod shared;
