@@ -337,7 +337,7 @@ async fn the_instance_pool_is_sized_by_an_environment_variable() {
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(
-        stderr.contains(r#"SWITCHYARD_PLUGIN_SLOTS="lots": expected a whole number of instance slots from 16 to 4096"#),
+        stderr.contains(r#"SWITCHYARD_PLUGIN_SLOTS="lots": expected a whole number of instance slots from 4 to 4096"#),
         "{stderr}"
     );
 
@@ -346,4 +346,33 @@ async fn the_instance_pool_is_sized_by_an_environment_variable() {
     let reply = get(proxy.listener("public"), "/").await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     assert_eq!(reply.json()["headers"]["x-chain"], "small-pool");
+    assert!(!proxy.logs().contains(BOUNDS_CHECKED), "{}", proxy.logs());
+}
+
+/// What the proxy logs when plugins' memories cannot have 4 GiB of address space each.
+const BOUNDS_CHECKED: &str = "plugins' code checks bounds instead";
+
+#[tokio::test]
+async fn where_address_space_is_short_plugins_run_with_bounds_checks() {
+    // The default pool reserves ~2 TiB (4 GiB for each of 512 memories, so plugins' code needs
+    // no bounds checks); under a 200 GiB limit the proxy reserves 256 MiB for each instead.
+    let app = Upstream::echo("app").await;
+    let path = scratch_dir().join("short.toml");
+    let plugin = format!(
+        "[[plugin]]\nname = \"tag\"\npath = \"{}\"\nconfig = {{ tag = \"checked\" }}\n",
+        plugin_path("testkit").display()
+    );
+    let text = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n[runtime]\nplugin_cache = \"{}\"\n{}{}{plugin}",
+        crate::support::proxy::plugin_cache().display(),
+        listener("public", "app", &["tag"]),
+        cluster("app", &[app.addr], "")
+    );
+    std::fs::write(&path, &text).unwrap();
+
+    let proxy = Proxy::start_in_address_space(path, 1, 200);
+    assert!(proxy.logs().contains(BOUNDS_CHECKED), "{}", proxy.logs());
+    let reply = get(proxy.listener("public"), "/").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.json()["headers"]["x-chain"], "checked");
 }

@@ -25,11 +25,12 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// otherwise.
 pub const POOLED_INSTANCES: u32 = 256;
 /// The environment variable that sets the pool's instance slots, read once at start. Each slot
-/// reserves address space for the largest memory a plugin may have: 256 slots reserve 128 GiB
-/// (two memories of [`MAX_MEMORY`] each), more than `ulimit -v` or valgrind allow.
+/// reserves address space for two memories: 4 GiB each, so plugins' code needs no bounds checks
+/// (256 slots: ~2 TiB), or [`MAX_MEMORY`] each where that much cannot be had (128 GiB; see
+/// `plugin::engine::MemoryLayout`). Valgrind maps at most 64 GiB: 6 slots.
 pub const SLOTS_VARIABLE: &str = "SWITCHYARD_PLUGIN_SLOTS";
 /// The fewest and most slots [`SLOTS_VARIABLE`] may ask for.
-pub const MIN_SLOTS: u32 = 16;
+pub const MIN_SLOTS: u32 = 4;
 pub const MAX_SLOTS: u32 = 4096;
 
 /// The pool's instance slots as [`SLOTS_VARIABLE`] gives them (`None`: not set).
@@ -92,10 +93,10 @@ mod tests {
         assert_eq!(pool_slots(None), Ok(POOLED_INSTANCES));
         assert_eq!(pool_slots(Some("32")), Ok(32));
         assert_eq!(pool_slots(Some(" 4096 ")), Ok(MAX_SLOTS));
-        for bad in ["8", "4097", "-1", "lots", ""] {
+        for bad in ["3", "4097", "-1", "lots", ""] {
             let error = pool_slots(Some(bad)).unwrap_err();
             assert!(
-                error.starts_with("SWITCHYARD_PLUGIN_SLOTS=") && error.contains("from 16 to 4096"),
+                error.starts_with("SWITCHYARD_PLUGIN_SLOTS=") && error.contains("from 4 to 4096"),
                 "{bad:?}: {error}"
             );
         }

@@ -183,12 +183,37 @@ impl Proxy {
         expected_listeners: usize,
         env: &[(&str, &std::ffi::OsStr)],
     ) -> Self {
-        let mut child = Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(&config_path)
+        let mut command = Command::new(BIN);
+        command.args(["run", "--config"]).arg(&config_path);
+        command.envs(env.iter().copied());
+        Self::spawn(command, config_path, expected_listeners)
+    }
+
+    /// [`Proxy::start_expecting`] with the process's address space limited to `gib` GiB
+    /// (`ulimit -v`).
+    pub fn start_in_address_space(
+        config_path: PathBuf,
+        expected_listeners: usize,
+        gib: u64,
+    ) -> Self {
+        let mut command = Command::new("sh");
+        command
+            .args([
+                "-c",
+                r#"ulimit -v "$1" && exec "$0" run --config "$2""#,
+                BIN,
+            ])
+            .arg((gib << 20).to_string())
+            .arg(&config_path);
+        Self::spawn(command, config_path, expected_listeners)
+    }
+
+    /// Runs `command` (the proxy, or what execs it) and waits until the admin API and
+    /// `expected_listeners` listeners are bound and it is ready.
+    fn spawn(mut command: Command, config_path: PathBuf, expected_listeners: usize) -> Self {
+        let mut child = command
             .env("RUST_LOG", "info")
             .env_remove("SWITCHYARD_LOG_FORMAT")
-            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -33,9 +33,10 @@ const CONNECTIONS: u32 = 4;
 const WARMUP: Duration = Duration::from_secs(3);
 const MEASURED: Duration = Duration::from_secs(4);
 
-/// Instance slots for the proxy under valgrind: room for the chain's five plugins, 16 GiB of
-/// address space.
-const SLOTS: u32 = 32;
+/// Instance slots for the proxy under valgrind, which maps at most 64 GiB: twelve plugin
+/// memories of 4 GiB each (the layout without bounds checks the proxy uses), room for the
+/// chain's five plugins with one instance each in use at a time.
+const SLOTS: u32 = 6;
 
 /// The wrapper that runs the proxy under callgrind, writing to `out_file`: a small instance
 /// pool, `env` settings added before valgrind, and `options` added to callgrind's.
