@@ -161,6 +161,11 @@ async fn sdk_plugins_run_on_the_core_entry_and_answer_as_they_do_as_components()
     assert_eq!(header(chained, "x-hello").as_deref(), Some("hi"));
     assert_eq!(header(chained, "x-attempts").as_deref(), Some("1"));
     assert_eq!(header(chained, "x-chain-response").as_deref(), Some("t"));
+    assert_eq!(
+        header(chained, "x-read-back-response").as_deref(),
+        Some("app|none"),
+        "response headers read by the reader plugin"
+    );
     let answered = &through_core[2];
     assert_eq!(answered.status, StatusCode::IM_A_TEAPOT);
     assert_eq!(answered.body, "answered by a\n");

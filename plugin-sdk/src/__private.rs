@@ -2,7 +2,7 @@
 //! from the generated `Guest` trait to a [`Plugin`]. Not a public API.
 #![allow(unsafe_code, missing_docs)]
 
-use std::cell::{OnceCell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::time::Duration;
 
 use crate::action::{self, Action, Outcome, UpstreamError};
@@ -51,15 +51,73 @@ thread_local! {
     static HEAD_READS: RefCell<HeadReads> = const {
         RefCell::new(HeadReads {
             method: None,
-            path: None,
+            path: Vec::new(),
+            have_path: false,
         })
     };
 }
 
-#[derive(Default)]
 struct HeadReads {
     method: Option<String>,
-    path: Option<String>,
+    /// The path and query, when `have_path`; its room is kept from hook to hook.
+    path: Vec<u8>,
+    have_path: bool,
+}
+
+thread_local! {
+    /// Whether the proxy writes reads into this plugin's memory (the `reads` interface): until
+    /// it answers `unsupported` (a plugin run as a component).
+    static READS_INTO: Cell<bool> = const { Cell::new(true) };
+    /// Where header reads are written; its room is kept from read to read, so reading a header
+    /// allocates nothing unless the plugin keeps the value.
+    static HEADER_BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// What a `reads` import returns when there is nothing to read, and when the proxy cannot write
+/// into this plugin's memory.
+const READ_ABSENT: u32 = u32::MAX;
+const READ_UNSUPPORTED: u32 = u32::MAX - 1;
+
+/// Fills `buffer` (cleared, grown when the text does not fit) with `read(at, capacity)`, a
+/// `reads` import: `Ok(true)` with the text there, `Ok(false)` for nothing to read, `Err` when
+/// the proxy cannot write into this plugin's memory (read through `request` or `response`).
+fn read_into(buffer: &mut Vec<u8>, read: impl Fn(u32, u32) -> u32) -> Result<bool, ()> {
+    buffer.clear();
+    if !READS_INTO.get() {
+        return Err(());
+    }
+    loop {
+        let capacity = buffer.capacity();
+        // A wasm32 address and length: both fit in a u32.
+        match read(buffer.as_mut_ptr() as usize as u32, capacity as u32) {
+            READ_ABSENT => return Ok(false),
+            READ_UNSUPPORTED => {
+                READS_INTO.set(false);
+                return Err(());
+            }
+            len if len as usize <= capacity => {
+                // SAFETY: the proxy wrote `len` bytes at the buffer's start, within its
+                // capacity, before returning.
+                unsafe { buffer.set_len(len as usize) };
+                return Ok(true);
+            }
+            len => buffer.reserve(len as usize),
+        }
+    }
+}
+
+/// Text the proxy wrote: UTF-8, as the canonical ABI's strings are trusted to be.
+fn lent(bytes: &[u8]) -> &str {
+    // SAFETY: the proxy writes text only from Rust strings (`reads` says UTF-8), as the
+    // bindings trust the strings the canonical ABI hands over to be.
+    unsafe { std::str::from_utf8_unchecked(bytes) }
+}
+
+/// Fills `buffer` with the path and query, written into it where the proxy can.
+fn read_path(buffer: &mut Vec<u8>) {
+    if read_into(buffer, wit::reads::path_into) != Ok(true) {
+        *buffer = wit::request::path().into_bytes();
+    }
 }
 
 /// `read` from the cache while a request hook runs, from the host (and kept) the first time.
@@ -109,7 +167,10 @@ fn gathering<R>(hook: impl FnOnce() -> R) -> R {
     let result = hook();
     flush();
     BATCH.with_borrow_mut(|batch| batch.open = false);
-    HEAD_READS.take();
+    HEAD_READS.with_borrow_mut(|reads| {
+        reads.method = None;
+        reads.have_path = false;
+    });
     result
 }
 
@@ -118,13 +179,24 @@ impl HostApi for WasmHost {
         cached(|reads| &mut reads.method, wit::request::method)
     }
     fn path(&mut self) -> String {
-        cached(|reads| &mut reads.path, wit::request::path)
+        self.with_path(str::to_owned)
     }
     fn with_path<R>(&mut self, read: impl FnOnce(&str) -> R) -> R {
-        with_cached(|reads| &mut reads.path, wit::request::path, read)
+        if !BATCH.with_borrow(|batch| batch.open) {
+            let mut path = Vec::new();
+            read_path(&mut path);
+            return read(lent(&path));
+        }
+        HEAD_READS.with_borrow_mut(|reads| {
+            if !reads.have_path {
+                read_path(&mut reads.path);
+                reads.have_path = true;
+            }
+            read(lent(&reads.path))
+        })
     }
     fn set_path(&mut self, path: &str) -> Result<(), HostError> {
-        HEAD_READS.with_borrow_mut(|reads| reads.path = None);
+        HEAD_READS.with_borrow_mut(|reads| reads.have_path = false);
         refused(wit::request::set_path(path))
     }
     fn authority(&mut self) -> Option<String> {
@@ -138,11 +210,29 @@ impl HostApi for WasmHost {
         refused(wit::response::set_status(status))
     }
     fn header(&mut self, side: Side, name: &str) -> Option<String> {
+        self.with_header(side, name, |value| value.map(str::to_owned))
+    }
+    fn with_header<R>(
+        &mut self,
+        side: Side,
+        name: &str,
+        read: impl FnOnce(Option<&str>) -> R,
+    ) -> R {
         flush();
-        match side {
-            Side::Request => wit::request::header(name),
-            Side::Response => wit::response::header(name),
-        }
+        // Taken for the read, so a `read` that reads a header itself gets a buffer of its own.
+        let mut buffer = HEADER_BUFFER.take();
+        let written = read_into(&mut buffer, |at, capacity| match side {
+            Side::Request => wit::reads::request_header_into(name, at, capacity),
+            Side::Response => wit::reads::response_header_into(name, at, capacity),
+        });
+        let result = match (written, side) {
+            (Ok(true), _) => read(Some(lent(&buffer))),
+            (Ok(false), _) => read(None),
+            (Err(()), Side::Request) => read(wit::request::header(name).as_deref()),
+            (Err(()), Side::Response) => read(wit::response::header(name).as_deref()),
+        };
+        HEADER_BUFFER.set(buffer);
+        result
     }
     fn header_all(&mut self, side: Side, name: &str) -> Vec<String> {
         flush();

@@ -79,6 +79,12 @@ impl Request {
     pub fn header(&self, name: &str) -> Option<String> {
         host::with(|h| h.header(Side::Request, name))
     }
+    /// `read` over the first value of a header (`None`: absent) without copying it: cheaper
+    /// than [`Request::header`] where the value is only looked at (a key checked, a flag
+    /// compared). `read` must not call the host.
+    pub fn with_header<R>(&self, name: &str, read: impl FnOnce(Option<&str>) -> R) -> R {
+        host::with(|h| h.with_header(Side::Request, name, read))
+    }
     /// Every value of a header, in order.
     pub fn header_all(&self, name: &str) -> Vec<String> {
         host::with(|h| h.header_all(Side::Request, name))
@@ -211,6 +217,11 @@ impl Response {
     /// The first value of a response header (names are case-insensitive).
     pub fn header(&self, name: &str) -> Option<String> {
         host::with(|h| h.header(Side::Response, name))
+    }
+    /// `read` over the first value of a response header without copying it, as
+    /// [`Request::with_header`].
+    pub fn with_header<R>(&self, name: &str, read: impl FnOnce(Option<&str>) -> R) -> R {
+        host::with(|h| h.with_header(Side::Response, name, read))
     }
     /// The gRPC status in the head: set on a trailers-only response (a call that failed before
     /// any message, e.g. `UNAVAILABLE`), which arrives as HTTP 200. `None` for other responses,

@@ -27,6 +27,14 @@ pub trait HostApi {
     fn status(&mut self) -> Option<u16>;
     fn set_status(&mut self, status: u16) -> Result<(), HostError>;
     fn header(&mut self, side: Side, name: &str) -> Option<String>;
+    /// `read` over the first value of a header without keeping a copy (the wasm host writes it
+    /// into a buffer it keeps).
+    fn with_header<R>(&mut self, side: Side, name: &str, read: impl FnOnce(Option<&str>) -> R) -> R
+    where
+        Self: Sized,
+    {
+        read(self.header(side, name).as_deref())
+    }
     fn header_all(&mut self, side: Side, name: &str) -> Vec<String>;
     fn header_names(&mut self, side: Side) -> Vec<String>;
     fn set_header(&mut self, side: Side, name: &str, value: &str) -> Result<(), HostError>;

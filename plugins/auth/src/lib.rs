@@ -103,18 +103,20 @@ impl Plugin for Auth {
             .then(|| req.header("authorization"))
             .flatten();
         let bearer = authorization.as_deref().and_then(bearer_token);
-        let presented_key = self
-            .config
-            .api_keys
-            .as_ref()
-            .and_then(|keys| req.header(&keys.header));
+        // A presented key is looked up where it lies, not copied.
+        let presented_key = match (&self.config.api_keys, &self.api_keys) {
+            (Some(keys), Some(table)) => {
+                req.with_header(&keys.header, |key| key.map(|key| table.lookup(key)))
+            }
+            _ => None,
+        };
         // After reading the credentials, so the removals go to the proxy with this hook's other
         // changes in one call rather than before the reads.
         for name in &self.identity_headers {
             req.remove_header(name);
         }
         let outcome = self
-            .authenticate(bearer, presented_key.as_deref())
+            .authenticate(bearer, presented_key)
             .and_then(|credentials| self.authorize(req, &credentials).map(|()| credentials));
         match outcome {
             Ok(credentials) => {
@@ -136,12 +138,13 @@ impl Plugin for Auth {
 }
 
 impl Auth {
-    /// Checks whatever credentials came; presenting a bad one is refused even where none is
+    /// Checks whatever credentials came (`api_key`: a key was presented, and its index among the
+    /// configured keys if it is one); presenting a bad one is refused even where none is
     /// required (as Istio's RequestAuthentication does).
     fn authenticate<'t>(
         &'t self,
         bearer: Option<&'t str>,
-        api_key: Option<&str>,
+        api_key: Option<Option<usize>>,
     ) -> Result<Credentials<'t>, Refusal> {
         let mut credentials = Credentials::default();
         if let Some(token) = bearer
@@ -153,10 +156,8 @@ impl Auth {
                 error: Some("invalid_token"),
             })?);
         }
-        if let (Some(presented), Some(table), Some(keys)) =
-            (api_key, &self.api_keys, &self.config.api_keys)
-        {
-            let index = table.lookup(presented).ok_or_else(|| Refusal {
+        if let (Some(known), Some(keys)) = (api_key, &self.config.api_keys) {
+            let index = known.ok_or_else(|| Refusal {
                 status: 401,
                 reason: "unknown API key".into(),
                 error: Some("invalid_key"),

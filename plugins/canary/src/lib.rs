@@ -149,21 +149,23 @@ impl Plugin for Canary {
 impl Rule {
     /// The index of the backend this request goes to.
     fn choose(&self, req: &Request) -> usize {
-        if let Some(forced) = self
-            .override_header
-            .as_deref()
-            .and_then(|name| req.header(name))
-            .and_then(|value| self.backends.iter().position(|b| b.cluster == value.trim()))
-        {
+        // Headers are looked at where they lie, not copied.
+        let forced = self.override_header.as_deref().and_then(|name| {
+            req.with_header(name, |value| {
+                let value = value?.trim();
+                self.backends.iter().position(|b| b.cluster == value)
+            })
+        });
+        if let Some(forced) = forced {
             return forced;
         }
         let total: u64 = self.backends.iter().map(|b| u64::from(b.weight)).sum();
-        let ticket = match self
+        let sticky = self
             .sticky_header
             .as_deref()
-            .and_then(|name| req.header(name))
-        {
-            Some(value) => fnv1a(value.as_bytes()) % total,
+            .and_then(|name| req.with_header(name, |value| value.map(|v| fnv1a(v.as_bytes()))));
+        let ticket = match sticky {
+            Some(hash) => hash % total,
             None => random::u64() % total,
         };
         self.by_ticket(ticket)

@@ -1,8 +1,30 @@
 //! The `request` and `response` imports: plugins reading and changing the request head, the
 //! response head, and the headers added to the client's response.
 
-use super::bindings::switchyard::plugin::{request, response};
+use super::bindings::switchyard::plugin::{reads, request, response};
 use super::host::HostState;
+
+/// What a `reads` import returns when there is nothing to read.
+pub(super) const READ_ABSENT: u32 = u32::MAX;
+/// What a `reads` import returns when the proxy cannot write into the plugin's memory.
+pub(super) const READ_UNSUPPORTED: u32 = u32::MAX - 1;
+
+/// Through the component model a host function cannot write into the plugin's memory: a
+/// component reads through `request` and `response` (the core entry's imports write, in
+/// `core_abi::head_imports`).
+impl reads::Host for HostState {
+    fn path_into(&mut self, _: u32, _: u32) -> u32 {
+        READ_UNSUPPORTED
+    }
+
+    fn request_header_into(&mut self, _: String, _: u32, _: u32) -> u32 {
+        READ_UNSUPPORTED
+    }
+
+    fn response_header_into(&mut self, _: String, _: u32, _: u32) -> u32 {
+        READ_UNSUPPORTED
+    }
+}
 
 fn header_first(headers: &http::HeaderMap, name: &http::HeaderName) -> Option<String> {
     headers.get(name).map(header_text)

@@ -6,20 +6,72 @@ use std::borrow::Cow;
 use wasmtime::Linker;
 
 use super::guest::{
-    area, memory_of, put, return_bytes, return_list, return_option_bytes, return_unit_result, text,
+    Result, area, memory_of, put, return_bytes, return_list, return_option_bytes,
+    return_unit_result, text,
 };
-use super::imports::{Ctx, with_memory};
+use super::imports::{Ctx, with_memory, with_memory_mut};
 use crate::plugin::bindings::switchyard::plugin::{request, response};
-use crate::plugin::heads::{HeaderChange, value_text};
+use crate::plugin::heads::{HeaderChange, READ_ABSENT, value_text};
 use crate::plugin::host::HostState;
 
 const REQUEST: &str = "switchyard:plugin/request@0.1.0";
 const RESPONSE: &str = "switchyard:plugin/response@0.1.0";
+const READS: &str = "switchyard:plugin/reads@0.1.0";
 
-/// The `request` and `response` interfaces.
+/// The `request`, `response` and `reads` interfaces.
 pub fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     define_request(linker)?;
-    define_response(linker)
+    define_response(linker)?;
+    define_reads(linker)
+}
+
+/// `reads`: text written where the plugin says, no call back into its allocator.
+fn define_reads(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    linker.func_wrap(
+        READS,
+        "path-into",
+        |mut c: Ctx<'_>, at: i32, capacity: i32| {
+            with_memory_mut(&mut c, |m, s| {
+                let path = s.req().and_then(|r| r.head.uri.path_and_query());
+                let text = path.map_or("/", |p| p.as_str());
+                write_into(m, at, capacity, Some(text))
+            })
+        },
+    )?;
+    for (name, head) in [
+        ("request-header-into", Head::Request),
+        ("response-header-into", Head::Response),
+    ] {
+        linker.func_wrap(
+            READS,
+            name,
+            move |mut c: Ctx<'_>, p: i32, l: i32, at: i32, capacity: i32| {
+                with_memory_mut(&mut c, |m, s| {
+                    let value = head.value(s, text(m, p, l)?);
+                    let text = value.as_ref().map(value_text);
+                    write_into(m, at, capacity, text.as_deref())
+                })
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// Writes `text` at `at` when it fits in `capacity` bytes; its length either way
+/// ([`READ_ABSENT`] for none).
+fn write_into(memory: &mut [u8], at: i32, capacity: i32, text: Option<&str>) -> Result<i32> {
+    let Some(text) = text else {
+        return Ok(READ_ABSENT as i32);
+    };
+    let len = u32::try_from(text.len())
+        .ok()
+        .filter(|&len| len < READ_ABSENT - 1)
+        .ok_or_else(|| wasmtime::Error::msg("a value too long for the plugin's memory"))?;
+    if len <= capacity as u32 {
+        let at = area(memory, at, 1, text.len())?;
+        put(memory, at, text.as_bytes())?;
+    }
+    Ok(len as i32)
 }
 
 fn define_request(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {

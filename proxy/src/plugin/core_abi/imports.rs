@@ -29,6 +29,16 @@ pub(super) fn with_memory<R>(
     f(bytes, state)
 }
 
+/// Runs `f` with the plugin's memory to write into beside the host state.
+pub(super) fn with_memory_mut<R>(
+    caller: &mut Ctx<'_>,
+    f: impl FnOnce(&mut [u8], &mut HostState) -> Result<R>,
+) -> Result<R> {
+    let memory = memory_of(&*caller)?;
+    let (bytes, state) = memory.data_and_store_mut(caller);
+    f(bytes, state)
+}
+
 /// Defines every import a plugin may have. `http.call` cannot wait here (a hook that waits runs
 /// on a fiber, where a host function cannot call back into the plugin's allocator without
 /// starting another fiber): it refuses, and only a plugin that said in `init` that it never

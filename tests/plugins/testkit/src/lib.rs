@@ -150,6 +150,12 @@ impl Plugin for Testkit {
     }
 
     fn on_response(&self, req: &mut Request, resp: &mut Response) -> Action {
+        if self.config.read_back {
+            // The upstream's header lent, then one it did not send, copied.
+            let name = resp.with_header("x-echo-name", |v| v.unwrap_or("none").to_owned());
+            let missing = resp.header("x-not-sent").unwrap_or_else(|| "none".into());
+            let _ = resp.set_header("x-read-back-response", &format!("{name}|{missing}"));
+        }
         if let Some(tag) = &self.config.tag {
             let _ = resp.add_header("x-chain-response", tag);
         }
@@ -179,7 +185,7 @@ fn read_back(req: &mut Request) {
     let user = shown(req.header("x-user"));
     let authority = shown(req.authority());
     let _ = req.set_header("x-user", "changed");
-    let changed_user = shown(req.header("x-user"));
+    let changed_user = req.with_header("x-user", |v| v.unwrap_or("none").to_owned());
     let _ = req.set_authority("moved.example");
     let moved_authority = shown(req.authority());
     let _ = req.set_header("x-mine", "set");
