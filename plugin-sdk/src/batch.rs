@@ -8,6 +8,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::host::metrics::Kind;
+use crate::text;
 
 /// What a metric made once holds as its number before its first update numbers it.
 pub(crate) const NOT_NUMBERED: u32 = u32::MAX;
@@ -202,10 +203,36 @@ fn put_string(bytes: &mut Vec<u8>, s: &[u8]) {
 pub(crate) fn valid_header(name: &str, value: &str) -> bool {
     !name.is_empty()
         && name.len() < (1 << 16)
-        && name.bytes().all(|b| TOKEN[usize::from(b)])
-        && value
-            .bytes()
-            .all(|b| (b >= 0x20 && b != 0x7f) || b == b'\t')
+        && text::all_bytes(name.as_bytes(), common_token_word, token, b'a')
+        && text::all_bytes(value.as_bytes(), plain_value_word, value_byte, b'a')
+}
+
+fn token(b: u8) -> bool {
+    TOKEN[usize::from(b)]
+}
+
+fn value_byte(b: u8) -> bool {
+    (b >= 0x20 && b != 0x7f) || b == b'\t'
+}
+
+/// Whether eight name bytes are all letters, digits or `-`, as nearly every header name's are
+/// (other token characters are checked byte by byte).
+fn common_token_word(x: u64) -> bool {
+    use text::{HIGHS, ONES, lanes_at_least, zero_lanes};
+    if x & HIGHS != 0 {
+        return false;
+    }
+    let between = |lo: u8, hi: u8| lanes_at_least(x, lo) & !lanes_at_least(x, hi + 1);
+    let dash = zero_lanes(x ^ (ONES * u64::from(b'-')));
+    between(b'a', b'z') | between(b'A', b'Z') | between(b'0', b'9') | dash == HIGHS
+}
+
+/// Whether eight value bytes are all visible or spaces, with no control byte (a tab is checked
+/// byte by byte).
+fn plain_value_word(x: u64) -> bool {
+    use text::{HIGHS, ONES, zero_lanes};
+    let below_space = x.wrapping_sub(ONES * 0x20) & !x & HIGHS;
+    below_space == 0 && zero_lanes(x ^ (ONES * 0x7f)) == 0
 }
 
 /// Which bytes are token characters (RFC 9110's `tchar`).
@@ -343,5 +370,28 @@ mod tests {
                 "{b}"
             );
         }
+    }
+
+    #[test]
+    fn names_and_values_are_checked_as_byte_by_byte_rules_would() {
+        for len in 1..=24 {
+            for at in 0..len {
+                for b in 0..=255u8 {
+                    let mut bytes = b"x-served-by-the-gateway!".to_vec();
+                    bytes.truncate(len);
+                    bytes[at] = b;
+                    let Ok(text) = std::str::from_utf8(&bytes) else {
+                        continue;
+                    };
+                    let token = text.bytes().all(|b| TOKEN[usize::from(b)]);
+                    assert_eq!(valid_header(text, "v"), token, "name {text:?}");
+                    let visible = text.bytes().all(value_byte);
+                    assert_eq!(valid_header("x", text), visible, "value {text:?}");
+                }
+            }
+        }
+        // Bytes past ASCII (UTF-8) are allowed in values, not in names.
+        assert!(valid_header("x", "café au lait, déjà vu"));
+        assert!(!valid_header("café", "v"));
     }
 }
