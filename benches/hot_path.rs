@@ -96,14 +96,14 @@ fn request() -> Request<()> {
 }
 
 fn head_rewrite(c: &mut Criterion) {
-    let client: IpAddr = [198, 51, 100, 7].into();
+    let client = headers::ClientAddress::of(IpAddr::from([198, 51, 100, 7]));
     c.bench_function("request head rewrite (8 headers)", |b| {
         b.iter_batched(
             request,
             |mut req| {
                 let id = headers::ensure_request_id(req.headers_mut());
                 headers::strip_hop_by_hop(req.headers_mut(), false);
-                headers::add_forwarding(req.headers_mut(), client, "http", Version::HTTP_11);
+                headers::add_forwarding(req.headers_mut(), &client, "http", Version::HTTP_11);
                 let target = headers::set_upstream_target(&mut req, false);
                 (req, id, target.is_ok())
             },

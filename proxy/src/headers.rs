@@ -154,18 +154,40 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
+/// A client's address as `x-forwarded-for` names it, written once per connection: a request
+/// that brings no `x-forwarded-for` of its own gets a shared copy.
+#[derive(Debug, Clone)]
+pub struct ClientAddress {
+    ip: IpAddr,
+    alone: Option<HeaderValue>,
+}
+
+impl ClientAddress {
+    pub fn of(ip: IpAddr) -> Self {
+        Self {
+            ip,
+            alone: forwarded_for(None, ip),
+        }
+    }
+}
+
 /// Appends the client's address to `x-forwarded-for`, sets `x-forwarded-proto` to the scheme the
 /// client used, and appends this proxy to `via`.
-pub fn add_forwarding(headers: &mut HeaderMap, client: IpAddr, scheme: &str, version: Version) {
+pub fn add_forwarding(
+    headers: &mut HeaderMap,
+    client: &ClientAddress,
+    scheme: &str,
+    version: Version,
+) {
     // Each edit finds its field once (an entry), where a lookup then an insert hash twice.
     match headers.entry(&X_FORWARDED_FOR) {
         Entry::Occupied(mut field) => {
-            if let Some(v) = forwarded_for(Some(field.get()), client) {
+            if let Some(v) = forwarded_for(Some(field.get()), client.ip) {
                 field.insert(v);
             }
         }
         Entry::Vacant(field) => {
-            if let Some(v) = forwarded_for(None, client) {
+            if let Some(v) = client.alone.clone() {
                 field.insert(v);
             }
         }
@@ -525,7 +547,7 @@ mod tests {
         h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.9"));
         add_forwarding(
             &mut h,
-            "10.0.0.1".parse().unwrap(),
+            &ClientAddress::of("10.0.0.1".parse().unwrap()),
             "http",
             Version::HTTP_11,
         );
@@ -536,11 +558,16 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("  "));
         let longest = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff";
-        add_forwarding(&mut h, longest.parse().unwrap(), "https", Version::HTTP_2);
+        add_forwarding(
+            &mut h,
+            &ClientAddress::of(longest.parse().unwrap()),
+            "https",
+            Version::HTTP_2,
+        );
         assert_eq!(h[&X_FORWARDED_FOR], longest);
         add_forwarding(
             &mut h,
-            "::ffff:10.0.0.1".parse().unwrap(),
+            &ClientAddress::of("::ffff:10.0.0.1".parse().unwrap()),
             "https",
             Version::HTTP_2,
         );
@@ -561,7 +588,12 @@ mod tests {
     fn forwarding_fields_extend_what_came_and_replace_what_is_unusable() {
         let client: IpAddr = "10.1.2.3".parse().unwrap();
         let mut h = HeaderMap::new();
-        add_forwarding(&mut h, client, "https", Version::HTTP_11);
+        add_forwarding(
+            &mut h,
+            &ClientAddress::of(client),
+            "https",
+            Version::HTTP_11,
+        );
         assert_eq!(h[&X_FORWARDED_FOR], "10.1.2.3");
         assert_eq!(h[&X_FORWARDED_PROTO], "https");
         assert_eq!(h[header::VIA], "1.1 switchyard");
@@ -570,7 +602,7 @@ mod tests {
         h.append(&X_FORWARDED_FOR, HeaderValue::from_static(" 192.0.2.1 "));
         h.append(&X_FORWARDED_FOR, HeaderValue::from_static("192.0.2.2"));
         h.insert(header::VIA, HeaderValue::from_static("1.0 edge"));
-        add_forwarding(&mut h, client, "http", Version::HTTP_10);
+        add_forwarding(&mut h, &ClientAddress::of(client), "http", Version::HTTP_10);
         let all = |name| h.get_all(name).iter().cloned().collect::<Vec<_>>();
         // The first field is extended and the others dropped, as before one value.
         assert_eq!(all(&X_FORWARDED_FOR), ["192.0.2.1, 10.1.2.3"]);
@@ -579,7 +611,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::VIA, HeaderValue::from_bytes(b"caf\xe9").unwrap());
         h.insert(&X_FORWARDED_FOR, HeaderValue::from_static(""));
-        add_forwarding(&mut h, client, "http", Version::HTTP_2);
+        add_forwarding(&mut h, &ClientAddress::of(client), "http", Version::HTTP_2);
         assert_eq!(h[header::VIA], "2 switchyard");
         assert_eq!(h[&X_FORWARDED_FOR], "10.1.2.3");
 

@@ -20,6 +20,7 @@ use tracing::{debug, warn};
 
 use crate::body::ClientBody;
 use crate::config::ListenerConfig;
+use crate::proxy::Client;
 use crate::telemetry::ErrorKind;
 use crate::tls::TlsSession;
 
@@ -91,10 +92,11 @@ pub async fn serve_http(
     // The proxy's future is neither wrapped in an async block nor mapped: either would be a
     // second copy of it to move (it is kilobytes). The guard rides in the closure the proxy runs
     // when the response is ready, so a request dropped before its response counts as cancelled.
+    let client = Client::new(addr, tls, dialed);
     let handle = move |req: Request<ClientBody>| {
         let proxy = Arc::clone(&slot.load().proxy);
         let mut guard = CancelGuard::new(Arc::clone(&tracker));
-        proxy.handle(addr, tls.clone(), dialed, req, move || guard.complete())
+        proxy.handle(&client, req, move || guard.complete())
     };
     let io = if alpn_h2 {
         Rewound::new(bytes::Bytes::new(), reader, writer)

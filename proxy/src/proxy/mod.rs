@@ -70,6 +70,26 @@ enum Next {
     },
 }
 
+/// The client a connection's requests come from, made once per connection: its address (and as
+/// `x-forwarded-for` writes it), its TLS session, and where a captured connection was dialed.
+pub struct Client {
+    pub peer: SocketAddr,
+    pub address: headers::ClientAddress,
+    pub tls: Option<Arc<TlsSession>>,
+    pub dialed: Option<SocketAddr>,
+}
+
+impl Client {
+    pub fn new(peer: SocketAddr, tls: Option<Arc<TlsSession>>, dialed: Option<SocketAddr>) -> Self {
+        Self {
+            peer,
+            address: headers::ClientAddress::of(peer.ip()),
+            tls,
+            dialed,
+        }
+    }
+}
+
 /// Everything a listener needs to forward a request.
 pub struct ListenerProxy {
     pub listener: Arc<str>,
@@ -114,15 +134,13 @@ impl ListenerProxy {
     /// Every level of the request path holds the state of the levels below it; the HTTP/1.1
     /// engine makes the future where it stays, but hyper moves it into its stream task, and a
     /// wrapper around it (a `map` to run `answered`) would be one more copy of all of it.
-    pub fn handle(
+    pub fn handle<Answered: FnOnce() + Send + 'static>(
         self: Arc<Self>,
-        peer: SocketAddr,
-        tls: Option<Arc<TlsSession>>,
-        dialed: Option<SocketAddr>,
+        client: &Client,
         req: Request<ClientBody>,
-        answered: impl FnOnce() + Send + 'static,
-    ) -> impl Future<Output = Response<ServedBody>> + Send + 'static {
-        let start = self.start(peer, tls, dialed, req);
+        answered: Answered,
+    ) -> impl Future<Output = Response<ServedBody>> + Send + 'static + use<Answered> {
+        let start = self.start(client, req);
         async move {
             let Start {
                 state,
@@ -151,13 +169,8 @@ impl ListenerProxy {
     /// The request's state and what comes next for it, from the request as it came: the
     /// listener's refusals, gRPC-Web translated, the request id, the path normalized, and the
     /// hop-by-hop and forwarding headers.
-    fn start(
-        &self,
-        peer: SocketAddr,
-        tls: Option<Arc<TlsSession>>,
-        dialed: Option<SocketAddr>,
-        mut req: Request<ClientBody>,
-    ) -> Start {
+    fn start(&self, client: &Client, mut req: Request<ClientBody>) -> Start {
+        let tls = client.tls.clone();
         let web = self
             .grpc_web
             .then(|| grpc::web::WebCall::of(req.headers()))
@@ -185,7 +198,7 @@ impl ListenerProxy {
         let response_fields =
             self.response_fields(version, upgrade, accepts_trailers, &exchange, web.is_some());
         headers::strip_hop_by_hop(req.headers_mut(), upgrade);
-        headers::add_forwarding(req.headers_mut(), peer.ip(), self.scheme, version);
+        headers::add_forwarding(req.headers_mut(), &client.address, self.scheme, version);
         if let Some(header) = &self.forward_client_cert {
             req.headers_mut().remove(header);
             let identity = tls.as_ref().and_then(|t| t.identity.as_ref());
@@ -201,11 +214,12 @@ impl ListenerProxy {
             head,
             response: None,
             listener: Arc::clone(&self.listener),
-            peer,
+            peer: client.peer,
             request_id,
             attempt: 0,
             // On a capture listener, the cluster serving the address the client dialed.
-            destination: dialed
+            destination: client
+                .dialed
                 .and_then(|addr| self.clusters.by_service_address(addr))
                 .or(self.default_cluster.as_ref())
                 .cloned(),
