@@ -310,14 +310,12 @@ fn bad_plugin_config_is_refused_naming_the_field() {
     );
 }
 
-#[tokio::test]
-async fn the_instance_pool_is_sized_by_an_environment_variable() {
-    // Each slot reserves address space for a plugin's largest memory; a smaller pool is what
-    // lets the proxy run where that space is limited (`ulimit -v`, valgrind).
-    let app = Upstream::echo("app").await;
-    let path = scratch_dir().join("slots.toml");
+/// A config file `name` in the scratch directory: one listener to `app` whose only plugin tags
+/// requests (`x-chain: tag`).
+fn tagging_config(name: &str, app: &Upstream, tag: &str) -> std::path::PathBuf {
+    let path = scratch_dir().join(name);
     let plugin = format!(
-        "[[plugin]]\nname = \"tag\"\npath = \"{}\"\nconfig = {{ tag = \"small-pool\" }}\n",
+        "[[plugin]]\nname = \"tag\"\npath = \"{}\"\nconfig = {{ tag = \"{tag}\" }}\n",
         plugin_path("testkit").display()
     );
     let text = format!(
@@ -327,6 +325,15 @@ async fn the_instance_pool_is_sized_by_an_environment_variable() {
         cluster("app", &[app.addr], "")
     );
     std::fs::write(&path, &text).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn the_instance_pool_is_sized_by_an_environment_variable() {
+    // Each slot reserves address space for a plugin's largest memory; a smaller pool is what
+    // lets the proxy run where that space is limited (`ulimit -v`, valgrind).
+    let app = Upstream::echo("app").await;
+    let path = tagging_config("slots.toml", &app, "small-pool");
 
     let refused = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(["run", "--config"])
@@ -357,18 +364,7 @@ async fn where_address_space_is_short_plugins_run_with_bounds_checks() {
     // The default pool reserves ~2 TiB (4 GiB for each of 512 memories, so plugins' code needs
     // no bounds checks); under a 200 GiB limit the proxy reserves 256 MiB for each instead.
     let app = Upstream::echo("app").await;
-    let path = scratch_dir().join("short.toml");
-    let plugin = format!(
-        "[[plugin]]\nname = \"tag\"\npath = \"{}\"\nconfig = {{ tag = \"checked\" }}\n",
-        plugin_path("testkit").display()
-    );
-    let text = format!(
-        "[admin]\nlisten = \"127.0.0.1:0\"\n[runtime]\nplugin_cache = \"{}\"\n{}{}{plugin}",
-        crate::support::proxy::plugin_cache().display(),
-        listener("public", "app", &["tag"]),
-        cluster("app", &[app.addr], "")
-    );
-    std::fs::write(&path, &text).unwrap();
+    let path = tagging_config("short.toml", &app, "checked");
 
     let proxy = Proxy::start_in_address_space(path, 1, 200);
     assert!(proxy.logs().contains(BOUNDS_CHECKED), "{}", proxy.logs());
