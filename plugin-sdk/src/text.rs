@@ -49,23 +49,15 @@ pub(crate) fn all_bytes(
     let ok = |x: u64| word_ok(x) || x.to_le_bytes().into_iter().all(&byte_ok);
     let len = text.len();
     if len < 8 {
-        let padded = match len {
+        // The lanes `short` fills: all eight from four bytes, the low four from two or three,
+        // the lowest from one.
+        let filled = match len {
             0 => return true,
-            1 => 0,
+            1 => 1,
             2 | 3 => 4,
-            _ => 8,
+            _ => return ok(short(text)),
         };
-        let pad_lanes = if padded == 8 {
-            0
-        } else {
-            (ONES * u64::from(pad)) << (padded * 8)
-        };
-        let lanes = if len == 1 {
-            u64::from(text[0]) | (ONES * u64::from(pad)) << 8
-        } else {
-            short(text) | pad_lanes
-        };
-        return ok(lanes);
+        return ok(short(text) | (ONES * u64::from(pad)) << (filled * 8));
     }
     let mut at = 0;
     while at + 8 < len {
