@@ -14,6 +14,7 @@ use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use http::{Request, Version};
 use switchyard::balance::{Balancer, Target, hash_bytes};
 use switchyard::config::LbPolicy;
+use switchyard::forwarding;
 use switchyard::headers;
 
 /// An endpoint as the balancers see it.
@@ -96,16 +97,19 @@ fn request() -> Request<()> {
 }
 
 fn head_rewrite(c: &mut Criterion) {
-    let client = headers::ClientAddress::of(IpAddr::from([198, 51, 100, 7]));
+    let client = forwarding::ClientAddress::of(IpAddr::from([198, 51, 100, 7]));
     c.bench_function("request head rewrite (8 headers)", |b| {
         b.iter_batched(
             request,
             |mut req| {
-                let id = headers::ensure_request_id(req.headers_mut());
+                let may_hold = forwarding::MayHold::of(req.headers());
+                let mut added = forwarding::AddedFields::default();
+                let id = added.request_id(req.headers_mut(), may_hold);
                 headers::strip_hop_by_hop(req.headers_mut(), false);
-                headers::add_forwarding(req.headers_mut(), &client, "http", Version::HTTP_11);
+                let version = Version::HTTP_11;
+                added.forward(req.headers_mut(), may_hold, &client, "http", version);
                 let target = headers::set_upstream_target(&mut req, false);
-                (req, id, target.is_ok())
+                (req, added, id, target.is_ok())
             },
             BatchSize::SmallInput,
         );

@@ -39,6 +39,7 @@ pub fn request_state(headers: &[(&'static str, String)]) -> Box<RequestState> {
         .unwrap_or_else(|e| panic!("{e}"));
     Box::new(RequestState {
         head,
+        added: Default::default(),
         response: None,
         listener: "bench".into(),
         peer: "127.0.0.1:40000".parse().unwrap_or_else(|e| panic!("{e}")),

@@ -96,6 +96,14 @@ async fn http2_upstreams_get_http2() {
     let seen = reply.json();
     assert_eq!(seen["version"], "HTTP/2.0");
     assert_eq!(seen["path"], "/to-h2");
+    // The proxy's own fields (kept beside the map for HTTP/1.1) reach an HTTP/2 upstream too.
+    assert_eq!(seen["headers"]["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(seen["headers"]["x-forwarded-proto"], "http");
+    assert_eq!(seen["headers"]["via"], "1.1 switchyard");
+    assert_eq!(
+        seen["headers"]["x-request-id"].as_str().map(str::len),
+        Some(36)
+    );
     assert_eq!(
         reply.version,
         Version::HTTP_11,

@@ -79,6 +79,12 @@ async fn a_plugin_reads_its_own_changes_back_in_the_order_it_made_them() {
             "alice>changed|example.test>moved.example|set|set+added|none|kept|invalid header name \"bad name\"|/moved/here",
             "request {round}: {headers}"
         );
+        assert_eq!(
+            headers["x-forwarding-read"], "127.0.0.1|1.1 switchyard|http|4 listed|same id true",
+            "request {round}: {headers}"
+        );
+        // Replaced by the plugin, not sent twice.
+        assert_eq!(headers["x-forwarded-proto"], "plugin", "{headers}");
         assert_eq!(headers["x-user"], "changed", "{headers}");
         assert_eq!(headers["x-mine"], serde_json::Value::Null, "{headers}");
         assert_eq!(headers["x-chain"], "next");

@@ -150,6 +150,12 @@ async fn sdk_plugins_run_on_the_core_entry_and_answer_as_they_do_as_components()
         echoed["headers"]["x-read-back"],
         "alice>changed|example.test>moved.example|set|set+added|none|kept|invalid header name \"bad name\"|/moved/here"
     );
+    assert_eq!(
+        echoed["headers"]["x-forwarding-read"],
+        "127.0.0.1|1.1 switchyard|http|4 listed|same id true",
+        "the proxy's own fields, read by name and listed"
+    );
+    assert_eq!(echoed["headers"]["x-forwarded-proto"], "plugin");
     assert_eq!(echoed["headers"]["x-callout-status"], "200");
     assert_eq!(echoed["headers"]["x-chain"], "t");
     let header = |seen: &Seen, name: &str| {

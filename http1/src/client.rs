@@ -81,6 +81,9 @@ pub struct SendError {
     pub unanswered: Option<http::request::Parts>,
 }
 
+/// A field a request carries beside its header map (see [`Connection::send_with`]).
+pub type AddedField<'a> = (&'a header::HeaderName, &'a HeaderValue);
+
 /// Takes a connection back when a response on it has ended and it can carry another request
 /// (the pool implements it). Dropped unused when the connection cannot be kept.
 pub trait Keep<S>: Send + Unpin + 'static {
@@ -119,8 +122,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// The head is encoded before the future exists, so the future holds the encoded request,
     /// not the request too (a caller's future holds this one, and moves it).
     pub fn send<B, K>(
+        self,
+        req: Request<B>,
+        keeper: K,
+        wanted: ResponseFields,
+    ) -> impl Future<Output = Result<Response<ResponseBody<S, B, K>>, SendError>>
+    where
+        B: Body<Data = Bytes> + Unpin,
+        B::Error: Into<BoxError>,
+        K: Keep<S>,
+    {
+        self.send_with(req, &[], keeper, wanted)
+    }
+
+    /// [`Connection::send`] with `added` fields written after the request's map (a proxy's own
+    /// fields, kept out of the map: each insertion hashes the name and may grow the map). They
+    /// are never framing or connection fields. A request that comes back unanswered
+    /// ([`SendError::unanswered`]) has its map only: it goes again with the same `added`.
+    pub fn send_with<B, K>(
         mut self,
         req: Request<B>,
+        added: &[AddedField<'_>],
         keeper: K,
         wanted: ResponseFields,
     ) -> impl Future<Output = Result<Response<ResponseBody<S, B, K>>, SendError>>
@@ -132,7 +154,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let (parts, body) = req.into_parts();
         let head_request = parts.method == Method::HEAD;
         let (mut writer, wants_close) =
-            request_writer(&parts, body, std::mem::take(&mut self.head));
+            request_writer(&parts, added, body, std::mem::take(&mut self.head));
         // A block, not an `async fn`: an async fn's future keeps its arguments twice.
         async move {
             let mut write_error = None;
@@ -377,6 +399,7 @@ pub fn parse_head(
 /// sends it with the body; and whether the request asks to close the connection after it.
 fn request_writer<B>(
     parts: &http::request::Parts,
+    added: &[AddedField<'_>],
     body: B,
     mut out: Vec<u8>,
 ) -> (BodyWriter<B>, bool)
@@ -399,6 +422,9 @@ where
         if name == header::CONNECTION {
             fields.note(name, value.as_bytes());
         }
+        write_field(&mut out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    for (name, value) in added {
         write_field(&mut out, name.as_str().as_bytes(), value.as_bytes());
     }
     // Decided after the fields are written, from what they said: the framing's own field comes

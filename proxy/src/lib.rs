@@ -16,6 +16,7 @@ pub mod config;
 pub mod discovery;
 pub mod echo;
 pub mod file_access;
+pub mod forwarding;
 pub mod grpc;
 pub mod headers;
 pub mod hex;

@@ -100,8 +100,8 @@ impl request::Host for HostState {
     }
 
     fn header_names(&mut self) -> Vec<String> {
-        self.req()
-            .map(|r| header_names(&r.head.headers))
+        self.req_mut()
+            .map(|r| header_names(r.request_headers()))
             .unwrap_or_default()
     }
 
@@ -138,7 +138,9 @@ impl HostState {
         value: bytes::Bytes,
     ) -> Result<(), String> {
         let (name, value) = self.parse_header(name, value)?;
-        let head = &mut self.req_mut().ok_or(NO_REQUEST)?.head;
+        let req = self.req_mut().ok_or(NO_REQUEST)?;
+        req.request_headers();
+        let head = &mut req.head;
         if change == HeaderChange::Add {
             head.headers.append(name, value);
             return Ok(());
@@ -182,7 +184,7 @@ impl HostState {
             return;
         };
         if let Some(req) = self.req_mut() {
-            req.head.headers.remove(&name);
+            req.request_headers().remove(&name);
         }
     }
 }
@@ -236,7 +238,7 @@ impl response::Host for HostState {
 impl HostState {
     pub(super) fn request_header(&mut self, name: &str) -> Option<http::HeaderValue> {
         let name = self.header_name(name)?;
-        self.req()?.head.headers.get(&name).cloned()
+        self.req()?.request_header(&name).cloned()
     }
 
     pub(super) fn request_header_all(&mut self, name: &str) -> Vec<http::HeaderValue> {
@@ -244,7 +246,7 @@ impl HostState {
             return Vec::new();
         };
         self.req()
-            .map(|r| r.head.headers.get_all(&name).iter().cloned().collect())
+            .map(|r| r.request_header_all(&name))
             .unwrap_or_default()
     }
 

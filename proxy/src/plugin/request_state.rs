@@ -4,14 +4,20 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::HeaderValue;
+use http::header::{HeaderName, HeaderValue};
 
 use crate::upstream::{Cluster, Clusters};
 
 /// One request as plugins see it. Owned by the proxy; lent to an instance for each hook call.
 #[derive(Debug)]
 pub struct RequestState {
+    /// The request head. Its map may lack the forwarding fields this proxy adds (`added`): read
+    /// fields by name with [`RequestState::request_header`], and change the map or read it whole
+    /// through [`RequestState::request_headers`].
     pub head: http::request::Parts,
+    /// The forwarding fields the client sent none of, kept beside the map until something reads
+    /// it whole or changes it (see `forwarding`).
+    pub added: crate::forwarding::AddedFields,
     /// The attempt's response head in on-upstream-response, the client's in on-response.
     pub response: Option<http::response::Parts>,
     pub listener: Arc<str>,
@@ -52,6 +58,35 @@ pub struct RequestState {
 }
 
 impl RequestState {
+    /// The first value of the request's `name` field, in the map or beside it.
+    pub fn request_header(&self, name: &HeaderName) -> Option<&HeaderValue> {
+        self.head
+            .headers
+            .get(name)
+            .or_else(|| self.added.get(name.as_str(), &self.request_id))
+    }
+
+    /// Every value of the request's `name` field, in the map or beside it.
+    pub fn request_header_all(&self, name: &HeaderName) -> Vec<HeaderValue> {
+        let in_map: Vec<HeaderValue> = self.head.headers.get_all(name).iter().cloned().collect();
+        if !in_map.is_empty() {
+            return in_map;
+        }
+        self.added
+            .get(name.as_str(), &self.request_id)
+            .cloned()
+            .into_iter()
+            .collect()
+    }
+
+    /// The request's whole header map, the fields kept beside it put in first: for whatever
+    /// lists or changes the fields.
+    pub fn request_headers(&mut self) -> &mut http::HeaderMap {
+        self.added
+            .move_into(&mut self.head.headers, &self.request_id);
+        &mut self.head.headers
+    }
+
     /// What telemetry reports when the request is done.
     pub fn finished(&self) -> crate::telemetry::exchange::Finished<'_> {
         crate::telemetry::exchange::Finished {
@@ -70,6 +105,7 @@ impl RequestState {
     pub fn view(&self) -> Box<RequestState> {
         Box::new(RequestState {
             head: crate::headers::copy_request(&self.head, ()).into_parts().0,
+            added: self.added.clone(),
             response: self
                 .response
                 .as_ref()

@@ -56,7 +56,7 @@ pub(super) fn upstream_answer(
         }
     };
     headers::strip_hop_by_hop(&mut head.headers, switching);
-    headers::append_via(&mut head.headers, version);
+    crate::forwarding::append_via(&mut head.headers, version);
     Answer { head, body }
 }
 

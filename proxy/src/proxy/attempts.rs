@@ -2,7 +2,6 @@
 //! total deadlines, the retry a plugin asks for and why one is refused, and the answer the last
 //! attempt makes.
 
-use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -99,19 +98,14 @@ pub(super) fn rejoin_head(
 }
 
 /// The key `ring_hash` uses: the configured header's value, else the client's IP address.
-pub(super) fn request_hash(
-    head: &http::request::Parts,
-    cluster: &Cluster,
-    peer: SocketAddr,
-) -> u64 {
-    let header: Option<&HeaderValue> = cluster
-        .config
-        .hash_header
-        .as_deref()
-        .and_then(|name| head.headers.get(name));
+pub(super) fn request_hash(state: &RequestState, cluster: &Cluster) -> u64 {
+    let header: Option<&HeaderValue> = cluster.config.hash_header.as_deref().and_then(|name| {
+        let added = || state.added.get(name, &state.request_id);
+        state.head.headers.get(name).or_else(added)
+    });
     match header {
         Some(value) => hash_bytes(value.as_bytes()),
-        None => hash_bytes(peer.ip().to_string().as_bytes()),
+        None => hash_bytes(state.peer.ip().to_string().as_bytes()),
     }
 }
 
@@ -248,9 +242,7 @@ impl ListenerProxy {
         per_try: Duration,
         started: Instant,
     ) -> Result<(Response<UpstreamBody>, Attempted), AttemptError> {
-        let hash = cluster
-            .wants_hash()
-            .then(|| request_hash(&state.head, cluster, state.peer));
+        let hash = cluster.wants_hash().then(|| request_hash(state, cluster));
         let Some(endpoint) = cluster.pick(hash) else {
             return Err(self.failed(state, AttemptError::NoEndpoint));
         };
@@ -275,7 +267,8 @@ impl ListenerProxy {
         // is neither moved into the timeout nor boxed. A retry is written at once; the first
         // attempt waited in `attempts` if it was to.
         let sent = {
-            let send = pin!(endpoint.send(req, Pace::Now, state.response_fields));
+            let added = state.added.listed(&state.request_id);
+            let send = pin!(endpoint.send(req, added.as_slice(), Pace::Now, state.response_fields));
             match tokio::time::timeout_at(per_try_deadline, send).await {
                 Ok(Ok(sent)) => Ok(sent),
                 Ok(Err(e)) => Err(AttemptError::from_send(e)),

@@ -26,6 +26,7 @@ use http_body_util::{BodyExt, Limited};
 use upgrade::DownstreamUpgrade;
 
 use crate::body::ProxyBody;
+use crate::forwarding;
 use crate::grpc;
 use crate::headers;
 use crate::local_response::LocalError;
@@ -74,7 +75,7 @@ enum Next {
 /// `x-forwarded-for` writes it), its TLS session, and where a captured connection was dialed.
 pub struct Client {
     pub peer: SocketAddr,
-    pub address: headers::ClientAddress,
+    pub address: forwarding::ClientAddress,
     pub tls: Option<Arc<TlsSession>>,
     pub dialed: Option<SocketAddr>,
 }
@@ -83,7 +84,7 @@ impl Client {
     pub fn new(peer: SocketAddr, tls: Option<Arc<TlsSession>>, dialed: Option<SocketAddr>) -> Self {
         Self {
             peer,
-            address: headers::ClientAddress::of(peer.ip()),
+            address: forwarding::ClientAddress::of(peer.ip()),
             tls,
             dialed,
         }
@@ -179,7 +180,9 @@ impl ListenerProxy {
             grpc::web::to_grpc_request(req.headers_mut(), call.encoding);
         }
         let exchange = self.telemetry.start(&req);
-        let request_id = headers::ensure_request_id(req.headers_mut());
+        let may_hold = forwarding::MayHold::of(req.headers());
+        let mut added = forwarding::AddedFields::default();
+        let request_id = added.request_id(req.headers_mut(), may_hold);
         let mut refusal = self.refuse_oversized(&req);
         if refusal.is_none() {
             match self.path_normalization.normalize_uri(req.uri()) {
@@ -198,8 +201,18 @@ impl ListenerProxy {
         let response_fields =
             self.response_fields(version, upgrade, accepts_trailers, &exchange, web.is_some());
         headers::strip_hop_by_hop(req.headers_mut(), upgrade);
-        headers::add_forwarding(req.headers_mut(), &client.address, self.scheme, version);
+        added.forward(
+            req.headers_mut(),
+            may_hold,
+            &client.address,
+            self.scheme,
+            version,
+        );
         if let Some(header) = &self.forward_client_cert {
+            if added.get(header.as_str(), &request_id).is_some() {
+                // Named like one of this proxy's own fields: edited in the map, as set there.
+                added.move_into(req.headers_mut(), &request_id);
+            }
             req.headers_mut().remove(header);
             let identity = tls.as_ref().and_then(|t| t.identity.as_ref());
             if let Some(value) =
@@ -212,6 +225,7 @@ impl ListenerProxy {
         let (head, body) = req.into_parts();
         let state = Box::new(RequestState {
             head,
+            added,
             response: None,
             listener: Arc::clone(&self.listener),
             peer: client.peer,

@@ -43,8 +43,9 @@ pub struct Exchange {
     pub method: http::Method,
     pub version: http::Version,
     /// The request target as the client sent it (kept only when the access log or a span
-    /// needs it; the head itself may be moved upstream).
-    pub uri: Option<http::Uri>,
+    /// needs it; the head itself may be moved upstream). Boxed: kept for few requests, and
+    /// inline it would push the request state out of the allocator's thread cache.
+    pub uri: Option<Box<http::Uri>>,
     pub authority: Option<String>,
     pub trace: Option<TraceContext>,
     /// The cluster the request was sent to, if it got that far.
@@ -172,10 +173,10 @@ impl ListenerTelemetry {
         let mut exchange = Exchange::new(req.method().clone(), req.version());
         if self.shared.wants_target() {
             exchange.started_at = Some(SystemTime::now());
-            exchange.uri = Some(req.uri().clone());
+            exchange.uri = Some(Box::new(req.uri().clone()));
             exchange.authority = authority(req);
         } else if traffic().counts_paths() {
-            exchange.uri = Some(req.uri().clone());
+            exchange.uri = Some(Box::new(req.uri().clone()));
         }
         exchange.trace = self.shared.trace_for(req.headers());
         exchange.grpc = crate::grpc::is_grpc(req.headers());
@@ -236,7 +237,7 @@ impl ListenerTelemetry {
             peer: state.peer.to_string(),
             method: exchange.method.as_str(),
             authority: exchange.authority.as_deref(),
-            path: exchange.uri.as_ref().map(http::Uri::path),
+            path: exchange.uri.as_deref().map(http::Uri::path),
             protocol: protocol(exchange.version),
             status,
             bytes,

@@ -14,6 +14,7 @@ use super::pool::{Pace, Pool, UpstreamBody, UpstreamError};
 use super::stream::UpstreamStream;
 use crate::balance::{PeakEwma, Target};
 use crate::body::ProxyBody;
+use switchyard_http1::client::AddedField;
 
 /// An address of a cluster that requests are sent to.
 #[derive(Debug)]
@@ -68,13 +69,14 @@ impl Endpoint {
     /// The pool's future itself, not one wrapping it: a future returned by a plain function is
     /// moved into its caller's state when awaited, and each level of wrapping adds such a copy
     /// of all it holds.
-    pub fn send(
-        &self,
+    pub fn send<'a>(
+        &'a self,
         req: Request<ProxyBody>,
+        added: &'a [AddedField<'a>],
         pace: Pace,
         fields: ResponseFields,
-    ) -> impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + Send + '_ {
-        self.pool.send(req, pace, fields)
+    ) -> impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + Send + 'a {
+        self.pool.send(req, added, pace, fields)
     }
 }
 

@@ -32,7 +32,7 @@ use crate::config::{ClusterConfig, UpstreamProtocol};
 use crate::tls::client::UpstreamTls;
 use switchyard_http1 as http1;
 use switchyard_http1::client::{
-    Connection, Keep, PassedFields, ResponseBody, ResponseFields, SendError, Upgraded,
+    AddedField, Connection, Keep, PassedFields, ResponseBody, ResponseFields, SendError, Upgraded,
 };
 
 /// Why a request could not be sent to an endpoint or got no response head.
@@ -286,24 +286,33 @@ impl Pool {
     /// the connection until it has been read to the end.
     ///
     /// The protocol's own future, not one wrapping it (see [`super::Endpoint::send`]).
-    pub fn send(
-        self: &Arc<Self>,
-        req: Request<ProxyBody>,
+    /// Sends `req` with the `added` fields after its map's (see `forwarding`).
+    pub fn send<'a>(
+        self: &'a Arc<Self>,
+        mut req: Request<ProxyBody>,
+        added: &'a [AddedField<'a>],
         pace: Pace,
         fields: ResponseFields,
-    ) -> impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + Send + '_ {
+    ) -> impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + Send + 'a {
         match self.settings.protocol {
-            UpstreamProtocol::Http1 => Either::Left(self.send_http1(req, pace, fields)),
-            UpstreamProtocol::Http2 => Either::Right(
-                self.send_http2(req)
-                    .map_ok(|response| response.map(UpstreamBody::Http2)),
-            ),
+            UpstreamProtocol::Http1 => Either::Left(self.send_http1(req, added, pace, fields)),
+            UpstreamProtocol::Http2 => {
+                // hyper writes the map only.
+                for (name, value) in added {
+                    req.headers_mut().append(*name, (*value).clone());
+                }
+                Either::Right(
+                    self.send_http2(req)
+                        .map_ok(|response| response.map(UpstreamBody::Http2)),
+                )
+            }
         }
     }
 
     async fn send_http1(
         self: &Arc<Self>,
         req: Request<ProxyBody>,
+        added: &[AddedField<'_>],
         pace: Pace,
         fields: ResponseFields,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
@@ -324,7 +333,7 @@ impl Pool {
             }
         };
         // Pinned where it is made: awaited as a value, the client's send future is moved twice.
-        let sent = pin!(connection.send(req, self.back_to_pool(open), fields));
+        let sent = pin!(connection.send_with(req, added, self.back_to_pool(open), fields));
         match sent.await {
             Ok(response) => Ok(response.map(UpstreamBody::Http1)),
             // A kept connection the endpoint closed while it sat idle, seen only now: nothing
@@ -335,7 +344,7 @@ impl Pool {
                 ..
             }) if reused && head.method.is_idempotent() => {
                 debug!(addr = %self.addr, "a kept connection had closed; sending on a new one");
-                Box::pin(self.resend_http1(head, fields)).await
+                Box::pin(self.resend_http1(head, added, fields)).await
             }
             Err(e) => Err(self.reset(e.error)),
         }
@@ -347,11 +356,13 @@ impl Pool {
     async fn resend_http1(
         self: &Arc<Self>,
         head: http::request::Parts,
+        added: &[AddedField<'_>],
         fields: ResponseFields,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let (connection, open) = Box::pin(self.connect_http1()).await?;
         let req = Request::from_parts(head, ProxyBody::Empty);
-        match connection.send(req, self.back_to_pool(open), fields).await {
+        let keeper = self.back_to_pool(open);
+        match connection.send_with(req, added, keeper, fields).await {
             Ok(response) => Ok(response.map(UpstreamBody::Http1)),
             Err(e) => Err(self.reset(e.error)),
         }

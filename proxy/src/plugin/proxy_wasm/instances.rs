@@ -198,7 +198,11 @@ impl ProxyWasmFilter {
         }
         begin(&mut live.store, self.env.time_limit);
         let data = live.store.data_mut();
-        data.request = state;
+        data.request = state.map(|mut state| {
+            // A filter reads and changes the map as it is: the proxy's own fields go in first.
+            state.request_headers();
+            state
+        });
         data.body = body;
         data.call_response = call_response;
         let result = call(live);

@@ -237,7 +237,7 @@ impl ProxyWasmFilter {
         });
         state.filter_contexts.push(Arc::clone(&context));
         let eos = i32::from(request_ends_with_head(&state.head));
-        let headers = count_headers(Some(&state.head.headers)) + 4;
+        let headers = count_headers(Some(state.request_headers())) + 4;
         let (state, outcome) = self.run(&context, Some(state), None, |live| {
             let store = &mut live.store;
             live.exports.context_create.call(&mut *store, (id, ROOT))?;

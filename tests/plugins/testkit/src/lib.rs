@@ -182,6 +182,7 @@ fn fail_with_question_mark(req: &mut Request) -> Result<Action, switchyard_sdk::
 /// and the authority read before and after a change, too).
 fn read_back(req: &mut Request) {
     let shown = |value: Option<String>| value.unwrap_or_else(|| "none".into());
+    read_forwarding(req);
     let user = shown(req.header("x-user"));
     let authority = shown(req.authority());
     let _ = req.set_header("x-user", "changed");
@@ -211,6 +212,33 @@ fn read_back(req: &mut Request) {
         &format!(
             "{user}>{changed_user}|{authority}>{moved_authority}|{set}|{added}|{removed}|{context}|{refused}|{moved}"
         ),
+    );
+}
+
+/// The fields the proxy adds (kept beside the request's map until a plugin lists or changes
+/// the headers) read by name, listed, then one replaced; what it saw goes upstream in
+/// `x-forwarding-read`.
+fn read_forwarding(req: &mut Request) {
+    let shown = |value: Option<String>| value.unwrap_or_else(|| "none".into());
+    let forwarded_for = req.with_header("x-forwarded-for", |v| v.unwrap_or("none").to_owned());
+    let via = shown(req.header("via"));
+    let proto = req.header_all("x-forwarded-proto").join("+");
+    let id = req.header("x-request-id");
+    let names = req.header_names();
+    let listed = [
+        "x-request-id",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "via",
+    ]
+    .iter()
+    .filter(|name| names.iter().any(|n| n == *name))
+    .count();
+    let same_id = id.is_some() && req.header("x-request-id") == id;
+    let _ = req.set_header("x-forwarded-proto", "plugin");
+    let _ = req.set_header(
+        "x-forwarding-read",
+        &format!("{forwarded_for}|{via}|{proto}|{listed} listed|same id {same_id}"),
     );
 }
 
