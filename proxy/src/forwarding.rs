@@ -94,8 +94,32 @@ impl AddedFields {
             && self.via.is_none()
     }
 
-    /// The added field named `name` (compared without case), if there is one.
-    pub fn get<'a>(&'a self, name: &str, request_id: &'a HeaderValue) -> Option<&'a HeaderValue> {
+    /// The added field named `name`, if there is one.
+    pub fn get<'a>(
+        &'a self,
+        name: &HeaderName,
+        request_id: &'a HeaderValue,
+    ) -> Option<&'a HeaderValue> {
+        if self.request_id && *name == X_REQUEST_ID {
+            Some(request_id)
+        } else if *name == X_FORWARDED_FOR {
+            self.forwarded_for.as_ref()
+        } else if *name == X_FORWARDED_PROTO {
+            self.forwarded_proto
+        } else if name == header::VIA {
+            self.via
+        } else {
+            None
+        }
+    }
+
+    /// The added field named `name` (compared without case), if there is one: for a name kept
+    /// as text.
+    pub fn get_by_text<'a>(
+        &'a self,
+        name: &str,
+        request_id: &'a HeaderValue,
+    ) -> Option<&'a HeaderValue> {
         if self.is_empty() {
             return None;
         }
@@ -538,11 +562,14 @@ mod tests {
             ]
         );
         assert_eq!(
-            added.get("X-Forwarded-For", &request_id).unwrap(),
+            added.get(&X_FORWARDED_FOR, &request_id).unwrap(),
             "10.1.2.3"
         );
-        assert_eq!(added.get("x-request-id", &request_id), Some(&request_id));
-        assert_eq!(added.get("host", &request_id), None);
+        assert_eq!(added.get(&X_REQUEST_ID, &request_id), Some(&request_id));
+        assert_eq!(added.get(&header::HOST, &request_id), None);
+        let by_text = added.get_by_text("X-Forwarded-For", &request_id);
+        assert_eq!(by_text.unwrap(), "10.1.2.3");
+        assert_eq!(added.get_by_text("host", &request_id), None);
 
         // Moved in, the map is the one the fields would have been inserted in.
         let mut expected = with_host.clone();

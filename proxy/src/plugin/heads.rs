@@ -139,7 +139,7 @@ impl HostState {
     ) -> Result<(), String> {
         let (name, value) = self.parse_header(name, value)?;
         let req = self.req_mut().ok_or(NO_REQUEST)?;
-        req.request_headers();
+        req.request_headers_for(&name);
         let head = &mut req.head;
         if change == HeaderChange::Add {
             head.headers.append(name, value);
@@ -184,7 +184,7 @@ impl HostState {
             return;
         };
         if let Some(req) = self.req_mut() {
-            req.request_headers().remove(&name);
+            req.request_headers_for(&name).remove(&name);
         }
     }
 }

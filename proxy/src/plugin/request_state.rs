@@ -63,7 +63,7 @@ impl RequestState {
         self.head
             .headers
             .get(name)
-            .or_else(|| self.added.get(name.as_str(), &self.request_id))
+            .or_else(|| self.added.get(name, &self.request_id))
     }
 
     /// Every value of the request's `name` field, in the map or beside it.
@@ -73,17 +73,28 @@ impl RequestState {
             return in_map;
         }
         self.added
-            .get(name.as_str(), &self.request_id)
+            .get(name, &self.request_id)
             .cloned()
             .into_iter()
             .collect()
     }
 
     /// The request's whole header map, the fields kept beside it put in first: for whatever
-    /// lists or changes the fields.
+    /// lists the fields or reads them all.
     pub fn request_headers(&mut self) -> &mut http::HeaderMap {
         self.added
             .move_into(&mut self.head.headers, &self.request_id);
+        &mut self.head.headers
+    }
+
+    /// The request's header map, to change its `name` fields: the fields kept beside it are put
+    /// in first only when one has that name (a change to other names leaves them where they
+    /// are, written after the map's).
+    pub fn request_headers_for(&mut self, name: &HeaderName) -> &mut http::HeaderMap {
+        if self.added.get(name, &self.request_id).is_some() {
+            self.added
+                .move_into(&mut self.head.headers, &self.request_id);
+        }
         &mut self.head.headers
     }
 

@@ -100,7 +100,7 @@ pub(super) fn rejoin_head(
 /// The key `ring_hash` uses: the configured header's value, else the client's IP address.
 pub(super) fn request_hash(state: &RequestState, cluster: &Cluster) -> u64 {
     let header: Option<&HeaderValue> = cluster.config.hash_header.as_deref().and_then(|name| {
-        let added = || state.added.get(name, &state.request_id);
+        let added = || state.added.get_by_text(name, &state.request_id);
         state.head.headers.get(name).or_else(added)
     });
     match header {

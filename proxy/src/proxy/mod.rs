@@ -209,7 +209,7 @@ impl ListenerProxy {
             version,
         );
         if let Some(header) = &self.forward_client_cert {
-            if added.get(header.as_str(), &request_id).is_some() {
+            if added.get(header, &request_id).is_some() {
                 // Named like one of this proxy's own fields: edited in the map, as set there.
                 added.move_into(req.headers_mut(), &request_id);
             }
