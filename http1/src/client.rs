@@ -19,6 +19,7 @@ use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+pub use super::added::AddedField;
 use super::chunked::{ChunkedDecoder, ChunkedError};
 use super::fields::FramingFields;
 pub use super::framing::Framing;
@@ -80,9 +81,6 @@ pub struct SendError {
     pub error: Error,
     pub unanswered: Option<http::request::Parts>,
 }
-
-/// A field a request carries beside its header map (see [`Connection::send_with`]).
-pub type AddedField<'a> = (&'a header::HeaderName, &'a HeaderValue);
 
 /// Takes a connection back when a response on it has ended and it can carry another request
 /// (the pool implements it). Dropped unused when the connection cannot be kept.

@@ -9,6 +9,7 @@
 //! `fuzz/` use it too).
 #![forbid(unsafe_code)]
 
+pub mod added;
 pub mod chunked;
 pub mod client;
 pub mod fields;

@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use http::Version;
 use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use switchyard_http1::NameLengths;
-use switchyard_http1::client::AddedField;
+use switchyard_http1::added::AddedList;
 
 pub use crate::headers::X_REQUEST_ID;
 
@@ -73,18 +73,6 @@ pub struct AddedFields {
     via: Option<&'static HeaderValue>,
 }
 
-/// The added fields as the HTTP/1.1 engine takes them: a list on the stack.
-pub struct Listed<'a> {
-    fields: [AddedField<'a>; 4],
-    len: usize,
-}
-
-impl<'a> Listed<'a> {
-    pub fn as_slice(&self) -> &[AddedField<'a>] {
-        &self.fields[..self.len]
-    }
-}
-
 impl AddedFields {
     /// Whether nothing is kept beside the map.
     pub fn is_empty(&self) -> bool {
@@ -131,20 +119,19 @@ impl AddedFields {
     }
 
     /// The fields in the order they are written: after the map's, as they were appended to it.
-    pub fn listed<'a>(&'a self, request_id: &'a HeaderValue) -> Listed<'a> {
-        let mut listed = Listed {
-            fields: [(&X_REQUEST_ID, request_id); 4],
-            len: 0,
-        };
-        let fields = [
-            self.request_id.then_some((&X_REQUEST_ID, request_id)),
-            self.forwarded_for.as_ref().map(|v| (&X_FORWARDED_FOR, v)),
-            self.forwarded_proto.map(|v| (&X_FORWARDED_PROTO, v)),
-            self.via.map(|v| (&header::VIA, v)),
-        ];
-        for field in fields.into_iter().flatten() {
-            listed.fields[listed.len] = field;
-            listed.len += 1;
+    pub fn listed<'a>(&'a self, request_id: &'a HeaderValue) -> AddedList<'a> {
+        let mut listed = AddedList::default();
+        if self.request_id {
+            listed.push((&X_REQUEST_ID, request_id));
+        }
+        if let Some(forwarded_for) = &self.forwarded_for {
+            listed.push((&X_FORWARDED_FOR, forwarded_for));
+        }
+        if let Some(proto) = self.forwarded_proto {
+            listed.push((&X_FORWARDED_PROTO, proto));
+        }
+        if let Some(via) = self.via {
+            listed.push((&header::VIA, via));
         }
         listed
     }
@@ -305,7 +292,7 @@ fn write_ipv4(address: std::net::Ipv4Addr, out: &mut [u8; 64]) -> usize {
 
 /// This proxy's `via` entry for `version` (RFC 9110 7.6.3), made once: a value made from a
 /// `&'static str` at run time checks its bytes every time.
-fn via_hop(version: Version) -> &'static HeaderValue {
+pub fn via_hop(version: Version) -> &'static HeaderValue {
     static HTTP_09: HeaderValue = HeaderValue::from_static("0.9 switchyard");
     static HTTP_10: HeaderValue = HeaderValue::from_static("1.0 switchyard");
     static HTTP_11: HeaderValue = HeaderValue::from_static("1.1 switchyard");

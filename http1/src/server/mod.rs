@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::added::AddedList;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
@@ -74,6 +75,11 @@ const READ_AHEAD: usize = 256 * 1024;
 pub trait PassesFields {
     fn passed_fields(&self) -> Option<&PassedFields> {
         None
+    }
+
+    /// Fields written after the head's map (see [`crate::added`]); none by default.
+    fn added_fields(&self) -> AddedList<'_> {
+        AddedList::default()
     }
 }
 
@@ -323,6 +329,7 @@ impl Connection {
             parts.status,
             &parts.headers,
             body.passed_fields(),
+            body.added_fields().as_slice(),
             &shape,
             &mut exchange,
         );

@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use http::header::{self, HeaderMap};
 use http::{StatusCode, Version};
 
+use crate::added::AddedField;
 use crate::fields::FramingFields;
 use crate::passed::PassedFields;
 use crate::writer::{Outbound, write_field, write_length};
@@ -35,6 +36,7 @@ pub(crate) fn encode_head(
     status: StatusCode,
     headers: &HeaderMap,
     passed: Option<&PassedFields>,
+    added: &[AddedField<'_>],
     body: &BodyShape,
     exchange: &mut Exchange,
 ) -> Outbound {
@@ -65,6 +67,9 @@ pub(crate) fn encode_head(
             }
         }
         has_date |= name == header::DATE;
+        write_field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    for (name, value) in added {
         write_field(out, name.as_str().as_bytes(), value.as_bytes());
     }
 
@@ -138,7 +143,7 @@ pub(crate) fn refusal(out: &mut Vec<u8>, status: StatusCode, reason: &str) {
         keep_alive: false,
         switching: false,
     };
-    encode_head(out, status, &headers, None, &body, &mut exchange);
+    encode_head(out, status, &headers, None, &[], &body, &mut exchange);
     out.extend_from_slice(reason.as_bytes());
     out.push(b'\n');
 }

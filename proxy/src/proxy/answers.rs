@@ -56,8 +56,24 @@ pub(super) fn upstream_answer(
         }
     };
     headers::strip_hop_by_hop(&mut head.headers, switching);
-    crate::forwarding::append_via(&mut head.headers, version);
+    if body.passed_fields().is_none() {
+        crate::forwarding::append_via(&mut head.headers, version);
+    }
+    // Else `via` goes after the passed fields (`ListenerProxy::finish`).
     Answer { head, body }
+}
+
+/// An upstream answer's passed fields read into its head's map after all (for a hook, or a
+/// translation, that reads them), with the `via` [`upstream_answer`] left to go after them.
+pub(super) fn unpass_answer(
+    headers: &mut http::HeaderMap,
+    version: http::Version,
+    passed: Option<switchyard_http1::client::PassedFields>,
+) {
+    if passed.is_some() {
+        headers::unpass(headers, passed);
+        crate::forwarding::append_via(headers, version);
+    }
 }
 
 /// 503 with `x-switchyard-overloaded` naming the circuit breaker that refused the request.

@@ -47,8 +47,8 @@ use answers::{
     Answer, apply_response_step, error_answer, local_answer, plugin_failed, plugin_failed_answer,
 };
 use request_body::RequestBody;
-use served::Done;
 pub use served::ServedBody;
+use served::{Done, ResponseAdded};
 
 /// A request readied by [`ListenerProxy::handle`] before its future runs.
 struct Start {
@@ -303,24 +303,33 @@ impl ListenerProxy {
         web: Option<grpc::web::WebCall>,
         accepts_trailers: bool,
     ) -> Response<ServedBody> {
-        let passed = response.body().passed_fields();
-        if !passed.is_some_and(|p| p.contains(headers::X_REQUEST_ID.as_str())) {
-            response
-                .headers_mut()
-                .entry(&headers::X_REQUEST_ID)
-                .or_insert_with(|| state.request_id.clone());
-        }
-        for (name, value) in state.response_headers_to_add.drain(..) {
-            response.headers_mut().append(name, value);
-        }
         // Not passed for these (`response_fields`); read into the map if they were after all.
         let reads_fields = state.exchange.grpc
             || web.is_some()
             || accepts_trailers
             || self.chain.streams_response();
-        if reads_fields {
+        if reads_fields && response.body().passed_fields().is_some() {
             let passed = response.body_mut().take_passed_fields();
-            headers::unpass(response.headers_mut(), passed);
+            let version = response.version();
+            answers::unpass_answer(response.headers_mut(), version, passed);
+        }
+        let mut added = ResponseAdded::default();
+        match response.body().passed_fields() {
+            // The upstream's fields pass as they came (nothing reads them): this proxy's own go
+            // after them, not into the map (`upstream_answer` left `via` out).
+            Some(passed) => {
+                added.via = Some(forwarding::via_hop(response.version()));
+                added.request_id = !passed.contains(headers::X_REQUEST_ID.as_str());
+            }
+            None => {
+                response
+                    .headers_mut()
+                    .entry(&headers::X_REQUEST_ID)
+                    .or_insert_with(|| state.request_id.clone());
+            }
+        }
+        for (name, value) in state.response_headers_to_add.drain(..) {
+            response.headers_mut().append(name, value);
         }
         if state.exchange.grpc {
             response = grpc::local_error_as_grpc(response);
@@ -348,7 +357,7 @@ impl ListenerProxy {
             telemetry: Arc::clone(&self.telemetry),
             log_chain: self.chain.wants_log().then(|| Arc::clone(&self.chain)),
         };
-        Response::from_parts(head, ServedBody::new(body, Some(done)))
+        Response::from_parts(head, ServedBody::with_added(body, Some(done), added))
     }
 
     /// Counts an error and remembers it as the reason for the request's outcome.
@@ -478,7 +487,7 @@ impl ListenerProxy {
         // should one run after all, it reads them in the map. Checked in that order: asking the
         // chain walks its plugins.
         if body.passed_fields().is_some() && self.chain.hooks_after_send() {
-            headers::unpass(&mut head.headers, body.take_passed_fields());
+            answers::unpass_answer(&mut head.headers, head.version, body.take_passed_fields());
         }
         state.response = Some(head);
         let (back, step) = self.chain.on_response(state).await;

@@ -7,6 +7,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use switchyard_http1::added::AddedList;
 
 use crate::body::{BodyError, ProxyBody};
 use crate::plugin::{Chain, RequestState};
@@ -20,6 +21,17 @@ pub struct ServedBody {
     body: ProxyBody,
     bytes: u64,
     done: Option<Done>,
+    /// This proxy's own fields, written after the upstream's passed fields rather than put in
+    /// the head's map (see `forwarding`).
+    added: ResponseAdded,
+}
+
+/// The fields this proxy adds to a response whose upstream fields are passed as they came:
+/// `via`, and the request id when the upstream sent none.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ResponseAdded {
+    pub via: Option<&'static http::HeaderValue>,
+    pub request_id: bool,
 }
 
 /// What is reported when a served body is done with.
@@ -44,14 +56,31 @@ impl switchyard_http1::server::PassesFields for ServedBody {
     fn passed_fields(&self) -> Option<&switchyard_http1::client::PassedFields> {
         self.body.passed_fields()
     }
+
+    fn added_fields(&self) -> AddedList<'_> {
+        let mut added = AddedList::default();
+        if let Some(via) = self.added.via {
+            added.push((&http::header::VIA, via));
+        }
+        if let (true, Some(done)) = (self.added.request_id, &self.done) {
+            added.push((&crate::headers::X_REQUEST_ID, &done.state.request_id));
+        }
+        added
+    }
 }
 
 impl ServedBody {
     pub fn new(body: ProxyBody, done: Option<Done>) -> Self {
+        Self::with_added(body, done, ResponseAdded::default())
+    }
+
+    /// A body whose head the HTTP/1.1 engine writes with `added` after its fields.
+    pub fn with_added(body: ProxyBody, done: Option<Done>, added: ResponseAdded) -> Self {
         Self {
             body,
             bytes: 0,
             done,
+            added,
         }
     }
 }

@@ -221,7 +221,7 @@ fn read_back(req: &mut Request) {
 fn read_forwarding(req: &mut Request) {
     let shown = |value: Option<String>| value.unwrap_or_else(|| "none".into());
     // A change to another header first: the fields stay beside the map, read as before.
-    let _ = req.remove_header("x-not-sent");
+    req.remove_header("x-not-sent");
     let forwarded_for = req.with_header("x-forwarded-for", |v| v.unwrap_or("none").to_owned());
     let via = shown(req.header("via"));
     let proto = req.header_all("x-forwarded-proto").join("+");
