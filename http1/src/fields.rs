@@ -58,6 +58,14 @@ impl FramingFields {
     pub fn note(&mut self, name: &HeaderName, value: &[u8]) {
         if *name == header::CONTENT_LENGTH {
             self.length_fields += 1;
+            // Nearly always the digits alone: read without splitting a list.
+            if let Some(n) = decimal(value) {
+                match self.length {
+                    Some(l) if l != n => self.length_invalid = true,
+                    _ => self.length = Some(n),
+                }
+                return;
+            }
             self.length_list |= value.contains(&b',');
             for item in list_items(value) {
                 match decimal(item) {
@@ -255,6 +263,10 @@ mod tests {
             &[("host", b"a"), ("content-length", b"12")],
             &[("content-length", b"3, 3"), ("content-length", b"3")],
             &[("content-length", b"3"), ("content-length", b"4")],
+            &[("content-length", b"3"), ("content-length", b"3, 4")],
+            &[("content-length", b"3, 4"), ("content-length", b"3")],
+            &[("content-length", b"x"), ("content-length", b"3")],
+            &[("content-length", b"3"), ("content-length", b"3")],
             &[("content-length", b"+3")],
             &[("content-length", b"")],
             &[("content-length", b"99999999999999999999")],

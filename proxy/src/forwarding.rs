@@ -348,16 +348,16 @@ fn new_request_id() -> HeaderValue {
     let mut bits = fastrand::u128(..);
     bits = (bits & !(0xf << 76)) | (0x4 << 76); // version 4
     bits = (bits & !(0x3 << 62)) | (0x2 << 62); // RFC 4122 variant
+    // Eight digits a word, into the five groups (8-4-4-4-12 digits).
+    let word = |i: u32| crate::hex::word_digits((bits >> (96 - 32 * i)) as u32);
+    let (a, b, c, d) = (word(0), word(1), word(2), word(3));
     let mut text = [b'-'; 36];
-    // Byte by byte, two digits each (one lookup), into the five groups (8-4-4-4-12 digits).
-    let mut at = 0;
-    for (i, byte) in bits.to_be_bytes().into_iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            at += 1; // the dash already there
-        }
-        text[at..at + 2].copy_from_slice(&crate::hex::digits(byte));
-        at += 2;
-    }
+    text[..8].copy_from_slice(&a);
+    text[9..13].copy_from_slice(&b[..4]);
+    text[14..18].copy_from_slice(&b[4..]);
+    text[19..23].copy_from_slice(&c[..4]);
+    text[24..28].copy_from_slice(&c[4..]);
+    text[28..].copy_from_slice(&d);
     // Owned by the `Bytes` itself: one allocation, and the copies for the response and the
     // request state are reference counts (a value copied from a slice allocates again when cloned).
     HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(text))
