@@ -180,6 +180,13 @@ impl HostState {
     /// Removes a request header by a name the plugin has likely used before (the name cache
     /// spares parsing it again); a name that is none removes nothing.
     pub(super) fn remove_request_header(&mut self, name: &str) {
+        if let Some(known) = self.custom_header_names.known(name.as_bytes()) {
+            // Borrowed from the cache, not cloned (a custom name's clone is a reference count).
+            if let Some(req) = self.request.as_deref_mut() {
+                req.request_headers_for(known).remove(known);
+            }
+            return;
+        }
         let Some(name) = self.header_name(name) else {
             return;
         };
@@ -237,6 +244,9 @@ impl response::Host for HostState {
 /// bytes).
 impl HostState {
     pub(super) fn request_header(&mut self, name: &str) -> Option<http::HeaderValue> {
+        if let Some(known) = self.custom_header_names.known(name.as_bytes()) {
+            return self.request.as_deref()?.request_header(known).cloned();
+        }
         let name = self.header_name(name)?;
         self.req()?.request_header(&name).cloned()
     }

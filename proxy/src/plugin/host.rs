@@ -82,7 +82,7 @@ pub struct HostState {
     pub tick_clusters: Option<Arc<Clusters>>,
     /// Header names the plugin read or set, so reading or setting `x-hello` on every request
     /// does not parse (and, for a name that is not a standard one, allocate) it each time.
-    custom_header_names: Remembered<HeaderName>,
+    pub(super) custom_header_names: Remembered<HeaderName>,
     /// A hook's batch of changes, copied here out of the plugin's memory ([`super::batch`]): one
     /// buffer for the instance's life instead of an allocation per hook.
     pub(super) batch_buffer: Vec<u8>,

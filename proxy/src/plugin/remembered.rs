@@ -47,11 +47,16 @@ impl<T: Spelled + Clone> Remembered<T> {
         }
     }
 
+    /// The value made before for `text`, if one was kept: borrowed, not cloned.
+    pub fn known(&self, text: &[u8]) -> Option<&T> {
+        self.values.iter().find(|v| v.spelling() == text)
+    }
+
     /// The value spelled `text`: one made before, else `make`'s, kept when there is room and it
     /// spells `text` as given (a header name made from upper case is not, and is looked up by
     /// its lower-case spelling).
     pub fn get_or_make(&mut self, text: &[u8], make: impl FnOnce() -> Option<T>) -> Option<T> {
-        if let Some(known) = self.values.iter().find(|v| v.spelling() == text) {
+        if let Some(known) = self.known(text) {
             return Some(known.clone());
         }
         let made = make()?;
