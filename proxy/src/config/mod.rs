@@ -378,7 +378,8 @@ pub struct ClusterConfig {
     #[serde(with = "duration_text")]
     pub dns_refresh: Duration,
     /// Header hashed by `ring_hash`; without it the client's IP address is hashed.
-    pub hash_header: Option<String>,
+    #[serde(serialize_with = "header_name_text::serialize")]
+    pub hash_header: Option<http::HeaderName>,
     /// Pooled upstream connections unused for this long are closed.
     #[serde(with = "duration_text")]
     pub idle_timeout: Duration,

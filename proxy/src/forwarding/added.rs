@@ -88,23 +88,6 @@ impl AddedFields {
         }
     }
 
-    /// The added field named `name` (compared without case), if there is one: for a name kept
-    /// as text.
-    pub fn get_by_text<'a>(
-        &'a self,
-        name: &str,
-        request_id: &'a HeaderValue,
-    ) -> Option<&'a HeaderValue> {
-        if self.is_empty() {
-            return None;
-        }
-        self.listed(request_id)
-            .as_slice()
-            .iter()
-            .find(|(added, _)| added.as_str().eq_ignore_ascii_case(name))
-            .map(|(_, value)| *value)
-    }
-
     /// The fields in the order they are written: after the map's, as they were appended to it.
     pub fn listed<'a>(&'a self, request_id: &'a HeaderValue) -> AddedList<'a> {
         let mut listed = AddedList::default();
@@ -191,9 +174,6 @@ mod tests {
         );
         assert_eq!(added.get(&X_REQUEST_ID, &request_id), Some(&request_id));
         assert_eq!(added.get(&header::HOST, &request_id), None);
-        let by_text = added.get_by_text("X-Forwarded-For", &request_id);
-        assert_eq!(by_text.unwrap(), "10.1.2.3");
-        assert_eq!(added.get_by_text("host", &request_id), None);
 
         // Moved in, the map is the one the fields would have been inserted in.
         let mut expected = with_host.clone();

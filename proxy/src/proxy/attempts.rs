@@ -99,10 +99,11 @@ pub(super) fn rejoin_head(
 
 /// The key `ring_hash` uses: the configured header's value, else the client's IP address.
 pub(super) fn request_hash(state: &RequestState, cluster: &Cluster) -> u64 {
-    let header: Option<&HeaderValue> = cluster.config.hash_header.as_deref().and_then(|name| {
-        let added = || state.added.get_by_text(name, &state.request_id);
-        state.head.headers.get(name).or_else(added)
-    });
+    let header: Option<&HeaderValue> = cluster
+        .config
+        .hash_header
+        .as_ref()
+        .and_then(|name| state.request_header(name));
     match header {
         Some(value) => hash_bytes(value.as_bytes()),
         None => hash_bytes(state.peer.ip().to_string().as_bytes()),

@@ -92,15 +92,16 @@ pub(super) fn cluster(
         .and_then(|lb| one_of(lb, LB_POLICIES, &key("lb"), d))
         .unwrap_or(LbPolicy::RoundRobin);
     let hash_header = raw.hash_header.as_ref().and_then(|h| {
-        if http::HeaderName::from_bytes(h.get_ref().as_bytes()).is_err() {
+        // Parsed names are lower case, as the map compares them.
+        let parsed = http::HeaderName::from_bytes(h.get_ref().as_bytes());
+        if parsed.is_err() {
             d.error(
                 h.span(),
                 key("hash_header"),
                 format!("{:?} is not a valid header name", h.get_ref()),
             );
-            return None;
         }
-        Some(h.get_ref().to_ascii_lowercase())
+        parsed.ok()
     });
     let service_addresses = raw
         .service_addresses
