@@ -180,19 +180,26 @@ impl HostState {
     /// Removes a request header by a name the plugin has likely used before (the name cache
     /// spares parsing it again); a name that is none removes nothing.
     pub(super) fn remove_request_header(&mut self, name: &str) {
-        if let Some(known) = self.custom_header_names.known(name.as_bytes()) {
-            // Borrowed from the cache, not cloned (a custom name's clone is a reference count).
-            if let Some(req) = self.request.as_deref_mut() {
-                req.request_headers_for(known).remove(known);
+        self.with_request_and_name(name, |req, name| {
+            if let Some(req) = req {
+                req.request_headers_for(name).remove(name);
             }
-            return;
+        });
+    }
+
+    /// `f` over the request (if this hook has one) and the header name a plugin wrote: a name
+    /// it used before is borrowed from the name cache, not cloned (a custom name's clone is a
+    /// reference count); `None` for a name that is none.
+    fn with_request_and_name<R>(
+        &mut self,
+        name: &str,
+        f: impl FnOnce(Option<&mut super::RequestState>, &http::HeaderName) -> R,
+    ) -> Option<R> {
+        if let Some(known) = self.custom_header_names.known(name.as_bytes()) {
+            return Some(f(self.request.as_deref_mut(), known));
         }
-        let Some(name) = self.header_name(name) else {
-            return;
-        };
-        if let Some(req) = self.req_mut() {
-            req.request_headers_for(&name).remove(&name);
-        }
+        let name = self.header_name(name)?;
+        Some(f(self.request.as_deref_mut(), &name))
     }
 }
 
@@ -244,11 +251,8 @@ impl response::Host for HostState {
 /// bytes).
 impl HostState {
     pub(super) fn request_header(&mut self, name: &str) -> Option<http::HeaderValue> {
-        if let Some(known) = self.custom_header_names.known(name.as_bytes()) {
-            return self.request.as_deref()?.request_header(known).cloned();
-        }
-        let name = self.header_name(name)?;
-        self.req()?.request_header(&name).cloned()
+        self.with_request_and_name(name, |req, name| req?.request_header(name).cloned())
+            .flatten()
     }
 
     pub(super) fn request_header_all(&mut self, name: &str) -> Vec<http::HeaderValue> {
