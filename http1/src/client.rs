@@ -119,25 +119,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     ///
     /// The head is encoded before the future exists, so the future holds the encoded request,
     /// not the request too (a caller's future holds this one, and moves it).
+    ///
+    /// `added` fields are written after the request's map (a proxy's own fields, kept out of
+    /// the map: each insertion hashes the name and may grow the map); they are never framing or
+    /// connection fields. A request that comes back unanswered ([`SendError::unanswered`]) has
+    /// its map only: it goes again with the same `added`.
     pub fn send<B, K>(
-        self,
-        req: Request<B>,
-        keeper: K,
-        wanted: ResponseFields,
-    ) -> impl Future<Output = Result<Response<ResponseBody<S, B, K>>, SendError>>
-    where
-        B: Body<Data = Bytes> + Unpin,
-        B::Error: Into<BoxError>,
-        K: Keep<S>,
-    {
-        self.send_with(req, &[], keeper, wanted)
-    }
-
-    /// [`Connection::send`] with `added` fields written after the request's map (a proxy's own
-    /// fields, kept out of the map: each insertion hashes the name and may grow the map). They
-    /// are never framing or connection fields. A request that comes back unanswered
-    /// ([`SendError::unanswered`]) has its map only: it goes again with the same `added`.
-    pub fn send_with<B, K>(
         mut self,
         req: Request<B>,
         added: &[AddedField<'_>],

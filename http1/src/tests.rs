@@ -88,7 +88,7 @@ where
         (peer, seen)
     });
     let outcome = match Connection::new(ours)
-        .send(req, keeper, ResponseFields::Map)
+        .send(req, &[], keeper, ResponseFields::Map)
         .await
     {
         Ok(response) => {
@@ -160,7 +160,8 @@ async fn a_body_of_unknown_length_is_chunked_and_sent_while_the_response_streams
         .unwrap();
     let kept = Kept::default();
     tx.send(Bytes::from_static(b"first")).await.unwrap();
-    let send = tokio::spawn(Connection::new(ours).send(req, kept.clone(), ResponseFields::Map));
+    let send =
+        tokio::spawn(Connection::new(ours).send(req, &[], kept.clone(), ResponseFields::Map));
     let mut seen = Vec::new();
     let head = read_head(&mut peer, &mut seen).await;
     assert!(
@@ -321,7 +322,7 @@ async fn an_upgraded_connection_keeps_the_bytes_that_came_with_the_101() {
         .body(Full::new(Bytes::new()))
         .unwrap();
     let response = Connection::new(ours)
-        .send(req, Kept::default(), ResponseFields::Map)
+        .send(req, &[], Kept::default(), ResponseFields::Map)
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
@@ -338,7 +339,7 @@ async fn a_closed_connection_and_a_failing_request_body_say_which_it_was() {
     let (ours, peer) = duplex(1024);
     drop(peer);
     let error = Connection::new(ours)
-        .send(get(), Kept::default(), ResponseFields::Map)
+        .send(get(), &[], Kept::default(), ResponseFields::Map)
         .await
         .unwrap_err();
     assert!(
@@ -358,7 +359,7 @@ async fn a_closed_connection_and_a_failing_request_body_say_which_it_was() {
         .body(Full::new(Bytes::from_static(b"short")))
         .unwrap();
     let error = Connection::new(ours)
-        .send(req, Kept::default(), ResponseFields::Map)
+        .send(req, &[], Kept::default(), ResponseFields::Map)
         .await
         .unwrap_err();
     assert!(
@@ -404,7 +405,7 @@ async fn read_with_ours(response: Vec<u8>) -> Reading {
         let _ = peer.write_all(&response).await;
     });
     let response = Connection::new(ours)
-        .send(get(), Kept::default(), ResponseFields::Map)
+        .send(get(), &[], Kept::default(), ResponseFields::Map)
         .await
         .ok()?;
     let (head, body) = response.into_parts();

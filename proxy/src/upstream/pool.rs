@@ -333,7 +333,7 @@ impl Pool {
             }
         };
         // Pinned where it is made: awaited as a value, the client's send future is moved twice.
-        let sent = pin!(connection.send_with(req, added, self.back_to_pool(open), fields));
+        let sent = pin!(connection.send(req, added, self.back_to_pool(open), fields));
         match sent.await {
             Ok(response) => Ok(response.map(UpstreamBody::Http1)),
             // A kept connection the endpoint closed while it sat idle, seen only now: nothing
@@ -362,7 +362,7 @@ impl Pool {
         let (connection, open) = Box::pin(self.connect_http1()).await?;
         let req = Request::from_parts(head, ProxyBody::Empty);
         let keeper = self.back_to_pool(open);
-        match connection.send_with(req, added, keeper, fields).await {
+        match connection.send(req, added, keeper, fields).await {
             Ok(response) => Ok(response.map(UpstreamBody::Http1)),
             Err(e) => Err(self.reset(e.error)),
         }
