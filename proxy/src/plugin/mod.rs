@@ -24,6 +24,7 @@ pub mod proxy_wasm;
 mod remembered;
 mod request_state;
 mod runtime;
+mod service_imports;
 mod shared;
 mod stats;
 mod text;

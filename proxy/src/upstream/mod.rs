@@ -2,6 +2,7 @@
 //! connection pool per endpoint.
 
 mod cluster;
+mod clusters;
 mod endpoint;
 pub mod gauges;
 mod grpc_health;
@@ -10,7 +11,8 @@ mod limits;
 mod pool;
 mod stream;
 
-pub use cluster::{Cluster, ClusterStartError, Clusters, EndpointState};
+pub use cluster::{Cluster, EndpointState};
+pub use clusters::{ClusterStartError, Clusters};
 pub use endpoint::{Endpoint, InFlight};
 pub use health::Observed;
 pub use limits::{Admission, ClusterLimits};
