@@ -12,6 +12,7 @@
 pub mod added;
 pub mod chunked;
 pub mod client;
+pub mod coarse_clock;
 pub mod fields;
 mod framing;
 mod names;

@@ -18,6 +18,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::added::AddedList;
+use crate::coarse_clock::CoarseInstant;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
@@ -236,11 +237,15 @@ impl Connection {
                 if self.draining && inbound.read.is_empty() {
                     return Poll::Ready(Next::Closed);
                 }
-                let deadline =
-                    *deadline.get_or_insert_with(|| Instant::now() + config.header_timeout);
+                // On the coarse clock, a tick later so it is never early.
+                let deadline = *deadline.get_or_insert_with(|| {
+                    CoarseInstant::now() + config.header_timeout + CoarseInstant::RESOLUTION
+                });
                 if timer.as_mut().poll(cx).is_ready() {
-                    if Instant::now() < deadline {
-                        timer.as_mut().reset(deadline);
+                    let now = CoarseInstant::now();
+                    if now < deadline {
+                        let left = deadline.saturating_duration_since(now);
+                        timer.as_mut().reset(Instant::now() + left);
                         continue;
                     }
                     return Poll::Ready(if inbound.read.is_empty() {

@@ -112,13 +112,15 @@ pub(super) fn request_hash(state: &RequestState, cluster: &Cluster) -> u64 {
 
 impl ListenerProxy {
     /// Sends the request until an attempt is final: no plugin asks for a retry, the request
-    /// cannot be replayed, or the deadline or attempt cap is reached.
+    /// cannot be replayed, or the deadline or attempt cap is reached. `arrived` is the request's
+    /// arrival, when nothing has waited since.
     pub(super) async fn attempts(
         &self,
         mut state: Box<RequestState>,
         mut body: RequestBody,
         cluster: &Arc<Cluster>,
         mut downstream_upgrade: Option<DownstreamUpgrade>,
+        arrived: Option<Instant>,
     ) -> (Box<RequestState>, Answer) {
         let mut total = state.timeout.unwrap_or(cluster.config.timeout);
         // A gRPC client's own deadline bounds the request too; each attempt tells the upstream
@@ -138,8 +140,9 @@ impl ListenerProxy {
         if self.paces_sends(&state) {
             tokio::task::yield_now().await;
         }
-        // One clock reading starts the deadline and the first attempt's share of it.
-        let mut now = Instant::now();
+        // One clock reading starts the deadline and the first attempt's share of it: the
+        // request's arrival when nothing has waited since (`arrived`).
+        let mut now = arrived.unwrap_or_else(Instant::now);
         let deadline = now + total;
         let Some(admission) = cluster.limits.admit_request() else {
             self.record_error(&mut state, ErrorKind::Overloaded);
@@ -361,7 +364,7 @@ impl ListenerProxy {
     /// Whether requests wait for the other requests ready in this turn of the runtime before
     /// they are sent: with plugins, whose hooks run between a request's read and its write, so
     /// the endpoint gets the turn's requests together (see `Pace`).
-    fn paces_sends(&self, state: &RequestState) -> bool {
+    pub(super) fn paces_sends(&self, state: &RequestState) -> bool {
         !(self.chain.is_empty() && state.routed_chain.is_none())
     }
 

@@ -365,7 +365,7 @@ impl ListenerProxy {
         state.exchange.error = Some(kind);
         self.telemetry
             .metrics
-            .record_error(state.exchange.cluster.as_ref(), kind);
+            .record_error(state.exchange.cluster.as_ref().map(|c| &c.name), kind);
     }
 
     /// 400 for an HTTP/1.1 request without exactly one Host, 414 for a request target over
@@ -464,7 +464,7 @@ impl ListenerProxy {
             let detail = format!("listener {:?} has no route for this request", self.listener);
             return (state, error_answer(LocalError::NoRoute, &detail));
         };
-        state.exchange.cluster = Some(Arc::clone(&cluster.label));
+        state.exchange.cluster = Some(Arc::clone(&cluster.tag));
         if self.chain.streams_request() && body.stream_through(&self.chain, &state) {
             // Plugins that rewrite the body chunk by chunk may change its length.
             state.head.headers.remove(http::header::CONTENT_LENGTH);
@@ -472,7 +472,10 @@ impl ListenerProxy {
         if self.chain.may_retry() {
             body.keep_for_replay(cluster.config.max_replay_body);
         }
-        self.attempts(state, body, &cluster, downstream_upgrade)
+        // Nothing has waited since the request arrived (no plugins, no body decoded first): the
+        // deadline starts from the clock reading taken then, not another.
+        let arrived = (!web_text && !self.paces_sends(&state)).then_some(state.exchange.started);
+        self.attempts(state, body, &cluster, downstream_upgrade, arrived)
             .await
     }
 

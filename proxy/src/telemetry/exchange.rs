@@ -11,7 +11,7 @@ use super::access_log::{self, AccessLog, Entry};
 use super::golden::{AttemptResult, ErrorKind, ListenerMetrics, method_label};
 use super::otlp::{SpanExporter, int_attribute, string_attribute};
 use super::trace_context::{SpanId, TraceContext};
-use super::traffic::{Counters, Outcome, traffic};
+use super::traffic::{ClusterTag, Counters, Outcome, traffic};
 use crate::config::Config;
 
 /// The request-context key a plugin sets to name the route a request took (the SDK's
@@ -49,7 +49,7 @@ pub struct Exchange {
     pub authority: Option<String>,
     pub trace: Option<TraceContext>,
     /// The cluster the request was sent to, if it got that far.
-    pub cluster: Option<Arc<str>>,
+    pub cluster: Option<Arc<ClusterTag>>,
     /// The endpoint of the last attempt.
     pub upstream: Option<SocketAddr>,
     /// Attempt spans, kept only for sampled traces that are exported.
@@ -191,7 +191,7 @@ impl ListenerTelemetry {
         self.metrics.in_flight.decrement(1.0);
         self.metrics.record_request(
             route,
-            exchange.cluster.as_ref(),
+            exchange.cluster.as_ref().map(|c| &c.name),
             status,
             grpc_status_label(exchange),
             method_label(&exchange.method),
@@ -204,7 +204,7 @@ impl ListenerTelemetry {
         };
         self.traffic.record(&outcome, state.identity.is_some());
         if let Some(cluster) = &exchange.cluster {
-            traffic().record_cluster(cluster, &outcome);
+            cluster.record(&outcome);
         }
         if let Some(uri) = &exchange.uri {
             let method = method_label(&exchange.method);
@@ -244,7 +244,7 @@ impl ListenerTelemetry {
             duration_ms: took.as_secs_f64() * 1000.0,
             upstream: exchange.upstream.map(|a| a.to_string()),
             attempts: state.attempts,
-            destination: exchange.cluster.as_deref(),
+            destination: exchange.cluster.as_deref().map(|c| &*c.name),
             route,
             identity: state.identity.map(|id| id.header_value()),
             request_id: state.request_id.to_str().ok(),
@@ -291,7 +291,10 @@ impl ListenerTelemetry {
             attributes.push(string_attribute("http.route", route));
         }
         if let Some(cluster) = &exchange.cluster {
-            attributes.push(string_attribute("switchyard.cluster", cluster.to_string()));
+            attributes.push(string_attribute(
+                "switchyard.cluster",
+                cluster.name.to_string(),
+            ));
         }
         if let Some(error) = exchange.error {
             attributes.push(string_attribute("error.type", error.label()));
@@ -328,7 +331,10 @@ impl ListenerTelemetry {
                 int_attribute("http.request.resend_count", i as i64),
             ];
             if let Some(cluster) = &exchange.cluster {
-                attributes.push(string_attribute("switchyard.cluster", cluster.to_string()));
+                attributes.push(string_attribute(
+                    "switchyard.cluster",
+                    cluster.name.to_string(),
+                ));
             }
             let failed = match attempt.result {
                 AttemptResult::Status(code) => {

@@ -3,7 +3,7 @@
 //! controlled proxy's reports to its control plane are deltas between two readings.
 //!
 //! Process-wide, so the counts go on across reloads. Recording is a few relaxed atomic adds on
-//! counters found once per listener and by one map lookup per cluster. With paths on (a
+//! counters found once per listener and once per cluster ([`ClusterTag`]). With paths on (a
 //! controlled proxy, for `ctl top`), each request's path is counted too, in a table bounded in
 //! size that the reporter empties.
 
@@ -42,6 +42,27 @@ impl Outcome {
     /// 5xx, or a gRPC call that did not end OK.
     fn failed(&self) -> bool {
         self.status >= 500 || self.grpc_status.is_some_and(|s| s != 0)
+    }
+}
+
+/// A cluster as the records of the requests sent to it name it: its name, and its traffic
+/// counters, found once when the cluster is made rather than by name on every request.
+#[derive(Debug)]
+pub struct ClusterTag {
+    pub name: Arc<str>,
+    traffic: Arc<Counters>,
+}
+
+impl ClusterTag {
+    pub fn new(name: &str) -> Self {
+        let name = Arc::from(name);
+        let traffic = traffic().cluster(&name);
+        Self { name, traffic }
+    }
+
+    /// Counts a request sent to this cluster.
+    pub fn record(&self, outcome: &Outcome) {
+        self.traffic.record(outcome, false);
     }
 }
 
@@ -172,13 +193,10 @@ impl Traffic {
         counters(&self.listeners, name)
     }
 
-    /// Counts a request sent to cluster `name` (whether it went over mTLS is the cluster's
-    /// config: the reporter says so per cluster).
-    pub fn record_cluster(&self, name: &Arc<str>, outcome: &Outcome) {
-        if let Some(known) = read(&self.clusters).get(&**name) {
-            return known.record(outcome, false);
-        }
-        counters(&self.clusters, name).record(outcome, false);
+    /// Cluster `name`'s counters (kept by the cluster's [`ClusterTag`], found once). Whether a
+    /// request went over mTLS is the cluster's config: the reporter says so per cluster.
+    pub fn cluster(&self, name: &Arc<str>) -> Arc<Counters> {
+        counters(&self.clusters, name)
     }
 
     /// Starts counting paths (for `ctl top`): a controlled proxy does, once.
@@ -292,7 +310,7 @@ mod tests {
             (200, Some(0)),
             (200, Some(14)),
         ] {
-            traffic.record_cluster(&name, &outcome(status, grpc));
+            traffic.cluster(&name).record(&outcome(status, grpc), false);
         }
         let reading = traffic.read();
         let b = &reading.clusters["b"];

@@ -18,6 +18,7 @@ use crate::balance::Balancer;
 use crate::config::{ClusterConfig, HealthCheckConfig, LbPolicy};
 use crate::discovery::{self, Resolved};
 use crate::telemetry::ClusterMetrics;
+use crate::telemetry::traffic::ClusterTag;
 use crate::tls::client::UpstreamTls;
 
 /// A named group of endpoints serving the same thing.
@@ -29,8 +30,9 @@ pub struct Cluster {
     /// Circuit-breaker counters, shared with the pools.
     pub limits: Arc<ClusterLimits>,
     endpoints: ArcSwap<EndpointSet>,
-    /// The name, shared cheaply with the telemetry of each request sent here.
-    pub label: Arc<str>,
+    /// The name and traffic counters, shared cheaply with the telemetry of each request sent
+    /// here.
+    pub tag: Arc<ClusterTag>,
     /// Attempt latency and retries, registered once.
     pub metrics: ClusterMetrics,
 }
@@ -57,7 +59,7 @@ impl Cluster {
         let limits = ClusterLimits::new(config.circuit_breaker.clone());
         let set = build_set(&config, tls.as_ref(), &limits, resolved, previous);
         Self {
-            label: config.name.as_str().into(),
+            tag: Arc::new(ClusterTag::new(&config.name)),
             metrics: ClusterMetrics::new(&config.name),
             config,
             tls,

@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use std::pin::{Pin, pin};
 use std::task::{Context, Poll, Waker};
@@ -34,6 +34,7 @@ use switchyard_http1 as http1;
 use switchyard_http1::client::{
     AddedField, Connection, Keep, PassedFields, ResponseBody, ResponseFields, SendError, Upgraded,
 };
+use switchyard_http1::coarse_clock::CoarseInstant;
 
 /// Why a request could not be sent to an endpoint or got no response head.
 #[derive(Debug, thiserror::Error)]
@@ -241,14 +242,17 @@ pub struct Pool {
 struct IdleConnection {
     connection: Http1Connection,
     open: Admission,
-    since: Instant,
+    /// When it was put back, on the coarse clock (idle timeouts are seconds).
+    since: CoarseInstant,
 }
 
 impl IdleConnection {
     /// Whether the connection can still be used: not idle too long, and nothing (neither an
     /// end of stream nor stray bytes) has arrived on it since its last response.
     fn usable(&self, idle_timeout: Duration) -> bool {
-        self.since.elapsed() < idle_timeout && quiet(self.connection.io())
+        // A tick early rather than late: the endpoint may close it at its own idle timeout.
+        self.since.elapsed() + CoarseInstant::RESOLUTION < idle_timeout
+            && quiet(self.connection.io())
     }
 }
 
@@ -408,7 +412,7 @@ impl Pool {
             idle.push(IdleConnection {
                 connection,
                 open,
-                since: Instant::now(),
+                since: CoarseInstant::now(),
             });
         }
     }
