@@ -18,6 +18,7 @@ use http::header::HeaderValue;
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
 
 pub use super::added::AddedField;
 use super::chunked::{ChunkedDecoder, ChunkedError};
@@ -58,6 +59,8 @@ pub enum Error {
     RequestBody(#[source] BoxError),
     #[error("the request body does not match its content-length")]
     RequestBodyLength,
+    #[error("no response head came by the deadline")]
+    TimedOut,
     #[error(transparent)]
     Io(#[from] io::Error),
 }
@@ -96,6 +99,10 @@ pub struct Connection<S> {
     read: BytesMut,
     /// The buffer request heads are written into, kept for the next request.
     head: Vec<u8>,
+    /// Wakes a request waiting for its response head at its deadline; made on the first
+    /// request sent with one, and kept for the connection's life (see
+    /// [`Connection::deadline_passed`]).
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl<S> Connection<S> {
@@ -104,6 +111,7 @@ impl<S> Connection<S> {
             io,
             read: BytesMut::with_capacity(READ_CHUNK),
             head: Vec::with_capacity(512),
+            timer: None,
         }
     }
 
@@ -124,12 +132,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// the map: each insertion hashes the name and may grow the map); they are never framing or
     /// connection fields. A request that comes back unanswered ([`SendError::unanswered`]) has
     /// its map only: it goes again with the same `added`.
+    ///
+    /// Without a response head by `deadline`, the exchange fails with [`Error::TimedOut`].
     pub fn send<B, K>(
         mut self,
         req: Request<B>,
         added: &[AddedField<'_>],
         keeper: K,
         wanted: ResponseFields,
+        deadline: Option<Instant>,
     ) -> impl Future<Output = Result<Response<ResponseBody<S, B, K>>, SendError>>
     where
         B: Body<Data = Bytes> + Unpin,
@@ -159,7 +170,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         Poll::Pending => {}
                     }
                 }
-                self.poll_head(cx, head_request, wanted)
+                let head = self.poll_head(cx, head_request, wanted);
+                if head.is_pending()
+                    && let Some(deadline) = deadline
+                    && self.deadline_passed(cx, deadline)
+                {
+                    return Poll::Ready(Err(Error::TimedOut));
+                }
+                head
             })
             .await;
             let parsed = match (parsed, write_error) {
@@ -237,6 +255,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 }));
             }
         }
+    }
+
+    /// Whether `deadline` has passed; if not, the task is woken by then. The connection's timer
+    /// is not moved to each request's deadline (taking it out of the runtime's timer wheel and
+    /// putting it back, under the wheel's lock, on every request): deadlines mostly move later,
+    /// so a timer still set for an earlier request's fires early, at most once a timeout, and is
+    /// then set for this one. Only a deadline earlier than the timer's moves it at once.
+    fn deadline_passed(&mut self, cx: &mut Context<'_>, deadline: Instant) -> bool {
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() > deadline {
+            timer.as_mut().reset(deadline);
+        }
+        while timer.as_mut().poll(cx).is_ready() {
+            if timer.deadline() >= deadline {
+                return true;
+            }
+            timer.as_mut().reset(deadline);
+        }
+        false
     }
 
     /// Reads what the connection has into the buffer; 0 at the end of the stream.

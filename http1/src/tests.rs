@@ -13,6 +13,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, duplex};
 use tokio::sync::mpsc;
+use tokio::time::{Duration, Instant};
 
 use super::client::{Connection, Error, Keep, ResponseFields};
 use super::test_inputs;
@@ -88,7 +89,7 @@ where
         (peer, seen)
     });
     let outcome = match Connection::new(ours)
-        .send(req, &[], keeper, ResponseFields::Map)
+        .send(req, &[], keeper, ResponseFields::Map, None)
         .await
     {
         Ok(response) => {
@@ -161,7 +162,7 @@ async fn a_body_of_unknown_length_is_chunked_and_sent_while_the_response_streams
     let kept = Kept::default();
     tx.send(Bytes::from_static(b"first")).await.unwrap();
     let send =
-        tokio::spawn(Connection::new(ours).send(req, &[], kept.clone(), ResponseFields::Map));
+        tokio::spawn(Connection::new(ours).send(req, &[], kept.clone(), ResponseFields::Map, None));
     let mut seen = Vec::new();
     let head = read_head(&mut peer, &mut seen).await;
     assert!(
@@ -322,7 +323,7 @@ async fn an_upgraded_connection_keeps_the_bytes_that_came_with_the_101() {
         .body(Full::new(Bytes::new()))
         .unwrap();
     let response = Connection::new(ours)
-        .send(req, &[], Kept::default(), ResponseFields::Map)
+        .send(req, &[], Kept::default(), ResponseFields::Map, None)
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
@@ -339,7 +340,7 @@ async fn a_closed_connection_and_a_failing_request_body_say_which_it_was() {
     let (ours, peer) = duplex(1024);
     drop(peer);
     let error = Connection::new(ours)
-        .send(get(), &[], Kept::default(), ResponseFields::Map)
+        .send(get(), &[], Kept::default(), ResponseFields::Map, None)
         .await
         .unwrap_err();
     assert!(
@@ -359,7 +360,7 @@ async fn a_closed_connection_and_a_failing_request_body_say_which_it_was() {
         .body(Full::new(Bytes::from_static(b"short")))
         .unwrap();
     let error = Connection::new(ours)
-        .send(req, &[], Kept::default(), ResponseFields::Map)
+        .send(req, &[], Kept::default(), ResponseFields::Map, None)
         .await
         .unwrap_err();
     assert!(
@@ -405,7 +406,7 @@ async fn read_with_ours(response: Vec<u8>) -> Reading {
         let _ = peer.write_all(&response).await;
     });
     let response = Connection::new(ours)
-        .send(get(), &[], Kept::default(), ResponseFields::Map)
+        .send(get(), &[], Kept::default(), ResponseFields::Map, None)
         .await
         .ok()?;
     let (head, body) = response.into_parts();
@@ -539,4 +540,68 @@ fn arbitrary_bytes_are_answered_or_refused_never_a_panic() {
             }
         }
     }
+}
+
+/// A kept connection answered once, then asked again with `deadline` and never answered: when
+/// the exchange failed, and how.
+async fn unanswered_on_a_kept_connection(
+    first_deadline: Duration,
+    deadline: Duration,
+) -> (Duration, Option<String>) {
+    let (ours, mut peer) = duplex(1 << 16);
+    let kept = Kept::default();
+    let first = Connection::new(ours).send(
+        get(),
+        &[],
+        kept.clone(),
+        ResponseFields::Map,
+        Some(Instant::now() + first_deadline),
+    );
+    let answer = async {
+        let mut seen = Vec::new();
+        read_head(&mut peer, &mut seen).await;
+        peer.write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
+            .await
+            .unwrap();
+    };
+    let (response, ()) = tokio::join!(first, answer);
+    assert_eq!(response.unwrap().status(), StatusCode::NO_CONTENT);
+    let connection = kept
+        .taken()
+        .expect("an empty response keeps its connection");
+    let started = std::time::Instant::now();
+    let second = connection
+        .send(
+            get(),
+            &[],
+            Kept::default(),
+            ResponseFields::Map,
+            Some(Instant::now() + deadline),
+        )
+        .await;
+    let took = started.elapsed();
+    drop(peer);
+    (took, second.err().map(|e| e.error.to_string()))
+}
+
+#[tokio::test]
+async fn a_response_head_that_does_not_come_by_the_deadline_times_out_on_time() {
+    let timed_out = Some(Error::TimedOut.to_string());
+    // The connection's timer was set for a later deadline by the first request: moved earlier.
+    let (took, error) =
+        unanswered_on_a_kept_connection(Duration::from_secs(30), Duration::from_millis(100)).await;
+    assert_eq!(error, timed_out);
+    assert!(
+        (Duration::from_millis(100)..Duration::from_secs(10)).contains(&took),
+        "timed out after {took:?}"
+    );
+    // Set for an earlier deadline: it fires first and is moved on, not taken as this one.
+    let (took, error) =
+        unanswered_on_a_kept_connection(Duration::from_millis(20), Duration::from_millis(300))
+            .await;
+    assert_eq!(error, timed_out);
+    assert!(
+        (Duration::from_millis(300)..Duration::from_secs(10)).contains(&took),
+        "timed out after {took:?}"
+    );
 }

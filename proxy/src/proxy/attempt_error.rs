@@ -27,6 +27,7 @@ impl AttemptError {
     pub(super) fn from_send(error: SendError) -> Self {
         match error {
             SendError::Overloaded { limit } => Self::Overloaded(limit),
+            SendError::TimedOut { .. } => Self::Timeout,
             error => Self::Send(error),
         }
     }

@@ -267,17 +267,20 @@ impl ListenerProxy {
         let started_at = recording.then(SystemTime::now);
         let per_try_deadline = tokio::time::Instant::from_std(started + per_try);
         // The send future (the pool's and the HTTP/1.1 client's state, 1.7 KB) is pinned where
-        // it is made, in this future's state: the timeout holds only a reference to it, so it
-        // is neither moved into the timeout nor boxed. A retry is written at once; the first
-        // attempt waited in `attempts` if it was to.
+        // it is made, in this future's state. It keeps the deadline itself: the HTTP/1.1 engine
+        // with its connection's timer, moved only when it would be late rather than put in the
+        // runtime's timer wheel and taken out again on every request. A retry is written at
+        // once; the first attempt waited in `attempts` if it was to.
         let sent = {
             let added = state.added.listed(&state.request_id);
-            let send = pin!(endpoint.send(req, added.as_slice(), Pace::Now, state.response_fields));
-            match tokio::time::timeout_at(per_try_deadline, send).await {
-                Ok(Ok(sent)) => Ok(sent),
-                Ok(Err(e)) => Err(AttemptError::from_send(e)),
-                Err(_) => Err(AttemptError::Timeout),
-            }
+            let send = pin!(endpoint.send(
+                req,
+                added.as_slice(),
+                Pace::Now,
+                state.response_fields,
+                Some(per_try_deadline),
+            ));
+            send.await.map_err(AttemptError::from_send)
         };
         let took = started.elapsed();
         let result = match &sent {

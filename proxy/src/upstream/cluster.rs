@@ -302,7 +302,7 @@ async fn probe(endpoint: &Endpoint, check: &HealthCheckConfig, cluster: &str) ->
     };
     match tokio::time::timeout(
         check.timeout,
-        endpoint.send(request, &[], Pace::Now, ResponseFields::Map),
+        endpoint.send(request, &[], Pace::Now, ResponseFields::Map, None),
     )
     .await
     {

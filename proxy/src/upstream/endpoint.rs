@@ -64,7 +64,8 @@ impl Endpoint {
 
     /// Sends one request over a pooled (or new) connection, held by the response body until
     /// it has been read. `fields`: how an HTTP/1.1 response's fields come back (HTTP/2's are
-    /// always in the map).
+    /// always in the map). Without a response head by `deadline`, fails with
+    /// [`UpstreamError::TimedOut`].
     ///
     /// The pool's future itself, not one wrapping it: a future returned by a plain function is
     /// moved into its caller's state when awaited, and each level of wrapping adds such a copy
@@ -75,8 +76,9 @@ impl Endpoint {
         added: &'a [AddedField<'a>],
         pace: Pace,
         fields: ResponseFields,
+        deadline: Option<tokio::time::Instant>,
     ) -> impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + Send + 'a {
-        self.pool.send(req, added, pace, fields)
+        self.pool.send(req, added, pace, fields, deadline)
     }
 }
 

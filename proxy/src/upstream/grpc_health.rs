@@ -31,7 +31,7 @@ pub async fn probe(endpoint: &Endpoint, service: &str, authority: &str, timeout:
     };
     let call = async {
         let response = endpoint
-            .send(request, &[], Pace::Now, ResponseFields::Map)
+            .send(request, &[], Pace::Now, ResponseFields::Map, None)
             .await
             .ok()?;
         if response.status() != http::StatusCode::OK {

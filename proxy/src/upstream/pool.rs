@@ -23,6 +23,7 @@ use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::ReadBuf;
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tracing::debug;
 
 use super::limits::{Admission, ClusterLimits};
@@ -55,6 +56,8 @@ pub enum UpstreamError {
         addr: SocketAddr,
         source: hyper::Error,
     },
+    #[error("{addr} sent no response head by the attempt's deadline")]
+    TimedOut { addr: SocketAddr },
     #[error("{addr} closed or reset the connection before answering: {source}")]
     Reset {
         addr: SocketAddr,
@@ -290,23 +293,27 @@ impl Pool {
     /// the connection until it has been read to the end.
     ///
     /// The protocol's own future, not one wrapping it (see [`super::Endpoint::send`]).
-    /// Sends `req` with the `added` fields after its map's (see `forwarding`).
+    /// Sends `req` with the `added` fields after its map's (see `forwarding`). Without a
+    /// response head by `deadline`, fails with [`UpstreamError::TimedOut`].
     pub fn send<'a>(
         self: &'a Arc<Self>,
         mut req: Request<ProxyBody>,
         added: &'a [AddedField<'a>],
         pace: Pace,
         fields: ResponseFields,
+        deadline: Option<Instant>,
     ) -> impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + Send + 'a {
         match self.settings.protocol {
-            UpstreamProtocol::Http1 => Either::Left(self.send_http1(req, added, pace, fields)),
+            UpstreamProtocol::Http1 => {
+                Either::Left(self.send_http1(req, added, pace, fields, deadline))
+            }
             UpstreamProtocol::Http2 => {
                 // hyper writes the map only.
                 for (name, value) in added {
                     req.headers_mut().append(*name, (*value).clone());
                 }
                 Either::Right(
-                    self.send_http2(req)
+                    self.by_deadline(deadline, self.send_http2(req))
                         .map_ok(|response| response.map(UpstreamBody::Http2)),
                 )
             }
@@ -319,6 +326,7 @@ impl Pool {
         added: &[AddedField<'_>],
         pace: Pace,
         fields: ResponseFields,
+        deadline: Option<Instant>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         if pace == Pace::AfterReadyRequests {
             // Let the other requests ready in this turn of the runtime reach this point first,
@@ -332,14 +340,19 @@ impl Pool {
             None => {
                 // Boxed: connecting is the rare path, and its future would otherwise make every
                 // request's future (part of each connection's task) a kilobyte and more larger.
-                let (connection, open) = Box::pin(self.connect_http1()).await?;
+                let (connection, open) =
+                    Box::pin(self.by_deadline(deadline, self.connect_http1())).await?;
                 (connection, open, false)
             }
         };
         // Pinned where it is made: awaited as a value, the client's send future is moved twice.
-        let sent = pin!(connection.send(req, added, self.back_to_pool(open), fields));
+        let sent = pin!(connection.send(req, added, self.back_to_pool(open), fields, deadline));
         match sent.await {
             Ok(response) => Ok(response.map(UpstreamBody::Http1)),
+            Err(SendError {
+                error: http1::client::Error::TimedOut,
+                ..
+            }) => Err(UpstreamError::TimedOut { addr: self.addr }),
             // A kept connection the endpoint closed while it sat idle, seen only now: nothing
             // was answered, so a request without a body and safe to repeat goes again, once,
             // on a new connection.
@@ -348,7 +361,7 @@ impl Pool {
                 ..
             }) if reused && head.method.is_idempotent() => {
                 debug!(addr = %self.addr, "a kept connection had closed; sending on a new one");
-                Box::pin(self.resend_http1(head, added, fields)).await
+                Box::pin(self.resend_http1(head, added, fields, deadline)).await
             }
             Err(e) => Err(self.reset(e.error)),
         }
@@ -362,13 +375,33 @@ impl Pool {
         head: http::request::Parts,
         added: &[AddedField<'_>],
         fields: ResponseFields,
+        deadline: Option<Instant>,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
-        let (connection, open) = Box::pin(self.connect_http1()).await?;
+        let (connection, open) = self.by_deadline(deadline, self.connect_http1()).await?;
         let req = Request::from_parts(head, ProxyBody::Empty);
         let keeper = self.back_to_pool(open);
-        match connection.send(req, added, keeper, fields).await {
+        match connection.send(req, added, keeper, fields, deadline).await {
             Ok(response) => Ok(response.map(UpstreamBody::Http1)),
+            Err(SendError {
+                error: http1::client::Error::TimedOut,
+                ..
+            }) => Err(UpstreamError::TimedOut { addr: self.addr }),
             Err(e) => Err(self.reset(e.error)),
+        }
+    }
+
+    /// `future`, failing with [`UpstreamError::TimedOut`] if it has not ended by `deadline`
+    /// (the HTTP/1.1 engine keeps its own deadline for the response head).
+    async fn by_deadline<T>(
+        &self,
+        deadline: Option<Instant>,
+        future: impl Future<Output = Result<T, UpstreamError>>,
+    ) -> Result<T, UpstreamError> {
+        match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline, future)
+                .await
+                .unwrap_or(Err(UpstreamError::TimedOut { addr: self.addr })),
+            None => future.await,
         }
     }
 
