@@ -95,13 +95,21 @@ pub trait Keep<S>: Send + Unpin + 'static {
 #[derive(Debug)]
 pub struct Connection<S> {
     io: S,
+    /// Its buffers and timer, boxed: the connection is part of every response body, which
+    /// moves through every level of a proxy's request path (above 256 bytes, each move is a
+    /// `memcpy` loop rather than a few vector moves).
+    retained: Box<Retained>,
+}
+
+/// What a [`Connection`] keeps from one request to the next.
+#[derive(Debug)]
+struct Retained {
     /// Bytes read and not yet parsed.
     read: BytesMut,
-    /// The buffer request heads are written into, kept for the next request.
+    /// The buffer request heads are written into.
     head: Vec<u8>,
     /// Wakes a request waiting for its response head at its deadline; made on the first
-    /// request sent with one, and kept for the connection's life (see
-    /// [`Connection::deadline_passed`]).
+    /// request sent with one (see [`Connection::deadline_passed`]).
     timer: Option<Pin<Box<Sleep>>>,
 }
 
@@ -109,9 +117,11 @@ impl<S> Connection<S> {
     pub fn new(io: S) -> Self {
         Self {
             io,
-            read: BytesMut::with_capacity(READ_CHUNK),
-            head: Vec::with_capacity(512),
-            timer: None,
+            retained: Box::new(Retained {
+                read: BytesMut::with_capacity(READ_CHUNK),
+                head: Vec::with_capacity(512),
+                timer: None,
+            }),
         }
     }
 
@@ -150,7 +160,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let (parts, body) = req.into_parts();
         let head_request = parts.method == Method::HEAD;
         let (mut writer, wants_close) =
-            request_writer(&parts, added, body, std::mem::take(&mut self.head));
+            request_writer(&parts, added, body, std::mem::take(&mut self.retained.head));
         // A block, not an `async fn`: an async fn's future keeps its arguments twice.
         async move {
             let mut write_error = None;
@@ -189,7 +199,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         (e, _) => e,
                     };
                     let unanswered = writer.framing == Outbound::Empty
-                        && self.read.is_empty()
+                        && self.retained.read.is_empty()
                         && matches!(error, Error::Closed | Error::Io(_));
                     return Err(SendError {
                         error,
@@ -208,7 +218,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 write_failed,
             ) = parsed;
             let writer = if writer.done {
-                self.head = writer.into_buffer();
+                self.retained.head = writer.into_buffer();
                 None
             } else if write_failed {
                 None
@@ -240,7 +250,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         wanted: ResponseFields,
     ) -> Poll<Result<ParsedHead, Error>> {
         loop {
-            if let Some(parsed) = parse_head(&mut self.read, head_request, wanted)? {
+            if let Some(parsed) = parse_head(&mut self.retained.read, head_request, wanted)? {
                 let status = parsed.head.status;
                 if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
                     continue;
@@ -248,7 +258,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 return Poll::Ready(Ok(parsed));
             }
             if ready!(self.poll_fill(cx))? == 0 {
-                return Poll::Ready(Err(if self.read.is_empty() {
+                return Poll::Ready(Err(if self.retained.read.is_empty() {
                     Error::Closed
                 } else {
                     Error::IncompleteHead
@@ -264,6 +274,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// then set for this one. Only a deadline earlier than the timer's moves it at once.
     fn deadline_passed(&mut self, cx: &mut Context<'_>, deadline: Instant) -> bool {
         let timer = self
+            .retained
             .timer
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
         if timer.deadline() > deadline {
@@ -280,10 +291,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     /// Reads what the connection has into the buffer; 0 at the end of the stream.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.read.capacity() - self.read.len() < 1024 {
-            self.read.reserve(READ_CHUNK);
+        if self.retained.read.capacity() - self.retained.read.len() < 1024 {
+            self.retained.read.reserve(READ_CHUNK);
         }
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read)
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.retained.read)
     }
 }
 
@@ -518,7 +529,7 @@ impl<S, B, K: Keep<S>> ResponseBody<S, B, K> {
         let Some(conn) = self.conn.take() else {
             return;
         };
-        let reusable = self.keep_alive && self.writer.is_none() && conn.read.is_empty();
+        let reusable = self.keep_alive && self.writer.is_none() && conn.retained.read.is_empty();
         self.writer = None;
         if reusable && let Some(keeper) = self.keeper.take() {
             keeper.keep(conn);
@@ -533,7 +544,7 @@ impl<S, B, K: Keep<S>> ResponseBody<S, B, K> {
         let conn = self.conn.take()?;
         Some(Upgraded {
             io: conn.io,
-            read_ahead: conn.read.freeze(),
+            read_ahead: conn.retained.read.freeze(),
             _keeper: self.keeper.take(),
         })
     }
@@ -568,7 +579,7 @@ where
             let Some(conn) = this.conn.as_mut() else {
                 return Poll::Ready(None);
             };
-            match this.framing.next(&mut conn.read) {
+            match this.framing.next(&mut conn.retained.read) {
                 Ok(Piece::Data(data)) => {
                     if this.framing.is_done() {
                         this.finish();

@@ -56,7 +56,13 @@ pub async fn call(
     let exchange = async {
         // Made by a plugin's hook, so paced as requests on a listener with plugins are.
         let response = endpoint
-            .send(req, &[], Pace::AfterReadyRequests, ResponseFields::Map, None)
+            .send(
+                req,
+                &[],
+                Pace::AfterReadyRequests,
+                ResponseFields::Map,
+                None,
+            )
             .await
             .map_err(|e| {
                 if e.is_connect() {

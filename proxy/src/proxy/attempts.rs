@@ -112,15 +112,13 @@ pub(super) fn request_hash(state: &RequestState, cluster: &Cluster) -> u64 {
 
 impl ListenerProxy {
     /// Sends the request until an attempt is final: no plugin asks for a retry, the request
-    /// cannot be replayed, or the deadline or attempt cap is reached. `arrived` is the request's
-    /// arrival, when nothing has waited since.
+    /// cannot be replayed, or the deadline or attempt cap is reached.
     pub(super) async fn attempts(
         &self,
         mut state: Box<RequestState>,
         mut body: RequestBody,
         cluster: &Arc<Cluster>,
         mut downstream_upgrade: Option<DownstreamUpgrade>,
-        arrived: Option<Instant>,
     ) -> (Box<RequestState>, Answer) {
         let mut total = state.timeout.unwrap_or(cluster.config.timeout);
         // A gRPC client's own deadline bounds the request too; each attempt tells the upstream
@@ -137,12 +135,18 @@ impl ListenerProxy {
         // With plugins, the request is sent after the other requests ready in this turn of the
         // runtime (see `Pace`): yielded here, before the attempt's timer and send future exist,
         // the task's second poll has fewer levels to go through to reach this point again.
-        if self.paces_sends(&state) {
+        let paced = self.paces_sends(&state);
+        if paced {
             tokio::task::yield_now().await;
         }
-        // One clock reading starts the deadline and the first attempt's share of it: the
-        // request's arrival when nothing has waited since (`arrived`).
-        let mut now = arrived.unwrap_or_else(Instant::now);
+        // One clock reading starts the deadline and the first attempt's share of it: the one
+        // taken as the request arrived when nothing has waited since (no plugins ran, no body
+        // was read ahead), else a new one.
+        let mut now = if paced || body.read_ahead() {
+            Instant::now()
+        } else {
+            state.exchange.started
+        };
         let deadline = now + total;
         let Some(admission) = cluster.limits.admit_request() else {
             self.record_error(&mut state, ErrorKind::Overloaded);
@@ -280,7 +284,10 @@ impl ListenerProxy {
                 state.response_fields,
                 Some(per_try_deadline),
             ));
-            send.await.map_err(AttemptError::from_send)
+            match send.await {
+                Ok(sent) => Ok(sent),
+                Err(e) => Err(AttemptError::from_send(e)),
+            }
         };
         let took = started.elapsed();
         let result = match &sent {
@@ -367,7 +374,7 @@ impl ListenerProxy {
     /// Whether requests wait for the other requests ready in this turn of the runtime before
     /// they are sent: with plugins, whose hooks run between a request's read and its write, so
     /// the endpoint gets the turn's requests together (see `Pace`).
-    pub(super) fn paces_sends(&self, state: &RequestState) -> bool {
+    fn paces_sends(&self, state: &RequestState) -> bool {
         !(self.chain.is_empty() && state.routed_chain.is_none())
     }
 

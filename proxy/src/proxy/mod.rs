@@ -472,10 +472,7 @@ impl ListenerProxy {
         if self.chain.may_retry() {
             body.keep_for_replay(cluster.config.max_replay_body);
         }
-        // Nothing has waited since the request arrived (no plugins, no body decoded first): the
-        // deadline starts from the clock reading taken then, not another.
-        let arrived = (!web_text && !self.paces_sends(&state)).then_some(state.exchange.started);
-        self.attempts(state, body, &cluster, downstream_upgrade, arrived)
+        self.attempts(state, body, &cluster, downstream_upgrade)
             .await
     }
 

@@ -34,6 +34,11 @@ impl RequestBody {
         Self::Streaming(Some(body), cap)
     }
 
+    /// Whether the body was read whole before the attempts (for plugins, or to decode it).
+    pub(super) fn read_ahead(&self) -> bool {
+        matches!(self, Self::Buffered(_))
+    }
+
     /// Reads the whole body for plugins (up to `limit`; more gets 413).
     pub(super) async fn buffer(&mut self, limit: usize) -> Result<Bytes, Answer> {
         let bytes = match self {
