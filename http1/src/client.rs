@@ -218,7 +218,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 write_failed,
             ) = parsed;
             let writer = if writer.done {
-                self.retained.head = writer.into_buffer();
+                self.retained.head = writer.take_buffer();
                 None
             } else if write_failed {
                 None

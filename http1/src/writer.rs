@@ -87,9 +87,10 @@ where
         self
     }
 
-    /// The head buffer, to be reused by the next message.
-    pub(crate) fn into_buffer(self) -> Vec<u8> {
-        self.prefix
+    /// The head buffer, to be reused by the next message. Taken out rather than the writer
+    /// consumed: a writer holds the message's body, and moving it costs a copy of all of it.
+    pub(crate) fn take_buffer(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.prefix)
     }
 
     fn pending(&self) -> bool {

@@ -354,7 +354,7 @@ impl Connection {
         if !written {
             return After::Gone;
         }
-        self.out = writer.into_buffer();
+        self.out = writer.take_buffer();
 
         if let (true, Some(sender)) = (switching, upgrade_sender) {
             return After::Upgrade(sender);

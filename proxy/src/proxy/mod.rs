@@ -161,9 +161,10 @@ impl ListenerProxy {
                     self.run(state, body, downstream_upgrade, web_text).await
                 }
             };
-            let response = self.finish(state, response, web, accepts_trailers);
+            // Nothing waits between here and the response: it is answered (and the response
+            // is made as the future's output, not moved through a local first).
             answered();
-            response
+            self.finish(state, response, web, accepts_trailers)
         }
     }
 
