@@ -58,6 +58,7 @@ pub fn request_state(headers: &[(&'static str, String)]) -> Box<RequestState> {
         response_headers_to_add: Vec::new(),
         filter_contexts: Vec::new(),
         response_fields: switchyard::upstream::ResponseFields::Map,
+        response_added: Default::default(),
     })
 }
 

@@ -75,6 +75,16 @@ impl Kept {
 }
 
 impl PassedFields {
+    /// No fields: the response's were not passed. (A response body holds this rather than an
+    /// `Option`, which would take another word.)
+    pub(crate) const fn none() -> Self {
+        Self(None)
+    }
+
+    pub(crate) fn is_none(&self) -> bool {
+        self.0.is_none()
+    }
+
     /// Whether a kept field is named `name` (compared without case).
     pub fn contains(&self, name: &str) -> bool {
         self.0.as_deref().is_some_and(|kept| {

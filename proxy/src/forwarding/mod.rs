@@ -237,6 +237,15 @@ fn new_request_id() -> HeaderValue {
         .unwrap_or(HeaderValue::from_static("invalid"))
 }
 
+/// The fields this proxy adds to a response whose upstream fields are passed as they came:
+/// `via`, and the request id when the upstream sent none. Written by the HTTP/1.1 engine after
+/// the passed fields rather than put in the head's map.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ResponseAdded {
+    pub via: Option<&'static HeaderValue>,
+    pub request_id: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

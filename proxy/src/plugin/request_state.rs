@@ -55,6 +55,8 @@ pub struct RequestState {
     /// reads them before the client's HTTP/1.1 engine writes them (see
     /// `ListenerProxy::response_fields`).
     pub response_fields: crate::upstream::ResponseFields,
+    /// This proxy's own response fields, when the upstream's are passed (see `forwarding`).
+    pub response_added: crate::forwarding::ResponseAdded,
 }
 
 impl RequestState {
@@ -140,6 +142,7 @@ impl RequestState {
             ),
             response_headers_to_add: Vec::new(),
             response_fields: crate::upstream::ResponseFields::Map,
+            response_added: Default::default(),
             filter_contexts: self.filter_contexts.clone(),
         })
     }

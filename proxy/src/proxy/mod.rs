@@ -47,8 +47,8 @@ use answers::{
     Answer, apply_response_step, error_answer, local_answer, plugin_failed, plugin_failed_answer,
 };
 use request_body::RequestBody;
+use served::Done;
 pub use served::ServedBody;
-use served::{Done, ResponseAdded};
 
 /// A request readied by [`ListenerProxy::handle`] before its future runs.
 struct Start {
@@ -250,6 +250,7 @@ impl ListenerProxy {
             response_headers_to_add: Vec::new(),
             filter_contexts: Vec::new(),
             response_fields,
+            response_added: Default::default(),
         });
         let next = match refusal {
             // Boxed: rare, and the future carries what comes next until it first runs.
@@ -298,7 +299,7 @@ impl ListenerProxy {
     /// plugins added, gRPC and gRPC-Web framing, and the response body hooks and final phases
     /// riding on its body.
     fn finish(
-        &self,
+        self: Arc<Self>,
         mut state: Box<RequestState>,
         mut response: Response<ProxyBody>,
         web: Option<grpc::web::WebCall>,
@@ -314,13 +315,14 @@ impl ListenerProxy {
             let version = response.version();
             answers::unpass_answer(response.headers_mut(), version, passed);
         }
-        let mut added = ResponseAdded::default();
         match response.body().passed_fields() {
             // The upstream's fields pass as they came (nothing reads them): this proxy's own go
             // after them, not into the map (`upstream_answer` left `via` out).
             Some(passed) => {
-                added.via = Some(forwarding::via_hop(response.version()));
-                added.request_id = !passed.contains(headers::X_REQUEST_ID.as_str());
+                state.response_added = forwarding::ResponseAdded {
+                    via: Some(forwarding::via_hop(response.version())),
+                    request_id: !passed.contains(headers::X_REQUEST_ID.as_str()),
+                };
             }
             None => {
                 response
@@ -342,7 +344,7 @@ impl ListenerProxy {
         if accepts_trailers && !response.body().is_end_stream() {
             headers::announce_grpc_trailers(response.headers_mut());
         }
-        let status = response.status().as_u16();
+        state.exchange.status = response.status().as_u16();
         let (mut head, mut body) = response.into_parts();
         if self.chain.streams_response() && !body.is_end_stream() {
             // Plugins that rewrite the body chunk by chunk may change its length.
@@ -352,13 +354,8 @@ impl ListenerProxy {
             let stream = ChunkStream::new(body, chain, BodyOf::Response, state.view());
             body = ProxyBody::boxed(stream);
         }
-        let done = Done {
-            state,
-            status,
-            telemetry: Arc::clone(&self.telemetry),
-            log_chain: self.chain.wants_log().then(|| Arc::clone(&self.chain)),
-        };
-        Response::from_parts(head, ServedBody::with_added(body, Some(done), added))
+        let done = Done { state, proxy: self };
+        Response::from_parts(head, ServedBody::new(body, Some(done)))
     }
 
     /// Counts an error and remembers it as the reason for the request's outcome.

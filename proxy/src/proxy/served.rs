@@ -10,43 +10,34 @@ use http_body::{Body, Frame, SizeHint};
 use switchyard_http1::added::AddedList;
 
 use crate::body::{BodyError, ProxyBody};
-use crate::plugin::{Chain, RequestState};
-use crate::telemetry::ListenerTelemetry;
+use crate::plugin::RequestState;
+
+use super::ListenerProxy;
 
 /// The response body as the client gets it: counts the bytes sent and, once done with (ended,
 /// or abandoned by the client), reports the request to telemetry and runs the `on_log` hooks,
 /// off the request path. Inline, not boxed: no allocation per request.
+///
+/// Two words beside the body: what else a request's end needs is in its state (the status,
+/// the bytes, this proxy's own response fields), so the response stays within 256 bytes, which
+/// every level of the request path moves with a few vector stores rather than a `memcpy` loop.
 #[derive(Debug)]
 pub struct ServedBody {
     body: ProxyBody,
-    bytes: u64,
     done: Option<Done>,
-    /// This proxy's own fields, written after the upstream's passed fields rather than put in
-    /// the head's map (see `forwarding`).
-    added: ResponseAdded,
 }
 
-/// The fields this proxy adds to a response whose upstream fields are passed as they came:
-/// `via`, and the request id when the upstream sent none.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct ResponseAdded {
-    pub via: Option<&'static http::HeaderValue>,
-    pub request_id: bool,
-}
-
-/// What is reported when a served body is done with.
+/// What is reported when a served body is done with: the request's state, and the listener's
+/// proxy that reports it (its telemetry, and its chain's `on_log` hooks).
 pub struct Done {
     pub state: Box<RequestState>,
-    pub status: u16,
-    pub telemetry: Arc<ListenerTelemetry>,
-    /// Set when some plugin of the chain has an `on_log` hook.
-    pub log_chain: Option<Arc<Chain>>,
+    pub proxy: Arc<ListenerProxy>,
 }
 
 impl std::fmt::Debug for Done {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Done")
-            .field("status", &self.status)
+            .field("status", &self.state.exchange.status)
             .finish_non_exhaustive()
     }
 }
@@ -59,42 +50,41 @@ impl switchyard_http1::server::PassesFields for ServedBody {
 
     fn added_fields(&self) -> AddedList<'_> {
         let mut added = AddedList::default();
-        if let Some(via) = self.added.via {
+        let Some(done) = &self.done else {
+            return added;
+        };
+        let state = &done.state;
+        if let Some(via) = state.response_added.via {
             added.push((&http::header::VIA, via));
         }
-        if let (true, Some(done)) = (self.added.request_id, &self.done) {
-            added.push((&crate::headers::X_REQUEST_ID, &done.state.request_id));
+        if state.response_added.request_id {
+            added.push((&crate::headers::X_REQUEST_ID, &state.request_id));
         }
         added
     }
 }
 
 impl ServedBody {
+    /// A body whose head the HTTP/1.1 engine writes with the state's `response_added` fields
+    /// after its own, reported through `done` when done with.
     pub fn new(body: ProxyBody, done: Option<Done>) -> Self {
-        Self::with_added(body, done, ResponseAdded::default())
-    }
-
-    /// A body whose head the HTTP/1.1 engine writes with `added` after its fields.
-    pub fn with_added(body: ProxyBody, done: Option<Done>, added: ResponseAdded) -> Self {
-        Self {
-            body,
-            bytes: 0,
-            done,
-            added,
-        }
+        Self { body, done }
     }
 }
 
 impl Drop for ServedBody {
     fn drop(&mut self) {
-        let Some(done) = self.done.take() else {
+        let Some(Done { state, proxy }) = self.done.take() else {
             return;
         };
-        done.telemetry
-            .finish(&done.state.finished(), done.status, self.bytes);
-        if let (Some(chain), Ok(runtime)) = (done.log_chain, tokio::runtime::Handle::try_current())
+        let exchange = &state.exchange;
+        proxy
+            .telemetry
+            .finish(&state.finished(), exchange.status, exchange.bytes);
+        if proxy.chain.wants_log()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
-            let state = done.state;
+            let chain = Arc::clone(&proxy.chain);
             runtime.spawn(async move { chain.on_log(state).await });
         }
     }
@@ -110,13 +100,14 @@ impl Body for ServedBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.body).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
+        if let (Poll::Ready(Some(Ok(frame))), Some(done)) = (&polled, &mut this.done) {
+            let exchange = &mut done.state.exchange;
             if let Some(data) = frame.data_ref() {
-                this.bytes += data.len() as u64;
-            } else if let (Some(trailers), Some(done)) = (frame.trailers_ref(), &mut this.done)
-                && done.state.exchange.grpc
+                exchange.bytes += data.len() as u64;
+            } else if let Some(trailers) = frame.trailers_ref()
+                && exchange.grpc
             {
-                done.state.exchange.grpc_status = crate::grpc::status(trailers);
+                exchange.grpc_status = crate::grpc::status(trailers);
             }
         }
         polled

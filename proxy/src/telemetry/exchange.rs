@@ -65,6 +65,10 @@ pub struct Exchange {
     pub grpc: bool,
     /// The gRPC status the response ended with: from its head (trailers-only) or its trailers.
     pub grpc_status: Option<u8>,
+    /// The status the client was answered with, once it was.
+    pub status: u16,
+    /// Body bytes sent to the client.
+    pub bytes: u64,
 }
 
 impl Exchange {
@@ -86,6 +90,8 @@ impl Exchange {
             retry_refused: None,
             grpc: false,
             grpc_status: None,
+            status: 0,
+            bytes: 0,
         }
     }
 }
