@@ -38,15 +38,13 @@ pub struct Finished<'a> {
 #[derive(Debug)]
 pub struct Exchange {
     pub started: Instant,
-    /// Wall-clock start, read only when the access log or a span needs it.
-    pub started_at: Option<SystemTime>,
     pub method: http::Method,
     pub version: http::Version,
-    /// The request target as the client sent it (kept only when the access log or a span
-    /// needs it; the head itself may be moved upstream). Boxed: kept for few requests, and
-    /// inline it would push the request state out of the allocator's thread cache.
-    pub uri: Option<Box<http::Uri>>,
-    pub authority: Option<String>,
+    /// The request as the client sent it, kept only when the access log, a span or the mesh
+    /// view's paths need it (the head itself may be moved upstream). Boxed: kept for few
+    /// requests, and the record stays small (it moves into the request state, which moves into
+    /// its box, and within 256 bytes each move is a few vector stores).
+    pub target: Option<Box<Target>>,
     pub trace: Option<TraceContext>,
     /// The cluster the request was sent to, if it got that far.
     pub cluster: Option<Arc<ClusterTag>>,
@@ -76,11 +74,9 @@ impl Exchange {
     pub fn new(method: http::Method, version: http::Version) -> Self {
         Self {
             started: Instant::now(),
-            started_at: None,
             method,
             version,
-            uri: None,
-            authority: None,
+            target: None,
             trace: None,
             cluster: None,
             upstream: None,
@@ -94,6 +90,15 @@ impl Exchange {
             bytes: 0,
         }
     }
+}
+
+/// What a request's record keeps of its target for the access log, spans and the mesh view.
+#[derive(Debug)]
+pub struct Target {
+    pub uri: http::Uri,
+    /// Wall-clock start, read only when the access log or a span needs it.
+    pub started_at: Option<SystemTime>,
+    pub authority: Option<String>,
 }
 
 /// One upstream attempt of a sampled request.
@@ -178,11 +183,17 @@ impl ListenerTelemetry {
         self.metrics.in_flight.increment(1.0);
         let mut exchange = Exchange::new(req.method().clone(), req.version());
         if self.shared.wants_target() {
-            exchange.started_at = Some(SystemTime::now());
-            exchange.uri = Some(Box::new(req.uri().clone()));
-            exchange.authority = authority(req);
+            exchange.target = Some(Box::new(Target {
+                uri: req.uri().clone(),
+                started_at: Some(SystemTime::now()),
+                authority: authority(req),
+            }));
         } else if traffic().counts_paths() {
-            exchange.uri = Some(Box::new(req.uri().clone()));
+            exchange.target = Some(Box::new(Target {
+                uri: req.uri().clone(),
+                started_at: None,
+                authority: None,
+            }));
         }
         exchange.trace = self.shared.trace_for(req.headers());
         exchange.grpc = crate::grpc::is_grpc(req.headers());
@@ -212,7 +223,7 @@ impl ListenerTelemetry {
         if let Some(cluster) = &exchange.cluster {
             cluster.record(&outcome);
         }
-        if let Some(uri) = &exchange.uri {
+        if let Some(uri) = exchange.target.as_ref().map(|t| &t.uri) {
             let method = method_label(&exchange.method);
             traffic().record_path(&self.listener, method, uri.path(), &outcome);
         }
@@ -238,12 +249,21 @@ impl ListenerTelemetry {
     ) -> Entry<'a> {
         let exchange = state.exchange;
         Entry {
-            time: access_log::timestamp(exchange.started_at.unwrap_or_else(SystemTime::now)),
+            time: access_log::timestamp(
+                exchange
+                    .target
+                    .as_ref()
+                    .and_then(|t| t.started_at)
+                    .unwrap_or_else(SystemTime::now),
+            ),
             listener: &self.listener,
             peer: state.peer.to_string(),
             method: exchange.method.as_str(),
-            authority: exchange.authority.as_deref(),
-            path: exchange.uri.as_deref().map(http::Uri::path),
+            authority: exchange
+                .target
+                .as_ref()
+                .and_then(|t| t.authority.as_deref()),
+            path: exchange.target.as_ref().map(|t| t.uri.path()),
             protocol: protocol(exchange.version),
             status,
             bytes,
@@ -287,10 +307,10 @@ impl ListenerTelemetry {
             ),
             int_attribute("switchyard.attempts", i64::from(state.attempts)),
         ];
-        if let Some(uri) = &exchange.uri {
+        if let Some(uri) = exchange.target.as_ref().map(|t| &t.uri) {
             attributes.push(string_attribute("url.path", uri.path()));
         }
-        if let Some(authority) = &exchange.authority {
+        if let Some(authority) = exchange.target.as_ref().and_then(|t| t.authority.as_ref()) {
             attributes.push(string_attribute("server.address", authority.clone()));
         }
         if let Some(route) = route {
@@ -323,7 +343,13 @@ impl ListenerTelemetry {
             flags: 1,
             name,
             kind: span::SpanKind::Server as i32,
-            start_time_unix_nano: unix_nanos(exchange.started_at.unwrap_or_else(SystemTime::now)),
+            start_time_unix_nano: unix_nanos(
+                exchange
+                    .target
+                    .as_ref()
+                    .and_then(|t| t.started_at)
+                    .unwrap_or_else(SystemTime::now),
+            ),
             end_time_unix_nano: unix_nanos(SystemTime::now()),
             attributes,
             status: Some(span_status(status >= 500)),
