@@ -253,10 +253,16 @@ impl IdleConnection {
     /// Whether the connection can still be used: not idle too long, and nothing (neither an
     /// end of stream nor stray bytes) has arrived on it since its last response.
     fn usable(&self, idle_timeout: Duration) -> bool {
-        // A tick early rather than late: the endpoint may close it at its own idle timeout.
-        self.since.elapsed() + CoarseInstant::RESOLUTION < idle_timeout
-            && quiet(self.connection.io())
+        idle_short_enough(self.since.elapsed(), idle_timeout) && quiet(self.connection.io())
     }
+}
+
+/// Whether a connection idle for `idle` (on the coarse clock) is within `idle_timeout`: a tick
+/// early rather than late (the endpoint may close it at its own idle timeout), but never so
+/// early that a timeout shorter than a tick keeps nothing.
+fn idle_short_enough(idle: Duration, idle_timeout: Duration) -> bool {
+    let margin = CoarseInstant::RESOLUTION.min(idle_timeout / 2);
+    idle + margin < idle_timeout
 }
 
 /// Whether nothing has arrived on an idle connection. Costs no system call in the usual case:
@@ -544,5 +550,25 @@ impl Pool {
                     UpstreamError::Tls { addr, reason }
                 })?;
         Ok((UpstreamStream::Tls(Box::new(stream)), open))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_connection_is_dropped_a_tick_early_and_short_timeouts_still_keep_some() {
+        let minute = Duration::from_secs(60);
+        assert!(idle_short_enough(Duration::ZERO, minute));
+        assert!(idle_short_enough(Duration::from_secs(59), minute));
+        assert!(!idle_short_enough(
+            minute - Duration::from_millis(5),
+            minute
+        ));
+        assert!(!idle_short_enough(minute, minute));
+        let short = Duration::from_millis(4);
+        assert!(idle_short_enough(Duration::ZERO, short));
+        assert!(!idle_short_enough(Duration::from_millis(2), short));
     }
 }
