@@ -355,10 +355,6 @@ impl Pool {
         let sent = pin!(connection.send(req, added, self.back_to_pool(open), fields, deadline));
         match sent.await {
             Ok(response) => Ok(response.map(UpstreamBody::Http1)),
-            Err(SendError {
-                error: http1::client::Error::TimedOut,
-                ..
-            }) => Err(UpstreamError::TimedOut { addr: self.addr }),
             // A kept connection the endpoint closed while it sat idle, seen only now: nothing
             // was answered, so a request without a body and safe to repeat goes again, once,
             // on a new connection.
@@ -369,7 +365,7 @@ impl Pool {
                 debug!(addr = %self.addr, "a kept connection had closed; sending on a new one");
                 Box::pin(self.resend_http1(head, added, fields, deadline)).await
             }
-            Err(e) => Err(self.reset(e.error)),
+            Err(e) => Err(self.failed(e.error)),
         }
     }
 
@@ -388,11 +384,7 @@ impl Pool {
         let keeper = self.back_to_pool(open);
         match connection.send(req, added, keeper, fields, deadline).await {
             Ok(response) => Ok(response.map(UpstreamBody::Http1)),
-            Err(SendError {
-                error: http1::client::Error::TimedOut,
-                ..
-            }) => Err(UpstreamError::TimedOut { addr: self.addr }),
-            Err(e) => Err(self.reset(e.error)),
+            Err(e) => Err(self.failed(e.error)),
         }
     }
 
@@ -425,7 +417,11 @@ impl Pool {
         }
     }
 
-    fn reset(&self, error: http1::client::Error) -> UpstreamError {
+    /// What a failed HTTP/1.1 exchange is to the attempt: a missed deadline, or a reset.
+    fn failed(&self, error: http1::client::Error) -> UpstreamError {
+        if let http1::client::Error::TimedOut = error {
+            return UpstreamError::TimedOut { addr: self.addr };
+        }
         UpstreamError::Reset {
             addr: self.addr,
             source: error.into(),
