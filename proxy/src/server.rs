@@ -45,8 +45,16 @@ pub fn run_with(
 ) -> Result<(), ServerError> {
     // One worker: tokio's single-threaded scheduler, which skips the work-stealing machinery
     // (and its cross-thread wakeups) that one thread cannot use.
+    // Each thread that serves requests writes its telemetry into a shard of its own.
+    let workers = config.runtime.worker_threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    crate::telemetry::shard::set_workers(workers);
     let mut runtime = match config.runtime.worker_threads {
-        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(1) => {
+            crate::telemetry::shard::claim();
+            tokio::runtime::Builder::new_current_thread()
+        }
         Some(n) => {
             let mut builder = tokio::runtime::Builder::new_multi_thread();
             builder.worker_threads(n);
@@ -54,7 +62,11 @@ pub fn run_with(
         }
         None => tokio::runtime::Builder::new_multi_thread(),
     };
-    let runtime = runtime.enable_all().build().map_err(ServerError::Runtime)?;
+    let runtime = runtime
+        .on_thread_start(crate::telemetry::shard::claim)
+        .enable_all()
+        .build()
+        .map_err(ServerError::Runtime)?;
     runtime.block_on(serve_with(config, config_path, shutdown_signal(), on_start))
 }
 

@@ -2,21 +2,29 @@
 //! percentiles from a lock-free log2 histogram (the Prometheus histograms on /metrics are the
 //! precise view; this one answers "is this plugin slow right now" without a scrape).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
+
+use crate::telemetry::shard::{self, Sharded};
 
 /// Buckets by powers of two of nanoseconds: bucket i holds durations below 2^i ns (up to ~4 s).
 const BUCKETS: usize = 32;
 
-/// Counters one plugin updates on every hook call.
-#[derive(Debug)]
+/// Counters one plugin updates on every hook call, in shards ([`crate::telemetry::shard`]).
+#[derive(Debug, Default)]
 pub struct PluginStats {
+    shards: Sharded<Counts>,
+}
+
+/// One shard of [`PluginStats`].
+#[derive(Debug)]
+struct Counts {
     calls: AtomicU64,
     failures: AtomicU64,
     buckets: [AtomicU64; BUCKETS],
 }
 
-impl Default for PluginStats {
+impl Default for Counts {
     fn default() -> Self {
         Self {
             calls: AtomicU64::new(0),
@@ -29,34 +37,33 @@ impl Default for PluginStats {
 impl PluginStats {
     /// Counts a call; `took` is its hook time when the call was one of the timed sample.
     pub fn record(&self, took: Option<Duration>, failed: bool) {
-        self.calls.fetch_add(1, Ordering::Relaxed);
+        let (counts, writer) = self.shards.local();
+        writer.add(&counts.calls, 1);
         if failed {
-            self.failures.fetch_add(1, Ordering::Relaxed);
+            writer.add(&counts.failures, 1);
         }
         let Some(took) = took else {
             return;
         };
         let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX).max(1);
         let bucket = (64 - ns.leading_zeros() as usize).min(BUCKETS - 1);
-        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        writer.add(&counts.buckets[bucket], 1);
     }
 
     pub fn calls(&self) -> u64 {
-        self.calls.load(Ordering::Relaxed)
+        shard::sum(&self.shards, |c| &c.calls)
     }
 
     /// Hook calls that trapped, ran out of time or memory, or could not start an instance.
     pub fn failures(&self) -> u64 {
-        self.failures.load(Ordering::Relaxed)
+        shard::sum(&self.shards, |c| &c.failures)
     }
 
     /// The hook time `q` (0..1) of calls took at most: the upper bound of its bucket, so within
     /// a factor of two.
     pub fn quantile(&self, q: f64) -> Option<Duration> {
-        let counts: Vec<u64> = self
-            .buckets
-            .iter()
-            .map(|b| b.load(Ordering::Relaxed))
+        let counts: Vec<u64> = (0..BUCKETS)
+            .map(|i| shard::sum(&self.shards, |c| &c.buckets[i]))
             .collect();
         let total: u64 = counts.iter().sum();
         if total == 0 {

@@ -6,14 +6,16 @@ pub mod golden;
 pub mod histogram;
 pub mod history;
 pub mod otlp;
+pub mod recorder;
 pub mod scrape;
+pub mod shard;
 pub mod trace_context;
 pub mod traffic;
 pub mod window;
 
 pub use exchange::{Exchange, ListenerTelemetry, ROUTE_CONTEXT_KEY, Telemetry};
 pub use golden::{AttemptResult, ClusterMetrics, ErrorKind};
-pub use histogram::MetricsHandle;
+pub use recorder::MetricsHandle;
 
 use std::io::IsTerminal;
 
@@ -48,15 +50,16 @@ const HOOK_BUCKETS: &[f64] = &[
     0.0025, 0.005, 0.01, 0.025, 0.05,
 ];
 
-/// Installs the process-wide recorder (once) and returns the handle `/metrics` renders:
-/// counters and gauges in the Prometheus exporter, histograms counted straight into their
-/// buckets ([`histogram`]), so memory stays flat between scrapes.
+/// Installs the process-wide recorder (once) and returns the handle `/metrics` renders: every
+/// update in the recording thread's own shard ([`recorder`]), counters and gauges rendered by the
+/// Prometheus exporter, histograms counted straight into their buckets ([`histogram`]), so memory
+/// stays flat between scrapes.
 pub fn install_metrics() -> Option<MetricsHandle> {
     static HANDLE: std::sync::OnceLock<Option<MetricsHandle>> = std::sync::OnceLock::new();
     HANDLE
         .get_or_init(|| {
             let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
-            let recorder = histogram::BucketedRecorder::new(prometheus, histogram_bounds);
+            let recorder = recorder::ShardedRecorder::new(prometheus, histogram_bounds);
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).ok()?;
             Some(handle)

@@ -2,8 +2,8 @@
 //! requests finish and read as cumulative [`Sample`]s: the per-proxy dashboard's history and a
 //! controlled proxy's reports to its control plane are deltas between two readings.
 //!
-//! Process-wide, so the counts go on across reloads. Recording is a few relaxed atomic adds on
-//! counters found once per listener and once per cluster ([`ClusterTag`]). With paths on (a
+//! Process-wide, so the counts go on across reloads. Recording is a few adds to the worker's own
+//! shard of counters found once per listener and once per cluster ([`ClusterTag`]). With paths on (a
 //! controlled proxy, for `ctl top`), each request's path is counted too, in a table bounded in
 //! size that the reporter empties.
 
@@ -16,6 +16,7 @@ use hashbrown::Equivalent;
 use rustc_hash::{FxBuildHasher, FxHashMap};
 use serde::{Deserialize, Serialize};
 
+use super::shard::{self, Sharded};
 use super::window::{BUCKETS, GRPC_CODES, Sample, bucket_of};
 
 /// Distinct paths counted between two reports; the rest go under [`OTHER_PATHS`].
@@ -66,9 +67,15 @@ impl ClusterTag {
     }
 }
 
-/// The counters of one listener or cluster.
-#[derive(Debug)]
+/// The counters of one listener or cluster, in shards ([`super::shard`]).
+#[derive(Debug, Default)]
 pub struct Counters {
+    shards: Sharded<Counts>,
+}
+
+/// One shard of [`Counters`].
+#[derive(Debug)]
+struct Counts {
     requests: AtomicU64,
     failures: AtomicU64,
     mtls: AtomicU64,
@@ -76,7 +83,7 @@ pub struct Counters {
     grpc: [AtomicU64; GRPC_CODES],
 }
 
-impl Default for Counters {
+impl Default for Counts {
     fn default() -> Self {
         Self {
             requests: AtomicU64::new(0),
@@ -91,37 +98,35 @@ impl Default for Counters {
 impl Counters {
     /// Counts one request.
     pub fn record(&self, outcome: &Outcome, mtls: bool) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
+        let (counts, writer) = self.shards.local();
+        writer.add(&counts.requests, 1);
         if outcome.failed() {
-            self.failures.fetch_add(1, Ordering::Relaxed);
+            writer.add(&counts.failures, 1);
         }
         if mtls {
-            self.mtls.fetch_add(1, Ordering::Relaxed);
+            writer.add(&counts.mtls, 1);
         }
         let bucket = bucket_of(outcome.took.as_secs_f64() * 1000.0);
-        self.latency[bucket].fetch_add(1, Ordering::Relaxed);
+        writer.add(&counts.latency[bucket], 1);
         if let Some(counter) = outcome
             .grpc_status
-            .and_then(|s| self.grpc.get(usize::from(s)))
+            .and_then(|s| counts.grpc.get(usize::from(s)))
         {
-            counter.fetch_add(1, Ordering::Relaxed);
+            writer.add(counter, 1);
         }
     }
 
     /// Everything counted so far.
     pub fn read(&self) -> Sample {
-        let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        let sum = |read: &dyn Fn(&Counts) -> &AtomicU64| shard::sum(&self.shards, read);
         Sample {
-            requests: load(&self.requests),
-            failures: load(&self.failures),
-            mtls: load(&self.mtls),
-            latency: self.latency.iter().map(load).collect(),
-            grpc: self
-                .grpc
-                .iter()
-                .enumerate()
-                .filter(|(_, n)| load(n) > 0)
-                .filter_map(|(code, n)| Some((u8::try_from(code).ok()?, load(n))))
+            requests: sum(&|c| &c.requests),
+            failures: sum(&|c| &c.failures),
+            mtls: sum(&|c| &c.mtls),
+            latency: (0..BUCKETS).map(|i| sum(&|c| &c.latency[i])).collect(),
+            grpc: (0..GRPC_CODES)
+                .filter_map(|code| Some((u8::try_from(code).ok()?, sum(&|c| &c.grpc[code]))))
+                .filter(|(_, n)| *n > 0)
                 .collect(),
         }
     }
