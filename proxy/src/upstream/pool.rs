@@ -7,7 +7,7 @@
 //! re-established when it closes.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use std::pin::{Pin, pin};
@@ -128,18 +128,18 @@ pub type Http1Upgraded = Upgraded<UpstreamStream, BackToPool>;
 /// Where an HTTP/1.1 connection goes when the response on it has ended and it can carry another
 /// request: back on its pool's idle stack, still counted against the cluster's connection limit.
 /// Dropped instead (the body abandoned, the connection not reusable), the connection closes and
-/// its place under the limit is freed.
+/// its place under the limit is freed. It holds the pool itself (an endpoint's pool lives on
+/// until its last response ends; one that left the cluster meanwhile closes the connection as
+/// it drops): an `Arc` clone and drop a request, against a weak reference's four atomic steps.
 #[derive(Debug)]
 pub struct BackToPool {
-    pool: Weak<Pool>,
+    pool: Arc<Pool>,
     open: Admission,
 }
 
 impl Keep<UpstreamStream> for BackToPool {
     fn keep(self, connection: Http1Connection) {
-        if let Some(pool) = self.pool.upgrade() {
-            pool.checkin(connection, self.open);
-        }
+        self.pool.checkin(connection, self.open);
     }
 }
 
@@ -412,7 +412,7 @@ impl Pool {
     /// Where a connection goes back to once a response on it has ended.
     fn back_to_pool(self: &Arc<Self>, open: Admission) -> BackToPool {
         BackToPool {
-            pool: Arc::downgrade(self),
+            pool: Arc::clone(self),
             open,
         }
     }
