@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use http::header::HeaderValue;
-use switchyard::plugin::RequestState;
+use switchyard::plugin::{ListenerScope, RequestState};
 use switchyard::upstream::Clusters;
 
 /// The request target.
@@ -41,12 +41,14 @@ pub fn request_state(headers: &[(&'static str, String)]) -> Box<RequestState> {
         head,
         added: Default::default(),
         response: None,
-        listener: "bench".into(),
+        scope: Arc::new(ListenerScope {
+            listener: "bench".into(),
+            clusters: Arc::new(Clusters::default()),
+        }),
         peer: "127.0.0.1:40000".parse().unwrap_or_else(|e| panic!("{e}")),
         request_id: HeaderValue::from_static("4bf92f35-77b3-4da6-a3ce-929d0e0e4736"),
         attempt: 1,
         destination: None,
-        clusters: Arc::new(Clusters::default()),
         tls: None,
         timeout: None,
         per_try_timeout: None,

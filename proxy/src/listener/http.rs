@@ -86,7 +86,7 @@ pub async fn serve_http(
         dialed,
         alpn_h2,
     } = peer;
-    let listener = Arc::clone(&slot.load().proxy.listener);
+    let listener = Arc::clone(&slot.load().proxy.scope.listener);
     // Each request takes the listener's current proxy, so a long-lived keep-alive or h2
     // connection follows reloads, while a request in flight keeps the one it started on.
     // The proxy's future is neither wrapped in an async block nor mapped: either would be a

@@ -197,7 +197,12 @@ async fn speaks_http(serving: &Serving, stream: &TcpStream, dialed: Option<Socke
         return true;
     }
     let known = match dialed {
-        Some(addr) => serving.proxy.clusters.by_service_address(addr).is_some(),
+        Some(addr) => serving
+            .proxy
+            .scope
+            .clusters
+            .by_service_address(addr)
+            .is_some(),
         None => true, // dialed directly, not captured: the listener's own protocol
     };
     if !known {

@@ -44,9 +44,9 @@ pub async fn proxy_connection<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let listener = &*proxy.listener;
+    let listener = &*proxy.scope.listener;
     let target = match (original_destination, &proxy.default_cluster) {
-        (Some(dialed), _) => match proxy.clusters.by_service_address(dialed) {
+        (Some(dialed), _) => match proxy.scope.clusters.by_service_address(dialed) {
             Some(cluster) => Target::Cluster(Arc::clone(cluster)),
             None => Target::Passthrough(dialed),
         },

@@ -21,7 +21,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::hex::hex;
 use crate::listener::{Listener, ListenerTls, Serving, ServingSlot};
-use crate::plugin::{PluginRuntime, Plugins};
+use crate::plugin::{ListenerScope, PluginRuntime, Plugins};
 use crate::proxy::ListenerProxy;
 use crate::telemetry::{ListenerTelemetry, Telemetry};
 use crate::upstream::Clusters;
@@ -446,10 +446,12 @@ fn serving(
             Arc::clone(&listener),
             Arc::clone(telemetry),
         )),
-        listener,
+        scope: Arc::new(ListenerScope {
+            listener,
+            clusters: Arc::clone(clusters),
+        }),
         scheme: if tls.is_some() { "https" } else { "http" },
         default_cluster: l.default_cluster.and_then(|i| clusters.get(i)).cloned(),
-        clusters: Arc::clone(clusters),
         chain: Arc::new(plugins.listener_chain(&l.plugin_names, &l.routes)),
         max_buffered_body: MAX_BUFFERED_BODY,
         max_uri_length: l.max_uri_length,

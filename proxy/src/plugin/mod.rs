@@ -39,7 +39,7 @@ pub use chain::{Chain, Decided, Step};
 pub use chunks::ChunkStream;
 pub use instance::HookError;
 pub use loader::{LoadError, componentize};
-pub use request_state::RequestState;
+pub use request_state::{ListenerScope, RequestState};
 pub use runtime::PluginRuntime;
 
 use bindings::{BodyInterest, Decision};

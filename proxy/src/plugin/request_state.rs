@@ -8,6 +8,17 @@ use http::header::{HeaderName, HeaderValue};
 
 use crate::upstream::{Cluster, Clusters};
 
+/// What every request on one listener shares, held through one reference (one atomic step to
+/// take and one to drop a request).
+#[derive(Debug)]
+pub struct ListenerScope {
+    /// The listener's name.
+    pub listener: Arc<str>,
+    /// The clusters of the config the listener was built from: destinations and callouts
+    /// resolve here, so a reload mid-request never mixes two configs.
+    pub clusters: Arc<Clusters>,
+}
+
 /// One request as plugins see it. Owned by the proxy; lent to an instance for each hook call.
 #[derive(Debug)]
 pub struct RequestState {
@@ -20,7 +31,8 @@ pub struct RequestState {
     pub added: crate::forwarding::AddedFields,
     /// The attempt's response head in on-upstream-response, the client's in on-response.
     pub response: Option<http::response::Parts>,
-    pub listener: Arc<str>,
+    /// The listener it came on, and the clusters of the config this request started on.
+    pub scope: Arc<ListenerScope>,
     pub peer: SocketAddr,
     pub request_id: HeaderValue,
     pub attempt: u32,
@@ -28,9 +40,6 @@ pub struct RequestState {
     /// The TLS session the request came on (SNI, verified client identity); none on plain
     /// listeners.
     pub tls: Option<Arc<crate::tls::TlsSession>>,
-    /// The clusters of the config this request started on: destinations and callouts resolve
-    /// here, so a reload mid-request never mixes two configs.
-    pub clusters: Arc<Clusters>,
     pub timeout: Option<Duration>,
     pub per_try_timeout: Option<Duration>,
     /// What plugins pass each other (`context.set`), by key, and the route one named.
@@ -123,13 +132,12 @@ impl RequestState {
                 .response
                 .as_ref()
                 .map(crate::headers::copy_response_head),
-            listener: Arc::clone(&self.listener),
+            scope: Arc::clone(&self.scope),
             peer: self.peer,
             request_id: self.request_id.clone(),
             attempt: self.attempt,
             destination: self.destination.clone(),
             tls: self.tls.clone(),
-            clusters: Arc::clone(&self.clusters),
             timeout: self.timeout,
             per_try_timeout: self.per_try_timeout,
             context: self.context.clone(),

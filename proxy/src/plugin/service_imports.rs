@@ -23,7 +23,7 @@ const FAIL_PREFIX: &str = "hook failed: ";
 impl properties::Host for HostState {
     fn listener(&mut self) -> String {
         self.req()
-            .map(|r| r.listener.to_string())
+            .map(|r| r.scope.listener.to_string())
             .unwrap_or_default()
     }
 
@@ -85,7 +85,7 @@ impl HostState {
     /// (the request is answered 500 unless a later call names one that exists).
     pub(super) fn set_destination(&mut self, cluster: &str) -> Result<(), String> {
         let req = self.request.as_deref_mut().ok_or(NO_REQUEST)?;
-        let found = req.clusters.by_name(cluster).cloned();
+        let found = req.scope.clusters.by_name(cluster).cloned();
         match found {
             Some(found) => {
                 req.destination = Some(found);
@@ -238,7 +238,7 @@ impl wit_http::Host for HostState {
         request: HttpRequest,
     ) -> Result<HttpResponse, HttpCallError> {
         let clusters = match &self.request {
-            Some(request) => Some(Arc::clone(&request.clusters)),
+            Some(request) => Some(Arc::clone(&request.scope.clusters)),
             None => self.tick_clusters.clone(),
         };
         let Some(clusters) = clusters else {

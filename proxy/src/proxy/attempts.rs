@@ -324,7 +324,7 @@ impl ListenerProxy {
             }
             Err(AttemptError::Timeout) => {
                 cluster.observe_latency(&endpoint, per_try);
-                warn!(listener = %self.listener, cluster = %cluster.name(), endpoint = %endpoint.addr, ?per_try, "upstream timed out");
+                warn!(listener = %self.scope.listener, cluster = %cluster.name(), endpoint = %endpoint.addr, ?per_try, "upstream timed out");
                 Err(AttemptError::Timeout)
             }
             Err(error) => {
@@ -332,7 +332,7 @@ impl ListenerProxy {
                     cluster.observe(&endpoint, observed);
                     // A failing endpoint should look slow to `ewma`, not fast.
                     cluster.observe_latency(&endpoint, took.max(cluster.config.connect_timeout));
-                    warn!(listener = %self.listener, cluster = %cluster.name(), error = %e, "upstream request failed");
+                    warn!(listener = %self.scope.listener, cluster = %cluster.name(), error = %e, "upstream request failed");
                 }
                 Err(error)
             }

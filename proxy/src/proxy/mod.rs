@@ -31,10 +31,10 @@ use crate::grpc;
 use crate::headers;
 use crate::local_response::LocalError;
 use crate::path::PathNormalization;
-use crate::plugin::{BodyOf, Chain, ChunkStream, Decided, RequestState};
+use crate::plugin::{BodyOf, Chain, ChunkStream, Decided, ListenerScope, RequestState};
 use crate::telemetry::{ErrorKind, ListenerTelemetry};
 use crate::tls::TlsSession;
-use crate::upstream::{Cluster, Clusters, ResponseFields};
+use crate::upstream::{Cluster, ResponseFields};
 
 mod answers;
 mod attempt_error;
@@ -93,12 +93,12 @@ impl Client {
 
 /// Everything a listener needs to forward a request.
 pub struct ListenerProxy {
-    pub listener: Arc<str>,
+    /// The listener's name and every cluster of the config it was built from, as each request
+    /// holds them.
+    pub scope: Arc<ListenerScope>,
     /// The scheme clients used to reach this listener, for `x-forwarded-proto`.
     pub scheme: &'static str,
     pub default_cluster: Option<Arc<Cluster>>,
-    /// Every cluster of the config this listener was built from.
-    pub clusters: Arc<Clusters>,
     pub chain: Arc<Chain>,
     /// Largest body buffered for plugins that read bodies; larger gets 413.
     pub max_buffered_body: usize,
@@ -120,7 +120,7 @@ pub struct ListenerProxy {
 impl std::fmt::Debug for ListenerProxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ListenerProxy")
-            .field("listener", &self.listener)
+            .field("listener", &self.scope.listener)
             .finish_non_exhaustive()
     }
 }
@@ -228,17 +228,16 @@ impl ListenerProxy {
             head,
             added,
             response: None,
-            listener: Arc::clone(&self.listener),
+            scope: Arc::clone(&self.scope),
             peer: client.peer,
             request_id,
             attempt: 0,
             // On a capture listener, the cluster serving the address the client dialed.
             destination: client
                 .dialed
-                .and_then(|addr| self.clusters.by_service_address(addr))
+                .and_then(|addr| self.scope.clusters.by_service_address(addr))
                 .or(self.default_cluster.as_ref())
                 .cloned(),
-            clusters: Arc::clone(&self.clusters),
             tls,
             timeout: None,
             per_try_timeout: None,
@@ -459,7 +458,10 @@ impl ListenerProxy {
         }
         let Some(cluster) = state.destination.clone() else {
             self.record_error(&mut state, ErrorKind::NoRoute);
-            let detail = format!("listener {:?} has no route for this request", self.listener);
+            let detail = format!(
+                "listener {:?} has no route for this request",
+                self.scope.listener
+            );
             return (state, error_answer(LocalError::NoRoute, &detail));
         };
         state.exchange.cluster = Some(Arc::clone(&cluster.tag));

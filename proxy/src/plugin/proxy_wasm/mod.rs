@@ -276,7 +276,7 @@ impl ProxyWasmFilter {
                 }
                 return (state, Ok(Decision::Continue));
             }
-            let clusters = Arc::clone(&state.clusters);
+            let clusters = Arc::clone(&state.scope.clusters);
             let answers = make_callouts(&clusters, std::mem::take(&mut outcome.callouts)).await;
             let mut next = Outcome::empty();
             for (token, answer) in answers {

@@ -84,7 +84,7 @@ pub(super) fn http_call(
     let clusters = state
         .request
         .as_ref()
-        .map(|r| Arc::clone(&r.clusters))
+        .map(|r| Arc::clone(&r.scope.clusters))
         .or_else(|| state.clusters.clone());
     if clusters.is_none_or(|c| c.by_name(&cluster).is_none()) {
         return Ok(status(Status::BadArgument));

@@ -50,7 +50,7 @@ fn property(state: &FilterState, path: &[&str]) -> Option<Vec<u8>> {
         "connection.dns_san_peer_certificate" => {
             text(peer_identity.and_then(|i| i.dns_names.first().map(String::as_str))?)
         }
-        "listener_name" | "xds.listener_name" => text(&request.listener),
+        "listener_name" | "xds.listener_name" => text(&request.scope.listener),
         "cluster_name" | "xds.cluster_name" => text(&request.destination.as_ref()?.tag.name),
         "response.code" => int(i64::from(request.response.as_ref()?.status.as_u16())),
         _ => request.context.get(&format!("proxy-wasm:{key}"))?.to_vec(),
