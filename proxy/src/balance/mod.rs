@@ -74,11 +74,6 @@ impl Balancer {
         };
         Some(picked.min(targets.len() - 1))
     }
-
-    /// Whether this policy wants a request hash (so callers skip computing it otherwise).
-    pub fn wants_hash(&self) -> bool {
-        matches!(self, Self::RingHash(_))
-    }
 }
 
 /// Two distinct random indices out of `n >= 2`, for power-of-two-choices policies.

@@ -104,12 +104,13 @@ async fn to_cluster(cluster: &Cluster) -> Result<(UpstreamStream, Option<Held>),
         return Err(ErrorKind::NoEndpoint);
     };
     let in_flight = endpoint.start_request();
+    let endpoint = in_flight.endpoint();
     let (stream, admission) = match endpoint.connect().await {
         Ok(connected) => connected,
         Err(e) => {
             warn!(cluster = cluster.name(), endpoint = %endpoint.addr, error = %e, "tcp: connect failed");
             if e.is_connect() {
-                cluster.observe(&endpoint, Observed::ConnectFailure);
+                cluster.observe(endpoint, Observed::ConnectFailure);
             }
             return Err(error_kind(&e));
         }

@@ -52,7 +52,8 @@ pub async fn call(
     headers::set_upstream_target(&mut req, cluster.config.protocol == UpstreamProtocol::Http2)
         .map_err(|_| HttpCallError::Invalid)?;
 
-    let _in_flight = endpoint.start_request();
+    let in_flight = endpoint.start_request();
+    let endpoint = in_flight.endpoint();
     let exchange = async {
         // Made by a plugin's hook, so paced as requests on a listener with plugins are.
         let response = endpoint

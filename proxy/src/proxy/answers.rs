@@ -37,13 +37,17 @@ pub(super) fn upstream_answer(
     let body = if switching {
         match (downstream_upgrade.take(), body.into_upgraded()) {
             (Some(downstream), Some(upstream)) => {
-                tokio::spawn(tunnel(downstream, upstream, attempted.endpoint.addr));
+                tokio::spawn(tunnel(
+                    downstream,
+                    upstream,
+                    attempted.in_flight.endpoint().addr,
+                ));
                 ProxyBody::Empty
             }
             _ => {
                 let detail = format!(
                     "{} switched protocols without being asked to",
-                    attempted.endpoint.addr
+                    attempted.in_flight.endpoint().addr
                 );
                 return error_answer(LocalError::UpstreamReset, &detail);
             }

@@ -20,7 +20,7 @@ use crate::plugin::{AttemptOutcome, RequestState, Step};
 use crate::telemetry::exchange::AttemptSpan;
 use crate::telemetry::trace_context::{SpanId, new_span_id};
 use crate::telemetry::{AttemptResult, ErrorKind};
-use crate::upstream::{Admission, Cluster, Endpoint, InFlight, Observed, Pace, UpstreamBody};
+use crate::upstream::{Admission, Cluster, InFlight, Observed, Pace, UpstreamBody};
 
 use super::ListenerProxy;
 use super::answers::{Answer, local_answer, overloaded, plugin_failed_answer, upstream_answer};
@@ -30,9 +30,8 @@ use super::request_body::RequestBody;
 /// Most attempts one request may make, whatever plugins ask.
 const MAX_ATTEMPTS: u32 = 25;
 
-/// The endpoint an attempt reached, and its in-flight count.
+/// The endpoint an attempt reached, held by its in-flight count.
 pub(super) struct Attempted {
-    pub(super) endpoint: Arc<Endpoint>,
     pub(super) in_flight: InFlight,
 }
 
@@ -263,6 +262,7 @@ impl ListenerProxy {
         state.exchange.upstream = Some(endpoint.addr);
 
         let in_flight = endpoint.start_request();
+        let endpoint = in_flight.endpoint();
         let recording = span_id.is_some()
             && self
                 .telemetry
@@ -312,26 +312,20 @@ impl ListenerProxy {
         }
         match sent {
             Ok(response) => {
-                cluster.observe_latency(&endpoint, took);
-                cluster.observe(&endpoint, Observed::Status(response.status().as_u16()));
-                Ok((
-                    response,
-                    Attempted {
-                        endpoint,
-                        in_flight,
-                    },
-                ))
+                cluster.observe_latency(endpoint, took);
+                cluster.observe(endpoint, Observed::Status(response.status().as_u16()));
+                Ok((response, Attempted { in_flight }))
             }
             Err(AttemptError::Timeout) => {
-                cluster.observe_latency(&endpoint, per_try);
+                cluster.observe_latency(endpoint, per_try);
                 warn!(listener = %self.scope.listener, cluster = %cluster.name(), endpoint = %endpoint.addr, ?per_try, "upstream timed out");
                 Err(AttemptError::Timeout)
             }
             Err(error) => {
                 if let (Some(observed), AttemptError::Send(e)) = (error.observed(), &error) {
-                    cluster.observe(&endpoint, observed);
+                    cluster.observe(endpoint, observed);
                     // A failing endpoint should look slow to `ewma`, not fast.
-                    cluster.observe_latency(&endpoint, took.max(cluster.config.connect_timeout));
+                    cluster.observe_latency(endpoint, took.max(cluster.config.connect_timeout));
                     warn!(listener = %self.scope.listener, cluster = %cluster.name(), error = %e, "upstream request failed");
                 }
                 Err(error)

@@ -72,9 +72,10 @@ impl Cluster {
         &self.config.name
     }
 
-    /// Whether `pick` uses a request hash (ring_hash).
+    /// Whether `pick` uses a request hash (ring_hash): the config says, without loading the
+    /// endpoint set (an atomic step `pick` takes anyway).
     pub fn wants_hash(&self) -> bool {
-        self.endpoints.load().balancer.wants_hash()
+        self.config.lb == LbPolicy::RingHash
     }
 
     /// Chooses the endpoint for one request; `None` when the cluster has no endpoints.

@@ -45,10 +45,11 @@ impl Endpoint {
         &self.pool
     }
 
-    /// Counts a request as in flight until the returned guard is dropped.
-    pub fn start_request(self: &Arc<Self>) -> InFlight {
+    /// Counts a request as in flight until the returned guard, which holds the endpoint, is
+    /// dropped.
+    pub fn start_request(self: Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(Arc::clone(self))
+        InFlight(self)
     }
 
     /// Records how long the endpoint took to answer (or to fail), for `ewma` balancing.
@@ -97,9 +98,16 @@ impl Target for Arc<Endpoint> {
     }
 }
 
-/// Holds one unit of an endpoint's in-flight count.
+/// Holds one unit of an endpoint's in-flight count, and the endpoint.
 #[derive(Debug)]
 pub struct InFlight(Arc<Endpoint>);
+
+impl InFlight {
+    /// The endpoint the request is in flight to.
+    pub fn endpoint(&self) -> &Arc<Endpoint> {
+        &self.0
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
