@@ -93,16 +93,17 @@ pub async fn serve_http(
     // second copy of it to move (it is kilobytes). The guard rides in the closure the proxy runs
     // when the response is ready, so a request dropped before its response counts as cancelled.
     let client = Client::new(addr, tls, dialed);
-    let handle = move |req: Request<ClientBody>| {
-        let proxy = Arc::clone(&slot.load().proxy);
-        let mut guard = CancelGuard::new(Arc::clone(&tracker));
-        proxy.handle(&client, req, move || guard.complete())
-    };
     let io = if alpn_h2 {
         Rewound::new(bytes::Bytes::new(), reader, writer)
     } else {
+        // On HTTP/1.1 a cancelled request ends its connection: there is no rapid reset to count.
         let ended = http1::serve(reader, writer, &settings.http1, stopped(stop), |req| {
-            handle(req.map(Either::Left))
+            let proxy = Arc::clone(&slot.load().proxy);
+            proxy.handle(
+                &client,
+                req.map(Either::Left),
+                answered(CancelGuard::none()),
+            )
         })
         .await;
         match ended {
@@ -118,6 +119,11 @@ pub async fn serve_http(
     };
     // `map`, not an async block around the future: the block would hold it twice (as what it
     // captured and as what it awaits), doubling what hyper moves per stream.
+    let handle = move |req: Request<ClientBody>| {
+        let proxy = Arc::clone(&slot.load().proxy);
+        let guard = CancelGuard::new(Arc::clone(&tracker));
+        proxy.handle(&client, req, answered(guard))
+    };
     let service = service_fn(move |req: Request<hyper::body::Incoming>| {
         handle(req.map(Either::Right)).map(Ok::<_, Infallible>)
     });
@@ -166,14 +172,29 @@ impl CancelTracker {
 
 /// Marks a request whose handler was dropped before it finished: the client cancelled it.
 struct CancelGuard {
-    tracker: Arc<CancelTracker>,
+    /// Where cancels are counted; none on HTTP/1.1.
+    tracker: Option<Arc<CancelTracker>>,
     completed: bool,
+}
+
+/// What the proxy calls when the request got its response (one type for both protocols, so
+/// the proxy's request future is made once).
+fn answered(mut guard: CancelGuard) -> impl FnOnce() + Send + 'static {
+    move || guard.complete()
 }
 
 impl CancelGuard {
     fn new(tracker: Arc<CancelTracker>) -> Self {
         Self {
-            tracker,
+            tracker: Some(tracker),
+            completed: false,
+        }
+    }
+
+    /// A guard that counts nothing.
+    fn none() -> Self {
+        Self {
+            tracker: None,
             completed: false,
         }
     }
@@ -186,8 +207,10 @@ impl CancelGuard {
 
 impl Drop for CancelGuard {
     fn drop(&mut self) {
-        if !self.completed {
-            self.tracker.cancelled();
+        if let Some(tracker) = &self.tracker
+            && !self.completed
+        {
+            tracker.cancelled();
         }
     }
 }
