@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crossbeam_utils::atomic::AtomicCell;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use wasmtime::Store;
 
@@ -177,6 +178,9 @@ pub struct InstancePool {
     /// where a box moves as a pointer.
     #[allow(clippy::vec_box)]
     idle: Mutex<Vec<Box<Instance>>>,
+    /// The instance checked in last, taken and put back with one atomic swap each instead of
+    /// the stack's lock and unlock: the next hook call, usually on the same worker, finds it.
+    hot: AtomicCell<Option<Box<Instance>>>,
     /// Callers waiting in [`InstancePool::checkout`] for an instance; a check-in signals
     /// `returned` only when there is one.
     waiting: AtomicUsize,
@@ -195,6 +199,7 @@ impl InstancePool {
             env,
             config_json,
             idle: Mutex::new(Vec::new()),
+            hot: AtomicCell::new(None),
             waiting: AtomicUsize::new(0),
             slots: Arc::new(Semaphore::new(max_live.max(1))),
             returned: Notify::new(),
@@ -294,7 +299,9 @@ impl InstancePool {
     }
 
     fn pop_idle(&self) -> Option<Box<Instance>> {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()
+        self.hot
+            .take()
+            .or_else(|| self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop())
     }
 
     /// An idle instance at once, else [`InstancePool::checkout`] (boxed: its future is large,
@@ -351,15 +358,17 @@ impl InstancePool {
         if worn {
             return; // dropped: its slot goes back to the pooling allocator
         }
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < MAX_IDLE {
-            idle.push(instance);
-            drop(idle);
-            // Ordered after the push: a caller that counted itself in `waiting` after this load
-            // looks at `idle` afterwards and finds the instance.
-            if self.waiting.load(Ordering::SeqCst) > 0 {
-                self.returned.notify_one();
+        // The hot slot takes it; the instance it held, if any, goes on the stack.
+        if let Some(previous) = self.hot.swap(Some(instance)) {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            if idle.len() < MAX_IDLE {
+                idle.push(previous);
             }
+        }
+        // Ordered after the swap: a caller that counted itself in `waiting` after this load
+        // looks at `hot` and `idle` afterwards and finds an instance.
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.returned.notify_one();
         }
     }
 
@@ -521,4 +530,14 @@ fn instantiate_error(e: wasmtime::Error) -> HookError {
 fn classify(store: &mut Store<HostState>, error: &wasmtime::Error) -> HookError {
     let data = store.data_mut();
     super::failures::hook_error(data.timed_out, data.out_of_memory, error, data.panic.take())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hot_instance_slot_swaps_without_a_lock() {
+        assert!(AtomicCell::<Option<Box<Instance>>>::is_lock_free());
+    }
 }
