@@ -326,6 +326,52 @@ async fn metrics_count_a_known_mix_of_requests_with_their_labels() {
     drop((s.shop_v1, s.shop_v2));
 }
 
+/// Each worker thread counts into its own copy of a metric and /metrics sums the copies: with
+/// concurrent requests spread over the proxy's two workers, every request is counted once and
+/// the in-flight gauge, moved up on one worker and down on another, comes back to zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_requests_on_every_worker_are_all_counted() {
+    const CLIENTS: usize = 16;
+    const EACH: usize = 25;
+    let s = start(|c| format!("{c}\n[runtime]\nworker_threads = 2\n")).await;
+    let addr = s.proxy.addr();
+    let admin = s.proxy.admin;
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            tokio::spawn(async move {
+                for _ in 0..EACH {
+                    assert_eq!(shop(addr, "shop-v1", "GET").await, StatusCode::OK);
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await.expect("client task");
+    }
+    let counted = || {
+        metric(
+            admin,
+            "switchyard_requests_total",
+            &[("cluster", "shop-v1"), ("method", "GET")],
+        )
+    };
+    let sent = (CLIENTS * EACH) as f64;
+    assert!(
+        eventually(Duration::from_secs(10), async || counted() == sent).await,
+        "{sent} requests were sent, {} counted",
+        counted()
+    );
+    assert_eq!(
+        metric(
+            admin,
+            "switchyard_requests_in_flight",
+            &[("listener", "public")]
+        ),
+        0.0
+    );
+    drop((s.shop_v1, s.shop_v2));
+}
+
 #[tokio::test]
 async fn a_client_trace_reaches_the_upstream_and_the_collector_gets_request_and_attempt_spans() {
     let s = start(|c| c).await;

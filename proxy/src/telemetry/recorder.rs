@@ -314,20 +314,11 @@ mod tests {
         let text = recorder.handle().render();
         assert!(text.contains("# HELP demo_total Demo things.\n"), "{text}");
         assert!(text.contains("demo_total{kind=\"x\"} 5\n"), "{text}");
+        let renders = |line: &str| recorder.handle().render().contains(line);
         recorder.register_counter(&key, &metadata()).absolute(4);
-        assert!(
-            recorder
-                .handle()
-                .render()
-                .contains("demo_total{kind=\"x\"} 5\n")
-        );
+        assert!(renders("demo_total{kind=\"x\"} 5\n"));
         recorder.register_counter(&key, &metadata()).absolute(9);
-        assert!(
-            recorder
-                .handle()
-                .render()
-                .contains("demo_total{kind=\"x\"} 9\n")
-        );
+        assert!(renders("demo_total{kind=\"x\"} 9\n"));
     }
 
     #[test]
