@@ -160,6 +160,15 @@ fn metric(admin: SocketAddr, name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
+/// The public listener's requests in flight, as /metrics reports them.
+fn in_flight(admin: SocketAddr) -> f64 {
+    metric(
+        admin,
+        "switchyard_requests_in_flight",
+        &[("listener", "public")],
+    )
+}
+
 async fn shop(addr: SocketAddr, backend: &str, method: &str) -> StatusCode {
     let req = Request::builder()
         .method(method)
@@ -268,14 +277,7 @@ async fn metrics_count_a_known_mix_of_requests_with_their_labels() {
         ),
         13.0
     );
-    assert_eq!(
-        metric(
-            admin,
-            "switchyard_requests_in_flight",
-            &[("listener", "public")]
-        ),
-        0.0
-    );
+    assert_eq!(in_flight(admin), 0.0);
     assert_eq!(
         metric(
             admin,
@@ -361,14 +363,7 @@ async fn concurrent_requests_on_every_worker_are_all_counted() {
         "{sent} requests were sent, {} counted",
         counted()
     );
-    assert_eq!(
-        metric(
-            admin,
-            "switchyard_requests_in_flight",
-            &[("listener", "public")]
-        ),
-        0.0
-    );
+    assert_eq!(in_flight(admin), 0.0);
     drop((s.shop_v1, s.shop_v2));
 }
 
