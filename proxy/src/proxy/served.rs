@@ -77,10 +77,7 @@ impl Drop for ServedBody {
         let Some(Done { state, proxy }) = self.done.take() else {
             return;
         };
-        let exchange = &state.exchange;
-        proxy
-            .telemetry
-            .finish(&state.finished(), exchange.status, exchange.bytes);
+        proxy.telemetry.finish(&state.finished());
         if proxy.chain.wants_log()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {

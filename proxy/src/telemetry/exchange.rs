@@ -92,6 +92,26 @@ impl Exchange {
     }
 }
 
+impl Exchange {
+    /// The request target as the client sent it, when it was kept.
+    pub fn uri(&self) -> Option<&http::Uri> {
+        self.target.as_ref().map(|t| &t.uri)
+    }
+
+    /// The authority the client asked for, when it was kept.
+    pub fn authority(&self) -> Option<&str> {
+        self.target.as_ref().and_then(|t| t.authority.as_deref())
+    }
+
+    /// The wall-clock start, or now when it was not kept.
+    pub fn started_at(&self) -> SystemTime {
+        self.target
+            .as_ref()
+            .and_then(|t| t.started_at)
+            .unwrap_or_else(SystemTime::now)
+    }
+}
+
 /// What a request's record keeps of its target for the access log, spans and the mesh view.
 #[derive(Debug)]
 pub struct Target {
@@ -182,17 +202,13 @@ impl ListenerTelemetry {
     pub fn start<B>(&self, req: &http::Request<B>) -> Exchange {
         self.metrics.in_flight.increment(1.0);
         let mut exchange = Exchange::new(req.method().clone(), req.version());
-        if self.shared.wants_target() {
+        // The access log and spans want all of it; the mesh view's paths only the URI.
+        let whole = self.shared.wants_target();
+        if whole || traffic().counts_paths() {
             exchange.target = Some(Box::new(Target {
                 uri: req.uri().clone(),
-                started_at: Some(SystemTime::now()),
-                authority: authority(req),
-            }));
-        } else if traffic().counts_paths() {
-            exchange.target = Some(Box::new(Target {
-                uri: req.uri().clone(),
-                started_at: None,
-                authority: None,
+                started_at: whole.then(SystemTime::now),
+                authority: whole.then(|| authority(req)).flatten(),
             }));
         }
         exchange.trace = self.shared.trace_for(req.headers());
@@ -200,9 +216,11 @@ impl ListenerTelemetry {
         exchange
     }
 
-    /// Reports a finished request: metrics always, the access log line and spans if configured.
-    pub fn finish(&self, state: &Finished<'_>, status: u16, bytes: u64) {
+    /// Reports a finished request (its record holds the status and the bytes sent): metrics
+    /// always, the access log line and spans if configured.
+    pub fn finish(&self, state: &Finished<'_>) {
         let exchange = state.exchange;
+        let status = exchange.status;
         let took = exchange.started.elapsed();
         let route = state.route;
         self.metrics.in_flight.decrement(1.0);
@@ -223,17 +241,17 @@ impl ListenerTelemetry {
         if let Some(cluster) = &exchange.cluster {
             cluster.record(&outcome);
         }
-        if let Some(uri) = exchange.target.as_ref().map(|t| &t.uri) {
+        if let Some(uri) = exchange.uri() {
             let method = method_label(&exchange.method);
             traffic().record_path(&self.listener, method, uri.path(), &outcome);
         }
         if let Some(log) = &self.shared.access_log {
-            log.log(&self.entry(state, route, status, bytes, took));
+            log.log(&self.entry(state, route, took));
         }
         if let (Some(spans), Some(trace)) = (&self.shared.spans, &exchange.trace)
             && trace.sampled
         {
-            for span in self.spans(state, trace, route, status) {
+            for span in self.spans(state, trace, route) {
                 spans.export(span);
             }
         }
@@ -243,30 +261,19 @@ impl ListenerTelemetry {
         &'a self,
         state: &Finished<'a>,
         route: Option<&'a str>,
-        status: u16,
-        bytes: u64,
         took: Duration,
     ) -> Entry<'a> {
         let exchange = state.exchange;
         Entry {
-            time: access_log::timestamp(
-                exchange
-                    .target
-                    .as_ref()
-                    .and_then(|t| t.started_at)
-                    .unwrap_or_else(SystemTime::now),
-            ),
+            time: access_log::timestamp(exchange.started_at()),
             listener: &self.listener,
             peer: state.peer.to_string(),
             method: exchange.method.as_str(),
-            authority: exchange
-                .target
-                .as_ref()
-                .and_then(|t| t.authority.as_deref()),
-            path: exchange.target.as_ref().map(|t| t.uri.path()),
+            authority: exchange.authority(),
+            path: exchange.uri().map(http::Uri::path),
             protocol: protocol(exchange.version),
-            status,
-            bytes,
+            status: exchange.status,
+            bytes: exchange.bytes,
             duration_ms: took.as_secs_f64() * 1000.0,
             upstream: exchange.upstream.map(|a| a.to_string()),
             attempts: state.attempts,
@@ -283,14 +290,9 @@ impl ListenerTelemetry {
     }
 
     /// The request span (server) and one client span per attempt.
-    fn spans(
-        &self,
-        state: &Finished<'_>,
-        trace: &TraceContext,
-        route: Option<&str>,
-        status: u16,
-    ) -> Vec<Span> {
+    fn spans(&self, state: &Finished<'_>, trace: &TraceContext, route: Option<&str>) -> Vec<Span> {
         let exchange = state.exchange;
+        let status = exchange.status;
         let method = exchange.method.as_str();
         let mut attributes = vec![
             string_attribute("http.request.method", method),
@@ -307,11 +309,11 @@ impl ListenerTelemetry {
             ),
             int_attribute("switchyard.attempts", i64::from(state.attempts)),
         ];
-        if let Some(uri) = exchange.target.as_ref().map(|t| &t.uri) {
+        if let Some(uri) = exchange.uri() {
             attributes.push(string_attribute("url.path", uri.path()));
         }
-        if let Some(authority) = exchange.target.as_ref().and_then(|t| t.authority.as_ref()) {
-            attributes.push(string_attribute("server.address", authority.clone()));
+        if let Some(authority) = exchange.authority() {
+            attributes.push(string_attribute("server.address", authority));
         }
         if let Some(route) = route {
             attributes.push(string_attribute("http.route", route));
@@ -343,13 +345,7 @@ impl ListenerTelemetry {
             flags: 1,
             name,
             kind: span::SpanKind::Server as i32,
-            start_time_unix_nano: unix_nanos(
-                exchange
-                    .target
-                    .as_ref()
-                    .and_then(|t| t.started_at)
-                    .unwrap_or_else(SystemTime::now),
-            ),
+            start_time_unix_nano: unix_nanos(exchange.started_at()),
             end_time_unix_nano: unix_nanos(SystemTime::now()),
             attributes,
             status: Some(span_status(status >= 500)),

@@ -111,8 +111,7 @@ impl<T: Default> Default for Sharded<T> {
 
 impl<T> Sharded<T> {
     /// Shards made by `make`: one per thread that can own one, and the shared one.
-    pub fn new_with(make: impl FnMut() -> T) -> Self {
-        let mut make = make;
+    pub fn new_with(mut make: impl FnMut() -> T) -> Self {
         Self {
             shards: (0..=owned()).map(|_| Padded(make())).collect(),
         }
