@@ -15,100 +15,45 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
 use super::instructions::{PACKAGES, callgrind_control, summary, under_callgrind};
-use super::load::{self, Load};
-use super::servers::{Server, Setup};
-
-/// Load on each row: enough requests under valgrind to run every path they take, at the
-/// benchmark's main concurrency (so instances are made on demand as there).
-const LOAD: Duration = Duration::from_secs(3);
-const CONNECTIONS: u32 = 64;
-/// HTTP/2 streams of the base row's second load, when h2load is installed.
-const STREAMS: u32 = 16;
+use super::training::Training;
 
 pub fn run() -> Result<()> {
     crate::install_packages(PACKAGES);
     super::require(PACKAGES)?;
-    crate::build_plugins()?;
     crate::run(crate::cargo().args(["build", "--release", "--package", "switchyard"]))?;
 
     let dir = crate::root().join("target/bench/code-order");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let setup = Setup::new(dir.clone())?;
-    setup.write_scripts()?;
-    let keys = crate::root().join("plugins/auth/testdata");
-    let token = format!(
-        "Bearer {}",
-        super::mint_token(&keys.join("rsa-private.pem"))?
-    );
-    let _origin = setup.start_origin()?;
-
+    let training = Training::new(&dir)?;
     let mut cost: HashMap<String, u64> = HashMap::new();
-    let rows = Server::proxies()?
-        .into_iter()
-        .filter(|p| p.base == "switchyard");
-    for proxy in rows {
-        let out_file = dir.join(format!("{}.callgrind.%p", proxy.name));
-        // The log level users run with (the benchmark's is `warn`): start-up's log lines run
-        // the formatting code. Names as the linker knows them: not demangled.
-        let valgrind = under_callgrind(&out_file, &["RUST_LOG=info"], &["--demangle=no"]);
-        let running = proxy.start_wrapped(&setup, &valgrind)?;
-        let requests = super::requests(proxy.workload, &token);
-        let mut loads = vec![Load::Http1 {
-            connections: CONNECTIONS,
-        }];
-        if proxy.name == "switchyard" && Path::new("/usr/bin/h2load").exists() {
-            loads.push(Load::Http2 { streams: STREAMS });
-        }
-        for load in loads {
-            let sample = load::measure(load, proxy.port, LOAD, &running, requests)?;
-            if sample.requests == 0 || sample.errors > 0 {
-                bail!(
-                    "{}, {}: the load had {} requests and {} errors",
-                    proxy.name,
-                    load.label(),
-                    sample.requests,
-                    sample.errors
-                );
+    training.each_row(
+        |proxy| {
+            let out_file = dir.join(format!("{}.callgrind.%p", proxy.name));
+            // The log level users run with (the benchmark's is `warn`): start-up's log lines
+            // run the formatting code. Names as the linker knows them: not demangled.
+            under_callgrind(&out_file, &["RUST_LOG=info"], &["--demangle=no"])
+        },
+        |proxy, running| {
+            callgrind_control("-d", &running)?;
+            let dump = dir.join(format!("{}.callgrind.{}.1", proxy.name, running.pid()));
+            summary(&dump)?;
+            let text = std::fs::read_to_string(&dump)?;
+            for (name, instructions) in own_functions(&text, "switchyard") {
+                *cost.entry(name).or_default() += instructions;
             }
-        }
-        // What a Prometheus server does every few seconds.
-        scrape_metrics(proxy.admin_port)?;
-        callgrind_control("-d", &running)?;
-        let dump = dir.join(format!("{}.callgrind.{}.1", proxy.name, running.pid()));
-        summary(&dump)?;
-        let text = std::fs::read_to_string(&dump)?;
-        for (name, instructions) in own_functions(&text, "switchyard") {
-            *cost.entry(name).or_default() += instructions;
-        }
-        println!("{}: {} functions so far", proxy.name, cost.len());
-    }
+            println!("{}: {} functions so far", proxy.name, cost.len());
+            Ok(())
+        },
+    )?;
 
     let mut order: Vec<(String, u64)> = cost.into_iter().collect();
     order.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     let path = crate::root().join("proxy/code-order.txt");
     write_order(&path, &order)?;
     println!("{}: {} functions", path.display(), order.len());
-    Ok(())
-}
-
-/// `GET /metrics` from the admin API, read to the end.
-fn scrape_metrics(port: u16) -> Result<()> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))
-        .with_context(|| format!("cannot reach the admin API on port {port}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    stream.write_all(b"GET /metrics HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n")?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response)?;
-    if !response.starts_with(b"HTTP/1.1 200") {
-        bail!("the admin API did not answer /metrics with 200");
-    }
     Ok(())
 }
 

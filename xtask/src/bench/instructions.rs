@@ -1,7 +1,9 @@
 //! `cargo xtask bench --instructions [ROW]`: the user-space instructions Switchyard executes per
 //! request in one of the load benchmark's Switchyard rows (`switchyard`, without plugins, by
 //! default; `switchyard+noop5`, `switchyard+program`, `switchyard+chain`, ...), counted by
-//! callgrind.
+//! callgrind. With `--cache`, also what callgrind's cache and branch simulation counts a request
+//! (first-level instruction and data misses, mispredicted branches), to compare where code and
+//! data sit rather than how much runs.
 //!
 //! On a shared 2-core machine two runs of the same binary differ by about 5% in requests/s, so
 //! a change to the request path worth 1-2% cannot be seen in the load benchmark; the count of
@@ -49,7 +51,11 @@ pub(super) fn under_callgrind(out_file: &Path, env: &[&str], options: &[&str]) -
     wrapper
 }
 
-pub fn run(row: &str) -> Result<()> {
+/// What callgrind simulates besides counting, with `--cache`: the first-level caches (this
+/// machine's sizes) and branch prediction, reported a request beside the instructions.
+const CACHE_OPTIONS: &[&str] = &["--cache-sim=yes", "--branch-sim=yes"];
+
+pub fn run(row: &str, cache: bool) -> Result<()> {
     crate::install_packages(PACKAGES);
     super::require(PACKAGES)?;
     let proxy = Server::proxies()?
@@ -76,7 +82,8 @@ pub fn run(row: &str) -> Result<()> {
     };
     let _origin = setup.start_origin()?;
     let out_file = dir.join("callgrind.out.%p");
-    let valgrind = under_callgrind(&out_file, &[], &[]);
+    let options = if cache { CACHE_OPTIONS } else { &[] };
+    let valgrind = under_callgrind(&out_file, &[], options);
     let running = proxy.start_wrapped(&setup, &valgrind)?;
     let requests = super::requests(proxy.workload, &token);
     let load = Load::Http1 {
@@ -102,6 +109,14 @@ pub fn run(row: &str) -> Result<()> {
         sample.requests
     );
     println!("{line}");
+    if cache {
+        for (event, total) in events(&dump)? {
+            println!(
+                "  {event:>5}: {:.1} a request",
+                total as f64 / sample.requests as f64
+            );
+        }
+    }
     println!(
         "profile: callgrind_annotate --inclusive=yes {}",
         dump.display()
@@ -136,7 +151,8 @@ pub(super) fn summary(dump: &Path) -> Result<u64> {
             && let Some(count) = text
                 .lines()
                 .find_map(|l| l.strip_prefix("summary:"))
-                .and_then(|v| v.trim().parse().ok())
+                // Instructions come first; event options add columns after them.
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
         {
             return Ok(count);
         }
@@ -144,5 +160,53 @@ pub(super) fn summary(dump: &Path) -> Result<u64> {
             bail!("callgrind wrote no complete dump to {}", dump.display());
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Every event a complete dump totals, by callgrind's name (`Ir`, `I1mr`, `D1mw`, `Bcm`, ...),
+/// in its order: its `events:` line names the columns of its `summary:` line.
+fn events(dump: &Path) -> Result<Vec<(String, u64)>> {
+    let text = std::fs::read_to_string(dump)?;
+    let line = |prefix: &str| text.lines().find_map(|l| l.strip_prefix(prefix));
+    let (Some(names), Some(totals)) = (line("events:"), line("summary:")) else {
+        bail!("{} has no events and summary lines", dump.display());
+    };
+    names
+        .split_whitespace()
+        .zip(totals.split_whitespace())
+        .map(|(name, total)| {
+            let total = total
+                .parse()
+                .with_context(|| format!("{name}'s total {total:?} is not a count"))?;
+            Ok((name.to_owned(), total))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_pair_the_names_with_the_summary_totals() {
+        let dir = std::env::temp_dir().join(format!("xtask-events-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let dump = dir.join("callgrind.out");
+        std::fs::write(
+            &dump,
+            "events: Ir I1mr Bcm\nfn=(1) main\n1 5 1 0\nsummary: 700 12 3\n",
+        )
+        .unwrap();
+        let events = events(&dump).unwrap();
+        assert_eq!(
+            events,
+            [
+                ("Ir".to_owned(), 700),
+                ("I1mr".to_owned(), 12),
+                ("Bcm".to_owned(), 3)
+            ]
+        );
+        assert_eq!(summary(&dump).unwrap(), 700);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -11,9 +11,11 @@
 mod code_order;
 mod instructions;
 mod load;
+mod pgo;
 mod program;
 mod report;
 mod servers;
+mod training;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -89,11 +91,17 @@ impl Options {
 
 pub fn bench(args: &[String]) -> Result<()> {
     if let Some(at) = args.iter().position(|a| a == "--instructions") {
-        let row = args.get(at + 1).map_or("switchyard", String::as_str);
-        return instructions::run(row);
+        let row = args
+            .get(at + 1)
+            .filter(|a| !a.starts_with("--"))
+            .map_or("switchyard", String::as_str);
+        return instructions::run(row, args.iter().any(|a| a == "--cache"));
     }
     if args.iter().any(|a| a == "--code-order") {
         return code_order::run();
+    }
+    if args.iter().any(|a| a == "--pgo") {
+        return pgo::run();
     }
     let options = Options::parse(args)?;
     crate::install_packages(PACKAGES);

@@ -81,6 +81,26 @@ impl Running {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Asks the server to stop (SIGTERM) and waits until it has, up to `timeout`: what it does
+    /// at exit (an instrumented binary writes its counts then) is done when this returns.
+    pub fn stop(mut self, timeout: Duration) -> Result<()> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .context("cannot run kill")?;
+        if !status.success() {
+            bail!("kill -TERM {} failed ({status})", self.pid());
+        }
+        let deadline = Instant::now() + timeout;
+        while self.child.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                bail!("{} did not stop within {timeout:?} of SIGTERM", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
 }
 
 impl Drop for Running {
