@@ -19,17 +19,19 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use super::instructions::{PACKAGES, callgrind_control, summary, under_callgrind};
-use super::training::Training;
+use super::{Stage, training};
 
 pub fn run() -> Result<()> {
     crate::install_packages(PACKAGES);
     super::require(PACKAGES)?;
     crate::run(crate::cargo().args(["build", "--release", "--package", "switchyard"]))?;
 
+    crate::build_plugins()?;
     let dir = crate::root().join("target/bench/code-order");
-    let training = Training::new(&dir)?;
+    let stage = Stage::new(&dir)?;
     let mut cost: HashMap<String, u64> = HashMap::new();
-    training.each_row(
+    training::each_row(
+        &stage,
         |proxy| {
             let out_file = dir.join(format!("{}.callgrind.%p", proxy.name));
             // The log level users run with (the benchmark's is `warn`): start-up's log lines

@@ -118,15 +118,8 @@ pub fn bench(args: &[String]) -> Result<()> {
     }
 
     let out_dir = crate::root().join("target/bench");
-    let dir = out_dir.join("run");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let keys = crate::root().join("plugins/auth/testdata");
-    let setup = Setup::new(dir.clone())?;
-    setup.write_scripts()?;
-    let token = format!("Bearer {}", mint_token(&keys.join("rsa-private.pem"))?);
-
-    let _origin = setup.start_origin()?;
+    let stage = Stage::new(&out_dir.join("run"))?;
+    let (setup, token) = (&stage.setup, &stage.token);
     let mut proxies = Server::proxies()?;
     if options.io_uring {
         proxies.extend(Server::io_probes()?);
@@ -142,11 +135,11 @@ pub fn bench(args: &[String]) -> Result<()> {
         eprintln!("xtask: h2load is not installed; skipping the HTTP/2 load");
     }
 
-    let requests_for = |workload: Workload| requests(workload, &token);
+    let requests_for = |workload: Workload| requests(workload, token);
 
     // Every proxy that runs the program must behave alike before any is measured.
     for proxy in proxies.iter().filter(|p| p.workload == Workload::Program) {
-        let running = proxy.start(&setup)?;
+        let running = proxy.start(setup)?;
         program::check(proxy.name, proxy.port)?;
         drop(running);
     }
@@ -157,7 +150,7 @@ pub fn bench(args: &[String]) -> Result<()> {
     let main_load = Load::Http1 { connections: 64 };
     for round in 1..=options.rounds {
         for (p, proxy) in proxies.iter().enumerate() {
-            let running = proxy.start(&setup)?;
+            let running = proxy.start(setup)?;
             let requests = requests_for(proxy.workload);
             load::measure(main_load, proxy.port, options.warmup, &running, requests)?;
             for (l, load) in loads.iter().enumerate() {
@@ -234,6 +227,32 @@ fn require(packages: &[(&str, &str)]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// What every run of the proxies stands on: configs and logs in a directory of its own (emptied
+/// first), the scripts some configs load, the bearer token the JWT rows send, and the origin,
+/// running until this is dropped.
+struct Stage {
+    setup: Setup,
+    token: String,
+    _origin: servers::Running,
+}
+
+impl Stage {
+    fn new(dir: &std::path::Path) -> Result<Self> {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir)?;
+        let setup = Setup::new(dir.to_path_buf())?;
+        setup.write_scripts()?;
+        let keys = crate::root().join("plugins/auth/testdata");
+        let token = format!("Bearer {}", mint_token(&keys.join("rsa-private.pem"))?);
+        let origin = setup.start_origin()?;
+        Ok(Self {
+            setup,
+            token,
+            _origin: origin,
+        })
+    }
 }
 
 /// What each request of `workload` is; `token` is the chain's `authorization` value.

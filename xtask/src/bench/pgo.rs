@@ -2,10 +2,10 @@
 //! build's optimizer (profile-guided optimization; `.cargo/pgo-rustc` passes it to rustc).
 //!
 //! Why: without a profile the compiler guesses which branches are taken and what is worth
-//! inlining, and lays cold code between hot code; the proxy's request path then touches ~1,400
-//! instruction-cache lines a request against nginx's ~800 (callgrind's cache simulation), and
-//! runs its instructions at a lower rate than nginx. With the profile, user CPU a request fell
-//! ~17% without plugins and with the program (docs/performance.md, twenty-third pass).
+//! inlining, and lays cold code between hot code; the proxy's request path then fetched ~1,400
+//! lines of code into the instruction cache a request against nginx's ~800 (callgrind's cache
+//! simulation), and ran its instructions at a lower rate than nginx. With the profile, user CPU
+//! a request fell ~16% without plugins and with the program (docs/performance.md, twenty-third pass).
 //!
 //! How: the proxy is built instrumented (in `target/pgo-generate`, so the release build stays),
 //! each of the load benchmark's Switchyard rows is started, served and stopped with it, and
@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use super::training::Training;
+use super::{Stage, training};
 
 /// Programs the training drives, by Debian package (llvm-profdata is added by version).
 const PACKAGES: &[(&str, &str)] = &[("/usr/sbin/nginx", "nginx"), ("/usr/bin/wrk", "wrk")];
@@ -30,10 +30,12 @@ const PACKAGES: &[(&str, &str)] = &[("/usr/sbin/nginx", "nginx"), ("/usr/bin/wrk
 const STOP: Duration = Duration::from_secs(30);
 
 pub fn run() -> Result<()> {
-    let profdata = llvm_profdata()?;
+    let major = rustc_llvm_major()?;
+    // Where Debian's `llvm-N` installs it.
+    let profdata = format!("/usr/bin/llvm-profdata-{major}");
+    let package = format!("llvm-{major}");
     let mut packages = PACKAGES.to_vec();
-    let package = format!("llvm-{}", profdata.major);
-    packages.push((profdata.path.as_str(), package.as_str()));
+    packages.push((profdata.as_str(), package.as_str()));
     crate::install_packages(&packages);
     super::require(&packages)?;
 
@@ -55,10 +57,12 @@ pub fn run() -> Result<()> {
             .arg(&target_dir),
     )?;
 
-    let mut training = Training::new(&root.join("target/bench/pgo"))?;
-    training.setup.switchyard = target_dir.join("release/switchyard");
+    crate::build_plugins()?;
+    let mut stage = Stage::new(&root.join("target/bench/pgo"))?;
+    stage.setup.switchyard = target_dir.join("release/switchyard");
     let file = counts.join("%p-%m.profraw");
-    training.each_row(
+    training::each_row(
+        &stage,
         |_| {
             vec![
                 "env".to_owned(),
@@ -71,12 +75,12 @@ pub fn run() -> Result<()> {
             Ok(())
         },
     )?;
-    drop(training);
+    drop(stage);
 
     let raw = raw_profiles(&counts)?;
     let out = root.join("proxy/pgo.profdata");
     crate::run(
-        Command::new(&profdata.path)
+        Command::new(&profdata)
             .args(["merge", "--sparse", "-o"])
             .arg(&out)
             .args(&raw),
@@ -89,26 +93,16 @@ pub fn run() -> Result<()> {
     crate::run(crate::cargo().args(["clean", "--release"]))
 }
 
-/// `llvm-profdata` of the toolchain's LLVM major version, where Debian's `llvm-N` installs it.
-struct Profdata {
-    major: String,
-    path: String,
-}
-
-fn llvm_profdata() -> Result<Profdata> {
+/// The major version of the LLVM the toolchain's rustc is built with: the profile's format is
+/// that LLVM's, so `llvm-profdata` must be of the same major version.
+fn rustc_llvm_major() -> Result<String> {
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
     let output = Command::new(&rustc)
         .arg("-vV")
         .output()
         .with_context(|| format!("cannot run {rustc} -vV"))?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    let Some(major) = llvm_major(&text) else {
-        bail!("{rustc} -vV names no LLVM version");
-    };
-    Ok(Profdata {
-        path: format!("/usr/bin/llvm-profdata-{major}"),
-        major,
-    })
+    llvm_major(&String::from_utf8_lossy(&output.stdout))
+        .with_context(|| format!("{rustc} -vV names no LLVM version"))
 }
 
 /// The major version in rustc's `LLVM version: 22.1.2` line.

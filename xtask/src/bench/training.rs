@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+use super::Stage;
 use super::load::{self, Load};
-use super::servers::{Running, Server, Setup};
+use super::servers::{Running, Server};
 
 /// Load on each row: enough requests under valgrind to run every path they take, at the
 /// benchmark's main concurrency (so instances are made on demand as there).
@@ -18,71 +19,41 @@ const CONNECTIONS: u32 = 64;
 /// HTTP/2 streams of the base row's second load, when h2load is installed.
 const STREAMS: u32 = 16;
 
-/// A run of every Switchyard row: its configs and logs in `dir`, the origin started, the
-/// scripts and token the rows need.
-pub(super) struct Training {
-    pub setup: Setup,
-    token: String,
-    _origin: Running,
-}
-
-impl Training {
-    /// Builds the plugins, then starts the origin, with the configs in `dir` (emptied first).
-    pub fn new(dir: &Path) -> Result<Self> {
-        crate::build_plugins()?;
-        let _ = std::fs::remove_dir_all(dir);
-        std::fs::create_dir_all(dir)?;
-        let setup = Setup::new(dir.to_path_buf())?;
-        setup.write_scripts()?;
-        let keys = crate::root().join("plugins/auth/testdata");
-        let token = format!(
-            "Bearer {}",
-            super::mint_token(&keys.join("rsa-private.pem"))?
-        );
-        let origin = setup.start_origin()?;
-        Ok(Self {
-            setup,
-            token,
-            _origin: origin,
-        })
-    }
-
-    /// Starts each Switchyard row under the wrapper `wrapper` gives for it, serves it the load,
-    /// then hands the running proxy to `done`.
-    pub fn each_row(
-        &self,
-        wrapper: impl Fn(&Server) -> Vec<String>,
-        mut done: impl FnMut(&Server, Running) -> Result<()>,
-    ) -> Result<()> {
-        let rows = Server::proxies()?
-            .into_iter()
-            .filter(|p| p.base == "switchyard");
-        for proxy in rows {
-            let running = proxy.start_wrapped(&self.setup, &wrapper(&proxy))?;
-            let requests = super::requests(proxy.workload, &self.token);
-            let mut loads = vec![Load::Http1 {
-                connections: CONNECTIONS,
-            }];
-            if proxy.name == "switchyard" && Path::new("/usr/bin/h2load").exists() {
-                loads.push(Load::Http2 { streams: STREAMS });
-            }
-            for load in loads {
-                let sample = load::measure(load, proxy.port, LOAD, &running, requests)?;
-                if sample.requests == 0 || sample.errors > 0 {
-                    bail!(
-                        "{}, {}: the load had {} requests and {} errors",
-                        proxy.name,
-                        load.label(),
-                        sample.requests,
-                        sample.errors
-                    );
-                }
-            }
-            scrape_metrics(proxy.admin_port)?;
-            done(&proxy, running)?;
+/// Starts each Switchyard row on `stage` under the wrapper `wrapper` gives for it, serves it the
+/// load, then hands the running proxy to `done`.
+pub(super) fn each_row(
+    stage: &Stage,
+    wrapper: impl Fn(&Server) -> Vec<String>,
+    mut done: impl FnMut(&Server, Running) -> Result<()>,
+) -> Result<()> {
+    let rows = Server::proxies()?
+        .into_iter()
+        .filter(|p| p.base == "switchyard");
+    for proxy in rows {
+        let running = proxy.start_wrapped(&stage.setup, &wrapper(&proxy))?;
+        let requests = super::requests(proxy.workload, &stage.token);
+        let mut loads = vec![Load::Http1 {
+            connections: CONNECTIONS,
+        }];
+        if proxy.name == "switchyard" && Path::new("/usr/bin/h2load").exists() {
+            loads.push(Load::Http2 { streams: STREAMS });
         }
-        Ok(())
+        for load in loads {
+            let sample = load::measure(load, proxy.port, LOAD, &running, requests)?;
+            if sample.requests == 0 || sample.errors > 0 {
+                bail!(
+                    "{}, {}: the load had {} requests and {} errors",
+                    proxy.name,
+                    load.label(),
+                    sample.requests,
+                    sample.errors
+                );
+            }
+        }
+        scrape_metrics(proxy.admin_port)?;
+        done(&proxy, running)?;
     }
+    Ok(())
 }
 
 /// `GET /metrics` from the admin API, read to the end.
